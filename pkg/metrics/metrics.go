@@ -1,0 +1,92 @@
+// Package metrics defines every metric mosnlite exports, once, on a registry owned by the
+// server. Components receive the *Set and resolve their labelled children when they are
+// built (per listener, per cluster), so the hot path only does an atomic add.
+//
+// Names follow DESIGN.md: mosnlite_*, base units, _total for counters.
+package metrics
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Set is the collection of vectors. New registers all of them on a fresh registry.
+type Set struct {
+	Registry *prometheus.Registry
+
+	// Downstream (per listener).
+	DownstreamCxTotal    *prometheus.CounterVec // listener
+	DownstreamCxActive   *prometheus.GaugeVec   // listener
+	DownstreamCxOverflow *prometheus.CounterVec // listener: accepts held back by max_connections
+	DownstreamCxHandoff  *prometheus.CounterVec // listener: connections handed to it by original_dst
+	AcceptErrors         *prometheus.CounterVec // listener
+	ConnPanics           *prometheus.CounterVec // listener: recovered panics (bug), conn closed
+	ConnCloses           *prometheus.CounterVec // listener, reason
+	ProtocolErrors       *prometheus.CounterVec // listener, protocol: malformed input, conn closed
+
+	// Upstream (per cluster).
+	UpstreamCxTotal       *prometheus.CounterVec // cluster
+	UpstreamCxActive      *prometheus.GaugeVec   // cluster
+	UpstreamCxConnectFail *prometheus.CounterVec // cluster, host
+	UpstreamNoHealthy     *prometheus.CounterVec // cluster: picks that found no host up in time
+	UpstreamHosts         *prometheus.GaugeVec   // cluster
+	UpstreamHostsHealthy  *prometheus.GaugeVec   // cluster
+	DNSResolveFailures    *prometheus.CounterVec // cluster
+
+	// L4 filters.
+	TCPProxyBytes     *prometheus.CounterVec // listener, cluster, direction (rx: client→upstream, tx: upstream→client)
+	TCPProxySessions  *prometheus.CounterVec // listener, cluster
+	UDPProxyDatagrams *prometheus.CounterVec // listener, cluster, direction
+	UDPProxyBytes     *prometheus.CounterVec // listener, cluster, direction
+	UDPProxySessions  *prometheus.CounterVec // listener, cluster
+	UDPProxyActive    *prometheus.GaugeVec   // listener, cluster
+	UDPProxyDropped   *prometheus.CounterVec // listener, cluster, reason
+
+	// Config.
+	ConfigReloads *prometheus.CounterVec // result: ok | error
+}
+
+// New builds a Set on a fresh registry (with the Go and process collectors).
+func New() *Set {
+	r := prometheus.NewRegistry()
+	f := factory{r}
+	s := &Set{
+		Registry:              r,
+		DownstreamCxTotal:     f.counter("downstream_connections_total", "Downstream connections accepted.", "listener"),
+		DownstreamCxActive:    f.gauge("downstream_connections_active", "Downstream connections open.", "listener"),
+		DownstreamCxOverflow:  f.counter("downstream_connections_overflow_total", "Times accepting paused because max_connections was reached.", "listener"),
+		DownstreamCxHandoff:   f.counter("downstream_connections_handoff_total", "Connections handed to this listener by original_dst.", "listener"),
+		AcceptErrors:          f.counter("accept_errors_total", "Errors returned by accept.", "listener"),
+		ConnPanics:            f.counter("connection_panics_total", "Recovered panics in connection handlers; the connection was closed.", "listener"),
+		ConnCloses:            f.counter("downstream_connection_closes_total", "Downstream connections closed, by reason.", "listener", "reason"),
+		ProtocolErrors:        f.counter("protocol_errors_total", "Malformed input that closed a connection.", "listener", "protocol"),
+		UpstreamCxTotal:       f.counter("upstream_connections_total", "Upstream connections established.", "cluster"),
+		UpstreamCxActive:      f.gauge("upstream_connections_active", "Upstream connections open.", "cluster"),
+		UpstreamCxConnectFail: f.counter("upstream_connect_failures_total", "Failed upstream dials.", "cluster", "host"),
+		UpstreamNoHealthy:     f.counter("upstream_no_healthy_host_total", "Picks that found no healthy host within the pick timeout.", "cluster"),
+		UpstreamHosts:         f.gauge("upstream_hosts", "Hosts in the cluster.", "cluster"),
+		UpstreamHostsHealthy:  f.gauge("upstream_hosts_healthy", "Healthy hosts in the cluster.", "cluster"),
+		DNSResolveFailures:    f.counter("dns_resolve_failures_total", "Failed STRICT_DNS lookups (last good hosts kept).", "cluster"),
+		TCPProxyBytes:         f.counter("tcp_proxy_bytes_total", "Bytes carried by tcp_proxy.", "listener", "cluster", "direction"),
+		TCPProxySessions:      f.counter("tcp_proxy_sessions_total", "tcp_proxy sessions.", "listener", "cluster"),
+		UDPProxyDatagrams:     f.counter("udp_proxy_datagrams_total", "Datagrams carried by udp_proxy.", "listener", "cluster", "direction"),
+		UDPProxyBytes:         f.counter("udp_proxy_bytes_total", "Bytes carried by udp_proxy.", "listener", "cluster", "direction"),
+		UDPProxySessions:      f.counter("udp_proxy_sessions_total", "udp_proxy client sessions created.", "listener", "cluster"),
+		UDPProxyActive:        f.gauge("udp_proxy_sessions_active", "udp_proxy client sessions open.", "listener", "cluster"),
+		UDPProxyDropped:       f.counter("udp_proxy_dropped_total", "Datagrams udp_proxy dropped.", "listener", "cluster", "reason"),
+		ConfigReloads:         f.counter("config_reloads_total", "Config reloads by result.", "result"),
+	}
+	r.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return s
+}
+
+type factory struct{ r *prometheus.Registry }
+
+func (f factory) counter(name, help string, labels ...string) *prometheus.CounterVec {
+	v := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mosnlite", Name: name, Help: help}, labels)
+	f.r.MustRegister(v)
+	return v
+}
+
+func (f factory) gauge(name, help string, labels ...string) *prometheus.GaugeVec {
+	v := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "mosnlite", Name: name, Help: help}, labels)
+	f.r.MustRegister(v)
+	return v
+}
