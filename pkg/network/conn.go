@@ -1,0 +1,425 @@
+// Package network holds mosnlite's listeners and connections: the accept loop (back-off on
+// accept errors, max_connections, per-connection goroutines with panic recovery, drain), the
+// original_dst listener filter with its hand-off Index, and Conn, which reads into pooled
+// buffers and writes queued buffers in batches.
+package network
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mosnlite/mosnlite/pkg/buffer"
+	"github.com/mosnlite/mosnlite/pkg/log"
+)
+
+// CloseReason says why a connection was closed; it labels the close metric.
+type CloseReason string
+
+// Close reasons used by this package and its callers. Callers may use their own strings.
+const (
+	CloseLocal         CloseReason = "local"
+	CloseRemote        CloseReason = "remote"
+	CloseIdleTimeout   CloseReason = "idle_timeout"
+	CloseError         CloseReason = "error"
+	CloseDrain         CloseReason = "drain"
+	CloseOverflow      CloseReason = "overflow"
+	CloseProtocolError CloseReason = "protocol_error"
+)
+
+// Defaults for ConnOptions.
+const (
+	DefaultReadSize    = 16 << 10
+	DefaultBufferLimit = 1 << 20
+)
+
+// Errors returned by Conn.
+var (
+	ErrClosed    = errors.New("network: connection closed")
+	ErrReadLimit = errors.New("network: read buffer limit exceeded")
+)
+
+// minRead is the smallest free tail ReadLoop reads into.
+const minRead = buffer.MinClass
+
+// ConnOptions configures a Conn.
+type ConnOptions struct {
+	// Pool provides read and write buffers. nil: a private pool per connection (callers
+	// should share one).
+	Pool *buffer.Pool
+	// IdleTimeout closes the connection (reason idle_timeout) when nothing was read or
+	// written for that long. 0: none.
+	IdleTimeout time.Duration
+	// BufferLimit bounds both the bytes queued for writing (Write blocks above it) and the
+	// unread bytes ReadLoop accumulates (ErrReadLimit above it). 0: 1 MiB.
+	BufferLimit int
+	// ReadSize is the first read buffer's size. 0: 16 KiB.
+	ReadSize int
+	Log      *zap.Logger
+}
+
+// connIDs numbers connections process-wide.
+var connIDs atomic.Uint64
+
+// epoch anchors the monotonic clock used for activity stamps.
+var epoch = time.Now()
+
+// monoNow is a monotonic timestamp in nanoseconds. time.Since on a time carrying a
+// monotonic reading only reads the runtime's monotonic clock (no wall clock, no allocation).
+func monoNow() int64 { return int64(time.Since(epoch)) }
+
+// Conn is a stream connection with a pooled read loop and batched, flat-combined writes.
+//
+// Reading: one goroutine runs ReadLoop. Writing: any goroutine may call Write; the first
+// writer to find the queue idle becomes the flusher and writes batches (writev) until the
+// queue is empty, while later writers only append and return. There is no writer
+// goroutine. Idle detection stamps activity in an atomic and runs one timer per connection
+// that re-arms itself when it fires and finds recent activity, so no deadline is reset per
+// read.
+type Conn struct {
+	id       uint64
+	raw      net.Conn
+	pool     *buffer.Pool
+	log      *zap.Logger
+	idle     time.Duration
+	limit    int
+	readSize int
+
+	listener   string
+	origDst    netip.AddrPort
+	hasOrigDst bool
+
+	last      atomic.Int64 // monoNow of the last read, write or Touch
+	idleTimer *time.Timer
+	closed    atomic.Bool
+	done      chan struct{}
+
+	// Set by the owning listener before the connection is started.
+	owner  *Listener
+	slot   chan struct{} // max_connections slot released on close
+	cancel func()        // cancels the handler's context
+
+	mu       sync.Mutex
+	cond     sync.Cond // on mu: queue drained or connection closed
+	reason   CloseReason
+	queue    []*buffer.IoBuffer // waiting to be written
+	spare    []*buffer.IoBuffer // the other half of the double-buffered queue
+	queued   int                // bytes in queue plus the batch being written
+	flushing bool
+	werr     error
+
+	iov net.Buffers // flusher only: batch slices, capacity reused
+	wv  net.Buffers // flusher only: consumed by WriteTo
+}
+
+// NewConn wraps raw. Downstream connections are made by the Listener; upstream ones by
+// callers. With an IdleTimeout the idle timer starts now.
+func NewConn(raw net.Conn, o ConnOptions) *Conn {
+	c := newConn(raw, o)
+	c.startIdle()
+	return c
+}
+
+func newConn(raw net.Conn, o ConnOptions) *Conn {
+	c := &Conn{
+		id:       connIDs.Add(1),
+		raw:      raw,
+		pool:     o.Pool,
+		log:      o.Log,
+		idle:     o.IdleTimeout,
+		limit:    o.BufferLimit,
+		readSize: o.ReadSize,
+		done:     make(chan struct{}),
+	}
+	if c.pool == nil {
+		c.pool = buffer.NewPool()
+	}
+	if c.log == nil {
+		c.log = zap.NewNop()
+	}
+	if c.limit <= 0 {
+		c.limit = DefaultBufferLimit
+	}
+	if c.readSize <= 0 {
+		c.readSize = DefaultReadSize
+	}
+	c.cond.L = &c.mu
+	c.last.Store(monoNow())
+	return c
+}
+
+func (c *Conn) startIdle() {
+	if c.idle <= 0 {
+		return
+	}
+	// Created far in the future and then reset, so the callback cannot observe the
+	// field before it is set.
+	c.idleTimer = time.AfterFunc(time.Hour<<10, c.onIdle)
+	c.idleTimer.Reset(c.idle)
+}
+
+// onIdle runs when the idle timer fires: close if nothing happened for IdleTimeout,
+// otherwise re-arm for the rest of the period.
+func (c *Conn) onIdle() {
+	if c.closed.Load() {
+		return
+	}
+	quiet := time.Duration(monoNow() - c.last.Load())
+	if quiet >= c.idle {
+		if ce := c.log.Check(zap.DebugLevel, "connection idle timeout"); ce != nil {
+			ce.Write(zap.Uint64(log.FieldConnID, c.id), zap.Duration("idle", quiet))
+		}
+		c.Close(CloseIdleTimeout)
+		return
+	}
+	c.idleTimer.Reset(c.idle - quiet)
+}
+
+// ID is the process-unique connection id.
+func (c *Conn) ID() uint64 { return c.id }
+
+// Raw returns the socket, for filters that take it over (tcp_proxy splices).
+func (c *Conn) Raw() net.Conn { return c.raw }
+
+// LocalAddr is the socket's local address.
+func (c *Conn) LocalAddr() net.Addr { return c.raw.LocalAddr() }
+
+// RemoteAddr is the peer's address.
+func (c *Conn) RemoteAddr() net.Addr { return c.raw.RemoteAddr() }
+
+// OriginalDst is the destination before redirection, when the listener uses original_dst
+// and it could be read.
+func (c *Conn) OriginalDst() (netip.AddrPort, bool) { return c.origDst, c.hasOrigDst }
+
+// ListenerName names the listener serving the connection ("" for upstream connections).
+func (c *Conn) ListenerName() string { return c.listener }
+
+// Touch notes activity for the idle timer, for filters that move bytes without ReadLoop or
+// Write.
+func (c *Conn) Touch() { c.last.Store(monoNow()) }
+
+// Done is closed when the connection is closed.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// CloseReason is the reason the connection was closed with, or "" while open.
+func (c *Conn) CloseReason() CloseReason {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reason
+}
+
+// ReadLoop reads into a pooled buffer and calls onData after each read with the buffer
+// holding all unread bytes; onData drains what it consumed and must not keep the buffer
+// or slices of it after returning. The buffer grows while onData leaves bytes unconsumed,
+// up to BufferLimit unread bytes (its capacity stays below twice the limit); a full buffer
+// at the limit ends the loop with ErrReadLimit.
+//
+// ReadLoop returns nil on EOF and when the connection was closed locally (see
+// CloseReason: idle_timeout, drain, ...), the error onData returned, ErrReadLimit, or a
+// read error. It does not close the connection. Only one ReadLoop may run at a time.
+func (c *Conn) ReadLoop(onData func(b *buffer.IoBuffer) error) error {
+	b := c.pool.NewBuffer(c.readSize)
+	defer b.Release()
+	for {
+		if b.Len() >= c.limit {
+			return ErrReadLimit
+		}
+		if b.Available() < minRead {
+			if b.Cap() < c.limit {
+				b.Grow(minRead)
+			} else {
+				b.Compact()
+			}
+		}
+		n, err := b.ReadOnce(c.raw)
+		if n > 0 {
+			c.last.Store(monoNow())
+			if derr := onData(b); derr != nil {
+				return derr
+			}
+			if b.Len() == 0 {
+				b.Shrink(c.readSize)
+			}
+		}
+		if err != nil {
+			if c.closed.Load() || errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// Write queues bufs for writing and takes ownership of them: each is released once
+// written or when the connection closes. Empty buffers are released at once. When the
+// queue is idle the caller writes the queue itself (in writev batches) until it is empty;
+// otherwise Write appends and returns. While more than BufferLimit bytes are queued,
+// Write blocks until the queue drains below it or the connection closes.
+//
+// Write returns ErrClosed when the connection is closed, or the write error when the
+// caller flushed and the socket failed (the connection is then closed).
+func (c *Conn) Write(bufs ...*buffer.IoBuffer) error {
+	n := 0
+	for _, b := range bufs {
+		n += b.Len()
+	}
+	c.mu.Lock()
+	for c.queued >= c.limit && c.reason == "" && c.werr == nil {
+		c.cond.Wait()
+	}
+	if c.reason != "" || c.werr != nil {
+		err := c.werr
+		c.mu.Unlock()
+		for _, b := range bufs {
+			b.Release()
+		}
+		if err == nil {
+			err = ErrClosed
+		}
+		return err
+	}
+	for _, b := range bufs {
+		if b.Len() == 0 {
+			b.Release()
+			continue
+		}
+		c.queue = append(c.queue, b)
+	}
+	c.queued += n
+	if c.flushing || len(c.queue) == 0 {
+		c.mu.Unlock()
+		return nil
+	}
+	c.flushing = true
+	err := c.flushLocked()
+	c.flushing = false
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	if err != nil {
+		c.Close(closeReasonFor(err))
+	}
+	return err
+}
+
+// flushLocked writes batches until the queue is empty. Called and returns with c.mu held;
+// the lock is dropped around each write.
+func (c *Conn) flushLocked() error {
+	for len(c.queue) > 0 && c.reason == "" {
+		batch := c.queue
+		c.queue = c.spare[:0]
+		n := 0
+		for _, b := range batch {
+			n += b.Len()
+		}
+		c.mu.Unlock()
+		err := c.writeBatch(batch)
+		c.mu.Lock()
+		clear(batch)
+		c.spare = batch[:0]
+		c.queued -= n
+		c.cond.Broadcast()
+		if err != nil {
+			if c.reason != "" {
+				return ErrClosed
+			}
+			c.werr = err
+			return err
+		}
+		c.last.Store(monoNow())
+	}
+	return nil
+}
+
+// writeBatch writes and releases batch. Runs on the flusher without c.mu.
+func (c *Conn) writeBatch(batch []*buffer.IoBuffer) error {
+	var err error
+	if len(batch) == 1 {
+		_, err = c.raw.Write(batch[0].Bytes())
+	} else {
+		iov := c.iov[:0]
+		for _, b := range batch {
+			iov = append(iov, b.Bytes())
+		}
+		c.iov = iov
+		c.wv = iov
+		_, err = c.wv.WriteTo(c.raw) // writev for TCP and unix sockets
+		clear(iov)
+		c.wv = nil
+	}
+	for _, b := range batch {
+		b.Release()
+	}
+	return err
+}
+
+// Flush waits until everything queued before the call has been written, or the
+// connection closed. It returns nil, the write error, or ErrClosed if data was dropped.
+func (c *Conn) Flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for (c.flushing || len(c.queue) > 0) && c.reason == "" && c.werr == nil {
+		c.cond.Wait()
+	}
+	if c.werr != nil {
+		return c.werr
+	}
+	if c.reason != "" {
+		return ErrClosed
+	}
+	return nil
+}
+
+func closeReasonFor(err error) CloseReason {
+	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return CloseRemote
+	}
+	return CloseError
+}
+
+// Close closes the connection; the first call's reason wins and later calls return nil.
+// Queued buffers are released, blocked writers return ErrClosed, Done is closed and, for a
+// listener's connection, its max_connections slot is freed and the handler's context is
+// cancelled. An empty reason means "local".
+func (c *Conn) Close(r CloseReason) error {
+	if r == "" {
+		r = CloseLocal
+	}
+	c.mu.Lock()
+	if c.reason != "" {
+		c.mu.Unlock()
+		return nil
+	}
+	c.reason = r
+	c.closed.Store(true)
+	for i, b := range c.queue {
+		c.queued -= b.Len()
+		b.Release()
+		c.queue[i] = nil
+	}
+	c.queue = c.queue[:0]
+	c.cond.Broadcast()
+	c.mu.Unlock()
+
+	err := c.raw.Close()
+	if c.idleTimer != nil {
+		c.idleTimer.Stop()
+	}
+	close(c.done)
+	if c.cancel != nil {
+		c.cancel()
+	}
+	if c.owner != nil {
+		c.owner.connClosed(c, r)
+	}
+	if c.slot != nil {
+		<-c.slot
+	}
+	return err
+}

@@ -1,0 +1,585 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/netip"
+	"os"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/mosnlite/mosnlite/pkg/config"
+	"github.com/mosnlite/mosnlite/pkg/log"
+	"github.com/mosnlite/mosnlite/pkg/metrics"
+)
+
+// DefaultMaxConnections applies when ListenerConfig.MaxConnections is 0.
+const DefaultMaxConnections = 65536
+
+// Accept back-off after an error: starts at minBackoff, doubles up to maxBackoff, resets
+// on the next successful accept.
+const (
+	minBackoff = 5 * time.Millisecond
+	maxBackoff = time.Second
+)
+
+// logEvery is the minimum interval between two log lines about accept errors or overflow.
+const logEvery = time.Second
+
+// Handler serves one stream connection. It runs on the connection's own goroutine and must
+// return when ctx is done or the connection is closed. The connection is closed (reason
+// local) when it returns, if it is still open.
+type Handler interface {
+	ServeConn(ctx context.Context, c *Conn)
+}
+
+// PacketHandler serves a udp listener's socket until ctx is done (the listener then closes
+// pc) or pc fails.
+type PacketHandler interface {
+	ServePackets(ctx context.Context, pc net.PacketConn) error
+}
+
+// ListenerConfig configures a Listener.
+type ListenerConfig struct {
+	Name    string
+	Network string // "tcp" (default, also "tcp4", "tcp6"), "udp" ("udp4", "udp6"), "unix"
+	Address string
+	// BindPort false makes a virtual listener: it opens no socket and serves connections
+	// handed to it by an original_dst listener. Only for tcp; Address must be ip:port.
+	BindPort       bool
+	ReusePort      bool               // SO_REUSEPORT
+	MaxConnections int                // open connections; 0: 65536
+	OriginalDst    config.OriginalDst // "", "redirect" or "tproxy" (tcp only)
+	Conn           ConnOptions        // applied to every accepted connection
+	Handler        Handler            // tcp, unix
+	PacketHandler  PacketHandler      // udp
+	Index          *Index             // where original_dst looks up other listeners
+	Metrics        *metrics.Set       // nil: a private set
+	Log            *zap.Logger        // nil: no logging
+}
+
+// Listener accepts connections and runs each on its own goroutine. New binds; Serve
+// accepts; Drain waits for (and then closes) open connections.
+type Listener struct {
+	cfg     ListenerConfig
+	log     *zap.Logger
+	network string
+	ln      net.Listener   // tcp, unix
+	pc      net.PacketConn // udp
+	key     netip.AddrPort // index key (tcp and virtual listeners)
+	hasKey  bool
+	sem     chan struct{} // max_connections slots
+
+	serving   atomic.Bool
+	closing   atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+
+	cxTotal, cxOverflow, cxHandoff, acceptErrs, panics prometheus.Counter
+	cxActive                                           prometheus.Gauge
+	closes                                             *prometheus.CounterVec // reason
+
+	mu      sync.Mutex // accept and close only
+	conns   map[*Conn]struct{}
+	running int           // connection goroutines
+	zero    chan struct{} // closed when running drops to 0 (made by a waiting Drain)
+	base    context.Context
+	forced  bool // Drain's deadline passed: connections started later are closed at once
+}
+
+// NewListener validates cfg and binds the socket (none for a virtual listener). It starts
+// no goroutine.
+func NewListener(cfg ListenerConfig) (*Listener, error) {
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.New()
+	}
+	if cfg.Conn.Log == nil {
+		cfg.Conn.Log = cfg.Log
+	}
+	if cfg.MaxConnections < 0 {
+		return nil, fmt.Errorf("listener %q: max_connections %d < 0", cfg.Name, cfg.MaxConnections)
+	}
+	if cfg.MaxConnections == 0 {
+		cfg.MaxConnections = DefaultMaxConnections
+	}
+	l := &Listener{
+		cfg:     cfg,
+		log:     cfg.Log,
+		network: cfg.Network,
+		conns:   map[*Conn]struct{}{},
+		sem:     make(chan struct{}, cfg.MaxConnections),
+	}
+	if l.network == "" {
+		l.network = "tcp"
+	}
+	if err := l.validate(); err != nil {
+		return nil, fmt.Errorf("listener %q: %w", cfg.Name, err)
+	}
+	m, name := cfg.Metrics, cfg.Name
+	l.cxTotal = m.DownstreamCxTotal.WithLabelValues(name)
+	l.cxActive = m.DownstreamCxActive.WithLabelValues(name)
+	l.cxOverflow = m.DownstreamCxOverflow.WithLabelValues(name)
+	l.cxHandoff = m.DownstreamCxHandoff.WithLabelValues(name)
+	l.acceptErrs = m.AcceptErrors.WithLabelValues(name)
+	l.panics = m.ConnPanics.WithLabelValues(name)
+	closes, err := m.ConnCloses.CurryWith(prometheus.Labels{"listener": name})
+	if err != nil {
+		return nil, fmt.Errorf("listener %q: metrics: %w", name, err)
+	}
+	l.closes = closes
+
+	if !cfg.BindPort {
+		key, err := parseVirtualAddr(cfg.Address)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: virtual listener address: %w", name, err)
+		}
+		l.key, l.hasKey = key, true
+		return l, nil
+	}
+	if err := l.bind(); err != nil {
+		return nil, fmt.Errorf("listener %q: %w", name, err)
+	}
+	return l, nil
+}
+
+func (l *Listener) validate() error {
+	c := &l.cfg
+	switch l.network {
+	case "tcp", "tcp4", "tcp6":
+		if c.Handler == nil {
+			return errors.New("no connection handler")
+		}
+	case "unix":
+		if c.Handler == nil {
+			return errors.New("no connection handler")
+		}
+	case "udp", "udp4", "udp6":
+		if c.PacketHandler == nil {
+			return errors.New("no packet handler")
+		}
+	default:
+		return fmt.Errorf("network %q: want tcp, udp or unix", l.network)
+	}
+	if !l.isTCP() {
+		if !c.BindPort {
+			return fmt.Errorf("bind_port false (virtual listener) is only for tcp, not %s", l.network)
+		}
+		if c.OriginalDst != config.OriginalDstOff {
+			return fmt.Errorf("use_original_dst is only for tcp, not %s", l.network)
+		}
+	}
+	switch c.OriginalDst {
+	case config.OriginalDstOff, config.OriginalDstRedirect, config.OriginalDstTProxy:
+	default:
+		return fmt.Errorf("use_original_dst %q: want redirect or tproxy", c.OriginalDst)
+	}
+	return nil
+}
+
+func (l *Listener) isTCP() bool { return strings.HasPrefix(l.network, "tcp") }
+
+// parseVirtualAddr parses a virtual listener's ip:port (an empty host means any address).
+func parseVirtualAddr(s string) (netip.AddrPort, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	if host == "" {
+		host = "::"
+	}
+	ap, err := netip.ParseAddrPort(net.JoinHostPort(host, port))
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q: want ip:port (%w)", s, err)
+	}
+	return normalize(ap), nil
+}
+
+func normalize(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+func (l *Listener) bind() error {
+	lc := net.ListenConfig{Control: l.control}
+	ctx := context.Background() // binding is synchronous and not cancellable by design
+	switch {
+	case l.network == "unix":
+		if err := removeStaleSocket(l.cfg.Address); err != nil {
+			return err
+		}
+		ln, err := lc.Listen(ctx, "unix", l.cfg.Address)
+		if err != nil {
+			return err
+		}
+		l.ln = ln
+	case l.isTCP():
+		ln, err := lc.Listen(ctx, l.network, l.cfg.Address)
+		if err != nil {
+			return err
+		}
+		l.ln = ln
+		if a, ok := ln.Addr().(*net.TCPAddr); ok {
+			l.key, l.hasKey = normalize(a.AddrPort()), true
+		}
+	default:
+		pc, err := lc.ListenPacket(ctx, l.network, l.cfg.Address)
+		if err != nil {
+			return err
+		}
+		l.pc = pc
+	}
+	return nil
+}
+
+// removeStaleSocket removes path when it is a unix socket nobody listens on. A path that
+// is not a socket, or a socket that accepts connections, is an error.
+func removeStaleSocket(path string) error {
+	if path == "" || path[0] == '@' { // abstract socket: no file
+		return nil
+	}
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&fs.ModeSocket == 0 {
+		return fmt.Errorf("%s exists and is not a unix socket", path)
+	}
+	if c, err := net.DialTimeout("unix", path, 100*time.Millisecond); err == nil {
+		c.Close()
+		return fmt.Errorf("%s: %w (a live socket)", path, syscall.EADDRINUSE)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove stale socket: %w", err)
+	}
+	return nil
+}
+
+// Addr is the bound address (port 0 resolved); nil for a virtual listener.
+func (l *Listener) Addr() net.Addr {
+	switch {
+	case l.ln != nil:
+		return l.ln.Addr()
+	case l.pc != nil:
+		return l.pc.LocalAddr()
+	}
+	return nil
+}
+
+// Name is the listener's configured name.
+func (l *Listener) Name() string { return l.cfg.Name }
+
+// Close closes the socket (a unix socket's file is removed); it does not touch open
+// connections. Serve calls it when its ctx ends. Idempotent.
+func (l *Listener) Close() error {
+	l.closeOnce.Do(func() {
+		l.closing.Store(true)
+		switch {
+		case l.ln != nil:
+			l.closeErr = l.ln.Close()
+		case l.pc != nil:
+			l.closeErr = l.pc.Close()
+		}
+	})
+	return l.closeErr
+}
+
+// Serve accepts connections until ctx is done, then closes the socket and returns nil;
+// open connections keep running (see Drain). A virtual listener only waits for ctx. A udp
+// listener runs the PacketHandler. Serve returns an error when the socket fails for good.
+func (l *Listener) Serve(ctx context.Context) error {
+	if !l.serving.CompareAndSwap(false, true) {
+		return fmt.Errorf("listener %q: Serve called twice", l.cfg.Name)
+	}
+	l.mu.Lock()
+	l.base = context.WithoutCancel(ctx)
+	l.mu.Unlock()
+	switch {
+	case !l.cfg.BindPort:
+		<-ctx.Done()
+		return nil
+	case l.pc != nil:
+		return l.servePackets(ctx)
+	}
+	return l.acceptLoop(ctx)
+}
+
+func (l *Listener) servePackets(ctx context.Context) (err error) {
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	defer func() {
+		if r := recover(); r != nil {
+			l.panics.Inc()
+			l.log.Error("panic in packet handler; listener stopped", zap.Any("panic", r),
+				zap.ByteString("stack", debug.Stack()))
+			err = fmt.Errorf("listener %q: panic in packet handler: %v", l.cfg.Name, r)
+		}
+		l.Close()
+	}()
+	err = l.cfg.PacketHandler.ServePackets(ctx, l.pc)
+	if ctx.Err() != nil || l.closing.Load() {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("listener %q: %w", l.cfg.Name, err)
+	}
+	return nil
+}
+
+func (l *Listener) acceptLoop(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	var (
+		backoff  time.Duration
+		errLog   limiter
+		overLog  limiter
+		sleepFor *time.Timer
+	)
+	defer func() {
+		if sleepFor != nil {
+			sleepFor.Stop()
+		}
+	}()
+	for {
+		select {
+		case l.sem <- struct{}{}:
+		default:
+			// max_connections reached: stop accepting (the kernel backlog holds new
+			// connections) until a connection closes.
+			l.cxOverflow.Inc()
+			if n, ok := overLog.allow(); ok {
+				l.log.Warn("max_connections reached; accepting paused", zap.Int("max_connections", l.cfg.MaxConnections),
+					zap.Int("suppressed", n))
+			}
+			select {
+			case l.sem <- struct{}{}:
+			case <-ctx.Done():
+				l.Close()
+				return nil
+			}
+		}
+		raw, err := l.ln.Accept()
+		if err != nil {
+			<-l.sem
+			if ctx.Err() != nil || l.closing.Load() {
+				l.Close()
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("listener %q: %w", l.cfg.Name, err)
+			}
+			// EMFILE, ENFILE, ENOBUFS, ENOMEM and the like: wait and retry; the kernel
+			// backlog holds the pending connections meanwhile.
+			l.acceptErrs.Inc()
+			backoff = min(max(2*backoff, minBackoff), maxBackoff)
+			if n, ok := errLog.allow(); ok {
+				l.log.Warn("accept failed; backing off", zap.Error(err), zap.Duration("backoff", backoff),
+					zap.Int("suppressed", n))
+			}
+			if sleepFor == nil {
+				sleepFor = time.NewTimer(backoff)
+			} else {
+				sleepFor.Reset(backoff)
+			}
+			select {
+			case <-sleepFor.C:
+			case <-ctx.Done():
+				l.Close()
+				return nil
+			}
+			continue
+		}
+		backoff = 0
+		l.accept(raw)
+	}
+}
+
+// limiter allows one log line per logEvery and counts the ones it suppressed. Used by one
+// goroutine.
+type limiter struct {
+	next       int64
+	suppressed int
+}
+
+func (r *limiter) allow() (suppressed int, ok bool) {
+	now := monoNow()
+	if now < r.next {
+		r.suppressed++
+		return 0, false
+	}
+	n := r.suppressed
+	r.next, r.suppressed = now+int64(logEvery), 0
+	return n, true
+}
+
+// accept applies original_dst and starts the connection on the listener that serves it.
+func (l *Listener) accept(raw net.Conn) {
+	l.cxTotal.Inc()
+	target := l
+	var (
+		od    netip.AddrPort
+		hasOD bool
+	)
+	if l.cfg.OriginalDst != config.OriginalDstOff {
+		var err error
+		od, err = l.originalDst(raw)
+		if err != nil {
+			if ce := l.log.Check(zap.DebugLevel, "original destination unavailable; serving here"); ce != nil {
+				ce.Write(zap.Stringer(log.FieldRemote, raw.RemoteAddr()), zap.Error(err))
+			}
+		} else {
+			hasOD = true
+			if t, ok := l.cfg.Index.lookup(od, l); ok {
+				target = t
+				t.cxHandoff.Inc()
+			}
+		}
+	}
+	c := newConn(raw, target.cfg.Conn)
+	c.listener = target.cfg.Name
+	c.origDst, c.hasOrigDst = od, hasOD
+	target.start(c, l.sem, l.base)
+}
+
+func (l *Listener) originalDst(raw net.Conn) (netip.AddrPort, error) {
+	if l.cfg.OriginalDst == config.OriginalDstTProxy {
+		a, ok := raw.LocalAddr().(*net.TCPAddr)
+		if !ok {
+			return netip.AddrPort{}, fmt.Errorf("local address %v is not tcp", raw.LocalAddr())
+		}
+		return normalize(a.AddrPort()), nil
+	}
+	tc, ok := raw.(*net.TCPConn)
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("%T is not a TCP connection", raw)
+	}
+	return GetOriginalDst(tc)
+}
+
+// start tracks c and runs the handler on its own goroutine. slot is the accepting
+// listener's max_connections slot, freed when c closes; fallback is the accepting
+// listener's base context, used when l (a hand-off target) is not serving.
+func (l *Listener) start(c *Conn, slot chan struct{}, fallback context.Context) {
+	l.mu.Lock()
+	base := l.base
+	if base == nil {
+		base = fallback
+	}
+	ctx, cancel := context.WithCancel(base)
+	c.owner, c.slot, c.cancel = l, slot, cancel
+	l.conns[c] = struct{}{}
+	l.running++
+	forced := l.forced
+	l.mu.Unlock()
+	l.cxActive.Inc()
+	c.startIdle()
+	if forced {
+		c.Close(CloseDrain)
+	}
+	go l.serveConn(ctx, c)
+}
+
+func (l *Listener) serveConn(ctx context.Context, c *Conn) {
+	defer l.connDone()
+	defer func() {
+		if r := recover(); r != nil {
+			l.panics.Inc()
+			l.log.Error("panic in connection handler; connection closed",
+				zap.Uint64(log.FieldConnID, c.id), zap.Stringer(log.FieldRemote, c.RemoteAddr()),
+				zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			c.Close(CloseError)
+		}
+		c.Close(CloseLocal)
+	}()
+	l.cfg.Handler.ServeConn(ctx, c)
+}
+
+// connClosed is called by Conn.Close.
+func (l *Listener) connClosed(c *Conn, r CloseReason) {
+	l.mu.Lock()
+	delete(l.conns, c)
+	l.mu.Unlock()
+	l.cxActive.Dec()
+	l.closes.WithLabelValues(string(r)).Inc()
+	if ce := l.log.Check(zap.DebugLevel, "connection closed"); ce != nil {
+		ce.Write(zap.Uint64(log.FieldConnID, c.id), zap.Stringer(log.FieldRemote, c.RemoteAddr()),
+			zap.String(log.FieldReason, string(r)))
+	}
+}
+
+func (l *Listener) connDone() {
+	l.mu.Lock()
+	l.running--
+	if l.running == 0 && l.zero != nil {
+		close(l.zero)
+		l.zero = nil
+	}
+	l.mu.Unlock()
+}
+
+// ActiveConns is the number of open connections served by this listener (hand-offs
+// included).
+func (l *Listener) ActiveConns() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
+}
+
+// Drain waits until every connection goroutine of this listener has returned. When ctx
+// ends first, it closes the remaining connections with reason drain and waits for their
+// goroutines (handlers must return once their connection is closed). Call it after Serve
+// returned.
+func (l *Listener) Drain(ctx context.Context) {
+	if l.waitIdle(ctx.Done()) {
+		return
+	}
+	l.mu.Lock()
+	l.forced = true
+	open := make([]*Conn, 0, len(l.conns))
+	for c := range l.conns {
+		open = append(open, c)
+	}
+	l.mu.Unlock()
+	if len(open) > 0 {
+		l.log.Info("drain deadline reached; closing connections", zap.Int("connections", len(open)))
+	}
+	for _, c := range open {
+		c.Close(CloseDrain)
+	}
+	l.waitIdle(nil)
+}
+
+// waitIdle waits until no connection goroutine runs (true) or stop is closed (false).
+func (l *Listener) waitIdle(stop <-chan struct{}) bool {
+	for {
+		l.mu.Lock()
+		if l.running == 0 {
+			l.mu.Unlock()
+			return true
+		}
+		if l.zero == nil {
+			l.zero = make(chan struct{})
+		}
+		z := l.zero
+		l.mu.Unlock()
+		select {
+		case <-z:
+		case <-stop:
+			return false
+		}
+	}
+}
