@@ -1,0 +1,99 @@
+package config
+
+import "time"
+
+// Defaults (DESIGN.md "Defaults and limits"). ApplyDefaults writes the ones that live in
+// typed fields; the others are for the packages that decode their own config (filters,
+// router, balancers) to use when a field is absent.
+const (
+	DefaultNetwork                 = NetworkTCP
+	DefaultClusterType             = ClusterSimple
+	DefaultLBType                  = LBRoundRobin
+	DefaultHostWeight              = 1
+	DefaultConnectTimeout          = 5 * time.Second
+	DefaultMaxConnectAttempts      = 3
+	DefaultPickTimeout             = time.Second
+	DefaultDNSRefreshRate          = 5 * time.Second
+	DefaultDrainTimeout            = 30 * time.Second
+	DefaultMaxConnections          = 65536
+	DefaultPerConnBufferLimitBytes = 1 << 20
+	DefaultConnectionIdleTimeout   = time.Hour
+
+	// Not written by ApplyDefaults: read by the packages that own these settings.
+	DefaultRouteTimeout          = 15 * time.Second
+	DefaultRequestHeaderTimeout  = 10 * time.Second
+	DefaultTCPProxyIdleTimeout   = time.Hour
+	DefaultUDPProxyIdleTimeout   = 60 * time.Second
+	DefaultUDPProxyMaxSessions   = 10000
+	DefaultChoiceCount           = 2
+	DefaultMaglevTableSize       = 65537
+	MaxMaglevTableSize           = 5000011 // a prime; larger tables cost memory for no balance gain
+	DefaultEWMADecay             = 10 * time.Second
+	DefaultEWMADefaultRTT        = 30 * time.Millisecond
+	DefaultCircuitMaxConnections = 1024
+	DefaultCircuitMaxPending     = 1024
+	DefaultCircuitMaxRequests    = 1024
+	DefaultCircuitMaxRetries     = 3
+)
+
+// ApplyDefaults fills unset fields with their defaults: listener network, max_connections,
+// per_connection_buffer_limit_bytes and connection_idle_timeout; cluster type, lb_type
+// (LB_ORIGINAL_DST for ORIGINAL_DST clusters), connect_timeout, max_connect_attempts,
+// pick_timeout, dns_refresh_rate (STRICT_DNS) and host weights (0 counts as unset); and
+// drain.timeout. It never changes a value that is set, so applying it twice is harmless.
+func (c *Config) ApplyDefaults() {
+	if c.Drain.Timeout == 0 {
+		c.Drain.Timeout = Duration(DefaultDrainTimeout)
+	}
+	for i := range c.Servers {
+		for j := range c.Servers[i].Listeners {
+			l := &c.Servers[i].Listeners[j]
+			if l.Network == "" {
+				l.Network = DefaultNetwork
+			}
+			if l.MaxConnections == 0 {
+				l.MaxConnections = DefaultMaxConnections
+			}
+			if l.PerConnBufferLimitBytes == 0 {
+				l.PerConnBufferLimitBytes = DefaultPerConnBufferLimitBytes
+			}
+			if l.ConnectionIdleTimeout == nil {
+				l.ConnectionIdleTimeout = durationPtr(DefaultConnectionIdleTimeout)
+			}
+		}
+	}
+	for i := range c.ClusterManager.Clusters {
+		cl := &c.ClusterManager.Clusters[i]
+		if cl.Type == "" {
+			cl.Type = DefaultClusterType
+		}
+		if cl.LBType == "" {
+			cl.LBType = DefaultLBType
+			if cl.Type == ClusterOriginalDst {
+				cl.LBType = LBOriginalDst
+			}
+		}
+		if cl.ConnectTimeout == nil {
+			cl.ConnectTimeout = durationPtr(DefaultConnectTimeout)
+		}
+		if cl.MaxConnectAttempts == 0 {
+			cl.MaxConnectAttempts = DefaultMaxConnectAttempts
+		}
+		if cl.PickTimeout == nil {
+			cl.PickTimeout = durationPtr(DefaultPickTimeout)
+		}
+		if cl.DNSRefreshRate == nil && cl.Type == ClusterStrictDNS {
+			cl.DNSRefreshRate = durationPtr(DefaultDNSRefreshRate)
+		}
+		for j := range cl.Hosts {
+			if cl.Hosts[j].Weight == 0 {
+				cl.Hosts[j].Weight = DefaultHostWeight
+			}
+		}
+	}
+}
+
+func durationPtr(d time.Duration) *Duration {
+	v := Duration(d)
+	return &v
+}
