@@ -1,0 +1,474 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/mosnlite/mosnlite/pkg/config"
+	"github.com/mosnlite/mosnlite/pkg/log"
+	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
+)
+
+// ErrNoHealthyUpstream is wrapped by Pick and Dial when no host was up within the pick
+// timeout (or the request's deadline).
+var ErrNoHealthyUpstream = errors.New("no healthy upstream")
+
+// Host is one upstream endpoint of a cluster. A *Host is immutable; its health and
+// balancer state (Stats) live in state shared by every *Host with the same address in the
+// cluster, so they survive rebuilds that change weights or other hosts.
+type Host struct {
+	addr     string
+	hostname string
+	weight   uint32
+	meta     map[string]string
+	st       *hostState
+}
+
+type hostState struct {
+	stats lb.HostStats
+	down  atomic.Bool // zero value: healthy
+}
+
+var _ lb.Host = (*Host)(nil)
+
+// Addr returns the host's dial address, "ip:port" (or "name:port" for a SIMPLE host
+// configured by name, which the dialer resolves).
+func (h *Host) Addr() string { return h.addr }
+
+// Weight returns the configured weight (at least 1).
+func (h *Host) Weight() uint32 { return h.weight }
+
+// Stats returns the host's live balancer state.
+func (h *Host) Stats() *lb.HostStats { return &h.st.stats }
+
+// Healthy reports the host's current health (true unless marked down by SetHostHealth).
+func (h *Host) Healthy() bool { return !h.st.down.Load() }
+
+// Hostname returns the configured hostname (for STRICT_DNS hosts, the name resolved).
+func (h *Host) Hostname() string { return h.hostname }
+
+// Metadata returns the configured metadata; callers must not modify it.
+func (h *Host) Metadata() map[string]string { return h.meta }
+
+// String returns the address.
+func (h *Host) String() string { return h.addr }
+
+// Cluster is a named set of hosts with a balancer. Readers load an immutable snapshot
+// (hosts, picker over the healthy ones) without locking; rebuilds serialize on mu and
+// publish a new snapshot, closing the old snapshot's changed channel so that waiting picks
+// look again.
+type Cluster struct {
+	name string
+	m    *Manager
+	log  *zap.Logger
+	snap atomic.Pointer[snapshot]
+
+	cxTotal   prometheus.Counter
+	cxActive  prometheus.Gauge
+	noHealthy prometheus.Counter
+	hostsG    prometheus.Gauge
+	healthyG  prometheus.Gauge
+	dnsFail   prometheus.Counter
+	lastWarn  atomic.Int64 // unix nanos of the last connect-failure warning
+	muted     atomic.Int64 // connect failures logged at debug only since then
+
+	mu      sync.Mutex // guards the fields below and serializes rebuilds
+	set     *settings
+	states  map[string]*hostState
+	dns     map[string][]netip.Addr // STRICT_DNS: last good answer per configured address
+	dnsGen  uint64                  // bumped when refreshers are replaced; stale results are dropped
+	stopDNS context.CancelFunc
+	removed bool
+}
+
+type snapshot struct {
+	set     *settings
+	hosts   []*Host
+	healthy []lb.Host
+	picker  lb.Picker
+	changed chan struct{} // closed when this snapshot is replaced
+	removed bool
+}
+
+func newCluster(m *Manager, name string) *Cluster {
+	mt := m.o.Metrics
+	return &Cluster{
+		name:      name,
+		m:         m,
+		log:       m.o.Log.With(zap.String(log.FieldCluster, name)),
+		cxTotal:   mt.UpstreamCxTotal.WithLabelValues(name),
+		cxActive:  mt.UpstreamCxActive.WithLabelValues(name),
+		noHealthy: mt.UpstreamNoHealthy.WithLabelValues(name),
+		hostsG:    mt.UpstreamHosts.WithLabelValues(name),
+		healthyG:  mt.UpstreamHostsHealthy.WithLabelValues(name),
+		dnsFail:   mt.DNSResolveFailures.WithLabelValues(name),
+		states:    map[string]*hostState{},
+		dns:       map[string][]netip.Addr{},
+	}
+}
+
+// Name returns the cluster's name.
+func (c *Cluster) Name() string { return c.name }
+
+// Hosts returns the cluster's current hosts, healthy or not.
+func (c *Cluster) Hosts() []*Host { return slices.Clone(c.snap.Load().hosts) }
+
+// update installs new settings and rebuilds. It reports whether the DNS refresher must be
+// restarted. Called with the manager's lock held.
+func (c *Cluster) update(s *settings) (restartDNS bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.set
+	c.set = s
+	if s.typ != config.ClusterStrictDNS {
+		clear(c.dns)
+	} else {
+		keep := map[string]bool{}
+		for _, h := range s.hosts {
+			keep[h.addr] = true
+		}
+		maps.DeleteFunc(c.dns, func(k string, _ []netip.Addr) bool { return !keep[k] })
+	}
+	c.rebuildLocked()
+	return old == nil || !dnsTargetsEqual(old, s)
+}
+
+// remove marks the cluster removed: its refresher stops and waiting picks fail.
+func (c *Cluster) remove() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.removed {
+		return
+	}
+	c.removed = true
+	c.dnsGen++
+	if c.stopDNS != nil {
+		c.stopDNS()
+		c.stopDNS = nil
+	}
+	old := c.snap.Load()
+	c.snap.Store(&snapshot{set: c.set, picker: lb.NewRoundRobin(nil, lb.Options{}), changed: make(chan struct{}), removed: true})
+	if old != nil {
+		close(old.changed)
+	}
+	mt := c.m.o.Metrics
+	mt.UpstreamHosts.DeleteLabelValues(c.name)
+	mt.UpstreamHostsHealthy.DeleteLabelValues(c.name)
+}
+
+// rebuildLocked recomputes the host list from settings and DNS answers, keeps the state
+// of hosts whose address stays, builds the picker over healthy hosts and publishes.
+func (c *Cluster) rebuildLocked() {
+	s := c.set
+	var prev map[string]*Host
+	if old := c.snap.Load(); old != nil {
+		prev = make(map[string]*Host, len(old.hosts))
+		for _, h := range old.hosts {
+			prev[h.addr] = h
+		}
+	}
+	var hosts []*Host
+	seen := map[string]bool{}
+	add := func(addr, hostname string, spec *hostSpec) {
+		if seen[addr] {
+			return // two DNS names answered the same address: first entry wins
+		}
+		seen[addr] = true
+		st := c.states[addr]
+		if st == nil {
+			st = &hostState{}
+			c.states[addr] = st
+		}
+		if h := prev[addr]; h != nil && h.st == st && h.weight == spec.weight && h.hostname == hostname && maps.Equal(h.meta, spec.meta) {
+			hosts = append(hosts, h)
+			return
+		}
+		hosts = append(hosts, &Host{addr: addr, hostname: hostname, weight: spec.weight, meta: spec.meta, st: st})
+	}
+	for i := range s.hosts {
+		spec := &s.hosts[i]
+		if s.typ != config.ClusterStrictDNS || spec.ip.IsValid() {
+			add(spec.addr, spec.hostname, spec)
+			continue
+		}
+		name := spec.hostname
+		if name == "" {
+			name = spec.host
+		}
+		for _, ip := range c.dns[spec.addr] {
+			add(netip.AddrPortFrom(ip, spec.port).String(), name, spec)
+		}
+	}
+	maps.DeleteFunc(c.states, func(a string, _ *hostState) bool { return !seen[a] })
+	var healthy []lb.Host
+	for _, h := range hosts {
+		if h.Healthy() {
+			healthy = append(healthy, h)
+		}
+	}
+	next := &snapshot{set: s, hosts: hosts, healthy: healthy, picker: s.factory(healthy, s.lbOpts), changed: make(chan struct{})}
+	old := c.snap.Swap(next)
+	if old != nil {
+		close(old.changed)
+	}
+	c.hostsG.Set(float64(len(hosts)))
+	c.healthyG.Set(float64(len(healthy)))
+}
+
+// SetHostHealth marks the host with address addr up or down (unknown addresses are
+// ignored) and, if that changes anything, rebuilds the picker and wakes waiting picks.
+func (c *Cluster) SetHostHealth(addr string, up bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.states[addr]
+	if st == nil || c.removed || st.down.Load() == !up {
+		return
+	}
+	st.down.Store(!up)
+	c.rebuildLocked()
+	if ce := c.log.Check(zap.InfoLevel, "host health changed"); ce != nil {
+		ce.Write(zap.String(log.FieldHost, addr), zap.Bool("healthy", up))
+	}
+}
+
+// Pick chooses a healthy host. When none is up it waits for the host set to change, up to
+// the cluster's pick_timeout and the ctx deadline, then fails with an error wrapping
+// ErrNoHealthyUpstream. The fast path does not allocate. done must be called once.
+func (c *Cluster) Pick(ctx context.Context, r *lb.Request) (*Host, func(lb.DoneInfo), error) {
+	s := c.snap.Load()
+	h, done, err := s.picker.Pick(ctx, r)
+	if err == nil {
+		return c.own(h, done)
+	}
+	return c.pickSlow(ctx, r, s, err)
+}
+
+func (c *Cluster) own(h lb.Host, done func(lb.DoneInfo)) (*Host, func(lb.DoneInfo), error) {
+	ch, ok := h.(*Host)
+	if !ok { // a balancer that invents hosts is a bug in that balancer
+		done(lb.DoneInfo{})
+		return nil, nil, fmt.Errorf("cluster %q: balancer returned a foreign host %v", c.name, h)
+	}
+	return ch, done, nil
+}
+
+func (c *Cluster) pickSlow(ctx context.Context, r *lb.Request, s *snapshot, err error) (*Host, func(lb.DoneInfo), error) {
+	wait := s.set.pickTimeout
+	var timeout <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	for {
+		if !errors.Is(err, lb.ErrNoHost) {
+			return nil, nil, fmt.Errorf("cluster %q: pick: %w", c.name, err)
+		}
+		if s.removed {
+			return nil, nil, fmt.Errorf("cluster %q: %w: cluster removed", c.name, ErrNoHealthyUpstream)
+		}
+		if wait <= 0 {
+			return nil, nil, c.noHost(s, "pick_timeout 0")
+		}
+		select {
+		case <-s.changed:
+		case <-timeout:
+			return nil, nil, c.noHost(s, fmt.Sprintf("waited pick_timeout %v", wait))
+		case <-ctx.Done():
+			c.noHealthy.Inc()
+			return nil, nil, fmt.Errorf("cluster %q: %w (%d hosts, %d healthy): %w", c.name, ErrNoHealthyUpstream, len(s.hosts), len(s.healthy), context.Cause(ctx))
+		}
+		s = c.snap.Load()
+		var h lb.Host
+		var done func(lb.DoneInfo)
+		if h, done, err = s.picker.Pick(ctx, r); err == nil {
+			return c.own(h, done)
+		}
+	}
+}
+
+func (c *Cluster) noHost(s *snapshot, why string) error {
+	c.noHealthy.Inc()
+	return fmt.Errorf("cluster %q: %w (%d hosts, %d healthy; %s)", c.name, ErrNoHealthyUpstream, len(s.hosts), len(s.healthy), why)
+}
+
+// Dial picks a host and connects to it over TCP within connect_timeout. A failed dial is
+// counted (upstream_connect_failures_total{cluster,host}), logged at debug (and at warn at
+// most every warnEvery), and the next pick skips the hosts already tried
+// (Request.Attempt is incremented for each pick) until max_connect_attempts distinct hosts
+// have failed or no untried healthy host is left; the error then lists every attempt.
+// Only the first pick waits for a host (see Pick).
+//
+// On success the connection counts as active (upstream_connections_active and the host's
+// Conns, which LB_LEAST_CONNECTION reads) until done is called: call done once, when the
+// connection is finished with.
+func (c *Cluster) Dial(ctx context.Context, r *lb.Request) (net.Conn, *Host, func(lb.DoneInfo), error) {
+	var req lb.Request
+	if r != nil {
+		req = *r
+	}
+	s := c.snap.Load()
+	var (
+		tried    []*Host
+		attempts []error
+		noMore   bool
+	)
+	for len(tried) < s.set.maxAttempts {
+		var (
+			h    *Host
+			done func(lb.DoneInfo)
+			err  error
+		)
+		if len(tried) == 0 {
+			h, done, err = c.Pick(ctx, &req)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+		} else if h, done = c.pickUntried(ctx, &req, tried); h == nil {
+			noMore = true
+			break
+		}
+		conn, err := c.dialHost(ctx, s.set.connectTimeout, h)
+		if err == nil {
+			return conn, h, c.connDone(h, done), nil
+		}
+		done(lb.DoneInfo{Err: err})
+		c.connectFailed(h, err)
+		tried = append(tried, h)
+		attempts = append(attempts, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, nil, nil, &DialError{Cluster: c.name, Attempts: attempts, NoMoreHosts: noMore}
+}
+
+// DialError is Dial's error when every attempt failed. errors.Is and errors.As see each
+// attempt's error (for instance context.DeadlineExceeded for a connect timeout).
+type DialError struct {
+	Cluster     string
+	Attempts    []error // one per host tried, in order; each names its host
+	NoMoreHosts bool    // stopped early: no untried healthy host was left
+}
+
+func (e *DialError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "cluster %q: connect failed after %d attempt(s)", e.Cluster, len(e.Attempts))
+	for i, err := range e.Attempts {
+		sep := "; "
+		if i == 0 {
+			sep = ": "
+		}
+		b.WriteString(sep)
+		b.WriteString(err.Error())
+	}
+	if e.NoMoreHosts {
+		b.WriteString("; no other healthy host to try")
+	}
+	return b.String()
+}
+
+// Unwrap returns the attempts' errors.
+func (e *DialError) Unwrap() []error { return e.Attempts }
+
+// pickUntried asks the balancer again (Attempt incremented per pick) a bounded number of
+// times for a host not yet tried; if it keeps answering tried hosts, a picker of the same
+// kind is built over the untried healthy hosts. nil when there is none.
+func (c *Cluster) pickUntried(ctx context.Context, req *lb.Request, tried []*Host) (*Host, func(lb.DoneInfo)) {
+	s := c.snap.Load()
+	isTried := func(h lb.Host) bool {
+		return slices.ContainsFunc(tried, func(t *Host) bool { return t.addr == h.Addr() })
+	}
+	for range min(2*len(s.healthy), 16) {
+		req.Attempt++
+		h, done, err := s.picker.Pick(ctx, req)
+		if err != nil {
+			break
+		}
+		if !isTried(h) {
+			if ch, done, err := c.own(h, done); err == nil {
+				return ch, done
+			}
+			return nil, nil
+		}
+		done(lb.DoneInfo{})
+	}
+	rest := slices.DeleteFunc(slices.Clone(s.healthy), isTried)
+	if len(rest) == 0 {
+		return nil, nil
+	}
+	req.Attempt++
+	h, done, err := s.set.factory(rest, s.set.lbOpts).Pick(ctx, req)
+	if err != nil {
+		return nil, nil
+	}
+	ch, done, err := c.own(h, done)
+	if err != nil {
+		return nil, nil
+	}
+	return ch, done
+}
+
+func (c *Cluster) dialHost(ctx context.Context, timeout time.Duration, h *Host) (net.Conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := c.m.o.Dial(dctx, "tcp", h.addr)
+	switch {
+	case err == nil && conn == nil:
+		err = errors.New("dialer returned no connection")
+	case err != nil && ctx.Err() == nil && errors.Is(dctx.Err(), context.DeadlineExceeded):
+		err = fmt.Errorf("%s: connect_timeout %v: %w", h.addr, timeout, err)
+	case err != nil && !strings.Contains(err.Error(), h.addr):
+		err = fmt.Errorf("%s: %w", h.addr, err)
+	}
+	if err != nil && conn != nil {
+		conn.Close()
+	}
+	return conn, err
+}
+
+func (c *Cluster) connDone(h *Host, done func(lb.DoneInfo)) func(lb.DoneInfo) {
+	c.cxTotal.Inc()
+	c.cxActive.Inc()
+	h.st.stats.ConnOpened()
+	var once atomic.Bool
+	return func(di lb.DoneInfo) {
+		if once.Swap(true) {
+			return
+		}
+		h.st.stats.ConnClosed()
+		c.cxActive.Dec()
+		done(di)
+	}
+}
+
+// warnEvery rate-limits connect-failure warnings per cluster; every failure is logged at
+// debug and counted.
+const warnEvery = 10 * time.Second
+
+func (c *Cluster) connectFailed(h *Host, err error) {
+	c.m.o.Metrics.UpstreamCxConnectFail.WithLabelValues(c.name, h.addr).Inc()
+	if ce := c.log.Check(zap.DebugLevel, "upstream connect failed"); ce != nil {
+		ce.Write(zap.String(log.FieldHost, h.addr), zap.Error(err))
+	}
+	now := c.m.o.Now().UnixNano()
+	last := c.lastWarn.Load()
+	if now-last < int64(warnEvery) || !c.lastWarn.CompareAndSwap(last, now) {
+		c.muted.Add(1)
+		return
+	}
+	c.log.Warn("upstream connect failed", zap.String(log.FieldHost, h.addr), zap.Error(err),
+		zap.Int64("suppressed", c.muted.Swap(0)))
+}
