@@ -1,0 +1,29 @@
+// Package builtin is the one explicit list of mosnlite's built-in extensions.
+package builtin
+
+import (
+	"errors"
+
+	"github.com/mosnlite/mosnlite/pkg/extension"
+	"github.com/mosnlite/mosnlite/pkg/filter/network/tcpproxy"
+	"github.com/mosnlite/mosnlite/pkg/filter/network/udpproxy"
+	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
+)
+
+// Register fills s with every built-in extension.
+func Register(s *extension.Set) error {
+	errs := []error{
+		s.NetworkFilters.Register(tcpproxy.Name, tcpproxy.Factory),
+		s.NetworkFilters.Register(udpproxy.Name, udpproxy.Factory),
+	}
+	for _, n := range lb.Builtins() {
+		errs = append(errs, s.LoadBalancers.Register(n.Name, n.Factory))
+	}
+	return errors.Join(errs...)
+}
+
+// NewSet returns a Set with every built-in registered.
+func NewSet() (*extension.Set, error) {
+	s := extension.NewSet()
+	return s, Register(s)
+}

@@ -1,0 +1,21 @@
+package extension
+
+import (
+	"github.com/mosnlite/mosnlite/pkg/filter"
+	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
+)
+
+// Set is every registry the server consults. Fill it with builtin.Register (or a test's own
+// list) before server.New; it is read-only afterwards.
+type Set struct {
+	NetworkFilters *Registry[filter.NetworkFactory]
+	LoadBalancers  *Registry[lb.Factory]
+}
+
+// NewSet returns empty registries.
+func NewSet() *Set {
+	return &Set{
+		NetworkFilters: NewRegistry[filter.NetworkFactory]("network filter"),
+		LoadBalancers:  NewRegistry[lb.Factory]("load balancer"),
+	}
+}

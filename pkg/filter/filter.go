@@ -1,0 +1,31 @@
+// Package filter holds the contracts between the server and network filters. A factory runs
+// once per config generation and returns a filter; the filter then serves every connection
+// (or, for UDP, the listener's packet socket) accepted by the listener it was built for.
+package filter
+
+import (
+	"go.uber.org/zap"
+
+	"github.com/mosnlite/mosnlite/pkg/buffer"
+	"github.com/mosnlite/mosnlite/pkg/config"
+	"github.com/mosnlite/mosnlite/pkg/metrics"
+	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
+)
+
+// Deps is what a network filter factory may use. It is built by pkg/server.
+type Deps struct {
+	Clusters *cluster.Manager
+	Pool     *buffer.Pool
+	Metrics  *metrics.Set
+	Log      *zap.Logger
+	Listener *config.Listener // the listener the filter is built for
+}
+
+// NetworkFactory decodes a filter's raw config and builds the filter. A bad config is an
+// error that names the field; it is returned before any socket is opened.
+type NetworkFactory func(raw config.RawMessage, d Deps) (NetworkFilter, error)
+
+// NetworkFilter is a terminal network filter. It implements network.Handler for stream
+// listeners (tcp, unix) and/or network.PacketHandler for udp listeners; the server checks
+// which one the listener needs.
+type NetworkFilter any
