@@ -1,0 +1,65 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+)
+
+// admin is the small operations endpoint: metrics, readiness, liveness and the log level.
+// Mutations take POST/PUT only. It binds where the config says (MOSN's admin block).
+type admin struct {
+	ln  net.Listener
+	srv *http.Server
+}
+
+func newAdmin(addr string, s *Server, level zap.AtomicLevel) (*admin, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.ready.Load() {
+			http.Error(w, "not ready\n", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("live\n")) })
+	if level != (zap.AtomicLevel{}) {
+		// zap.AtomicLevel serves GET (read) and PUT (change) of {"level":"debug"}.
+		mux.Handle("GET /logging", level)
+		mux.Handle("PUT /logging", level)
+		mux.Handle("GET /api/v1/get_loglevel", level)
+	}
+	return &admin{ln: ln, srv: &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       time.Minute,
+		ErrorLog:          zap.NewStdLog(s.log.Named("admin")),
+	}}, nil
+}
+
+func (a *admin) run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- a.srv.Serve(a.ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	a.srv.Shutdown(sctx)
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

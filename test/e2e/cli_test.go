@@ -1,0 +1,92 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/mosnlite/mosnlite/test/framework"
+)
+
+func TestCLIVersionJSON(t *testing.T) {
+	code, out := framework.RunCLI(t, "version", "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	var v map[string]string
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("version -o json is not JSON: %v\n%s", err, out)
+	}
+	if v["version"] == "" || v["commit"] == "" || v["go"] != runtime.Version() {
+		t.Fatalf("version fields = %v", v)
+	}
+}
+
+// Every MOSN example config validates with the binary (exit 0).
+func TestCLIValidateMOSNSamples(t *testing.T) {
+	files, err := filepath.Glob(framework.RepoPath("pkg", "config", "testdata", "mosn", "*.json"))
+	if err != nil || len(files) < 13 {
+		t.Fatalf("MOSN sample configs: %d found, %v", len(files), err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			if code, out := framework.RunCLI(t, "validate", "-c", f); code != 0 {
+				t.Fatalf("validate exit %d:\n%s", code, out)
+			}
+		})
+	}
+}
+
+func TestCLIValidateReportsJSONPath(t *testing.T) {
+	bad := `{"servers":[{"listeners":[{"name":"l","address":"127.0.0.1:1","filter_chains":[{"filters":[{"type":"tcp_proxy","config":{"cluster":"c"}}]}]}]}],
+	 "cluster_manager":{"clusters":[{"name":"c","lb_type":"LB_ROUNDROBIN","hosts":[{"address":"127.0.0.1:2"}]},
+	                                {"name":"d","lb_type":"LB_FOO","hosts":[{"address":"127.0.0.1:3"}]}]}}`
+	path := filepath.Join(t.TempDir(), "bad.json")
+	os.WriteFile(path, []byte(bad), 0o600)
+	code, out := framework.RunCLI(t, "validate", "-c", path)
+	if code != 1 {
+		t.Fatalf("validate exit %d; want 1\n%s", code, out)
+	}
+	if !strings.Contains(out, `cluster_manager.clusters[1].lb_type: unknown "LB_FOO"`) || !strings.Contains(out, "LB_ROUNDROBIN") {
+		t.Fatalf("message does not name the JSON path and the known values:\n%s", out)
+	}
+	// start refuses the same file, with the same message.
+	code, out = framework.RunCLI(t, "start", "-c", path)
+	if code != 1 || !strings.Contains(out, "cluster_manager.clusters[1].lb_type") {
+		t.Fatalf("start exit %d; want 1 with the path\n%s", code, out)
+	}
+}
+
+func TestCLIStrictRejectsUnknownField(t *testing.T) {
+	cfg := `{"servers":[{"listeners":[{"name":"l","address":"127.0.0.1:1","colour":"blue","filter_chains":[{"filters":[{"type":"tcp_proxy","config":{"cluster":"c"}}]}]}]}],
+	 "cluster_manager":{"clusters":[{"name":"c","hosts":[{"address":"127.0.0.1:2"}]}]}}`
+	path := filepath.Join(t.TempDir(), "unknown.json")
+	os.WriteFile(path, []byte(cfg), 0o600)
+	if code, out := framework.RunCLI(t, "validate", "-c", path); code != 0 || !strings.Contains(out, "servers[0].listeners[0].colour") {
+		t.Fatalf("lenient validate: exit %d, want 0 with a warning naming the field\n%s", code, out)
+	}
+	if code, out := framework.RunCLI(t, "validate", "--strict", "-c", path); code != 1 || !strings.Contains(out, "servers[0].listeners[0].colour") {
+		t.Fatalf("strict validate: exit %d, want 1 naming the field\n%s", code, out)
+	}
+}
+
+func TestCLIStartRefusesPortInUse(t *testing.T) {
+	up := framework.EchoServer(t, "")
+	// The listener's address is the upstream's own, so binding must fail.
+	code, out := framework.RunCLI(t, "start", "-c", writeTemp(t, tcpProxyConfig(up.Addr(), "LB_ROUNDROBIN", []host{{Address: up.Addr()}}, nil)))
+	if code != 1 || !strings.Contains(out, "address already in use") {
+		t.Fatalf("start on a used port: exit %d; want 1 with the cause\n%s", code, out)
+	}
+}
+
+func writeTemp(t *testing.T, s string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "cfg.json")
+	if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
