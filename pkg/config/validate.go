@@ -427,6 +427,9 @@ func (v *validator) routeAction(p string, a *RouteAction) {
 		v.rep.fail(p, "set only one of host_rewrite, auto_host_rewrite")
 	}
 	if rp := a.RetryPolicy; rp != nil {
+		if rp.RetryOn && rp.NumRetries == 0 {
+			v.rep.warn(at(p, "retry_policy.num_retries"), "retry_on is true but num_retries is 0: nothing will be retried (mosnlite uses num_retries as written)")
+		}
 		for i, code := range rp.RetriableStatusCodes {
 			if code < 100 || code > 599 {
 				v.rep.fail(index(at(p, "retry_policy.retriable_status_codes"), i), fmt.Sprintf("%d is outside 100-599", code))

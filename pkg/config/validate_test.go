@@ -282,6 +282,8 @@ func TestWarnings(t *testing.T) {
 			"servers[0].listeners[0].filter_chains[0].filters[0].config.cluster", "expected from dynamic_resources"},
 		{"admin on all interfaces", `{"admin":{"address":{"socket_address":{"address":"0.0.0.0","port_value":34901}}}}`,
 			"admin.address.socket_address.address", "reachable from the network"},
+		{"retry_on without num_retries", `{"servers":[{"routers":[{"router_config_name":"r","virtual_hosts":[{"name":"v","domains":["*"],"routers":[{"match":{"prefix":"/"},"route":{"cluster_name":"c1","retry_policy":{"retry_on":true}}}]}]}]}],"cluster_manager":{"clusters":[{"name":"c1","hosts":[{"address":"127.0.0.1:1"}]}]}}`,
+			"servers[0].routers[0].virtual_hosts[0].routers[0].route.retry_policy.num_retries", "nothing will be retried"},
 		{"second filter chain", doc(`{"name":"l","address":"127.0.0.1:1","filter_chains":[{"filters":[{"type":"tcp_proxy","config":{"cluster":"c1"}}]},{"filters":[{"type":"tcp_proxy","config":{"cluster":"c1"}}]}]}`, "", c1),
 			"servers[0].listeners[0].filter_chains[1]", "filter_chains[0] only"},
 	} {

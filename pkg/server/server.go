@@ -110,9 +110,11 @@ func New(cfg *config.Config, o Options) (_ *Server, err error) {
 }
 
 func (s *Server) buildListener(lc *config.Listener, ext *extension.Set) (*network.Listener, error) {
-	if len(lc.FilterChains) != 1 {
-		return nil, fmt.Errorf("filter_chains: want exactly one filter chain, have %d", len(lc.FilterChains))
+	if len(lc.FilterChains) == 0 {
+		return nil, errors.New("filter_chains: none")
 	}
+	// filter_chain_match is not supported: chain 0 serves every connection, and
+	// validation warns about the others.
 	fc := lc.FilterChains[0]
 	if len(fc.Filters) != 1 {
 		return nil, fmt.Errorf("filter_chains[0].filters: want exactly one terminal filter, have %d", len(fc.Filters))
