@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/mosnlite/mosnlite/pkg/config"
+	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
 )
 
 func TestParsePorts(t *testing.T) {
@@ -63,14 +64,14 @@ func TestBuildRouteCIDR(t *testing.T) {
 }
 
 func TestHashAddrStableAndSpread(t *testing.T) {
-	a := hashAddr(netip.MustParseAddr("127.0.0.2"))
-	if a != hashAddr(netip.MustParseAddr("127.0.0.2")) {
+	a := lb.HashIP(netip.MustParseAddr("127.0.0.2"))
+	if a != lb.HashIP(netip.MustParseAddr("127.0.0.2")) {
 		t.Fatal("hash not stable")
 	}
-	if a == hashAddr(netip.MustParseAddr("127.0.0.3")) {
+	if a == lb.HashIP(netip.MustParseAddr("127.0.0.3")) {
 		t.Fatal("neighbouring addresses collide")
 	}
-	if n := testing.AllocsPerRun(100, func() { hashAddr(netip.MustParseAddr("::1")) }); n != 0 {
-		t.Fatalf("hashAddr allocates %v", n)
+	if n := testing.AllocsPerRun(100, func() { lb.HashIP(netip.MustParseAddr("::1")) }); n != 0 {
+		t.Fatalf("HashIP allocates %v", n)
 	}
 }

@@ -3,13 +3,27 @@
 // cluster), dials a host through the cluster (connect timeout, next host on failure) and
 // carries bytes both ways until both sides have finished.
 //
-// Data path: the first read of each direction is a plain read into a pooled buffer (it
-// measures the upstream's time to first byte for LB_PEAK_EWMA and is cheaper than a splice
-// for small exchanges); everything after goes through net.TCPConn.ReadFrom, which the Go
-// runtime turns into splice(2) between the two sockets, so bulk bytes never enter user
-// space. A half-close on one side is passed on (CloseWrite) and the other direction keeps
-// flowing. The idle timeout is coarse: a read deadline that, when it fires, re-arms itself
-// if either direction moved bytes since it was set.
+// Data path. Each direction waits for its source to become readable without holding any
+// buffer (a RawConn read callback), then reads once, plain, into a pooled 16 KiB buffer and
+// writes it on. A read that fills the buffer means a burst: the bytes already queued on the
+// source socket (SIOCINQ) then go through net.TCPConn.ReadFrom, which the Go runtime turns
+// into splice(2), at most 1 MiB per call, so bulk bytes never enter user space. Because a
+// splice call is only asked for bytes that are already there, it never blocks waiting for
+// input, and an idle session holds no buffer and no splice pipe: two sockets, nothing else.
+//
+// A clean EOF on one side is passed on as a half-close (CloseWrite) and the other direction
+// keeps flowing; the session ends when both directions have seen EOF. An error on either
+// side (a reset, a failed write) resets both connections (SO_LINGER 0), so a peer never
+// mistakes a broken stream for a complete one.
+//
+// Idle timeout: every read burst and every splice call stamps the session's activity; one
+// timer per session fires idle_timeout after the last stamp and re-arms itself while there
+// was activity. Bytes still being written to a peer that reads slowly count when the write
+// (at most 16 KiB, or 1 MiB spliced) completes.
+//
+// The upstream's time to first byte — from the client's first bytes (or from connect, when
+// the upstream speaks first) to the upstream's first bytes — is the session's latency
+// sample for LB_PEAK_EWMA, reported through the cluster's done func when the session ends.
 package tcpproxy
 
 import (
@@ -19,10 +33,11 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,8 +59,8 @@ const Name = "tcp_proxy"
 const DefaultIdleTimeout = config.DefaultTCPProxyIdleTimeout
 
 const (
-	firstReadSize = 16 << 10 // plain read before switching to splice
-	spliceChunk   = 4 << 20  // bytes per ReadFrom call: bounds how stale counters and activity get
+	readSize  = 16 << 10 // plain read per burst; a read that fills it hands the rest to splice
+	spliceMax = 1 << 20  // bytes per ReadFrom call (Go's splice pipe size): bounds how stale counters and activity get
 )
 
 // Filter is a built tcp_proxy. It is immutable and shared by all connections of a listener.
@@ -57,6 +72,7 @@ type Filter struct {
 	listener string
 	log      *zap.Logger
 	stats    *statsCache
+	warns    log.Throttle // setup failures: one warning a second, the rest at debug
 }
 
 var _ network.Handler = (*Filter)(nil)
@@ -227,213 +243,388 @@ func (f *Filter) pickCluster(c *network.Conn) string {
 	return ""
 }
 
+// Close reasons of the downstream connection, besides the network package's own.
+const (
+	reasonNoRoute        network.CloseReason = "no_route"
+	reasonNoCluster      network.CloseReason = "no_cluster"
+	reasonConnectFailed  network.CloseReason = "upstream_connect_failed"
+	reasonUpstreamReset  network.CloseReason = "upstream_reset"
+	reasonDownstreamRset network.CloseReason = "downstream_reset"
+)
+
 // ServeConn proxies one downstream connection. It returns when both directions are done,
-// the idle timeout fired, or ctx ended (listener drained).
+// either side failed, the idle timeout fired, or ctx ended (the connection was closed, for
+// instance by a forced drain).
 func (f *Filter) ServeConn(ctx context.Context, c *network.Conn) {
 	name := f.pickCluster(c)
 	if name == "" {
-		f.log.Debug("no tcp_proxy route matches", zap.String(log.FieldListener, f.listener),
-			zap.Stringer(log.FieldRemote, c.RemoteAddr()))
-		c.Close(network.CloseReason("no_route"))
+		f.warn("tcp_proxy: no route", zap.Stringer(log.FieldRemote, c.RemoteAddr()),
+			zap.Stringer("local", c.LocalAddr()))
+		c.Close(reasonNoRoute)
 		return
 	}
 	cl, ok := f.clusters.Get(name)
 	if !ok {
-		f.log.Warn("tcp_proxy cluster not found", zap.String(log.FieldCluster, name))
-		c.Close(network.CloseReason("no_cluster"))
+		f.warn("tcp_proxy: cluster not found", zap.String(log.FieldCluster, name))
+		c.Close(reasonNoCluster)
 		return
 	}
 	// The hash key is the client's IP (Envoy's source_ip hash policy): LB_MAGLEV keeps a
 	// client on one host; other balancers ignore it.
-	req := lb.Request{HashKey: hashAddr(addrPort(c.RemoteAddr()).Addr()), HasHash: true}
+	req := lb.Request{HashKey: lb.HashIP(addrPort(c.RemoteAddr()).Addr()), HasHash: true}
 	if od, ok := c.OriginalDst(); ok {
 		req.OriginalDst = od
 	}
 	up, host, done, err := cl.Dial(ctx, &req)
 	if err != nil {
-		f.log.Warn("tcp_proxy upstream connect failed", zap.String(log.FieldListener, f.listener),
-			zap.String(log.FieldCluster, name), zap.Error(err))
-		c.Close(network.CloseReason("upstream_connect_failed"))
+		if ctx.Err() == nil { // not our own connection closing
+			f.warn("tcp_proxy: upstream connect failed", zap.String(log.FieldCluster, name), zap.Error(err))
+		}
+		c.Close(reasonConnectFailed)
 		return
 	}
 	st := f.stats.get(name)
 	st.sessions.Inc()
-	s := session{
-		f:    f,
-		down: c.Raw(),
-		up:   up,
-		st:   st,
-		idle: f.idle,
-	}
-	latency := s.run(ctx)
-	done(lb.DoneInfo{Latency: latency})
-	c.Close(network.CloseReason("done"))
+	s := &session{f: f, c: c, down: c.Raw(), up: up}
+	s.run(ctx, st)
+	reason, upErr := s.result()
+	done(lb.DoneInfo{Latency: time.Duration(s.ttfb.Load()), Err: upErr})
+	c.Close(reason)
 	if ce := f.log.Check(zap.DebugLevel, "tcp_proxy session ended"); ce != nil {
-		ce.Write(zap.String(log.FieldCluster, name), zap.String(log.FieldHost, host.Addr()),
-			zap.Duration("first_byte", latency))
+		ce.Write(zap.String(log.FieldListener, f.listener), zap.String(log.FieldCluster, name),
+			zap.String(log.FieldHost, host.Addr()), zap.String(log.FieldReason, string(reason)),
+			zap.Duration("first_byte", time.Duration(s.ttfb.Load())))
 	}
 }
+
+// warn logs a setup failure at warn level, at most once a second per filter (a failing
+// upstream under load would otherwise log once per connection); the rest go to debug.
+func (f *Filter) warn(msg string, fields ...zap.Field) {
+	f.warns.Log(f.log, zap.WarnLevel, msg, append(fields, zap.String(log.FieldListener, f.listener))...)
+}
+
+// How a session ended; the first cause recorded wins.
+const (
+	endRunning int32 = iota
+	endDone          // both directions saw EOF
+	endIdle          // idle_timeout
+	endClosed        // ctx ended: the downstream connection was closed (drain)
+	endUpstreamReset
+	endDownstreamReset
+	endUpstreamError
+	endDownstreamError
+	endError // a splice failed and neither socket shows which side broke
+)
+
+var endReasons = [...]network.CloseReason{
+	endRunning:         network.CloseLocal,
+	endDone:            network.CloseRemote,
+	endIdle:            network.CloseIdleTimeout,
+	endClosed:          network.CloseDrain,
+	endUpstreamReset:   reasonUpstreamReset,
+	endDownstreamReset: reasonDownstreamRset,
+	endUpstreamError:   network.CloseError,
+	endDownstreamError: network.CloseError,
+	endError:           network.CloseError,
+}
+
+// errUpstream is the DoneInfo error of a session the upstream broke.
+var errUpstream = errors.New("tcp_proxy: upstream connection failed mid-session")
 
 // session is one proxied connection pair.
 type session struct {
 	f        *Filter
+	c        *network.Conn
 	down, up net.Conn
-	st       *clusterStats
 	idle     time.Duration
-	// lastActive is the coarse time (unix nanos) either direction last moved bytes.
-	lastActive atomic.Int64
-	start      time.Time
-	firstByte  atomic.Int64 // nanoseconds from start to the upstream's first byte; 0 none
-	aborted    atomic.Bool
+	start    time.Time    // upstream connected
+	last     atomic.Int64 // ns since start of the last activity either way
+	req      atomic.Int64 // ns since start when the client's first bytes went upstream; 0: not yet
+	ttfb     atomic.Int64 // the upstream's time to first byte in ns; 0: no sample
+	end      atomic.Int32 // endRunning until the first cause is recorded
+	timer    *time.Timer
+	wg       sync.WaitGroup // the upstream→client half's goroutine
+	halves   [2]half        // client→upstream, upstream→client
 }
 
-// run copies both ways and returns the upstream's time to first byte (0 if none).
-func (s *session) run(ctx context.Context) time.Duration {
+// run copies both ways until both directions finished or the session was aborted, and
+// closes both sockets.
+func (s *session) run(ctx context.Context, st *clusterStats) {
 	s.start = time.Now()
-	s.lastActive.Store(s.start.UnixNano())
-	stop := context.AfterFunc(ctx, func() { s.abort() })
-	defer stop()
-
-	errc := make(chan struct{})
-	go func() {
-		s.pipe(s.up, s.down, s.st.rx, false)
-		close(errc)
-	}()
-	s.pipe(s.down, s.up, s.st.tx, true)
-	<-errc
-	s.down.Close()
-	s.up.Close()
-	return time.Duration(s.firstByte.Load())
-}
-
-func (s *session) abort() {
-	s.aborted.Store(true)
-	s.down.Close()
-	s.up.Close()
-}
-
-// pipe copies src to dst until EOF (then half-closes dst) or an error (then aborts both).
-// fromUpstream marks the direction whose first byte is timed.
-func (s *session) pipe(dst, src net.Conn, bytes prometheus.Counter, fromUpstream bool) {
+	s.idle = s.f.idle
+	s.halves[0].init(s, s.down, s.up, st.rx, false)
+	s.halves[1].init(s, s.up, s.down, st.tx, true)
 	if s.idle > 0 {
-		src.SetReadDeadline(time.Now().Add(s.idle))
+		// Created far in the future and then reset, so onIdle cannot see s.timer unset.
+		s.timer = time.AfterFunc(time.Hour<<10, s.onIdle)
+		s.timer.Reset(s.idle)
 	}
-	// First read: plain, into a pooled buffer.
-	bp := s.f.pool.Get(firstReadSize)
-	n, err := s.readActive(src, *bp)
-	if n > 0 {
-		if fromUpstream {
-			s.firstByte.Store(int64(time.Since(s.start)))
-		}
-		_, werr := dst.Write((*bp)[:n])
-		bytes.Add(float64(n))
-		if werr != nil {
-			err = werr
-		}
+	stop := context.AfterFunc(ctx, s.onCancel)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.halves[1].run()
+	}()
+	s.halves[0].run()
+	s.wg.Wait()
+	s.end.CompareAndSwap(endRunning, endDone) // before stopping the timer: see rearm
+	stop()
+	if s.timer != nil {
+		s.timer.Stop()
 	}
-	s.f.pool.Put(bp)
-	if err == nil {
-		err = s.splice(dst, src, bytes)
+	s.down.Close()
+	s.up.Close()
+}
+
+// result is the downstream close reason and, when the upstream broke, the error for the
+// balancer.
+func (s *session) result() (network.CloseReason, error) {
+	e := s.end.Load()
+	var err error
+	if e == endUpstreamReset || e == endUpstreamError {
+		err = errUpstream
 	}
-	if err == io.EOF {
-		err = nil
-	}
-	if err != nil {
-		if !s.aborted.Load() && !isClosed(err) {
-			if ce := s.f.log.Check(zap.DebugLevel, "tcp_proxy copy ended with error"); ce != nil {
-				ce.Write(zap.Error(err))
-			}
-		}
-		s.abort()
+	return endReasons[e], err
+}
+
+// since is the monotonic time since the session started, in ns.
+func (s *session) since() int64 { return int64(time.Since(s.start)) }
+
+// abort records why the session ends (first cause wins) and closes both sockets; with
+// reset, each is closed with an RST (SO_LINGER 0) so its peer sees the stream broken.
+func (s *session) abort(why int32, reset bool) {
+	if !s.end.CompareAndSwap(endRunning, why) {
 		return
 	}
-	// Clean EOF: pass the half-close on; the other direction keeps going.
-	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-		if cw.CloseWrite() != nil {
-			s.abort()
+	if reset {
+		lingerZero(s.down)
+		lingerZero(s.up)
+	}
+	s.down.Close()
+	s.up.Close()
+}
+
+func (s *session) onCancel() { s.abort(endClosed, false) }
+
+// onIdle runs when the idle timer fires: abort if nothing moved for the idle timeout,
+// otherwise re-arm for the rest of the period.
+func (s *session) onIdle() {
+	if s.end.Load() != endRunning {
+		return
+	}
+	quiet := time.Duration(s.since() - s.last.Load())
+	if quiet < s.idle {
+		s.rearm(s.idle - quiet)
+		return
+	}
+	// Bytes queued for a direction that waits to read mean its goroutine has not run yet
+	// (a loaded machine), not idleness. A direction blocked writing does not count: a peer
+	// that stopped reading is what the timeout is for.
+	for i := range s.halves {
+		if h := &s.halves[i]; h.waiting.Load() && h.rc != nil && inputQueued(h.rc) {
+			s.rearm(s.idle)
+			return
 		}
-	} else {
-		s.abort()
+	}
+	s.abort(endIdle, false)
+}
+
+// rearm resets the idle timer, unless the session ended meanwhile: run records the end
+// before it stops the timer, so a reset racing that stop is undone here rather than
+// keeping the finished session referenced for another idle period.
+func (s *session) rearm(d time.Duration) {
+	s.timer.Reset(d)
+	if s.end.Load() != endRunning {
+		s.timer.Stop()
 	}
 }
 
-// readActive reads once, retrying across idle-deadline expiries while the session is active.
-func (s *session) readActive(src net.Conn, p []byte) (int, error) {
-	for {
-		n, err := src.Read(p)
-		if n > 0 {
-			s.touch()
+// moved stamps activity; first marks a direction's first bytes (for the latency sample).
+func (s *session) moved(fromUp, first bool) {
+	now := s.since()
+	s.last.Store(now)
+	s.c.Touch()
+	if !first {
+		return
+	}
+	if !fromUp {
+		s.req.CompareAndSwap(0, max(now, 1))
+		return
+	}
+	lat := now
+	if from := s.req.Load(); from > 0 && from < now {
+		lat = now - from // client spoke first: time from its request to the answer
+	}
+	s.ttfb.Store(max(lat, 1))
+}
+
+func lingerZero(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+}
+
+// half is one direction of a session: bytes read from src are written to dst.
+type half struct {
+	s        *session
+	src, dst net.Conn
+	bytes    prometheus.Counter
+	fromUp   bool        // src is the upstream
+	first    bool        // no bytes moved yet
+	waiting  atomic.Bool // in read: waiting for input, not writing
+	// Waiting for input without a buffer (unix): src's RawConn and the read callback,
+	// bound once, with its results.
+	rc     syscall.RawConn
+	readFn func(fd uintptr) bool
+	rb     *[]byte
+	rn     int
+	rerr   error
+	// Splicing what is queued (linux, TCP to TCP); inqFn is bound on the first burst.
+	rf    io.ReaderFrom
+	lr    io.LimitedReader
+	inqFn func(fd uintptr)
+	inq   int
+}
+
+func (h *half) init(s *session, src, dst net.Conn, bytes prometheus.Counter, fromUp bool) {
+	h.s, h.src, h.dst, h.bytes, h.fromUp, h.first = s, src, dst, bytes, fromUp, true
+	h.setupRaw()
+	h.setupSplice()
+}
+
+// Which socket an error came from.
+type side uint8
+
+const (
+	sideUnknown side = iota
+	sideSrc
+	sideDst
+)
+
+// run copies until EOF (then passes the half-close on) or an error (then aborts the
+// session with resets).
+func (h *half) run() {
+	from, err := h.copy()
+	s := h.s
+	if err == nil {
+		cw, ok := h.dst.(interface{ CloseWrite() error })
+		switch {
+		case !ok: // cannot half-close: end the session as if both sides had finished
+			s.abort(endDone, false)
+		case cw.CloseWrite() != nil:
+			s.abort(h.classify(err, sideDst), true)
 		}
-		if err != nil && s.keepGoing(src, err, n) {
-			if n > 0 {
-				return n, nil
+		return
+	}
+	if s.end.Load() != endRunning {
+		return // the session was aborted; this is the consequence
+	}
+	why := h.classify(err, from)
+	if ce := s.f.log.Check(zap.DebugLevel, "tcp_proxy copy failed"); ce != nil {
+		ce.Write(zap.Bool("from_upstream", h.fromUp), zap.Error(err))
+	}
+	s.abort(why, true)
+}
+
+// classify names the side that broke.
+func (h *half) classify(err error, from side) int32 {
+	var broken net.Conn
+	switch from {
+	case sideSrc:
+		broken = h.src
+	case sideDst:
+		broken = h.dst
+	default: // a splice failed: a socket the peer reset is closed in the kernel
+		switch {
+		case peerReset(h.s.up):
+			broken = h.s.up
+		case peerReset(h.s.down):
+			broken = h.s.down
+		default:
+			return endError
+		}
+	}
+	reset := errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || from == sideUnknown
+	switch {
+	case broken == h.s.up && reset:
+		return endUpstreamReset
+	case broken == h.s.up:
+		return endUpstreamError
+	case reset:
+		return endDownstreamReset
+	}
+	return endDownstreamError
+}
+
+// copy moves bytes until src's EOF (nil) or an error, and says which side failed.
+func (h *half) copy() (side, error) {
+	pool := h.s.f.pool
+	for {
+		b, n, err := h.read()
+		if n > 0 {
+			h.s.moved(h.fromUp, h.first)
+			h.first = false
+			_, werr := h.dst.Write((*b)[:n])
+			full := n == len(*b)
+			pool.Put(b)
+			if werr != nil {
+				return sideDst, werr
 			}
-			continue
+			h.bytes.Add(float64(n))
+			if full && h.rf != nil {
+				if err := h.spliceQueued(); err != nil {
+					return sideUnknown, err
+				}
+			}
+		} else if b != nil {
+			pool.Put(b)
 		}
-		return n, err
-	}
-}
-
-// splice moves bytes with dst.ReadFrom, which uses splice(2) for TCP to TCP.
-func (s *session) splice(dst, src net.Conn, bytes prometheus.Counter) error {
-	rf, ok := dst.(io.ReaderFrom)
-	lr := &io.LimitedReader{R: src}
-	for {
-		lr.N = spliceChunk
-		var n int64
-		var err error
-		if ok {
-			n, err = rf.ReadFrom(lr)
-		} else {
-			n, err = io.Copy(dst, lr)
-		}
-		if n > 0 {
-			s.touch()
-			bytes.Add(float64(n))
+		if err == io.EOF {
+			return sideUnknown, nil
 		}
 		if err != nil {
-			if s.keepGoing(src, err, int(n)) {
-				continue
-			}
+			return sideSrc, err
+		}
+	}
+}
+
+// read waits for src to be readable and reads once into a pooled buffer. With a RawConn no
+// buffer is held while waiting.
+func (h *half) read() (*[]byte, int, error) {
+	if h.rc == nil {
+		b := h.s.f.pool.Get(readSize)
+		n, err := h.src.Read(*b)
+		return b, n, err
+	}
+	h.rb, h.rn, h.rerr = nil, 0, nil
+	h.waiting.Store(true)
+	err := h.rc.Read(h.readFn)
+	h.waiting.Store(false)
+	if err != nil {
+		return nil, 0, err
+	}
+	return h.rb, h.rn, h.rerr
+}
+
+// spliceQueued moves the bytes queued on src with ReadFrom (splice), a MiB at a time,
+// until the queue is empty. Asking only for queued bytes means it never waits for input.
+func (h *half) spliceQueued() error {
+	for {
+		n := h.queued()
+		if n <= 0 {
+			return nil
+		}
+		h.lr.R, h.lr.N = h.src, int64(min(n, spliceMax))
+		m, err := h.rf.ReadFrom(&h.lr)
+		if m > 0 {
+			h.s.moved(h.fromUp, false)
+			h.bytes.Add(float64(m))
+		}
+		if err != nil {
 			return err
 		}
-		if lr.N > 0 { // stopped before the chunk limit without error: EOF
-			return io.EOF
+		if m == 0 {
+			return nil // EOF raced in: read reports it
 		}
 	}
-}
-
-// touch records activity; at most one clock read per chunk or read.
-func (s *session) touch() { s.lastActive.Store(time.Now().UnixNano()) }
-
-// keepGoing reports whether err is an idle deadline that should be re-armed because the
-// session moved bytes recently (in either direction).
-func (s *session) keepGoing(src net.Conn, err error, n int) bool {
-	if s.idle <= 0 || !errors.Is(err, os.ErrDeadlineExceeded) || s.aborted.Load() {
-		return false
-	}
-	last := time.Unix(0, s.lastActive.Load())
-	if n == 0 && time.Since(last) >= s.idle {
-		return false
-	}
-	src.SetReadDeadline(last.Add(s.idle))
-	if n > 0 {
-		src.SetReadDeadline(time.Now().Add(s.idle))
-	}
-	return true
-}
-
-// hashAddr is FNV-1a over the 16-byte form of a; it does not allocate.
-func hashAddr(a netip.Addr) uint64 {
-	b := a.As16()
-	h := uint64(14695981039346656037)
-	for _, c := range b {
-		h ^= uint64(c)
-		h *= 1099511628211
-	}
-	return h
-}
-
-func isClosed(err error) bool {
-	return errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded)
 }
