@@ -3,8 +3,15 @@
 // go out on that socket; datagrams coming back on it are sent to the client from the
 // listener's socket. A session ends after idle_timeout with no datagram either way.
 //
-// Goroutines: the listener's read loop (ServePackets) and one reader per session. The
-// session table is touched only when a session is created or ends, never per datagram.
+// Goroutines: the listener's read loop (ServePackets) and one reader per session. The read
+// loop looks sessions up in a map under a mutex that only session creation and expiry
+// contend for. The read loop never waits: a pick that finds no healthy host drops the
+// datagram at once (counted) instead of waiting the cluster's pick_timeout, which would
+// stall every client of the listener.
+//
+// Memory: a session's reader waits for its socket without a buffer (a RawConn read
+// callback takes a pooled 64 KiB buffer only once a datagram is there), so an idle session
+// costs a socket and a goroutine, not a 64 KiB buffer each (10000 sessions: 640 MiB).
 package udpproxy
 
 import (
@@ -52,6 +59,7 @@ type Filter struct {
 	log         *zap.Logger
 	m           stats
 	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
+	warns       log.Throttle // one warning a second, the rest at debug
 }
 
 var _ network.PacketHandler = (*Filter)(nil)
@@ -123,39 +131,69 @@ func Factory(raw config.RawMessage, d filter.Deps) (filter.NetworkFilter, error)
 	return f, nil
 }
 
+// epoch anchors the monotonic clock of activity stamps (a wall-clock step must not expire
+// or prolong sessions).
+var epoch = time.Now()
+
+func monoNow() int64 { return int64(time.Since(epoch)) }
+
 // session is one client's flow.
 type session struct {
 	client   netip.AddrPort
 	up       net.Conn
 	done     func(lb.DoneInfo)
-	last     atomic.Int64 // unix nanos of the last datagram either way
-	start    time.Time
+	last     atomic.Int64 // monoNow of the last datagram either way
+	start    int64        // monoNow at creation
 	firstRTT atomic.Int64
+	recv     receiver // the reader's state (reader goroutine only)
 }
 
-// ServePackets runs the listener's read loop until ctx ends or pc fails.
+// table is the listener's sessions by client address.
+type table struct {
+	mu sync.Mutex
+	m  map[netip.AddrPort]*session
+}
+
+func (t *table) get(client netip.AddrPort) (s *session, n int) {
+	t.mu.Lock()
+	s, n = t.m[client], len(t.m)
+	t.mu.Unlock()
+	return s, n
+}
+
+// remove deletes s if it is still the client's session.
+func (t *table) remove(s *session) {
+	t.mu.Lock()
+	if t.m[s.client] == s {
+		delete(t.m, s.client)
+	}
+	t.mu.Unlock()
+}
+
+// noWait is an ended context: a pick with it fails at once instead of waiting for a host.
+var noWait = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// ServePackets runs the listener's read loop until ctx ends or pc fails. When it returns,
+// every session has ended.
 func (f *Filter) ServePackets(ctx context.Context, pc net.PacketConn) error {
-	var (
-		mu       sync.Mutex
-		sessions = map[netip.AddrPort]*session{}
-		wg       sync.WaitGroup
-	)
+	t := &table{m: map[netip.AddrPort]*session{}}
+	var wg sync.WaitGroup
 	stop := context.AfterFunc(ctx, func() { pc.SetReadDeadline(time.Now()) })
 	defer func() {
 		stop()
-		mu.Lock()
-		for _, s := range sessions {
+		t.mu.Lock()
+		for _, s := range t.m {
 			s.up.Close()
 		}
-		mu.Unlock()
+		t.mu.Unlock()
 		wg.Wait()
 	}()
 	end := func(s *session) {
-		mu.Lock()
-		if sessions[s.client] == s {
-			delete(sessions, s.client)
-		}
-		mu.Unlock()
+		t.remove(s)
 		s.up.Close()
 		s.done(lb.DoneInfo{Latency: time.Duration(s.firstRTT.Load())})
 		f.m.active.Dec()
@@ -190,39 +228,44 @@ func (f *Filter) ServePackets(ctx context.Context, pc net.PacketConn) error {
 			}
 			return fmt.Errorf("udp_proxy: read: %w", err)
 		}
-		now := time.Now().UnixNano()
-		mu.Lock()
-		s := sessions[client]
-		full := s == nil && len(sessions) >= f.maxSessions
-		mu.Unlock()
-		if full {
-			f.m.dropLimit.Inc()
-			continue
-		}
-		if s == nil {
-			s = f.newSession(ctx, client)
+		now := monoNow()
+		// Twice at most: a session that expired just now is replaced by a new one.
+		for range 2 {
+			s, open := t.get(client)
 			if s == nil {
+				if open >= f.maxSessions {
+					f.m.dropLimit.Inc()
+					break
+				}
+				if s = f.newSession(ctx, client); s == nil {
+					break
+				}
+				t.mu.Lock()
+				t.m[client] = s
+				t.mu.Unlock()
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					f.replyLoop(ctx, pc, s)
+					end(s)
+				}()
+			}
+			s.last.Store(now)
+			_, err := s.up.Write(buf[:n])
+			if errors.Is(err, net.ErrClosed) && ctx.Err() == nil {
+				t.remove(s) // expired between the lookup and the write
 				continue
 			}
-			mu.Lock()
-			sessions[client] = s
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				f.replyLoop(ctx, pc, s)
-				end(s)
-			}()
+			if err != nil {
+				// ECONNREFUSED from an earlier ICMP is reported here; the datagram is lost,
+				// as UDP allows, and the session stays until idle.
+				f.m.dropUpstream.Inc()
+				break
+			}
+			f.m.rxDgrams.Inc()
+			f.m.rxBytes.Add(float64(n))
+			break
 		}
-		s.last.Store(now)
-		if _, err := s.up.Write(buf[:n]); err != nil {
-			// ECONNREFUSED from an earlier ICMP is reported here; the datagram is lost, as
-			// UDP allows, and the session stays until idle.
-			f.m.dropUpstream.Inc()
-			continue
-		}
-		f.m.rxDgrams.Inc()
-		f.m.rxBytes.Add(float64(n))
 	}
 }
 
@@ -230,46 +273,54 @@ func (f *Filter) newSession(ctx context.Context, client netip.AddrPort) *session
 	cl, ok := f.clusters.Get(f.cluster)
 	if !ok {
 		f.m.dropNoHost.Inc()
+		f.warn("udp_proxy: cluster not found", zap.String(log.FieldCluster, f.cluster))
 		return nil
 	}
-	h, done, err := cl.Pick(ctx, &lb.Request{})
+	h, done, err := cl.Pick(noWait, &lb.Request{HashKey: lb.HashIP(client.Addr()), HasHash: true})
 	if err != nil {
 		f.m.dropNoHost.Inc()
-		if ce := f.log.Check(zap.DebugLevel, "udp_proxy: no host"); ce != nil {
-			ce.Write(zap.String(log.FieldCluster, f.cluster), zap.Error(err))
-		}
+		f.warn("udp_proxy: no healthy upstream", zap.String(log.FieldCluster, f.cluster), zap.Error(err))
 		return nil
 	}
 	up, err := f.dial(ctx, "udp", h.Addr())
 	if err != nil {
 		done(lb.DoneInfo{Err: err})
 		f.m.dropNoHost.Inc()
-		f.log.Warn("udp_proxy: dial upstream", zap.String(log.FieldHost, h.Addr()), zap.Error(err))
+		f.warn("udp_proxy: dial upstream", zap.String(log.FieldCluster, f.cluster),
+			zap.String(log.FieldHost, h.Addr()), zap.Error(err))
 		return nil
 	}
 	f.m.sessions.Inc()
 	f.m.active.Inc()
-	return &session{client: client, up: up, done: done, start: time.Now()}
+	s := &session{client: client, up: up, done: done, start: monoNow()}
+	s.recv.init(up, f.pool)
+	return s
 }
 
 // replyLoop carries the upstream's datagrams back to the client until the session is idle
 // for f.idle, the upstream socket fails, or ctx ends.
 func (f *Filter) replyLoop(ctx context.Context, pc net.PacketConn, s *session) {
-	bp := f.pool.Get(maxDatagram)
-	defer f.pool.Put(bp)
-	buf := *bp
 	udp, _ := pc.(*net.UDPConn)
+	defer s.recv.release()
 	s.up.SetReadDeadline(time.Now().Add(f.idle))
 	for {
-		n, err := s.up.Read(buf)
+		b, n, err := s.recv.read()
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				last := time.Unix(0, s.last.Load())
-				if time.Since(last) < f.idle {
-					s.up.SetReadDeadline(last.Add(f.idle)) // re-arm: the client was active
+				quiet := time.Duration(monoNow() - s.last.Load())
+				if quiet < f.idle {
+					s.up.SetReadDeadline(time.Now().Add(f.idle - quiet)) // re-arm: the client was active
+					continue
+				}
+				// A read past its deadline fails without looking at the socket: a datagram
+				// may be queued if this goroutine ran late. That is not idleness.
+				s.up.SetReadDeadline(time.Time{})
+				if b, n, ok := s.recv.tryRead(); ok {
+					s.up.SetReadDeadline(time.Now().Add(f.idle))
+					f.reply(pc, udp, s, b, n)
 					continue
 				}
 				return // idle
@@ -280,22 +331,37 @@ func (f *Filter) replyLoop(ctx context.Context, pc net.PacketConn, s *session) {
 			}
 			return
 		}
-		s.last.Store(time.Now().UnixNano())
-		if s.firstRTT.Load() == 0 {
-			s.firstRTT.Store(int64(time.Since(s.start)))
+		if err := f.reply(pc, udp, s, b, n); err != nil && (ctx.Err() != nil || errors.Is(err, net.ErrClosed)) {
+			return
 		}
-		if udp != nil {
-			_, err = udp.WriteToUDPAddrPort(buf[:n], s.client)
-		} else {
-			_, err = pc.WriteTo(buf[:n], net.UDPAddrFromAddrPort(s.client))
-		}
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		f.m.txDgrams.Inc()
-		f.m.txBytes.Add(float64(n))
 	}
+}
+
+// reply sends one upstream datagram to the client from the listener's socket and returns
+// b to the pool.
+func (f *Filter) reply(pc net.PacketConn, udp *net.UDPConn, s *session, b *[]byte, n int) error {
+	now := monoNow()
+	s.last.Store(now)
+	if s.firstRTT.Load() == 0 {
+		s.firstRTT.Store(max(now-s.start, 1))
+	}
+	var err error
+	if udp != nil {
+		_, err = udp.WriteToUDPAddrPort((*b)[:n], s.client)
+	} else {
+		_, err = pc.WriteTo((*b)[:n], net.UDPAddrFromAddrPort(s.client))
+	}
+	s.recv.done(b)
+	if err != nil {
+		return err
+	}
+	f.m.txDgrams.Inc()
+	f.m.txBytes.Add(float64(n))
+	return nil
+}
+
+// warn logs at warn level at most once a second per filter (a flood of new clients with
+// no upstream would otherwise log once per datagram); the rest go to debug.
+func (f *Filter) warn(msg string, fields ...zap.Field) {
+	f.warns.Log(f.log, zap.WarnLevel, msg, append(fields, zap.String(log.FieldListener, f.listener))...)
 }
