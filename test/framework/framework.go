@@ -65,7 +65,9 @@ func repoRoot() string {
 }
 
 // RepoPath returns a path inside the repository.
-func RepoPath(parts ...string) string { return filepath.Join(append([]string{repoRoot()}, parts...)...) }
+func RepoPath(parts ...string) string {
+	return filepath.Join(append([]string{repoRoot()}, parts...)...)
+}
 
 // FreePort returns a loopback port that was free a moment ago ("127.0.0.1:N").
 func FreePort(t testing.TB) string {

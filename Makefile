@@ -1,0 +1,113 @@
+# mosnlite: `make help` lists the targets.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+
+BIN       := bin
+TOOLS_BIN := $(CURDIR)/$(BIN)/tools
+
+# make run
+CONFIG ?= configs/mosnlite.json
+
+# make lint: staticcheck is pinned and installed into bin/tools, not into GOPATH.
+STATICCHECK_VERSION := v0.7.0
+STATICCHECK := $(TOOLS_BIN)/staticcheck-$(STATICCHECK_VERSION)
+
+# make fuzz: how long each fuzz target runs.
+FUZZTIME ?= 10s
+
+# make bench
+BENCH_TARGETS ?= direct,nginx,mosnlite
+BENCH_ROUNDS  ?= 3
+BENCH_FLAGS   ?=
+BENCH_OUT     := $(BIN)/bench
+# The command line recorded in docs/benchmarks.md, with the variables given on it.
+BENCH_CMD = $(strip make $(or $(filter bench%,$(MAKECMDGOALS)),bench) \
+	$(foreach v,BENCH_TARGETS BENCH_ROUNDS BENCH_FLAGS,$(if $(filter command line,$(origin $(v))),$(v)="$($(v))")))
+
+.PHONY: help build demoupstream run test deps lint fuzz bench bench-go bench-load bench-deps docker clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  \1\t/' | expand -t 16
+
+build: ## build bin/mosnlite (version and commit from git)
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/mosnlite ./cmd/mosnlite
+
+demoupstream: ## build bin/demoupstream (examples/demoupstream)
+	$(GO) build -o $(BIN)/demoupstream ./examples/demoupstream
+
+# The demo upstream runs in the background and is stopped when this recipe's shell exits,
+# however it exits (mosnlite ended, Ctrl-C, failure).
+run: build demoupstream ## start the demo upstream on 127.0.0.1:8080 and mosnlite on CONFIG (configs/mosnlite.json)
+	@if (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; then \
+		echo "make run: 127.0.0.1:8080 is already in use; stop what listens there first" >&2; exit 1; fi; \
+	$(BIN)/demoupstream -listen 127.0.0.1:8080 & up=$$!; \
+	trap 'kill $$up 2>/dev/null || true; wait $$up 2>/dev/null || true' EXIT; \
+	for i in $$(seq 1 100); do \
+		kill -0 $$up 2>/dev/null || { echo "make run: the demo upstream did not start (is 127.0.0.1:8080 in use?)" >&2; exit 1; }; \
+		(exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && break; \
+		sleep 0.05; \
+	done; \
+	echo "make run: mosnlite on $(CONFIG); try: curl http://127.0.0.1:2045/  (Ctrl-C stops both)"; \
+	$(BIN)/mosnlite start -c $(CONFIG)
+
+test: deps ## run all tests with the race detector (unit, fuzz seeds, e2e)
+	$(GO) test -race -timeout 12m ./...
+
+# Tools the tests need beyond Go. None today; later issues add h2spec and ZooKeeper here,
+# installed by this target (never by hand), so a fresh clone's `make test` has them.
+TEST_DEPS :=
+deps: ## install what the tests need beyond Go (nothing yet)
+	@echo "deps: nothing to install$(if $(TEST_DEPS),: $(TEST_DEPS))"
+
+$(STATICCHECK):
+	@mkdir -p $(TOOLS_BIN)
+	GOBIN=$(TOOLS_BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	mv $(TOOLS_BIN)/staticcheck $@
+
+lint: $(STATICCHECK) ## gofmt (must list nothing), go vet, staticcheck; runs all three, fails if any fails
+	@rc=0; \
+	unformatted=$$(find . -name '*.go' -not -path './.git/*' -not -path './$(BIN)/*' -print0 | xargs -0 -r gofmt -l) || rc=1; \
+	if [ -n "$$unformatted" ]; then echo "gofmt -l: not formatted (run gofmt -w):"; echo "$$unformatted"; rc=1; fi; \
+	echo "go vet ./..."; $(GO) vet ./... || rc=1; \
+	echo "staticcheck ./..."; $(STATICCHECK) ./... || rc=1; \
+	exit $$rc
+
+# Each fuzz target runs alone (go test -fuzz takes one target in one package).
+fuzz: ## run every fuzz target for FUZZTIME (default 10s)
+	@dirs=$$(grep -rlE --include='*_test.go' --exclude-dir=testdata '^func Fuzz' $(wildcard cmd pkg test examples) | xargs -r -n1 dirname | sort -u || true); \
+	if [ -z "$$dirs" ]; then echo "fuzz: no fuzz targets"; exit 0; fi; \
+	for d in $$dirs; do \
+		list=$$($(GO) test -list '^Fuzz' ./$$d); \
+		for t in $$(grep '^Fuzz' <<<"$$list" || true); do \
+			echo "== fuzz ./$$d $$t for $(FUZZTIME)"; \
+			$(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) ./$$d; \
+		done; \
+	done
+
+bench: bench-go bench-load ## Go benchmarks of pkg/..., then the loopback load run (updates docs/benchmarks.md)
+
+bench-go:
+	@mkdir -p $(BENCH_OUT)
+	$(GO) test -run='^$$' -bench=. -benchmem ./pkg/... | tee $(BENCH_OUT)/go-bench.txt
+
+# direct, nginx and mosnlite measured in one run; BENCH_TARGETS=direct,nginx leaves mosnlite out.
+bench-load: bench-deps $(if $(findstring mosnlite,$(BENCH_TARGETS)),build)
+	@mkdir -p $(BENCH_OUT)
+	test/bench/run.sh -targets $(BENCH_TARGETS) -rounds $(BENCH_ROUNDS) -mosnlite $(BIN)/mosnlite \
+		-doc docs/benchmarks.md -command '$(BENCH_CMD)' $(BENCH_FLAGS) | tee $(BENCH_OUT)/load.md
+
+bench-deps: ## install nginx + its stream module for the bench (apt-get; no service is started)
+	@case ",$(BENCH_TARGETS)," in *,nginx,*) test/bench/install-nginx.sh ;; esac
+
+docker: ## build the container image mosnlite:VERSION
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t mosnlite:$(VERSION) .
+
+clean: ## remove bin/ (binaries, tools, bench output) and coverage files
+	rm -rf $(BIN) coverage.out coverage.html cover.out

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestParseStat(t *testing.T) {
+	// A command name with spaces and parentheses; utime 250, stime 50 ticks.
+	in := []byte("4242 (ng ) (x) S 17 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 123 456 789\n")
+	s, err := parseStat(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.PPID != 17 || s.CPU != 3*time.Second {
+		t.Fatalf("parseStat = %+v; want ppid 17, cpu 3s", s)
+	}
+	for _, bad := range []string{"", "1 (x) S 1 2", "1 (x) S z 1 1 0 -1 0 0 0 0 0 a b"} {
+		if _, err := parseStat([]byte(bad)); err == nil {
+			t.Errorf("parseStat(%q): no error", bad)
+		}
+	}
+	self, err := processCPU(os.Getpid())
+	if err != nil || self < 0 {
+		t.Fatalf("processCPU(self) = %v, %v", self, err)
+	}
+}
+
+func TestParseSystemBusy(t *testing.T) {
+	d, err := parseSystemBusy([]byte("cpu  100 5 20 9999 7 3 2 11 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n"))
+	if err != nil || d != 130*clockTick {
+		t.Fatalf("parseSystemBusy = %v, %v; want %v", d, err, 130*clockTick)
+	}
+	if _, err := parseSystemBusy([]byte("intr 1 2 3\n")); err == nil {
+		t.Fatal("no error for a first line that is not cpu")
+	}
+}
+
+func TestParseCPUInfo(t *testing.T) {
+	n, model := parseCPUInfo([]byte("processor\t: 0\nmodel name\t: Test CPU @ 1GHz\n\nprocessor\t: 1\nmodel name\t: Test CPU @ 1GHz\n"))
+	if n != 2 || model != "Test CPU @ 1GHz" {
+		t.Fatalf("parseCPUInfo = %d, %q", n, model)
+	}
+}
+
+func TestSpliceDoc(t *testing.T) {
+	doc := "# Benchmarks\n\nintro\n\n" + docBegin + "\nold\n" + docEnd + "\n\n## After\n"
+	got := spliceDoc(doc, "new table\n")
+	want := "# Benchmarks\n\nintro\n\n" + docBegin + "\nnew table\n" + docEnd + "\n\n## After\n"
+	if got != want {
+		t.Fatalf("spliceDoc replaced:\n%s\nwant:\n%s", got, want)
+	}
+	if again := spliceDoc(got, "new table\n"); again != got {
+		t.Fatalf("spliceDoc is not idempotent:\n%s", again)
+	}
+	appended := spliceDoc("# B", "x")
+	if appended != "# B\n\n"+docBegin+"\nx\n"+docEnd+"\n" {
+		t.Fatalf("spliceDoc appended:\n%q", appended)
+	}
+}
+
+func TestMedianAndTable(t *testing.T) {
+	if m := median([]float64{3, math.NaN(), 1, 2}); m != 2 {
+		t.Fatalf("median = %v", m)
+	}
+	if m := median([]float64{4, 1}); m != 2.5 {
+		t.Fatalf("median = %v", m)
+	}
+	if !math.IsNaN(median(nil)) {
+		t.Fatal("median(nil) is not NaN")
+	}
+	sec := 1 * time.Second
+	rs := []result{
+		{Target: "direct", Bulk: []window{{Elapsed: sec, Count: 2000 * mib, ProxyCPU: -1}}, Conn: []window{{Elapsed: sec, Count: 10000, ProxyCPU: -1}}},
+		{Target: "nginx", Bulk: []window{{Elapsed: sec, Count: 1000 * mib, ProxyCPU: 500 * time.Millisecond, OtherCPU: -20 * time.Millisecond}},
+			Conn: []window{{Elapsed: sec, Count: 5000, ProxyCPU: 250 * time.Millisecond, Errors: 2, ErrText: "boom | pipe"}}},
+		{Target: "mosnlite", Err: errors.New("binary missing")},
+	}
+	out := table(rs)
+	for _, want := range []string{
+		"| direct | 2000 | — | 10000 | — |",
+		"| nginx | 1000 | 500 | 5000 | 50.0 | 50% / 25% | 0% / 0% | 0% | 2 |",
+		"| mosnlite | not measured: binary missing |",
+		"| nginx / direct | 0.50 | — | 0.50 | — |",
+		"nginx: 2 errors; first: boom \\| pipe",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "mosnlite / nginx") || strings.Contains(out, "Warning") {
+		t.Errorf("table has a mosnlite ratio or a noise warning:\n%s", out)
+	}
+	rs[2] = result{Target: "mosnlite", Bulk: []window{{Elapsed: sec, Count: 1000 * mib, ProxyCPU: 400 * time.Millisecond, OtherCPU: sec / 2}},
+		Conn: []window{{Elapsed: sec, Count: 5000, ProxyCPU: 300 * time.Millisecond}}}
+	out = table(rs)
+	for _, want := range []string{"| mosnlite / nginx | 1.00 | 0.80 | 1.00 | 1.20 |", "per MiB met, per connection not met", "**Warning:** other processes kept up to 50%"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestConfigs(t *testing.T) {
+	b, err := mosnliteConf("127.0.0.1:1001", "127.0.0.1:1002", "127.0.0.1:1003")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Servers []struct {
+			Listeners []struct {
+				Address      string
+				FilterChains []struct {
+					Filters []struct {
+						Type   string
+						Config struct{ Cluster string }
+					}
+				} `json:"filter_chains"`
+			}
+		}
+		ClusterManager struct {
+			Clusters []struct {
+				Name  string
+				Hosts []struct{ Address string }
+			}
+		} `json:"cluster_manager"`
+		Admin struct {
+			Address struct {
+				SocketAddress struct {
+					PortValue int `json:"port_value"`
+				} `json:"socket_address"`
+			}
+		}
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	l := cfg.Servers[0].Listeners[0]
+	f := l.FilterChains[0].Filters[0]
+	c := cfg.ClusterManager.Clusters[0]
+	if l.Address != "127.0.0.1:1001" || f.Type != "tcp_proxy" || f.Config.Cluster != c.Name ||
+		c.Hosts[0].Address != "127.0.0.1:1003" || cfg.Admin.Address.SocketAddress.PortValue != 1002 {
+		t.Fatalf("mosnlite config:\n%s", b)
+	}
+
+	n := nginxConf("/tmp/x", "127.0.0.1:1001", "127.0.0.1:1003", "/m.so", "")
+	for _, want := range []string{"daemon off;", "worker_processes 1;", "pid /tmp/x/nginx.pid;", "load_module /m.so;",
+		"listen 127.0.0.1:1001;", "proxy_pass 127.0.0.1:1003;"} {
+		if !strings.Contains(n, want) {
+			t.Errorf("nginx config lacks %q:\n%s", want, n)
+		}
+	}
+	if strings.Contains(n, "include") || strings.Contains(n, "user ") {
+		t.Errorf("nginx config reads other files or sets a user:\n%s", n)
+	}
+}
+
+// TestDirectLoad runs both loads against the upstream with no proxy, briefly.
+func TestDirectLoad(t *testing.T) {
+	up, err := newUpstream("127.0.0.1:0", 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	ctx := t.Context()
+	o := measureOpts{Duration: 200 * time.Millisecond, CPU: func() (time.Duration, error) { return processCPU(os.Getpid()) }}
+	w, err := runBulk(ctx, up.Addr(), up.bytes.Load, 2, 64<<10, o)
+	if err != nil || w.Count <= 0 || w.Elapsed <= 0 || w.ProxyCPU < 0 || w.Errors != 0 {
+		t.Fatalf("runBulk = %+v, %v", w, err)
+	}
+	o.MaxCount = 50 // also checks the volume bound ends the window early
+	o.Duration = 10 * time.Second
+	start := time.Now()
+	w, err = runConns(ctx, up.Addr(), 4, 64, o)
+	if err != nil || w.Count < 50 || w.Errors != 0 || time.Since(start) > 9*time.Second {
+		t.Fatalf("runConns = %+v, %v after %v", w, err, time.Since(start))
+	}
+	if up.served.Load() < 50 {
+		t.Fatalf("upstream served %d request connections", up.served.Load())
+	}
+}
+
+func TestBenchCommand(t *testing.T) {
+	args := []string{"bench", "-pin=false", "-warmup", "0s", "-duration", "150ms", "-targets", "direct"}
+	if p, err := exec.LookPath("nginx"); err == nil && hasStreamModule(p) {
+		args[len(args)-1] = "direct,nginx"
+	} else {
+		t.Log("nginx with the stream module not installed: direct only")
+	}
+	doc := filepath.Join(t.TempDir(), "bench.md")
+	if err := os.WriteFile(doc, []byte("# Benchmarks\n\n"+docBegin+"\nold\n"+docEnd+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	if err := run(ctx, append(args, "-doc", doc), &out, &errb); err != nil {
+		t.Fatalf("bench: %v\n%s", err, errb.String())
+	}
+	got, _ := os.ReadFile(doc)
+	for _, want := range []string{"| direct |", "mosnlite: not yet measured", "- command: `loadgen bench"} {
+		if !strings.Contains(string(got), want) || !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(string(got), "\nold\n") || strings.Contains(string(got), "not measured:") {
+		t.Errorf("doc:\n%s\nstderr:\n%s", got, errb.String())
+	}
+	if err := run(ctx, []string{"bench", "-targets", "direct,haproxy"}, &out, &errb); !errors.Is(err, errUsage) {
+		t.Fatalf("unknown target: %v", err)
+	}
+}
+
+func hasStreamModule(nginx string) bool {
+	out, _ := exec.Command(nginx, "-V").CombinedOutput()
+	if nginxStaticRE.Match(out) {
+		return true
+	}
+	_, err := os.Stat("/usr/lib/nginx/modules/ngx_stream_module.so")
+	return err == nil
+}
