@@ -212,7 +212,9 @@ func normalize(ap netip.AddrPort) netip.AddrPort {
 }
 
 func (l *Listener) bind() error {
-	lc := net.ListenConfig{Control: l.control}
+	// No TCP keepalive on accepted sockets (Go enables it by default: four setsockopt calls
+	// per connection). Like Envoy, nginx and HAProxy, idle peers are found by idle timeouts.
+	lc := net.ListenConfig{Control: l.control, KeepAlive: -1}
 	ctx := context.Background() // binding is synchronous and not cancellable by design
 	switch {
 	case l.network == "unix":

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -32,6 +33,11 @@ func newAdmin(addr string, s *Server, level zap.AtomicLevel) (*admin, error) {
 		}
 		w.Write([]byte("ready\n"))
 	})
+	// Profiling, as Envoy's and MOSN's admin offer it; admin binds loopback by default.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("live\n")) })
 	if level != (zap.AtomicLevel{}) {
 		// zap.AtomicLevel serves GET (read) and PUT (change) of {"level":"debug"}.

@@ -342,6 +342,7 @@ type session struct {
 	req      atomic.Int64 // ns since start when the client's first bytes went upstream; 0: not yet
 	ttfb     atomic.Int64 // the upstream's time to first byte in ns; 0: no sample
 	end      atomic.Int32 // endRunning until the first cause is recorded
+	eofs     atomic.Int32 // directions that ended with a clean EOF
 	timer    *time.Timer
 	wg       sync.WaitGroup // the upstream→client half's goroutine
 	halves   [2]half        // client→upstream, upstream→client
@@ -507,6 +508,11 @@ func (h *half) run() {
 	from, err := h.copy()
 	s := h.s
 	if err == nil {
+		if s.eofs.Add(1) == 2 {
+			// The other direction already finished: the session closes both sockets
+			// next, and close sends this FIN too. Saves a shutdown(2) per connection.
+			return
+		}
 		cw, ok := h.dst.(interface{ CloseWrite() error })
 		switch {
 		case !ok: // cannot half-close: end the session as if both sides had finished
