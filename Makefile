@@ -60,11 +60,23 @@ run: build demoupstream ## start the demo upstream on 127.0.0.1:8080 and mosnlit
 test: deps ## run all tests with the race detector (unit, fuzz seeds, e2e)
 	$(GO) test -race -timeout 12m ./...
 
-# Tools the tests need beyond Go. None today; later issues add h2spec and ZooKeeper here,
-# installed by this target (never by hand), so a fresh clone's `make test` has them.
-TEST_DEPS :=
-deps: ## install what the tests need beyond Go (nothing yet)
-	@echo "deps: nothing to install$(if $(TEST_DEPS),: $(TEST_DEPS))"
+# Tools the tests need beyond Go, installed here (never by hand) so a fresh clone's
+# `make test` has them: iptables and iproute2 for pkg/network's SO_ORIGINAL_DST test, which
+# runs a real iptables REDIRECT inside a network namespace it creates (loopback only).
+# Without root or apt-get that one test skips and says why.
+TEST_DEPS_APT := iptables iproute2
+deps: ## install what the tests need beyond Go (apt-get: iptables, iproute2)
+	@if command -v iptables >/dev/null 2>&1 && command -v ip >/dev/null 2>&1; then \
+		echo "deps: iptables and ip present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "deps: apt-get install $(TEST_DEPS_APT)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y --no-install-recommends $(TEST_DEPS_APT) >/dev/null 2>&1 || \
+		{ apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends $(TEST_DEPS_APT) >/dev/null 2>&1; } || \
+		echo "deps: could not install $(TEST_DEPS_APT); the original_dst namespace test will skip"; \
+	else \
+		echo "deps: not root or no apt-get; the original_dst namespace test will skip"; \
+	fi
 
 $(STATICCHECK):
 	@mkdir -p $(TOOLS_BIN)
