@@ -34,6 +34,22 @@ const (
 	DefaultCircuitMaxPending     = 1024
 	DefaultCircuitMaxRequests    = 1024
 	DefaultCircuitMaxRetries     = 3
+
+	// Active health checks (health_check): MOSN's timeout and interval; thresholds of 2 up
+	// and 3 down (MOSN's 1 and 1 let a single lost SYN take a host out).
+	DefaultHealthCheckTimeout  = time.Second
+	DefaultHealthCheckInterval = 15 * time.Second
+	DefaultHealthyThreshold    = 2
+	DefaultUnhealthyThreshold  = 3
+	DefaultHealthCheckPath     = "/"
+	DefaultHealthCheckStatus   = 200
+
+	// Outlier detection (outlier_detection), Envoy's defaults.
+	DefaultOutlierConsecutive5xx     = 5
+	DefaultOutlierInterval           = 10 * time.Second
+	DefaultOutlierBaseEjectionTime   = 30 * time.Second
+	DefaultOutlierMaxEjectionTime    = 300 * time.Second
+	DefaultOutlierMaxEjectionPercent = 10
 )
 
 // ApplyDefaults fills unset fields with their defaults: listener network, max_connections,

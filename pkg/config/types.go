@@ -347,17 +347,21 @@ type Cluster struct {
 	MaxConnectAttempts uint32 `json:"max_connect_attempts,omitempty"`
 	// PickTimeout bounds how long a pick waits for a host to come up when none is
 	// (default 1s; "0s": fail at once). A request's own deadline caps it further.
-	PickTimeout          *Duration        `json:"pick_timeout,omitempty"`
-	MaxRequestPerConn    uint32           `json:"max_request_per_conn,omitempty"`
-	ConnBufferLimitBytes uint32           `json:"conn_buffer_limit_bytes,omitempty"`
-	IdleTimeout          *Duration        `json:"idle_timeout,omitempty"`
-	CircuitBreakers      []CircuitBreaker `json:"circuit_breakers,omitempty"`
-	HealthCheck          RawMessage       `json:"health_check,omitempty"`
-	OutlierDetection     RawMessage       `json:"outlier_detection,omitempty"`
-	LBConfig             *LBConfig        `json:"lbconfig,omitempty"`
-	LBSubsetConfig       RawMessage       `json:"lb_subset_config,omitempty"`
-	Spec                 RawMessage       `json:"spec,omitempty"`
-	TLSContext           *TLSConfig       `json:"tls_context,omitempty"`
+	PickTimeout          *Duration `json:"pick_timeout,omitempty"`
+	MaxRequestPerConn    uint32    `json:"max_request_per_conn,omitempty"`
+	ConnBufferLimitBytes uint32    `json:"conn_buffer_limit_bytes,omitempty"`
+	IdleTimeout          *Duration `json:"idle_timeout,omitempty"`
+	// CircuitBreakers: the DEFAULT priority's thresholds apply (defaults 1024 connections,
+	// 1024 pending, 1024 requests, 3 retries; 0 means the default).
+	CircuitBreakers []CircuitBreaker `json:"circuit_breakers,omitempty"`
+	// HealthCheck enables active health checks of every host (MOSN's block).
+	HealthCheck *HealthCheck `json:"health_check,omitempty"`
+	// OutlierDetection enables passive outlier detection (Envoy's fields); absent: off.
+	OutlierDetection *OutlierDetection `json:"outlier_detection,omitempty"`
+	LBConfig         *LBConfig         `json:"lbconfig,omitempty"`
+	LBSubsetConfig   RawMessage        `json:"lb_subset_config,omitempty"`
+	Spec             RawMessage        `json:"spec,omitempty"`
+	TLSContext       *TLSConfig        `json:"tls_context,omitempty"`
 	// DNS (STRICT_DNS): refresh period (default 5s); on a failed lookup the last good hosts
 	// stay and the next try backs off.
 	DNSRefreshRate  *Duration `json:"dns_refresh_rate,omitempty"`
@@ -382,6 +386,92 @@ type CircuitBreaker struct {
 	MaxPendingRequests uint32 `json:"max_pending_requests,omitempty"`
 	MaxRequests        uint32 `json:"max_requests,omitempty"`
 	MaxRetries         uint32 `json:"max_retries,omitempty"`
+}
+
+// HealthCheck is MOSN's cluster health_check block. Every host is probed every interval
+// (plus a random jitter up to interval_jitter); unhealthy_threshold consecutive failures take
+// a host down, healthy_threshold consecutive successes bring it back. Hosts start healthy
+// (as in MOSN), but a host that has not yet passed a check goes down on its first failure.
+type HealthCheck struct {
+	// Protocol: "tcp" (default: connect, optionally send and expect bytes) or "http" (an
+	// HTTP/1.1 request; MOSN's "Http1" means the same). Matched case-insensitively.
+	Protocol string `json:"protocol,omitempty"`
+	// Timeout bounds one check (default 1s).
+	Timeout *Duration `json:"timeout,omitempty"`
+	// Interval between the end of a check and the next (default 15s, MOSN's).
+	Interval *Duration `json:"interval,omitempty"`
+	// IntervalJitter adds a uniform random delay in [0, jitter) to each wait, so hosts are
+	// not checked in lock step (default: a tenth of interval; "0s" for none).
+	IntervalJitter *Duration `json:"interval_jitter,omitempty"`
+	// InitialDelay delays each host's first check (MOSN's initial_delay_seconds, a
+	// duration despite its name; default 0, plus the jitter).
+	InitialDelay *Duration `json:"initial_delay_seconds,omitempty"`
+	// HealthyThreshold: consecutive successes that bring a down host up (default 2).
+	HealthyThreshold uint32 `json:"healthy_threshold,omitempty"`
+	// UnhealthyThreshold: consecutive failures that take an up host down (default 3).
+	UnhealthyThreshold uint32 `json:"unhealthy_threshold,omitempty"`
+	// ServiceName is MOSN's stats name for the checker; accepted, unused.
+	ServiceName string             `json:"service_name,omitempty"`
+	CheckConfig *HealthCheckConfig `json:"check_config,omitempty"`
+	// CommonCallbacks and EventLogPath are MOSN extension hooks; accepted with a warning.
+	CommonCallbacks []string `json:"common_callbacks,omitempty"`
+	EventLogPath    string   `json:"event_log_path,omitempty"`
+}
+
+// HealthCheckConfig is health_check.check_config: per-protocol settings.
+type HealthCheckConfig struct {
+	HTTP *HTTPCheckConfig `json:"http_check_config,omitempty"` // MOSN's key
+	TCP  *TCPCheckConfig  `json:"tcp_check_config,omitempty"`  // mosnlite: Envoy's tcp_health_check
+}
+
+// HTTPCheckConfig is MOSN's http_check_config: the request an HTTP check sends over a fresh
+// connection (Connection: close) and the statuses that pass.
+type HTTPCheckConfig struct {
+	// Port, when set, is checked instead of the host's own port (same IP).
+	Port uint32 `json:"port,omitempty"`
+	// Timeout, when set, replaces health_check.timeout for HTTP checks.
+	Timeout *Duration `json:"timeout,omitempty"`
+	// Path with an optional query (default "/").
+	Path   string `json:"path,omitempty"`
+	Method string `json:"method,omitempty"` // default GET
+	Scheme string `json:"scheme,omitempty"` // "http" (default); https is not supported
+	// Domain is the Host header (default: the host's address).
+	Domain string `json:"domain,omitempty"`
+	// Codes lists the passing statuses as inclusive ranges (MOSN writes {"Start":200,"End":299});
+	// default: 200 only.
+	Codes []StatusRange `json:"codes,omitempty"`
+}
+
+// StatusRange is an inclusive range of HTTP statuses.
+type StatusRange struct {
+	Start int `json:"start"`
+	End   int `json:"end"`
+}
+
+// TCPCheckConfig makes a TCP check exchange bytes after connecting: Send is written, then
+// the reply must contain Receive before the timeout. Both are hex strings, as Envoy's
+// tcp_health_check payloads; either may be empty (Receive alone suits banner protocols).
+type TCPCheckConfig struct {
+	Send    string `json:"send,omitempty"`
+	Receive string `json:"receive,omitempty"`
+}
+
+// OutlierDetection is passive outlier detection with Envoy's field names. Connect failures
+// (and results the proxies report) count per host; Consecutive5xx failures in a row eject
+// the host for base_ejection_time × its ejection count (capped by max_ejection_time). The
+// count decays by one for every interval the host spends un-ejected. At most
+// max_ejection_percent of the hosts are ejected at once, but one host may always be when
+// none is (Envoy's rule), except that the last host up is never ejected (mosnlite has no
+// panic routing).
+type OutlierDetection struct {
+	// Consecutive5xx: failures in a row that eject a host (default 5).
+	Consecutive5xx uint32 `json:"consecutive_5xx,omitempty"`
+	// ConsecutiveErrors is the older name of Consecutive5xx (Istio's); set one.
+	ConsecutiveErrors  uint32    `json:"consecutive_errors,omitempty"`
+	Interval           *Duration `json:"interval,omitempty"`             // default 10s
+	BaseEjectionTime   *Duration `json:"base_ejection_time,omitempty"`   // default 30s
+	MaxEjectionTime    *Duration `json:"max_ejection_time,omitempty"`    // default 300s (at least base)
+	MaxEjectionPercent *uint32   `json:"max_ejection_percent,omitempty"` // default 10
 }
 
 // Host is one upstream endpoint.

@@ -203,6 +203,16 @@ func (v *validator) cluster(p string, cl *Cluster) {
 			v.rep.fail(field(cp, "priority"), fmt.Sprintf("second %s thresholds (also %s)", prio, index(field(p, "circuit_breakers"), k)))
 		}
 		prios[prio] = j
+		if prio != "DEFAULT" {
+			v.rep.warn(field(cp, "priority"), fmt.Sprintf("%s thresholds are not used: mosnlite has no request priorities, so DEFAULT applies", prio))
+		}
+	}
+	if hc := cl.HealthCheck; hc != nil {
+		errs, warns := hc.Check()
+		v.sub(field(p, "health_check"), errs, warns)
+	}
+	if od := cl.OutlierDetection; od != nil {
+		v.sub(field(p, "outlier_detection"), od.Check(), nil)
 	}
 	if lc := cl.LBConfig; lc != nil {
 		lp := field(p, "lbconfig")
@@ -219,6 +229,16 @@ func (v *validator) cluster(p string, cl *Cluster) {
 	}
 	if cl.TLSContext != nil {
 		v.tls(field(p, "tls_context"), cl.TLSContext, false)
+	}
+}
+
+// sub reports problems whose paths are relative to the block at p.
+func (v *validator) sub(p string, errs, warns []Problem) {
+	for _, e := range errs {
+		v.rep.fail(p+"."+e.Path, e.Msg)
+	}
+	for _, w := range warns {
+		v.rep.warn(p+"."+w.Path, w.Msg)
 	}
 }
 

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mosnlite/mosnlite/pkg/config"
 )
@@ -250,6 +252,42 @@ func TestBrokenConfigs(t *testing.T) {
 		{"duplicate virtual listener", doc(`{"name":"a","address":"0.0.0.0:80","bind_port":false,"filter_chains":[{"filters":[{"type":"tcp_proxy","config":{"cluster":"c1"}}]}]},{"name":"b","address":"0.0.0.0:80","bind_port":false,"filter_chains":[{"filters":[{"type":"tcp_proxy","config":{"cluster":"c1"}}]}]}`, "", c1), false,
 			"servers[0].listeners[1].address", "virtual listener"},
 		{"udp max sessions", doc(filterListener("udp", "udp_proxy", `{"cluster":"c1","max_sessions":-1}`), "", c1), false, f0 + ".config.max_sessions", "must not be negative"},
+		{"health check protocol", clusterDoc(`{"name":"c","health_check":{"protocol":"bolt"},"hosts":[{"address":"127.0.0.1:1"}]}`), false,
+			cluster + "[0].health_check.protocol", `unknown "bolt" (known: tcp, http, Http1)`},
+		{"health check timeout 0", clusterDoc(`{"name":"c","health_check":{"timeout":"0s"},"hosts":[{"address":"127.0.0.1:1"}]}`), false,
+			cluster + "[0].health_check.timeout", "must be positive"},
+		{"health check interval 0", clusterDoc(`{"name":"c","health_check":{"interval":"0s"},"hosts":[{"address":"127.0.0.1:1"}]}`), false,
+			cluster + "[0].health_check.interval", "must be positive"},
+		{"health check bad interval", clusterDoc(`{"name":"c","health_check":{"interval":"often"},"hosts":[{"address":"127.0.0.1:1"}]}`), false,
+			cluster + "[0].health_check.interval", `invalid duration "often"`},
+		{"health check threshold type", clusterDoc(`{"name":"c","health_check":{"healthy_threshold":-1},"hosts":[{"address":"127.0.0.1:1"}]}`), false,
+			cluster + "[0].health_check.healthy_threshold", "expected a non-negative integer"},
+		{"http check path", clusterDoc(`{"name":"c","health_check":{"protocol":"http","check_config":{"http_check_config":{"path":"status"}}},"hosts":[{"address":"127.0.0.1:1"}]}`), false,
+			cluster + "[0].health_check.check_config.http_check_config.path", `"status" is not a path starting with /`},
+		{"http check port", clusterDoc(`{"name":"c","health_check":{"protocol":"http","check_config":{"http_check_config":{"port":70000}}},"hosts":[{"address":"127.0.0.1:1"}]}`), false,
+			cluster + "[0].health_check.check_config.http_check_config.port", "70000 is not a port"},
+		{"http check scheme", clusterDoc(`{"name":"c","health_check":{"protocol":"http","check_config":{"http_check_config":{"scheme":"https"}}},"hosts":[{"address":"127.0.0.1:1"}]}`), false,
+			cluster + "[0].health_check.check_config.http_check_config.scheme", "not supported"},
+		{"http check method", clusterDoc(`{"name":"c","health_check":{"protocol":"http","check_config":{"http_check_config":{"method":"GET /"}}},"hosts":[{"address":"127.0.0.1:1"}]}`), false,
+			cluster + "[0].health_check.check_config.http_check_config.method", "not an HTTP method"},
+		{"http check codes", clusterDoc(`{"name":"c","health_check":{"protocol":"http","check_config":{"http_check_config":{"codes":[{"Start":200,"End":299},{"Start":500}]}}},"hosts":[{"address":"127.0.0.1:1"}]}`), false,
+			cluster + "[0].health_check.check_config.http_check_config.codes[1].end", "0 is outside 100-599"},
+		{"tcp check hex", clusterDoc(`{"name":"c","health_check":{"check_config":{"tcp_check_config":{"send":"PING"}}},"hosts":[{"address":"127.0.0.1:1"}]}`), false,
+			cluster + "[0].health_check.check_config.tcp_check_config.send", `"PING" is not a hex string`},
+		{"outlier two thresholds", clusterDoc(`{"name":"c","outlier_detection":{"consecutive_5xx":5,"consecutive_errors":3},"hosts":[{"address":"127.0.0.1:1"}]}`), false,
+			cluster + "[0].outlier_detection.consecutive_errors", "set only one"},
+		{"outlier percent", clusterDoc(`{"name":"c","outlier_detection":{"max_ejection_percent":150},"hosts":[{"address":"127.0.0.1:1"}]}`), false,
+			cluster + "[0].outlier_detection.max_ejection_percent", "150 is over 100"},
+		{"outlier base 0", clusterDoc(`{"name":"c","outlier_detection":{"base_ejection_time":"0s"},"hosts":[{"address":"127.0.0.1:1"}]}`), false,
+			cluster + "[0].outlier_detection.base_ejection_time", "must be positive"},
+		{"outlier max below base", clusterDoc(`{"name":"c","outlier_detection":{"base_ejection_time":"1m","max_ejection_time":"30s"},"hosts":[{"address":"127.0.0.1:1"}]}`), false,
+			cluster + "[0].outlier_detection.max_ejection_time", "shorter than base_ejection_time 1m0s"},
+		{"outlier interval type", clusterDoc(`{"name":"c","outlier_detection":{"interval":true},"hosts":[{"address":"127.0.0.1:1"}]}`), false,
+			cluster + "[0].outlier_detection.interval", "expected a string"},
+		{"circuit breaker negative", clusterDoc(`{"name":"c","circuit_breakers":[{"max_connections":-1}],"hosts":[{"address":"127.0.0.1:1"}]}`), false,
+			cluster + "[0].circuit_breakers[0].max_connections", "expected a non-negative integer"},
+		{"strict unknown health check field", clusterDoc(`{"name":"c","health_check":{"intervall":"1s"},"hosts":[{"address":"127.0.0.1:1"}]}`), true,
+			cluster + "[0].health_check.intervall", "did you mean interval?"},
 		{"tcp_proxy bad cidr", doc(filterListener("tcp", "tcp_proxy", `{"routes":[{"cluster":"c1","source_addrs":[{"address":"10.0.0.0","length":33}]}]}`), "", c1), false,
 			f0 + ".config.routes[0].source_addrs[0].length", "33 is longer than the 32 bits"},
 	} {
@@ -284,6 +322,12 @@ func TestWarnings(t *testing.T) {
 			"admin.address.socket_address.address", "reachable from the network"},
 		{"retry_on without num_retries", `{"servers":[{"routers":[{"router_config_name":"r","virtual_hosts":[{"name":"v","domains":["*"],"routers":[{"match":{"prefix":"/"},"route":{"cluster_name":"c1","retry_policy":{"retry_on":true}}}]}]}]}],"cluster_manager":{"clusters":[{"name":"c1","hosts":[{"address":"127.0.0.1:1"}]}]}}`,
 			"servers[0].routers[0].virtual_hosts[0].routers[0].route.retry_policy.num_retries", "nothing will be retried"},
+		{"health check callbacks", clusterDoc(`{"name":"c","health_check":{"common_callbacks":["x"]},"hosts":[{"address":"127.0.0.1:1"}]}`),
+			"cluster_manager.clusters[0].health_check.common_callbacks", "not supported; ignored"},
+		{"http check config under tcp", clusterDoc(`{"name":"c","health_check":{"protocol":"tcp","check_config":{"http_check_config":{"path":"/"}}},"hosts":[{"address":"127.0.0.1:1"}]}`),
+			"cluster_manager.clusters[0].health_check.check_config.http_check_config", "ignored: the protocol is tcp"},
+		{"high priority breaker", clusterDoc(`{"name":"c","circuit_breakers":[{"priority":"HIGH","max_connections":5}],"hosts":[{"address":"127.0.0.1:1"}]}`),
+			"cluster_manager.clusters[0].circuit_breakers[0].priority", "HIGH thresholds are not used"},
 		{"second filter chain", doc(`{"name":"l","address":"127.0.0.1:1","filter_chains":[{"filters":[{"type":"tcp_proxy","config":{"cluster":"c1"}}]},{"filters":[{"type":"tcp_proxy","config":{"cluster":"c1"}}]}]}`, "", c1),
 			"servers[0].listeners[0].filter_chains[1]", "filter_chains[0] only"},
 	} {
@@ -297,6 +341,56 @@ func TestWarnings(t *testing.T) {
 				t.Errorf("want a warning at %s containing %q; got %v", tc.path, tc.phrase, warnings)
 			}
 		})
+	}
+}
+
+func TestHealthOutlierBreakerBlocks(t *testing.T) {
+	// MOSN's health_check block (its codes are {"Start","End"}), Envoy's outlier_detection and
+	// circuit_breakers: strict, no warning, and typed as written.
+	data := doc(filterListener("tcp", "tcp_proxy", `{"cluster":"c"}`), "", `{"name":"c","hosts":[{"address":"127.0.0.1:1"}],
+		"health_check":{"protocol":"Http1","timeout":"2s","interval":"5s","interval_jitter":"1s","initial_delay_seconds":"3s",
+			"healthy_threshold":2,"unhealthy_threshold":3,"service_name":"c-hc",
+			"check_config":{"http_check_config":{"port":8081,"timeout":"1s","path":"/health?full=1","method":"HEAD","scheme":"http","domain":"svc.example",
+				"codes":[{"Start":200,"End":299}]}}},
+		"outlier_detection":{"consecutive_5xx":7,"interval":"5s","base_ejection_time":"10s","max_ejection_time":"1m","max_ejection_percent":0},
+		"circuit_breakers":[{"priority":"DEFAULT","max_connections":10,"max_pending_requests":20,"max_requests":30,"max_retries":4}]}`)
+	if w, errs := check(t, data, true); len(errs) > 0 || len(w) > 0 {
+		t.Fatalf("warnings %v\nerrors:\n%v", w, errs)
+	}
+	c, _, err := config.Parse([]byte(data), config.ParseOptions{Strict: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := c.ClusterManager.Clusters[0]
+	hc, od := cl.HealthCheck, cl.OutlierDetection
+	if hc == nil || od == nil || hc.CheckConfig == nil || hc.CheckConfig.HTTP == nil {
+		t.Fatalf("blocks not decoded: %+v %+v", hc, od)
+	}
+	h := hc.CheckConfig.HTTP
+	for _, tc := range []struct {
+		name      string
+		got, want any
+	}{
+		{"protocol", hc.Protocol, "Http1"},
+		{"interval", hc.Interval.D(), 5 * time.Second},
+		{"initial delay", hc.InitialDelay.D(), 3 * time.Second},
+		{"unhealthy", hc.UnhealthyThreshold, uint32(3)},
+		{"port", h.Port, uint32(8081)},
+		{"codes", h.Codes, []config.StatusRange{{Start: 200, End: 299}}},
+		{"threshold", od.Threshold(), uint32(7)},
+		{"max percent 0 kept", *od.MaxEjectionPercent, uint32(0)},
+		{"base", od.BaseEjectionTime.D(), 10 * time.Second},
+		{"breaker", cl.CircuitBreakers[0].MaxRetries, uint32(4)},
+	} {
+		if !reflect.DeepEqual(tc.got, tc.want) {
+			t.Errorf("%s = %v; want %v", tc.name, tc.got, tc.want)
+		}
+	}
+	if p, ok := config.HealthCheckProtocol("HTTP1"); !ok || p != "http" {
+		t.Errorf("HealthCheckProtocol(HTTP1) = %q, %v", p, ok)
+	}
+	if (&config.OutlierDetection{}).Threshold() != 5 || (&config.OutlierDetection{ConsecutiveErrors: 2}).Threshold() != 2 {
+		t.Error("Threshold defaults")
 	}
 }
 
