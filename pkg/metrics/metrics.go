@@ -5,7 +5,10 @@
 // Names follow DESIGN.md: mosnlite_*, base units, _total for counters.
 package metrics
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
 
 // Set is the collection of vectors. New registers all of them on a fresh registry.
 type Set struct {
@@ -29,6 +32,10 @@ type Set struct {
 	UpstreamHosts         *prometheus.GaugeVec   // cluster
 	UpstreamHostsHealthy  *prometheus.GaugeVec   // cluster
 	DNSResolveFailures    *prometheus.CounterVec // cluster
+	UpstreamHealthChecks  *prometheus.CounterVec // cluster, result (success | failure)
+	UpstreamEjections     *prometheus.CounterVec // cluster: hosts ejected by outlier detection
+	UpstreamHostsEjected  *prometheus.GaugeVec   // cluster: hosts ejected now
+	UpstreamOverflow      *prometheus.CounterVec // cluster, breaker (connections | pending | requests | retries)
 
 	// L4 filters.
 	TCPProxyBytes     *prometheus.CounterVec // listener, cluster, direction (rx: client→upstream, tx: upstream→client)
@@ -64,6 +71,10 @@ func New() *Set {
 		UpstreamHosts:         f.gauge("upstream_hosts", "Hosts in the cluster.", "cluster"),
 		UpstreamHostsHealthy:  f.gauge("upstream_hosts_healthy", "Healthy hosts in the cluster.", "cluster"),
 		DNSResolveFailures:    f.counter("dns_resolve_failures_total", "Failed STRICT_DNS lookups (last good hosts kept).", "cluster"),
+		UpstreamHealthChecks:  f.counter("upstream_health_check_total", "Active health checks by result.", "cluster", "result"),
+		UpstreamEjections:     f.counter("upstream_host_ejections_total", "Hosts ejected by outlier detection.", "cluster"),
+		UpstreamHostsEjected:  f.gauge("upstream_hosts_ejected", "Hosts currently ejected by outlier detection.", "cluster"),
+		UpstreamOverflow:      f.counter("upstream_overflow_total", "Requests or connections refused by a circuit breaker.", "cluster", "breaker"),
 		TCPProxyBytes:         f.counter("tcp_proxy_bytes_total", "Bytes carried by tcp_proxy.", "listener", "cluster", "direction"),
 		TCPProxySessions:      f.counter("tcp_proxy_sessions_total", "tcp_proxy sessions.", "listener", "cluster"),
 		UDPProxyDatagrams:     f.counter("udp_proxy_datagrams_total", "Datagrams carried by udp_proxy.", "listener", "cluster", "direction"),
@@ -73,7 +84,7 @@ func New() *Set {
 		UDPProxyDropped:       f.counter("udp_proxy_dropped_total", "Datagrams udp_proxy dropped.", "listener", "cluster", "reason"),
 		ConfigReloads:         f.counter("config_reloads_total", "Config reloads by result.", "result"),
 	}
-	r.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return s
 }
 
