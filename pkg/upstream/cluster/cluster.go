@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -25,6 +26,10 @@ import (
 // timeout (or the request's deadline).
 var ErrNoHealthyUpstream = errors.New("no healthy upstream")
 
+// ErrOverflow is wrapped by Dial when the cluster's max_connections circuit breaker is open
+// (Envoy's UO: answer at once, 503-class).
+var ErrOverflow = errors.New("upstream overflow")
+
 // Host is one upstream endpoint of a cluster. A *Host is immutable; its health and
 // balancer state (Stats) live in state shared by every *Host with the same address in the
 // cluster, so they survive rebuilds that change weights or other hosts.
@@ -38,8 +43,37 @@ type Host struct {
 
 type hostState struct {
 	stats lb.HostStats
-	down  atomic.Bool // zero value: healthy
+	c     *Cluster
+	addr  string
+	// down holds the reasons the host is down (downAdmin, downActive, downOutlier); 0 is
+	// up. Written only with c.mu held, read without.
+	down    atomic.Uint32
+	checked atomic.Bool   // has passed an active health check
+	fails   atomic.Uint32 // consecutive failures, for outlier detection
+
+	// Outlier detection, guarded by c.mu.
+	ejections   uint32 // ejection count (the time multiplier), decayed per interval up
+	ejectGen    uint64 // bumped when an ejection ends, so a stale timer does nothing
+	ejectTimer  *time.Timer
+	unejectedAt time.Time
 }
+
+// Reasons a host is down (hostState.down bits).
+const (
+	downAdmin   uint32 = 1 << iota // SetHostHealth(addr, false)
+	downActive                     // failed active health checks
+	downOutlier                    // ejected by outlier detection
+)
+
+// Health says why a host is down, if it is; the host is up when no field is set.
+type Health struct {
+	AdminDown         bool // marked down with SetHostHealth
+	FailedActiveCheck bool // failed unhealthy_threshold active checks (or its first one)
+	Ejected           bool // ejected by outlier detection
+}
+
+// Up reports whether no reason holds the host down.
+func (h Health) Up() bool { return !h.AdminDown && !h.FailedActiveCheck && !h.Ejected }
 
 var _ lb.Host = (*Host)(nil)
 
@@ -53,8 +87,23 @@ func (h *Host) Weight() uint32 { return h.weight }
 // Stats returns the host's live balancer state.
 func (h *Host) Stats() *lb.HostStats { return &h.st.stats }
 
-// Healthy reports the host's current health (true unless marked down by SetHostHealth).
-func (h *Host) Healthy() bool { return !h.st.down.Load() }
+// Healthy reports whether the host is up: not marked down by SetHostHealth, by active
+// health checks or by outlier detection.
+func (h *Host) Healthy() bool { return h.st.down.Load() == 0 }
+
+// Health returns the reasons the host is down, if any.
+func (h *Host) Health() Health {
+	d := h.st.down.Load()
+	return Health{AdminDown: d&downAdmin != 0, FailedActiveCheck: d&downActive != 0, Ejected: d&downOutlier != 0}
+}
+
+// ReportResult feeds outlier detection with the outcome of a use of the host that Dial
+// does not see: ok false for a failure that is the host's fault (an L7 proxy reports a
+// 5xx or a reset; tcp_proxy need not report anything, Dial already records connect
+// failures), ok true for a success, which resets the host's consecutive-failure count.
+// It takes no lock unless the failure ejects the host; it is a no-op when the cluster has
+// no outlier_detection or the host has left the cluster.
+func (h *Host) ReportResult(ok bool) { h.st.c.recordResult(h.st, ok) }
 
 // Hostname returns the configured hostname (for STRICT_DNS hosts, the name resolved).
 func (h *Host) Hostname() string { return h.hostname }
@@ -81,8 +130,13 @@ type Cluster struct {
 	hostsG    prometheus.Gauge
 	healthyG  prometheus.Gauge
 	dnsFail   prometheus.Counter
+	hcPass    prometheus.Counter
+	hcFail    prometheus.Counter
+	ejectionC prometheus.Counter
+	ejectedG  prometheus.Gauge
 	lastWarn  atomic.Int64 // unix nanos of the last connect-failure warning
 	muted     atomic.Int64 // connect failures logged at debug only since then
+	breakers  [numBreakers]breaker
 
 	mu      sync.Mutex // guards the fields below and serializes rebuilds
 	set     *settings
@@ -91,6 +145,9 @@ type Cluster struct {
 	dnsGen  uint64                  // bumped when refreshers are replaced; stale results are dropped
 	stopDNS context.CancelFunc
 	removed bool
+	runCtx  context.Context       // Manager.Run's ctx while it runs (health checkers derive from it)
+	checks  map[string]*hostCheck // running health checkers by host address
+	ejected int                   // hosts ejected by outlier detection
 }
 
 type snapshot struct {
@@ -104,7 +161,7 @@ type snapshot struct {
 
 func newCluster(m *Manager, name string) *Cluster {
 	mt := m.o.Metrics
-	return &Cluster{
+	c := &Cluster{
 		name:      name,
 		m:         m,
 		log:       m.o.Log.With(zap.String(log.FieldCluster, name)),
@@ -114,9 +171,18 @@ func newCluster(m *Manager, name string) *Cluster {
 		hostsG:    mt.UpstreamHosts.WithLabelValues(name),
 		healthyG:  mt.UpstreamHostsHealthy.WithLabelValues(name),
 		dnsFail:   mt.DNSResolveFailures.WithLabelValues(name),
+		hcPass:    mt.UpstreamHealthChecks.WithLabelValues(name, "success"),
+		hcFail:    mt.UpstreamHealthChecks.WithLabelValues(name, "failure"),
+		ejectionC: mt.UpstreamEjections.WithLabelValues(name),
+		ejectedG:  mt.UpstreamHostsEjected.WithLabelValues(name),
 		states:    map[string]*hostState{},
 		dns:       map[string][]netip.Addr{},
+		checks:    map[string]*hostCheck{},
 	}
+	for b := range c.breakers {
+		c.breakers[b].overflow = mt.UpstreamOverflow.WithLabelValues(name, Breaker(b).String())
+	}
+	return c
 }
 
 // Name returns the cluster's name.
@@ -131,7 +197,24 @@ func (c *Cluster) update(s *settings) (restartDNS bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old := c.set
+	if old != nil && old.hc != nil && s.hc != nil && reflect.DeepEqual(old.cfg.HealthCheck, s.cfg.HealthCheck) {
+		s.hc = old.hc // same checks: keep the running checkers
+	}
 	c.set = s
+	for b := range c.breakers {
+		c.breakers[b].limit.Store(s.limits[b])
+	}
+	if s.hc == nil { // checks off: their verdicts no longer hold
+		for _, st := range c.states {
+			st.down.Store(st.down.Load() &^ downActive)
+			st.checked.Store(false)
+		}
+	}
+	if s.outlier == nil { // detection off: end every ejection
+		for _, st := range c.states {
+			c.endEjectionLocked(st)
+		}
+	}
 	if s.typ != config.ClusterStrictDNS {
 		clear(c.dns)
 	} else {
@@ -158,6 +241,10 @@ func (c *Cluster) remove() {
 		c.stopDNS()
 		c.stopDNS = nil
 	}
+	c.stopChecksLocked()
+	for _, st := range c.states {
+		c.endEjectionLocked(st)
+	}
 	old := c.snap.Load()
 	c.snap.Store(&snapshot{set: c.set, picker: lb.NewRoundRobin(nil, lb.Options{}), changed: make(chan struct{}), removed: true})
 	if old != nil {
@@ -166,6 +253,7 @@ func (c *Cluster) remove() {
 	mt := c.m.o.Metrics
 	mt.UpstreamHosts.DeleteLabelValues(c.name)
 	mt.UpstreamHostsHealthy.DeleteLabelValues(c.name)
+	mt.UpstreamHostsEjected.DeleteLabelValues(c.name)
 }
 
 // rebuildLocked recomputes the host list from settings and DNS answers, keeps the state
@@ -188,7 +276,7 @@ func (c *Cluster) rebuildLocked() {
 		seen[addr] = true
 		st := c.states[addr]
 		if st == nil {
-			st = &hostState{}
+			st = &hostState{c: c, addr: addr}
 			c.states[addr] = st
 		}
 		if h := prev[addr]; h != nil && h.st == st && h.weight == spec.weight && h.hostname == hostname && maps.Equal(h.meta, spec.meta) {
@@ -211,7 +299,13 @@ func (c *Cluster) rebuildLocked() {
 			add(netip.AddrPortFrom(ip, spec.port).String(), name, spec)
 		}
 	}
-	maps.DeleteFunc(c.states, func(a string, _ *hostState) bool { return !seen[a] })
+	maps.DeleteFunc(c.states, func(a string, st *hostState) bool {
+		if seen[a] {
+			return false
+		}
+		c.endEjectionLocked(st) // a host that leaves takes its ejection with it
+		return true
+	})
 	var healthy []lb.Host
 	for _, h := range hosts {
 		if h.Healthy() {
@@ -225,22 +319,41 @@ func (c *Cluster) rebuildLocked() {
 	}
 	c.hostsG.Set(float64(len(hosts)))
 	c.healthyG.Set(float64(len(healthy)))
+	c.syncChecksLocked()
 }
 
-// SetHostHealth marks the host with address addr up or down (unknown addresses are
-// ignored) and, if that changes anything, rebuilds the picker and wakes waiting picks.
+// SetHostHealth marks the host with address addr down or lifts that mark (unknown
+// addresses are ignored); it is one reason among three, so a host marked up here stays
+// down while active health checks or outlier detection hold it down. If the host's health
+// changes, the picker is rebuilt and waiting picks wake.
 func (c *Cluster) SetHostHealth(addr string, up bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.states[addr]
-	if st == nil || c.removed || st.down.Load() == !up {
+	if st == nil || c.removed || !c.markLocked(st, downAdmin, !up) {
 		return
 	}
-	st.down.Store(!up)
-	c.rebuildLocked()
-	if ce := c.log.Check(zap.InfoLevel, "host health changed"); ce != nil {
-		ce.Write(zap.String(log.FieldHost, addr), zap.Bool("healthy", up))
+	if ce := c.log.Check(zap.InfoLevel, "host health set"); ce != nil {
+		ce.Write(zap.String(log.FieldHost, addr), zap.Bool("up", up), zap.Bool("healthy", st.down.Load() == 0))
 	}
+}
+
+// markLocked sets (down) or clears one down reason of st and rebuilds the picker when the
+// host's health changes. It reports whether the reason changed.
+func (c *Cluster) markLocked(st *hostState, reason uint32, down bool) bool {
+	old := st.down.Load()
+	next := old &^ reason
+	if down {
+		next |= reason
+	}
+	if next == old {
+		return false
+	}
+	st.down.Store(next)
+	if (old == 0) != (next == 0) {
+		c.rebuildLocked()
+	}
+	return true
 }
 
 // Pick chooses a healthy host. When none is up it waits for the host set to change, up to
@@ -311,10 +424,25 @@ func (c *Cluster) noHost(s *snapshot, why string) error {
 // have failed or no untried healthy host is left; the error then lists every attempt.
 // Only the first pick waits for a host (see Pick).
 //
-// On success the connection counts as active (upstream_connections_active and the host's
-// Conns, which LB_LEAST_CONNECTION reads) until done is called: call done once, when the
-// connection is finished with.
+// On success the connection counts as active (upstream_connections_active, the host's
+// Conns, which LB_LEAST_CONNECTION reads, and the max_connections circuit breaker) until
+// done is called: call done once, when the connection is finished with.
+//
+// When max_connections connections are open (or being dialled), Dial fails at once with an
+// error wrapping ErrOverflow. Each attempt's outcome feeds outlier detection: a failed
+// connect counts against the host (unless ctx ended), a successful one resets its count.
 func (c *Cluster) Dial(ctx context.Context, r *lb.Request) (net.Conn, *Host, func(lb.DoneInfo), error) {
+	if !c.TryAcquire(MaxConnections) {
+		return nil, nil, nil, c.overflowError(MaxConnections)
+	}
+	conn, h, done, err := c.dial(ctx, r)
+	if err != nil {
+		c.Release(MaxConnections)
+	}
+	return conn, h, done, err
+}
+
+func (c *Cluster) dial(ctx context.Context, r *lb.Request) (net.Conn, *Host, func(lb.DoneInfo), error) {
 	var req lb.Request
 	if r != nil {
 		req = *r
@@ -342,10 +470,14 @@ func (c *Cluster) Dial(ctx context.Context, r *lb.Request) (net.Conn, *Host, fun
 		}
 		conn, err := c.dialHost(ctx, s.set.connectTimeout, h)
 		if err == nil {
+			c.recordResult(h.st, true)
 			return conn, h, c.connDone(h, done), nil
 		}
 		done(lb.DoneInfo{Err: err})
 		c.connectFailed(h, err)
+		if ctx.Err() == nil { // our caller giving up says nothing about the host
+			c.recordResult(h.st, false)
+		}
 		tried = append(tried, h)
 		attempts = append(attempts, err)
 		if ctx.Err() != nil {
@@ -450,6 +582,7 @@ func (c *Cluster) connDone(h *Host, done func(lb.DoneInfo)) func(lb.DoneInfo) {
 		}
 		h.st.stats.ConnClosed()
 		c.cxActive.Dec()
+		c.Release(MaxConnections)
 		done(di)
 	}
 }

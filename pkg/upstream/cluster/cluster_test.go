@@ -114,6 +114,12 @@ func TestApplyAllOrNothing(t *testing.T) {
 		{"strict dns without hosts", []config.Cluster{{Name: "f", Type: config.ClusterStrictDNS}}, []string{`cluster "f"`, "STRICT_DNS"}},
 		{"zero connect timeout", []config.Cluster{{Name: "g", ConnectTimeout: dur(0)}}, []string{`cluster "g"`, "connect_timeout"}},
 		{"empty name", []config.Cluster{{}}, []string{"clusters[0]", "empty name"}},
+		{"bad health check", []config.Cluster{withHC(simple("h", "", "10.0.0.1:80"), &config.HealthCheck{Protocol: "bolt"})},
+			[]string{`cluster "h"`, "health_check.protocol", "bolt"}},
+		{"bad outlier detection", []config.Cluster{withOutlier(simple("o", "", "10.0.0.1:80"), &config.OutlierDetection{MaxEjectionPercent: pct(101)})},
+			[]string{`cluster "o"`, "outlier_detection.max_ejection_percent"}},
+		{"bad breaker priority", []config.Cluster{withBreakers(simple("b", "", "10.0.0.1:80"), config.CircuitBreaker{Priority: "LOW"})},
+			[]string{`cluster "b"`, "circuit_breakers[0].priority"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := m.Apply(tc.cfgs)
@@ -286,13 +292,13 @@ func TestPickFailsWithoutHealthyHost(t *testing.T) {
 			}
 			c := get(t, m, name)
 			c.SetHostHealth("10.0.0.1:80", false)
+			start := time.Now() // before the ctx's timer starts: took is never below ctxTimeout
 			ctx := t.Context()
 			if tc.ctxTimeout > 0 {
 				var cancel context.CancelFunc
 				ctx, cancel = context.WithTimeout(ctx, tc.ctxTimeout)
 				defer cancel()
 			}
-			start := time.Now()
 			_, _, err := c.Pick(ctx, &lb.Request{})
 			took := time.Since(start)
 			if !errors.Is(err, cluster.ErrNoHealthyUpstream) || !strings.Contains(err.Error(), name) {

@@ -60,10 +60,11 @@ type Manager struct {
 	o        Options
 	clusters atomicMap
 
-	mu      sync.Mutex      // serializes writers
-	runCtx  context.Context // non-nil while Run is running
-	running bool
-	wg      sync.WaitGroup // DNS refreshers
+	mu       sync.Mutex      // serializes writers
+	runCtx   context.Context // non-nil while Run is running
+	running  bool
+	wg       sync.WaitGroup // DNS refreshers and health checkers
+	checkers atomic.Int64   // running health-checker goroutines
 }
 
 // NewManager returns an empty manager. It starts no goroutine; Run does.
@@ -75,7 +76,8 @@ func NewManager(o Options) *Manager {
 		o.Resolver = net.DefaultResolver
 	}
 	if o.Dial == nil {
-		o.Dial = (&net.Dialer{}).DialContext
+		// No TCP keepalive by default (Go enables it: four setsockopt calls per dial).
+		o.Dial = (&net.Dialer{KeepAlive: -1}).DialContext
 	}
 	if o.Metrics == nil {
 		o.Metrics = metrics.New()
@@ -213,8 +215,12 @@ func (m *Manager) commit(c *Cluster, s *settings) *Cluster {
 		c = newCluster(m, s.cfg.Name)
 		verb = "cluster added"
 	}
+	fresh := c.snap.Load() == nil
 	if c.update(s) {
 		m.startRefresher(c)
+	}
+	if fresh && m.runCtx != nil {
+		c.attach(m.runCtx)
 	}
 	c.log.Info(verb, zap.String("type", s.typ), zap.String("lb_type", s.lbType), zap.Int("hosts", len(s.hosts)))
 	return c
@@ -231,11 +237,13 @@ func (c *Cluster) currentSettings() *settings {
 	return c.set
 }
 
-// Run runs the STRICT_DNS refreshers, one goroutine per STRICT_DNS cluster with its own
-// context, including clusters added while Run runs; a cluster's refresher stops when the
-// cluster is removed or its DNS settings change (a new one starts). Run returns nil when
-// ctx is done and every refresher has ended. Before Run, STRICT_DNS clusters have no
-// hosts from names (picks wait up to pick_timeout).
+// Run runs the clusters' background work, including that of clusters added while Run runs:
+// one STRICT_DNS refresher per STRICT_DNS cluster, which stops when the cluster is removed
+// or its DNS settings change (a new one starts), and one active health checker per host of
+// each cluster with a health_check, which stops when its host leaves, the cluster is
+// removed or its health_check changes. Run returns nil when ctx is done and all of them
+// have ended. Before Run, STRICT_DNS clusters have no hosts from names (picks wait up to
+// pick_timeout) and no host is health-checked (hosts keep their current health).
 func (m *Manager) Run(ctx context.Context) error {
 	m.mu.Lock()
 	if m.running {
@@ -245,12 +253,16 @@ func (m *Manager) Run(ctx context.Context) error {
 	m.running, m.runCtx = true, ctx
 	for _, c := range m.clusters.load() {
 		m.startRefresher(c)
+		c.attach(ctx)
 	}
 	m.mu.Unlock()
 
 	<-ctx.Done()
 	m.mu.Lock()
-	m.runCtx = nil // refreshers' contexts derive from ctx, so they are all cancelled
+	m.runCtx = nil // refreshers' and checkers' contexts derive from ctx: all cancelled
+	for _, c := range m.clusters.load() {
+		c.detach() // and no cluster starts a checker any more
+	}
 	m.mu.Unlock()
 	m.wg.Wait()
 	m.mu.Lock()

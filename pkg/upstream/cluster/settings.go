@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mosnlite/mosnlite/pkg/config"
+	"github.com/mosnlite/mosnlite/pkg/upstream/healthcheck"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
 )
 
@@ -24,8 +25,11 @@ type settings struct {
 	pickTimeout    time.Duration
 	maxAttempts    int
 	hosts          []hostSpec
-	dnsRate        time.Duration // STRICT_DNS
-	dnsNetwork     string        // "ip", "ip4" or "ip6"
+	dnsRate        time.Duration        // STRICT_DNS
+	dnsNetwork     string               // "ip", "ip4" or "ip6"
+	hc             *healthcheck.Checker // nil: no active health checks
+	outlier        *outlierSettings     // nil: no outlier detection
+	limits         [numBreakers]int64   // circuit breakers
 }
 
 // hostSpec is one configured host entry. For STRICT_DNS a name expands to one host per
@@ -110,6 +114,19 @@ func prepare(cfg config.Cluster, o *Options) (*settings, error) {
 		}
 		if s.dnsRate = cfg.DNSRefreshRate.Or(config.DefaultDNSRefreshRate); s.dnsRate <= 0 {
 			return fail("dns_refresh_rate %v: must be positive", s.dnsRate)
+		}
+	}
+	if s.limits, err = breakerLimits(cfg.CircuitBreakers); err != nil {
+		return fail("%v", err)
+	}
+	if cfg.HealthCheck != nil {
+		if s.hc, err = healthcheck.New(cfg.HealthCheck, healthcheck.Options{Dial: o.Dial, Rand: o.Rand}); err != nil {
+			return fail("%v", err)
+		}
+	}
+	if cfg.OutlierDetection != nil {
+		if s.outlier, err = newOutlier(cfg.OutlierDetection); err != nil {
+			return fail("%v", err)
 		}
 	}
 	switch cfg.DNSLookupFamily {

@@ -1,0 +1,141 @@
+package cluster
+
+import (
+	"fmt"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mosnlite/mosnlite/pkg/config"
+)
+
+// Breaker names one of a cluster's circuit breakers (Envoy's thresholds, DEFAULT priority).
+// Each is a counter of resources in use with a limit: TryAcquire takes one if the count is
+// below the limit and otherwise counts an overflow (upstream_overflow_total{cluster,breaker})
+// and refuses, so the caller answers at once (503-class, Envoy's UO flag). Counts survive
+// config updates; a lowered limit refuses new acquisitions until enough are released.
+type Breaker uint8
+
+const (
+	// MaxConnections bounds open upstream connections, including ones being dialled.
+	// Dial takes and releases it itself.
+	MaxConnections Breaker = iota
+	// MaxPendingRequests bounds requests waiting for a pooled connection (L7 proxy).
+	MaxPendingRequests
+	// MaxRequests bounds requests in flight to the cluster (L7 proxy).
+	MaxRequests
+	// MaxRetries bounds retries in flight (router.RetryBudget, see TryAcquireRetry).
+	MaxRetries
+	numBreakers
+)
+
+// String returns the breaker's metric label: connections, pending, requests or retries.
+func (b Breaker) String() string {
+	switch b {
+	case MaxConnections:
+		return "connections"
+	case MaxPendingRequests:
+		return "pending"
+	case MaxRequests:
+		return "requests"
+	case MaxRetries:
+		return "retries"
+	}
+	return fmt.Sprintf("Breaker(%d)", uint8(b))
+}
+
+// Setting returns the breaker's circuit_breakers key, such as "max_connections".
+func (b Breaker) Setting() string {
+	switch b {
+	case MaxConnections:
+		return "max_connections"
+	case MaxPendingRequests:
+		return "max_pending_requests"
+	case MaxRequests:
+		return "max_requests"
+	case MaxRetries:
+		return "max_retries"
+	}
+	return b.String()
+}
+
+type breaker struct {
+	n        atomic.Int64
+	limit    atomic.Int64
+	overflow prometheus.Counter
+	_        [40]byte // keep each breaker's hot counter on its own cache line
+}
+
+// TryAcquire takes one unit of b if fewer than its limit are in use. It never blocks and
+// does not allocate. Every successful TryAcquire must be matched by one Release.
+func (c *Cluster) TryAcquire(b Breaker) bool {
+	br := &c.breakers[b]
+	if br.n.Add(1) > br.limit.Load() {
+		br.n.Add(-1)
+		br.overflow.Inc()
+		return false
+	}
+	return true
+}
+
+// Release returns a unit taken with TryAcquire. Releasing more than was acquired is a bug
+// in the caller and panics.
+func (c *Cluster) Release(b Breaker) {
+	if c.breakers[b].n.Add(-1) < 0 {
+		c.breakers[b].n.Add(1)
+		panic(fmt.Sprintf("cluster %q: circuit breaker %s released more often than acquired", c.name, b.Setting()))
+	}
+}
+
+// Usage returns how many units of b are in use and its current limit.
+func (c *Cluster) Usage(b Breaker) (inUse, limit int64) {
+	return c.breakers[b].n.Load(), c.breakers[b].limit.Load()
+}
+
+// TryAcquireRetry takes a max_retries slot; with ReleaseRetry it makes *Cluster a
+// router.RetryBudget. Release the slot when the retried try ends.
+func (c *Cluster) TryAcquireRetry() bool { return c.TryAcquire(MaxRetries) }
+
+// ReleaseRetry returns a slot taken by TryAcquireRetry.
+func (c *Cluster) ReleaseRetry() { c.Release(MaxRetries) }
+
+// overflowError is Dial's error when b refused.
+func (c *Cluster) overflowError(b Breaker) error {
+	return fmt.Errorf("cluster %q: %w: %s %d reached", c.name, ErrOverflow, b.Setting(), c.breakers[b].limit.Load())
+}
+
+// breakerLimits returns the DEFAULT priority's limits (0 or absent: the default). A HIGH
+// entry is accepted and unused: there are no request priorities.
+func breakerLimits(cbs []config.CircuitBreaker) ([numBreakers]int64, error) {
+	lim := [numBreakers]int64{
+		MaxConnections:     config.DefaultCircuitMaxConnections,
+		MaxPendingRequests: config.DefaultCircuitMaxPending,
+		MaxRequests:        config.DefaultCircuitMaxRequests,
+		MaxRetries:         config.DefaultCircuitMaxRetries,
+	}
+	seen := map[string]int{}
+	for i, cb := range cbs {
+		prio := cb.Priority
+		if prio == "" {
+			prio = "DEFAULT"
+		}
+		switch prio {
+		case "DEFAULT", "HIGH":
+		default:
+			return lim, fmt.Errorf("circuit_breakers[%d].priority: unknown %q (known: %v)", i, cb.Priority, config.CircuitBreakerPriorities)
+		}
+		if j, dup := seen[prio]; dup {
+			return lim, fmt.Errorf("circuit_breakers[%d].priority: second %s thresholds (also circuit_breakers[%d])", i, prio, j)
+		}
+		seen[prio] = i
+		if prio != "DEFAULT" {
+			continue
+		}
+		for b, v := range [numBreakers]uint32{cb.MaxConnections, cb.MaxPendingRequests, cb.MaxRequests, cb.MaxRetries} {
+			if v != 0 {
+				lim[b] = int64(v)
+			}
+		}
+	}
+	return lim, nil
+}
