@@ -277,6 +277,13 @@ func (f *Filter) ServeConn(ctx context.Context, c *network.Conn) {
 	}
 	up, host, done, err := cl.Dial(ctx, &req)
 	if err != nil {
+		if errors.Is(err, cluster.ErrOverflow) {
+			// The cluster's max_connections breaker is open; the cluster counted it
+			// (mosnlite_upstream_overflow_total).
+			f.warn("tcp_proxy: cluster max_connections reached", zap.String(log.FieldCluster, name))
+			c.Close(network.CloseOverflow)
+			return
+		}
 		if ctx.Err() == nil { // not our own connection closing
 			f.warn("tcp_proxy: upstream connect failed", zap.String(log.FieldCluster, name), zap.Error(err))
 		}

@@ -607,3 +607,37 @@ func TestIdleSessionsHoldNoPipes(t *testing.T) {
 		t.Errorf("%d new pipe descriptors with %d quiet sessions", n, sessions)
 	}
 }
+
+// TestOverflowClosesWithReason: with the cluster's max_connections breaker at 1, a second
+// concurrent session is refused at once with reason "overflow" and a warning, and a new
+// session is served again once the first ends.
+func TestOverflowClosesWithReason(t *testing.T) {
+	up := startUpstream(t, func(c net.Conn) { io.Copy(c, c) })
+	cl := simpleCluster("c1", "", up.addr())
+	cl.CircuitBreakers = []config.CircuitBreaker{{MaxConnections: 1}}
+	e := newEnv(t, cl)
+	ln, _ := e.proxy(lnName, `{"cluster":"c1"}`)
+
+	first := dial(t, ln)
+	first.Write([]byte("a"))
+	if _, err := io.ReadFull(first, make([]byte, 1)); err != nil {
+		t.Fatalf("first session: %v", err)
+	}
+	second := dial(t, ln)
+	if b, err := readAll(second); len(b) != 0 || (err != nil && !errors.Is(err, syscall.ECONNRESET)) {
+		t.Fatalf("second session got %q, %v; want it closed", b, err)
+	}
+	e.waitCloses(lnName, "overflow", 1)
+	if !e.logged(zapcore.WarnLevel, "tcp_proxy: cluster max_connections reached") {
+		t.Errorf("no overflow warning; logged: %v", messages(e))
+	}
+	first.Close()
+	eventually(t, testTimeout, "a new session after the first ended", func() bool {
+		c := dial(t, ln)
+		defer c.Close()
+		c.Write([]byte("b"))
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		_, err := io.ReadFull(c, make([]byte, 1))
+		return err == nil
+	})
+}
