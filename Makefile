@@ -23,7 +23,7 @@ STATICCHECK := $(TOOLS_BIN)/staticcheck-$(STATICCHECK_VERSION)
 FUZZTIME ?= 10s
 
 # make bench
-BENCH_TARGETS ?= direct,nginx,mosnlite
+BENCH_TARGETS ?= direct,nginx,nginx-halfclose,mosnlite
 BENCH_ROUNDS  ?= 3
 BENCH_FLAGS   ?=
 BENCH_OUT     := $(BIN)/bench
@@ -116,7 +116,7 @@ bench-load: bench-deps $(if $(findstring mosnlite,$(BENCH_TARGETS)),build)
 		-doc docs/benchmarks.md -command '$(BENCH_CMD)' $(BENCH_FLAGS) | tee $(BENCH_OUT)/load.md
 
 bench-deps: ## install nginx + its stream module for the bench (apt-get; no service is started)
-	@case ",$(BENCH_TARGETS)," in *,nginx,*) test/bench/install-nginx.sh ;; esac
+	@case ",$(BENCH_TARGETS)," in *,nginx,*|*,nginx-halfclose,*) test/bench/install-nginx.sh ;; esac
 
 docker: ## build the container image mosnlite:VERSION
 	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t mosnlite:$(VERSION) .

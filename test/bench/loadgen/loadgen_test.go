@@ -156,7 +156,13 @@ func TestConfigs(t *testing.T) {
 		t.Fatalf("mosnlite config:\n%s", b)
 	}
 
-	n := nginxConf("/tmp/x", "127.0.0.1:1001", "127.0.0.1:1003", "/m.so", "")
+	if hc := nginxConf("/tmp/x", "127.0.0.1:1001", "127.0.0.1:1003", "", "", true); !strings.Contains(hc, "proxy_half_close on;") {
+		t.Errorf("half-close nginx config lacks proxy_half_close on:\n%s", hc)
+	}
+	n := nginxConf("/tmp/x", "127.0.0.1:1001", "127.0.0.1:1003", "/m.so", "", false)
+	if strings.Contains(n, "proxy_half_close") {
+		t.Errorf("plain nginx config sets proxy_half_close:\n%s", n)
+	}
 	for _, want := range []string{"daemon off;", "worker_processes 1;", "pid /tmp/x/nginx.pid;", "load_module /m.so;",
 		"listen 127.0.0.1:1001;", "proxy_pass 127.0.0.1:1003;"} {
 		if !strings.Contains(n, want) {

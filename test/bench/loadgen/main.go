@@ -156,8 +156,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	targets := strings.Split(f.targets, ",")
 	for _, t := range targets {
-		if t != "direct" && t != "nginx" && t != "mosnlite" {
-			return fmt.Errorf("%w: -targets: unknown %q (known: direct, nginx, mosnlite)", errUsage, t)
+		if t != "direct" && t != "nginx" && t != "nginx-halfclose" && t != "mosnlite" {
+			return fmt.Errorf("%w: -targets: unknown %q (known: direct, nginx, nginx-halfclose, mosnlite)", errUsage, t)
 		}
 	}
 	if f.command == "" {
@@ -225,8 +225,11 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		switch t {
 		case "direct":
 			results[i].Version = "—"
-		case "nginx":
-			l.proxy, err = startNginx(ctx, nginxOpts{Bin: f.nginx, StreamModule: f.streamModule}, tdir, proxyCPU, up.Addr())
+		case "nginx", "nginx-halfclose":
+			// nginx-halfclose: proxy_half_close on, the half-close semantics mosnlite's
+			// tcp_proxy always has; plain nginx closes both sides on the first FIN.
+			l.proxy, err = startNginx(ctx, nginxOpts{Bin: f.nginx, StreamModule: f.streamModule,
+				HalfClose: t == "nginx-halfclose"}, tdir, proxyCPU, up.Addr())
 		case "mosnlite":
 			l.proxy, err = startMosnlite(ctx, f.mosnlite, tdir, proxyCPU, up.Addr())
 		}

@@ -144,7 +144,7 @@ func table(rs []result) string {
 	}
 	type pair struct{ a, b string }
 	var pairs []pair
-	for _, p := range []pair{{"mosnlite", "nginx"}, {"mosnlite", "direct"}, {"nginx", "direct"}} {
+	for _, p := range []pair{{"mosnlite", "nginx"}, {"mosnlite", "nginx-halfclose"}, {"mosnlite", "direct"}, {"nginx", "direct"}} {
 		_, okA := ms[p.a]
 		_, okB := ms[p.b]
 		if okA && okB {
@@ -160,9 +160,11 @@ func table(rs []result) string {
 		}
 	}
 	if m, ok := ms["mosnlite"]; ok {
-		if n, ok := ms["nginx"]; ok {
-			fmt.Fprintf(&b, "\nTarget mosnlite ≤ nginx in proxy CPU: per MiB %s, per connection %s.\n",
-				verdict(m.CPUPerMiB, n.CPUPerMiB), verdict(m.CPUPerConn, n.CPUPerConn))
+		for _, ng := range []string{"nginx", "nginx-halfclose"} {
+			if n, ok := ms[ng]; ok {
+				fmt.Fprintf(&b, "\nTarget mosnlite ≤ %s in proxy CPU: per MiB %s, per connection %s.\n",
+					ng, verdict(m.CPUPerMiB, n.CPUPerMiB), verdict(m.CPUPerConn, n.CPUPerConn))
+			}
 		}
 	}
 	worst := 0.0
