@@ -357,24 +357,34 @@ func ParseRequestHead(b []byte, lim Limits, h *RequestHead) (n int, err error) {
 	return s + n, nil
 }
 
+// startLine splits off the start line (request or status line), which must end in CRLF and
+// fit MaxRequestLine; next is where the header fields begin.
+func startLine(p []byte, lim *Limits) (line []byte, next int, err error) {
+	i := bytes.IndexByte(p, '\n')
+	if i < 0 {
+		return nil, 0, errMore
+	}
+	if i == 0 || p[i-1] != '\r' {
+		return nil, 0, ErrBareLF
+	}
+	if i-1 > lim.MaxRequestLine {
+		return nil, 0, ErrRequestLineTooLong
+	}
+	return p[:i-1], i + 1, nil
+}
+
 func (h *RequestHead) parse(p []byte, lim *Limits) (int, error) {
 	hs := h.Headers[:0]
 	*h = RequestHead{ContentLength: -1}
-	i := bytes.IndexByte(p, '\n')
-	if i < 0 {
-		return 0, errMore
+	line, next, err := startLine(p, lim)
+	if err != nil {
+		return 0, err
 	}
-	if i == 0 || p[i-1] != '\r' {
-		return 0, ErrBareLF
-	}
-	if i-1 > lim.MaxRequestLine {
-		return 0, ErrRequestLineTooLong
-	}
-	if err := h.parseRequestLine(p[:i-1]); err != nil {
+	if err := h.parseRequestLine(line); err != nil {
 		return 0, err
 	}
 	f := fields{cl: -1}
-	end, err := parseFields(p, i+1, lim.MaxHeaders, &hs, &f, true)
+	end, err := parseFields(p, next, lim.MaxHeaders, &hs, &f, true)
 	h.Headers = hs
 	if err != nil {
 		return 0, err
@@ -830,21 +840,15 @@ func ParseResponseHead(b []byte, lim Limits, h *ResponseHead) (n int, err error)
 func (h *ResponseHead) parse(p []byte, lim *Limits) (int, error) {
 	hs := h.Headers[:0]
 	*h = ResponseHead{HeadRequest: h.HeadRequest, ConnectRequest: h.ConnectRequest, ContentLength: -1}
-	i := bytes.IndexByte(p, '\n')
-	if i < 0 {
-		return 0, errMore
+	line, next, err := startLine(p, lim)
+	if err != nil {
+		return 0, err
 	}
-	if i == 0 || p[i-1] != '\r' {
-		return 0, ErrBareLF
-	}
-	if i-1 > lim.MaxRequestLine {
-		return 0, ErrRequestLineTooLong
-	}
-	if err := h.parseStatusLine(p[:i-1]); err != nil {
+	if err := h.parseStatusLine(line); err != nil {
 		return 0, err
 	}
 	f := fields{cl: -1}
-	end, err := parseFields(p, i+1, lim.MaxHeaders, &hs, &f, true)
+	end, err := parseFields(p, next, lim.MaxHeaders, &hs, &f, true)
 	h.Headers = hs
 	if err != nil {
 		return 0, err
