@@ -9,6 +9,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/buffer"
 	"github.com/mosnlite/mosnlite/pkg/config"
 	"github.com/mosnlite/mosnlite/pkg/metrics"
+	"github.com/mosnlite/mosnlite/pkg/router"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 )
 
@@ -19,6 +20,7 @@ type Deps struct {
 	Metrics  *metrics.Set
 	Log      *zap.Logger
 	Listener *config.Listener // the listener the filter is built for
+	Routers  *router.Tables   // route tables by router_config_name (the proxy filter reads them per request)
 }
 
 // NetworkFactory decodes a filter's raw config and builds the filter. A bad config is an

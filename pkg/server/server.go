@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/log"
 	"github.com/mosnlite/mosnlite/pkg/metrics"
 	"github.com/mosnlite/mosnlite/pkg/network"
+	"github.com/mosnlite/mosnlite/pkg/router"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 )
 
@@ -45,6 +47,8 @@ type Server struct {
 	metrics   *metrics.Set
 	pool      *buffer.Pool
 	clusters  *cluster.Manager
+	routers   *router.Tables
+	closers   []io.Closer // filters holding resources beyond their connections (proxy's idle upstream pool)
 	index     *network.Index
 	listeners []*network.Listener
 	admin     *admin
@@ -83,7 +87,13 @@ func New(cfg *config.Config, o Options) (_ *Server, err error) {
 	if err := s.clusters.Apply(cfg.ClusterManager.Clusters); err != nil {
 		return nil, fmt.Errorf("cluster_manager: %w", err)
 	}
+	s.routers = new(router.Tables)
 	if len(cfg.Servers) > 0 {
+		tables, err := router.Build(cfg.Servers[0].Routers)
+		if err != nil {
+			return nil, fmt.Errorf("servers[0].routers: %w", err)
+		}
+		s.routers.Replace(tables)
 		for i := range cfg.Servers[0].Listeners {
 			lc := &cfg.Servers[0].Listeners[i]
 			l, err := s.buildListener(lc, o.Extensions)
@@ -131,9 +141,13 @@ func (s *Server) buildListener(lc *config.Listener, ext *extension.Set) (*networ
 		Metrics:  s.metrics,
 		Log:      lg,
 		Listener: lc,
+		Routers:  s.routers,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("filter_chains[0].filters[0].config: %w", err)
+	}
+	if c, ok := nf.(io.Closer); ok {
+		s.closers = append(s.closers, c)
 	}
 	netw := lc.Network
 	if netw == "" {
@@ -273,6 +287,9 @@ func (s *Server) Run(ctx context.Context) error {
 		runErr = err
 	}
 	s.log.Info("draining: stopped accepting, waiting for open sessions", zap.Duration("timeout", timeout))
+	// Idle upstream connections would keep the next hop's sessions (often this same
+	// process) open for the whole drain.
+	s.closeFilters()
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	var drains errgroup.Group
 	for _, l := range s.listeners {
@@ -299,8 +316,16 @@ func failedOrDone(failed chan error, runErr error) <-chan error {
 	return failed
 }
 
+// closeFilters closes the filters that hold resources of their own.
+func (s *Server) closeFilters() {
+	for _, c := range s.closers {
+		_ = c.Close()
+	}
+}
+
 // closeAll releases sockets of a server that failed to build.
 func (s *Server) closeAll() {
+	s.closeFilters()
 	for _, l := range s.listeners {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()

@@ -200,9 +200,9 @@ func TestNewErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, json, want string
 	}{
-		{"filter not in this build", `{"servers":[{"routers":[{"router_config_name":"r","virtual_hosts":[{"name":"v","domains":["*"],"routers":[{"match":{"prefix":"/"},"direct_response":{"status":200}}]}]}],
-		  "listeners":[{"name":"h","address":"127.0.0.1:0","filter_chains":[{"filters":[{"type":"proxy","config":{"downstream_protocol":"Http1","router_config_name":"r"}}]}]}]}]}`,
-			`servers[0].listeners[0] (h): filter_chains[0].filters[0].type: network filter "proxy": unknown`},
+		{"proxy router missing", `{"servers":[{"routers":[{"router_config_name":"r","virtual_hosts":[{"name":"v","domains":["*"],"routers":[{"match":{"prefix":"/"},"direct_response":{"status":200}}]}]}],
+		  "listeners":[{"name":"h","address":"127.0.0.1:0","filter_chains":[{"filters":[{"type":"proxy","config":{"downstream_protocol":"Http1","router_config_name":"other"}}]}]}]}]}`,
+			`servers[0].listeners[0] (h): filter_chains[0].filters[0].config: proxy: router "other" not found in routers`},
 		{"cluster-only config builds", `{"cluster_manager":{"clusters":[{"name":"c","lb_type":"LB_ROUNDROBIN","hosts":[{"address":"127.0.0.1:1"}]}]}}`, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/mosnlite/mosnlite/pkg/extension"
+	"github.com/mosnlite/mosnlite/pkg/filter/network/proxy"
 	"github.com/mosnlite/mosnlite/pkg/filter/network/tcpproxy"
 	"github.com/mosnlite/mosnlite/pkg/filter/network/udpproxy"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
@@ -13,6 +14,7 @@ import (
 // Register fills s with every built-in extension.
 func Register(s *extension.Set) error {
 	errs := []error{
+		s.NetworkFilters.Register(proxy.Name, proxy.Factory),
 		s.NetworkFilters.Register(tcpproxy.Name, tcpproxy.Factory),
 		s.NetworkFilters.Register(udpproxy.Name, udpproxy.Factory),
 	}

@@ -1,0 +1,61 @@
+package proxy_test
+
+import (
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/mosnlite/mosnlite/pkg/config"
+	"github.com/mosnlite/mosnlite/pkg/filter"
+	"github.com/mosnlite/mosnlite/pkg/filter/network/proxy"
+	"github.com/mosnlite/mosnlite/pkg/network"
+	"github.com/mosnlite/mosnlite/pkg/router"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func tables(t *testing.T) *router.Tables {
+	var rc config.RouterCfg
+	if err := config.Unmarshal([]byte(`{"router_config_name":"r","virtual_hosts":[{"name":"v","domains":["*"],"routers":[{"match":{"prefix":"/"},"direct_response":{"status":200,"body":"x"}}]}]}`), &rc); err != nil {
+		t.Fatal(err)
+	}
+	m, err := router.Build([]config.RouterCfg{rc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := new(router.Tables)
+	ts.Replace(m)
+	return ts
+}
+
+func TestFactory(t *testing.T) {
+	d := filter.Deps{Routers: tables(t)}
+	for _, c := range []struct{ cfg, err string }{
+		{`{"downstream_protocol":"Http1","router_config_name":"r"}`, ""},
+		{`{"downstream_protocol":"Auto","router_config_name":"r"}`, ""},
+		{`{"downstream_protocol":"Http2","router_config_name":"r"}`, `downstream_protocol "Http2" is not served by this build`},
+		{`{"downstream_protocol":"bolt","router_config_name":"r"}`, `downstream_protocol "bolt" is not served by this build`},
+		{`{"downstream_protocol":"X","router_config_name":"r","extend_config":{"sub_protocol":"dubbo"}}`, "is not served by this build"},
+		{`{"downstream_protocol":"Http1","router_config_name":"nope"}`, `router "nope" not found`},
+		{`{"downstream_protocol":"Http1","upstream_protocol":"Http2","router_config_name":"r"}`, "only Http1"},
+		{`{"downstream_protocol":"Bogus","router_config_name":"r"}`, "downstream_protocol"},
+	} {
+		f, err := proxy.Factory(config.RawMessage(c.cfg), d)
+		if c.err == "" {
+			if err != nil {
+				t.Fatalf("%s: %v", c.cfg, err)
+			}
+			if _, ok := f.(network.Handler); !ok {
+				t.Fatalf("%s: not a network.Handler", c.cfg)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), c.err) {
+			t.Fatalf("%s: err %v, want %q", c.cfg, err, c.err)
+		}
+	}
+	if _, err := proxy.Factory(config.RawMessage(`{"router_config_name":"r"}`), filter.Deps{}); err == nil {
+		t.Fatal("no routers: want an error")
+	}
+}

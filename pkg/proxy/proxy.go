@@ -1,0 +1,177 @@
+// Package proxy forwards HTTP/1 requests to upstream clusters: the per-connection driver
+// of the `proxy` network filter (docs/l7-plan.md). Everything for a downstream
+// connection runs on that connection's goroutine: parse a head, route, pick a host, take
+// a ping-pong upstream connection, forward the head and the body as it arrives, read the
+// response head and body from the upstream on the same goroutine and write them
+// downstream; only then is the next pipelined head parsed, so responses stay in order.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mosnlite/mosnlite/pkg/buffer"
+	"github.com/mosnlite/mosnlite/pkg/metrics"
+	"github.com/mosnlite/mosnlite/pkg/network"
+	"github.com/mosnlite/mosnlite/pkg/router"
+	"github.com/mosnlite/mosnlite/pkg/stream"
+	"github.com/mosnlite/mosnlite/pkg/stream/http1"
+	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
+)
+
+// Defaults for Config's zero fields.
+const (
+	DefaultMaxIdlePerHost = 64
+	DefaultIdleTimeout    = 90 * time.Second
+	readSize              = 16 << 10
+)
+
+// Config configures a Proxy.
+type Config struct {
+	Listener   string          // listener name, for metrics and logs
+	Downstream stream.Protocol // HTTP1 or Auto; any other protocol closes every connection
+	Routers    *router.Tables  // looked up per request, so table swaps apply at once
+	RouterName string          // the router_config_name the proxy matches in
+	Clusters   *cluster.Manager
+	Pool       *buffer.Pool
+	Metrics    *metrics.Set // nil: none
+	Log        *zap.Logger  // nil: none
+	Limits     http1.Limits
+
+	MaxIdlePerHost int           // idle upstream connections kept per host; 0: default
+	IdleTimeout    time.Duration // an idle upstream connection older than this is closed; 0: default
+}
+
+// Proxy is the HTTP/1 proxy. It implements network.Handler. Close it to close the idle
+// upstream connections it keeps.
+type Proxy struct {
+	cfg  Config
+	mu   sync.Mutex
+	idle map[string][]*upConn // host address → idle connections, newest last
+	shut bool
+}
+
+// New returns a Proxy.
+func New(cfg Config) *Proxy {
+	if cfg.MaxIdlePerHost <= 0 {
+		cfg.MaxIdlePerHost = DefaultMaxIdlePerHost
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	if cfg.Pool == nil {
+		cfg.Pool = buffer.NewPool()
+	}
+	return &Proxy{cfg: cfg, idle: make(map[string][]*upConn)}
+}
+
+// Close closes the idle upstream connections; connections in use are closed when their
+// request ends.
+func (p *Proxy) Close() error {
+	p.mu.Lock()
+	all := p.idle
+	p.idle = make(map[string][]*upConn)
+	p.shut = true
+	p.mu.Unlock()
+	for _, cs := range all {
+		for _, uc := range cs {
+			uc.close()
+		}
+	}
+	return nil
+}
+
+// ServeConn implements network.Handler.
+func (p *Proxy) ServeConn(ctx context.Context, c *network.Conn) {
+	switch p.cfg.Downstream {
+	case stream.HTTP1, stream.Auto, "":
+	default:
+		p.protocolError(string(p.cfg.Downstream))
+		p.cfg.Log.Warn("proxy: downstream protocol not supported, closing connection",
+			zap.String("listener", p.cfg.Listener), zap.String("protocol", string(p.cfg.Downstream)))
+		c.Close(network.CloseReason("protocol_error"))
+		return
+	}
+	s := getSession(p, ctx, c)
+	defer putSession(s)
+	if err := c.ReadLoop(s.onData); err != nil && !errors.Is(err, errClose) {
+		p.cfg.Log.Debug("proxy: connection ended", zap.Error(err))
+	}
+	s.dropUpstream()
+	c.Close("")
+}
+
+func (p *Proxy) protocolError(proto string) {
+	if p.cfg.Metrics != nil && p.cfg.Metrics.ProtocolErrors != nil {
+		p.cfg.Metrics.ProtocolErrors.WithLabelValues(p.cfg.Listener, proto).Inc()
+	}
+}
+
+// upConn is a ping-pong upstream connection.
+type upConn struct {
+	raw   net.Conn
+	addr  string
+	done  func()
+	since time.Time // when it went idle
+}
+
+func (u *upConn) close() {
+	_ = u.raw.Close()
+	u.done()
+}
+
+// get returns an idle connection to addr, closing the expired ones it passes.
+func (p *Proxy) get(addr string, now time.Time) *upConn {
+	p.mu.Lock()
+	cs := p.idle[addr]
+	var expired []*upConn
+	var uc *upConn
+	for len(cs) > 0 {
+		c := cs[len(cs)-1]
+		cs[len(cs)-1] = nil
+		cs = cs[:len(cs)-1]
+		if now.Sub(c.since) < p.cfg.IdleTimeout {
+			uc = c
+			break
+		}
+		expired = append(expired, c)
+	}
+	p.idle[addr] = cs
+	p.mu.Unlock()
+	for _, c := range expired {
+		c.close()
+	}
+	return uc
+}
+
+// put keeps uc for reuse, closing it when the host has enough idle connections.
+func (p *Proxy) put(uc *upConn, now time.Time) {
+	uc.since = now
+	p.mu.Lock()
+	cs := p.idle[uc.addr]
+	if p.shut || len(cs) >= p.cfg.MaxIdlePerHost {
+		p.mu.Unlock()
+		uc.close()
+		return
+	}
+	// Drop the oldest when it has expired, so a host's list does not hold dead conns.
+	var old *upConn
+	if len(cs) > 0 && now.Sub(cs[0].since) >= p.cfg.IdleTimeout {
+		old = cs[0]
+		copy(cs, cs[1:])
+		cs = cs[:len(cs)-1]
+	}
+	p.idle[uc.addr] = append(cs, uc)
+	p.mu.Unlock()
+	if old != nil {
+		old.close()
+	}
+}

@@ -1,0 +1,342 @@
+package proxy_test
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+)
+
+// echo answers with the method, path, selected headers and the request body.
+func echo(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	w.Header().Set("X-Method", r.Method)
+	w.Header().Set("X-Path", r.URL.RequestURI())
+	w.Header().Set("X-XFF", r.Header.Get("X-Forwarded-For"))
+	w.Header().Set("X-Rid", r.Header.Get("X-Request-Id"))
+	w.Header().Set("X-TE", strings.Join(r.TransferEncoding, ","))
+	_, _ = w.Write(b)
+}
+
+func TestGetAndPost(t *testing.T) {
+	o := startOrigin(t, echo)
+	e := startProxy(t, o.addr())
+	c := client()
+	defer c.CloseIdleConnections()
+
+	resp, err := c.Get("http://" + e.addr + "/hello?x=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("X-Path") != "/hello?x=1" || len(body) != 0 {
+		t.Fatalf("GET: %d %q %q", resp.StatusCode, resp.Header.Get("X-Path"), body)
+	}
+	if resp.Header.Get("X-XFF") != "127.0.0.1" || len(resp.Header.Get("X-Rid")) != 32 {
+		t.Fatalf("XFF %q rid %q", resp.Header.Get("X-XFF"), resp.Header.Get("X-Rid"))
+	}
+
+	big := strings.Repeat("0123456789abcdef", 64<<10) // 1 MiB
+	resp, err = c.Post("http://"+e.addr+"/post", "text/plain", strings.NewReader(big))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != big || resp.Header.Get("X-TE") != "" {
+		t.Fatalf("POST CL: %d len %d te %q", resp.StatusCode, len(body), resp.Header.Get("X-TE"))
+	}
+
+	// Chunked: an io.Reader without a length.
+	resp, err = c.Post("http://"+e.addr+"/post", "text/plain", io.MultiReader(strings.NewReader(big[:1000]), strings.NewReader(big[1000:])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != big || resp.Header.Get("X-TE") != "chunked" {
+		t.Fatalf("POST chunked: %d len %d te %q", resp.StatusCode, len(body), resp.Header.Get("X-TE"))
+	}
+	// Path rewrite.
+	resp, err = c.Get("http://" + e.addr + "/rw/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("X-Path"); got != "/rewritten/a" {
+		t.Fatalf("rewrite: %q", got)
+	}
+}
+
+func TestChunkedResponseAndHead(t *testing.T) {
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		for i := 0; i < 5; i++ {
+			_, _ = io.WriteString(w, strings.Repeat("x", 5000))
+			w.(http.Flusher).Flush()
+		}
+	})
+	e := startProxy(t, o.addr())
+	c := client()
+	defer c.CloseIdleConnections()
+	resp, err := c.Get("http://" + e.addr + "/c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || len(b) != 25000 || resp.TransferEncoding == nil {
+		t.Fatalf("chunked: len %d err %v te %v", len(b), err, resp.TransferEncoding)
+	}
+	resp, err = c.Head("http://" + e.addr + "/c")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("HEAD: %v", err)
+	}
+	resp.Body.Close()
+	// The connection is still usable after the HEAD.
+	resp, err = c.Get("http://" + e.addr + "/c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if len(b) != 25000 {
+		t.Fatalf("after HEAD: len %d", len(b))
+	}
+}
+
+func TestKeepAliveReuse(t *testing.T) {
+	o := startOrigin(t, echo)
+	e := startProxy(t, o.addr())
+	c := client()
+	defer c.CloseIdleConnections()
+	for i := 0; i < 10; i++ {
+		resp, err := c.Get("http://" + e.addr + "/k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if n := o.conns.Load(); n != 1 {
+		t.Fatalf("upstream saw %d connections for 10 sequential requests, want 1", n)
+	}
+}
+
+func TestPipelined(t *testing.T) {
+	o := startOrigin(t, echo)
+	e := startProxy(t, o.addr())
+	c := dial(t, e.addr)
+	var raw strings.Builder
+	for i := 0; i < 5; i++ {
+		raw.WriteString("POST /p" + strconv.Itoa(i) + " HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nab" + strconv.Itoa(i))
+	}
+	raw.WriteString("GET /direct HTTP/1.1\r\nHost: x\r\n\r\n")
+	raw.WriteString("GET /direct HTTP/1.1\r\nHost: x\r\n\r\n")
+	raw.WriteString("GET /p9 HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, err := io.WriteString(c, raw.String()); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	for i := 0; i < 5; i++ {
+		resp, body := readResp(t, br, "POST")
+		if resp.Header.Get("X-Path") != "/p"+strconv.Itoa(i) || body != "ab"+strconv.Itoa(i) {
+			t.Fatalf("response %d: path %q body %q", i, resp.Header.Get("X-Path"), body)
+		}
+	}
+	for i := 0; i < 2; i++ {
+		if _, body := readResp(t, br, "GET"); body != "direct body" {
+			t.Fatalf("direct: %q", body)
+		}
+	}
+	if resp, _ := readResp(t, br, "GET"); resp.Header.Get("X-Path") != "/p9" {
+		t.Fatalf("after direct: %q", resp.Header.Get("X-Path"))
+	}
+}
+
+func TestLocalReplies(t *testing.T) {
+	o := startOrigin(t, echo)
+	e := startProxy(t, o.addr())
+	resp, body := roundTrip(t, e.addr, "GET /direct/x HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp.StatusCode != 200 || body != "direct body" {
+		t.Fatalf("direct: %d %q", resp.StatusCode, body)
+	}
+	resp, _ = roundTrip(t, e.addr, "GET /down HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp.StatusCode != 503 {
+		t.Fatalf("dead upstream: %d", resp.StatusCode)
+	}
+	if o.reqs.Load() != 0 {
+		t.Fatal("origin saw a request")
+	}
+}
+
+func TestNoRoute(t *testing.T) {
+	o := startOrigin(t, echo)
+	e := startProxy(t, o.addr())
+	// No route matches "*" (every route is a path prefix).
+	resp, _ := roundTrip(t, e.addr, "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp.StatusCode != 404 {
+		t.Fatalf("no route: %d", resp.StatusCode)
+	}
+	// A proxy whose router is missing answers 404 too.
+	e2 := startProxyRouter(t, o.addr(), "missing")
+	resp, _ = roundTrip(t, e2.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp.StatusCode != 404 || o.reqs.Load() != 0 {
+		t.Fatalf("no router: %d", resp.StatusCode)
+	}
+}
+
+func TestNoHealthyUpstream(t *testing.T) {
+	o := startOrigin(t, echo)
+	e := startProxy(t, o.addr())
+	cl, _ := e.clusters.Get("c")
+	cl.SetHostHealth(o.addr(), false)
+	resp, _ := roundTrip(t, e.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp.StatusCode != 503 {
+		t.Fatalf("no healthy upstream: %d", resp.StatusCode)
+	}
+}
+
+func TestUpstreamTimeout(t *testing.T) {
+	release := make(chan struct{})
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	defer close(release)
+	e := startProxy(t, o.addr())
+	start := time.Now()
+	resp, _ := roundTrip(t, e.addr, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp.StatusCode != 504 {
+		t.Fatalf("timeout: %d", resp.StatusCode)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("504 after %v", d)
+	}
+}
+
+// rawOrigin runs fn on every accepted connection.
+func rawOrigin(t *testing.T, fn func(c net.Conn)) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fn(c)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().String()
+}
+
+func TestUpstreamDiesMidBody(t *testing.T) {
+	addr := rawOrigin(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
+	})
+	e := startProxy(t, addr)
+	c := dial(t, e.addr)
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadAll(resp.Body)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("body read error %v, want unexpected EOF", err)
+	}
+
+	// An upstream that closes before a complete head: 502.
+	addr2 := rawOrigin(t, func(c net.Conn) {
+		_, _ = http.ReadRequest(bufio.NewReader(c))
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-")
+	})
+	e2 := startProxy(t, addr2)
+	resp, _ = roundTrip(t, e2.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp.StatusCode != 502 {
+		t.Fatalf("truncated head: %d", resp.StatusCode)
+	}
+}
+
+func TestSmuggling(t *testing.T) {
+	o := startOrigin(t, echo)
+	e := startProxy(t, o.addr())
+	c := dial(t, e.addr)
+	_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, _ := readResp(t, br, "POST")
+	if resp.StatusCode != 400 || !resp.Close {
+		t.Fatalf("smuggling: %d close %v", resp.StatusCode, resp.Close)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("connection not closed: %v", err)
+	}
+	if o.reqs.Load() != 0 || o.conns.Load() != 0 {
+		t.Fatal("bytes reached the upstream")
+	}
+	if n := counter(t, e, "Http1"); n != 1 {
+		t.Fatalf("protocol_errors = %v", n)
+	}
+}
+
+func TestAutoRejectsOtherProtocols(t *testing.T) {
+	o := startOrigin(t, echo)
+	e := startProxy(t, o.addr())
+	c := dial(t, e.addr)
+	_, _ = c.Write([]byte{0xda, 0xbb, 0xc2, 0, 0, 0, 0, 0})
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("want EOF, got %v", err)
+	}
+	if n := counter(t, e, "Auto"); n != 1 {
+		t.Fatalf("protocol_errors = %v", n)
+	}
+}
+
+func counter(t *testing.T, e *env, proto string) float64 {
+	var m dto.Metric
+	if err := e.m.ProtocolErrors.WithLabelValues("l", proto).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+// An upstream that closes each keep-alive connection right after its response (without
+// saying so): the proxy retries a bodiless request on a fresh connection.
+func TestStaleIdleConnectionRetried(t *testing.T) {
+	addr := rawOrigin(t, func(c net.Conn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	e := startProxy(t, addr)
+	c := dial(t, e.addr)
+	br := bufio.NewReader(c)
+	for i := 0; i < 5; i++ {
+		_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		resp, body := readResp(t, br, "GET")
+		if resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+}

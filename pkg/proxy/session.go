@@ -1,0 +1,636 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mosnlite/mosnlite/pkg/buffer"
+	"github.com/mosnlite/mosnlite/pkg/network"
+	"github.com/mosnlite/mosnlite/pkg/router"
+	"github.com/mosnlite/mosnlite/pkg/stream"
+	"github.com/mosnlite/mosnlite/pkg/stream/http1"
+	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
+	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
+)
+
+// errClose ends the read loop after a response that closes the connection.
+var errClose = errors.New("proxy: connection done")
+
+// session is the state of one downstream connection.
+type session struct {
+	p   *Proxy
+	ctx context.Context
+	c   *network.Conn
+
+	sniffed bool
+	head    http1.RequestHead
+	edits   http1.Edits
+	redits  http1.Edits
+	rhead   http1.ResponseHead
+	rhdrs   http1.Headers // storage for rhead.Headers
+	hdrs    http1.Headers // storage for head.Headers
+	lr      lb.Request
+	hb      *buffer.IoBuffer // upstream request head, reused
+	xff     []byte
+	rid     [32]byte
+	one     [1]byte
+	remove  [1]string
+
+	// The request whose body is being forwarded.
+	inBody    bool
+	chunked   bool
+	remain    int64
+	cr        http1.ChunkedReader
+	up        *upConn
+	route     *router.Route
+	pickDone  func(lb.DoneInfo)
+	start     time.Time
+	isHead    bool
+	keepAlive bool
+	minor     uint8
+	upFailed  bool // an upstream write failed while the body was forwarded
+	reused    bool // s.up came from the idle pool
+	replay    bool // the request has no body and s.hb still holds its head
+	cl        *cluster.Cluster
+}
+
+var sessions = sync.Pool{New: func() any { return new(session) }}
+
+func getSession(p *Proxy, ctx context.Context, c *network.Conn) *session {
+	s := sessions.Get().(*session)
+	s.p, s.ctx, s.c = p, ctx, c
+	s.sniffed = p.cfg.Downstream != stream.Auto
+	if s.hb == nil {
+		s.hb = p.cfg.Pool.NewBuffer(1024)
+	}
+	s.xff = s.xff[:0]
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		s.xff = ta.AddrPort().Addr().Unmap().AppendTo(s.xff)
+	}
+	return s
+}
+
+func putSession(s *session) {
+	s.hb.Reset()
+	hb, xff, hdrs, rhdrs := s.hb, s.xff, s.hdrs, s.rhdrs
+	clear(hdrs[:cap(hdrs)]) // drop references into read buffers
+	clear(rhdrs[:cap(rhdrs)])
+	*s = session{hb: hb, xff: xff, hdrs: hdrs[:0], rhdrs: rhdrs[:0]}
+	sessions.Put(s)
+}
+
+// onData is the ReadLoop callback: it handles every complete request in b.
+func (s *session) onData(b *buffer.IoBuffer) error {
+	if !s.sniffed {
+		ok, more := stream.SniffHTTP1(b.Bytes())
+		if more {
+			return nil
+		}
+		if !ok || hasPrefix(b.Bytes(), "PRI * HTTP/2") {
+			s.p.protocolError(string(stream.Auto))
+			s.p.cfg.Log.Info("proxy: Auto found no supported protocol, closing connection",
+				zap.String("listener", s.p.cfg.Listener))
+			return errClose
+		}
+		s.sniffed = true
+	}
+	for b.Len() > 0 {
+		if s.inBody {
+			if err := s.body(b); err != nil {
+				return err
+			}
+			if s.inBody {
+				return nil
+			}
+			if s.up == nil {
+				continue
+			}
+			if err := s.respond(); err != nil {
+				return err
+			}
+			continue
+		}
+		s.head.Headers = s.hdrs[:0]
+		n, err := http1.ParseRequestHead(b.Bytes(), s.p.cfg.Limits, &s.head)
+		if cap(s.head.Headers) > cap(s.hdrs) {
+			s.hdrs = s.head.Headers[:0]
+		}
+		if err != nil {
+			s.p.protocolError(string(stream.HTTP1))
+			s.localReply(http1.StatusCode(err), err.Error(), true, false)
+			return errClose
+		}
+		if n == 0 {
+			return nil
+		}
+		if err := s.request(b, n); err != nil {
+			return err
+		}
+		if !s.inBody && s.up != nil {
+			if err := s.respond(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func hasPrefix(b []byte, p string) bool { return len(b) >= len(p) && string(b[:len(p)]) == p }
+
+// request handles a parsed head of n bytes at the start of b: local answers, or the
+// upstream connection and the head written to it. It drains the head from b.
+func (s *session) request(b *buffer.IoBuffer, n int) error {
+	h := &s.head
+	s.isHead = string(h.Method) == "HEAD"
+	s.keepAlive = h.KeepAlive
+	s.minor = h.ProtoMinor
+	s.start = time.Now()
+	hasBody := h.Body != http1.BodyNone
+	if h.Upgrade || string(h.Method) == "CONNECT" {
+		b.Drain(n)
+		s.localReply(http.StatusNotImplemented, "upgrade and CONNECT are not supported", true, false)
+		return errClose
+	}
+	view := stream.HTTP1Request{Head: h}
+	var rt *router.Route
+	tbl, ok := s.p.cfg.Routers.Get(s.p.cfg.RouterName)
+	if ok {
+		rt, ok = tbl.Match(view)
+	}
+	if !ok {
+		b.Drain(n)
+		return s.localDone(http.StatusNotFound, "no route", hasBody)
+	}
+	if dr, ok := rt.DirectResponse(); ok {
+		b.Drain(n)
+		return s.localDone(dr.Status, dr.Body, hasBody)
+	}
+	name := rt.ClusterFor(view, rand.Uint64())
+	cl, ok := s.p.cfg.Clusters.Get(name)
+	if !ok {
+		b.Drain(n)
+		return s.localDone(http.StatusServiceUnavailable, "no cluster "+name, hasBody)
+	}
+	s.lr = lb.Request{}
+	lr := &s.lr
+	if k, ok := rt.HashKey(view, remoteIP(s.c)); ok {
+		lr.HashKey, lr.HasHash = k, true
+	}
+	host, pickDone, err := cl.Pick(s.ctx, lr)
+	if err != nil {
+		b.Drain(n)
+		return s.localDone(http.StatusServiceUnavailable, "no healthy upstream", hasBody)
+	}
+	up := s.p.get(host.Addr(), s.start)
+	for up != nil && s.start.Sub(up.since) >= aliveCheckAfter && !s.alive(up) {
+		up.close()
+		up = s.p.get(host.Addr(), s.start)
+	}
+	if up == nil {
+		raw, h2, done, err := cl.Dial(s.ctx, lr)
+		if err != nil {
+			pickDone(lb.DoneInfo{Err: err})
+			b.Drain(n)
+			return s.localDone(http.StatusServiceUnavailable, "upstream connect failed", hasBody)
+		}
+		up = &upConn{raw: raw, addr: h2.Addr(), done: func() { done(lb.DoneInfo{}) }}
+	}
+	s.reused = up.since != (time.Time{})
+	s.up, s.route, s.pickDone, s.cl = up, rt, pickDone, cl
+
+	// Head edits.
+	e := &s.edits
+	*e = http1.Edits{XForwardedFor: s.xff, Add: e.Add[:0], Remove: e.Remove[:0]}
+	if len(s.xff) == 0 {
+		e.XForwardedFor = nil
+	}
+	s.requestID()
+	e.RequestID = s.rid[:]
+	if h.Expect100 {
+		s.remove[0] = "Expect"
+		e.Remove = append(e.Remove, s.remove[0])
+	}
+	if p := bstr(h.Target); true {
+		if np := rt.RewritePath(p); np != p {
+			e.Target = []byte(np)
+		}
+	}
+	if hr := rt.HostRewrite(); hr != "" {
+		e.Host = []byte(hr)
+	}
+	rt.ApplyRequestHeaders(editMutator{e})
+	s.hb.Reset()
+	if err := http1.AppendRequestHead(s.hb, h, e); err != nil {
+		b.Drain(n)
+		s.finishUpstream(false, err)
+		return s.localDone(http1.StatusCode(err), "bad request edit", hasBody)
+	}
+	b.Drain(n)
+	if h.Expect100 && hasBody {
+		cb := s.p.cfg.Pool.NewBuffer(32)
+		_, _ = cb.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+		if err := s.c.Write(cb); err != nil {
+			s.finishUpstream(false, err)
+			return err
+		}
+	}
+	s.inBody = hasBody
+	s.chunked = h.Body == http1.BodyChunked
+	s.remain = h.ContentLength
+	s.upFailed = false
+	if s.chunked {
+		s.cr.Reset(s.p.cfg.Limits)
+	}
+	s.replay = !hasBody
+	if !hasBody || b.Len() == 0 {
+		err := s.writeUp(s.hb.Bytes())
+		if hasBody {
+			s.hb.Reset()
+		}
+		return err
+	}
+	// Small first body piece: one write with the head.
+	return s.body(b)
+}
+
+// body forwards the request body bytes at the start of b upstream, as they arrive.
+func (s *session) body(b *buffer.IoBuffer) error {
+	first := s.hb.Len() > 0
+	var k int
+	done := false
+	if s.chunked {
+		for k < b.Len() {
+			_, used, d, err := s.cr.Next(b.Bytes()[k:])
+			if err != nil {
+				s.p.protocolError(string(stream.HTTP1))
+				s.finishUpstream(false, err)
+				s.inBody = false
+				s.localReply(http1.StatusCode(err), err.Error(), true, false)
+				return errClose
+			}
+			k += used
+			if d {
+				done = true
+				break
+			}
+			if used == 0 {
+				break
+			}
+		}
+	} else {
+		k = int(min(int64(b.Len()), s.remain))
+		s.remain -= int64(k)
+		done = s.remain == 0
+	}
+	piece := b.Bytes()[:k]
+	if first {
+		if k <= 8<<10 {
+			_, _ = s.hb.Write(piece)
+			piece = nil
+		}
+		if err := s.writeUp(s.hb.Bytes()); err != nil {
+			return err
+		}
+		s.hb.Reset()
+	}
+	if len(piece) > 0 {
+		if err := s.writeUp(piece); err != nil {
+			return err
+		}
+	}
+	b.Drain(k)
+	if done {
+		s.inBody = false
+	}
+	return nil
+}
+
+// writeUp writes to the upstream; a failure is remembered and answered with 502 once
+// the request has been read (the body is still drained so the reply lines up).
+func (s *session) writeUp(p []byte) error {
+	if s.upFailed || len(p) == 0 {
+		return nil
+	}
+	if _, err := s.up.raw.Write(p); err != nil {
+		s.upFailed = true
+	}
+	return nil
+}
+
+// aliveCheckAfter is how long a connection must have been idle before it is probed
+// (the probe costs a syscall and an allocation). Upstream servers close idle keep-alive
+// connections after seconds, not milliseconds.
+const aliveCheckAfter = time.Second
+
+// alive reports whether an idle upstream connection is still open: a read that cannot
+// wait must time out rather than see EOF or data.
+func (s *session) alive(up *upConn) bool {
+	_ = up.raw.SetReadDeadline(time.Unix(1, 0))
+	_, err := up.raw.Read(s.one[:])
+	return errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// retryFresh replaces a reused upstream connection that failed before any response byte
+// with a new one and writes the (bodiless) request again: the upstream may have closed the
+// idle connection while it was being taken. It reports whether the request was re-sent.
+func (s *session) retryFresh() bool {
+	if !s.reused || !s.replay {
+		return false
+	}
+	s.reused = false
+	s.up.close()
+	raw, h, done, err := s.cl.Dial(s.ctx, &s.lr)
+	if err != nil {
+		s.up = nil
+		return false
+	}
+	s.up = &upConn{raw: raw, addr: h.Addr(), done: func() { done(lb.DoneInfo{}) }}
+	s.upFailed = false
+	_ = s.writeUp(s.hb.Bytes())
+	return !s.upFailed
+}
+
+// respond reads the response from the upstream and writes it downstream.
+func (s *session) respond() error {
+	if s.upFailed {
+		s.retryFresh()
+	}
+	up := s.up
+	if s.upFailed {
+		s.finishUpstream(false, errors.New("upstream write failed"))
+		return s.localDone(http.StatusBadGateway, "upstream write failed", false)
+	}
+	pool := s.p.cfg.Pool
+	deadline := time.Time{}
+	if t := s.route.Timeout(); t > 0 {
+		deadline = s.start.Add(t)
+	}
+	_ = up.raw.SetReadDeadline(deadline)
+	rh := &s.rhead
+	rb := pool.NewBuffer(readSize)
+	var n int
+	for {
+		// A need-more parse drops the field slice, so keep its storage here.
+		*rh = http1.ResponseHead{HeadRequest: s.isHead, Headers: s.rhdrs[:0]}
+		var err error
+		if rb.Len() > 0 {
+			n, err = http1.ParseResponseHead(rb.Bytes(), s.p.cfg.Limits, rh)
+			if cap(rh.Headers) > cap(s.rhdrs) {
+				s.rhdrs = rh.Headers[:0]
+			}
+		}
+		if err != nil {
+			rb.Release()
+			s.finishUpstream(false, err)
+			return s.localDone(http.StatusBadGateway, "invalid upstream response", false)
+		}
+		if n > 0 && rh.Status >= 100 && rh.Status < 200 && rh.Status != 101 {
+			rb.Drain(n) // interim response: the proxy answered Expect itself
+			continue
+		}
+		if n > 0 {
+			break
+		}
+		if _, err := rb.ReadOnce(up.raw); err != nil {
+			if rb.Len() == 0 && !errors.Is(err, os.ErrDeadlineExceeded) && s.retryFresh() {
+				up = s.up
+				_ = up.raw.SetReadDeadline(deadline)
+				continue
+			}
+			rb.Release()
+			s.finishUpstream(false, err)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return s.localDone(http.StatusGatewayTimeout, "upstream timeout", false)
+			}
+			return s.localDone(http.StatusBadGateway, "upstream closed before the response", false)
+		}
+	}
+	_ = up.raw.SetReadDeadline(time.Time{})
+	re := &s.redits
+	*re = http1.Edits{Add: re.Add[:0], Remove: re.Remove[:0]}
+	closeDown := !s.keepAlive || rh.Body == http1.BodyClose
+	switch {
+	case closeDown:
+		re.Connection = http1.ConnClose
+	case s.minor == 0:
+		re.Connection = http1.ConnKeepAlive
+	}
+	s.route.ApplyResponseHeaders(editMutator{re})
+	hb := pool.NewBuffer(n + 256)
+	if err := http1.AppendResponseHead(hb, rh, re); err != nil {
+		hb.Release()
+		rb.Release()
+		s.finishUpstream(false, err)
+		return s.localDone(http.StatusBadGateway, "invalid upstream response", false)
+	}
+	rb.Drain(n)
+	reuse, err := s.forwardBody(hb, rb)
+	if err != nil {
+		s.finishUpstream(false, err)
+		s.c.Close("error")
+		return errClose
+	}
+	s.finishUpstream(reuse && rh.KeepAlive, nil)
+	if closeDown {
+		return errClose
+	}
+	return nil
+}
+
+// forwardBody writes the response head hb and the body downstream. rb holds the bytes
+// read after the head. Read buffers are handed to the downstream Conn, so body bytes are
+// copied once, from the upstream socket into a pooled buffer; only a buffer that holds
+// the end of one framing unit and the start of the next is split with a copy.
+func (s *session) forwardBody(hb, rb *buffer.IoBuffer) (reuse bool, err error) {
+	rh := &s.rhead
+	pool := s.p.cfg.Pool
+	var cr *http1.ChunkedReader
+	remain := rh.ContentLength
+	idle := s.route.Timeout()
+	if rh.Body == http1.BodyChunked {
+		cr = &s.cr
+		cr.Reset(s.p.cfg.Limits)
+	}
+	send := func(k int) error {
+		var out *buffer.IoBuffer
+		switch {
+		case k == 0:
+		case k == rb.Len():
+			out, rb = rb, nil
+		default:
+			out = pool.NewBuffer(k)
+			_, _ = out.Write(rb.Bytes()[:k])
+			rb.Drain(k)
+		}
+		switch {
+		case hb != nil && out != nil:
+			err = s.c.Write(hb, out)
+		case hb != nil:
+			err = s.c.Write(hb)
+		case out != nil:
+			err = s.c.Write(out)
+		}
+		hb = nil
+		return err
+	}
+	defer func() {
+		if hb != nil {
+			hb.Release()
+		}
+		if rb != nil {
+			rb.Release()
+		}
+	}()
+	for {
+		done := false
+		k := 0
+		switch rh.Body {
+		case http1.BodyNone:
+			done = true
+		case http1.BodyLength:
+			k = int(min(int64(rb.Len()), remain))
+			remain -= int64(k)
+			done = remain == 0
+		case http1.BodyChunked:
+			for k < rb.Len() {
+				_, used, d, cerr := cr.Next(rb.Bytes()[k:])
+				if cerr != nil {
+					return false, cerr
+				}
+				k += used
+				if d {
+					done = true
+					break
+				}
+				if used == 0 {
+					break
+				}
+			}
+		case http1.BodyClose:
+			k = rb.Len()
+		}
+		if err := send(k); err != nil {
+			return false, err
+		}
+		if done {
+			// Bytes after the response: the upstream spoke out of turn; do not reuse.
+			return rb == nil || rb.Len() == 0, nil
+		}
+		if rb == nil {
+			rb = pool.NewBuffer(readSize)
+		}
+		// The route timeout bounds the wait for each body read, so a stalled upstream
+		// cannot hold the connection forever.
+		if idle > 0 {
+			_ = s.up.raw.SetReadDeadline(time.Now().Add(idle))
+		}
+		if _, rerr := rb.ReadOnce(s.up.raw); rerr != nil {
+			if rh.Body == http1.BodyClose && errors.Is(rerr, io.EOF) {
+				return false, nil
+			}
+			return false, rerr
+		}
+	}
+}
+
+// finishUpstream returns the upstream connection to the pool or closes it.
+func (s *session) finishUpstream(reuse bool, err error) {
+	if s.pickDone == nil {
+		return
+	}
+	switch {
+	case s.up == nil:
+	case reuse:
+		s.p.put(s.up, time.Now())
+	default:
+		s.up.close()
+	}
+	var lat time.Duration
+	if err == nil {
+		lat = time.Since(s.start)
+	}
+	s.pickDone(lb.DoneInfo{Err: err, Latency: lat})
+	s.up, s.pickDone, s.route = nil, nil, nil
+}
+
+// dropUpstream closes an upstream connection left by a request that did not finish.
+func (s *session) dropUpstream() {
+	s.finishUpstream(false, errors.New("downstream closed"))
+}
+
+// localDone answers the current request locally. A request with a body that was not
+// read closes the connection, so no body bytes are taken for a next request.
+func (s *session) localDone(status int, body string, hasBody bool) error {
+	closeConn := hasBody || !s.keepAlive
+	s.localReply(status, body, closeConn, s.isHead)
+	if closeConn {
+		return errClose
+	}
+	return nil
+}
+
+// localReply writes a response made by the proxy.
+func (s *session) localReply(status int, body string, closeConn, noBody bool) {
+	ob := s.p.cfg.Pool.NewBuffer(128 + len(body))
+	_, _ = ob.WriteString("HTTP/1.1 ")
+	ob.Grow(3)
+	var num [20]byte
+	_, _ = ob.Write(strconv.AppendInt(num[:0], int64(status), 10))
+	_ = ob.WriteByte(' ')
+	_, _ = ob.WriteString(http.StatusText(status))
+	_, _ = ob.WriteString("\r\nContent-Type: text/plain\r\nContent-Length: ")
+	_, _ = ob.Write(strconv.AppendInt(num[:0], int64(len(body)), 10))
+	if closeConn {
+		_, _ = ob.WriteString("\r\nConnection: close")
+	}
+	_, _ = ob.WriteString("\r\n\r\n")
+	if !noBody {
+		_, _ = ob.WriteString(body)
+	}
+	_ = s.c.Write(ob)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// requestID fills s.rid with 32 random hex digits.
+func (s *session) requestID() {
+	for i := 0; i < 2; i++ {
+		v := rand.Uint64()
+		for j := 0; j < 16; j++ {
+			s.rid[i*16+j] = hexDigits[v&15]
+			v >>= 4
+		}
+	}
+}
+
+func remoteIP(c *network.Conn) (ip netip.Addr) {
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap()
+	}
+	return ip
+}
+
+// editMutator records a route's header mutations as head edits.
+type editMutator struct{ e *http1.Edits }
+
+func (m editMutator) Set(k, v string) {
+	m.e.Remove = append(m.e.Remove, k)
+	m.e.Add = append(m.e.Add, http1.Header{Name: []byte(k), Value: []byte(v)})
+}
+
+func (m editMutator) Add(k, v string) {
+	m.e.Add = append(m.e.Add, http1.Header{Name: []byte(k), Value: []byte(v)})
+}
+
+func (m editMutator) Del(k string) { m.e.Remove = append(m.e.Remove, k) }
