@@ -375,7 +375,7 @@ func startLine(p []byte, lim *Limits) (line []byte, next int, err error) {
 
 func (h *RequestHead) parse(p []byte, lim *Limits) (int, error) {
 	hs := h.Headers[:0]
-	*h = RequestHead{ContentLength: -1}
+	*h = RequestHead{ContentLength: -1, Headers: hs} // keep the storage across need-more
 	line, next, err := startLine(p, lim)
 	if err != nil {
 		return 0, err
@@ -839,7 +839,7 @@ func ParseResponseHead(b []byte, lim Limits, h *ResponseHead) (n int, err error)
 
 func (h *ResponseHead) parse(p []byte, lim *Limits) (int, error) {
 	hs := h.Headers[:0]
-	*h = ResponseHead{HeadRequest: h.HeadRequest, ConnectRequest: h.ConnectRequest, ContentLength: -1}
+	*h = ResponseHead{HeadRequest: h.HeadRequest, ConnectRequest: h.ConnectRequest, ContentLength: -1, Headers: hs}
 	line, next, err := startLine(p, lim)
 	if err != nil {
 		return 0, err

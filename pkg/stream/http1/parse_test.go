@@ -693,3 +693,38 @@ func TestNeedMoreAllocs(t *testing.T) {
 		t.Fatalf("%v allocs", n)
 	}
 }
+
+// TestNeedMoreKeepsHeaderStorage: a head that arrives in pieces must not lose the reused
+// Headers backing array on the need-more returns, or every trickled head allocates.
+func TestNeedMoreKeepsHeaderStorage(t *testing.T) {
+	full := []byte("GET /a HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\n\r\n")
+	var h RequestHead
+	if n, err := ParseRequestHead(full, Limits{}, &h); n == 0 || err != nil {
+		t.Fatalf("warm-up parse = %d, %v", n, err)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		for _, cut := range []int{5, 20, 30} {
+			if n, err := ParseRequestHead(full[:cut], Limits{}, &h); n != 0 || err != nil {
+				t.Fatalf("partial parse = %d, %v", n, err)
+			}
+		}
+		if n, err := ParseRequestHead(full, Limits{}, &h); n == 0 || err != nil {
+			t.Fatalf("parse = %d, %v", n, err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("need-more then parse allocates %v times; want 0", allocs)
+	}
+	var r ResponseHead
+	resp := []byte("HTTP/1.1 200 OK\r\nA: 1\r\nContent-Length: 0\r\n\r\n")
+	ParseResponseHead(resp, Limits{}, &r)
+	allocs = testing.AllocsPerRun(100, func() {
+		ParseResponseHead(resp[:10], Limits{}, &r)
+		if n, err := ParseResponseHead(resp, Limits{}, &r); n == 0 || err != nil {
+			t.Fatalf("response parse = %d, %v", n, err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("response need-more then parse allocates %v times; want 0", allocs)
+	}
+}
