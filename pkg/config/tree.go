@@ -219,20 +219,8 @@ func (r *reader) object() (*node, error) {
 			return nil, err
 		}
 		n.members = append(n.members, member{key: key, val: v})
-		r.space()
-		if r.pos >= len(r.data) {
-			return nil, r.unexpected("after object value")
-		}
-		switch r.data[r.pos] {
-		case ',':
-			r.pos++
-		case '}':
-			r.pos++
-			n.end = r.pos
-			r.depth--
-			return n, nil
-		default:
-			return nil, r.unexpected("after object value (missing comma?)")
+		if done, err := r.separator(n, '}', "after object value"); done || err != nil {
+			return n, err
 		}
 	}
 }
@@ -257,22 +245,30 @@ func (r *reader) array() (*node, error) {
 			return nil, err
 		}
 		n.elems = append(n.elems, v)
-		r.space()
-		if r.pos >= len(r.data) {
-			return nil, r.unexpected("after array element")
-		}
-		switch r.data[r.pos] {
-		case ',':
-			r.pos++
-		case ']':
-			r.pos++
-			n.end = r.pos
-			r.depth--
-			return n, nil
-		default:
-			return nil, r.unexpected("after array element (missing comma?)")
+		if done, err := r.separator(n, ']', "after array element"); done || err != nil {
+			return n, err
 		}
 	}
+}
+
+// separator reads what follows a member or element: ',' (more follow) or the closing
+// byte (the container n ends there; done). Anything else is a syntax error naming what.
+func (r *reader) separator(n *node, closing byte, what string) (done bool, err error) {
+	r.space()
+	if r.pos >= len(r.data) {
+		return false, r.unexpected(what)
+	}
+	switch r.data[r.pos] {
+	case ',':
+		r.pos++
+		return false, nil
+	case closing:
+		r.pos++
+		n.end = r.pos
+		r.depth--
+		return true, nil
+	}
+	return false, r.unexpected(what + " (missing comma?)")
 }
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
