@@ -117,6 +117,10 @@ type Conn struct {
 
 	iov net.Buffers // flusher only: batch slices, capacity reused
 	wv  net.Buffers // flusher only: consumed by WriteTo
+
+	// unread holds bytes a protocol sniffer consumed and handed back (Unread); ReadLoop
+	// and Read return them before reading the socket. Reader goroutine only.
+	unread []byte
 }
 
 // NewConn wraps raw. Downstream connections are made by the Listener; upstream ones by
@@ -227,6 +231,13 @@ func (c *Conn) CloseReason() CloseReason {
 func (c *Conn) ReadLoop(onData func(b *buffer.IoBuffer) error) error {
 	b := c.pool.NewBuffer(c.readSize)
 	defer b.Release()
+	if len(c.unread) > 0 {
+		_, _ = b.Write(c.unread)
+		c.unread = nil
+		if err := onData(b); err != nil {
+			return err
+		}
+	}
 	for {
 		if b.Len() >= c.limit {
 			return ErrReadLimit
@@ -255,6 +266,36 @@ func (c *Conn) ReadLoop(onData func(b *buffer.IoBuffer) error) error {
 			return err
 		}
 	}
+}
+
+// Unread hands bytes back to the connection: the next ReadLoop or Read returns them
+// before anything read from the socket. A protocol sniffer that read the first bytes
+// calls it before passing the connection to the protocol's handler. It copies p and may
+// only be called by the reading goroutine, while no ReadLoop runs.
+func (c *Conn) Unread(p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	c.unread = append(append(make([]byte, 0, len(p)+len(c.unread)), p...), c.unread...)
+}
+
+// Read implements io.Reader for handlers that need a plain reader (an HTTP/2 server
+// framer): the bytes handed back by Unread first, then the socket. It notes activity for
+// the idle timer. Do not mix with a running ReadLoop.
+func (c *Conn) Read(p []byte) (int, error) {
+	if len(c.unread) > 0 {
+		n := copy(p, c.unread)
+		c.unread = c.unread[n:]
+		if len(c.unread) == 0 {
+			c.unread = nil
+		}
+		return n, nil
+	}
+	n, err := c.raw.Read(p)
+	if n > 0 {
+		c.last.Store(monoNow())
+	}
+	return n, err
 }
 
 // Write queues bufs for writing and takes ownership of them: each is released once

@@ -252,3 +252,48 @@ func TestConcurrentWritersInOrder(t *testing.T) {
 	}
 	c.Close(CloseLocal)
 }
+
+func TestUnreadThenReadLoopAndRead(t *testing.T) {
+	t.Parallel()
+	client, server := tcpPair(t)
+	c := NewConn(server, ConnOptions{})
+	defer c.Close(CloseLocal)
+	client.Write([]byte("PRI * HTTP/2.0"))
+	// A sniffer reads the first bytes, then hands them back.
+	stop := errors.New("sniffed")
+	err := c.ReadLoop(func(b *buffer.IoBuffer) error {
+		c.Unread(b.Bytes())
+		return stop
+	})
+	if err != stop {
+		t.Fatalf("ReadLoop = %v", err)
+	}
+	c.Unread([]byte("<"))
+	client.Write([]byte(" rest"))
+	var got []byte
+	err = c.ReadLoop(func(b *buffer.IoBuffer) error {
+		got = append(got, b.Bytes()...)
+		b.Drain(b.Len())
+		if len(got) >= len("<PRI * HTTP/2.0 rest") {
+			return stop
+		}
+		return nil
+	})
+	if err != stop || string(got) != "<PRI * HTTP/2.0 rest" {
+		t.Fatalf("ReadLoop = %v, got %q", err, got)
+	}
+	c.Unread([]byte("ab"))
+	client.Write([]byte("c"))
+	p := make([]byte, 1)
+	var r []byte
+	for len(r) < 3 {
+		n, err := c.Read(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = append(r, p[:n]...)
+	}
+	if string(r) != "abc" {
+		t.Fatalf("Read = %q", r)
+	}
+}

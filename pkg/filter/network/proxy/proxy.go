@@ -1,25 +1,59 @@
-// Package proxy is the "proxy" network filter: MOSN's L7 proxy. It serves HTTP/1
-// downstream connections (downstream_protocol Http1, or Auto when the first bytes are an
-// HTTP/1 request line) and forwards to HTTP/1 upstreams through pkg/proxy.
+// Package proxy is the "proxy" network filter: MOSN's L7 proxy. It resolves the
+// downstream protocol setting and hands each connection to that protocol's server:
+// HTTP/1 (pkg/proxy), HTTP/2 (http2.go) and the xprotocol family, bolt, bolt v2 and dubbo
+// (xprotocol.go). With Auto (or a protocol list) it sniffs the first bytes of each
+// connection, in stream.Sniff's fixed order, with a bounded wait.
 package proxy
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
+	"time"
 
+	"go.uber.org/zap"
+
+	"github.com/mosnlite/mosnlite/pkg/buffer"
 	"github.com/mosnlite/mosnlite/pkg/config"
 	"github.com/mosnlite/mosnlite/pkg/filter"
-	"github.com/mosnlite/mosnlite/pkg/proxy"
+	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/stream"
 )
 
 // Name is the filter's type in configs.
 const Name = "proxy"
 
+// SniffTimeout bounds the wait for the first bytes of an Auto connection.
+const SniffTimeout = 15 * time.Second
+
+// Params is what a protocol's server is built from.
+type Params struct {
+	Config   config.ProxyConfig
+	Upstream config.ProtocolChoice // resolved upstream_protocol; zero: same as downstream
+	Deps     filter.Deps
+	Listener string // listener name for metrics and logs
+}
+
+// serverFactory builds the network.Handler serving downstream connections of one protocol.
+// A handler that keeps resources beyond its connections implements io.Closer.
+type serverFactory func(p Params, down stream.Protocol) (network.Handler, error)
+
+// servers is the one list of downstream protocols this build serves.
+var servers = map[stream.Protocol]serverFactory{
+	stream.HTTP1:  newHTTP1,
+	stream.HTTP2:  newHTTP2,
+	stream.Bolt:   newXProtocol,
+	stream.BoltV2: newXProtocol,
+	stream.Dubbo:  newXProtocol,
+}
+
+// autoOrder is the set Auto sniffs among when no list is given.
+var autoOrder = []stream.Protocol{stream.HTTP2, stream.Bolt, stream.BoltV2, stream.Dubbo, stream.HTTP1}
+
 // Factory builds the filter from a ProxyConfig. The router named by router_config_name
-// must exist in d.Routers; the upstream protocol must be HTTP/1 (or unset/Auto); the
-// downstream protocol Http1 or Auto (Auto serves HTTP/1 and closes, with a protocol error,
-// connections whose first bytes are another protocol). Other protocols are refused at
-// start with the reason, not accepted and then failed per connection.
+// must exist in d.Routers. Every downstream protocol the setting names is built at start,
+// so an unsupported combination is refused with its reason, not failed per connection.
 func Factory(raw config.RawMessage, d filter.Deps) (filter.NetworkFilter, error) {
 	var c config.ProxyConfig
 	if len(raw) > 0 {
@@ -37,32 +71,114 @@ func Factory(raw config.RawMessage, d filter.Deps) (filter.NetworkFilter, error)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: upstream_protocol: %w", err)
 	}
-	if len(up.Names) > 1 || (len(up.Names) == 1 && up.Names[0] != config.ProtocolHTTP1) {
-		return nil, fmt.Errorf("proxy: upstream_protocol %q: only Http1 is supported", c.UpstreamProtocol)
+	if len(up.Names) > 1 {
+		return nil, fmt.Errorf("proxy: upstream_protocol %q: name one protocol", c.UpstreamProtocol)
 	}
-	down := stream.Protocol(c.DownstreamProtocol)
-	if pc, err := config.ParseProtocol(c.DownstreamProtocol, c.SubProtocol()); err != nil {
+	pc, err := config.ParseProtocol(c.DownstreamProtocol, c.SubProtocol())
+	if err != nil {
 		return nil, fmt.Errorf("proxy: downstream_protocol: %w", err)
-	} else if pc.Auto || len(pc.Names) > 1 {
-		down = stream.Auto
-	} else if len(pc.Names) == 1 {
-		down = stream.Protocol(pc.Names[0])
 	}
-	if down != stream.Auto && down != stream.Protocol(config.ProtocolHTTP1) {
-		// Refuse at start rather than accept and close every connection.
-		return nil, fmt.Errorf("proxy: downstream_protocol %q is not served by this build (Http1 and Auto are)", c.DownstreamProtocol)
+	var downs []stream.Protocol
+	switch {
+	case len(pc.Names) > 0:
+		for _, n := range pc.Names {
+			downs = append(downs, stream.Protocol(n))
+		}
+	case pc.Auto, c.DownstreamProtocol == "":
+		downs = autoOrder
 	}
-	cfg := proxy.Config{
-		Downstream: down,
-		Routers:    d.Routers,
-		RouterName: c.RouterConfigName,
-		Clusters:   d.Clusters,
-		Pool:       d.Pool,
-		Metrics:    d.Metrics,
-		Log:        d.Log,
-	}
+	prm := Params{Config: c, Upstream: up, Deps: d}
 	if d.Listener != nil {
-		cfg.Listener = d.Listener.Name
+		prm.Listener = d.Listener.Name
 	}
-	return proxy.New(cfg), nil
+	a := &auto{log: d.Log, params: prm, handlers: make(map[stream.Protocol]network.Handler)}
+	if a.log == nil {
+		a.log = zap.NewNop()
+	}
+	for _, p := range downs {
+		f, ok := servers[p]
+		if !ok {
+			return nil, fmt.Errorf("proxy: downstream_protocol %q: %s is not served by this build", c.DownstreamProtocol, p)
+		}
+		h, err := f(prm, p)
+		if err != nil {
+			if errors.Is(err, errNotBuilt) && len(downs) > 1 && (pc.Auto || c.DownstreamProtocol == "") {
+				// Plain Auto serves what this build has.
+				continue
+			}
+			a.Close()
+			return nil, fmt.Errorf("proxy: downstream_protocol %q: %s: %w", c.DownstreamProtocol, p, err)
+		}
+		a.handlers[p] = h
+		a.allowed = append(a.allowed, p)
+	}
+	if len(a.allowed) == 0 {
+		return nil, fmt.Errorf("proxy: downstream_protocol %q: no protocol served by this build", c.DownstreamProtocol)
+	}
+	if len(a.allowed) == 1 && !pc.Auto {
+		return a.handlers[a.allowed[0]], nil
+	}
+	return a, nil
+}
+
+// errNotBuilt marks a protocol whose server is not in this build.
+var errNotBuilt = errors.New("not served by this build")
+
+// auto sniffs each connection's protocol and hands it to that protocol's handler.
+type auto struct {
+	log      *zap.Logger
+	params   Params
+	allowed  []stream.Protocol
+	handlers map[stream.Protocol]network.Handler
+}
+
+// errSniffed ends the sniffing read loop.
+var errSniffed = errors.New("sniffed")
+
+// ServeConn implements network.Handler.
+func (a *auto) ServeConn(ctx context.Context, c *network.Conn) {
+	var proto stream.Protocol
+	_ = c.Raw().SetReadDeadline(time.Now().Add(SniffTimeout))
+	err := c.ReadLoop(func(b *buffer.IoBuffer) error {
+		p, more := stream.Sniff(b.Bytes(), a.allowed)
+		if more && b.Len() < 64 {
+			return nil
+		}
+		proto = p
+		c.Unread(b.Bytes())
+		b.Drain(b.Len())
+		return errSniffed
+	})
+	_ = c.Raw().SetReadDeadline(time.Time{})
+	h := a.handlers[proto]
+	if !errors.Is(err, errSniffed) || h == nil {
+		if errors.Is(err, errSniffed) {
+			a.protocolError()
+			a.log.Info("proxy: Auto found no supported protocol, closing connection",
+				zap.Stringer("remote", c.RemoteAddr()))
+			c.Close(network.CloseReason("protocol_error"))
+			return
+		}
+		c.Close("")
+		return
+	}
+	h.ServeConn(ctx, c)
+}
+
+func (a *auto) protocolError() {
+	m := a.params.Deps.Metrics
+	if m != nil && m.ProtocolErrors != nil {
+		m.ProtocolErrors.WithLabelValues(a.params.Listener, string(stream.Auto)).Inc()
+	}
+}
+
+// Close closes the handlers that hold resources of their own.
+func (a *auto) Close() error {
+	var errs []error
+	for _, h := range a.handlers {
+		if c, ok := h.(io.Closer); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -34,11 +34,11 @@ func TestFactory(t *testing.T) {
 	for _, c := range []struct{ cfg, err string }{
 		{`{"downstream_protocol":"Http1","router_config_name":"r"}`, ""},
 		{`{"downstream_protocol":"Auto","router_config_name":"r"}`, ""},
-		{`{"downstream_protocol":"Http2","router_config_name":"r"}`, `downstream_protocol "Http2" is not served by this build`},
-		{`{"downstream_protocol":"bolt","router_config_name":"r"}`, `downstream_protocol "bolt" is not served by this build`},
-		{`{"downstream_protocol":"X","router_config_name":"r","extend_config":{"sub_protocol":"dubbo"}}`, "is not served by this build"},
+		{`{"downstream_protocol":"Http2","router_config_name":"r"}`, `Http2: not served by this build`},
+		{`{"downstream_protocol":"bolt","router_config_name":"r"}`, `bolt: not served by this build`},
+		{`{"downstream_protocol":"X","router_config_name":"r","extend_config":{"sub_protocol":"dubbo"}}`, "not served by this build"},
 		{`{"downstream_protocol":"Http1","router_config_name":"nope"}`, `router "nope" not found`},
-		{`{"downstream_protocol":"Http1","upstream_protocol":"Http2","router_config_name":"r"}`, "only Http1"},
+		{`{"downstream_protocol":"Http1","upstream_protocol":"Http2","router_config_name":"r"}`, "forwards to Http1 only"},
 		{`{"downstream_protocol":"Bogus","router_config_name":"r"}`, "downstream_protocol"},
 	} {
 		f, err := proxy.Factory(config.RawMessage(c.cfg), d)
