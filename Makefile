@@ -54,7 +54,7 @@ run: build demoupstream ## start the demo upstream on 127.0.0.1:8080 and mosnlit
 		(exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && break; \
 		sleep 0.05; \
 	done; \
-	echo "make run: mosnlite on $(CONFIG); try: curl http://127.0.0.1:2045/  (Ctrl-C stops both)"; \
+	echo "make run: mosnlite on $(CONFIG); try: curl http://127.0.0.1:2045/ or curl http://127.0.0.1:2045/demo/  (Ctrl-C stops both)"; \
 	$(BIN)/mosnlite start -c $(CONFIG)
 
 test: deps ## run all tests with the race detector (unit, fuzz seeds, e2e)
