@@ -36,6 +36,8 @@ type Set struct {
 	UpstreamEjections     *prometheus.CounterVec // cluster: hosts ejected by outlier detection
 	UpstreamHostsEjected  *prometheus.GaugeVec   // cluster: hosts ejected now
 	UpstreamOverflow      *prometheus.CounterVec // cluster, breaker (connections | pending | requests | retries)
+	UpstreamRetries       *prometheus.CounterVec // cluster: HTTP retries made by the proxy
+	UpstreamMirrors       *prometheus.CounterVec // cluster, result (sent | dropped | failed): mirrored requests
 
 	// L4 filters.
 	TCPProxyBytes     *prometheus.CounterVec // listener, cluster, direction (rx: client→upstream, tx: upstream→client)
@@ -46,8 +48,21 @@ type Set struct {
 	UDPProxyActive    *prometheus.GaugeVec   // listener, cluster
 	UDPProxyDropped   *prometheus.CounterVec // listener, cluster, reason
 
+	// RPC (xprotocol: bolt, boltv2, dubbo).
+	RPCRequests *prometheus.CounterVec // listener, protocol: requests decoded (one-way included)
+	RPCFailures *prometheus.CounterVec // listener, protocol, cause: requests answered by the proxy, frames refused
+
 	// Config.
-	ConfigReloads *prometheus.CounterVec // result: ok | error
+	ConfigReloads    *prometheus.CounterVec // result: success | failure
+	ConfigLastReload prometheus.Gauge       // unix time of the last successful reload
+
+	// xDS.
+	XDSUpdates   *prometheus.CounterVec // type (CDS | EDS | LDS | RDS), result (ack | nack)
+	XDSConnected prometheus.Gauge       // 1 while the ADS stream is open
+
+	// Dubbo registry endpoint.
+	RegistryRequests *prometheus.CounterVec // op (pub | unpub | sub | unsub), result (success | failure)
+	RegistryUpdates  *prometheus.CounterVec // result: provider changes applied to clusters (success | failure)
 }
 
 // New builds a Set on a fresh registry (with the Go and process collectors).
@@ -75,6 +90,8 @@ func New() *Set {
 		UpstreamEjections:     f.counter("upstream_host_ejections_total", "Hosts ejected by outlier detection.", "cluster"),
 		UpstreamHostsEjected:  f.gauge("upstream_hosts_ejected", "Hosts currently ejected by outlier detection.", "cluster"),
 		UpstreamOverflow:      f.counter("upstream_overflow_total", "Requests or connections refused by a circuit breaker.", "cluster", "breaker"),
+		UpstreamRetries:       f.counter("upstream_retries_total", "HTTP request retries made by the proxy.", "cluster"),
+		UpstreamMirrors:       f.counter("upstream_mirrors_total", "Requests mirrored to a shadow cluster, by result.", "cluster", "result"),
 		TCPProxyBytes:         f.counter("tcp_proxy_bytes_total", "Bytes carried by tcp_proxy.", "listener", "cluster", "direction"),
 		TCPProxySessions:      f.counter("tcp_proxy_sessions_total", "tcp_proxy sessions.", "listener", "cluster"),
 		UDPProxyDatagrams:     f.counter("udp_proxy_datagrams_total", "Datagrams carried by udp_proxy.", "listener", "cluster", "direction"),
@@ -82,7 +99,14 @@ func New() *Set {
 		UDPProxySessions:      f.counter("udp_proxy_sessions_total", "udp_proxy client sessions created.", "listener", "cluster"),
 		UDPProxyActive:        f.gauge("udp_proxy_sessions_active", "udp_proxy client sessions open.", "listener", "cluster"),
 		UDPProxyDropped:       f.counter("udp_proxy_dropped_total", "Datagrams udp_proxy dropped.", "listener", "cluster", "reason"),
-		ConfigReloads:         f.counter("config_reloads_total", "Config reloads by result.", "result"),
+		RPCRequests:           f.counter("rpc_requests_total", "RPC requests received downstream (bolt, dubbo).", "listener", "protocol"),
+		RPCFailures:           f.counter("rpc_failures_total", "RPC requests the proxy answered itself, and frames it refused, by cause.", "listener", "protocol", "cause"),
+		ConfigReloads:         f.counter("config_reloads_total", "Config reloads (SIGHUP, POST /api/v1/reload) by result: success or failure.", "result"),
+		ConfigLastReload:      f.plainGauge("config_last_reload_success_timestamp_seconds", "Unix time of the last successful config reload."),
+		XDSUpdates:            f.counter("xds_updates_total", "xDS responses by type (CDS, EDS, LDS, RDS) and result: ack (applied) or nack (rejected).", "type", "result"),
+		XDSConnected:          f.plainGauge("xds_connected", "1 while the ADS stream to the control plane is open."),
+		RegistryRequests:      f.counter("dubbo_registry_requests_total", "Dubbo registry API calls by op (pub, unpub, sub, unsub) and result (success, failure).", "op", "result"),
+		RegistryUpdates:       f.counter("dubbo_registry_updates_total", "Provider changes the Dubbo registry applied to its clusters, by result.", "result"),
 	}
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return s
@@ -94,6 +118,12 @@ func (f factory) counter(name, help string, labels ...string) *prometheus.Counte
 	v := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mosnlite", Name: name, Help: help}, labels)
 	f.r.MustRegister(v)
 	return v
+}
+
+func (f factory) plainGauge(name, help string) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "mosnlite", Name: name, Help: help})
+	f.r.MustRegister(g)
+	return g
 }
 
 func (f factory) gauge(name, help string, labels ...string) *prometheus.GaugeVec {

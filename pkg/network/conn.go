@@ -90,6 +90,8 @@ type Conn struct {
 	log      *zap.Logger
 	idle     time.Duration
 	limit    int
+	rlimit   int  // unread bytes ReadLoop may hold; starts at limit
+	explicit bool // BufferLimit was set, not defaulted
 	readSize int
 
 	listener   string
@@ -148,9 +150,11 @@ func newConn(raw net.Conn, o ConnOptions) *Conn {
 	if c.log == nil {
 		c.log = zap.NewNop()
 	}
+	c.explicit = c.limit > 0
 	if c.limit <= 0 {
 		c.limit = DefaultBufferLimit
 	}
+	c.rlimit = c.limit
 	if c.readSize <= 0 {
 		c.readSize = DefaultReadSize
 	}
@@ -239,11 +243,11 @@ func (c *Conn) ReadLoop(onData func(b *buffer.IoBuffer) error) error {
 		}
 	}
 	for {
-		if b.Len() >= c.limit {
+		if b.Len() >= c.rlimit {
 			return ErrReadLimit
 		}
 		if b.Available() < minRead {
-			if b.Cap() < c.limit {
+			if b.Cap() < c.rlimit {
 				b.Grow(minRead)
 			} else {
 				b.Compact()
@@ -265,6 +269,17 @@ func (c *Conn) ReadLoop(onData func(b *buffer.IoBuffer) error) error {
 			}
 			return err
 		}
+	}
+}
+
+// RaiseReadLimit lets ReadLoop hold up to n unread bytes when the connection was made
+// without an explicit BufferLimit: a protocol whose frames may exceed the default (RPC
+// frames of up to 16 MiB) calls it before ReadLoop, so that its own frame limit, not the
+// default buffer limit, decides. An explicit BufferLimit (per_connection_buffer_limit_bytes)
+// is kept. The write queue's limit is unchanged. Reader goroutine only.
+func (c *Conn) RaiseReadLimit(n int) {
+	if !c.explicit && n > c.rlimit {
+		c.rlimit = n
 	}
 }
 

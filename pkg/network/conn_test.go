@@ -297,3 +297,32 @@ func TestUnreadThenReadLoopAndRead(t *testing.T) {
 		t.Fatalf("Read = %q", r)
 	}
 }
+
+func TestRaiseReadLimit(t *testing.T) {
+	t.Parallel()
+	for _, explicit := range []bool{false, true} {
+		client, server := tcpPair(t)
+		o := ConnOptions{}
+		if explicit {
+			o.BufferLimit = DefaultBufferLimit
+		}
+		c := NewConn(server, o)
+		c.RaiseReadLimit(3 << 20)
+		go func() { client.Write(make([]byte, 2<<20)) }()
+		got := 0
+		err := c.ReadLoop(func(b *buffer.IoBuffer) error {
+			got = b.Len()
+			if got == 2<<20 {
+				return io.EOF
+			}
+			return nil // keep everything unread
+		})
+		c.Close(CloseLocal)
+		if explicit && err != ErrReadLimit {
+			t.Fatalf("explicit limit: ReadLoop = %v after %d bytes; want ErrReadLimit", err, got)
+		}
+		if !explicit && err != io.EOF {
+			t.Fatalf("raised limit: ReadLoop = %v after %d bytes", err, got)
+		}
+	}
+}

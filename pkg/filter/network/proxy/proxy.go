@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -95,6 +96,8 @@ func Factory(raw config.RawMessage, d filter.Deps) (filter.NetworkFilter, error)
 	if a.log == nil {
 		a.log = zap.NewNop()
 	}
+	plainAuto := len(pc.Names) == 0
+	var skipped []string
 	for _, p := range downs {
 		f, ok := servers[p]
 		if !ok {
@@ -102,8 +105,11 @@ func Factory(raw config.RawMessage, d filter.Deps) (filter.NetworkFilter, error)
 		}
 		h, err := f(prm, p)
 		if err != nil {
-			if errors.Is(err, errNotBuilt) && len(downs) > 1 && (pc.Auto || c.DownstreamProtocol == "") {
-				// Plain Auto serves what this build has.
+			if plainAuto {
+				// Plain Auto serves the protocols this build has that can forward to the
+				// configured upstream protocol (Auto with upstream Http1 serves HTTP/1 and
+				// HTTP/2, not bolt); an explicit list must be served whole.
+				skipped = append(skipped, fmt.Sprintf("%s (%v)", p, err))
 				continue
 			}
 			a.Close()
@@ -113,7 +119,10 @@ func Factory(raw config.RawMessage, d filter.Deps) (filter.NetworkFilter, error)
 		a.allowed = append(a.allowed, p)
 	}
 	if len(a.allowed) == 0 {
-		return nil, fmt.Errorf("proxy: downstream_protocol %q: no protocol served by this build", c.DownstreamProtocol)
+		return nil, fmt.Errorf("proxy: downstream_protocol %q: no protocol can be served: %s", c.DownstreamProtocol, strings.Join(skipped, "; "))
+	}
+	if len(skipped) > 0 {
+		a.log.Debug("proxy: Auto leaves out protocols", zap.Strings("skipped", skipped))
 	}
 	if len(a.allowed) == 1 && !pc.Auto {
 		return a.handlers[a.allowed[0]], nil

@@ -34,11 +34,18 @@ func TestFactory(t *testing.T) {
 	for _, c := range []struct{ cfg, err string }{
 		{`{"downstream_protocol":"Http1","router_config_name":"r"}`, ""},
 		{`{"downstream_protocol":"Auto","router_config_name":"r"}`, ""},
-		{`{"downstream_protocol":"Http2","router_config_name":"r"}`, `Http2: not served by this build`},
-		{`{"downstream_protocol":"bolt","router_config_name":"r"}`, `bolt: not served by this build`},
-		{`{"downstream_protocol":"X","router_config_name":"r","extend_config":{"sub_protocol":"dubbo"}}`, "not served by this build"},
+		// Plain Auto with an HTTP upstream serves the HTTP protocols and leaves bolt and dubbo out.
+		{`{"downstream_protocol":"Auto","upstream_protocol":"Http1","router_config_name":"r"}`, ""},
+		// An explicit list must be served whole.
+		{`{"downstream_protocol":"Http1,bolt","upstream_protocol":"Http1","router_config_name":"r"}`, "bolt"},
+		{`{"downstream_protocol":"Http2","router_config_name":"r"}`, ""},
+		{`{"downstream_protocol":"Http2","upstream_protocol":"Http1","router_config_name":"r"}`, ""},
+		{`{"downstream_protocol":"bolt","router_config_name":"r"}`, ""},
+		{`{"downstream_protocol":"X","router_config_name":"r","extend_config":{"sub_protocol":"dubbo"}}`, ""},
+		{`{"downstream_protocol":"bolt","upstream_protocol":"dubbo","router_config_name":"r"}`, "no protocol conversion for RPC"},
 		{`{"downstream_protocol":"Http1","router_config_name":"nope"}`, `router "nope" not found`},
-		{`{"downstream_protocol":"Http1","upstream_protocol":"Http2","router_config_name":"r"}`, "forwards to Http1 only"},
+		{`{"downstream_protocol":"Http1","upstream_protocol":"Http2","router_config_name":"r"}`, ""},
+		{`{"downstream_protocol":"Http1","upstream_protocol":"bolt","router_config_name":"r"}`, "forwards to Http1 or Http2 only"},
 		{`{"downstream_protocol":"Bogus","router_config_name":"r"}`, "downstream_protocol"},
 	} {
 		f, err := proxy.Factory(config.RawMessage(c.cfg), d)

@@ -225,13 +225,14 @@ func (c *Codec) Encode(dst *buffer.IoBuffer, f *xprotocol.Frame) error {
 }
 
 // replyTo returns the version bytes a reply to req carries: req's own for a decoded
-// frame, the codec's defaults otherwise.
+// frame (or a copy of one that kept Version and Proto but not Raw, as the engine keeps for
+// requests in flight), the codec's defaults otherwise.
 func (c *Codec) replyTo(req *xprotocol.Frame) (ver, ver1, sw, ver2, codec byte) {
 	ver, ver1, ver2, codec = req.Version, 1, 1, CodecHessian2
 	if ver != 1 && ver != 2 {
 		ver = c.version
 	}
-	if req.Raw != nil {
+	if req.Raw != nil || req.Proto[1] != 0 {
 		codec, ver2, ver1, sw = unpack(req.Proto[1])
 		if ver == 1 {
 			ver1, sw = 0, 0

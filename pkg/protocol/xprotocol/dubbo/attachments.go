@@ -65,6 +65,10 @@ func (c *Codec) DecodeAttachments(f *xprotocol.Frame) error {
 	if !isRequest(f) {
 		return nil
 	}
+	if c.flatAttachments(f) {
+		f.Proto[protoFlags] |= pfAttachments
+		return nil
+	}
 	m, err := c.attachments(f)
 	if err != nil {
 		return err
@@ -238,9 +242,97 @@ func toStrings(v any) (map[string]string, error) {
 	return nil, fmt.Errorf("attachments are %T, not a map", v)
 }
 
+// emptyValue is the value of a null attachment.
+var emptyValue = []byte{}
+
+// flatAttachments is DecodeAttachments' allocation-free path for the attachments every
+// Dubbo client sends: a flat map whose keys and values are single-chunk strings (or null
+// values). Keys and values alias f.Raw. It reports false, leaving f unchanged, for
+// anything else (integer or boolean values, chunked strings, surrogate pairs, a body the
+// walker refuses), which the library path then handles.
+func (c *Codec) flatAttachments(f *xprotocol.Frame) bool {
+	raw := f.Raw
+	descAt := int(f.Proto[protoDesc])
+	if descAt < HeaderLen || descAt > len(raw) {
+		return false
+	}
+	start, end, _, flat, err := walkRequest(raw, descAt, c.depthLimit())
+	if err != nil {
+		return false
+	}
+	if start == end {
+		f.Timeout = 0
+		return true
+	}
+	if !flat {
+		return false
+	}
+	i := start + 1
+	if raw[start] == tagMap {
+		_, next, _, null, err := stringAt(raw, i) // the map's type name
+		if err != nil || null {
+			return false
+		}
+		i = next
+	}
+	base := len(f.Headers)
+	fail := func() bool {
+		clear(f.Headers[base:])
+		f.Headers = f.Headers[:base]
+		return false
+	}
+	var timeout []byte
+	for i < end && raw[i] != tagEnd {
+		k, next, plain, null, err := stringAt(raw, i)
+		if err != nil || !plain || null || next >= end {
+			return fail()
+		}
+		v := emptyValue
+		if raw[next] == tagNull {
+			next++
+		} else if v, next, plain, null, err = stringAt(raw, next); err != nil || !plain || null {
+			return fail()
+		}
+		i = next
+		if hasKey(f.Headers[:base], k) {
+			continue // the body's service, method and version win
+		}
+		if j := indexKey(f.Headers[base:], k); j >= 0 {
+			f.Headers[base+j].Value = v // a repeated key: the last one wins, as in a map
+		} else {
+			f.Headers = append(f.Headers, xprotocol.Header{Key: k, Value: v})
+		}
+		if string(k) == "timeout" {
+			timeout = v
+		}
+	}
+	if i != end-1 || raw[i] != tagEnd {
+		return fail()
+	}
+	hs := f.Headers[base:]
+	for a := 1; a < len(hs); a++ { // insertion sort by key: a handful of entries
+		for b := a; b > 0 && string(hs[b].Key) < string(hs[b-1].Key); b-- {
+			hs[b], hs[b-1] = hs[b-1], hs[b]
+		}
+	}
+	f.Timeout = parseTimeout(timeout)
+	return true
+}
+
+func hasKey(hs []xprotocol.Header, k []byte) bool { return indexKey(hs, k) >= 0 }
+
+func indexKey(hs []xprotocol.Header, k []byte) int {
+	for i := range hs {
+		if string(hs[i].Key) == string(k) {
+			return i
+		}
+	}
+	return -1
+}
+
 // parseTimeout reads a decimal millisecond count; anything else, or zero, is no timeout.
-func parseTimeout(s string) time.Duration {
-	if s == "" {
+func parseTimeout[T string | []byte](s T) time.Duration {
+	if len(s) == 0 {
 		return 0
 	}
 	const maxMS = int64(MaxTimeout / time.Millisecond)

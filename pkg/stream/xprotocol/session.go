@@ -1,0 +1,435 @@
+package xprotocol
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"go.uber.org/zap"
+
+	"github.com/mosnlite/mosnlite/pkg/buffer"
+	"github.com/mosnlite/mosnlite/pkg/network"
+	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol"
+	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
+	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
+)
+
+// session is one downstream connection. Its fields belong to the connection's goroutine,
+// except inflight (decremented by upstream goroutines) and c (Write is concurrent-safe).
+type session struct {
+	e   *Engine
+	ctx context.Context
+	c   *network.Conn
+
+	f        xprotocol.Frame
+	view     view
+	lr       lb.Request
+	ip       netip.Addr // the client's address, for hash policies
+	inflight atomic.Int64
+
+	outs []upOut // request bytes queued per upstream connection during one read
+
+	// Answers from upstream goroutines go through a queue to the session's writer
+	// goroutine, so that a client that does not read blocks only its own writer.
+	wmu     sync.Mutex
+	wq      []*buffer.IoBuffer
+	wspare  []*buffer.IoBuffer
+	wqBytes int  // queued and being written
+	wclosed bool // the writer ended: answers are dropped
+	wsig    chan struct{}
+	wdone   chan struct{}
+
+	draining atomic.Bool // the engine is closing: the client got a go-away
+
+	// A pick or connect that failed makes the next second's picks and connects for that
+	// cluster on this connection fail at once instead of each waiting pick_timeout or
+	// connect_timeout: requests on one connection are handled in turn.
+	noWait context.Context // already cancelled
+	failCl *cluster.Cluster
+	failAt int64
+}
+
+// waitCtx is the context picks and connects for cl wait with.
+func (s *session) waitCtx(cl *cluster.Cluster) context.Context {
+	if s.failCl == cl && monoNow()-s.failAt < int64(failHold) {
+		return s.noWait
+	}
+	return s.ctx
+}
+
+func (s *session) failed(cl *cluster.Cluster) { s.failCl, s.failAt = cl, monoNow() }
+
+// failHold is how long a failed pick or connect makes later ones fail fast.
+const failHold = time.Second
+
+// kick wakes the writer.
+func (s *session) kick() {
+	select {
+	case s.wsig <- struct{}{}:
+	default:
+	}
+}
+
+// startDrain tells the client to go away (bolt go-away, dubbo readonly event) and makes
+// the writer close the connection once nothing is in flight.
+func (s *session) startDrain() {
+	if s.draining.Swap(true) {
+		return
+	}
+	ob := s.e.cfg.Pool.NewBuffer(32)
+	if err := s.e.xp.GoAway(ob, 0); err != nil {
+		ob.Reset()
+	}
+	s.deliver(ob)
+	s.kick()
+}
+
+// deliver queues b (an answer batch) for the client without waiting. A client with more
+// than Config.WriteLimit bytes of answers not yet written is not reading: it is
+// disconnected rather than allowed to grow the queue.
+func (s *session) deliver(b *buffer.IoBuffer) {
+	n := b.Len()
+	s.wmu.Lock()
+	if s.wclosed {
+		s.wmu.Unlock()
+		b.Release()
+		return
+	}
+	if s.wqBytes > 0 && s.wqBytes+n > s.e.cfg.WriteLimit {
+		s.wmu.Unlock()
+		b.Release()
+		s.e.fails[fSlowClient].Inc()
+		s.e.log.Info("xprotocol: downstream client is not reading its responses, closing connection",
+			zap.String("listener", s.e.cfg.Listener), zap.Stringer("remote", s.c.RemoteAddr()))
+		s.c.Close(network.CloseOverflow)
+		return
+	}
+	s.wq = append(s.wq, b)
+	s.wqBytes += n
+	s.wmu.Unlock()
+	s.kick()
+}
+
+// writer writes queued answers until the connection closes.
+func (s *session) writer() {
+	defer close(s.wdone)
+	for {
+		select {
+		case <-s.wsig:
+		case <-s.c.Done():
+			s.wmu.Lock()
+			s.wclosed = true
+			for i, b := range s.wq {
+				b.Release()
+				s.wq[i] = nil
+			}
+			s.wq = s.wq[:0]
+			s.wmu.Unlock()
+			return
+		}
+		s.wmu.Lock()
+		q := s.wq
+		s.wq = s.wspare[:0]
+		s.wspare = nil
+		n := 0
+		for _, b := range q {
+			n += b.Len()
+		}
+		s.wmu.Unlock()
+		if len(q) > 0 {
+			_ = s.c.Write(q...) // takes ownership; fails only when the connection closed
+		}
+		clear(q)
+		s.wmu.Lock()
+		s.wqBytes -= n
+		s.wspare = q[:0]
+		idle := len(s.wq) == 0
+		s.wmu.Unlock()
+		if idle && s.draining.Load() && s.inflight.Load() == 0 {
+			_ = s.c.Flush()
+			s.c.Close(network.CloseDrain)
+		}
+	}
+}
+
+// upOut is request bytes waiting to be written to one upstream connection.
+type upOut struct {
+	u *upConn
+	b *buffer.IoBuffer
+}
+
+// flushAt is the batch size above which queued request bytes are written at once.
+const flushAt = 64 << 10
+
+// onData is the ReadLoop callback: it handles every complete frame in b.
+func (s *session) onData(b *buffer.IoBuffer) error {
+	e := s.e
+	for b.Len() > 0 {
+		s.f.Reset()
+		n, err := e.xp.Decode(b.Bytes(), &s.f)
+		if err != nil {
+			s.flush()
+			kind := fProtocol
+			if errors.Is(err, xprotocol.ErrFrameTooLarge) {
+				kind = fFrameTooLarge
+			}
+			e.fails[kind].Inc()
+			e.protoErr.Inc()
+			e.log.Info("xprotocol: bad frame from downstream, closing connection",
+				zap.String("listener", e.cfg.Listener), zap.String("protocol", e.xp.Name()),
+				zap.Stringer("remote", s.c.RemoteAddr()), zap.Error(err))
+			s.c.Close(network.CloseProtocolError)
+			return errStop
+		}
+		if n == 0 {
+			break
+		}
+		s.handle(&s.f)
+		b.Drain(n)
+	}
+	s.flush()
+	return nil
+}
+
+// handle serves one decoded frame. The frame's bytes stay valid until it returns.
+func (s *session) handle(f *xprotocol.Frame) {
+	e := s.e
+	switch f.Kind {
+	case xprotocol.KindHeartbeat:
+		ob := e.cfg.Pool.NewBuffer(32)
+		_ = e.xp.HeartbeatReply(ob, f) // writes nothing for a heartbeat that wants no reply
+		_ = s.c.Write(ob)              // an empty buffer is released by Write
+		return
+	case xprotocol.KindRequest, xprotocol.KindOneway:
+	default:
+		// Responses, heartbeat replies and go-aways from a client: nothing to forward.
+		return
+	}
+	e.reqs.Inc()
+	oneway := f.Kind == xprotocol.KindOneway
+	if !oneway && s.inflight.Load() >= int64(e.cfg.MaxInFlight) {
+		s.fail(f, xprotocol.CauseOverflow, fBusy)
+		return
+	}
+	if e.frameErr != nil {
+		if err := e.frameErr.FrameError(f); err != nil {
+			s.codecError(f, err)
+			return
+		}
+	}
+	if e.attach != nil {
+		if err := e.attach.DecodeAttachments(f); err != nil {
+			s.codecError(f, err)
+			return
+		}
+	}
+	tbl, ok := e.cfg.Routers.Get(e.cfg.RouterName)
+	if !ok {
+		s.fail(f, xprotocol.CauseNoRoute, fNoRoute)
+		return
+	}
+	rt, ok := tbl.Match(&s.view)
+	if !ok {
+		s.fail(f, xprotocol.CauseNoRoute, fNoRoute)
+		return
+	}
+	if _, direct := rt.DirectResponse(); direct {
+		// A direct response has no RPC form: answer "no route" (service not found).
+		s.fail(f, xprotocol.CauseNoRoute, fNoRoute)
+		return
+	}
+	cl, ok := e.cfg.Clusters.Get(rt.ClusterFor(&s.view, rand.Uint64()))
+	if !ok {
+		s.fail(f, xprotocol.CauseNoHealthyUpstream, fNoHealthy)
+		return
+	}
+	if !cl.TryAcquire(cluster.MaxRequests) {
+		s.fail(f, xprotocol.CauseOverflow, fOverflow)
+		return
+	}
+	timeout := f.Timeout
+	if t := rt.Timeout(); t > 0 && (timeout <= 0 || timeout > t) {
+		timeout = t
+	}
+	if timeout <= 0 {
+		timeout = e.cfg.DefaultTimeout
+	}
+	s.lr = lb.Request{}
+	if k, ok := rt.HashKey(&s.view, s.ip); ok {
+		s.lr.HashKey, s.lr.HasHash = k, true
+	}
+	host, pickDone, err := cl.Pick(s.waitCtx(cl), &s.lr)
+	if err != nil {
+		s.failed(cl)
+		cl.Release(cluster.MaxRequests)
+		s.fail(f, xprotocol.CauseNoHealthyUpstream, fNoHealthy)
+		return
+	}
+	if m, ok := rt.Mirror(); ok && m.Hit(rand.Uint64()) {
+		s.mirror(f, m.Cluster)
+	}
+	now := monoNow()
+	p := pending{s: s, req: infoOf(f), start: now, deadline: now + int64(timeout), pickDone: pickDone, cl: cl}
+	for try := 0; ; try++ {
+		u, err := e.conn(s, cl, host, &s.lr)
+		if err != nil {
+			pickDone(lb.DoneInfo{Err: err})
+			cl.Release(cluster.MaxRequests)
+			s.failed(cl)
+			if errors.Is(err, cluster.ErrOverflow) {
+				s.fail(f, xprotocol.CauseOverflow, fOverflow)
+			} else {
+				s.fail(f, xprotocol.CauseNoHealthyUpstream, fNoHealthy)
+			}
+			return
+		}
+		id, ok := u.register(&p, !oneway)
+		if !ok {
+			if try < 3 {
+				continue // the connection started draining or closed: take another
+			}
+			pickDone(lb.DoneInfo{Err: errClosed})
+			cl.Release(cluster.MaxRequests)
+			s.fail(f, xprotocol.CauseNoHealthyUpstream, fNoHealthy)
+			return
+		}
+		e.xp.SetID(f, id)
+		s.queue(u, f.Raw)
+		if oneway {
+			pickDone(lb.DoneInfo{})
+			cl.Release(cluster.MaxRequests)
+		}
+		return
+	}
+}
+
+// mirror sends a copy of f to a host of the named cluster, as a request whose response
+// is dropped (its id is not recorded). Failures only skip the copy.
+func (s *session) mirror(f *xprotocol.Frame, name string) {
+	cl, ok := s.e.cfg.Clusters.Get(name)
+	if !ok || !cl.TryAcquire(cluster.MaxRequests) {
+		return
+	}
+	defer cl.Release(cluster.MaxRequests)
+	var lr lb.Request
+	host, done, err := cl.Pick(s.waitCtx(cl), &lr)
+	if err != nil {
+		return
+	}
+	defer done(lb.DoneInfo{})
+	u, err := s.e.conn(s, cl, host, &lr)
+	if err != nil {
+		return
+	}
+	if id, ok := u.register(nil, false); ok {
+		orig := f.ID
+		s.e.xp.SetID(f, id)
+		s.queue(u, f.Raw)
+		s.e.xp.SetID(f, orig) // the request itself still carries the client's id
+	}
+}
+
+func (s *session) codecError(f *xprotocol.Frame, err error) {
+	if ce := s.e.log.Check(zap.DebugLevel, "xprotocol: request body unreadable"); ce != nil {
+		ce.Write(zap.String("listener", s.e.cfg.Listener), zap.Error(err))
+	}
+	s.fail(f, xprotocol.CauseCodecError, fCodec)
+}
+
+// fail answers f with the codec's status for cause (a one-way request gets nothing).
+func (s *session) fail(f *xprotocol.Frame, cause xprotocol.Cause, kind int) {
+	s.e.fails[kind].Inc()
+	if f.Kind == xprotocol.KindOneway {
+		return
+	}
+	r := infoOf(f)
+	ob := s.e.cfg.Pool.NewBuffer(64)
+	s.e.writeHijack(ob, &r, cause)
+	_ = s.c.Write(ob)
+}
+
+// queue appends raw to the bytes bound for u during this read.
+func (s *session) queue(u *upConn, raw []byte) {
+	for i := range s.outs {
+		o := &s.outs[i]
+		if o.u == u {
+			_, _ = o.b.Write(raw)
+			if o.b.Len() >= flushAt {
+				_ = u.c.Write(o.b)
+				o.b = s.e.cfg.Pool.NewBuffer(4096)
+			}
+			return
+		}
+	}
+	b := s.e.cfg.Pool.NewBuffer(max(len(raw), 4096))
+	_, _ = b.Write(raw)
+	if b.Len() >= flushAt {
+		_ = u.c.Write(b)
+		return
+	}
+	s.outs = append(s.outs, upOut{u: u, b: b})
+}
+
+// flush writes the queued request bytes. A failed write is the upstream connection's
+// problem: its reader sees the close and answers what is pending.
+func (s *session) flush() {
+	for i := range s.outs {
+		_ = s.outs[i].u.c.Write(s.outs[i].b)
+		s.outs[i] = upOut{}
+	}
+	s.outs = s.outs[:0]
+}
+
+// view is the router's view of an RPC request: no host, no path (the "*" virtual host
+// serves), headers from the frame, compared by exact name. It does not allocate.
+type view struct{ f *xprotocol.Frame }
+
+func (v *view) Host() string   { return "" }
+func (v *view) Path() string   { return "" }
+func (v *view) Method() string { return bstr(v.f.Method) }
+
+func (v *view) Header(name string) (string, bool) {
+	if b, ok := v.f.Header(name); ok {
+		return bstr(b), true
+	}
+	switch name {
+	case "service":
+		if v.f.Service != nil {
+			return bstr(v.f.Service), true
+		}
+	case "method":
+		if v.f.Method != nil {
+			return bstr(v.f.Method), true
+		}
+	}
+	return "", false
+}
+
+// Variable knows x-mosn-method (the RPC method); others are absent.
+func (v *view) Variable(name string) (string, bool) {
+	if name == "x-mosn-method" && v.f.Method != nil {
+		return bstr(v.f.Method), true
+	}
+	return "", false
+}
+
+// bstr views b as a string without copying; valid while b is not reused.
+func bstr(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+func remoteIP(c *network.Conn) (ip netip.Addr) {
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap()
+	}
+	return ip
+}

@@ -1,0 +1,580 @@
+package xprotocol
+
+import (
+	"errors"
+	"maps"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mosnlite/mosnlite/pkg/buffer"
+	"github.com/mosnlite/mosnlite/pkg/network"
+	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol"
+	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
+	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
+)
+
+// errEngineClosed is returned for a connection wanted after Close.
+var errEngineClosed = errors.New("xprotocol: engine closed")
+
+// Close reasons of upstream connections.
+const (
+	closeGoAway    network.CloseReason = "go_away"
+	closeHeartbeat network.CloseReason = "heartbeat_timeout"
+)
+
+// clusterPool holds one cluster's host pools.
+type clusterPool struct {
+	mu    sync.Mutex                           // writers of hosts
+	hosts atomic.Pointer[map[string]*hostPool] // copy on write
+}
+
+// hostPool holds the multiplexed connections to one host.
+type hostPool struct {
+	addr  string
+	mu    sync.Mutex                // dialing and writers of conns
+	conns atomic.Pointer[[]*upConn] // copy on write
+	size  atomic.Int32
+	rr    atomic.Uint32
+}
+
+func (e *Engine) clusterPool(name string) *clusterPool {
+	if cp, ok := (*e.pools.Load())[name]; ok {
+		return cp
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	m := *e.pools.Load()
+	if cp, ok := m[name]; ok {
+		return cp
+	}
+	cp := &clusterPool{}
+	empty := map[string]*hostPool{}
+	cp.hosts.Store(&empty)
+	nm := maps.Clone(m)
+	nm[name] = cp
+	e.pools.Store(&nm)
+	return cp
+}
+
+func (cp *clusterPool) host(addr string) *hostPool {
+	if hp, ok := (*cp.hosts.Load())[addr]; ok {
+		return hp
+	}
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	m := *cp.hosts.Load()
+	if hp, ok := m[addr]; ok {
+		return hp
+	}
+	hp := &hostPool{addr: addr}
+	var none []*upConn
+	hp.conns.Store(&none)
+	nm := maps.Clone(m)
+	nm[addr] = hp
+	cp.hosts.Store(&nm)
+	return hp
+}
+
+// setLocked publishes a new connection list; hp.mu is held.
+func (hp *hostPool) setLocked(cs []*upConn) { hp.conns.Store(&cs) }
+
+func (hp *hostPool) remove(u *upConn) {
+	hp.mu.Lock()
+	cs := *hp.conns.Load()
+	if i := slices.Index(cs, u); i >= 0 {
+		hp.setLocked(slices.Delete(slices.Clone(cs), i, i+1))
+	}
+	hp.mu.Unlock()
+}
+
+// conn returns a multiplexed connection to host (or, when a new connection has to be
+// dialled and the cluster dials another host, to that one).
+func (e *Engine) conn(s *session, cl *cluster.Cluster, host *cluster.Host, lr *lb.Request) (*upConn, error) {
+	cp := e.clusterPool(cl.Name())
+	hp := cp.host(host.Addr())
+	cs := *hp.conns.Load()
+	if n := len(cs); n > 0 && n >= int(hp.size.Load()) {
+		if u := cs[hp.rr.Add(1)%uint32(n)]; u.usable() {
+			return u, nil
+		}
+	}
+	return e.dial(s, cl, cp, hp, lr)
+}
+
+func (e *Engine) poolSize(cl *cluster.Cluster) int {
+	n := int(cl.Config().ConnPoolSize)
+	if n <= 0 {
+		n = e.cfg.ConnPoolSize
+	}
+	return min(n, MaxConnPoolSize)
+}
+
+// dial is conn's slow path: prune dead connections, and dial while the host has fewer
+// than its pool size. Dialling holds hp.mu, so concurrent requests for the host wait for
+// the one connection rather than each dialling its own.
+func (e *Engine) dial(s *session, cl *cluster.Cluster, cp *clusterPool, hp *hostPool, lr *lb.Request) (*upConn, error) {
+	if e.isShut.Load() {
+		return nil, errEngineClosed
+	}
+	s.flush() // do not hold requests already queued while waiting for the lock or a dial
+	hp.mu.Lock()
+	size := e.poolSize(cl)
+	hp.size.Store(int32(size))
+	cs := *hp.conns.Load()
+	live := slices.DeleteFunc(slices.Clone(cs), func(u *upConn) bool { return !u.usable() })
+	if len(live) != len(cs) {
+		hp.setLocked(live)
+	}
+	if len(live) >= size {
+		u := live[hp.rr.Add(1)%uint32(len(live))]
+		hp.mu.Unlock()
+		return u, nil
+	}
+	raw, h, done, err := cl.Dial(s.waitCtx(cl), lr)
+	if err != nil {
+		hp.mu.Unlock()
+		return nil, err
+	}
+	target := hp
+	if h.Addr() != hp.addr {
+		target = cp.host(h.Addr())
+	}
+	u, err := e.newUpConn(target, cl, h, raw, done)
+	if err != nil {
+		hp.mu.Unlock()
+		return nil, err
+	}
+	if target == hp {
+		hp.setLocked(append(slices.Clone(live), u))
+		hp.mu.Unlock()
+	} else {
+		hp.mu.Unlock()
+		target.mu.Lock()
+		target.setLocked(append(slices.Clone(*target.conns.Load()), u))
+		target.mu.Unlock()
+	}
+	return u, nil
+}
+
+// pending is a request waiting for its response on an upstream connection.
+type pending struct {
+	s        *session
+	req      reqInfo // downstream id and what Hijack needs
+	start    int64   // monoNow
+	deadline int64   // monoNow
+	pickDone func(lb.DoneInfo)
+	cl       *cluster.Cluster
+}
+
+// upConn is one multiplexed upstream connection.
+type upConn struct {
+	e    *Engine
+	hp   *hostPool
+	cl   *cluster.Cluster
+	host *cluster.Host
+	c    *network.Conn
+	done func(lb.DoneInfo)
+
+	gone     atomic.Bool // torn down
+	draining atomic.Bool // go-away received: no new requests
+	lastRead atomic.Int64
+
+	mu      sync.Mutex
+	dead    bool
+	pending map[uint64]pending
+	nextID  uint32
+	wheel   wheel
+
+	// Reader goroutine only.
+	f     xprotocol.Frame
+	rdOut batch
+	// Ticker goroutine only.
+	expired []pending
+	tkOut   batch
+	lastHB  int64
+	misses  int
+}
+
+func (e *Engine) newUpConn(hp *hostPool, cl *cluster.Cluster, h *cluster.Host, raw net.Conn, done func(lb.DoneInfo)) (*upConn, error) {
+	c := network.NewConn(raw, network.ConnOptions{
+		Pool:        e.cfg.Pool,
+		BufferLimit: e.xp.MaxFrameSize() + 64<<10, // any frame the codec accepts fits
+		Log:         e.log,
+	})
+	now := monoNow()
+	u := &upConn{e: e, hp: hp, cl: cl, host: h, c: c, done: done, pending: make(map[uint64]pending)}
+	u.wheel.tick = int64(e.cfg.Tick)
+	u.wheel.cur = now / u.wheel.tick
+	u.lastRead.Store(now)
+	u.rdOut.e, u.tkOut.e = e, e
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		c.Close(network.CloseDrain)
+		done(lb.DoneInfo{})
+		return nil, errEngineClosed
+	}
+	e.conns[u] = struct{}{}
+	e.wg.Add(2)
+	e.mu.Unlock()
+	go u.readLoop()
+	go u.tickLoop()
+	return u, nil
+}
+
+func (u *upConn) usable() bool { return !u.gone.Load() && !u.draining.Load() }
+
+// register assigns an upstream request id and, for a request that expects a response,
+// records p under it. It fails when the connection is closing or draining.
+func (u *upConn) register(p *pending, twoWay bool) (uint64, bool) {
+	u.mu.Lock()
+	if u.dead || u.draining.Load() {
+		u.mu.Unlock()
+		return 0, false
+	}
+	id := u.newIDLocked()
+	if twoWay {
+		u.pending[id] = *p
+		u.wheel.add(id, p.deadline)
+		p.s.inflight.Add(1)
+	}
+	u.mu.Unlock()
+	return id, true
+}
+
+func (u *upConn) newIDLocked() uint64 {
+	for {
+		u.nextID++
+		if u.nextID == 0 {
+			continue
+		}
+		id := uint64(u.nextID)
+		if _, busy := u.pending[id]; !busy {
+			return id
+		}
+	}
+}
+
+// take removes and returns the pending entry for id.
+func (u *upConn) take(id uint64) (pending, bool) {
+	u.mu.Lock()
+	p, ok := u.pending[id]
+	if ok {
+		delete(u.pending, id)
+	}
+	u.mu.Unlock()
+	return p, ok
+}
+
+// finish releases what a finished request held (its session's in-flight count drops
+// when the batch holding its answer is delivered).
+func (u *upConn) finish(p *pending, err error, ok bool) {
+	p.cl.Release(cluster.MaxRequests)
+	var lat time.Duration
+	if err == nil {
+		lat = time.Duration(monoNow() - p.start)
+	}
+	p.pickDone(lb.DoneInfo{Err: err, Latency: lat})
+	u.host.ReportResult(ok)
+}
+
+// readLoop reads responses until the connection ends, then answers what is pending.
+func (u *upConn) readLoop() {
+	defer u.e.wg.Done()
+	err := u.c.ReadLoop(u.onData)
+	u.rdOut.flush()
+	reason := network.CloseRemote
+	switch {
+	case err == nil:
+	case errors.Is(err, errStop):
+		reason = network.CloseProtocolError
+	default:
+		reason = network.CloseError
+		if ce := u.e.log.Check(zap.DebugLevel, "xprotocol: upstream connection ended"); ce != nil {
+			ce.Write(zap.String("host", u.host.Addr()), zap.Error(err))
+		}
+	}
+	u.teardown(reason)
+}
+
+func (u *upConn) onData(b *buffer.IoBuffer) error {
+	e := u.e
+	u.lastRead.Store(monoNow())
+	for b.Len() > 0 {
+		u.f.Reset()
+		n, err := e.xp.Decode(b.Bytes(), &u.f)
+		if err != nil {
+			u.rdOut.flush()
+			e.log.Warn("xprotocol: bad frame from upstream, closing connection",
+				zap.String("cluster", u.cl.Name()), zap.String("host", u.host.Addr()), zap.Error(err))
+			e.protoErr.Inc()
+			u.c.Close(network.CloseProtocolError)
+			return errStop
+		}
+		if n == 0 {
+			break
+		}
+		f := &u.f
+		switch f.Kind {
+		case xprotocol.KindResponse:
+			if p, ok := u.take(f.ID); ok {
+				e.xp.SetID(f, p.req.id)
+				u.rdOut.add(p.s, f.Raw)
+				u.finish(&p, nil, e.xp.HTTPStatus(f) < 500)
+			}
+			// Otherwise the request timed out already (or the id is not ours): drop it.
+		case xprotocol.KindHeartbeat:
+			ob := e.cfg.Pool.NewBuffer(32)
+			_ = e.xp.HeartbeatReply(ob, f)
+			_ = u.c.Write(ob)
+		case xprotocol.KindGoAway:
+			if !u.draining.Swap(true) {
+				u.hp.remove(u)
+				e.log.Info("xprotocol: upstream sent go-away, draining connection",
+					zap.String("cluster", u.cl.Name()), zap.String("host", u.host.Addr()))
+			}
+		}
+		// Heartbeat replies only prove liveness (lastRead); requests from an upstream are
+		// not served.
+		b.Drain(n)
+	}
+	u.rdOut.flush()
+	if u.draining.Load() {
+		u.closeIfIdle()
+	}
+	return nil
+}
+
+func (u *upConn) closeIfIdle() {
+	u.mu.Lock()
+	n := len(u.pending)
+	u.mu.Unlock()
+	if n == 0 {
+		u.c.Close(closeGoAway)
+	}
+}
+
+// teardown runs once, on the reader goroutine, when the connection ended: every pending
+// request is answered with the connection-closed status.
+func (u *upConn) teardown(reason network.CloseReason) {
+	e := u.e
+	u.gone.Store(true)
+	u.c.Close(reason)
+	u.hp.remove(u)
+	u.mu.Lock()
+	u.dead = true
+	all := make([]pending, 0, len(u.pending))
+	for _, p := range u.pending {
+		all = append(all, p)
+	}
+	clear(u.pending)
+	u.wheel = wheel{}
+	u.mu.Unlock()
+	for i := range all {
+		p := &all[i]
+		e.fails[fClosed].Inc()
+		u.rdOut.hijack(p, xprotocol.CauseConnectionClosed)
+		u.finish(p, errClosed, false)
+	}
+	u.rdOut.flush()
+	u.done(lb.DoneInfo{})
+	e.mu.Lock()
+	delete(e.conns, u)
+	e.mu.Unlock()
+}
+
+// tickLoop expires requests and keeps the connection alive until it closes.
+func (u *upConn) tickLoop() {
+	defer u.e.wg.Done()
+	t := time.NewTicker(u.e.cfg.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-u.c.Done():
+			return
+		case <-t.C:
+		}
+		u.onTick(monoNow())
+	}
+}
+
+func (u *upConn) onTick(now int64) {
+	e := u.e
+	u.mu.Lock()
+	u.expired = u.wheel.advance(now, u.pending, u.expired)
+	idle := len(u.pending) == 0
+	u.mu.Unlock()
+	for i := range u.expired {
+		p := &u.expired[i]
+		e.fails[fTimeout].Inc()
+		u.tkOut.hijack(p, xprotocol.CauseTimeout)
+		u.finish(p, errTimeout, false)
+	}
+	clear(u.expired)
+	u.expired = u.expired[:0]
+	u.tkOut.flush()
+	if idle && u.draining.Load() {
+		u.c.Close(closeGoAway)
+		return
+	}
+	u.keepalive(now)
+}
+
+// keepalive sends a heartbeat after HeartbeatInterval without reading anything, and
+// closes the connection after HeartbeatMisses such intervals in a row.
+func (u *upConn) keepalive(now int64) {
+	e := u.e
+	iv := int64(e.cfg.HeartbeatInterval)
+	if iv <= 0 {
+		return
+	}
+	last := u.lastRead.Load()
+	if now-last < iv {
+		u.misses = 0
+		return
+	}
+	if now-u.lastHB < iv {
+		return
+	}
+	if u.lastHB > last { // the previous heartbeat got nothing back for a whole interval
+		u.misses++
+		if u.misses >= e.cfg.HeartbeatMisses {
+			e.log.Info("xprotocol: upstream did not answer heartbeats, closing connection",
+				zap.String("cluster", u.cl.Name()), zap.String("host", u.host.Addr()), zap.Int("misses", u.misses))
+			u.c.Close(closeHeartbeat)
+			return
+		}
+	}
+	u.mu.Lock()
+	if u.dead {
+		u.mu.Unlock()
+		return
+	}
+	id := u.newIDLocked()
+	u.mu.Unlock()
+	ob := e.cfg.Pool.NewBuffer(32)
+	if err := e.xp.Heartbeat(ob, id); err != nil {
+		ob.Release()
+		return
+	}
+	u.lastHB = now
+	_ = u.c.Write(ob)
+}
+
+// batch collects bytes per downstream session during one read or tick, written with one
+// Write each.
+type batch struct {
+	e    *Engine
+	outs []downOut
+}
+
+type downOut struct {
+	s    *session
+	b    *buffer.IoBuffer
+	done int64 // requests answered in b
+}
+
+func (bt *batch) out(s *session, n int) *downOut {
+	for i := range bt.outs {
+		if bt.outs[i].s == s {
+			return &bt.outs[i]
+		}
+	}
+	bt.outs = append(bt.outs, downOut{s: s, b: bt.e.cfg.Pool.NewBuffer(max(n, 4096))})
+	return &bt.outs[len(bt.outs)-1]
+}
+
+// add appends the answer raw to s's batch.
+func (bt *batch) add(s *session, raw []byte) {
+	o := bt.out(s, len(raw))
+	_, _ = o.b.Write(raw)
+	o.done++
+	if o.b.Len() >= flushAt {
+		bt.flush()
+	}
+}
+
+// hijack appends the proxy's answer for p to its session's batch.
+func (bt *batch) hijack(p *pending, cause xprotocol.Cause) {
+	o := bt.out(p.s, 64)
+	bt.e.writeHijack(o.b, &p.req, cause)
+	o.done++
+}
+
+// flush hands the collected bytes to each session's writer (never waiting for a client),
+// then counts the requests they answer as no longer in flight.
+func (bt *batch) flush() {
+	for i := range bt.outs {
+		o := &bt.outs[i]
+		o.s.deliver(o.b)
+		if o.s.inflight.Add(-o.done) == 0 && o.s.draining.Load() {
+			o.s.kick()
+		}
+		bt.outs[i] = downOut{}
+	}
+	bt.outs = bt.outs[:0]
+}
+
+// wheelSlots is the number of slots of the deadline wheel; a lap is wheelSlots ticks.
+const wheelSlots = 256
+
+// wheel is a coarse timer wheel of request ids by deadline. Answered requests stay in
+// their slot until it comes round (they are skipped then); requests whose deadline is more
+// than a lap away are kept for the next lap.
+type wheel struct {
+	tick  int64 // ns per slot
+	cur   int64 // last tick processed
+	slots [wheelSlots][]uint64
+}
+
+func (w *wheel) add(id uint64, deadline int64) {
+	if w.tick == 0 {
+		return
+	}
+	t := (deadline + w.tick - 1) / w.tick
+	if t <= w.cur {
+		t = w.cur + 1
+	}
+	i := t % wheelSlots
+	w.slots[i] = append(w.slots[i], id)
+}
+
+// advance processes the ticks up to now, moving the entries of m whose deadline passed to
+// expired (and out of m).
+func (w *wheel) advance(now int64, m map[uint64]pending, expired []pending) []pending {
+	if w.tick == 0 {
+		return expired
+	}
+	nowT := now / w.tick
+	steps := min(nowT-w.cur, wheelSlots)
+	for k := int64(1); k <= steps; k++ {
+		i := (w.cur + k) % wheelSlots
+		ids := w.slots[i]
+		keep := ids[:0]
+		for _, id := range ids {
+			p, ok := m[id]
+			if !ok {
+				continue
+			}
+			if p.deadline <= now {
+				delete(m, id)
+				expired = append(expired, p)
+				continue
+			}
+			keep = append(keep, id)
+		}
+		if cap(keep) > 4096 && len(keep) < cap(keep)/8 {
+			keep = slices.Clone(keep) // let a burst's backing array go
+		}
+		w.slots[i] = keep
+	}
+	if nowT > w.cur {
+		w.cur = nowT
+	}
+	return expired
+}
