@@ -70,9 +70,9 @@ func (c *Config) ApplyDefaults() {
 			if l.MaxConnections == 0 {
 				l.MaxConnections = DefaultMaxConnections
 			}
-			if l.PerConnBufferLimitBytes == 0 {
-				l.PerConnBufferLimitBytes = DefaultPerConnBufferLimitBytes
-			}
+			// PerConnBufferLimitBytes stays 0 when unset: the connection then uses
+			// DefaultPerConnBufferLimitBytes, and a protocol with larger frames (RPC) may
+			// raise its read limit, which an explicit setting forbids.
 			if l.ConnectionIdleTimeout == nil {
 				l.ConnectionIdleTimeout = durationPtr(DefaultConnectionIdleTimeout)
 			}

@@ -313,7 +313,7 @@ func TestApplyDefaults(t *testing.T) {
 		{"drain timeout", c.Drain.Timeout.D(), config.DefaultDrainTimeout},
 		{"network", l.Network, "tcp"},
 		{"max connections", l.MaxConnections, 65536},
-		{"buffer limit", l.PerConnBufferLimitBytes, uint32(1 << 20)},
+		{"buffer limit left to the connection", l.PerConnBufferLimitBytes, uint32(0)},
 		{"idle timeout", l.ConnectionIdleTimeout.D(), time.Hour},
 		{"explicit network", m.Network, "udp"},
 		{"explicit max connections", m.MaxConnections, 5},

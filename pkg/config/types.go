@@ -66,8 +66,9 @@ type Listener struct {
 	MaxConnections int `json:"max_connections,omitempty"`
 	// ConnectionIdleTimeout closes a downstream connection with no traffic (default 1h; "0s" off).
 	ConnectionIdleTimeout *Duration `json:"connection_idle_timeout,omitempty"`
-	// PerConnBufferLimitBytes bounds what one connection may queue for writing
-	// (default 1 MiB); over it the reader stops reading until the queue drains.
+	// PerConnBufferLimitBytes bounds what one connection may queue for writing and the
+	// unread bytes it may hold. Unset (0): 1 MiB, except that RPC listeners raise the read
+	// side to their codec's frame limit (bolt 16 MiB, dubbo 8 MiB); set, it bounds frames too.
 	PerConnBufferLimitBytes uint32      `json:"per_connection_buffer_limit_bytes,omitempty"`
 	AccessLogs              []AccessLog `json:"access_logs,omitempty"`
 	LogPath                 string      `json:"log_path,omitempty"`

@@ -48,8 +48,9 @@
 // Answers reach a downstream connection through that connection's writer goroutine (one
 // per connection, not per request): upstream goroutines queue them without waiting, so a
 // client that does not read stalls nobody else. When more than WriteLimit bytes of
-// answers wait for it (besides the BufferLimit its Conn queues), it is disconnected
-// (cause "downstream_write_overflow").
+// answers wait for it (besides the BufferLimit its Conn queues), the engine stops reading
+// its requests until they drain; above HardWriteLimit it is disconnected (cause
+// "downstream_write_overflow").
 // Requests are written upstream with Write, which waits while the upstream connection's
 // queue is full: that client's reading pauses (backpressure).
 //
@@ -94,6 +95,7 @@ const (
 	DefaultHeartbeatMisses   = 3
 	DefaultConnPoolSize      = 1
 	DefaultWriteLimit        = 1 << 20
+	DefaultHardWriteLimit    = 64 << 20
 	DefaultDrainWait         = 5 * time.Second
 	// MaxConnPoolSize caps conn_pool_size.
 	MaxConnPoolSize = 64
@@ -127,9 +129,14 @@ type Config struct {
 	// DrainWait bounds how long Close waits for clients to finish their requests after
 	// the go-away. 0: DefaultDrainWait.
 	DrainWait time.Duration
-	// WriteLimit bounds the answers queued for one downstream connection beyond what its
-	// Conn queues itself; above it the client is disconnected. 0: DefaultWriteLimit.
+	// WriteLimit: above this many bytes of answers queued for one downstream connection
+	// (beyond what its Conn queues itself) the engine stops reading that connection's
+	// requests until the queue drains. 0: DefaultWriteLimit.
 	WriteLimit int
+	// HardWriteLimit: above it the client is not reading and is disconnected (answers to
+	// requests already in flight may still arrive while reading is paused).
+	// 0: DefaultHardWriteLimit.
+	HardWriteLimit int
 }
 
 // failure kinds, the cause label of rpc_failures_total.
@@ -218,6 +225,9 @@ func New(cfg Config) *Engine {
 	if cfg.WriteLimit <= 0 {
 		cfg.WriteLimit = DefaultWriteLimit
 	}
+	if cfg.HardWriteLimit <= 0 {
+		cfg.HardWriteLimit = DefaultHardWriteLimit
+	}
 	if cfg.ConnPoolSize <= 0 {
 		cfg.ConnPoolSize = DefaultConnPoolSize
 	}
@@ -254,6 +264,7 @@ func (e *Engine) ServeConn(ctx context.Context, c *network.Conn) {
 	cancel()
 	s.noWait = noWait
 	s.wsig = make(chan struct{}, 1)
+	s.wroom = make(chan struct{}, 1)
 	s.wdone = make(chan struct{})
 	go s.writer()
 	e.mu.Lock()

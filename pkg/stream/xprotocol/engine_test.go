@@ -372,7 +372,11 @@ func TestBadFrameClosesConnection(t *testing.T) {
 // connection keeps getting its answers.
 func TestSlowClientDoesNotStallOthers(t *testing.T) {
 	up := startBoltServer(t)
-	v := startEnv(t, bolt.New(bolt.Options{}), up.addr(), nil)
+	// Small limits: the non-reading client's answers pile up past the hard limit before
+	// the paused reader stops taking its requests.
+	v := startEnv(t, bolt.New(bolt.Options{}), up.addr(), func(c *xprotocol.Config) {
+		c.WriteLimit, c.HardWriteLimit = 64<<10, 256<<10
+	})
 	slow := dial(t, v.addr)
 	_ = slow.(interface{ SetReadBuffer(int) error }).SetReadBuffer(4096)
 	big := boltReq(t, bolt.Message{ID: 1, Headers: hdrs("service", "echo"), Content: make([]byte, 64<<10)})

@@ -44,6 +44,7 @@ type session struct {
 	wclosed bool // the writer ended: answers are dropped
 	wsig    chan struct{}
 	wdone   chan struct{}
+	wroom   chan struct{} // the writer took answers off the queue: a paused reader may go on
 
 	draining atomic.Bool // the engine is closing: the client got a go-away
 
@@ -90,9 +91,11 @@ func (s *session) startDrain() {
 	s.kick()
 }
 
-// deliver queues b (an answer batch) for the client without waiting. A client with more
-// than Config.WriteLimit bytes of answers not yet written is not reading: it is
-// disconnected rather than allowed to grow the queue.
+// deliver queues b (an answer batch) for the client without waiting. Above
+// Config.WriteLimit queued bytes the session stops reading new requests (waitRoom), so a
+// client that reads slowly only slows itself; answers to requests already in flight still
+// queue. Above the hard limit (HardWriteLimit) the client is not reading at all: it is
+// disconnected rather than allowed to grow the queue further.
 func (s *session) deliver(b *buffer.IoBuffer) {
 	n := b.Len()
 	s.wmu.Lock()
@@ -101,7 +104,7 @@ func (s *session) deliver(b *buffer.IoBuffer) {
 		b.Release()
 		return
 	}
-	if s.wqBytes > 0 && s.wqBytes+n > s.e.cfg.WriteLimit {
+	if s.wqBytes > 0 && s.wqBytes+n > s.e.cfg.HardWriteLimit {
 		s.wmu.Unlock()
 		b.Release()
 		s.e.fails[fSlowClient].Inc()
@@ -151,6 +154,10 @@ func (s *session) writer() {
 		s.wspare = q[:0]
 		idle := len(s.wq) == 0
 		s.wmu.Unlock()
+		select {
+		case s.wroom <- struct{}{}:
+		default:
+		}
 		if idle && s.draining.Load() && s.inflight.Load() == 0 {
 			_ = s.c.Flush()
 			s.c.Close(network.CloseDrain)
@@ -167,9 +174,31 @@ type upOut struct {
 // flushAt is the batch size above which queued request bytes are written at once.
 const flushAt = 64 << 10
 
+// waitRoom pauses the reader while more than WriteLimit bytes of answers wait for the
+// client: backpressure on the client's requests instead of an unbounded queue. It
+// returns false when the connection closed meanwhile.
+func (s *session) waitRoom() bool {
+	for {
+		s.wmu.Lock()
+		over := s.wqBytes > s.e.cfg.WriteLimit && !s.wclosed
+		s.wmu.Unlock()
+		if !over {
+			return true
+		}
+		select {
+		case <-s.wroom:
+		case <-s.c.Done():
+			return false
+		}
+	}
+}
+
 // onData is the ReadLoop callback: it handles every complete frame in b.
 func (s *session) onData(b *buffer.IoBuffer) error {
 	e := s.e
+	if !s.waitRoom() {
+		return errStop
+	}
 	for b.Len() > 0 {
 		s.f.Reset()
 		n, err := e.xp.Decode(b.Bytes(), &s.f)
