@@ -9,6 +9,7 @@ import (
 // list) before server.New; it is read-only afterwards.
 type Set struct {
 	NetworkFilters *Registry[filter.NetworkFactory]
+	StreamFilters  *Registry[filter.StreamFactory]
 	LoadBalancers  *Registry[lb.Factory]
 }
 
@@ -16,6 +17,7 @@ type Set struct {
 func NewSet() *Set {
 	return &Set{
 		NetworkFilters: NewRegistry[filter.NetworkFactory]("network filter"),
+		StreamFilters:  NewRegistry[filter.StreamFactory]("stream filter"),
 		LoadBalancers:  NewRegistry[lb.Factory]("load balancer"),
 	}
 }

@@ -21,6 +21,9 @@ type Deps struct {
 	Log      *zap.Logger
 	Listener *config.Listener // the listener the filter is built for
 	Routers  *router.Tables   // route tables by router_config_name (the proxy filter reads them per request)
+	// StreamFilters is the stream filter registry (extension.Set.StreamFilters); the proxy
+	// filter builds the listener's stream_filters from it.
+	StreamFilters StreamRegistry
 }
 
 // NetworkFactory decodes a filter's raw config and builds the filter. A bad config is an

@@ -8,6 +8,10 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/filter/network/proxy"
 	"github.com/mosnlite/mosnlite/pkg/filter/network/tcpproxy"
 	"github.com/mosnlite/mosnlite/pkg/filter/network/udpproxy"
+	"github.com/mosnlite/mosnlite/pkg/filter/stream/fault"
+	"github.com/mosnlite/mosnlite/pkg/filter/stream/headermutation"
+	"github.com/mosnlite/mosnlite/pkg/filter/stream/ipaccess"
+	"github.com/mosnlite/mosnlite/pkg/filter/stream/payloadlimit"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
 )
 
@@ -17,6 +21,10 @@ func Register(s *extension.Set) error {
 		s.NetworkFilters.Register(proxy.Name, proxy.Factory),
 		s.NetworkFilters.Register(tcpproxy.Name, tcpproxy.Factory),
 		s.NetworkFilters.Register(udpproxy.Name, udpproxy.Factory),
+		s.StreamFilters.Register(fault.Name, fault.Factory),
+		s.StreamFilters.Register(payloadlimit.Name, payloadlimit.Factory),
+		s.StreamFilters.Register(ipaccess.Name, ipaccess.Factory),
+		s.StreamFilters.Register(headermutation.Name, headermutation.Factory),
 	}
 	for _, n := range lb.Builtins() {
 		errs = append(errs, s.LoadBalancers.Register(n.Name, n.Factory))

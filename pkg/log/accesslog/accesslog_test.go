@@ -1,0 +1,177 @@
+package accesslog
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type reqView map[string]string
+
+func (r reqView) Header(name string) (string, bool) {
+	v, ok := r["h:"+strings.ToLower(name)]
+	return v, ok
+}
+
+func (r reqView) Variable(name string) (string, bool) {
+	v, ok := r["v:"+name]
+	return v, ok
+}
+
+type respView map[string]string
+
+func (r respView) Get(name string) (string, bool) {
+	v, ok := r[strings.ToLower(name)]
+	return v, ok
+}
+
+func TestValidate(t *testing.T) {
+	if err := Validate(""); err != nil {
+		t.Fatalf("default format: %v", err)
+	}
+	if err := Validate(DefaultFormat + " %request_header_x-id% %response_header_server% %x-mosn-path% 100%%"); err != nil {
+		t.Fatal(err)
+	}
+	err := Validate("%start_time% %no_such_var%")
+	if err == nil || !strings.Contains(err.Error(), "%no_such_var%") || !strings.Contains(err.Error(), "upstream_host") {
+		t.Fatalf("unknown variable: %v", err)
+	}
+	if err := Validate("%start_time"); err == nil {
+		t.Fatal("unterminated variable accepted")
+	}
+}
+
+func render(t *testing.T, fs string, i *Info, r RequestView, h HeaderGetter) string {
+	t.Helper()
+	k := &keys{}
+	f, err := compile(fs, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &Logs{keys: *k, formats: []*format{f}}
+	l.CaptureRequest(i, r)
+	l.CaptureResponse(i, h)
+	return string(f.render(nil, i))
+}
+
+func TestRender(t *testing.T) {
+	i := &Info{
+		Start:            time.Date(2026, 1, 2, 3, 4, 5, 6e6, time.Local),
+		RequestReceived:  1500 * time.Microsecond,
+		ResponseReceived: 2 * time.Millisecond,
+		Finished:         time.Minute + 1500*time.Millisecond,
+		BytesReceived:    10,
+		BytesSent:        20,
+		Protocol:         "Http1",
+		ResponseCode:     503,
+		Flags:            FlagNoHealthyHost | FlagFaultDelay,
+		DownstreamLocal:  netip.MustParseAddrPort("127.0.0.1:80"),
+		DownstreamRemote: netip.MustParseAddrPort("127.0.0.2:5000"),
+		UpstreamCluster:  "c1",
+	}
+	got := render(t, `[%start_time%] %request_received_duration% %response_received_duration% %duration% `+
+		`%bytes_received% %bytes_sent% %protocol% %response_code% %response_flag% %downstream_local_address% `+
+		`%downstream_remote_address% %upstream_local_address% %upstream_host% %upstream_cluster% `+
+		`"%request_header_user-agent%" %request_header_x-missing% %x-mosn-path% %response_header_server% 100%%`,
+		i, reqView{"h:user-agent": "evil\n\"agent\"", "v:x-mosn-path": "/a"}, respView{"server": "origin"})
+	want := `[2026/01/02 03:04:05.006] 1.5ms 2ms 1m1.5s 10 20 Http1 503 UH,DI 127.0.0.1:80 127.0.0.2:5000 - - c1 ` +
+		`"evil\x0a\x22agent\x22" - /a origin 100%`
+	if got != want {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestAppendDuration(t *testing.T) {
+	for _, d := range []time.Duration{0, 1, 999, time.Microsecond, 1234567, time.Second, 90 * time.Second,
+		3*time.Hour + 25*time.Millisecond, -1500 * time.Millisecond, 100 * time.Millisecond} {
+		if got := string(AppendDuration(nil, d)); got != d.String() {
+			t.Errorf("AppendDuration(%d) = %q, want %q", int64(d), got, d.String())
+		}
+	}
+}
+
+func TestInfoNoAllocs(t *testing.T) {
+	k := &keys{}
+	f, err := compile(DefaultFormat+" %request_header_host% %response_header_server%", k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &Logs{keys: *k, formats: []*format{f}}
+	i := &Info{}
+	r := reqView{"h:host": "example"}
+	h := respView{"server": "x"}
+	allocs := testing.AllocsPerRun(100, func() {
+		i.Reset()
+		i.Start = time.Now()
+		i.Finished = time.Millisecond
+		l.CaptureRequest(i, r)
+		l.CaptureResponse(i, h)
+		i.line = f.render(i.line[:0], i)
+	})
+	if allocs != 0 {
+		t.Fatalf("allocs per request = %v", allocs)
+	}
+}
+
+func TestWriterFileAndDrops(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "access.log")
+	l, err := New([]Spec{{Path: path, Format: "%protocol% %response_code%"}}, Options{ShardBytes: 64, FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := &Info{Protocol: "Http1", ResponseCode: 200}
+	for n := 0; n < 20; n++ { // 11 bytes a line, 64 per shard: 5 fit in shard 0
+		l.Log(i, 0)
+	}
+	w := l.writers[0]
+	if w.Dropped() == 0 {
+		t.Fatal("no line dropped from a full shard")
+	}
+	w.Flush()
+	l.Log(i, 3)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if len(lines) < 6 || lines[0] != "Http1 200" {
+		t.Fatalf("file has %d lines: %q", len(lines), b)
+	}
+	if uint64(len(lines))+w.Dropped() != 21 {
+		t.Fatalf("written %d + dropped %d != 21", len(lines), w.Dropped())
+	}
+}
+
+func TestWriterShared(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a.log")
+	a, err := New([]Spec{{Path: path}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New([]Spec{{Path: path}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.writers[0] != b.writers[0] {
+		t.Fatal("two Logs on one path got two writers")
+	}
+	_ = a.Close()
+	b.Log(&Info{}, 1) // still open
+	_ = b.Close()
+	if data, _ := os.ReadFile(path); len(data) == 0 {
+		t.Fatal("nothing written")
+	}
+	if _, err := New([]Spec{{Path: path, Format: "%bogus%"}}, Options{}); err == nil || !strings.Contains(err.Error(), "access_logs[0].log_format") {
+		t.Fatalf("bad format: %v", err)
+	}
+}
