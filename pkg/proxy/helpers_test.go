@@ -83,7 +83,7 @@ func startProxy(t testing.TB, upstream string) *env {
 	return startProxyRouter(t, upstream, "r")
 }
 
-func startProxyRouter(t testing.TB, upstream, routerName string) *env {
+func startProxyRouter(t testing.TB, upstream, routerName string, opts ...func(*proxy.Config)) *env {
 	t.Helper()
 	var rc config.RouterCfg
 	if err := config.Unmarshal([]byte(routesFmt), &rc); err != nil {
@@ -107,10 +107,14 @@ func startProxyRouter(t testing.TB, upstream, routerName string) *env {
 		t.Fatal(err)
 	}
 	pool := buffer.NewPool()
-	px := proxy.New(proxy.Config{
+	pcfg := proxy.Config{
 		Listener: "l", Downstream: stream.Auto, Routers: rts, RouterName: routerName,
 		Clusters: mgr, Pool: pool, Metrics: m,
-	})
+	}
+	for _, o := range opts {
+		o(&pcfg)
+	}
+	px := proxy.New(pcfg)
 	ln, err := network.NewListener(network.ListenerConfig{
 		Name: "l", Network: "tcp", Address: "127.0.0.1:0", BindPort: true,
 		Conn: network.ConnOptions{Pool: pool, IdleTimeout: time.Minute}, Handler: px, Metrics: m,

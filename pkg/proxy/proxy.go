@@ -16,11 +16,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mosnlite/mosnlite/pkg/buffer"
+	"github.com/mosnlite/mosnlite/pkg/filter"
+	"github.com/mosnlite/mosnlite/pkg/log/accesslog"
 	"github.com/mosnlite/mosnlite/pkg/metrics"
 	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/router"
 	"github.com/mosnlite/mosnlite/pkg/stream"
 	"github.com/mosnlite/mosnlite/pkg/stream/http1"
+	h2stream "github.com/mosnlite/mosnlite/pkg/stream/http2"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 )
 
@@ -35,6 +38,7 @@ const (
 type Config struct {
 	Listener   string          // listener name, for metrics and logs
 	Downstream stream.Protocol // HTTP1 or Auto; any other protocol closes every connection
+	Upstream   stream.Protocol // proxy-level upstream_protocol ("": same as downstream); routes may override
 	Routers    *router.Tables  // looked up per request, so table swaps apply at once
 	RouterName string          // the router_config_name the proxy matches in
 	Clusters   *cluster.Manager
@@ -43,8 +47,17 @@ type Config struct {
 	Log        *zap.Logger  // nil: none
 	Limits     http1.Limits
 
+	// StreamFilters run on every request (nil: none). AccessLog receives a line per
+	// request (nil: none); the Proxy owns it and closes it in Close.
+	StreamFilters *filter.StreamChain
+	AccessLog     *accesslog.Logs
+
 	MaxIdlePerHost int           // idle upstream connections kept per host; 0: default
 	IdleTimeout    time.Duration // an idle upstream connection older than this is closed; 0: default
+
+	// RequestHeaderTimeout bounds how long a started request head may stay incomplete
+	// (408, connection closed); 0: DefaultRequestHeaderTimeout, negative: none.
+	RequestHeaderTimeout time.Duration
 }
 
 // Proxy is the HTTP/1 proxy. It implements network.Handler. Close it to close the idle
@@ -54,6 +67,8 @@ type Proxy struct {
 	mu   sync.Mutex
 	idle map[string][]*upConn // host address → idle connections, newest last
 	shut bool
+	h2up *h2stream.Pool // multiplexed HTTP/2 upstream connections (h2*.go)
+	ext  proxyExt       // mirror workers, idle sweeper (mirror.go)
 }
 
 // New returns a Proxy.
@@ -70,7 +85,7 @@ func New(cfg Config) *Proxy {
 	if cfg.Pool == nil {
 		cfg.Pool = buffer.NewPool()
 	}
-	return &Proxy{cfg: cfg, idle: make(map[string][]*upConn)}
+	return &Proxy{cfg: cfg, idle: make(map[string][]*upConn), h2up: newH2Pool(cfg)}
 }
 
 // Close closes the idle upstream connections; connections in use are closed when their
@@ -81,12 +96,14 @@ func (p *Proxy) Close() error {
 	p.idle = make(map[string][]*upConn)
 	p.shut = true
 	p.mu.Unlock()
+	p.stopExt()
+	_ = p.h2up.Close()
 	for _, cs := range all {
 		for _, uc := range cs {
 			uc.close()
 		}
 	}
-	return nil
+	return p.cfg.AccessLog.Close()
 }
 
 // ServeConn implements network.Handler.
@@ -102,10 +119,11 @@ func (p *Proxy) ServeConn(ctx context.Context, c *network.Conn) {
 	}
 	s := getSession(p, ctx, c)
 	defer putSession(s)
-	if err := c.ReadLoop(s.onData); err != nil && !errors.Is(err, errClose) {
+	if err := c.ReadLoop(s.onData); err != nil && !errors.Is(err, errClose) && !s.headTimedOut(err) {
 		p.cfg.Log.Debug("proxy: connection ended", zap.Error(err))
 	}
 	s.dropUpstream()
+	s.abandonRequest()
 	c.Close("")
 }
 
@@ -155,6 +173,7 @@ func (p *Proxy) get(addr string, now time.Time) *upConn {
 // put keeps uc for reuse, closing it when the host has enough idle connections.
 func (p *Proxy) put(uc *upConn, now time.Time) {
 	uc.since = now
+	p.ext.sweepOnce.Do(p.startSweep)
 	p.mu.Lock()
 	cs := p.idle[uc.addr]
 	if p.shut || len(cs) >= p.cfg.MaxIdlePerHost {

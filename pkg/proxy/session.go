@@ -63,6 +63,10 @@ type session struct {
 	reused    bool // s.up came from the idle pool
 	replay    bool // the request has no body and s.hb still holds its head
 	cl        *cluster.Cluster
+	h2        *h1h2 // request forwarded to an HTTP/2 upstream while its body arrives (h2conv.go)
+
+	fs filterState // stream filters and access log (filters.go, accesslog.go)
+	x  sessExt     // retries, upgrade tunnel, request header timeout (retry.go, upgrade.go, timeout.go)
 }
 
 var sessions = sync.Pool{New: func() any { return new(session) }}
@@ -86,7 +90,8 @@ func putSession(s *session) {
 	hb, xff, hdrs, rhdrs := s.hb, s.xff, s.hdrs, s.rhdrs
 	clear(hdrs[:cap(hdrs)]) // drop references into read buffers
 	clear(rhdrs[:cap(rhdrs)])
-	*s = session{hb: hb, xff: xff, hdrs: hdrs[:0], rhdrs: rhdrs[:0]}
+	fs := s.fs.keep()
+	*s = session{hb: hb, xff: xff, hdrs: hdrs[:0], rhdrs: rhdrs[:0], fs: fs}
 	sessions.Put(s)
 }
 
@@ -95,6 +100,7 @@ func (s *session) onData(b *buffer.IoBuffer) error {
 	if !s.sniffed {
 		ok, more := stream.SniffHTTP1(b.Bytes())
 		if more {
+			s.headPartial(true)
 			return nil
 		}
 		if !ok || hasPrefix(b.Bytes(), "PRI * HTTP/2") {
@@ -106,6 +112,9 @@ func (s *session) onData(b *buffer.IoBuffer) error {
 		s.sniffed = true
 	}
 	for b.Len() > 0 {
+		if s.x.tunnel != nil {
+			return s.tunnelData(b)
+		}
 		if s.inBody {
 			if err := s.body(b); err != nil {
 				return err
@@ -132,8 +141,10 @@ func (s *session) onData(b *buffer.IoBuffer) error {
 			return errClose
 		}
 		if n == 0 {
+			s.headPartial(true)
 			return nil
 		}
+		s.headPartial(false)
 		if err := s.request(b, n); err != nil {
 			return err
 		}
@@ -156,8 +167,10 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 	s.keepAlive = h.KeepAlive
 	s.minor = h.ProtoMinor
 	s.start = time.Now()
+	s.beginRequest(n)
+	s.beginTries()
 	hasBody := h.Body != http1.BodyNone
-	if h.Upgrade || string(h.Method) == "CONNECT" {
+	if !s.upgradeRequest(h) {
 		b.Drain(n)
 		s.localReply(http.StatusNotImplemented, "upgrade and CONNECT are not supported", true, false)
 		return errClose
@@ -168,13 +181,30 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 	if ok {
 		rt, ok = tbl.Match(view)
 	}
+	s.resetEdits()
+	if s.p.cfg.StreamFilters.Len() > 0 {
+		if stop, err := s.filterRequest(rt, b, n, hasBody); stop {
+			return err
+		}
+	}
 	if !ok {
 		b.Drain(n)
 		return s.localDone(http.StatusNotFound, "no route", hasBody)
 	}
 	if dr, ok := rt.DirectResponse(); ok {
 		b.Drain(n)
-		return s.localDone(dr.Status, dr.Body, hasBody)
+		return s.routeReply(rt, dr.Status, dr.Body, "", hasBody)
+	}
+	if rd, ok := rt.Redirect(); ok {
+		b.Drain(n)
+		return s.redirect(rt, rd, hasBody)
+	}
+	if s.p.upstreamProtocol(rt, stream.HTTP1) == stream.HTTP2 {
+		if s.x.upgrade {
+			b.Drain(n)
+			return s.localDone(http.StatusNotImplemented, "upgrade to an HTTP/2 upstream is not supported", false)
+		}
+		return s.h2Request(b, n, rt, view, hasBody)
 	}
 	name := rt.ClusterFor(view, rand.Uint64())
 	cl, ok := s.p.cfg.Clusters.Get(name)
@@ -198,7 +228,7 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 		up = s.p.get(host.Addr(), s.start)
 	}
 	if up == nil {
-		raw, h2, done, err := cl.Dial(s.ctx, lr)
+		raw, h2, done, err := s.dial(rt, cl, hasBody)
 		if err != nil {
 			pickDone(lb.DoneInfo{Err: err})
 			b.Drain(n)
@@ -209,12 +239,10 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 	s.reused = up.since != (time.Time{})
 	s.up, s.route, s.pickDone, s.cl = up, rt, pickDone, cl
 
-	// Head edits.
+	s.noteUpstream(host, cl, up)
+
+	// Head edits (reset by resetEdits before the stream filters ran).
 	e := &s.edits
-	*e = http1.Edits{XForwardedFor: s.xff, Add: e.Add[:0], Remove: e.Remove[:0]}
-	if len(s.xff) == 0 {
-		e.XForwardedFor = nil
-	}
 	s.requestID()
 	e.RequestID = s.rid[:]
 	if h.Expect100 {
@@ -230,6 +258,7 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 		e.Host = []byte(hr)
 	}
 	rt.ApplyRequestHeaders(editMutator{e})
+	e.Upgrade = s.x.upgrade
 	s.hb.Reset()
 	if err := http1.AppendRequestHead(s.hb, h, e); err != nil {
 		b.Drain(n)
@@ -237,6 +266,9 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 		return s.localDone(http1.StatusCode(err), "bad request edit", hasBody)
 	}
 	b.Drain(n)
+	if !hasBody {
+		s.mirror(rt)
+	}
 	if h.Expect100 && hasBody {
 		cb := s.p.cfg.Pool.NewBuffer(32)
 		_, _ = cb.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
@@ -253,6 +285,9 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 		s.cr.Reset(s.p.cfg.Limits)
 	}
 	s.replay = !hasBody
+	if !hasBody {
+		s.requestReceived()
+	}
 	if !hasBody || b.Len() == 0 {
 		err := s.writeUp(s.hb.Bytes())
 		if hasBody {
@@ -266,12 +301,15 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 
 // body forwards the request body bytes at the start of b upstream, as they arrive.
 func (s *session) body(b *buffer.IoBuffer) error {
+	if s.h2 != nil {
+		return s.h2Body(b)
+	}
 	first := s.hb.Len() > 0
 	var k int
 	done := false
 	if s.chunked {
 		for k < b.Len() {
-			_, used, d, err := s.cr.Next(b.Bytes()[k:])
+			data, used, d, err := s.cr.Next(b.Bytes()[k:])
 			if err != nil {
 				s.p.protocolError(string(stream.HTTP1))
 				s.finishUpstream(false, err)
@@ -280,6 +318,9 @@ func (s *session) body(b *buffer.IoBuffer) error {
 				return errClose
 			}
 			k += used
+			if len(s.fs.filters) > 0 && len(data) > 0 && s.requestData(data, d) {
+				return s.stopInBody()
+			}
 			if d {
 				done = true
 				break
@@ -294,6 +335,9 @@ func (s *session) body(b *buffer.IoBuffer) error {
 		done = s.remain == 0
 	}
 	piece := b.Bytes()[:k]
+	if s.requestBody(piece, s.chunked, done) {
+		return s.stopInBody()
+	}
 	if first {
 		if k <= 8<<10 {
 			_, _ = s.hb.Write(piece)
@@ -302,7 +346,11 @@ func (s *session) body(b *buffer.IoBuffer) error {
 		if err := s.writeUp(s.hb.Bytes()); err != nil {
 			return err
 		}
-		s.hb.Reset()
+		if done && piece == nil {
+			s.replay = true // a small body that came with the head: s.hb can replay it (retry.go)
+		} else {
+			s.hb.Reset()
+		}
 	}
 	if len(piece) > 0 {
 		if err := s.writeUp(piece); err != nil {
@@ -363,8 +411,8 @@ func (s *session) retryFresh() bool {
 
 // respond reads the response from the upstream and writes it downstream.
 func (s *session) respond() error {
-	if s.upFailed {
-		s.retryFresh()
+	if s.upFailed && !s.retryFresh() {
+		s.retryTry(0)
 	}
 	up := s.up
 	if s.upFailed {
@@ -372,10 +420,7 @@ func (s *session) respond() error {
 		return s.localDone(http.StatusBadGateway, "upstream write failed", false)
 	}
 	pool := s.p.cfg.Pool
-	deadline := time.Time{}
-	if t := s.route.Timeout(); t > 0 {
-		deadline = s.start.Add(t)
-	}
+	deadline := s.tryDeadline()
 	_ = up.raw.SetReadDeadline(deadline)
 	rh := &s.rhead
 	rb := pool.NewBuffer(readSize)
@@ -392,6 +437,7 @@ func (s *session) respond() error {
 		}
 		if err != nil {
 			rb.Release()
+			s.retryDone()
 			s.finishUpstream(false, err)
 			return s.localDone(http.StatusBadGateway, "invalid upstream response", false)
 		}
@@ -400,11 +446,25 @@ func (s *session) respond() error {
 			continue
 		}
 		if n > 0 {
+			if s.retryTry(rh.Status) {
+				rb.Reset()
+				n = 0
+				up, deadline = s.up, s.tryDeadline()
+				_ = up.raw.SetReadDeadline(deadline)
+				continue
+			}
 			break
 		}
 		if _, err := rb.ReadOnce(up.raw); err != nil {
 			if rb.Len() == 0 && !errors.Is(err, os.ErrDeadlineExceeded) && s.retryFresh() {
 				up = s.up
+				_ = up.raw.SetReadDeadline(deadline)
+				continue
+			}
+			if s.retryTry(0) {
+				rb.Reset()
+				n = 0
+				up, deadline = s.up, s.tryDeadline()
 				_ = up.raw.SetReadDeadline(deadline)
 				continue
 			}
@@ -417,6 +477,9 @@ func (s *session) respond() error {
 		}
 	}
 	_ = up.raw.SetReadDeadline(time.Time{})
+	if s.x.upgrade && rh.Status == http.StatusSwitchingProtocols {
+		return s.startTunnel(rb, n)
+	}
 	re := &s.redits
 	*re = http1.Edits{Add: re.Add[:0], Remove: re.Remove[:0]}
 	closeDown := !s.keepAlive || rh.Body == http1.BodyClose
@@ -427,6 +490,12 @@ func (s *session) respond() error {
 		re.Connection = http1.ConnKeepAlive
 	}
 	s.route.ApplyResponseHeaders(editMutator{re})
+	s.responseHead()
+	if s.responseFilters() {
+		rb.Release()
+		s.finishUpstream(false, errStoppedByFilter)
+		return s.filterReply(false)
+	}
 	hb := pool.NewBuffer(n + 256)
 	if err := http1.AppendResponseHead(hb, rh, re); err != nil {
 		hb.Release()
@@ -438,10 +507,12 @@ func (s *session) respond() error {
 	reuse, err := s.forwardBody(hb, rb)
 	if err != nil {
 		s.finishUpstream(false, err)
+		s.upstreamFailed()
 		s.c.Close("error")
 		return errClose
 	}
 	s.finishUpstream(reuse && rh.KeepAlive, nil)
+	s.endRequest()
 	if closeDown {
 		return errClose
 	}
@@ -473,6 +544,7 @@ func (s *session) forwardBody(hb, rb *buffer.IoBuffer) (reuse bool, err error) {
 			_, _ = out.Write(rb.Bytes()[:k])
 			rb.Drain(k)
 		}
+		s.sent(hb, out)
 		switch {
 		case hb != nil && out != nil:
 			err = s.c.Write(hb, out)
@@ -504,11 +576,14 @@ func (s *session) forwardBody(hb, rb *buffer.IoBuffer) (reuse bool, err error) {
 			done = remain == 0
 		case http1.BodyChunked:
 			for k < rb.Len() {
-				_, used, d, cerr := cr.Next(rb.Bytes()[k:])
+				data, used, d, cerr := cr.Next(rb.Bytes()[k:])
 				if cerr != nil {
 					return false, cerr
 				}
 				k += used
+				if len(s.fs.filters) > 0 && len(data) > 0 && s.responseData(data, d) {
+					return false, errStoppedByFilter
+				}
 				if d {
 					done = true
 					break
@@ -519,6 +594,9 @@ func (s *session) forwardBody(hb, rb *buffer.IoBuffer) (reuse bool, err error) {
 			}
 		case http1.BodyClose:
 			k = rb.Len()
+		}
+		if rh.Body != http1.BodyChunked && k > 0 && len(s.fs.filters) > 0 && s.responseData(rb.Bytes()[:k], done) {
+			return false, errStoppedByFilter
 		}
 		if err := send(k); err != nil {
 			return false, err
@@ -566,6 +644,8 @@ func (s *session) finishUpstream(reuse bool, err error) {
 
 // dropUpstream closes an upstream connection left by a request that did not finish.
 func (s *session) dropUpstream() {
+	s.endTunnel()
+	s.h2Abort()
 	s.finishUpstream(false, errors.New("downstream closed"))
 }
 
@@ -598,6 +678,7 @@ func (s *session) localReply(status int, body string, closeConn, noBody bool) {
 	if !noBody {
 		_, _ = ob.WriteString(body)
 	}
+	s.localAnswered(status, body, ob.Len())
 	_ = s.c.Write(ob)
 }
 

@@ -3,26 +3,62 @@ package proxy
 import (
 	"fmt"
 
-	"github.com/mosnlite/mosnlite/pkg/config"
+	"github.com/mosnlite/mosnlite/pkg/filter"
+	"github.com/mosnlite/mosnlite/pkg/log/accesslog"
 	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/proxy"
 	"github.com/mosnlite/mosnlite/pkg/stream"
 )
 
-// newHTTP1 serves HTTP/1 downstream connections through pkg/proxy.
+// newHTTP1 serves HTTP/1 downstream connections through pkg/proxy. Upstreams speak
+// HTTP/1 or HTTP/2, by the proxy's or the route's upstream_protocol.
 func newHTTP1(p Params, _ stream.Protocol) (network.Handler, error) {
-	if n := p.Upstream.Names; len(n) == 1 && n[0] != config.ProtocolHTTP1 {
-		return nil, fmt.Errorf("upstream_protocol %q: HTTP/1 downstream forwards to Http1 only in this build", p.Config.UpstreamProtocol)
+	up, err := httpUpstream(p)
+	if err != nil {
+		return nil, err
 	}
 	d := p.Deps
+	headerTimeout, err := requestHeaderTimeout(p.Config.ExtendConfig)
+	if err != nil {
+		return nil, err
+	}
+	chain, logs, err := streamExtras(d)
+	if err != nil {
+		return nil, err
+	}
 	return proxy.New(proxy.Config{
-		Downstream: stream.HTTP1,
-		Routers:    d.Routers,
-		RouterName: p.Config.RouterConfigName,
-		Clusters:   d.Clusters,
-		Pool:       d.Pool,
-		Metrics:    d.Metrics,
-		Log:        d.Log,
-		Listener:   p.Listener,
+		RequestHeaderTimeout: headerTimeout,
+		StreamFilters:        chain,
+		AccessLog:            logs,
+		Downstream:           stream.HTTP1,
+		Upstream:             up,
+		Routers:              d.Routers,
+		RouterName:           p.Config.RouterConfigName,
+		Clusters:             d.Clusters,
+		Pool:                 d.Pool,
+		Metrics:              d.Metrics,
+		Log:                  d.Log,
+		Listener:             p.Listener,
 	}), nil
+}
+
+// streamExtras builds the listener's stream filters and access logs. The access logs are
+// owned by the handler that receives them (it closes them).
+func streamExtras(d filter.Deps) (*filter.StreamChain, *accesslog.Logs, error) {
+	if d.Listener == nil {
+		return nil, nil, nil
+	}
+	chain, err := filter.BuildStreamChain(d.StreamFilters, d.Listener.StreamFilters)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listener %s: %w", d.Listener.Name, err)
+	}
+	var specs []accesslog.Spec
+	for _, al := range d.Listener.AccessLogs {
+		specs = append(specs, accesslog.Spec{Path: al.Path, Format: al.Format})
+	}
+	logs, err := accesslog.New(specs, accesslog.Options{Log: d.Log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("listener %s: %w", d.Listener.Name, err)
+	}
+	return chain, logs, nil
 }

@@ -1,11 +1,52 @@
 package proxy
 
 import (
+	"fmt"
+
+	"github.com/mosnlite/mosnlite/pkg/config"
 	"github.com/mosnlite/mosnlite/pkg/network"
+	"github.com/mosnlite/mosnlite/pkg/proxy"
 	"github.com/mosnlite/mosnlite/pkg/stream"
 )
 
-// newHTTP2 serves HTTP/2 downstream connections. Not in this build yet.
+// newHTTP2 serves HTTP/2 downstream connections (h2c with prior knowledge, or sniffed by
+// Auto) through pkg/proxy's HTTP/2 driver. Upstreams speak HTTP/2 or HTTP/1, by the
+// proxy's or the route's upstream_protocol.
 func newHTTP2(p Params, _ stream.Protocol) (network.Handler, error) {
-	return nil, errNotBuilt
+	up, err := httpUpstream(p)
+	if err != nil {
+		return nil, err
+	}
+	d := p.Deps
+	chain, logs, err := streamExtras(d)
+	if err != nil {
+		return nil, err
+	}
+	return proxy.NewH2(proxy.Config{
+		StreamFilters: chain,
+		AccessLog:     logs,
+		Downstream:    stream.HTTP2,
+		Upstream:      up,
+		Routers:       d.Routers,
+		RouterName:    p.Config.RouterConfigName,
+		Clusters:      d.Clusters,
+		Pool:          d.Pool,
+		Metrics:       d.Metrics,
+		Log:           d.Log,
+		Listener:      p.Listener,
+	}), nil
+}
+
+// httpUpstream resolves the proxy-level upstream_protocol for an HTTP downstream: Http1,
+// Http2 or "" (same as the downstream).
+func httpUpstream(p Params) (stream.Protocol, error) {
+	n := p.Upstream.Names
+	if len(n) != 1 {
+		return "", nil
+	}
+	switch n[0] {
+	case config.ProtocolHTTP1, config.ProtocolHTTP2:
+		return stream.Protocol(n[0]), nil
+	}
+	return "", fmt.Errorf("upstream_protocol %q: an HTTP downstream forwards to Http1 or Http2 only", p.Config.UpstreamProtocol)
 }

@@ -1,0 +1,212 @@
+package proxy_test
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mosnlite/mosnlite/pkg/config"
+	"github.com/mosnlite/mosnlite/pkg/filter"
+	"github.com/mosnlite/mosnlite/pkg/filter/stream/fault"
+	"github.com/mosnlite/mosnlite/pkg/filter/stream/headermutation"
+	"github.com/mosnlite/mosnlite/pkg/filter/stream/ipaccess"
+	"github.com/mosnlite/mosnlite/pkg/filter/stream/payloadlimit"
+	"github.com/mosnlite/mosnlite/pkg/log/accesslog"
+	"github.com/mosnlite/mosnlite/pkg/proxy"
+)
+
+var testFactories = map[string]filter.StreamFactory{
+	fault.Name:          fault.Factory,
+	payloadlimit.Name:   payloadlimit.Factory,
+	ipaccess.Name:       ipaccess.Factory,
+	headermutation.Name: headermutation.Factory,
+}
+
+// withFilters configures stream filters given as (type, config JSON) pairs.
+func withFilters(t testing.TB, pairs ...string) func(*proxy.Config) {
+	t.Helper()
+	var tcs []config.TypedConfig
+	for i := 0; i+1 < len(pairs); i += 2 {
+		tcs = append(tcs, config.TypedConfig{Type: pairs[i], Config: config.RawMessage(pairs[i+1])})
+	}
+	chain := &filter.StreamChain{}
+	for _, tc := range tcs {
+		f, err := testFactories[tc.Type](tc.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain.Types = append(chain.Types, tc.Type)
+		chain.Factories = append(chain.Factories, f)
+	}
+	return func(c *proxy.Config) { c.StreamFilters = chain }
+}
+
+func withAccessLog(t testing.TB, path, format string) func(*proxy.Config) {
+	t.Helper()
+	l, err := accesslog.New([]accesslog.Spec{{Path: path, Format: format}}, accesslog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(c *proxy.Config) { c.AccessLog = l }
+}
+
+func TestFilterAbortAnswersLocally(t *testing.T) {
+	o := startOrigin(t, echo)
+	e := startProxyRouter(t, o.addr(), "r", withFilters(t, "fault", `{"abort":{"status":418,"percentage":100}}`))
+	c := dial(t, e.addr)
+	br := bufio.NewReader(c)
+	for i := 0; i < 2; i++ { // the connection stays usable after a local answer
+		if _, err := io.WriteString(c, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, body := readResp(t, br, http.MethodGet)
+		if resp.StatusCode != 418 || !strings.Contains(body, "fault filter abort") {
+			t.Fatalf("got %d %q", resp.StatusCode, body)
+		}
+	}
+	if n := o.reqs.Load() + o.conns.Load(); n != 0 {
+		t.Fatalf("upstream saw %d requests/connections", n)
+	}
+}
+
+func TestFilterDelay(t *testing.T) {
+	o := startOrigin(t, echo)
+	e := startProxyRouter(t, o.addr(), "r", withFilters(t, "fault", `{"delay":{"fixed_delay":"250ms","percentage":100}}`))
+	start := time.Now()
+	// /slow has a 200ms route timeout: the delay does not count against it.
+	resp, _ := roundTrip(t, e.addr, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Fatalf("answered after %v, before the 250ms delay", d)
+	}
+}
+
+func TestPayloadLimitAndIPAccess(t *testing.T) {
+	o := startOrigin(t, echo)
+	e := startProxyRouter(t, o.addr(), "r", withFilters(t, "payload_limit", `{"max_entity_size":8}`))
+	resp, _ := roundTrip(t, e.addr, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\n123456789")
+	if resp.StatusCode != 413 {
+		t.Fatalf("declared length: %d", resp.StatusCode)
+	}
+	resp, _ = roundTrip(t, e.addr, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n12345\r\n5\r\n67890\r\n0\r\n\r\n")
+	if resp.StatusCode != 413 {
+		t.Fatalf("chunked: %d", resp.StatusCode)
+	}
+	if n := o.reqs.Load(); n != 0 {
+		t.Fatalf("upstream saw %d requests", n)
+	}
+	resp, body := roundTrip(t, e.addr, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\n\r\n12345678")
+	if resp.StatusCode != 200 || !strings.Contains(body, "12345678") {
+		t.Fatalf("under the limit: %d %q", resp.StatusCode, body)
+	}
+
+	d := startProxyRouter(t, o.addr(), "r", withFilters(t, "ip_access",
+		`{"default_action":"allow","ips":[{"action":"deny","addrs":["127.0.0.0/8"]}]}`))
+	resp, _ = roundTrip(t, d.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp.StatusCode != 403 {
+		t.Fatalf("ip_access: %d", resp.StatusCode)
+	}
+	if n := o.reqs.Load(); n != 1 {
+		t.Fatalf("upstream saw %d requests, want the one under the limit", n)
+	}
+}
+
+func TestHeaderMutation(t *testing.T) {
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Server", "origin")
+		w.Header().Set("X-Seen-Secret", r.Header.Get("X-Secret"))
+		w.Header().Set("X-Seen-Added", r.Header.Get("X-Added"))
+		w.Header().Set("X-Seen-Replaced", strings.Join(r.Header.Values("X-Replaced"), ","))
+	})
+	e := startProxyRouter(t, o.addr(), "r", withFilters(t, "header_mutation", `{
+		"request_headers_to_add":[{"header":{"key":"X-Added","value":"yes"}},{"header":{"key":"X-Replaced","value":"new"},"append":false}],
+		"request_headers_to_remove":["X-Secret"],
+		"response_headers_to_add":[{"header":{"key":"X-Resp","value":"1"}}],
+		"response_headers_to_remove":["Server"]}`))
+	resp, _ := roundTrip(t, e.addr, "GET / HTTP/1.1\r\nHost: a\r\nX-Secret: s\r\nX-Replaced: old\r\n\r\n")
+	h := resp.Header
+	if h.Get("X-Seen-Secret") != "" || h.Get("X-Seen-Added") != "yes" || h.Get("X-Seen-Replaced") != "new" {
+		t.Fatalf("upstream saw secret=%q added=%q replaced=%q", h.Get("X-Seen-Secret"), h.Get("X-Seen-Added"), h.Get("X-Seen-Replaced"))
+	}
+	if h.Get("Server") != "" || h.Get("X-Resp") != "1" {
+		t.Fatalf("downstream got Server=%q X-Resp=%q", h.Get("Server"), h.Get("X-Resp"))
+	}
+}
+
+func TestAccessLog(t *testing.T) {
+	o := startOrigin(t, echo)
+	path := filepath.Join(t.TempDir(), "access.log")
+	e := startProxyRouter(t, o.addr(), "r",
+		withAccessLog(t, path, "%protocol% %response_code% %response_flag% %x-mosn-method% %x-mosn-path% %request_header_user-agent% %bytes_received% %upstream_cluster% %upstream_host% %downstream_remote_address%"),
+		withFilters(t, "fault", `{"abort":{"status":503,"percentage":100},"headers":[{"name":"x-abort","value":"1"}]}`))
+	roundTrip(t, e.addr, "GET /one HTTP/1.1\r\nHost: a\r\nUser-Agent: t\"1\r\n\r\n")
+	roundTrip(t, e.addr, "GET /two HTTP/1.1\r\nHost: a\r\nX-Abort: 1\r\n\r\n")
+	roundTrip(t, e.addr, "POST /down HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+	e.px.AccessLog().Flush()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d lines:\n%s", len(lines), b)
+	}
+	want := []string{
+		"Http1 200 - GET /one t\\x221 ",
+		"Http1 503 FI GET /two - ",
+		"Http1 503 UF POST /down - ",
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Errorf("line %d = %q, want prefix %q", i, lines[i], w)
+		}
+	}
+	if f := strings.Fields(lines[0]); len(f) != 10 || f[7] != "c" || f[8] != o.addr() || !strings.HasPrefix(f[9], "127.0.0.1:") {
+		t.Errorf("line 0 fields %q", f)
+	}
+	if f := strings.Fields(lines[2]); f[6] != "51" { // the head; the body was never read (connect failed first)
+		t.Errorf("bytes_received %q in %q", f[6], lines[2])
+	}
+}
+
+// BenchmarkProxyGETFilters is BenchmarkProxyGET with a header_mutation filter (one
+// request header added, one response header removed) and an access log to a file.
+func BenchmarkProxyGETFilters(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "access.log")
+	e := startProxyRouter(b, fastOrigin(b), "r",
+		withFilters(b, "header_mutation", `{"request_headers_to_add":[{"header":{"key":"x-bench","value":"1"}}],"response_headers_to_remove":["content-type"]}`),
+		withAccessLog(b, path, ""))
+	c := dial(b, e.addr)
+	_ = c.SetDeadline(time.Time{})
+	req := []byte("GET /bench HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
+	buf := make([]byte, 4096)
+	once := func() {
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		n := 0
+		for !bytes.HasSuffix(buf[:n], []byte("hello")) {
+			m, err := c.Read(buf[n:])
+			if err != nil {
+				b.Fatal(err)
+			}
+			n += m
+		}
+	}
+	for i := 0; i < 100; i++ {
+		once()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		once()
+	}
+}

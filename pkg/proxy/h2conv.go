@@ -1,0 +1,538 @@
+package proxy
+
+//lint:file-ignore SA1019 x/net/http2 is the HTTP/2 implementation by design (docs/l7-plan.md); its ServeConn and ClientConn API is deprecated in favour of net/http, which has no per-connection ServeConn.
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/mosnlite/mosnlite/pkg/buffer"
+	"github.com/mosnlite/mosnlite/pkg/filter"
+	"github.com/mosnlite/mosnlite/pkg/router"
+	"github.com/mosnlite/mosnlite/pkg/stream"
+	"github.com/mosnlite/mosnlite/pkg/stream/http1"
+	h2stream "github.com/mosnlite/mosnlite/pkg/stream/http2"
+)
+
+// h1h2 is an HTTP/1 request being forwarded to an HTTP/2 upstream while its body
+// arrives: the body pieces go through a pipe that the HTTP/2 client's body writer reads
+// (so at most one piece is held), RoundTrip runs on its own goroutine (only for requests
+// with a body) and the session goroutine collects the response when the body is done.
+type h1h2 struct {
+	t      h2Target
+	out    *http.Request
+	pw     *io.PipeWriter
+	res    chan h2result
+	cancel context.CancelFunc
+	failed bool // the pipe refused a body piece: drain the rest
+}
+
+type h2result struct {
+	resp *http.Response
+	err  error
+}
+
+// h2Request forwards the HTTP/1 request whose head (n bytes at the start of b) was just
+// parsed and routed to rt, to an HTTP/2 upstream. It drains the head from b.
+func (s *session) h2Request(b *buffer.IoBuffer, n int, rt *router.Route, view router.Request, hasBody bool) error {
+	p := s.p
+	x := &h1h2{t: h2Target{rt: rt, start: s.start}}
+	t := &x.t
+	ctx, cancel := context.WithCancel(s.ctx)
+	x.cancel = cancel
+	if d := rt.Timeout(); d > 0 {
+		t.timer = time.AfterFunc(d, func() { t.timedOut.Store(true); cancel() })
+	}
+	fail := func(err error) error {
+		t.headDone()
+		cancel()
+		t.release(err)
+		var le *errLocal
+		if !errors.As(err, &le) {
+			le = errReset
+		}
+		if t.timedOut.Load() {
+			le = errTimeout
+		}
+		return s.localDone(le.status, le.body, hasBody)
+	}
+	out := s.h1OutRequest(ctx, rt)
+	b.Drain(n)
+	if err := p.pickTarget(ctx, t, view, remoteIP(s.c)); err != nil {
+		return fail(err)
+	}
+	s.noteH2Upstream(t)
+	out.URL.Host = t.host.Addr()
+	if rt.AutoHostRewrite() {
+		out.Host = t.host.Addr()
+	}
+	cc, err := p.h2Conn(ctx, t)
+	if err != nil {
+		return fail(err)
+	}
+	if s.head.Expect100 && hasBody {
+		cb := p.cfg.Pool.NewBuffer(32)
+		_, _ = cb.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+		if err := s.c.Write(cb); err != nil {
+			t.headDone()
+			cancel()
+			t.release(err)
+			return err
+		}
+	}
+	if !hasBody {
+		resp, err := cc.RoundTrip(out)
+		t.headDone()
+		if err != nil {
+			return fail(classifyUpstreamErr(t, err))
+		}
+		return s.h2Respond(x, resp)
+	}
+	pr, pw := io.Pipe()
+	out.Body, x.pw, x.out = pr, pw, out
+	x.res = make(chan h2result, 1)
+	go roundTrip(cc, out, x.res)
+	s.h2 = x
+	s.inBody = true
+	s.chunked = s.head.Body == http1.BodyChunked
+	s.remain = s.head.ContentLength
+	if s.chunked {
+		s.cr.Reset(p.cfg.Limits)
+	}
+	return nil
+}
+
+func roundTrip(cc *http2.ClientConn, out *http.Request, res chan<- h2result) {
+	resp, err := cc.RoundTrip(out)
+	res <- h2result{resp, err}
+}
+
+// h1OutRequest builds the HTTP/2 upstream request from the parsed HTTP/1 head, copying
+// every string (the head aliases the read buffer).
+func (s *session) h1OutRequest(ctx context.Context, rt *router.Route) *http.Request {
+	h := &s.head
+	target := rt.RewritePath(string(h.Target))
+	u := &url.URL{Scheme: "http"}
+	path, q, hasQ := strings.Cut(target, "?")
+	if strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "//") || path == "*" {
+		u.Opaque, u.RawQuery, u.ForceQuery = path, q, hasQ && q == ""
+	} else if pu, err := url.Parse(target); err == nil && pu.Host != "" {
+		// absolute-form target: keep its path
+		u.Opaque, u.RawQuery = pu.EscapedPath(), pu.RawQuery
+		if u.Opaque == "" {
+			u.Opaque = "/"
+		}
+	} else {
+		u.Path, u.RawQuery = path, q
+	}
+	out := &http.Request{
+		Method:     string(h.Method),
+		URL:        u,
+		Proto:      "HTTP/2.0",
+		ProtoMajor: 2,
+		Header:     make(http.Header, len(h.Headers)+2),
+		Host:       string(h.Host),
+		Body:       http.NoBody,
+	}
+	if h.Body == http1.BodyLength {
+		out.ContentLength = h.ContentLength
+	} else if h.Body == http1.BodyChunked {
+		out.ContentLength = -1
+	}
+	if hr := rt.HostRewrite(); hr != "" {
+		out.Host = hr
+	}
+	conn, _ := h.Headers.Get("Connection")
+	for _, f := range h.Headers {
+		k := textproto.CanonicalMIMEHeaderKey(string(f.Name))
+		switch k {
+		case "Host", "Content-Length", "Expect":
+			continue
+		case "Te":
+			if http1.HasToken(f.Value, "trailers") {
+				out.Header["Te"] = teTrailers
+			}
+			continue
+		case "Trailer":
+			for _, tk := range strings.Split(string(f.Value), ",") {
+				if tk = strings.TrimSpace(tk); tk != "" {
+					if out.Trailer == nil {
+						out.Trailer = make(http.Header)
+					}
+					out.Trailer[textproto.CanonicalMIMEHeaderKey(tk)] = nil
+				}
+			}
+			continue
+		}
+		if h2stream.HopByHop(k) || (len(conn) > 0 && http1.HasToken(conn, k)) {
+			continue
+		}
+		out.Header[k] = append(out.Header[k], string(f.Value))
+	}
+	if len(s.xff) > 0 {
+		if prior, ok := out.Header["X-Forwarded-For"]; ok && len(prior) > 0 {
+			out.Header["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + string(s.xff)}
+		} else {
+			out.Header["X-Forwarded-For"] = []string{string(s.xff)}
+		}
+	}
+	if _, ok := out.Header["X-Request-Id"]; !ok {
+		s.requestID()
+		out.Header["X-Request-Id"] = []string{string(s.rid[:])}
+	}
+	// Header edits stream filters recorded for this request.
+	for _, name := range s.edits.Remove {
+		out.Header.Del(name)
+	}
+	for _, f := range s.edits.Add {
+		out.Header.Add(string(f.Name), string(f.Value))
+	}
+	rt.ApplyRequestHeaders(h2stream.Mutator{H: out.Header})
+	return out.WithContext(ctx)
+}
+
+// h2Body feeds the request body bytes at the start of b to the HTTP/2 upstream; once
+// the body is complete it waits for the response and writes it downstream.
+func (s *session) h2Body(b *buffer.IoBuffer) error {
+	x := s.h2
+	done := false
+	if s.chunked {
+		k := 0
+		for k < b.Len() {
+			data, used, d, err := s.cr.Next(b.Bytes()[k:])
+			if err != nil {
+				s.p.protocolError(string(stream.HTTP1))
+				s.h2Abort()
+				s.inBody = false
+				s.localReply(http1.StatusCode(err), err.Error(), true, false)
+				return errClose
+			}
+			if len(s.fs.filters) > 0 && len(data) > 0 && s.requestData(data, d) {
+				return s.h2StopInBody()
+			}
+			s.h2Piece(data)
+			k += used
+			if d {
+				done = true
+				break
+			}
+			if used == 0 {
+				break
+			}
+		}
+		if s.requestBody(b.Bytes()[:k], true, done) {
+			return s.h2StopInBody()
+		}
+		b.Drain(k)
+	} else {
+		k := int(min(int64(b.Len()), s.remain))
+		s.remain -= int64(k)
+		done = s.remain == 0
+		if s.requestBody(b.Bytes()[:k], false, done) {
+			return s.h2StopInBody()
+		}
+		s.h2Piece(b.Bytes()[:k])
+		b.Drain(k)
+	}
+	if !done {
+		return nil
+	}
+	s.inBody = false
+	if s.chunked && len(s.cr.Trailers) > 0 && x.out.Trailer != nil {
+		for _, f := range s.cr.Trailers {
+			k := textproto.CanonicalMIMEHeaderKey(string(f.Name))
+			if _, declared := x.out.Trailer[k]; declared {
+				x.out.Trailer[k] = append(x.out.Trailer[k], string(f.Value))
+			}
+		}
+	}
+	_ = x.pw.Close()
+	r := <-x.res
+	s.h2 = nil
+	x.t.headDone()
+	if r.err != nil {
+		x.cancel()
+		err := classifyUpstreamErr(&x.t, r.err)
+		x.t.release(err)
+		le := err.(*errLocal)
+		return s.localDone(le.status, le.body, false)
+	}
+	return s.h2Respond(x, r.resp)
+}
+
+// h2StopInBody answers a request stopped by a filter while its body was being forwarded
+// to the HTTP/2 upstream: the upstream stream is cancelled and the connection closes
+// after the answer.
+func (s *session) h2StopInBody() error {
+	s.h2Abort()
+	s.inBody = false
+	_ = s.filterReply(true)
+	return errClose
+}
+
+// noteH2Upstream records the picked cluster and host for the access log.
+func (s *session) noteH2Upstream(t *h2Target) {
+	if !s.fs.logging {
+		return
+	}
+	i := &s.fs.info
+	i.UpstreamHost = t.host.Addr()
+	i.UpstreamCluster = t.cl.Name()
+	if t.rt != nil {
+		i.RouteName = t.rt.Name()
+	}
+}
+
+// h2ResponseHead notes the HTTP/2 upstream's response head for the access log (after the
+// route's header edits, before the filters') and runs the send phase on it; true: a
+// filter stopped the response (s.fs.local holds the answer).
+func (s *session) h2ResponseHead(resp *http.Response) bool {
+	fs := &s.fs
+	if !fs.active {
+		return false
+	}
+	hv := h2Headers{h: resp.Header}
+	if fs.logging {
+		i := &fs.info
+		i.ResponseReceived = time.Since(i.Start)
+		i.ResponseCode = resp.StatusCode
+		s.p.cfg.AccessLog.CaptureResponse(i, &hv)
+	}
+	end := resp.ContentLength == 0 || resp.Body == http.NoBody
+	for _, f := range fs.filters {
+		if f.OnResponseHeaders(resp.StatusCode, &hv, end) == filter.Stop {
+			return s.stopped()
+		}
+	}
+	return false
+}
+
+// h2ResponseTrailers runs the send phase on the upstream's trailers; true: stopped.
+func (s *session) h2ResponseTrailers(t http.Header) bool {
+	if len(s.fs.filters) == 0 || !hasValues(t) {
+		return false
+	}
+	hv := h2Headers{h: t}
+	for _, f := range s.fs.filters {
+		if f.OnResponseTrailers(&hv) == filter.Stop {
+			return true
+		}
+	}
+	return false
+}
+
+// h2Piece writes one body piece into the pipe; after a refusal the rest is dropped.
+func (s *session) h2Piece(p []byte) {
+	x := s.h2
+	if len(p) == 0 || x.failed {
+		return
+	}
+	if _, err := x.pw.Write(p); err != nil {
+		x.failed = true
+	}
+}
+
+// h2Abort ends a forwarded request whose body will not complete (the downstream closed
+// or sent a bad body): the upstream stream is cancelled and its goroutine waited for.
+func (s *session) h2Abort() {
+	x := s.h2
+	if x == nil {
+		return
+	}
+	s.h2 = nil
+	x.t.headDone()
+	_ = x.pw.CloseWithError(errors.New("proxy: downstream request body incomplete"))
+	x.cancel()
+	if r := <-x.res; r.resp != nil {
+		_ = r.resp.Body.Close()
+	}
+	x.t.release(errors.New("downstream closed"))
+}
+
+// h2Respond writes an HTTP/2 upstream response to the HTTP/1 downstream: head, body in
+// pooled pieces (chunked when the length is unknown and the client speaks HTTP/1.1, with
+// the upstream's trailers), then releases the request.
+func (s *session) h2Respond(x *h1h2, resp *http.Response) error {
+	defer x.cancel()
+	defer resp.Body.Close()
+	pool := s.p.cfg.Pool
+	rt := x.t.rt
+	rt.ApplyResponseHeaders(h2stream.Mutator{H: resp.Header})
+	if s.h2ResponseHead(resp) {
+		x.t.release(errStoppedByFilter)
+		return s.filterReply(false)
+	}
+	noBody := s.isHead || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified
+	_, hasLen := resp.Header["Content-Length"]
+	chunked := !noBody && !hasLen && s.minor >= 1
+	closeDown := !s.keepAlive || (!noBody && !hasLen && !chunked)
+
+	hb := pool.NewBuffer(512)
+	_, _ = hb.WriteString("HTTP/1.1 ")
+	var num [20]byte
+	_, _ = hb.Write(strconv.AppendInt(num[:0], int64(resp.StatusCode), 10))
+	_ = hb.WriteByte(' ')
+	_, _ = hb.WriteString(http.StatusText(resp.StatusCode))
+	_, _ = hb.WriteString("\r\n")
+	for k, vs := range resp.Header {
+		if h2stream.HopByHop(k) || !validH1Field(k) {
+			continue
+		}
+		for _, v := range vs {
+			if !validH1Value(v) {
+				continue
+			}
+			_, _ = hb.WriteString(k)
+			_, _ = hb.WriteString(": ")
+			_, _ = hb.WriteString(v)
+			_, _ = hb.WriteString("\r\n")
+		}
+	}
+	if chunked {
+		_, _ = hb.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	switch {
+	case closeDown:
+		_, _ = hb.WriteString("Connection: close\r\n")
+	case s.minor == 0:
+		_, _ = hb.WriteString("Connection: keep-alive\r\n")
+	}
+	_, _ = hb.WriteString("\r\n")
+
+	var err error
+	first := true
+	downFailed := false // a downstream write failed (not the upstream)
+	for !noBody {
+		rb := pool.NewBuffer(readSize)
+		_, rerr := rb.ReadOnce(resp.Body)
+		if len(s.fs.filters) > 0 && (rb.Len() > 0 || rerr == io.EOF) && s.responseData(rb.Bytes(), rerr == io.EOF) {
+			rb.Release()
+			err = errStoppedByFilter
+			break
+		}
+		if rb.Len() > 0 {
+			var pre *buffer.IoBuffer
+			if chunked {
+				pre = pool.NewBuffer(24)
+				if !first {
+					http1.AppendChunkEnd(pre)
+				}
+				http1.AppendChunkHeader(pre, rb.Len())
+				first = false
+			}
+			switch {
+			case hb != nil && pre != nil:
+				s.sent(hb, pre)
+				s.sent(rb, nil)
+				err = s.c.Write(hb, pre, rb)
+			case hb != nil:
+				s.sent(hb, rb)
+				err = s.c.Write(hb, rb)
+			case pre != nil:
+				s.sent(pre, rb)
+				err = s.c.Write(pre, rb)
+			default:
+				s.sent(rb, nil)
+				err = s.c.Write(rb)
+			}
+			downFailed = err != nil
+			hb = nil
+		} else {
+			rb.Release()
+		}
+		if err != nil {
+			break
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			err = rerr
+			break
+		}
+	}
+	if err != nil {
+		if hb != nil {
+			hb.Release()
+		}
+		x.t.release(err)
+		if downFailed {
+			s.abandonRequest()
+		} else {
+			s.upstreamFailed()
+		}
+		s.c.Close("error")
+		return errClose
+	}
+	if hb != nil {
+		s.sent(hb, nil)
+		err = s.c.Write(hb)
+	}
+	if err == nil && s.h2ResponseTrailers(resp.Trailer) {
+		x.t.release(errStoppedByFilter)
+		s.upstreamFailed()
+		s.c.Close("error")
+		return errClose
+	}
+	if err == nil && chunked {
+		end := pool.NewBuffer(64)
+		if !first {
+			http1.AppendChunkEnd(end)
+		}
+		var tr http1.Headers
+		for k, vs := range resp.Trailer {
+			if !validH1Field(k) {
+				continue
+			}
+			for _, v := range vs {
+				tr = append(tr, http1.Header{Name: []byte(k), Value: []byte(v)})
+			}
+		}
+		if http1.AppendLastChunk(end, tr) != nil {
+			_ = http1.AppendLastChunk(end, nil)
+		}
+		s.sent(end, nil)
+		err = s.c.Write(end)
+	}
+	x.t.release(err)
+	if err != nil {
+		s.abandonRequest()
+	} else {
+		s.endRequest()
+	}
+	if err != nil || closeDown {
+		return errClose
+	}
+	return nil
+}
+
+func validH1Field(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if c <= ' ' || c == ':' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func validH1Value(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c == '\r' || c == '\n' || c == 0 {
+			return false
+		}
+	}
+	return true
+}

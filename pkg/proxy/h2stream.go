@@ -1,0 +1,553 @@
+package proxy
+
+//lint:file-ignore SA1019 x/net/http2 is the HTTP/2 implementation by design (docs/l7-plan.md); its ServeConn and ClientConn API is deprecated in favour of net/http, which has no per-connection ServeConn.
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/mosnlite/mosnlite/pkg/log/accesslog"
+	"github.com/mosnlite/mosnlite/pkg/router"
+	"github.com/mosnlite/mosnlite/pkg/stream"
+	h2stream "github.com/mosnlite/mosnlite/pkg/stream/http2"
+	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
+	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
+)
+
+// newH2Pool builds the proxy's HTTP/2 upstream pool.
+func newH2Pool(cfg Config) *h2stream.Pool {
+	return h2stream.NewPool(h2stream.PoolOptions{IdleTimeout: cfg.IdleTimeout})
+}
+
+// upstreamProtocol is the protocol a request routed to rt is forwarded with: the route's
+// upstream_protocol, else the proxy's, else the downstream's.
+func (p *Proxy) upstreamProtocol(rt *router.Route, down stream.Protocol) stream.Protocol {
+	if u := rt.UpstreamProtocol(); u != "" {
+		if strings.EqualFold(u, string(stream.HTTP2)) {
+			return stream.HTTP2
+		}
+		if strings.EqualFold(u, string(stream.HTTP1)) {
+			return stream.HTTP1
+		}
+	}
+	if p.cfg.Upstream != "" && p.cfg.Upstream != stream.Auto {
+		return p.cfg.Upstream
+	}
+	return down
+}
+
+// h2Target is where one request goes: the route, cluster and picked host.
+type h2Target struct {
+	rt       *router.Route
+	cl       *cluster.Cluster
+	lr       lb.Request
+	pickDone func(lb.DoneInfo)
+	host     *cluster.Host
+	start    time.Time
+	timer    *time.Timer // route timeout until the response head
+	timedOut atomic.Bool
+	unpooled []*http2.ClientConn // connections made after the pool closed, closed by release
+}
+
+// errLocal is a request answered by the proxy: status and body.
+type errLocal struct {
+	status int
+	body   string
+}
+
+func (e *errLocal) Error() string { return e.body }
+
+var (
+	errNoRoute   = &errLocal{http.StatusNotFound, "no route"}
+	errNoHealthy = &errLocal{http.StatusServiceUnavailable, "no healthy upstream"}
+	errOverflow  = &errLocal{http.StatusServiceUnavailable, "upstream overflow"}
+	errConnect   = &errLocal{http.StatusServiceUnavailable, "upstream connect failed"}
+	errTimeout   = &errLocal{http.StatusGatewayTimeout, "upstream timeout"}
+	errReset     = &errLocal{http.StatusBadGateway, "upstream reset"}
+)
+
+// pickTarget picks the cluster and host for a routed request and takes a max_requests
+// unit; release undoes both (call it once with the outcome).
+func (p *Proxy) pickTarget(ctx context.Context, t *h2Target, view router.Request, ip netip.Addr) error {
+	rt := t.rt
+	name := rt.ClusterFor(view, rand.Uint64())
+	cl, ok := p.cfg.Clusters.Get(name)
+	if !ok {
+		return &errLocal{http.StatusServiceUnavailable, "no cluster " + name}
+	}
+	if !cl.TryAcquire(cluster.MaxRequests) {
+		p.overflow(name, cluster.MaxRequests)
+		return errOverflow
+	}
+	t.cl = cl
+	if k, ok := rt.HashKey(view, ip); ok {
+		t.lr.HashKey, t.lr.HasHash = k, true
+	}
+	host, done, err := cl.Pick(ctx, &t.lr)
+	if err != nil {
+		cl.Release(cluster.MaxRequests)
+		t.cl = nil
+		return errNoHealthy
+	}
+	t.host, t.pickDone = host, done
+	return nil
+}
+
+func (t *h2Target) release(err error) {
+	for _, cc := range t.unpooled {
+		_ = cc.Close()
+	}
+	t.unpooled = nil
+	if t.cl == nil {
+		return
+	}
+	var lat time.Duration
+	if err == nil {
+		lat = time.Since(t.start)
+	}
+	t.pickDone(lb.DoneInfo{Err: err, Latency: lat})
+	t.cl.Release(cluster.MaxRequests)
+	t.cl = nil
+}
+
+func (p *Proxy) overflow(cl string, b cluster.Breaker) {
+	if m := p.cfg.Metrics; m != nil && m.UpstreamOverflow != nil {
+		m.UpstreamOverflow.WithLabelValues(cl, b.String()).Inc()
+	}
+}
+
+// h2Conn returns an HTTP/2 client connection to the target's host with a stream reserved:
+// a pooled one, or a new one dialled through the cluster.
+func (p *Proxy) h2Conn(ctx context.Context, t *h2Target) (*http2.ClientConn, error) {
+	cc, dialDone, err := p.h2up.Acquire(ctx, t.host.Addr())
+	if err != nil {
+		return nil, errTimeout
+	}
+	if cc != nil {
+		return cc, nil
+	}
+	defer dialDone()
+	return p.h2Dial(ctx, t)
+}
+
+// h2Dial dials a new HTTP/2 upstream connection through the cluster and pools it.
+func (p *Proxy) h2Dial(ctx context.Context, t *h2Target) (*http2.ClientConn, error) {
+	raw, host, done, err := t.cl.Dial(ctx, &t.lr)
+	if err != nil {
+		if errors.Is(err, cluster.ErrOverflow) {
+			p.overflow(t.cl.Name(), cluster.MaxConnections)
+			return nil, errOverflow
+		}
+		return nil, errConnect
+	}
+	cc, pooled, err := p.h2up.Add(raw, host.Addr(), func() { done(lb.DoneInfo{}) })
+	if err != nil {
+		return nil, errConnect
+	}
+	if !pooled {
+		t.unpooled = append(t.unpooled, cc) // the proxy is closing: closed by release
+	}
+	return cc, nil
+}
+
+// serveH2Stream proxies one downstream HTTP/2 stream; it runs on the stream's goroutine.
+// When the listener has stream filters or access logs, st carries them (h2filters.go);
+// otherwise st is nil and its hooks do nothing.
+func (p *Proxy) serveH2Stream(w http.ResponseWriter, r *http.Request) {
+	var st *h2Stream
+	if p.h2Extras() {
+		st = p.newH2Stream(r)
+		defer st.end()
+	}
+	view := h2stream.Request{R: r}
+	var rt *router.Route
+	tbl, ok := p.cfg.Routers.Get(p.cfg.RouterName)
+	if ok {
+		rt, ok = tbl.Match(view)
+	}
+	if st.requestHeaders(rt) {
+		st.answerLocal(w)
+		return
+	}
+	if !ok {
+		st.answered(errNoRoute.status, errNoRoute.body, accesslog.FlagNoRoute)
+		h2Local(w, errNoRoute.status, errNoRoute.body)
+		return
+	}
+	if dr, ok := rt.DirectResponse(); ok {
+		st.answered(dr.Status, dr.Body, accesslog.FlagLocalReply)
+		h2Local(w, dr.Status, dr.Body)
+		return
+	}
+	t := h2Target{rt: rt, start: time.Now()}
+	// The route timeout bounds the wait for the response head (as for HTTP/1); a
+	// streaming body after it is not cut. A downstream reset cancels r.Context().
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	if d := rt.Timeout(); d > 0 {
+		t.timer = time.AfterFunc(d, func() { t.timedOut.Store(true); cancel() })
+		defer t.headDone()
+	}
+	ap, _ := netip.ParseAddrPort(r.RemoteAddr)
+	if err := p.pickTarget(ctx, &t, view, ap.Addr().Unmap()); err != nil {
+		p.h2Fail(w, r, &t, err, st)
+		return
+	}
+	st.noteTarget(&t)
+	var err error
+	if p.upstreamProtocol(rt, stream.HTTP2) == stream.HTTP1 {
+		err = p.h2ToH1(ctx, w, r, &t, ap.Addr().Unmap(), st)
+	} else {
+		err = p.h2ToH2(ctx, w, r, &t, ap.Addr().Unmap(), st)
+	}
+	t.release(err)
+	if err != nil && st.hasLocal() {
+		// A filter stopped the request body or the response head: its answer replaces
+		// the upstream's, unless the response already started.
+		if !st.wroteHead {
+			st.answerLocal(w)
+			return
+		}
+		err = errAbort
+	}
+	if errors.Is(err, errAbort) {
+		st.flag(accesslog.FlagUpstreamReset)
+		// Reset the downstream stream: x/net answers this panic with RST_STREAM.
+		panic(http.ErrAbortHandler)
+	}
+	if err != nil {
+		p.h2Fail(w, r, &t, err, st)
+	}
+}
+
+// headDone stops the route timeout once the response head arrived.
+func (t *h2Target) headDone() {
+	if t.timer != nil {
+		t.timer.Stop()
+	}
+}
+
+// h2Fail answers a request that failed before its response started. A downstream that
+// went away gets nothing.
+func (p *Proxy) h2Fail(w http.ResponseWriter, r *http.Request, t *h2Target, err error, st *h2Stream) {
+	if r.Context().Err() != nil {
+		st.flag(accesslog.FlagDownstreamReset)
+		return
+	}
+	var le *errLocal
+	if !errors.As(err, &le) {
+		le = errReset
+	}
+	if t.timedOut.Load() {
+		le = errTimeout
+	}
+	st.answered(le.status, le.body, h2Flag(le))
+	h2Local(w, le.status, le.body)
+}
+
+// errAbort marks a failure after the response head was sent: the downstream stream is
+// reset (RST_STREAM) instead of answered.
+var errAbort = errors.New("proxy: upstream failed after the response started")
+
+// outRequest builds the upstream request for a downstream HTTP/2 request routed by t.
+func (p *Proxy) outRequest(ctx context.Context, r *http.Request, t *h2Target, ip netip.Addr, st *h2Stream) *http.Request {
+	rt := t.rt
+	pathQ := rt.RewritePath(r.RequestURI)
+	u := &url.URL{Scheme: "http", Host: t.host.Addr()}
+	path, q, hasQ := strings.Cut(pathQ, "?")
+	if strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "//") || path == "*" {
+		u.Opaque, u.RawQuery, u.ForceQuery = path, q, hasQ && q == ""
+	} else {
+		u.Path = path
+		u.RawQuery = q
+	}
+	out := &http.Request{
+		Method:        r.Method,
+		URL:           u,
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        make(http.Header, len(r.Header)+3),
+		Host:          r.Host,
+		ContentLength: r.ContentLength,
+		Trailer:       r.Trailer,
+	}
+	if hr := rt.HostRewrite(); hr != "" {
+		out.Host = hr
+	} else if rt.AutoHostRewrite() {
+		out.Host = t.host.Addr()
+	}
+	if te := h2stream.CopyHeaders(out.Header, r.Header); te {
+		out.Header["Te"] = teTrailers
+	}
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		out.Body = st.requestBody(r.Body)
+	} else {
+		out.Body = http.NoBody
+		out.ContentLength = 0
+	}
+	if ip.IsValid() {
+		if prior, ok := out.Header["X-Forwarded-For"]; ok && len(prior) > 0 {
+			out.Header["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + ip.String()}
+		} else {
+			out.Header["X-Forwarded-For"] = []string{ip.String()}
+		}
+	}
+	if _, ok := out.Header["X-Request-Id"]; !ok {
+		var rid [32]byte
+		fillRequestID(&rid)
+		out.Header["X-Request-Id"] = []string{string(rid[:])}
+	}
+	rt.ApplyRequestHeaders(h2stream.Mutator{H: out.Header})
+	return out.WithContext(ctx)
+}
+
+var teTrailers = []string{"trailers"}
+
+// fillRequestID fills rid with 32 random hex digits.
+func fillRequestID(rid *[32]byte) {
+	for i := 0; i < 2; i++ {
+		v := rand.Uint64()
+		for j := 0; j < 16; j++ {
+			rid[i*16+j] = hexDigits[v&15]
+			v >>= 4
+		}
+	}
+}
+
+// h2ToH2 forwards a downstream HTTP/2 stream on a pooled upstream HTTP/2 connection.
+// Request and response bodies stream through in bounded pieces, trailers pass both
+// ways, a downstream reset cancels the upstream stream (ctx) and an upstream reset after
+// the response head resets the downstream stream.
+func (p *Proxy) h2ToH2(ctx context.Context, w http.ResponseWriter, r *http.Request, t *h2Target, ip netip.Addr, st *h2Stream) error {
+	cc, err := p.h2Conn(ctx, t)
+	if err != nil {
+		return err
+	}
+	out := p.outRequest(ctx, r, t, ip, st)
+	resp, err := cc.RoundTrip(out)
+	if err != nil && retryFresh(ctx, out, err) {
+		// A pooled connection may have been closed by the upstream while it was taken
+		// (GOAWAY, idle close): a bodiless request is sent once more on a new connection.
+		if cc, cerr := p.h2Dial(ctx, t); cerr == nil {
+			resp, err = cc.RoundTrip(out)
+		}
+	}
+	t.headDone()
+	if err != nil {
+		return classifyUpstreamErr(t, err)
+	}
+	return p.writeH2Response(ctx, w, resp, t.rt, st)
+}
+
+// retryFresh reports whether a failed RoundTrip may be repeated on a new connection: the
+// request has no body, the caller is still waiting, and the upstream did not answer the
+// stream itself (a stream reset other than REFUSED_STREAM is an answer).
+func retryFresh(ctx context.Context, out *http.Request, err error) bool {
+	if ctx.Err() != nil || out.Body != http.NoBody {
+		return false
+	}
+	var se http2.StreamError
+	if errors.As(err, &se) {
+		return se.Code == http2.ErrCodeRefusedStream
+	}
+	var ne net.Error
+	return !(errors.As(err, &ne) && ne.Timeout())
+}
+
+// classifyUpstreamErr maps a failure before the response head to a local answer.
+func classifyUpstreamErr(t *h2Target, err error) error {
+	if t.timedOut.Load() || errors.Is(err, os.ErrDeadlineExceeded) {
+		return errTimeout
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return errTimeout
+	}
+	return errReset
+}
+
+// writeH2Response copies an upstream response (HTTP/1 or HTTP/2) to a downstream HTTP/2
+// stream, then its trailers. A body read failure resets the downstream stream.
+func (p *Proxy) writeH2Response(ctx context.Context, w http.ResponseWriter, resp *http.Response, rt *router.Route, st *h2Stream) error {
+	defer resp.Body.Close()
+	wh := w.Header()
+	h2stream.CopyHeaders(wh, resp.Header)
+	delete(wh, "Content-Length")
+	if resp.ContentLength >= 0 && resp.Header.Get("Content-Length") != "" {
+		wh["Content-Length"] = resp.Header["Content-Length"]
+	}
+	rt.ApplyResponseHeaders(h2stream.Mutator{H: wh})
+	if st.responseHeaders(resp, wh) {
+		return errStoppedByFilter
+	}
+	st.wroteResponseHead()
+	w.WriteHeader(resp.StatusCode)
+	fl, _ := w.(http.Flusher)
+	if resp.ContentLength < 0 && fl != nil {
+		// A body of unknown length may be a stream (gRPC, server-sent events): send the
+		// head now rather than with the first piece.
+		fl.Flush()
+	}
+	if err := p.copyBody(w, fl, resp.Body, st); err != nil {
+		if errors.Is(err, errDownstreamWrite) || ctx.Err() != nil {
+			// The downstream stream is gone; the upstream stream is cancelled by ctx.
+			st.flag(accesslog.FlagDownstreamReset)
+			return nil
+		}
+		return errAbort
+	}
+	if st.responseTrailers(resp.Trailer) {
+		return errAbort
+	}
+	for k, vs := range resp.Trailer {
+		wh[http.TrailerPrefix+k] = vs
+	}
+	return nil
+}
+
+var errDownstreamWrite = errors.New("proxy: downstream write failed")
+
+// bodyBufs holds the bounded copy buffers body pieces move through.
+var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyBody streams src to w in pieces of at most 32 KiB, flushing each so streaming
+// RPCs see messages as they come.
+func (p *Proxy) copyBody(w io.Writer, fl http.Flusher, src io.Reader, st *h2Stream) error {
+	bp := bodyBufs.Get().(*[]byte)
+	defer bodyBufs.Put(bp)
+	buf := *bp
+	for {
+		n, err := src.Read(buf)
+		if st != nil && (n > 0 || err == io.EOF) && st.responseData(buf[:n], err == io.EOF) {
+			return errStoppedByFilter
+		}
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return errDownstreamWrite
+			}
+			st.sent(n)
+			if fl != nil {
+				fl.Flush()
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// h2ToH1 forwards a downstream HTTP/2 stream to an HTTP/1 upstream on a connection from
+// the ping-pong pool: request head and body are written (chunked when the length is not
+// known, with the request trailers), then the response is read and streamed back.
+func (p *Proxy) h2ToH1(ctx context.Context, w http.ResponseWriter, r *http.Request, t *h2Target, ip netip.Addr, st *h2Stream) error {
+	out := p.outRequest(ctx, r, t, ip, st)
+	uc, err := p.h1Conn(ctx, t)
+	if err != nil {
+		return err
+	}
+	st.noteUpstreamConn(uc)
+	// Deadlines carry the route timeout and a downstream reset to the blocking socket calls.
+	stop := context.AfterFunc(ctx, func() { _ = uc.raw.SetDeadline(time.Unix(1, 0)) })
+	_ = uc.raw.SetDeadline(time.Time{})
+	reuse := false
+	defer func() {
+		if stop() && reuse {
+			_ = uc.raw.SetDeadline(time.Time{})
+			p.put(uc, time.Now())
+			return
+		}
+		uc.close()
+	}()
+	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
+	delete(out.Header, "Te") // hop-by-hop in HTTP/1; only HTTP/2 carries "TE: trailers" on
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header["User-Agent"] = emptyValue // keep net/http from adding its own
+	}
+	if out.Body == http.NoBody {
+		out.Body = nil
+	}
+	if out.ContentLength < 0 {
+		out.ContentLength = -1
+	}
+	bw := bufWriters.Get().(*bufio.Writer)
+	bw.Reset(uc.raw)
+	err = out.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	bw.Reset(nil)
+	bufWriters.Put(bw)
+	if err != nil {
+		return classifyUpstreamErr(t, err)
+	}
+	br := bufReaders.Get().(*bufio.Reader)
+	br.Reset(uc.raw)
+	defer func() { br.Reset(nil); bufReaders.Put(br) }()
+	resp, err := http.ReadResponse(br, out)
+	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != 101 {
+		resp, err = http.ReadResponse(br, out)
+	}
+	t.headDone()
+	if err != nil {
+		return classifyUpstreamErr(t, err)
+	}
+	if err := p.writeH2Response(ctx, w, resp, t.rt, st); err != nil {
+		return err
+	}
+	reuse = !resp.Close && br.Buffered() == 0 && ctx.Err() == nil
+	return nil
+}
+
+var emptyValue = []string{""}
+
+var (
+	bufWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
+	bufReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+)
+
+// h1Conn takes an idle HTTP/1 upstream connection to the target's host or dials one.
+func (p *Proxy) h1Conn(ctx context.Context, t *h2Target) (*upConn, error) {
+	now := time.Now()
+	var one [1]byte
+	up := p.get(t.host.Addr(), now)
+	for up != nil && now.Sub(up.since) >= aliveCheckAfter && !aliveConn(up, one[:]) {
+		up.close()
+		up = p.get(t.host.Addr(), now)
+	}
+	if up != nil {
+		return up, nil
+	}
+	raw, host, done, err := t.cl.Dial(ctx, &t.lr)
+	if err != nil {
+		if errors.Is(err, cluster.ErrOverflow) {
+			p.overflow(t.cl.Name(), cluster.MaxConnections)
+			return nil, errOverflow
+		}
+		return nil, errConnect
+	}
+	return &upConn{raw: raw, addr: host.Addr(), done: func() { done(lb.DoneInfo{}) }}, nil
+}
+
+// aliveConn reports whether an idle upstream connection is still open (see session.alive).
+func aliveConn(up *upConn, one []byte) bool {
+	_ = up.raw.SetReadDeadline(time.Unix(1, 0))
+	_, err := up.raw.Read(one)
+	return errors.Is(err, os.ErrDeadlineExceeded)
+}

@@ -1,0 +1,213 @@
+package proxy
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mosnlite/mosnlite/pkg/buffer"
+	"github.com/mosnlite/mosnlite/pkg/router"
+	"github.com/mosnlite/mosnlite/pkg/stream/http1"
+	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
+)
+
+// Mirroring bounds: a few workers per Proxy and a short queue; a request that finds the
+// queue full is not mirrored (counted as dropped), so mirroring never delays or affects
+// the main request.
+const (
+	mirrorWorkers = 4
+	mirrorQueue   = 64
+	mirrorTimeout = 10 * time.Second
+)
+
+// proxyExt holds the mirror workers and the idle-pool sweeper.
+type proxyExt struct {
+	mirrorOnce sync.Once
+	jobs       chan mirrorJob
+	ctx        context.Context
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+
+	sweepOnce sync.Once
+	sweep     *time.Timer // guarded by Proxy.mu
+}
+
+type mirrorJob struct {
+	cluster string
+	head    *buffer.IoBuffer // the request head as sent to the main cluster
+	timeout time.Duration
+}
+
+// mirror queues a copy of the bodiless request head in s.hb for the route's mirror
+// cluster when the route mirrors and the draw hits.
+func (s *session) mirror(rt *router.Route) {
+	m, ok := rt.Mirror()
+	if !ok || m.Cluster == "" || s.x.upgrade || !m.Hit(rand.Uint64()) {
+		return
+	}
+	p := s.p
+	p.ext.mirrorOnce.Do(p.startMirror)
+	if p.ext.jobs == nil {
+		return
+	}
+	hb := p.cfg.Pool.NewBuffer(s.hb.Len())
+	_, _ = hb.Write(s.hb.Bytes())
+	t := rt.Timeout()
+	if t <= 0 || t > mirrorTimeout {
+		t = mirrorTimeout
+	}
+	select {
+	case p.ext.jobs <- mirrorJob{cluster: m.Cluster, head: hb, timeout: t}:
+	default:
+		hb.Release()
+		p.mirrorMetric(m.Cluster, "dropped")
+	}
+}
+
+func (p *Proxy) mirrorMetric(cluster, result string) {
+	if m := p.cfg.Metrics; m != nil && m.UpstreamMirrors != nil {
+		m.UpstreamMirrors.WithLabelValues(cluster, result).Inc()
+	}
+}
+
+func (p *Proxy) startMirror() {
+	p.ext.ctx, p.ext.cancel = context.WithCancel(context.Background())
+	p.ext.jobs = make(chan mirrorJob, mirrorQueue)
+	for range mirrorWorkers {
+		p.ext.wg.Add(1)
+		go p.mirrorWorker()
+	}
+}
+
+func (p *Proxy) mirrorWorker() {
+	defer p.ext.wg.Done()
+	for {
+		select {
+		case <-p.ext.ctx.Done():
+			return
+		case j := <-p.ext.jobs:
+			p.mirrorOne(j)
+		}
+	}
+}
+
+// mirrorOne sends one mirrored request on a new connection and reads the response head,
+// which it discards with the connection.
+func (p *Proxy) mirrorOne(j mirrorJob) {
+	defer j.head.Release()
+	cl, ok := p.cfg.Clusters.Get(j.cluster)
+	if !ok {
+		p.mirrorMetric(j.cluster, "failed")
+		return
+	}
+	ctx, cancel := context.WithTimeout(p.ext.ctx, j.timeout)
+	defer cancel()
+	raw, _, done, err := cl.Dial(ctx, &lb.Request{})
+	if err != nil {
+		p.mirrorMetric(j.cluster, "failed")
+		return
+	}
+	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
+	defer func() {
+		stop()
+		_ = raw.Close()
+		done(lb.DoneInfo{})
+	}()
+	_ = raw.SetDeadline(time.Now().Add(j.timeout))
+	if _, err := raw.Write(j.head.Bytes()); err != nil {
+		p.mirrorMetric(j.cluster, "failed")
+		return
+	}
+	rb := p.cfg.Pool.NewBuffer(4096)
+	defer rb.Release()
+	var rh http1.ResponseHead
+	for {
+		if _, err := rb.ReadOnce(raw); err != nil {
+			p.mirrorMetric(j.cluster, "failed")
+			p.cfg.Log.Debug("proxy: mirrored request failed", zap.String("cluster", j.cluster), zap.Error(err))
+			return
+		}
+		rh = http1.ResponseHead{}
+		n, err := http1.ParseResponseHead(rb.Bytes(), p.cfg.Limits, &rh)
+		if err != nil {
+			p.mirrorMetric(j.cluster, "failed")
+			return
+		}
+		if n > 0 && (rh.Status < 100 || rh.Status >= 200) {
+			p.mirrorMetric(j.cluster, "sent")
+			return
+		}
+		if n > 0 {
+			rb.Drain(n)
+		}
+	}
+}
+
+// stopExt stops the mirror workers and the idle sweeper; Close calls it.
+func (p *Proxy) stopExt() {
+	p.ext.mirrorOnce.Do(func() {}) // no workers start after Close
+	if p.ext.cancel != nil {
+		p.ext.cancel()
+		p.ext.wg.Wait()
+		for {
+			select {
+			case j := <-p.ext.jobs:
+				j.head.Release()
+				continue
+			default:
+			}
+			break
+		}
+	}
+	p.mu.Lock()
+	if p.ext.sweep != nil {
+		p.ext.sweep.Stop()
+	}
+	p.mu.Unlock()
+}
+
+// sweepEvery is the idle sweeper's period for an idle timeout d.
+func sweepEvery(d time.Duration) time.Duration { return max(d/2, 50*time.Millisecond) }
+
+// startSweep starts the coarse timer that closes expired idle upstream connections, so
+// they do not wait for the pool to be used again. One timer per Proxy, not per conn.
+func (p *Proxy) startSweep() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.shut {
+		return
+	}
+	p.ext.sweep = time.AfterFunc(sweepEvery(p.cfg.IdleTimeout), p.sweepIdle)
+}
+
+// sweepIdle closes the idle connections older than IdleTimeout.
+func (p *Proxy) sweepIdle() {
+	now := time.Now()
+	var expired []*upConn
+	p.mu.Lock()
+	if p.shut {
+		p.mu.Unlock()
+		return
+	}
+	for addr, cs := range p.idle {
+		k := 0
+		for k < len(cs) && now.Sub(cs[k].since) >= p.cfg.IdleTimeout {
+			k++
+		}
+		if k == 0 {
+			continue
+		}
+		expired = append(expired, cs[:k]...)
+		rest := copy(cs, cs[k:])
+		clear(cs[rest:])
+		p.idle[addr] = cs[:rest]
+	}
+	p.ext.sweep.Reset(sweepEvery(p.cfg.IdleTimeout))
+	p.mu.Unlock()
+	for _, c := range expired {
+		c.close()
+	}
+}

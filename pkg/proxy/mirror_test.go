@@ -1,0 +1,88 @@
+package proxy_test
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// hangingServer accepts connections, signals each request head it reads and never answers.
+func hangingServer(t *testing.T) (addr string, heads <-chan string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan string, 16)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				select {
+				case ch <- req.URL.Path:
+				default:
+				}
+				_, _ = io.Copy(io.Discard, br)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String(), ch
+}
+
+// TestMirrorFireAndForget: a mirror cluster that never answers does not delay the main
+// request; the mirrored copy arrives; closing the proxy stops the mirror workers
+// (goleak checks at the end of the package).
+func TestMirrorFireAndForget(t *testing.T) {
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "main") })
+	shadow, heads := hangingServer(t)
+	e := startProxyWith(t, `{"router_config_name":"r","virtual_hosts":[{"name":"vh","domains":["*"],"routers":[
+	 {"match":{"prefix":"/"},"route":{"cluster_name":"c"},"request_mirror_policies":{"cluster":"shadow","percent":100}}]}]}`,
+		`[{"name":"c","type":"SIMPLE","hosts":[{"address":"`+o.addr()+`"}]},
+		  {"name":"shadow","type":"SIMPLE","hosts":[{"address":"`+shadow+`"}]}]`)
+	for i := 0; i < 3; i++ {
+		resp, body := roundTrip(t, e.addr, "GET /copy HTTP/1.1\r\nHost: a\r\n\r\n")
+		if resp.StatusCode != 200 || body != "main" {
+			t.Fatalf("main: %d %q", resp.StatusCode, body)
+		}
+	}
+	select {
+	case p := <-heads:
+		if !strings.HasPrefix(p, "/copy") {
+			t.Fatalf("mirrored path %q", p)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("no mirrored request")
+	}
+}

@@ -1,0 +1,184 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"time"
+
+	"github.com/mosnlite/mosnlite/pkg/router"
+	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
+	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
+)
+
+// sessExt is the per-request state of retries, the upgrade tunnel and the request header
+// timeout (retry.go, upgrade.go, timeout.go). It lives in the session, so it costs no
+// allocation.
+type sessExt struct {
+	attempt   int  // retries made for the current request
+	retrySlot bool // a max_retries breaker slot is held for the try in flight
+	tryStart  time.Time
+	headArmed bool // the read deadline bounds a partial request head
+	upgrade   bool // the current request asks for a protocol upgrade
+	tunnel    *tunnel
+}
+
+var errRetried = errors.New("proxy: try failed, retried")
+
+// beginTries resets the retry state for a new request.
+func (s *session) beginTries() {
+	s.retryDone()
+	s.x.attempt = 0
+	s.x.tryStart = s.start
+}
+
+// retryDone releases the max_retries slot held by the try that just ended.
+func (s *session) retryDone() {
+	if s.x.retrySlot {
+		s.x.retrySlot = false
+		if s.cl != nil {
+			s.cl.ReleaseRetry()
+		}
+	}
+}
+
+// tryDeadline is the read deadline of the try in flight: the route timeout from the
+// start of the request, tightened by the retry policy's per-try timeout.
+func (s *session) tryDeadline() time.Time {
+	var d time.Time
+	if t := s.route.Timeout(); t > 0 {
+		d = s.start.Add(t)
+	}
+	if pt := s.route.Retry().PerTryTimeout(); pt > 0 {
+		if td := s.x.tryStart.Add(pt); d.IsZero() || td.Before(d) {
+			d = td
+		}
+	}
+	return d
+}
+
+// retryTry is called when a try ended before anything of its response was written
+// downstream: status is the upstream's status, or 0 for no response (connect failure,
+// reset, per-try timeout). When the route's retry policy, the request (replayable: its
+// head is still in s.hb and it has no body), the time left and the cluster's max_retries
+// breaker allow it, the failed upstream connection is closed and the request is written
+// to a fresh connection, preferably on another host; it reports whether it did. When it
+// reports false nothing changed, so the caller answers with what it has.
+func (s *session) retryTry(status int) bool {
+	s.retryDone()
+	rt, cl := s.route, s.cl
+	if rt == nil || cl == nil || !s.replay || s.h2 != nil || s.x.upgrade {
+		return false
+	}
+	pol := rt.Retry()
+	if pol == nil {
+		return false
+	}
+	now := time.Now()
+	if t := rt.Timeout(); t > 0 && now.Sub(s.start) >= t {
+		return false
+	}
+	if !pol.ShouldRetry(s.x.attempt, status, false, cl) {
+		return false
+	}
+	s.x.retrySlot = true
+	s.x.attempt++
+	if m := s.p.cfg.Metrics; m != nil && m.UpstreamRetries != nil {
+		m.UpstreamRetries.WithLabelValues(cl.Name()).Inc()
+	}
+	up, pickDone, ok := s.nextTry(cl, now)
+	if !ok {
+		s.retryDone()
+		return false
+	}
+	// End the failed try: its connection cannot be reused (its response is unread).
+	if s.up != nil {
+		s.up.close()
+	}
+	if s.pickDone != nil {
+		s.pickDone(lb.DoneInfo{Err: errRetried})
+	}
+	s.up, s.pickDone = up, pickDone
+	s.reused = up.since != (time.Time{})
+	s.x.tryStart = now
+	s.upFailed = false
+	_ = s.writeUp(s.hb.Bytes())
+	if s.upFailed {
+		// The read that follows fails at once and decides about the next retry.
+		_ = up.raw.Close()
+	}
+	return true
+}
+
+// nextTry picks a host for a retry, avoiding the failed one when the cluster has another,
+// and takes an idle connection to it or dials one.
+func (s *session) nextTry(cl *cluster.Cluster, now time.Time) (*upConn, func(lb.DoneInfo), bool) {
+	prev := ""
+	if s.up != nil {
+		prev = s.up.addr
+	}
+	var host *cluster.Host
+	var pickDone func(lb.DoneInfo)
+	for i := 0; i < 3; i++ {
+		s.lr.Attempt++
+		h, done, err := cl.Pick(s.ctx, &s.lr)
+		if err != nil {
+			if host != nil {
+				break
+			}
+			return nil, nil, false
+		}
+		if host != nil {
+			pickDone(lb.DoneInfo{})
+		}
+		host, pickDone = h, done
+		if h.Addr() != prev {
+			break
+		}
+	}
+	up := s.p.get(host.Addr(), now)
+	for up != nil && now.Sub(up.since) >= aliveCheckAfter && !s.alive(up) {
+		up.close()
+		up = s.p.get(host.Addr(), now)
+	}
+	// Dial picks on its own: ask again (a bounded number of times) when it lands on the
+	// host that just failed while another one exists.
+	for i := 0; up == nil; i++ {
+		raw, h, done, err := cl.Dial(s.ctx, &s.lr)
+		if err != nil {
+			pickDone(lb.DoneInfo{Err: err})
+			return nil, nil, false
+		}
+		if h.Addr() == prev && h.Addr() != host.Addr() && i < 3 {
+			_ = raw.Close()
+			done(lb.DoneInfo{})
+			s.lr.Attempt++
+			continue
+		}
+		up = &upConn{raw: raw, addr: h.Addr(), done: func() { done(lb.DoneInfo{}) }}
+	}
+	return up, pickDone, true
+}
+
+// dial connects to the cluster for the first try. Dial itself moves on to other hosts
+// (max_connect_attempts); when every attempt failed, a bodiless request on a route with
+// a retry policy is dialled again, each round counted as a retry and bounded by
+// num_retries, the route timeout and the max_retries breaker.
+func (s *session) dial(rt *router.Route, cl *cluster.Cluster, hasBody bool) (net.Conn, *cluster.Host, func(lb.DoneInfo), error) {
+	raw, h, done, err := cl.Dial(s.ctx, &s.lr)
+	for err != nil && !hasBody && !errors.Is(err, cluster.ErrOverflow) {
+		if t := rt.Timeout(); t > 0 && time.Since(s.start) >= t {
+			break
+		}
+		if !rt.Retry().ShouldRetry(s.x.attempt, 0, false, cl) {
+			break
+		}
+		s.x.attempt++
+		if m := s.p.cfg.Metrics; m != nil && m.UpstreamRetries != nil {
+			m.UpstreamRetries.WithLabelValues(cl.Name()).Inc()
+		}
+		s.lr.Attempt++
+		raw, h, done, err = cl.Dial(s.ctx, &s.lr)
+		cl.ReleaseRetry()
+	}
+	return raw, h, done, err
+}

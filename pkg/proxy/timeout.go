@@ -1,0 +1,55 @@
+package proxy
+
+import (
+	"errors"
+	"net/http"
+	"os"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mosnlite/mosnlite/pkg/stream"
+)
+
+// DefaultRequestHeaderTimeout bounds how long a request head may stay incomplete.
+const DefaultRequestHeaderTimeout = 10 * time.Second
+
+// headPartial arms the connection's read deadline when a request head has started
+// arriving but is not complete (pending), and disarms it once the head is parsed. No
+// timer per request: the socket's own deadline is set at most once per partial head, so
+// keep-alive connections idle between requests and complete heads cost nothing.
+func (s *session) headPartial(pending bool) {
+	if pending {
+		if s.x.headArmed || s.p.cfg.RequestHeaderTimeout < 0 {
+			return
+		}
+		s.x.headArmed = true
+		_ = s.c.Raw().SetReadDeadline(time.Now().Add(s.p.requestHeaderTimeout()))
+		return
+	}
+	if s.x.headArmed {
+		s.x.headArmed = false
+		_ = s.c.Raw().SetReadDeadline(time.Time{})
+	}
+}
+
+func (p *Proxy) requestHeaderTimeout() time.Duration {
+	if p.cfg.RequestHeaderTimeout == 0 {
+		return DefaultRequestHeaderTimeout
+	}
+	return p.cfg.RequestHeaderTimeout
+}
+
+// headTimedOut answers 408 when the read loop ended because a partial head outlived the
+// request header timeout. It reports whether it did.
+func (s *session) headTimedOut(err error) bool {
+	if !s.x.headArmed || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	s.x.headArmed = false
+	s.p.protocolError(string(stream.HTTP1))
+	s.p.cfg.Log.Debug("proxy: request header timeout", zap.String("listener", s.p.cfg.Listener))
+	s.keepAlive = false
+	s.localReply(http.StatusRequestTimeout, "request header timeout", true, false)
+	return true
+}

@@ -1,0 +1,84 @@
+package proxy_test
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mosnlite/mosnlite/pkg/proxy"
+)
+
+// TestRequestHeaderTimeout: a head that stays incomplete longer than
+// RequestHeaderTimeout is answered 408 and the connection closes.
+func TestRequestHeaderTimeout(t *testing.T) {
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
+	e := startProxyRouter(t, o.addr(), "r", func(c *proxy.Config) { c.RequestHeaderTimeout = 200 * time.Millisecond })
+	c := dial(t, e.addr)
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nX-Half"); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(c)
+	if !strings.HasPrefix(string(out), "HTTP/1.1 408 ") || !strings.Contains(string(out), "Connection: close") {
+		t.Fatalf("want 408 and close, got %q", out)
+	}
+	if o.reqs.Load() != 0 {
+		t.Fatal("partial head reached the upstream")
+	}
+	// A complete head arriving in pieces within the limit is served.
+	c = dial(t, e.addr)
+	for _, p := range []string{"GET / HT", "TP/1.1\r\nHost: a\r\n", "\r\n"} {
+		if _, err := io.WriteString(c, p); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	br := bufio.NewReader(c)
+	if resp, body := readResp(t, br, "GET"); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("pieces: %d %q", resp.StatusCode, body)
+	}
+	// Idle between requests longer than the limit: not a partial head.
+	time.Sleep(400 * time.Millisecond)
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := readResp(t, br, "GET"); resp.StatusCode != 200 {
+		t.Fatalf("after idle: %d", resp.StatusCode)
+	}
+}
+
+// TestIdleUpstreamSweep: an idle upstream connection older than IdleTimeout is closed by
+// the proxy's coarse sweep timer, without another request using the pool.
+func TestIdleUpstreamSweep(t *testing.T) {
+	var closed atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateClosed {
+				closed.Add(1)
+			}
+		},
+		ReadHeaderTimeout: testTimeout,
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	e := startProxyRouter(t, ln.Addr().String(), "r", func(c *proxy.Config) { c.IdleTimeout = 200 * time.Millisecond })
+	if resp, body := roundTrip(t, e.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	deadline := time.Now().Add(testTimeout)
+	for closed.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if closed.Load() == 0 {
+		t.Fatal("idle upstream connection was not closed after IdleTimeout")
+	}
+}

@@ -1,0 +1,189 @@
+package http2_test
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	h2 "github.com/mosnlite/mosnlite/pkg/stream/http2"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// h2cServer serves h2c (prior knowledge) on 127.0.0.1:0 and counts its connections.
+func h2cServer(t *testing.T) (string, *atomic.Int64) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := new(atomic.Int64)
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.URL.Path) }),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				n.Add(1)
+			}
+		},
+		Protocols: new(http.Protocols),
+	}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String(), n
+}
+
+func TestPoolReusesAndReplaces(t *testing.T) {
+	addr, conns := h2cServer(t)
+	p := h2.NewPool(h2.PoolOptions{IdleTimeout: 200 * time.Millisecond})
+	defer p.Close()
+	if p.Get(addr) != nil {
+		t.Fatal("empty pool returned a connection")
+	}
+	var dones atomic.Int64
+	dial := func() {
+		raw, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc, pooled, err := p.Add(raw, addr, func() { dones.Add(1) })
+		if err != nil || !pooled {
+			t.Fatal(err)
+		}
+		do(t, cc.RoundTrip, addr, "/first")
+	}
+	dial()
+	for i := range 5 {
+		cc := p.Get(addr)
+		if cc == nil {
+			t.Fatalf("request %d: no pooled connection", i)
+		}
+		do(t, cc.RoundTrip, addr, "/again")
+	}
+	if conns.Load() != 1 || p.Len(addr) != 1 {
+		t.Fatalf("connections %d, pooled %d; want 1, 1", conns.Load(), p.Len(addr))
+	}
+	// Idle expiry: the connection closes itself, done runs, Get drops it.
+	deadline := time.Now().Add(10 * time.Second)
+	for dones.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if dones.Load() != 1 {
+		t.Fatal("idle connection not closed")
+	}
+	if p.Get(addr) != nil || p.Len(addr) != 0 {
+		t.Fatal("a closed connection was handed out or kept")
+	}
+}
+
+func do(t *testing.T, rt func(*http.Request) (*http.Response, error), addr, path string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+	resp, err := rt(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != path {
+		t.Fatalf("got %q want %q", b, path)
+	}
+}
+
+func TestPoolCloseClosesIdle(t *testing.T) {
+	addr, _ := h2cServer(t)
+	p := h2.NewPool(h2.PoolOptions{})
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	cc, _, err := p.Add(raw, addr, func() { close(closed) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	do(t, cc.RoundTrip, addr, "/x")
+	p.Close()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close left an idle connection open")
+	}
+	// After Close a new connection serves the caller's stream and is not pooled.
+	raw2, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed2 := make(chan struct{})
+	cc2, pooled, err := p.Add(raw2, addr, func() { close(closed2) })
+	if err != nil || pooled {
+		t.Fatalf("Add after Close: pooled %v, %v", pooled, err)
+	}
+	do(t, cc2.RoundTrip, addr, "/y")
+	cc2.Close()
+	select {
+	case <-closed2:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a connection made after Close stayed open")
+	}
+	if p.Len(addr) != 0 {
+		t.Fatal("pooled after Close")
+	}
+}
+
+func TestRequestView(t *testing.T) {
+	r, _ := http.NewRequest("POST", "http://h.example:8080/a/b?x=1", nil)
+	r.RequestURI = "/a/b?x=1"
+	r.Header.Set("Service", "svc")
+	v := h2.Request{R: r}
+	if v.Host() != "h.example:8080" || v.Path() != "/a/b?x=1" || v.Method() != "POST" {
+		t.Fatalf("%q %q %q", v.Host(), v.Path(), v.Method())
+	}
+	for _, name := range []string{"service", "Service", "SERVICE"} {
+		if got, ok := v.Header(name); !ok || got != "svc" {
+			t.Fatalf("Header(%q) = %q %v", name, got, ok)
+		}
+	}
+	if p, _ := v.Variable("x-mosn-path"); p != "/a/b" {
+		t.Fatalf("path var %q", p)
+	}
+	if q, _ := v.Variable("x-mosn-querystring"); q != "x=1" {
+		t.Fatalf("query var %q", q)
+	}
+	r.Header.Set("Content-Type", "application/grpc")
+	if got, ok := v.Header("content-type"); !ok || got != "application/grpc" {
+		t.Fatalf("content-type: %q %v", got, ok)
+	}
+	if allocs := testing.AllocsPerRun(100, func() { _, _ = v.Header("service"); _, _ = v.Header("content-TYPE"); _ = v.Path() }); allocs != 0 {
+		t.Fatalf("%v allocs", allocs)
+	}
+}
+
+func TestCopyHeadersDropsHopByHop(t *testing.T) {
+	src := http.Header{
+		"Connection":        {"X-Private, close"},
+		"X-Private":         {"secret"},
+		"Keep-Alive":        {"timeout=5"},
+		"Transfer-Encoding": {"chunked"},
+		"Upgrade":           {"h2c"},
+		"Te":                {"trailers"},
+		"Content-Type":      {"text/plain"},
+		"X-Keep":            {"1", "2"},
+	}
+	dst := http.Header{}
+	if !h2.CopyHeaders(dst, src) {
+		t.Fatal("TE: trailers not reported")
+	}
+	var names []string
+	for k := range dst {
+		names = append(names, k)
+	}
+	if len(dst) != 2 || dst.Get("Content-Type") != "text/plain" || strings.Join(dst["X-Keep"], ",") != "1,2" {
+		t.Fatalf("copied %v", names)
+	}
+}
