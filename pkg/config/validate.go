@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mosnlite/mosnlite/pkg/log/accesslog"
 )
 
 // Validate checks the meaning of a decoded config and reports every problem it finds, each
@@ -275,6 +277,7 @@ func (v *validator) server(sp string, s *Server) {
 		}
 		v.router(p, r)
 	}
+	v.extendRouters(routers) // extend_routers.go
 	lv := &listenerSet{names: map[string]string{}, bound: map[string][]boundAddr{}, virtual: map[string]string{}}
 	for i := range s.Listeners {
 		v.listener(index(field(sp, "listeners"), i), &s.Listeners[i], sp, routers, lv)
@@ -562,6 +565,9 @@ func (v *validator) listener(p string, l *Listener, sp string, routers map[strin
 		if al.Path == "" {
 			v.rep.fail(field(index(field(p, "access_logs"), i), "log_path"), "missing")
 		}
+		if err := accesslog.Validate(al.Format); err != nil {
+			v.rep.fail(field(index(field(p, "access_logs"), i), "log_format"), err.Error())
+		}
 	}
 
 	// Original destination.
@@ -747,6 +753,9 @@ func (v *validator) tls(p string, t *TLSConfig, server bool) {
 	}
 	if server && (t.CertChain == "" || t.PrivateKey == "") && t.SDSSource == nil {
 		v.rep.fail(p, "status is true but cert_chain or private_key is missing")
+	}
+	if !server && (t.CertChain == "") != (t.PrivateKey == "") {
+		v.rep.fail(p, "a client certificate needs both cert_chain and private_key")
 	}
 }
 

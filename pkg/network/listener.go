@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -66,6 +67,14 @@ type ListenerConfig struct {
 	Index          *Index             // where original_dst looks up other listeners
 	Metrics        *metrics.Set       // nil: a private set
 	Log            *zap.Logger        // nil: no logging
+	// Inherit, for tcp, is a listening socket to serve instead of binding Address (from
+	// another Listener's File): a replacement listener takes over the socket with no gap
+	// in accepting. NewListener takes ownership of the file.
+	Inherit *os.File
+	// TLS, when set, makes the listener terminate TLS (tls.go): the handshake runs on the
+	// connection's goroutine, bounded by HandshakeTimeout (0: 10s), before the handler.
+	TLS              *tls.Config
+	HandshakeTimeout time.Duration
 }
 
 // Listener accepts connections and runs each on its own goroutine. New binds; Serve
@@ -88,6 +97,7 @@ type Listener struct {
 	cxTotal, cxOverflow, cxHandoff, acceptErrs, panics prometheus.Counter
 	cxActive                                           prometheus.Gauge
 	closes                                             *prometheus.CounterVec // reason
+	closeCounters                                      sync.Map               // CloseReason → prometheus.Counter, resolved once
 
 	mu      sync.Mutex // accept and close only
 	conns   map[*Conn]struct{}
@@ -181,6 +191,9 @@ func (l *Listener) validate() error {
 			return fmt.Errorf("use_original_dst is only for tcp, not %s", l.network)
 		}
 	}
+	if err := l.validateTLS(); err != nil {
+		return err
+	}
 	switch c.OriginalDst {
 	case config.OriginalDstOff, config.OriginalDstRedirect, config.OriginalDstTProxy:
 	default:
@@ -227,7 +240,16 @@ func (l *Listener) bind() error {
 		}
 		l.ln = ln
 	case l.isTCP():
-		ln, err := lc.Listen(ctx, l.network, l.cfg.Address)
+		var (
+			ln  net.Listener
+			err error
+		)
+		if f := l.cfg.Inherit; f != nil {
+			ln, err = net.FileListener(f)
+			f.Close()
+		} else {
+			ln, err = lc.Listen(ctx, l.network, l.cfg.Address)
+		}
 		if err != nil {
 			return err
 		}
@@ -280,6 +302,16 @@ func (l *Listener) Addr() net.Addr {
 		return l.pc.LocalAddr()
 	}
 	return nil
+}
+
+// File returns a duplicate of a tcp listener's socket for ListenerConfig.Inherit; the
+// socket stays open (and queues new connections) until both are closed.
+func (l *Listener) File() (*os.File, error) {
+	tl, ok := l.ln.(*net.TCPListener)
+	if !ok {
+		return nil, fmt.Errorf("listener %q: only a bound tcp socket can be handed over", l.cfg.Name)
+	}
+	return tl.File()
 }
 
 // Name is the listener's configured name.
@@ -451,7 +483,7 @@ func (l *Listener) accept(raw net.Conn) {
 			}
 		}
 	}
-	c := newConn(raw, target.cfg.Conn)
+	c := newConn(target.wrapTLS(raw), target.cfg.Conn)
 	c.listener = target.cfg.Name
 	c.origDst, c.hasOrigDst = od, hasOD
 	target.start(c, l.sem, l.base)
@@ -507,6 +539,9 @@ func (l *Listener) serveConn(ctx context.Context, c *Conn) {
 		}
 		c.Close(CloseLocal)
 	}()
+	if !l.handshake(c) {
+		return
+	}
 	l.cfg.Handler.ServeConn(ctx, c)
 }
 
@@ -516,11 +551,21 @@ func (l *Listener) connClosed(c *Conn, r CloseReason) {
 	delete(l.conns, c)
 	l.mu.Unlock()
 	l.cxActive.Dec()
-	l.closes.WithLabelValues(string(r)).Inc()
+	l.closeCounter(r).Inc()
 	if ce := l.log.Check(zap.DebugLevel, "connection closed"); ce != nil {
 		ce.Write(zap.Uint64(log.FieldConnID, c.id), zap.Stringer(log.FieldRemote, c.RemoteAddr()),
 			zap.String(log.FieldReason, string(r)))
 	}
+}
+
+// closeCounter is the conn-closes child for reason r; the label lookup happens once per
+// reason instead of once per connection.
+func (l *Listener) closeCounter(r CloseReason) prometheus.Counter {
+	if v, ok := l.closeCounters.Load(r); ok {
+		return v.(prometheus.Counter)
+	}
+	v, _ := l.closeCounters.LoadOrStore(r, l.closes.WithLabelValues(string(r)))
+	return v.(prometheus.Counter)
 }
 
 func (l *Listener) connDone() {

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mosnlite/mosnlite/pkg/config"
+	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/upstream/healthcheck"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
 )
@@ -30,6 +32,7 @@ type settings struct {
 	hc             *healthcheck.Checker // nil: no active health checks
 	outlier        *outlierSettings     // nil: no outlier detection
 	limits         [numBreakers]int64   // circuit breakers
+	tls            *tls.Config          // tls_context with status true (tls.go)
 }
 
 // hostSpec is one configured host entry. For STRICT_DNS a name expands to one host per
@@ -88,6 +91,9 @@ func prepare(cfg config.Cluster, o *Options) (*settings, error) {
 	}
 	if s.connectTimeout = cfg.ConnectTimeout.Or(config.DefaultConnectTimeout); s.connectTimeout <= 0 {
 		return fail("connect_timeout %v: must be positive", s.connectTimeout)
+	}
+	if s.tls, err = network.ClientTLSConfig("tls_context", cfg.TLSContext); err != nil {
+		return fail("%v", err)
 	}
 	if s.pickTimeout = cfg.PickTimeout.Or(config.DefaultPickTimeout); s.pickTimeout < 0 {
 		return fail("pick_timeout %v: negative", s.pickTimeout)

@@ -125,13 +125,15 @@ func Factory(raw config.RawMessage, d filter.Deps) (filter.NetworkFilter, error)
 		a.log.Debug("proxy: Auto leaves out protocols", zap.Strings("skipped", skipped))
 	}
 	if len(a.allowed) == 1 && !pc.Auto {
-		return a.handlers[a.allowed[0]], nil
+		if !tlsListener(d.Listener) {
+			return a.handlers[a.allowed[0]], nil
+		}
+		// Over TLS the wrapper stays, for its ALPN list (NextProtos); it does not sniff.
+		a.direct = a.handlers[a.allowed[0]]
 	}
 	return a, nil
 }
 
-// errNotBuilt marks a protocol whose server is not in this build.
-var errNotBuilt = errors.New("not served by this build")
 
 // auto sniffs each connection's protocol and hands it to that protocol's handler.
 type auto struct {
@@ -139,6 +141,42 @@ type auto struct {
 	params   Params
 	allowed  []stream.Protocol
 	handlers map[stream.Protocol]network.Handler
+	direct   network.Handler // one explicit protocol on a TLS listener: no sniffing
+}
+
+// tlsListener reports whether the listener terminates TLS (its first filter chain serves).
+func tlsListener(l *config.Listener) bool {
+	if l == nil || len(l.FilterChains) == 0 {
+		return false
+	}
+	fc := &l.FilterChains[0]
+	if fc.TLSContext != nil && fc.TLSContext.Status {
+		return true
+	}
+	for i := range fc.TLSContexts {
+		if fc.TLSContexts[i].Status {
+			return true
+		}
+	}
+	return false
+}
+
+// alpnProtocols maps ALPN protocol IDs to the protocols they select.
+var alpnProtocols = map[string]stream.Protocol{
+	network.ALPNHTTP2:  stream.HTTP2,
+	network.ALPNHTTP11: stream.HTTP1,
+}
+
+// NextProtos implements network.NextProtoser: a TLS listener advertises h2 and http/1.1
+// when this filter serves them.
+func (a *auto) NextProtos() []string {
+	var out []string
+	for _, id := range []string{network.ALPNHTTP2, network.ALPNHTTP11} {
+		if _, ok := a.handlers[alpnProtocols[id]]; ok {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // errSniffed ends the sniffing read loop.
@@ -146,6 +184,17 @@ var errSniffed = errors.New("sniffed")
 
 // ServeConn implements network.Handler.
 func (a *auto) ServeConn(ctx context.Context, c *network.Conn) {
+	if a.direct != nil {
+		a.direct.ServeConn(ctx, c)
+		return
+	}
+	// Over TLS the protocol agreed by ALPN decides; without one, sniff.
+	if id := c.NegotiatedProtocol(); id != "" {
+		if h := a.handlers[alpnProtocols[id]]; h != nil {
+			h.ServeConn(ctx, c)
+			return
+		}
+	}
 	var proto stream.Protocol
 	_ = c.Raw().SetReadDeadline(time.Now().Add(SniffTimeout))
 	err := c.ReadLoop(func(b *buffer.IoBuffer) error {
