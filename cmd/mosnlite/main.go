@@ -1,6 +1,7 @@
 // Command mosnlite is a multi-protocol sidecar proxy that reads MOSN's config format.
 //
-//	mosnlite start -c config.json          serve (env MOSNLITE_CONFIG names the file too)
+//	mosnlite start -c config.json          serve (env MOSNLITE_CONFIG names the file too); SIGHUP reloads it
+//	    [--service-node N] [--service-cluster C]   xDS identity (env MOSNLITE_SERVICE_NODE, MOSNLITE_SERVICE_CLUSTER)
 //	mosnlite validate -c config.json       check a config; exit 0 valid, 1 not (--strict: unknown fields fail)
 //	mosnlite version [-o json]             version, commit, Go version
 //
@@ -18,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -28,6 +30,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/extension/builtin"
 	"github.com/mosnlite/mosnlite/pkg/log"
 	"github.com/mosnlite/mosnlite/pkg/server"
+	"github.com/mosnlite/mosnlite/pkg/xds"
 )
 
 // Set by the linker: -X main.version=... -X main.commit=...
@@ -43,7 +46,8 @@ func main() {
 const usage = `usage: mosnlite [--log-level L] [--log-format console|json] <command> [flags]
 
 commands:
-  start -c FILE               start serving (FILE may also come from $MOSNLITE_CONFIG)
+  start -c FILE               start serving (FILE may also come from $MOSNLITE_CONFIG); SIGHUP reloads FILE
+        [--service-node N] [--service-cluster C]  xDS node identity ($MOSNLITE_SERVICE_NODE, $MOSNLITE_SERVICE_CLUSTER)
   validate -c FILE [--strict] check a config: exit 0 when valid, 1 otherwise
   version [-o json]           print version, commit and Go version
 `
@@ -157,6 +161,11 @@ func unavailable(cfg *config.Config, ext *extension.Set) []string {
 	var out []string
 	for i, s := range cfg.Servers {
 		for j, l := range s.Listeners {
+			for k, f := range l.StreamFilters {
+				if _, err := ext.StreamFilters.Get(f.Type); err != nil && !slices.Contains(config.RetiredStreamFilterTypes, f.Type) && slices.Contains(config.StreamFilterTypes, f.Type) {
+					out = append(out, fmt.Sprintf("servers[%d].listeners[%d].stream_filters[%d].type: %q is not available in this build; start refuses it on listeners serving HTTP/1", i, j, k, f.Type))
+				}
+			}
 			for k, fc := range l.FilterChains {
 				for m, f := range fc.Filters {
 					if _, err := ext.NetworkFilters.Get(f.Type); err != nil {
@@ -185,7 +194,13 @@ func cmdValidate(g *globals, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "mosnlite: built-in extensions:", err)
 		return 1
 	}
-	if _, ok := load(*path, *strict, ext, stderr); !ok {
+	cfg, ok := load(*path, *strict, ext, stderr)
+	if !ok {
+		return 1
+	}
+	// The xDS bootstrap is only read when the server starts; check it here too.
+	if _, err := xds.ParseBootstrap(cfg); err != nil {
+		printProblems(stderr, *path, err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: valid\n", *path)
@@ -194,7 +209,9 @@ func cmdValidate(g *globals, args []string, stdout, stderr io.Writer) int {
 
 func cmdStart(g *globals, args []string, stderr io.Writer) int {
 	fs := newFlags("start", g, stderr)
-	path := fs.String("c", os.Getenv("MOSNLITE_CONFIG"), "config file (env MOSNLITE_CONFIG)")
+	path := fs.String("c", os.Getenv("MOSNLITE_CONFIG"), "config file (env MOSNLITE_CONFIG); SIGHUP re-reads it")
+	node := fs.String("service-node", os.Getenv("MOSNLITE_SERVICE_NODE"), "node id presented to an xDS control plane (env MOSNLITE_SERVICE_NODE)")
+	clusterName := fs.String("service-cluster", os.Getenv("MOSNLITE_SERVICE_CLUSTER"), "service cluster presented to an xDS control plane (env MOSNLITE_SERVICE_CLUSTER)")
 	if fs.Parse(args) != nil {
 		return 2
 	}
@@ -228,7 +245,30 @@ func cmdStart(g *globals, args []string, stderr io.Writer) int {
 	logger.Info("starting", zap.String("version", version), zap.String("commit", commit),
 		zap.String("config", *path))
 
-	srv, err := server.New(cfg, server.Options{Extensions: ext, Log: logger, Level: level})
+	// Caught from here on (a SIGHUP during start-up waits in hup instead of killing us).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reloadLog := logger.Named("reload")
+	reread := func() (*config.Config, error) {
+		var out strings.Builder
+		c, ok := load(*path, false, ext, &out)
+		for _, line := range strings.Split(strings.TrimRight(out.String(), "\n"), "\n") {
+			switch {
+			case line == "":
+			case strings.Contains(line, ": warning: "):
+				reloadLog.Warn(line)
+			default:
+				reloadLog.Error(line)
+			}
+		}
+		if !ok {
+			return nil, fmt.Errorf("%s: %s", *path, strings.ReplaceAll(strings.TrimSpace(out.String()), "\n", "; "))
+		}
+		return c, nil
+	}
+	srv, err := server.New(cfg, server.Options{Extensions: ext, Log: logger, Level: level, Load: reread,
+		ServiceNode: *node, ServiceCluster: *clusterName})
 	if err != nil {
 		logger.Error("cannot start", zap.Error(err))
 		fmt.Fprintf(stderr, "mosnlite: %v\n", err)
@@ -241,6 +281,22 @@ func cmdStart(g *globals, args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// SIGHUP: re-read -c and reload it, all or nothing; a bad file is logged (each problem
+	// with its JSON path) and counted, and the running config stays.
+	hupDone := make(chan struct{})
+	go func() {
+		defer close(hupDone)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				logger.Info("SIGHUP: reloading", zap.String("config", *path))
+				_ = srv.ReloadFromSource() // logged and counted by the server
+			}
+		}
+	}()
+	defer func() { stop(); <-hupDone }()
 	if err := srv.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		logger.Error("server stopped with error", zap.Error(err))
 		return 1

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+
+	"github.com/mosnlite/mosnlite/pkg/config"
 )
 
 // admin is the small operations endpoint: metrics, readiness, liveness and the log level.
@@ -27,11 +30,34 @@ func newAdmin(addr string, s *Server, level zap.AtomicLevel) (*admin, error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
-		if !s.ready.Load() {
+		if !s.Ready() {
 			http.Error(w, "not ready\n", http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ready\n"))
+	})
+	// Re-read the config source and reload it, all or nothing (as SIGHUP does). Only POST:
+	// the mux answers other methods with 405.
+	mux.HandleFunc("POST /api/v1/reload", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		err := s.ReloadFromSource()
+		if err == nil {
+			w.Write([]byte(`{"status":"ok"}` + "\n"))
+			return
+		}
+		body := struct {
+			Status   string   `json:"status"`
+			Error    string   `json:"error"`
+			Problems []string `json:"problems,omitempty"`
+		}{Status: "error", Error: err.Error()}
+		var ps config.Problems
+		if errors.As(err, &ps) {
+			for _, p := range ps {
+				body.Problems = append(body.Problems, p.Error())
+			}
+		}
+		w.WriteHeader(http.StatusBadRequest)
+		json.NewEncoder(w).Encode(body)
 	})
 	// Profiling, as Envoy's and MOSN's admin offer it; admin binds loopback by default.
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)

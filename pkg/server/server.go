@@ -5,14 +5,22 @@
 // starts no goroutine; Run serves until its context ends, then drains: readiness turns false,
 // listeners keep accepting for the drain delay, then stop accepting, then open sessions get
 // up to the drain timeout to finish before they are closed.
+//
+// At run time the configuration changes per owner ("static" = the file, "xds",
+// "dubbo_registry"; dynamic.go): each change validates and builds first and changes nothing
+// on error. Listeners (listeners.go) whose config is unchanged keep their sockets and
+// connections; a changed tcp listener on the same address takes over the old socket; a
+// removed one stops accepting and drains in the background.
 package server
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"maps"
 	"net"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,8 +30,6 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/buffer"
 	"github.com/mosnlite/mosnlite/pkg/config"
 	"github.com/mosnlite/mosnlite/pkg/extension"
-	"github.com/mosnlite/mosnlite/pkg/filter"
-	"github.com/mosnlite/mosnlite/pkg/log"
 	"github.com/mosnlite/mosnlite/pkg/metrics"
 	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/router"
@@ -38,25 +44,55 @@ type Options struct {
 	Metrics    *metrics.Set    // nil: a fresh set
 	// AdminAddress overrides the config's admin address ("" keeps it; "-" disables admin).
 	AdminAddress string
+	// Load re-reads the config source (the -c file, parsed, defaulted and validated as at
+	// start) for SIGHUP and POST /api/v1/reload; nil: reload has no source.
+	Load func() (*config.Config, error)
+	// ServiceNode and ServiceCluster identify this proxy to an xDS control plane
+	// (--service-node, --service-cluster).
+	ServiceNode, ServiceCluster string
 }
 
-// Server is a built configuration.
+// Server is a built configuration. Its clusters, routers and listeners change at run time
+// through SetClusters, SetClusterHosts, SetRouters, SetRoutes, SetListeners and Reload,
+// which serialize on mu; request paths never take mu.
 type Server struct {
-	cfg       *config.Config
-	log       *zap.Logger
-	metrics   *metrics.Set
-	pool      *buffer.Pool
-	clusters  *cluster.Manager
-	routers   *router.Tables
-	closers   []io.Closer // filters holding resources beyond their connections (proxy's idle upstream pool)
-	index     *network.Index
-	listeners []*network.Listener
-	admin     *admin
-	ready     atomic.Bool
+	cfg     *config.Config
+	opts    Options
+	ext     *extension.Set
+	log     *zap.Logger
+	metrics *metrics.Set
+	pool    *buffer.Pool
+	load    func() (*config.Config, error)
+
+	clusters *cluster.Manager
+	routers  *router.Tables
+	index    *network.Index
+	admin    *admin
+
+	running atomic.Bool  // Run serves and is not draining
+	holds   atomic.Int64 // HoldReady holders not yet released
+
+	mu          sync.Mutex                           // serializes configuration changes; guards the fields below
+	clusterCfgs map[string][]config.Cluster          // owner → clusters
+	routerCfgs  map[string][]config.RouterCfg        // owner → router configs
+	routes      map[string]map[string][]config.Route // router → owner → routes placed first
+	live        map[string]*liveListener             // listener name → listener
+	order       map[string][]string                  // owner → listener names in config order
+	drain       config.Drain                         // the static config's drain block
+	run         *runState                            // set while Run serves
+	stopped     bool                                 // Run is draining or done: listeners are final
+	drains      sync.WaitGroup                       // background drains of removed listeners
 }
 
-// New builds everything the config describes and binds its sockets. On error nothing is
-// left open.
+// runState is Run's serving machinery, which listeners added later join.
+type runState struct {
+	ctx    context.Context // cancelled when Run stops accepting
+	wg     sync.WaitGroup  // Serve goroutines
+	failed chan error      // first listener failure
+}
+
+// New builds everything the config describes and binds its sockets (the static owner's
+// clusters, routers and listeners). On error nothing is left open.
 func New(cfg *config.Config, o Options) (_ *Server, err error) {
 	if o.Extensions == nil {
 		return nil, errors.New("server: no extensions")
@@ -68,11 +104,21 @@ func New(cfg *config.Config, o Options) (_ *Server, err error) {
 		o.Metrics = metrics.New()
 	}
 	s := &Server{
-		cfg:     cfg,
-		log:     o.Log,
-		metrics: o.Metrics,
-		pool:    buffer.NewPool(),
-		index:   network.NewIndex(),
+		cfg:         cfg,
+		opts:        o,
+		ext:         o.Extensions,
+		log:         o.Log,
+		metrics:     o.Metrics,
+		pool:        buffer.NewPool(),
+		load:        o.Load,
+		index:       network.NewIndex(),
+		routers:     new(router.Tables),
+		clusterCfgs: map[string][]config.Cluster{},
+		routerCfgs:  map[string][]config.RouterCfg{},
+		routes:      map[string]map[string][]config.Route{},
+		live:        map[string]*liveListener{},
+		order:       map[string][]string{},
+		drain:       cfg.Drain,
 	}
 	defer func() {
 		if err != nil {
@@ -84,28 +130,32 @@ func New(cfg *config.Config, o Options) (_ *Server, err error) {
 		Metrics: o.Metrics,
 		Log:     o.Log.Named("cluster"),
 	})
-	if err := s.clusters.Apply(cfg.ClusterManager.Clusters); err != nil {
+	cs := cloneClusters(cfg.ClusterManager.Clusters)
+	if err := s.clusters.Apply(cs); err != nil {
 		return nil, fmt.Errorf("cluster_manager: %w", err)
 	}
-	s.routers = new(router.Tables)
+	s.clusterCfgs[OwnerStatic] = cs
+	s.routers.Replace(nil)
 	if len(cfg.Servers) > 0 {
-		tables, err := router.Build(cfg.Servers[0].Routers)
+		rs := slices.Clone(cfg.Servers[0].Routers)
+		tables, err := router.Build(rs)
 		if err != nil {
 			return nil, fmt.Errorf("servers[0].routers: %w", err)
 		}
 		s.routers.Replace(tables)
-		for i := range cfg.Servers[0].Listeners {
-			lc := &cfg.Servers[0].Listeners[i]
-			l, err := s.buildListener(lc, o.Extensions)
-			if err != nil {
-				return nil, fmt.Errorf("servers[0].listeners[%d] (%s): %w", i, lc.Name, err)
-			}
-			s.listeners = append(s.listeners, l)
-			if err := s.index.Add(l); err != nil {
-				return nil, fmt.Errorf("servers[0].listeners[%d] (%s): %w", i, lc.Name, err)
-			}
+		s.routerCfgs[OwnerStatic] = rs
+		s.addRegistryRouter() // registry.go: before the listeners that name it
+		s.mu.Lock()
+		p, err := s.planListeners(OwnerStatic, cfg.Servers[0].Listeners, "servers[0].listeners")
+		if err == nil {
+			err = s.commitListeners(p)
+		}
+		s.mu.Unlock()
+		if err != nil {
+			return nil, err
 		}
 	}
+	s.metrics.ConfigLastReload.Set(float64(time.Now().UnixNano()) / 1e9) // the start is the first load
 	addr := o.AdminAddress
 	if addr == "" && cfg.Admin != nil {
 		sa := cfg.Admin.Address.SocketAddress
@@ -116,107 +166,19 @@ func New(cfg *config.Config, o Options) (_ *Server, err error) {
 			return nil, fmt.Errorf("admin: %w", err)
 		}
 	}
-	return s, nil
+	return s, s.initRegistry(s.initXDS()) // xds.go, registry.go; on error the deferred closeAll releases everything
 }
 
-func (s *Server) buildListener(lc *config.Listener, ext *extension.Set) (*network.Listener, error) {
-	if len(lc.FilterChains) == 0 {
-		return nil, errors.New("filter_chains: none")
-	}
-	// filter_chain_match is not supported: chain 0 serves every connection, and
-	// validation warns about the others.
-	fc := lc.FilterChains[0]
-	if len(fc.Filters) != 1 {
-		return nil, fmt.Errorf("filter_chains[0].filters: want exactly one terminal filter, have %d", len(fc.Filters))
-	}
-	fcfg := fc.Filters[0]
-	factory, err := ext.NetworkFilters.Get(fcfg.Type)
-	if err != nil {
-		return nil, fmt.Errorf("filter_chains[0].filters[0].type: %w (not available in this build)", err)
-	}
-	lg := s.log.Named("listener").With(zap.String(log.FieldListener, lc.Name))
-	nf, err := factory(fcfg.Config, filter.Deps{
-		Clusters: s.clusters,
-		Pool:     s.pool,
-		Metrics:  s.metrics,
-		Log:      lg,
-		Listener: lc,
-		Routers:  s.routers,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("filter_chains[0].filters[0].config: %w", err)
-	}
-	if c, ok := nf.(io.Closer); ok {
-		s.closers = append(s.closers, c)
-	}
-	netw := lc.Network
-	if netw == "" {
-		netw = "tcp"
-	}
-	od := lc.UseOriginalDst
-	for _, lf := range lc.ListenerFilters {
-		if lf.Type != "original_dst" {
-			return nil, fmt.Errorf("listener_filters: %q is not available in this build", lf.Type)
-		}
-		var oc config.OriginalDstFilterConfig
-		if len(lf.Config) > 0 {
-			if err := config.Unmarshal(lf.Config, &oc); err != nil {
-				return nil, fmt.Errorf("listener_filters: original_dst: %w", err)
-			}
-		}
-		if od == config.OriginalDstOff {
-			od = config.OriginalDst(oc.Type)
-			if od == config.OriginalDstOff {
-				od = config.OriginalDstRedirect
-			}
-		}
-	}
-	idle := lc.ConnectionIdleTimeout.Or(config.DefaultConnectionIdleTimeout)
-	if fcfg.Type != "proxy" {
-		// L4 filters keep their own idle timers (tcp_proxy/udp_proxy idle_timeout) and bypass
-		// the connection's read loop, so the connection-level timer would misfire.
-		idle = 0
-	}
-	lcfg := network.ListenerConfig{
-		Name:           lc.Name,
-		Network:        netw,
-		Address:        lc.Address,
-		BindPort:       lc.BindsPort(),
-		ReusePort:      lc.ReusePort,
-		MaxConnections: lc.MaxConnections,
-		OriginalDst:    od,
-		Conn: network.ConnOptions{
-			Pool:        s.pool,
-			IdleTimeout: idle,
-			BufferLimit: int(lc.PerConnBufferLimitBytes),
-			Log:         lg,
-		},
-		Index:   s.index,
-		Metrics: s.metrics,
-		Log:     lg,
-	}
-	switch netw {
-	case "udp":
-		ph, ok := nf.(network.PacketHandler)
-		if !ok {
-			return nil, fmt.Errorf("filter %q cannot serve a udp listener", fcfg.Type)
-		}
-		lcfg.PacketHandler = ph
-	default:
-		h, ok := nf.(network.Handler)
-		if !ok {
-			return nil, fmt.Errorf("filter %q cannot serve a %s listener", fcfg.Type, netw)
-		}
-		lcfg.Handler = h
-	}
-	return network.NewListener(lcfg)
-}
+// Options returns the options the server was built with (ServiceNode, ServiceCluster).
+func (s *Server) Options() Options { return s.opts }
 
 // Addrs maps each listener's name to its bound address (nil for virtual listeners).
 func (s *Server) Addrs() map[string]net.Addr {
-	m := make(map[string]net.Addr, len(s.listeners))
-	for _, l := range s.listeners {
-		m[l.Name()] = l.Addr()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := make(map[string]net.Addr, len(s.live))
+	for name, ll := range s.live {
+		m[name] = ll.ln.Addr()
 	}
 	return m
 }
@@ -232,71 +194,103 @@ func (s *Server) AdminAddr() net.Addr {
 // Clusters exposes the cluster manager (admin, tests).
 func (s *Server) Clusters() *cluster.Manager { return s.clusters }
 
-// Ready reports whether the server serves and is not draining.
-func (s *Server) Ready() bool { return s.ready.Load() }
+// Ready reports whether the server serves, is not draining, and no HoldReady holder is
+// still waiting for its first configuration.
+func (s *Server) Ready() bool { return s.running.Load() && s.holds.Load() == 0 }
+
+func (s *Server) drainTimeout() time.Duration {
+	if t := s.drain.Timeout.D(); t > 0 {
+		return t
+	}
+	return config.DefaultDrainTimeout
+}
+
+// listenersInOrder returns the live listeners, owners in name order, each owner's in
+// config order. s.mu is held.
+func (s *Server) listenersInOrder() []*liveListener {
+	var out []*liveListener
+	for _, owner := range slices.Sorted(maps.Keys(s.order)) {
+		for _, name := range s.order[owner] {
+			if ll, ok := s.live[name]; ok && ll.owner == owner {
+				out = append(out, ll)
+			}
+		}
+	}
+	return out
+}
 
 // Run serves until ctx ends, then drains as the config's drain block says and returns.
+// Listeners added while it runs are served and drained the same way.
 func (s *Server) Run(ctx context.Context) error {
 	serveCtx, stopServing := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopServing()
 	bgCtx, stopBg := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBg()
 
-	var serving, bg errgroup.Group
-	for _, l := range s.listeners {
-		serving.Go(func() error { return l.Serve(serveCtx) })
+	s.mu.Lock()
+	if s.run != nil || s.stopped {
+		s.mu.Unlock()
+		return errors.New("server: Run called twice")
 	}
+	r := &runState{ctx: serveCtx, failed: make(chan error, 1)}
+	s.run = r
+	lls := s.listenersInOrder()
+	for _, ll := range lls {
+		s.startServing(ll)
+	}
+	s.mu.Unlock()
+
+	var bg errgroup.Group
 	bg.Go(func() error { return s.clusters.Run(bgCtx) })
+	bg.Go(func() error { return s.runXDS(bgCtx) })      // xds.go
+	bg.Go(func() error { return s.runRegistry(bgCtx) }) // registry.go
 	if s.admin != nil {
 		bg.Go(func() error { return s.admin.run(bgCtx) })
 	}
-	s.ready.Store(true)
-	s.log.Info("mosnlite serving", zap.Int("listeners", len(s.listeners)),
+	s.running.Store(true)
+	s.log.Info("mosnlite serving", zap.Int("listeners", len(lls)),
 		zap.Int("clusters", len(s.clusters.Names())))
 
 	// A listener that fails (not by our cancel) fails the whole server.
-	failed := make(chan error, 1)
-	go func() { failed <- serving.Wait() }()
 	var runErr error
 	select {
 	case <-ctx.Done():
-	case runErr = <-failed:
-		if runErr == nil {
-			runErr = errors.New("server: listeners stopped")
-		}
+	case runErr = <-r.failed:
 	}
 
 	// Drain.
-	s.ready.Store(false)
-	delay := s.cfg.Drain.Delay.D()
-	timeout := s.cfg.Drain.Timeout.D()
-	if timeout <= 0 {
-		timeout = config.DefaultDrainTimeout
-	}
+	s.running.Store(false)
+	s.mu.Lock()
+	delay := s.drain.Delay.D()
+	timeout := s.drainTimeout()
+	s.mu.Unlock()
 	if delay > 0 && runErr == nil {
 		s.log.Info("draining: readiness off, still accepting", zap.Duration("delay", delay))
 		t := time.NewTimer(delay)
 		select {
 		case <-t.C:
-		case runErr = <-failed:
+		case runErr = <-r.failed:
 		}
 		t.Stop()
 	}
+	s.mu.Lock()
+	s.stopped = true // listeners are final from here on
+	lls = s.listenersInOrder()
+	s.mu.Unlock()
 	stopServing()
-	if err := <-failedOrDone(failed, runErr); err != nil && runErr == nil {
-		runErr = err
-	}
+	r.wg.Wait()
 	s.log.Info("draining: stopped accepting, waiting for open sessions", zap.Duration("timeout", timeout))
 	// Idle upstream connections would keep the next hop's sessions (often this same
 	// process) open for the whole drain.
-	s.closeFilters()
+	closeFilters(lls)
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	var drains errgroup.Group
-	for _, l := range s.listeners {
-		drains.Go(func() error { l.Drain(dctx); return nil })
+	var drains sync.WaitGroup
+	for _, ll := range lls {
+		drains.Go(func() { ll.ln.Drain(dctx) })
 	}
 	drains.Wait()
 	cancel()
+	s.drains.Wait() // listeners removed earlier, each bounded by the drain timeout
 	stopBg()
 	if err := bg.Wait(); err != nil && !errors.Is(err, context.Canceled) && runErr == nil {
 		runErr = err
@@ -305,33 +299,36 @@ func (s *Server) Run(ctx context.Context) error {
 	return runErr
 }
 
-// failedOrDone returns a channel that yields the listeners' final error: the value already
-// taken from failed when runErr came from it, or the next one.
-func failedOrDone(failed chan error, runErr error) <-chan error {
-	if runErr != nil {
-		c := make(chan error, 1)
-		c <- nil
-		return c
-	}
-	return failed
-}
-
 // closeFilters closes the filters that hold resources of their own.
-func (s *Server) closeFilters() {
-	for _, c := range s.closers {
-		_ = c.Close()
+func closeFilters(lls []*liveListener) {
+	for _, ll := range lls {
+		if ll.closer != nil {
+			_ = ll.closer.Close()
+		}
 	}
 }
 
-// closeAll releases sockets of a server that failed to build.
+// closeAll releases sockets of a server that failed to build (or, in tests, was never
+// run).
 func (s *Server) closeAll() {
-	s.closeFilters()
-	for _, l := range s.listeners {
+	s.mu.Lock()
+	lls := s.listenersInOrder()
+	for _, ll := range s.live {
+		if !slices.Contains(lls, ll) {
+			lls = append(lls, ll)
+		}
+	}
+	s.live = map[string]*liveListener{}
+	s.stopped = true
+	s.mu.Unlock()
+	closeFilters(lls)
+	for _, ll := range lls {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		l.Drain(ctx)
-		l.Close()
+		ll.ln.Drain(ctx)
+		ll.ln.Close()
 	}
+	s.drains.Wait()
 	if s.admin != nil {
 		s.admin.ln.Close()
 	}

@@ -90,3 +90,20 @@ func writeTemp(t *testing.T, s string) string {
 	}
 	return p
 }
+
+// TestCLIValidateChecksXDSBootstrap: a dynamic_resources block naming a cluster that
+// exists nowhere is refused by validate, as start refuses it.
+func TestCLIValidateChecksXDSBootstrap(t *testing.T) {
+	cfg := `{"dynamic_resources":{"ads_config":{"api_type":"GRPC","grpc_services":[{"envoy_grpc":{"cluster_name":"xds_missing"}}]},
+	  "lds_config":{"ads":{}},"cds_config":{"ads":{}}}}`
+	path := filepath.Join(t.TempDir(), "boot.json")
+	os.WriteFile(path, []byte(cfg), 0o600)
+	code, out := framework.RunCLI(t, "validate", "-c", path)
+	if code != 1 || !strings.Contains(out, "dynamic_resources.ads_config") || !strings.Contains(out, "xds_missing") {
+		t.Fatalf("validate exit %d; want 1 naming dynamic_resources.ads_config and the cluster\n%s", code, out)
+	}
+	code, out = framework.RunCLI(t, "start", "-c", path)
+	if code != 1 || !strings.Contains(out, "xds_missing") {
+		t.Fatalf("start exit %d; want 1\n%s", code, out)
+	}
+}

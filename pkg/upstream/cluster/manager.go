@@ -77,7 +77,7 @@ func NewManager(o Options) *Manager {
 	}
 	if o.Dial == nil {
 		// No TCP keepalive by default (Go enables it: four setsockopt calls per dial).
-		o.Dial = (&net.Dialer{KeepAlive: -1}).DialContext
+		o.Dial = defaultDial // cluster.go
 	}
 	if o.Metrics == nil {
 		o.Metrics = metrics.New()
@@ -138,6 +138,12 @@ func (m *Manager) Apply(cfgs []config.Cluster) error {
 		}
 	}
 	return nil
+}
+
+// Check validates cfgs as Apply would (the same errors) and changes nothing.
+func (m *Manager) Check(cfgs []config.Cluster) error {
+	_, err := m.prepareAll(cfgs)
+	return err
 }
 
 // AddOrUpdate adds one cluster or replaces the config of the one with that name (all or
