@@ -35,6 +35,7 @@ var ErrOverflow = errors.New("upstream overflow")
 // cluster, so they survive rebuilds that change weights or other hosts.
 type Host struct {
 	addr     string
+	ap       netip.AddrPort // addr parsed, when it is ip:port (dialled without resolving)
 	hostname string
 	weight   uint32
 	meta     map[string]string
@@ -134,6 +135,7 @@ type Cluster struct {
 	hcFail    prometheus.Counter
 	ejectionC prometheus.Counter
 	ejectedG  prometheus.Gauge
+	fastDial  bool         // Options.Dial is defaultDial: ip:port hosts are dialled by fastDialer
 	lastWarn  atomic.Int64 // unix nanos of the last connect-failure warning
 	muted     atomic.Int64 // connect failures logged at debug only since then
 	breakers  [numBreakers]breaker
@@ -178,6 +180,7 @@ func newCluster(m *Manager, name string) *Cluster {
 		states:    map[string]*hostState{},
 		dns:       map[string][]netip.Addr{},
 		checks:    map[string]*hostCheck{},
+		fastDial:  isDefaultDial(m.o.Dial),
 	}
 	for b := range c.breakers {
 		c.breakers[b].overflow = mt.UpstreamOverflow.WithLabelValues(name, Breaker(b).String())
@@ -283,7 +286,8 @@ func (c *Cluster) rebuildLocked() {
 			hosts = append(hosts, h)
 			return
 		}
-		hosts = append(hosts, &Host{addr: addr, hostname: hostname, weight: spec.weight, meta: spec.meta, st: st})
+		ap, _ := netip.ParseAddrPort(addr) // invalid (zero) for a name
+		hosts = append(hosts, &Host{addr: addr, ap: ap, hostname: hostname, weight: spec.weight, meta: spec.meta, st: st})
 	}
 	for i := range s.hosts {
 		spec := &s.hosts[i]
@@ -443,15 +447,15 @@ func (c *Cluster) Dial(ctx context.Context, r *lb.Request) (net.Conn, *Host, fun
 }
 
 func (c *Cluster) dial(ctx context.Context, r *lb.Request) (net.Conn, *Host, func(lb.DoneInfo), error) {
-	var req lb.Request
-	if r != nil {
-		req = *r
+	if r == nil {
+		r = &lb.Request{}
 	}
 	s := c.snap.Load()
 	var (
 		tried    []*Host
 		attempts []error
 		noMore   bool
+		retry    *lb.Request // a copy of r for the picks after a failure (they bump Attempt)
 	)
 	for len(tried) < s.set.maxAttempts {
 		var (
@@ -460,15 +464,24 @@ func (c *Cluster) dial(ctx context.Context, r *lb.Request) (net.Conn, *Host, fun
 			err  error
 		)
 		if len(tried) == 0 {
-			h, done, err = c.Pick(ctx, &req)
+			h, done, err = c.Pick(ctx, r)
 			if err != nil {
 				return nil, nil, nil, err
 			}
-		} else if h, done = c.pickUntried(ctx, &req, tried); h == nil {
-			noMore = true
-			break
+		} else {
+			if retry == nil {
+				cp := *r
+				retry = &cp
+			}
+			if h, done = c.pickUntried(ctx, retry, tried); h == nil {
+				noMore = true
+				break
+			}
 		}
 		conn, err := c.dialHost(ctx, s.set.connectTimeout, h)
+		if err == nil && s.set.tls != nil { // tls.go: the handshake gets connect_timeout too
+			conn, err = clientTLS(ctx, conn, s.set.tls, h, time.Now().Add(s.set.connectTimeout))
+		}
 		if err == nil {
 			c.recordResult(h.st, true)
 			return conn, h, c.connDone(h, done), nil
@@ -554,14 +567,35 @@ func (c *Cluster) pickUntried(ctx context.Context, req *lb.Request, tried []*Hos
 }
 
 func (c *Cluster) dialHost(ctx context.Context, timeout time.Duration, h *Host) (net.Conn, error) {
-	dctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	conn, err := c.m.o.Dial(dctx, "tcp", h.addr)
+	var (
+		conn     net.Conn
+		err      error
+		timedOut bool
+	)
+	if c.fastDial && h.ap.IsValid() && ctx.Done() != nil {
+		// The default dialer, to an ip:port: DialTCP with the parsed address skips the
+		// address parsing and resolver path (and the stack growth it causes on a fresh
+		// connection goroutine); the connect deadline becomes a write deadline on the
+		// connecting socket (the poller's timer), so there is no timer context, no timer
+		// and no child context per dial. ctx still cancels the connect.
+		dctx := &deadlineCtx{Context: ctx, deadline: time.Now().Add(timeout)}
+		tc, derr := fastDialer.DialTCP(dctx, "tcp", netip.AddrPort{}, h.ap)
+		if derr == nil {
+			conn = tc
+		}
+		err = derr
+		timedOut = err != nil && ctx.Err() == nil && dctx.Err() != nil
+	} else {
+		dctx, cancel := context.WithTimeout(ctx, timeout)
+		conn, err = c.m.o.Dial(dctx, "tcp", h.addr)
+		timedOut = err != nil && ctx.Err() == nil && errors.Is(dctx.Err(), context.DeadlineExceeded)
+		cancel()
+	}
 	switch {
 	case err == nil && conn == nil:
 		err = errors.New("dialer returned no connection")
-	case err != nil && ctx.Err() == nil && errors.Is(dctx.Err(), context.DeadlineExceeded):
-		err = fmt.Errorf("%s: connect_timeout %v: %w", h.addr, timeout, err)
+	case timedOut:
+		err = &connectTimeoutError{addr: h.addr, timeout: timeout, err: err}
 	case err != nil && !strings.Contains(err.Error(), h.addr):
 		err = fmt.Errorf("%s: %w", h.addr, err)
 	}
@@ -569,6 +603,66 @@ func (c *Cluster) dialHost(ctx context.Context, timeout time.Duration, h *Host) 
 		conn.Close()
 	}
 	return conn, err
+}
+
+// connectTimeoutError is a dial that connect_timeout ended; errors.Is sees the dialer's
+// error and context.DeadlineExceeded.
+type connectTimeoutError struct {
+	addr    string
+	timeout time.Duration
+	err     error
+}
+
+func (e *connectTimeoutError) Error() string {
+	return fmt.Sprintf("%s: connect_timeout %v: %v", e.addr, e.timeout, e.err)
+}
+
+func (e *connectTimeoutError) Unwrap() []error { return []error{e.err, context.DeadlineExceeded} }
+
+// defaultDial is Options.Dial's default: a net.Dialer without TCP keepalive (Go enables
+// it: four setsockopt calls per dial).
+func defaultDial(ctx context.Context, network, addr string) (net.Conn, error) {
+	return defaultDialer.DialContext(ctx, network, addr)
+}
+
+var (
+	defaultDialer = &net.Dialer{KeepAlive: -1}
+	// fastDialer dials a parsed ip:port for defaultDial's clusters. DialTCP binds the
+	// socket to its (zero) local address first; bindNoPort keeps that bind from searching
+	// for a port.
+	fastDialer = &net.Dialer{KeepAlive: -1, Control: bindNoPort}
+	// defaultDialPC identifies defaultDial among Options.Dial values.
+	defaultDialPC = reflect.ValueOf(defaultDial).Pointer()
+)
+
+// isDefaultDial reports whether dial is defaultDial, which fastDialer may stand in for.
+func isDefaultDial(dial func(context.Context, string, string) (net.Conn, error)) bool {
+	return canDialNoPort && dial != nil && reflect.ValueOf(dial).Pointer() == defaultDialPC
+}
+
+// deadlineCtx is ctx with the connect deadline added. Its Done is ctx's: it is only given
+// to fastDialer, which enforces Deadline itself as the socket's write deadline (a dialer
+// that waits for Done alone would not see the deadline; those get context.WithTimeout).
+type deadlineCtx struct {
+	context.Context
+	deadline time.Time
+}
+
+func (d *deadlineCtx) Deadline() (time.Time, bool) {
+	if p, ok := d.Context.Deadline(); ok && p.Before(d.deadline) {
+		return p, true
+	}
+	return d.deadline, true
+}
+
+func (d *deadlineCtx) Err() error {
+	if err := d.Context.Err(); err != nil {
+		return err
+	}
+	if !time.Now().Before(d.deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 func (c *Cluster) connDone(h *Host, done func(lb.DoneInfo)) func(lb.DoneInfo) {

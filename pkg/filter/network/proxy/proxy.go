@@ -134,7 +134,6 @@ func Factory(raw config.RawMessage, d filter.Deps) (filter.NetworkFilter, error)
 	return a, nil
 }
 
-
 // auto sniffs each connection's protocol and hands it to that protocol's handler.
 type auto struct {
 	log      *zap.Logger
