@@ -263,6 +263,10 @@ func TestADSFirstConfigAndOrdering(t *testing.T) {
 	if got := f.rec.Hosts("svc"); !slices.Equal(got, []string{"127.0.0.1:9002"}) {
 		t.Fatalf("hosts after v2: %v", got)
 	}
+	// The snapshot bumps every type's version: wait for all four ACKs before counting.
+	for _, typ := range []string{ClusterType, ListenerType, RouteType} {
+		mustWait(t, f.cp, 0, "ACK v2 "+typ, xdstest.ACKOf(typ, "v2"))
+	}
 	if s := f.c.Stats(); s.NACKs != 0 || s.ACKs < 8 {
 		t.Fatalf("stats %+v", s)
 	}
