@@ -2,6 +2,7 @@ package extension
 
 import (
 	"github.com/mosnlite/mosnlite/pkg/filter"
+	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
 )
 
@@ -11,6 +12,8 @@ type Set struct {
 	NetworkFilters *Registry[filter.NetworkFactory]
 	StreamFilters  *Registry[filter.StreamFactory]
 	LoadBalancers  *Registry[lb.Factory]
+	// Codecs are the RPC (xprotocol) codecs by protocol name: bolt, boltv2, dubbo.
+	Codecs *Registry[xprotocol.CodecFactory]
 }
 
 // NewSet returns empty registries.
@@ -19,5 +22,6 @@ func NewSet() *Set {
 		NetworkFilters: NewRegistry[filter.NetworkFactory]("network filter"),
 		StreamFilters:  NewRegistry[filter.StreamFactory]("stream filter"),
 		LoadBalancers:  NewRegistry[lb.Factory]("load balancer"),
+		Codecs:         NewRegistry[xprotocol.CodecFactory]("xprotocol codec"),
 	}
 }

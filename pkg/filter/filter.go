@@ -4,6 +4,7 @@
 package filter
 
 import (
+	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol"
 	"go.uber.org/zap"
 
 	"github.com/mosnlite/mosnlite/pkg/buffer"
@@ -24,6 +25,14 @@ type Deps struct {
 	// StreamFilters is the stream filter registry (extension.Set.StreamFilters); the proxy
 	// filter builds the listener's stream_filters from it.
 	StreamFilters StreamRegistry
+	// Codecs is the xprotocol codec registry (extension.Set.Codecs); the proxy filter takes
+	// the codec for a bolt, boltv2 or dubbo listener from it.
+	Codecs CodecRegistry
+}
+
+// CodecRegistry looks RPC codecs up by protocol name (extension.Set.Codecs).
+type CodecRegistry interface {
+	Get(name string) (xprotocol.CodecFactory, error)
 }
 
 // NetworkFactory decodes a filter's raw config and builds the filter. A bad config is an

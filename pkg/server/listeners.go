@@ -132,6 +132,7 @@ func (s *Server) buildFilter(lc *config.Listener, ext *extension.Set) (network.L
 		Routers:  s.routers,
 
 		StreamFilters: ext.StreamFilters,
+		Codecs:        ext.Codecs,
 	})
 	if err != nil {
 		return lcfg, nil, fmt.Errorf("filter_chains[0].filters[0].config: %w", err)

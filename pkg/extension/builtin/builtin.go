@@ -12,6 +12,10 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/filter/stream/headermutation"
 	"github.com/mosnlite/mosnlite/pkg/filter/stream/ipaccess"
 	"github.com/mosnlite/mosnlite/pkg/filter/stream/payloadlimit"
+	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol"
+	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol/bolt"
+	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol/dubbo"
+	"github.com/mosnlite/mosnlite/pkg/stream"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
 )
 
@@ -25,6 +29,9 @@ func Register(s *extension.Set) error {
 		s.StreamFilters.Register(payloadlimit.Name, payloadlimit.Factory),
 		s.StreamFilters.Register(ipaccess.Name, ipaccess.Factory),
 		s.StreamFilters.Register(headermutation.Name, headermutation.Factory),
+		s.Codecs.Register(string(stream.Bolt), func() xprotocol.Codec { return bolt.New(bolt.Options{}) }),
+		s.Codecs.Register(string(stream.BoltV2), func() xprotocol.Codec { return bolt.NewV2(bolt.Options{}) }),
+		s.Codecs.Register(string(stream.Dubbo), func() xprotocol.Codec { return dubbo.New(dubbo.Options{}) }),
 	}
 	for _, n := range lb.Builtins() {
 		errs = append(errs, s.LoadBalancers.Register(n.Name, n.Factory))

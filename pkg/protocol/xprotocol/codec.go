@@ -124,3 +124,8 @@ type Codec interface {
 	// MaxFrameSize is the largest frame Decode accepts.
 	MaxFrameSize() int
 }
+
+// CodecFactory builds a codec with its default options. The extension set's Codecs
+// registry maps protocol names (bolt, boltv2, dubbo) to them; the proxy filter looks a
+// listener's protocol up there, so a build (or a test) chooses its codecs in one list.
+type CodecFactory func() Codec

@@ -7,6 +7,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/mosnlite/mosnlite/pkg/config"
+	"github.com/mosnlite/mosnlite/pkg/extension"
+	"github.com/mosnlite/mosnlite/pkg/extension/builtin"
 	"github.com/mosnlite/mosnlite/pkg/filter"
 	"github.com/mosnlite/mosnlite/pkg/filter/network/proxy"
 	"github.com/mosnlite/mosnlite/pkg/network"
@@ -30,7 +32,11 @@ func tables(t *testing.T) *router.Tables {
 }
 
 func TestFactory(t *testing.T) {
-	d := filter.Deps{Routers: tables(t)}
+	ext, err := builtin.NewSet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := filter.Deps{Routers: tables(t), Codecs: ext.Codecs}
 	for _, c := range []struct{ cfg, err string }{
 		{`{"downstream_protocol":"Http1","router_config_name":"r"}`, ""},
 		{`{"downstream_protocol":"Auto","router_config_name":"r"}`, ""},
@@ -61,6 +67,10 @@ func TestFactory(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.err) {
 			t.Fatalf("%s: err %v, want %q", c.cfg, err, c.err)
 		}
+	}
+	// A build without a codec for the protocol refuses it by name.
+	if _, err := proxy.Factory(config.RawMessage(`{"downstream_protocol":"bolt","router_config_name":"r"}`), filter.Deps{Routers: tables(t), Codecs: extension.NewSet().Codecs}); err == nil || !strings.Contains(err.Error(), "bolt") {
+		t.Fatalf("no bolt codec: err %v", err)
 	}
 	if _, err := proxy.Factory(config.RawMessage(`{"router_config_name":"r"}`), filter.Deps{}); err == nil {
 		t.Fatal("no routers: want an error")

@@ -6,9 +6,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mosnlite/mosnlite/pkg/network"
-	xproto "github.com/mosnlite/mosnlite/pkg/protocol/xprotocol"
-	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol/bolt"
-	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol/dubbo"
 	"github.com/mosnlite/mosnlite/pkg/stream"
 	"github.com/mosnlite/mosnlite/pkg/stream/xprotocol"
 )
@@ -22,17 +19,14 @@ func newXProtocol(p Params, down stream.Protocol) (network.Handler, error) {
 		return nil, fmt.Errorf("upstream_protocol %q: %s downstream forwards to %s only (no protocol conversion for RPC)",
 			p.Config.UpstreamProtocol, down, down)
 	}
-	var codec xproto.Codec
-	switch down {
-	case stream.Bolt:
-		codec = bolt.New(bolt.Options{})
-	case stream.BoltV2:
-		codec = bolt.NewV2(bolt.Options{})
-	case stream.Dubbo:
-		codec = dubbo.New(dubbo.Options{})
-	default:
-		return nil, fmt.Errorf("%s is not an xprotocol", down)
+	if p.Deps.Codecs == nil {
+		return nil, fmt.Errorf("%s: no codec registry", down)
 	}
+	newCodec, err := p.Deps.Codecs.Get(string(down))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", down, err)
+	}
+	codec := newCodec()
 	d := p.Deps
 	if l := d.Listener; l != nil && len(l.StreamFilters) > 0 && d.Log != nil {
 		d.Log.Warn("proxy: stream filters are not applied to RPC (bolt, dubbo) requests yet; ignored",
