@@ -91,17 +91,6 @@ func TestPercentilesFromLog(t *testing.T) {
 	}
 }
 
-func TestParseStat(t *testing.T) {
-	stat := "4242 (my (odd) name) S 17 4242 4242 0 -1 4194560 100 0 0 0 250 125 0 0 20 0 3 0 100 0 0\n"
-	ppid, c, err := parseStat([]byte(stat))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ppid != 17 || c.User != 2500*time.Millisecond || c.Sys != 1250*time.Millisecond {
-		t.Errorf("ppid %d cpu %v", ppid, c)
-	}
-}
-
 func TestSpliceDoc(t *testing.T) {
 	doc := "# B\n\n" + docBegin + "\nold\n" + docEnd + "\n\ntail\n"
 	got := spliceDoc(doc, "new\n")

@@ -31,6 +31,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mosnlite/mosnlite/test/bench/benchproc"
 )
 
 func main() {
@@ -114,8 +116,8 @@ func (f *flags) check() error {
 // window is one measured run against one target.
 type window struct {
 	Run      toolRun
-	Proxy    cpuTime // delta over the window; zero for direct
-	Upstream cpuTime
+	Proxy    benchproc.CPUTime // delta over the window; zero for direct
+	Upstream benchproc.CPUTime
 	Busy     time.Duration // whole machine, delta
 	Wall     time.Duration
 }
@@ -133,7 +135,7 @@ type row struct {
 type live struct {
 	row   *row
 	addr  string
-	proxy *proc // nil: direct
+	proxy *benchproc.Proc // nil: direct
 	admin string
 }
 
@@ -151,13 +153,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if f.command == "" {
 		f.command = "httpload " + strings.Join(args, " ")
 	}
-	mach := readMachine()
+	mach := benchproc.ReadMachine()
 	proxyCPU, loadCPU := "", ""
 	if f.pin {
 		if mach.CPUs < 2 {
 			fmt.Fprintf(stderr, "httpload: %d CPU(s): running without pinning\n", mach.CPUs)
 			f.pin = false
-		} else if err := pinSelf(f.loadCPU); err != nil {
+		} else if err := benchproc.PinSelf(f.loadCPU, "HTTPLOAD_PINNED"); err != nil {
 			return err
 		} else {
 			proxyCPU, loadCPU = f.proxyCPU, f.loadCPU
@@ -183,21 +185,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer os.RemoveAll(dir)
 
-	var stops []*proc
+	var stops []*benchproc.Proc
 	defer func() {
 		for i := len(stops) - 1; i >= 0; i-- {
-			if err := stops[i].stop(15 * time.Second); err != nil {
+			if err := stops[i].Stop(15 * time.Second); err != nil {
 				fmt.Fprintf(stderr, "httpload: %v\n", err)
 			}
 		}
 	}()
 
 	// The upstream: HTTP/1.1 and h2c, on the load CPU.
-	upH1, err := freePort()
+	upH1, err := benchproc.FreePort()
 	if err != nil {
 		return err
 	}
-	upH2, err := freePort()
+	upH2, err := benchproc.FreePort()
 	if err != nil {
 		return err
 	}
@@ -209,18 +211,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	stops = append(stops, up)
 	fmt.Fprintf(stderr, "httpload: upstream %s on %s (h1) and %s (h2c), pids %v, CPUs %s\n",
-		up.version, upH1, upH2, up.pids, cpusAllowed(up.pids[0]))
+		up.Version, upH1, upH2, up.Pids, benchproc.CPUsAllowed(up.Pids[0]))
 
 	targets := strings.Split(f.targets, ",")
-	var ngx *proc
+	var ngx *benchproc.Proc
 	var ngxH1, ngxH2 string
 	ngxErr := error(nil)
 	if strings.Contains(f.targets, "nginx") {
 		ngxDir := filepath.Join(dir, "nginx")
-		if ngxH1, err = freePort(); err != nil {
+		if ngxH1, err = benchproc.FreePort(); err != nil {
 			return err
 		}
-		if ngxH2, err = freePort(); err != nil {
+		if ngxH2, err = benchproc.FreePort(); err != nil {
 			return err
 		}
 		ngx, ngxErr = startNginx(ctx, "nginx", f.nginx, ngxDir, proxyCPU,
@@ -228,10 +230,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if ngxErr == nil {
 			stops = append(stops, ngx)
 			fmt.Fprintf(stderr, "httpload: nginx proxy on %s (h1) and %s (h2c), pids %v, CPUs %s\n",
-				ngxH1, ngxH2, ngx.pids, cpusAllowed(ngx.pids[0]))
+				ngxH1, ngxH2, ngx.Pids, benchproc.CPUsAllowed(ngx.Pids[0]))
 		}
 	}
-	fmt.Fprintf(stderr, "httpload: this program: pid %d, CPUs %s\n", os.Getpid(), cpusAllowed(os.Getpid()))
+	fmt.Fprintf(stderr, "httpload: this program: pid %d, CPUs %s\n", os.Getpid(), benchproc.CPUsAllowed(os.Getpid()))
 
 	var rows []*row
 	for _, proto := range strings.Split(f.protocols, ",") {
@@ -252,7 +254,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					l.addr = ngxH2
 				}
 				if ngx != nil {
-					r.Version = ngx.version
+					r.Version = ngx.Version
 				}
 				lives = append(lives, l)
 			case "mosnlite":
@@ -274,9 +276,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 						fmt.Fprintf(stderr, "httpload: %s %s: %v\n", proto, v.name, err)
 					} else {
 						stops = append(stops, p)
-						r.Version = p.version
+						r.Version = p.Version
 						fmt.Fprintf(stderr, "httpload: %s %s on %s (pid %d, CPUs %s, admin %s)\n",
-							proto, v.name, addr, p.pids[0], cpusAllowed(p.pids[0]), admin)
+							proto, v.name, addr, p.Pids[0], benchproc.CPUsAllowed(p.Pids[0]), admin)
 					}
 					lives = append(lives, &live{row: r, proxy: p, addr: addr, admin: admin})
 				}
@@ -321,7 +323,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if l.proxy == nil || l.proxy == ngx {
 				continue
 			}
-			if err := l.proxy.stop(15 * time.Second); err != nil {
+			if err := l.proxy.Stop(15 * time.Second); err != nil {
 				fmt.Fprintf(stderr, "httpload: %v\n", err)
 			}
 			for i, p := range stops {
@@ -334,7 +336,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		rows = append(rows, lives2rows(lives)...)
 	}
 
-	section := report(f, mach, up.version, rows, time.Now().UTC())
+	section := report(f, mach, up.Version, rows, time.Now().UTC())
 	fmt.Fprintln(stdout, section)
 	if f.doc != "" {
 		if err := updateDoc(f.doc, section); err != nil {
@@ -370,7 +372,7 @@ func parseTool(proto string, out []byte) (toolRun, error) {
 }
 
 // measure runs a warm-up, then the measured window with CPU read before and after.
-func measure(ctx context.Context, f flags, proto string, l *live, loadCPU string, up *proc, dir string) (window, error) {
+func measure(ctx context.Context, f flags, proto string, l *live, loadCPU string, up *benchproc.Proc, dir string) (window, error) {
 	var w window
 	bound := f.warmup + f.duration + 30*time.Second
 	if f.warmup > 0 {
@@ -389,18 +391,18 @@ func measure(ctx context.Context, f flags, proto string, l *live, loadCPU string
 		logFile = filepath.Join(dir, "h2load.log")
 		defer os.Remove(logFile)
 	}
-	var p0, p1 cpuTime
+	var p0, p1 benchproc.CPUTime
 	var err error
 	if l.proxy != nil {
-		if p0, err = l.proxy.cpu(); err != nil {
+		if p0, err = l.proxy.CPU(); err != nil {
 			return w, err
 		}
 	}
-	u0, err := up.cpu()
+	u0, err := up.CPU()
 	if err != nil {
 		return w, err
 	}
-	b0, err := machineBusy()
+	b0, err := benchproc.SystemBusy()
 	if err != nil {
 		return w, err
 	}
@@ -411,15 +413,15 @@ func measure(ctx context.Context, f flags, proto string, l *live, loadCPU string
 		return w, err
 	}
 	if l.proxy != nil {
-		if p1, err = l.proxy.cpu(); err != nil {
+		if p1, err = l.proxy.CPU(); err != nil {
 			return w, err
 		}
 	}
-	u1, err := up.cpu()
+	u1, err := up.CPU()
 	if err != nil {
 		return w, err
 	}
-	b1, err := machineBusy()
+	b1, err := benchproc.SystemBusy()
 	if err != nil {
 		return w, err
 	}

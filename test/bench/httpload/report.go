@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/mosnlite/mosnlite/test/bench/benchproc"
 )
 
 // noisyOther: the share of a CPU other processes used during a window above which the
@@ -230,7 +232,7 @@ func oneLine(s string) string {
 }
 
 // report is the markdown section: when, what, where, how, then one table per protocol.
-func report(f flags, m machine, upVersion string, rows []*row, now time.Time) string {
+func report(f flags, m benchproc.Machine, upVersion string, rows []*row, now time.Time) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "### HTTP load run, %s\n\n", now.Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(&b, "- command: `%s`\n", f.command)

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mosnlite/mosnlite/test/bench/benchproc"
 )
 
 var nginxVersionRE = regexp.MustCompile(`nginx/\S+`)
@@ -92,7 +94,7 @@ func findNginx(bin string) (string, error) {
 }
 
 // startNginx writes conf into dir, runs nginx pinned to cpu and waits for addrs.
-func startNginx(ctx context.Context, name, bin, dir, cpu string, conf func(userLine string) string, addrs ...string) (*proc, error) {
+func startNginx(ctx context.Context, name, bin, dir, cpu string, conf func(userLine string) string, addrs ...string) (*benchproc.Proc, error) {
 	bin, err := findNginx(bin)
 	if err != nil {
 		return nil, err
@@ -109,27 +111,27 @@ func startNginx(ctx context.Context, name, bin, dir, cpu string, conf func(userL
 		return nil, err
 	}
 	out, _ := exec.Command(bin, "-v").CombinedOutput()
-	cmd, err := command(cpu, bin, "-p", dir, "-c", path, "-e", filepath.Join(dir, "error.log"))
+	cmd, err := benchproc.Command(cpu, bin, "-p", dir, "-c", path, "-e", filepath.Join(dir, "error.log"))
 	if err != nil {
 		return nil, err
 	}
-	p, err := launch(name, cmd, filepath.Join(dir, "nginx.out"))
+	p, err := benchproc.Launch(name, cmd, filepath.Join(dir, "nginx.out"))
 	if err != nil {
 		return nil, err
 	}
-	p.version = nginxVersionRE.FindString(string(out))
-	if err := p.waitListening(ctx, 10*time.Second, addrs...); err != nil {
-		_ = p.stop(5 * time.Second)
-		return nil, fmt.Errorf("%w\nerror.log:\n%s", err, tail(filepath.Join(dir, "error.log"), 10))
+	p.Version = nginxVersionRE.FindString(string(out))
+	if err := p.WaitListening(ctx, 10*time.Second, addrs...); err != nil {
+		_ = p.Stop(5 * time.Second)
+		return nil, fmt.Errorf("%w\nerror.log:\n%s", err, benchproc.Tail(filepath.Join(dir, "error.log"), 10))
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if kids := childPIDs(p.cmd.Process.Pid); len(kids) > 0 {
-			p.pids = append(p.pids, kids...)
+		if kids := benchproc.ChildPIDs(p.Cmd.Process.Pid); len(kids) > 0 {
+			p.Pids = append(p.Pids, kids...)
 			return p, nil
 		}
 		if time.Now().After(deadline) {
-			_ = p.stop(5 * time.Second)
+			_ = p.Stop(5 * time.Second)
 			return nil, fmt.Errorf("%s: no worker process after 5s", name)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -198,17 +200,17 @@ var errNotInBuild = errors.New("not available in this build")
 
 // startMosnlite validates a generated config and runs `mosnlite --log-level warn start -c`
 // pinned to cpu, with env added to its environment (e.g. GOMAXPROCS=1).
-func startMosnlite(ctx context.Context, bin, dir, cpu, upstream, down string, env []string) (p *proc, listen, admin string, err error) {
+func startMosnlite(ctx context.Context, bin, dir, cpu, upstream, down string, env []string) (p *benchproc.Proc, listen, admin string, err error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, "", "", fmt.Errorf("mosnlite binary: %w (run `make build`)", err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, "", "", err
 	}
-	if listen, err = freePort(); err != nil {
+	if listen, err = benchproc.FreePort(); err != nil {
 		return nil, "", "", err
 	}
-	if admin, err = freePort(); err != nil {
+	if admin, err = benchproc.FreePort(); err != nil {
 		return nil, "", "", err
 	}
 	conf, err := mosnliteConf(listen, admin, upstream, down)
@@ -229,20 +231,20 @@ func startMosnlite(ctx context.Context, bin, dir, cpu, upstream, down string, en
 	if out, err := exec.Command(bin, "version").Output(); err == nil {
 		version = strings.TrimSpace(string(out))
 	}
-	cmd, err := command(cpu, bin, "--log-level", "warn", "start", "-c", path)
+	cmd, err := benchproc.Command(cpu, bin, "--log-level", "warn", "start", "-c", path)
 	if err != nil {
 		return nil, "", "", err
 	}
 	cmd.Env = append(os.Environ(), env...)
-	p, err = launch("mosnlite", cmd, filepath.Join(dir, "mosnlite.out"))
+	p, err = benchproc.Launch("mosnlite", cmd, filepath.Join(dir, "mosnlite.out"))
 	if err != nil {
 		return nil, "", "", err
 	}
-	p.version = version
-	if err := p.waitListening(ctx, 10*time.Second, listen, admin); err != nil {
-		_ = p.stop(5 * time.Second)
+	p.Version = version
+	if err := p.WaitListening(ctx, 10*time.Second, listen, admin); err != nil {
+		_ = p.Stop(5 * time.Second)
 		// validate checks the config's shape; the filter is built at start.
-		if b, _ := os.ReadFile(p.logPath); strings.Contains(string(b), "not served by this build") {
+		if b, _ := os.ReadFile(p.LogPath); strings.Contains(string(b), "not served by this build") {
 			return nil, "", "", fmt.Errorf("%w (`mosnlite start`: downstream_protocol %s is not served by this build)", errNotInBuild, down)
 		}
 		return nil, "", "", err

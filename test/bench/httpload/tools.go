@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mosnlite/mosnlite/test/bench/benchproc"
 )
 
 // toolRun is what one wrk or h2load run reported.
@@ -19,23 +21,23 @@ type toolRun struct {
 	Requests float64       // completed requests (wrk: all responses; h2load: succeeded)
 	Elapsed  time.Duration // the tool's own measured duration
 	RPS      float64
-	P50, P99 time.Duration // -1: not known
-	Mean     time.Duration // -1: not known
-	Errors   int64         // socket errors, non-2xx/3xx, failed/errored/timed-out requests
-	LatNote  string        // where the percentiles come from
-	LoadCPU  cpuTime       // the tool's own CPU (rusage)
+	P50, P99 time.Duration     // -1: not known
+	Mean     time.Duration     // -1: not known
+	Errors   int64             // socket errors, non-2xx/3xx, failed/errored/timed-out requests
+	LatNote  string            // where the percentiles come from
+	LoadCPU  benchproc.CPUTime // the tool's own CPU (rusage)
 }
 
 // runTool runs argv pinned to cpu, bounded by timeout, and returns its stdout and CPU.
-func runTool(ctx context.Context, cpu string, timeout time.Duration, argv ...string) ([]byte, cpuTime, error) {
-	cmd, err := command(cpu, argv[0], argv[1:]...)
+func runTool(ctx context.Context, cpu string, timeout time.Duration, argv ...string) ([]byte, benchproc.CPUTime, error) {
+	cmd, err := benchproc.Command(cpu, argv[0], argv[1:]...)
 	if err != nil {
-		return nil, cpuTime{}, err
+		return nil, benchproc.CPUTime{}, err
 	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
-		return nil, cpuTime{}, fmt.Errorf("%s: %w", argv[0], err)
+		return nil, benchproc.CPUTime{}, fmt.Errorf("%s: %w", argv[0], err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -45,14 +47,14 @@ func runTool(ctx context.Context, cpu string, timeout time.Duration, argv ...str
 	case <-time.After(timeout):
 		_ = cmd.Process.Kill()
 		<-done
-		return nil, cpuTime{}, fmt.Errorf("%s did not finish within %s", strings.Join(argv, " "), timeout)
+		return nil, benchproc.CPUTime{}, fmt.Errorf("%s did not finish within %s", strings.Join(argv, " "), timeout)
 	case <-ctx.Done():
 		_ = cmd.Process.Kill()
 		<-done
-		return nil, cpuTime{}, ctx.Err()
+		return nil, benchproc.CPUTime{}, ctx.Err()
 	}
 	st := cmd.ProcessState
-	c := cpuTime{st.UserTime(), st.SystemTime()}
+	c := benchproc.CPUTime{User: st.UserTime(), Sys: st.SystemTime()}
 	if werr != nil {
 		return nil, c, fmt.Errorf("%s: %w\n%s%s", strings.Join(argv, " "), werr, out.String(), errb.String())
 	}

@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mosnlite/mosnlite/test/bench/benchproc"
 )
 
 // The wire protocol between the load client and the upstream is one byte of mode, then:
@@ -169,10 +172,10 @@ func measure(ctx context.Context, o measureOpts, counter func() int64) (window, 
 	snap := func() (s snapshot, err error) {
 		s.n = counter()
 		s.at = time.Now()
-		if s.total, err = systemBusy(); err != nil {
+		if s.total, err = benchproc.SystemBusy(); err != nil {
 			return s, err
 		}
-		if s.self, err = processCPU(selfPID()); err != nil {
+		if s.self, err = benchproc.TotalCPU(os.Getpid()); err != nil {
 			return s, err
 		}
 		if o.CPU != nil {

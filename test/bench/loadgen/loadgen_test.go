@@ -14,47 +14,11 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/mosnlite/mosnlite/test/bench/benchproc"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-func TestParseStat(t *testing.T) {
-	// A command name with spaces and parentheses; utime 250, stime 50 ticks.
-	in := []byte("4242 (ng ) (x) S 17 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 123 456 789\n")
-	s, err := parseStat(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.PPID != 17 || s.CPU != 3*time.Second {
-		t.Fatalf("parseStat = %+v; want ppid 17, cpu 3s", s)
-	}
-	for _, bad := range []string{"", "1 (x) S 1 2", "1 (x) S z 1 1 0 -1 0 0 0 0 0 a b"} {
-		if _, err := parseStat([]byte(bad)); err == nil {
-			t.Errorf("parseStat(%q): no error", bad)
-		}
-	}
-	self, err := processCPU(os.Getpid())
-	if err != nil || self < 0 {
-		t.Fatalf("processCPU(self) = %v, %v", self, err)
-	}
-}
-
-func TestParseSystemBusy(t *testing.T) {
-	d, err := parseSystemBusy([]byte("cpu  100 5 20 9999 7 3 2 11 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n"))
-	if err != nil || d != 130*clockTick {
-		t.Fatalf("parseSystemBusy = %v, %v; want %v", d, err, 130*clockTick)
-	}
-	if _, err := parseSystemBusy([]byte("intr 1 2 3\n")); err == nil {
-		t.Fatal("no error for a first line that is not cpu")
-	}
-}
-
-func TestParseCPUInfo(t *testing.T) {
-	n, model := parseCPUInfo([]byte("processor\t: 0\nmodel name\t: Test CPU @ 1GHz\n\nprocessor\t: 1\nmodel name\t: Test CPU @ 1GHz\n"))
-	if n != 2 || model != "Test CPU @ 1GHz" {
-		t.Fatalf("parseCPUInfo = %d, %q", n, model)
-	}
-}
 
 func TestSpliceDoc(t *testing.T) {
 	doc := "# Benchmarks\n\nintro\n\n" + docBegin + "\nold\n" + docEnd + "\n\n## After\n"
@@ -182,7 +146,7 @@ func TestDirectLoad(t *testing.T) {
 	}
 	defer up.Close()
 	ctx := t.Context()
-	o := measureOpts{Duration: 200 * time.Millisecond, CPU: func() (time.Duration, error) { return processCPU(os.Getpid()) }}
+	o := measureOpts{Duration: 200 * time.Millisecond, CPU: func() (time.Duration, error) { return benchproc.TotalCPU(os.Getpid()) }}
 	w, err := runBulk(ctx, up.Addr(), up.bytes.Load, 2, 64<<10, o)
 	if err != nil || w.Count <= 0 || w.Elapsed <= 0 || w.ProxyCPU < 0 || w.Errors != 0 {
 		t.Fatalf("runBulk = %+v, %v", w, err)

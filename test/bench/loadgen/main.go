@@ -31,6 +31,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mosnlite/mosnlite/test/bench/benchproc"
 )
 
 func main() {
@@ -95,27 +97,6 @@ func (l *loadFlags) opts(cpu func() (time.Duration, error), maxCount int64) meas
 	return measureOpts{Warmup: l.warmup, Duration: l.duration, MaxCount: float64(maxCount), CPU: cpu}
 }
 
-// pinSelf re-executes this program under `taskset -c cpu` unless it already runs there.
-// (sched_setaffinity from Go would only move the calling thread.)
-func pinSelf(cpu string) error {
-	if cpusAllowed(selfPID()) == cpu {
-		return nil
-	}
-	if os.Getenv("LOADGEN_PINNED") != "" {
-		return fmt.Errorf("re-executed under taskset -c %s but allowed CPUs are %s", cpu, cpusAllowed(selfPID()))
-	}
-	ts, err := exec.LookPath("taskset")
-	if err != nil {
-		return fmt.Errorf("pinning needs taskset (util-linux): %w", err)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	env := append(os.Environ(), "LOADGEN_PINNED=1")
-	return syscall.Exec(ts, append([]string{"taskset", "-c", cpu, self}, os.Args[1:]...), env)
-}
-
 type benchFlags struct {
 	load         loadFlags
 	targets      string
@@ -163,13 +144,13 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if f.command == "" {
 		f.command = "loadgen bench " + strings.Join(args, " ")
 	}
-	mach := readMachine()
+	mach := benchproc.ReadMachine()
 	proxyCPU := ""
 	if f.pin {
 		if mach.CPUs < 2 {
 			fmt.Fprintf(stderr, "loadgen: %d CPU(s): running without pinning\n", mach.CPUs)
 			f.pin = false
-		} else if err := pinSelf(f.loadCPU); err != nil {
+		} else if err := benchproc.PinSelf(f.loadCPU, "LOADGEN_PINNED"); err != nil {
 			return err
 		} else {
 			proxyCPU = f.proxyCPU
@@ -203,7 +184,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				continue
 			}
 			if l.proxy != nil {
-				if err := l.proxy.stop(15 * time.Second); err != nil {
+				if err := l.proxy.Stop(15 * time.Second); err != nil {
 					fmt.Fprintf(stderr, "loadgen: %v\n", err)
 				}
 			}
@@ -239,13 +220,13 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			continue
 		}
 		if l.proxy != nil {
-			l.addr, results[i].Version = l.proxy.addr, l.proxy.version
+			l.addr, results[i].Version = l.proxy.addr, l.proxy.Version
 			fmt.Fprintf(stderr, "loadgen: %s on %s (pids %v, CPUs %s) → upstream %s\n",
-				t, l.addr, l.proxy.pids, cpusAllowed(l.proxy.pids[0]), up.Addr())
+				t, l.addr, l.proxy.Pids, benchproc.CPUsAllowed(l.proxy.Pids[0]), up.Addr())
 		}
 	}
 	fmt.Fprintf(stderr, "loadgen: load tool and upstreams: pid %d, CPUs %s, GOMAXPROCS %d\n",
-		selfPID(), cpusAllowed(selfPID()), runtime.GOMAXPROCS(0))
+		os.Getpid(), benchproc.CPUsAllowed(os.Getpid()), runtime.GOMAXPROCS(0))
 
 	for round := 1; round <= f.rounds; round++ {
 		for i, t := range targets {
@@ -295,11 +276,11 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 // report is the markdown section: when, what, where, how, then the tables.
-func report(f benchFlags, m machine, rs []result, now time.Time) string {
+func report(f benchFlags, m benchproc.Machine, rs []result, now time.Time) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "### Loopback load run, %s\n\n", now.Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(&b, "- command: `%s`\n", f.command)
-	fmt.Fprintf(&b, "- machine: %d CPUs, %s; kernel %s; %s\n", m.CPUs, m.CPUModel, m.Kernel, runtime.Version())
+	fmt.Fprintf(&b, "- machine: %d CPUs, %s; kernel %s; %s\n", m.CPUs, m.Model, m.Kernel, runtime.Version())
 	for _, r := range rs {
 		if r.Target != "direct" && r.Version != "" {
 			fmt.Fprintf(&b, "- %s: %s\n", r.Target, r.Version)
@@ -375,7 +356,7 @@ func cmdClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			}
 			pids = append(pids, p)
 		}
-		cpu = func() (time.Duration, error) { return sumCPU(pids) }
+		cpu = func() (time.Duration, error) { return benchproc.TotalCPU(pids...) }
 	}
 	r := result{Target: *addr}
 	switch *mode {

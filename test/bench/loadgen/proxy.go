@@ -12,121 +12,19 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/mosnlite/mosnlite/test/bench/benchproc"
 )
 
 // proxy is a proxy process the harness started: its client-facing address and the
-// processes whose CPU time it is charged with.
+// processes whose CPU time it is charged with (Pids, master first for nginx).
 type proxy struct {
-	name    string
-	addr    string
-	version string
-	pids    []int // master first for nginx
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	logPath string
+	*benchproc.Proc
+	addr string
 }
 
-func (p *proxy) cpu() (time.Duration, error) { return sumCPU(p.pids) }
-
-// stop asks the proxy to exit (SIGTERM: nginx's fast shutdown, mosnlite's drain) and kills
-// it if it has not exited within the timeout.
-func (p *proxy) stop(timeout time.Duration) error {
-	select {
-	case <-p.exited:
-		return fmt.Errorf("%s had already exited (log %s)", p.name, p.logPath)
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-		return nil
-	case <-time.After(timeout):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-		return fmt.Errorf("%s did not exit within %s of SIGTERM; killed", p.name, timeout)
-	}
-}
-
-// freePort returns a loopback address whose port was free a moment ago.
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-// command builds argv, prefixed with taskset when cpu is not empty.
-func command(cpu, bin string, args ...string) (*exec.Cmd, error) {
-	if cpu != "" {
-		ts, err := exec.LookPath("taskset")
-		if err != nil {
-			return nil, fmt.Errorf("pinning needs taskset (util-linux): %w", err)
-		}
-		return exec.Command(ts, append([]string{"-c", cpu, bin}, args...)...), nil
-	}
-	return exec.Command(bin, args...), nil
-}
-
-// launch starts cmd with its output in logPath. The child gets SIGTERM if this process
-// dies, so an interrupted run leaves no proxy behind.
-func launch(name string, cmd *exec.Cmd, logPath string) (*proxy, error) {
-	lf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		lf.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proxy{name: name, cmd: cmd, exited: make(chan struct{}), logPath: logPath, pids: []int{cmd.Process.Pid}}
-	go func() {
-		_ = cmd.Wait()
-		lf.Close()
-		close(p.exited)
-	}()
-	return p, nil
-}
-
-// waitListening polls addr until it accepts a connection, the process exits, or the
-// deadline passes.
-func (p *proxy) waitListening(ctx context.Context, addr string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		select {
-		case <-p.exited:
-			return fmt.Errorf("%s exited during start-up:\n%s", p.name, tail(p.logPath, 20))
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not accepting on %s after %s:\n%s", p.name, addr, timeout, tail(p.logPath, 20))
-		}
-	}
-}
-
-func tail(path string, lines int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "(no log: " + err.Error() + ")"
-	}
-	ls := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(ls) > lines {
-		ls = ls[len(ls)-lines:]
-	}
-	return "    " + strings.Join(ls, "\n    ")
-}
+func (p *proxy) cpu() (time.Duration, error) { return benchproc.TotalCPU(p.Pids...) }
 
 // nginxOpts locate nginx.
 type nginxOpts struct {
@@ -183,7 +81,7 @@ func startNginx(ctx context.Context, o nginxOpts, dir, cpu, upstream string) (*p
 			return nil, errors.New("nginx: no stream module (install libnginx-mod-stream, or pass -nginx-stream-module)")
 		}
 	}
-	listen, err := freePort()
+	listen, err := benchproc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -205,29 +103,30 @@ func startNginx(ctx context.Context, o nginxOpts, dir, cpu, upstream string) (*p
 	if err := os.WriteFile(conf, []byte(nginxConf(dir, listen, upstream, module, userLine, o.HalfClose)), 0o644); err != nil {
 		return nil, err
 	}
-	cmd, err := command(cpu, bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log"))
+	cmd, err := benchproc.Command(cpu, bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log"))
 	if err != nil {
 		return nil, err
 	}
-	p, err := launch("nginx", cmd, filepath.Join(dir, "nginx.out"))
+	bp, err := benchproc.Launch("nginx", cmd, filepath.Join(dir, "nginx.out"))
 	if err != nil {
 		return nil, err
 	}
-	p.addr, p.version = listen, version
-	if err := p.waitListening(ctx, listen, 10*time.Second); err != nil {
-		_ = p.stop(5 * time.Second)
-		return nil, fmt.Errorf("%w\nerror.log:\n%s", err, tail(filepath.Join(dir, "error.log"), 10))
+	p := &proxy{Proc: bp}
+	p.addr, p.Version = listen, version
+	if err := p.WaitListening(ctx, 10*time.Second, listen); err != nil {
+		_ = p.Stop(5 * time.Second)
+		return nil, fmt.Errorf("%w\nerror.log:\n%s", err, benchproc.Tail(filepath.Join(dir, "error.log"), 10))
 	}
 	// Charge the master and its worker(s).
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		kids := childPIDs(p.cmd.Process.Pid)
+		kids := benchproc.ChildPIDs(p.Cmd.Process.Pid)
 		if len(kids) > 0 {
-			p.pids = append(p.pids, kids...)
+			p.Pids = append(p.Pids, kids...)
 			break
 		}
 		if time.Now().After(deadline) {
-			_ = p.stop(5 * time.Second)
+			_ = p.Stop(5 * time.Second)
 			return nil, errors.New("nginx: no worker process after 5s")
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -281,11 +180,11 @@ func startMosnlite(ctx context.Context, bin, dir, cpu, upstream string) (*proxy,
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("mosnlite binary: %w (run `make build`, or leave mosnlite out of -targets)", err)
 	}
-	listen, err := freePort()
+	listen, err := benchproc.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	admin, err := freePort()
+	admin, err := benchproc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -304,17 +203,18 @@ func startMosnlite(ctx context.Context, bin, dir, cpu, upstream string) (*proxy,
 	if out, err := exec.Command(bin, "version").Output(); err == nil {
 		version = strings.TrimSpace(string(out))
 	}
-	cmd, err := command(cpu, bin, "--log-level", "warn", "start", "-c", path)
+	cmd, err := benchproc.Command(cpu, bin, "--log-level", "warn", "start", "-c", path)
 	if err != nil {
 		return nil, err
 	}
-	p, err := launch("mosnlite", cmd, filepath.Join(dir, "mosnlite.out"))
+	bp, err := benchproc.Launch("mosnlite", cmd, filepath.Join(dir, "mosnlite.out"))
 	if err != nil {
 		return nil, err
 	}
-	p.addr, p.version = listen, version
-	if err := p.waitListening(ctx, listen, 10*time.Second); err != nil {
-		_ = p.stop(5 * time.Second)
+	p := &proxy{Proc: bp}
+	p.addr, p.Version = listen, version
+	if err := p.WaitListening(ctx, 10*time.Second, listen); err != nil {
+		_ = p.Stop(5 * time.Second)
 		return nil, err
 	}
 	return p, nil

@@ -33,6 +33,7 @@ import (
 
 	hessian "github.com/apache/dubbo-go-hessian2"
 
+	"github.com/mosnlite/mosnlite/test/bench/benchproc"
 	"github.com/mosnlite/mosnlite/test/framework/rpcpeer"
 )
 
@@ -156,13 +157,13 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if f.command == "" {
 		f.command = "rpcload bench " + strings.Join(args, " ")
 	}
-	mach := readMachine()
+	mach := benchproc.ReadMachine()
 	proxyCPU := ""
 	if f.pin {
 		if mach.CPUs < 2 {
 			fmt.Fprintf(stderr, "rpcload: %d CPU(s): running without pinning\n", mach.CPUs)
 			f.pin = false
-		} else if err := pinSelf(f.loadCPU); err != nil {
+		} else if err := benchproc.PinSelf(f.loadCPU, "RPCLOAD_PINNED"); err != nil {
 			return err
 		} else {
 			proxyCPU = f.proxyCPU
@@ -190,7 +191,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer httpUp.Close()
 	direct := map[string]string{protoBolt: boltUp.Addr(), protoDubbo: dubboUp.Addr(), protoHTTP1: httpUp.Addr()}
 
-	var px *proxyProc
+	var px *benchproc.Proc
 	proxied := map[string]string{}
 	var startErr error
 	if slices.Contains(targets, "mosnlite") {
@@ -204,15 +205,15 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			fmt.Fprintf(stderr, "rpcload: mosnlite: %v\n", startErr)
 		} else {
 			defer func() {
-				if err := px.stop(15 * time.Second); err != nil {
+				if err := px.Stop(15 * time.Second); err != nil {
 					fmt.Fprintf(stderr, "rpcload: %v\n", err)
 				}
 			}()
-			fmt.Fprintf(stderr, "rpcload: mosnlite pid %d on CPUs %s: %v\n", px.pid(), cpusAllowed(px.pid()), proxied)
+			fmt.Fprintf(stderr, "rpcload: mosnlite pid %d on CPUs %s: %v\n", px.Pid(), benchproc.CPUsAllowed(px.Pid()), proxied)
 		}
 	}
 	fmt.Fprintf(stderr, "rpcload: load and upstreams: pid %d, CPUs %s, GOMAXPROCS %d\n",
-		os.Getpid(), cpusAllowed(os.Getpid()), runtime.GOMAXPROCS(0))
+		os.Getpid(), benchproc.CPUsAllowed(os.Getpid()), runtime.GOMAXPROCS(0))
 
 	var results []*result
 	for _, p := range protos {
@@ -233,7 +234,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			var cpu func() (time.Duration, error)
 			if r.Target == "mosnlite" {
 				addr = proxied[r.Proto]
-				cpu = func() (time.Duration, error) { return processCPU(px.pid()) }
+				cpu = func() (time.Duration, error) { return benchproc.TotalCPU(px.Pid()) }
 			}
 			if f.load.warmup > 0 {
 				if w, err := run(ctx, f.load.shape(r.Proto, addr, f.load.warmup), nil); err != nil || w.Errors > 0 {
@@ -241,8 +242,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 					continue
 				}
 			}
-			busy0, _ := systemBusy()
-			self0, _ := processCPU(os.Getpid())
+			busy0, _ := benchproc.SystemBusy()
+			self0, _ := benchproc.TotalCPU(os.Getpid())
 			w, err := run(ctx, f.load.shape(r.Proto, addr, f.load.requests), cpu)
 			if err != nil {
 				if ctx.Err() != nil {
@@ -251,8 +252,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				r.Err = err
 				continue
 			}
-			busy1, _ := systemBusy()
-			self1, _ := processCPU(os.Getpid())
+			busy1, _ := benchproc.SystemBusy()
+			self1, _ := benchproc.TotalCPU(os.Getpid())
 			other := busy1 - busy0 - (self1 - self0)
 			if w.ProxyCPU > 0 {
 				other -= w.ProxyCPU
@@ -270,7 +271,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	version := ""
 	if px != nil {
-		version = px.version
+		version = px.Version
 	}
 	section := report(f, mach, results, version, time.Now().UTC())
 	fmt.Fprintln(stdout, section)
@@ -309,7 +310,7 @@ func cmdClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	var cpu func() (time.Duration, error)
 	if *pid > 0 {
-		cpu = func() (time.Duration, error) { return processCPU(*pid) }
+		cpu = func() (time.Duration, error) { return benchproc.TotalCPU(*pid) }
 	}
 	if l.warmup > 0 {
 		if _, err := run(ctx, l.shape(*proto, *addr, l.warmup), nil); err != nil {

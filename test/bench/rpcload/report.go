@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/mosnlite/mosnlite/test/bench/benchproc"
 )
 
 func median(xs []float64) float64 {
@@ -91,11 +93,11 @@ func firstLine(s string) string {
 	return l
 }
 
-func report(f benchFlags, m machine, rs []*result, version string, now time.Time) string {
+func report(f benchFlags, m benchproc.Machine, rs []*result, version string, now time.Time) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "### RPC load run, %s\n\n", now.Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(&b, "- command: `%s`\n", f.command)
-	fmt.Fprintf(&b, "- machine: %d CPUs (`nproc`), %s; kernel %s; %s\n", m.CPUs, m.CPUModel, m.Kernel, runtime.Version())
+	fmt.Fprintf(&b, "- machine: %d CPUs (`nproc`), %s; kernel %s; %s\n", m.CPUs, m.Model, m.Kernel, runtime.Version())
 	if version != "" {
 		fmt.Fprintf(&b, "- mosnlite: %s\n", version)
 	}

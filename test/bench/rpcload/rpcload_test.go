@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/mosnlite/mosnlite/test/bench/benchproc"
 	"github.com/mosnlite/mosnlite/test/framework/rpcpeer"
 )
 
@@ -37,7 +38,7 @@ func TestRunDirect(t *testing.T) {
 	defer cancel()
 	for proto, addr := range map[string]string{protoBolt: bs.Addr(), protoDubbo: ds.Addr(), protoHTTP1: hs.Addr()} {
 		s := shape{proto: proto, addr: addr, concurrency: 16, conns: 2, payload: 1024, requests: 3000, duration: 20 * time.Second}
-		w, err := run(ctx, s, func() (time.Duration, error) { return processCPU(os.Getpid()) })
+		w, err := run(ctx, s, func() (time.Duration, error) { return benchproc.TotalCPU(os.Getpid()) })
 		if err != nil {
 			t.Fatalf("%s: %v", proto, err)
 		}
@@ -48,14 +49,6 @@ func TestRunDirect(t *testing.T) {
 	}
 	if bs.Requests.Load() != 3000 || ds.Requests.Load() != 3000 {
 		t.Fatalf("servers saw %d bolt, %d dubbo requests", bs.Requests.Load(), ds.Requests.Load())
-	}
-}
-
-func TestParseStatCPU(t *testing.T) {
-	line := "123 (a b) c)) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0 100 0 0"
-	d, err := parseStatCPU([]byte(line))
-	if err != nil || d != 3*time.Second {
-		t.Fatalf("%v %v", d, err)
 	}
 }
 
