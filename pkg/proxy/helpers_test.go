@@ -85,8 +85,18 @@ func startProxy(t testing.TB, upstream string) *env {
 
 func startProxyRouter(t testing.TB, upstream, routerName string, opts ...func(*proxy.Config)) *env {
 	t.Helper()
+	js := fmt.Sprintf(`[{"name":"c","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","hosts":[{"address":%q}]},
+		{"name":"dead","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","connect_timeout":"200ms","hosts":[{"address":"127.0.0.1:1"}]}]`, upstream)
+	return startEnv(t, routesFmt, js, routerName, opts...)
+}
+
+// startEnv runs an Auto-downstream proxy on a loopback listener with one router built
+// from routerJSON and the clusters in clustersJSON, matching in routerName; opts adjust
+// the proxy's config. Everything is stopped when the test ends.
+func startEnv(t testing.TB, routerJSON, clustersJSON, routerName string, opts ...func(*proxy.Config)) *env {
+	t.Helper()
 	var rc config.RouterCfg
-	if err := config.Unmarshal([]byte(routesFmt), &rc); err != nil {
+	if err := config.Unmarshal([]byte(routerJSON), &rc); err != nil {
 		t.Fatal(err)
 	}
 	tables, err := router.Build([]config.RouterCfg{rc})
@@ -96,9 +106,7 @@ func startProxyRouter(t testing.TB, upstream, routerName string, opts ...func(*p
 	rts := new(router.Tables)
 	rts.Replace(tables)
 	var cls []config.Cluster
-	js := fmt.Sprintf(`[{"name":"c","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","hosts":[{"address":%q}]},
-		{"name":"dead","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","connect_timeout":"200ms","hosts":[{"address":"127.0.0.1:1"}]}]`, upstream)
-	if err := config.Unmarshal([]byte(js), &cls); err != nil {
+	if err := config.Unmarshal([]byte(clustersJSON), &cls); err != nil {
 		t.Fatal(err)
 	}
 	m := metrics.New()

@@ -1,71 +1,22 @@
 package proxy_test
 
 import (
-	"context"
 	"io"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/mosnlite/mosnlite/pkg/buffer"
-	"github.com/mosnlite/mosnlite/pkg/config"
-	"github.com/mosnlite/mosnlite/pkg/metrics"
-	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/proxy"
-	"github.com/mosnlite/mosnlite/pkg/router"
 	"github.com/mosnlite/mosnlite/pkg/stream"
-	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 )
 
 // startProxyWith runs a proxy with router "r" built from routerJSON and clusters from
 // clustersJSON.
 func startProxyWith(t testing.TB, routerJSON, clustersJSON string) *env {
 	t.Helper()
-	var rc config.RouterCfg
-	if err := config.Unmarshal([]byte(routerJSON), &rc); err != nil {
-		t.Fatal(err)
-	}
-	tables, err := router.Build([]config.RouterCfg{rc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rts := new(router.Tables)
-	rts.Replace(tables)
-	var cls []config.Cluster
-	if err := config.Unmarshal([]byte(clustersJSON), &cls); err != nil {
-		t.Fatal(err)
-	}
-	m := metrics.New()
-	mgr := cluster.NewManager(cluster.Options{Metrics: m})
-	if err := mgr.Apply(cls); err != nil {
-		t.Fatal(err)
-	}
-	pool := buffer.NewPool()
-	px := proxy.New(proxy.Config{Listener: "l", Downstream: stream.HTTP1, Routers: rts, RouterName: "r", Clusters: mgr, Pool: pool, Metrics: m})
-	ln, err := network.NewListener(network.ListenerConfig{
-		Name: "l", Network: "tcp", Address: "127.0.0.1:0", BindPort: true,
-		Conn: network.ConnOptions{Pool: pool, IdleTimeout: time.Minute}, Handler: px, Metrics: m,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = ln.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		dctx, dcancel := context.WithTimeout(context.Background(), 0)
-		ln.Drain(dctx)
-		dcancel()
-		_ = px.Close()
-	})
-	return &env{addr: ln.Addr().String(), px: px, m: m, clusters: mgr}
+	return startEnv(t, routerJSON, clustersJSON, "r", func(c *proxy.Config) { c.Downstream = stream.HTTP1 })
 }
 
 const retryRoutes = `{"router_config_name":"r","virtual_hosts":[{"name":"vh","domains":["*"],"routers":[
