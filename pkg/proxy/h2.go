@@ -1,18 +1,17 @@
 package proxy
 
-//lint:file-ignore SA1019 x/net/http2 is the HTTP/2 implementation by design (docs/l7-plan.md); its ServeConn and ClientConn API is deprecated in favour of net/http, which has no per-connection ServeConn.
-
 import (
 	"context"
+	"errors"
 	"io"
-	"log"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/net/http2"
 
 	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/stream"
@@ -24,42 +23,39 @@ import (
 // advertises to each downstream connection.
 const H2MaxConcurrentStreams = 100
 
-// H2 is the HTTP/2 downstream driver: http2.Server.ServeConn runs each connection and
-// gives every stream its own goroutine (the x/net design), on which the request is
-// routed and forwarded synchronously, like HTTP/1 on the connection goroutine. Upstreams
-// are HTTP/2 (multiplexed pool) or HTTP/1 (the ping-pong pool), by the route's or the
-// proxy's upstream_protocol. It implements network.Handler; Close sends GOAWAY on every
-// open connection (graceful: streams in flight finish) and closes the idle upstreams.
+// H2 is the HTTP/2 downstream driver. pkg/stream/http2's server engine reads and decodes
+// each connection's frames on the connection's goroutine and hands every request to
+// ServeStream there. A plain request to an HTTP/1 upstream (no stream filters, no access
+// log, no request body) takes the direct path of h2fast.go: its own goroutine writes the
+// HTTP/1 head from the decoded fields and turns the HTTP/1 response into frames, with no
+// net/http objects. Every other request runs the full path (h2stream.go) over a net/http
+// view of the stream (h2Writer, h2ReqBody). It implements network.Handler; Close sends GOAWAY
+// on every open connection (streams in flight finish) and closes the idle upstreams.
 type H2 struct {
-	p   *Proxy
-	srv *http2.Server
-	hs  *http.Server // carries MaxHeaderBytes and the graceful shutdown hook
+	p    *Proxy
+	opts h2stream.ServerOptions
+
+	mu      sync.Mutex
+	conns   map[*h2stream.ServerConn]struct{}
+	closing bool
+	idle    chan struct{} // closed when closing and the last connection ended
 }
 
 // NewH2 returns the HTTP/2 driver for cfg (cfg.Downstream is ignored).
 func NewH2(cfg Config) *H2 {
 	cfg.Downstream = stream.HTTP2
-	h := &H2{p: New(cfg)}
+	h := &H2{p: New(cfg), conns: make(map[*h2stream.ServerConn]struct{}), idle: make(chan struct{})}
 	maxHdr := cfg.Limits.MaxHeaderBytes
 	if maxHdr <= 0 {
 		maxHdr = http1.DefaultMaxHeaderBytes
 	}
-	h.srv = &http2.Server{
-		MaxConcurrentStreams:         H2MaxConcurrentStreams,
-		MaxReadFrameSize:             16 << 10, // the protocol's default; larger frames are a FRAME_SIZE_ERROR
-		MaxDecoderHeaderTableSize:    4096,
-		MaxEncoderHeaderTableSize:    4096,
-		MaxUploadBufferPerConnection: 1 << 20,
-		MaxUploadBufferPerStream:     256 << 10,
-		CountError:                   h.countError,
+	h.opts = h2stream.ServerOptions{
+		MaxConcurrentStreams: H2MaxConcurrentStreams,
+		MaxHeaderListSize:    uint32(maxHdr),
+		StreamWindow:         256 << 10,
+		ConnWindow:           1 << 20,
+		OnProtocolError:      h.countError,
 	}
-	h.hs = &http.Server{
-		Handler:        h,
-		MaxHeaderBytes: maxHdr,
-		ErrorLog:       log.New(h2LogWriter{h.p.cfg.Log}, "", 0),
-	}
-	// Registers the graceful shutdown hook that Close triggers through hs.Shutdown.
-	_ = http2.ConfigureServer(h.hs, h.srv)
 	return h
 }
 
@@ -67,38 +63,70 @@ func NewH2(cfg Config) *H2 {
 func (h *H2) Proxy() *Proxy { return h.p }
 
 // ServeConn implements network.Handler. c's first bytes are the client preface (prior
-// knowledge h2c, or handed back by the Auto sniffer).
+// knowledge h2c, ALPN h2, or handed back by the Auto sniffer).
 func (h *H2) ServeConn(ctx context.Context, c *network.Conn) {
-	// Check the preface here so that a client speaking something else gets a clean close
-	// (x/net resets the connection with the bad bytes unread).
-	var pre [len(http2.ClientPreface)]byte
-	_ = c.Raw().SetReadDeadline(time.Now().Add(prefaceTimeout))
-	_, err := io.ReadFull(c, pre[:])
-	_ = c.Raw().SetReadDeadline(time.Time{})
-	if err != nil || string(pre[:]) != http2.ClientPreface {
-		if err == nil {
-			h.p.protocolError(string(stream.HTTP2))
-			h.p.cfg.Log.Info("proxy: invalid HTTP/2 client preface, closing connection",
-				zap.String("listener", h.p.cfg.Listener), zap.Stringer("remote", c.RemoteAddr()))
-		}
-		lingerClose(c)
-		return
+	hc := &h2Conn{h: h, ctx: h.p.h2ConnContext(ctx, c), c: c}
+	if ap, err := netipAddrPort(c.RemoteAddr()); err == nil {
+		hc.ip = ap.Addr().Unmap()
+		hc.remote = ap.String()
 	}
-	c.Unread(pre[:])
-	h.srv.ServeConn(h2stream.NetConn{C: c}, &http2.ServeConnOpts{
-		Context:    h.p.h2ConnContext(ctx, c),
-		BaseConfig: h.hs,
-		Handler:    h,
-	})
+	err := h2stream.Serve(c, h.p.cfg.Pool, h.opts, hc, h.track)
+	switch {
+	case errors.Is(err, h2stream.ErrBadPreface):
+		h.p.cfg.Log.Info("proxy: invalid HTTP/2 client preface, closing connection",
+			zap.String("listener", h.p.cfg.Listener), zap.Stringer("remote", c.RemoteAddr()))
+	case err != nil:
+		h.p.cfg.Log.Debug("proxy: http2 connection ended", zap.String("listener", h.p.cfg.Listener), zap.Error(err))
+	}
 	c.Close("")
 }
 
+// track records open connections, for Close's GOAWAY.
+func (h *H2) track(sc *h2stream.ServerConn, open bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if open {
+		h.conns[sc] = struct{}{}
+		if h.closing {
+			go sc.Shutdown()
+		}
+		return
+	}
+	delete(h.conns, sc)
+	if h.closing && len(h.conns) == 0 {
+		select {
+		case <-h.idle:
+		default:
+			close(h.idle)
+		}
+	}
+}
+
 // Close starts a graceful shutdown of every open HTTP/2 connection (GOAWAY; streams in
-// flight finish, then the connection closes) and closes the idle upstream connections.
+// flight finish, then the connection closes), waits up to a second for them, and closes
+// the idle upstream connections.
 func (h *H2) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	_ = h.hs.Shutdown(ctx)
+	h.mu.Lock()
+	h.closing = true
+	conns := make([]*h2stream.ServerConn, 0, len(h.conns))
+	for sc := range h.conns {
+		conns = append(conns, sc)
+	}
+	if len(h.conns) == 0 {
+		select {
+		case <-h.idle:
+		default:
+			close(h.idle)
+		}
+	}
+	h.mu.Unlock()
+	for _, sc := range conns {
+		sc.Shutdown()
+	}
+	select {
+	case <-h.idle:
+	case <-time.After(time.Second):
+	}
 	return h.p.Close()
 }
 
@@ -107,47 +135,18 @@ func (h *H2) countError(kind string) {
 	h.p.cfg.Log.Debug("proxy: http2 protocol error", zap.String("listener", h.p.cfg.Listener), zap.String("error", kind))
 }
 
-// ServeHTTP implements http.Handler for one downstream stream.
-func (h *H2) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h.p.serveH2Stream(w, r)
-}
-
-// h2LogWriter takes x/net's server log lines: a recovered handler panic (a bug) at error
-// level, the rest (peers' protocol errors, already counted) at debug.
-type h2LogWriter struct{ l *zap.Logger }
-
-func (w h2LogWriter) Write(p []byte) (int, error) {
-	msg := strings.TrimSpace(string(p))
-	if strings.Contains(msg, "panic") {
-		w.l.Error("proxy: http2 server", zap.String("log", msg))
-	} else if ce := w.l.Check(zap.DebugLevel, "proxy: http2 server"); ce != nil {
-		ce.Write(zap.String("log", msg))
+// h2Answer answers a stream locally with a text/plain body.
+func h2Answer(st *h2stream.ServerStream, status int, body string) {
+	n := strconv.Itoa(len(body))
+	if err := st.WriteHeaders(status, body == "", func(w h2stream.FieldWriter) {
+		w.Field("content-type", "text/plain")
+		w.Field("content-length", n)
+	}); err == nil && body != "" {
+		_ = st.WriteData([]byte(body), true)
 	}
-	return len(p), nil
 }
 
-// prefaceTimeout bounds the wait for the client preface.
-const prefaceTimeout = 10 * time.Second
-
-// lingerClose half-closes c, discards what the peer still sends for a moment, then
-// closes: closing with unread bytes would reset the connection before the peer reads
-// what was written.
-func lingerClose(c *network.Conn) {
-	if tc, ok := c.Raw().(interface{ CloseWrite() error }); ok && tc.CloseWrite() == nil {
-		_ = c.Raw().SetReadDeadline(time.Now().Add(time.Second))
-		var buf [512]byte
-		for n := 0; n < 64<<10; {
-			k, err := c.Raw().Read(buf[:])
-			n += k
-			if err != nil {
-				break
-			}
-		}
-	}
-	c.Close(network.CloseProtocolError)
-}
-
-// h2Local answers a stream locally.
+// h2Local answers a stream of the full path locally.
 func h2Local(w http.ResponseWriter, status int, body string) {
 	hd := w.Header()
 	hd["Content-Type"] = textPlain
@@ -157,3 +156,234 @@ func h2Local(w http.ResponseWriter, status int, body string) {
 }
 
 var textPlain = []string{"text/plain"}
+
+// serveFull runs a stream through the full path: the request as a net/http request whose
+// body reads the stream, the response through an http.ResponseWriter on the stream.
+func (hc *h2Conn) serveFull(st *h2stream.ServerStream) {
+	defer st.Done()
+	ctx, cancel := context.WithCancel(hc.ctx)
+	defer cancel()
+	if !st.OnReset(cancel) {
+		return
+	}
+	r := hc.request(ctx, st)
+	w := &h2Writer{st: st, hdr: make(http.Header)}
+	aborted := false
+	func() {
+		defer func() {
+			if v := recover(); v != nil {
+				if v != http.ErrAbortHandler {
+					hc.h.p.cfg.Log.Error("proxy: http2 stream handler panic", zap.Any("panic", v))
+				}
+				aborted = true
+			}
+		}()
+		hc.h.p.serveH2Stream(w, r)
+	}()
+	if aborted {
+		st.Reset(h2stream.ErrCodeInternal)
+		return
+	}
+	w.finish()
+}
+
+// request builds the net/http view of st's request.
+func (hc *h2Conn) request(ctx context.Context, st *h2stream.ServerStream) *http.Request {
+	hdr := make(http.Header, len(st.Header))
+	var cookies []string
+	for _, f := range st.Header {
+		if f.Name == "cookie" {
+			cookies = append(cookies, f.Value)
+			continue
+		}
+		k := http.CanonicalHeaderKey(f.Name)
+		hdr[k] = append(hdr[k], f.Value)
+	}
+	if len(cookies) > 0 {
+		// RFC 9113 §8.2.3: split cookie fields are joined for HTTP/1.
+		hdr["Cookie"] = []string{strings.Join(cookies, "; ")}
+	}
+	u, err := url.ParseRequestURI(st.Path)
+	if err != nil || st.Method == "CONNECT" {
+		u = &url.URL{Path: st.Path, Host: st.Authority}
+	}
+	r := &http.Request{
+		Method:     st.Method,
+		URL:        u,
+		Proto:      "HTTP/2.0",
+		ProtoMajor: 2,
+		Header:     hdr,
+		Host:       st.Authority,
+		RequestURI: st.Path,
+		RemoteAddr: hc.remote,
+		Body:       http.NoBody,
+	}
+	if st.HasBody() {
+		r.ContentLength = st.ContentLength
+		r.Trailer = declaredTrailers(hdr)
+		r.Body = &h2ReqBody{st: st, r: r}
+	}
+	return r.WithContext(ctx)
+}
+
+// declaredTrailers returns the trailer map a request with a Trailer field announces
+// (values filled at the end of the body); an empty map otherwise, so that undeclared
+// trailers are still carried.
+func declaredTrailers(h http.Header) http.Header {
+	t := make(http.Header)
+	for _, v := range h["Trailer"] {
+		for _, k := range strings.Split(v, ",") {
+			if k = http.CanonicalHeaderKey(strings.TrimSpace(k)); k != "" {
+				t[k] = nil
+			}
+		}
+	}
+	return t
+}
+
+// h2ReqBody is the request body of the full path: it reads the stream and, at its end,
+// fills the request's trailers.
+type h2ReqBody struct {
+	st *h2stream.ServerStream
+	r  *http.Request
+}
+
+func (b *h2ReqBody) Read(p []byte) (int, error) {
+	n, err := b.st.Read(p)
+	if err == io.EOF {
+		for _, f := range b.st.Trailer() {
+			k := http.CanonicalHeaderKey(f.Name)
+			b.r.Trailer[k] = append(b.r.Trailer[k], f.Value)
+		}
+	}
+	return n, err
+}
+
+func (b *h2ReqBody) Close() error { return nil }
+
+// h2Writer is the http.ResponseWriter of the full path. The head is sent with the first
+// body piece (or at Flush, or at the end), so a short response leaves in one write.
+type h2Writer struct {
+	st      *h2stream.ServerStream
+	hdr     http.Header
+	status  int  // set by WriteHeader; 0: not yet
+	sent    bool // the head went out
+	failed  bool
+	started bool // WriteHeader was called (or implied)
+}
+
+func (w *h2Writer) Header() http.Header { return w.hdr }
+
+func (w *h2Writer) WriteHeader(code int) {
+	if w.started {
+		return
+	}
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		// An interim response goes out at once; the final one follows.
+		_ = w.st.WriteHeaders(code, false, w.fields(false))
+		return
+	}
+	w.started, w.status = true, code
+}
+
+func (w *h2Writer) Write(p []byte) (int, error) {
+	if w.failed {
+		return 0, errDownstreamWrite
+	}
+	if !w.started {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.sent {
+		w.sendHead(false)
+	}
+	if err := w.st.WriteData(p, false); err != nil {
+		w.failed = true
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (w *h2Writer) Flush() {
+	if !w.started {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.sent {
+		w.sendHead(false)
+	}
+}
+
+func (w *h2Writer) sendHead(end bool) {
+	w.sent = true
+	if err := w.st.WriteHeaders(w.status, end, w.fields(false)); err != nil {
+		w.failed = true
+	}
+}
+
+// fields writes the header map (trailers with trailer), names lower-cased, the
+// Trailer-prefixed and hop-by-hop ones left out.
+func (w *h2Writer) fields(trailer bool) func(h2stream.FieldWriter) {
+	return func(fw h2stream.FieldWriter) {
+		for k, vs := range w.hdr {
+			name, isTrailer := strings.CutPrefix(k, http.TrailerPrefix)
+			if trailer != isTrailer || !trailer && (k == "Trailer" || h2stream.HopByHop(k)) {
+				continue
+			}
+			lk := lowerName(name)
+			for _, v := range vs {
+				fw.Field(lk, v)
+			}
+		}
+	}
+}
+
+// finish ends the response after the handler returned.
+func (w *h2Writer) finish() {
+	if w.failed {
+		w.st.Reset(h2stream.ErrCodeInternal)
+		return
+	}
+	if !w.started {
+		w.WriteHeader(http.StatusOK)
+	}
+	hasTrailers := false
+	for k := range w.hdr {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			hasTrailers = true
+			break
+		}
+	}
+	switch {
+	case !w.sent && !hasTrailers:
+		w.sendHead(true)
+	case hasTrailers:
+		if !w.sent {
+			w.sendHead(false)
+		}
+		if w.st.WriteTrailers(w.fields(true)) != nil {
+			w.st.Reset(h2stream.ErrCodeInternal)
+		}
+	default:
+		if w.st.WriteData(nil, true) != nil {
+			w.st.Reset(h2stream.ErrCodeInternal)
+		}
+	}
+}
+
+// lowerName lower-cases a canonical header name, without allocating for common ones.
+func lowerName(k string) string {
+	if v, ok := commonLower[k]; ok {
+		return v
+	}
+	return strings.ToLower(k)
+}
+
+var commonLower = func() map[string]string {
+	m := make(map[string]string)
+	for _, k := range []string{"Accept", "Accept-Encoding", "Accept-Language", "Accept-Ranges", "Age",
+		"Cache-Control", "Content-Encoding", "Content-Language", "Content-Length", "Content-Type",
+		"Date", "Etag", "Expires", "Grpc-Encoding", "Grpc-Message", "Grpc-Status", "Grpc-Status-Details-Bin",
+		"Last-Modified", "Location", "Server", "Set-Cookie", "Vary", "Via", "X-Request-Id", "X-Forwarded-For"} {
+		m[k] = strings.ToLower(k)
+	}
+	return m
+}()

@@ -654,14 +654,21 @@ type junitReport struct {
 	} `xml:"testsuite"`
 }
 
-// TestH2Spec runs h2spec against an Http2 listener whose route forwards to an h2c
-// upstream (a second Http2 listener answering directly) and compares the failing cases
-// with the ones docs/h2spec.md explains.
+// TestH2Spec runs h2spec against an Http2 listener whose route forwards to an upstream
+// (a second listener of the same process answering directly), once over h2c and once
+// over HTTP/1 (the HTTP/2 driver's two paths), and compares the failing cases with the
+// ones docs/h2spec.md explains.
 func TestH2Spec(t *testing.T) {
 	bin := h2specBinary(t)
+	for _, up := range []string{"Http2", "Http1"} {
+		t.Run("upstream "+up, func(t *testing.T) { runH2Spec(t, bin, up) })
+	}
+}
+
+func runH2Spec(t *testing.T, bin, upstream string) {
 	front, back := framework.FreePort(t), framework.FreePort(t)
 	var cfg map[string]any
-	if err := json.Unmarshal([]byte(httpProxyConfig(front, "Http2", "Http2", []any{routeTo("/", nil)}, back)), &cfg); err != nil {
+	if err := json.Unmarshal([]byte(httpProxyConfig(front, "Http2", upstream, []any{routeTo("/", nil)}, back)), &cfg); err != nil {
 		t.Fatal(err)
 	}
 	srv := cfg["servers"].([]any)[0].(map[string]any)
@@ -674,7 +681,7 @@ func TestH2Spec(t *testing.T) {
 	srv["listeners"] = append(srv["listeners"].([]any), map[string]any{
 		"name": "back", "address": back, "bind_port": true,
 		"filter_chains": []any{map[string]any{"filters": []any{map[string]any{
-			"type": "proxy", "config": map[string]any{"downstream_protocol": "Http2", "router_config_name": "d"},
+			"type": "proxy", "config": map[string]any{"downstream_protocol": upstream, "router_config_name": "d"},
 		}}}},
 	})
 	raw, _ := json.Marshal(cfg)

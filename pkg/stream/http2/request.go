@@ -31,16 +31,23 @@ func (r Request) Header(name string) (string, bool) { return HeaderGet(r.R.Heade
 // Variable implements router.Request: x-mosn-method, x-mosn-host, x-mosn-path (without
 // the query) and x-mosn-querystring, as for HTTP/1.
 func (r Request) Variable(name string) (string, bool) {
+	return Variable(name, r.R.Method, r.R.Host, r.R.RequestURI)
+}
+
+// Variable answers MOSN's request variables from a request's method, host and target
+// (path with query): x-mosn-method, x-mosn-host, x-mosn-path (without the query) and
+// x-mosn-querystring; others are absent.
+func Variable(name, method, host, target string) (string, bool) {
 	switch name {
 	case "x-mosn-method":
-		return r.R.Method, true
+		return method, true
 	case "x-mosn-host":
-		return r.R.Host, true
+		return host, true
 	case "x-mosn-path":
-		p, _, _ := strings.Cut(r.R.RequestURI, "?")
+		p, _, _ := strings.Cut(target, "?")
 		return p, true
 	case "x-mosn-querystring":
-		_, q, _ := strings.Cut(r.R.RequestURI, "?")
+		_, q, _ := strings.Cut(target, "?")
 		return q, true
 	}
 	return "", false

@@ -1,0 +1,428 @@
+package http2_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/mosnlite/mosnlite/pkg/buffer"
+	"github.com/mosnlite/mosnlite/pkg/network"
+	h2 "github.com/mosnlite/mosnlite/pkg/stream/http2"
+)
+
+// handlerFunc adapts a function to h2.Handler; each stream runs on its own goroutine.
+type handlerFunc func(st *h2.ServerStream)
+
+func (f handlerFunc) ServeStream(st *h2.ServerStream) {
+	go func() {
+		defer st.Done()
+		f(st)
+	}()
+}
+
+// rawClient is an HTTP/2 client driven frame by frame with x/net's Framer.
+type rawClient struct {
+	t   *testing.T
+	c   net.Conn
+	fr  *http2.Framer
+	enc *hpack.Encoder
+	hb  bytes.Buffer
+	dec *hpack.Decoder
+}
+
+// serve starts Serve on one end of a loopback TCP connection and returns a client on
+// the other, preface and SETTINGS sent and the server's SETTINGS read. extra are the
+// client's SETTINGS.
+func serve(t *testing.T, opts h2.ServerOptions, h h2.Handler, extra ...http2.Setting) (*rawClient, chan *h2.ServerConn) {
+	t.Helper()
+	cli, srv := tcpPair(t)
+	pool := buffer.NewPool()
+	nc := network.NewConn(srv, network.ConnOptions{Pool: pool})
+	scs := make(chan *h2.ServerConn, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = h2.Serve(nc, pool, opts, h, func(sc *h2.ServerConn, open bool) {
+			if open {
+				scs <- sc
+			}
+		})
+	}()
+	t.Cleanup(func() {
+		cli.Close()
+		nc.Close("")
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Error("Serve did not return")
+		}
+	})
+	_ = cli.SetDeadline(time.Now().Add(10 * time.Second))
+	rc := &rawClient{t: t, c: cli, fr: http2.NewFramer(cli, cli)}
+	rc.enc = hpack.NewEncoder(&rc.hb)
+	rc.dec = hpack.NewDecoder(4096, nil)
+	rc.fr.ReadMetaHeaders = rc.dec
+	if _, err := io.WriteString(cli, h2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.fr.WriteSettings(extra...); err != nil {
+		t.Fatal(err)
+	}
+	f := rc.next()
+	if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
+		t.Fatalf("first server frame: %v, want SETTINGS", f)
+	}
+	return rc, scs
+}
+
+// next reads frames, answering SETTINGS, until one that is not a SETTINGS (ACK) or
+// connection WINDOW_UPDATE.
+func (rc *rawClient) next() http2.Frame {
+	rc.t.Helper()
+	for {
+		f, err := rc.fr.ReadFrame()
+		if err != nil {
+			rc.t.Fatalf("read frame: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if f.IsAck() {
+				continue
+			}
+			if err := rc.fr.WriteSettingsAck(); err != nil {
+				rc.t.Fatal(err)
+			}
+			return f
+		case *http2.WindowUpdateFrame:
+			if f.StreamID == 0 {
+				continue
+			}
+		}
+		return f
+	}
+}
+
+func (rc *rawClient) headers(id uint32, end bool, fields ...string) {
+	rc.t.Helper()
+	rc.hb.Reset()
+	for i := 0; i+1 < len(fields); i += 2 {
+		_ = rc.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	}
+	if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.hb.Bytes(), EndStream: end, EndHeaders: true}); err != nil {
+		rc.t.Fatal(err)
+	}
+}
+
+func get(path string) []string {
+	return []string{":method", "GET", ":scheme", "http", ":authority", "example", ":path", path}
+}
+
+func post(path string) []string {
+	return []string{":method", "POST", ":scheme", "http", ":authority", "example", ":path", path}
+}
+
+// response reads one stream's response: status, fields, body, trailers.
+func (rc *rawClient) response(id uint32) (status string, hdr map[string]string, body string, trailers map[string]string) {
+	rc.t.Helper()
+	hdr = map[string]string{}
+	var b strings.Builder
+	for {
+		switch f := rc.next().(type) {
+		case *http2.MetaHeadersFrame:
+			if f.StreamID != id {
+				rc.t.Fatalf("headers on stream %d, want %d", f.StreamID, id)
+			}
+			if status == "" {
+				status = f.PseudoValue("status")
+				for _, hf := range f.RegularFields() {
+					hdr[hf.Name] = hf.Value
+				}
+			} else {
+				trailers = map[string]string{}
+				for _, hf := range f.RegularFields() {
+					trailers[hf.Name] = hf.Value
+				}
+			}
+			if f.StreamEnded() {
+				return status, hdr, b.String(), trailers
+			}
+		case *http2.DataFrame:
+			b.Write(f.Data())
+			if f.StreamEnded() {
+				return status, hdr, b.String(), trailers
+			}
+		case *http2.RSTStreamFrame:
+			rc.t.Fatalf("stream %d reset: %v", f.StreamID, f.ErrCode)
+		case *http2.GoAwayFrame:
+			rc.t.Fatalf("GOAWAY: %v %q", f.ErrCode, f.DebugData())
+		}
+	}
+}
+
+func TestServerRequestResponseAndTrailers(t *testing.T) {
+	rc, _ := serve(t, h2.ServerOptions{}, handlerFunc(func(st *h2.ServerStream) {
+		if st.Method != "GET" || st.Path != "/a?b=1" || st.Authority != "example" || st.HasBody() {
+			t.Errorf("request head: %s %s %s body=%v", st.Method, st.Path, st.Authority, st.HasBody())
+		}
+		var ua string
+		for _, f := range st.Header {
+			if f.Name == "user-agent" {
+				ua = f.Value
+			}
+		}
+		_ = st.WriteHeaders(200, false, func(w h2.FieldWriter) {
+			w.Field("x-ua", ua)
+			w.Field("connection", "close") // connection-specific: dropped
+			w.FieldBytes([]byte("X-Mixed-Case"), []byte("v"))
+		})
+		_, _ = st.Write([]byte("hello "))
+		_ = st.WriteData([]byte("world"), false)
+		_ = st.WriteTrailers(func(w h2.FieldWriter) { w.Field("grpc-status", "0") })
+	}))
+	rc.headers(1, true, append(get("/a?b=1"), "user-agent", "raw")...)
+	status, hdr, body, tr := rc.response(1)
+	if status != "200" || hdr["x-ua"] != "raw" || hdr["x-mixed-case"] != "v" || body != "hello world" || tr["grpc-status"] != "0" {
+		t.Fatalf("got %s %v %q %v", status, hdr, body, tr)
+	}
+	if _, ok := hdr["connection"]; ok {
+		t.Fatal("connection field was sent")
+	}
+}
+
+func TestServerRequestBodyAndWindowUpdates(t *testing.T) {
+	const size = 600 << 10 // more than the stream window: needs WINDOW_UPDATEs
+	got := make(chan int, 1)
+	rc, _ := serve(t, h2.ServerOptions{StreamWindow: 64 << 10}, handlerFunc(func(st *h2.ServerStream) {
+		n, err := io.Copy(io.Discard, st)
+		if err != nil {
+			t.Errorf("body: %v", err)
+		}
+		got <- int(n)
+		_ = st.WriteHeaders(204, true, nil)
+	}))
+	rc.headers(1, false, post("/up")...)
+	chunk := bytes.Repeat([]byte("x"), 16<<10)
+	sent, credit := 0, 64<<10
+	for sent < size {
+		for credit < len(chunk) {
+			f := rc.next()
+			if wu, ok := f.(*http2.WindowUpdateFrame); ok && wu.StreamID == 1 {
+				credit += int(wu.Increment)
+			}
+		}
+		if err := rc.fr.WriteData(1, sent+len(chunk) >= size, chunk); err != nil {
+			t.Fatal(err)
+		}
+		sent += len(chunk)
+		credit -= len(chunk)
+	}
+	if n := <-got; n != sent {
+		t.Fatalf("handler read %d bytes, sent %d", n, sent)
+	}
+	for {
+		if hf, ok := rc.next().(*http2.MetaHeadersFrame); ok {
+			if hf.PseudoValue("status") != "204" {
+				t.Fatalf("status %s", hf.PseudoValue("status"))
+			}
+			return
+		}
+	}
+}
+
+func TestServerSendFlowControl(t *testing.T) {
+	body := bytes.Repeat([]byte("y"), 1000)
+	rc, _ := serve(t, h2.ServerOptions{}, handlerFunc(func(st *h2.ServerStream) {
+		_ = st.WriteResponse(200, nil, body, true)
+	}), http2.Setting{ID: http2.SettingInitialWindowSize, Val: 100})
+	rc.headers(1, true, get("/")...)
+	if hf, ok := rc.next().(*http2.MetaHeadersFrame); !ok || hf.PseudoValue("status") != "200" {
+		t.Fatal("no response head")
+	}
+	got := 0
+	for got < 100 {
+		df := rc.next().(*http2.DataFrame)
+		got += len(df.Data())
+	}
+	if got != 100 {
+		t.Fatalf("server sent %d bytes into a 100-byte window", got)
+	}
+	// Nothing more may come until the window opens.
+	_ = rc.c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if f, err := rc.fr.ReadFrame(); err == nil {
+		t.Fatalf("frame beyond the window: %v", f)
+	}
+	_ = rc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := rc.fr.WriteWindowUpdate(1, 900); err != nil {
+		t.Fatal(err)
+	}
+	for got < len(body) {
+		df := rc.next().(*http2.DataFrame)
+		got += len(df.Data())
+		if got == len(body) && !df.StreamEnded() {
+			t.Fatal("last DATA without END_STREAM")
+		}
+	}
+}
+
+func TestServerPeerResetReachesHandler(t *testing.T) {
+	fired := make(chan struct{})
+	readErr := make(chan error, 1)
+	rc, _ := serve(t, h2.ServerOptions{}, handlerFunc(func(st *h2.ServerStream) {
+		if !st.OnReset(func() { close(fired) }) {
+			t.Error("stream already reset")
+		}
+		_, err := st.Read(make([]byte, 10))
+		readErr <- err
+		if err := st.WriteHeaders(200, true, nil); !errors.Is(err, h2.ErrStreamReset) {
+			t.Errorf("write after reset: %v", err)
+		}
+	}))
+	rc.headers(1, false, post("/")...)
+	time.Sleep(10 * time.Millisecond) // let the handler block in Read
+	if err := rc.fr.WriteRSTStream(1, http2.ErrCodeCancel); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-fired:
+	case <-time.After(5 * time.Second):
+		t.Fatal("reset hook not called")
+	}
+	if err := <-readErr; !errors.Is(err, h2.ErrStreamReset) {
+		t.Fatalf("read: %v", err)
+	}
+}
+
+func TestServerRefusesStreamsOverTheLimit(t *testing.T) {
+	release := make(chan struct{})
+	rc, _ := serve(t, h2.ServerOptions{MaxConcurrentStreams: 1}, handlerFunc(func(st *h2.ServerStream) {
+		<-release
+		_ = st.WriteHeaders(200, true, nil)
+	}))
+	rc.headers(1, true, get("/")...)
+	rc.headers(3, true, get("/")...)
+	rst, ok := rc.next().(*http2.RSTStreamFrame)
+	if !ok || rst.StreamID != 3 || rst.ErrCode != http2.ErrCodeRefusedStream {
+		t.Fatalf("got %v, want RST_STREAM(3, REFUSED_STREAM)", rst)
+	}
+	close(release)
+	if status, _, _, _ := rc.response(1); status != "200" {
+		t.Fatal(status)
+	}
+}
+
+func TestServerHeaderListTooLarge(t *testing.T) {
+	rc, _ := serve(t, h2.ServerOptions{MaxHeaderListSize: 1024}, handlerFunc(func(st *h2.ServerStream) {
+		t.Error("handler called for an oversized head")
+		_ = st.WriteHeaders(200, true, nil)
+	}))
+	rc.headers(1, true, append(get("/"), "x-big", strings.Repeat("b", 2000))...)
+	if status, _, _, _ := rc.response(1); status != "431" {
+		t.Fatalf("status %s, want 431", status)
+	}
+}
+
+func TestServerShutdownDrainsThenCloses(t *testing.T) {
+	release := make(chan struct{})
+	rc, scs := serve(t, h2.ServerOptions{}, handlerFunc(func(st *h2.ServerStream) {
+		<-release
+		_ = st.WriteResponse(200, nil, []byte("done"), true)
+	}))
+	rc.headers(1, true, get("/")...)
+	sc := <-scs
+	time.Sleep(10 * time.Millisecond)
+	go sc.Shutdown()
+	ga, ok := rc.next().(*http2.GoAwayFrame)
+	if !ok || ga.ErrCode != http2.ErrCodeNo || ga.LastStreamID != 1 {
+		t.Fatalf("got %v, want GOAWAY(last 1, NO_ERROR)", ga)
+	}
+	close(release)
+	if _, _, body, _ := rc.response(1); body != "done" {
+		t.Fatalf("in-flight stream: %q", body)
+	}
+	if _, err := rc.fr.ReadFrame(); err == nil {
+		t.Fatal("connection still open after the last stream")
+	}
+}
+
+func TestServerProtocolErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		send func(rc *rawClient)
+		code http2.ErrCode
+	}{
+		{"data on idle stream", func(rc *rawClient) { _ = rc.fr.WriteData(5, true, []byte("x")) }, http2.ErrCodeProtocol},
+		{"even stream id", func(rc *rawClient) { rc.headers(2, true, get("/")...) }, http2.ErrCodeProtocol},
+		{"push promise", func(rc *rawClient) {
+			_ = rc.fr.WritePushPromise(http2.PushPromiseParam{StreamID: 1, PromiseID: 2, EndHeaders: true})
+		}, http2.ErrCodeProtocol},
+		{"window overflow", func(rc *rawClient) { _ = rc.fr.WriteWindowUpdate(0, 1<<31-1) }, http2.ErrCodeFlowControl},
+		{"bad hpack", func(rc *rawClient) {
+			_ = rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0xff, 0xff, 0xff}, EndHeaders: true})
+		}, http2.ErrCodeCompression},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var kinds []string
+			rc, _ := serve(t, h2.ServerOptions{OnProtocolError: func(k string) { kinds = append(kinds, k) }},
+				handlerFunc(func(st *h2.ServerStream) { _ = st.WriteHeaders(200, true, nil) }))
+			tc.send(rc)
+			for {
+				f, err := rc.fr.ReadFrame()
+				if err != nil {
+					t.Fatalf("connection closed without GOAWAY: %v", err)
+				}
+				if ga, ok := f.(*http2.GoAwayFrame); ok {
+					if ga.ErrCode != tc.code {
+						t.Fatalf("GOAWAY %v, want %v", ga.ErrCode, tc.code)
+					}
+					break
+				}
+			}
+			if _, err := rc.fr.ReadFrame(); err == nil {
+				t.Fatal("connection open after GOAWAY")
+			}
+		})
+	}
+}
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (cli, srv net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if cli, err = net.Dial("tcp", ln.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	if srv, err = ln.Accept(); err != nil {
+		t.Fatal(err)
+	}
+	return cli, srv
+}
+
+func TestServerBadPrefaceCloses(t *testing.T) {
+	cli, srv := tcpPair(t)
+	defer cli.Close()
+	pool := buffer.NewPool()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- h2.Serve(network.NewConn(srv, network.ConnOptions{Pool: pool}), pool, h2.ServerOptions{}, handlerFunc(func(*h2.ServerStream) {}), nil)
+	}()
+	_, _ = io.WriteString(cli, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	select {
+	case err := <-errc:
+		if !errors.Is(err, h2.ErrBadPreface) {
+			t.Fatalf("Serve: %v, want ErrBadPreface", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not end")
+	}
+}
