@@ -102,10 +102,10 @@ func (h *H2) track(sc *h2stream.ServerConn, open bool) {
 	}
 }
 
-// Close starts a graceful shutdown of every open HTTP/2 connection (GOAWAY; streams in
-// flight finish, then the connection closes), waits up to a second for them, and closes
-// the idle upstream connections.
-func (h *H2) Close() error {
+// GoAway starts a graceful shutdown of every open HTTP/2 connection, and of any that
+// opens later: GOAWAY, streams in flight finish, then the connection closes. It does not
+// wait.
+func (h *H2) GoAway() {
 	h.mu.Lock()
 	h.closing = true
 	conns := make([]*h2stream.ServerConn, 0, len(h.conns))
@@ -123,6 +123,12 @@ func (h *H2) Close() error {
 	for _, sc := range conns {
 		sc.Shutdown()
 	}
+}
+
+// Close is GoAway, then a wait of up to a second for the connections to end, then the
+// idle upstream connections are closed.
+func (h *H2) Close() error {
+	h.GoAway()
 	select {
 	case <-h.idle:
 	case <-time.After(time.Second):

@@ -1,8 +1,10 @@
 // Package stream holds the protocol-neutral interfaces of the L7 layer: protocol names,
-// a header interface, and request views that the router matches on without allocating.
+// the protocol registry (registry.go: one registration per protocol with its matcher,
+// server factory, pool mode and local-reply statuses; Auto sniffs in registration order),
+// the server- and client-side connection interfaces (conn.go), a header interface, and
+// request views that the router matches on without allocating.
 //
-// Only what the HTTP/1 proxy needs now is here; docs/l7-plan.md lists what comes next
-// (the stream connection factories and the body piece interface).
+// docs/l7-plan.md lists what comes next (the body piece interface).
 package stream
 
 import (

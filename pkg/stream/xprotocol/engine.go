@@ -83,6 +83,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol"
 	"github.com/mosnlite/mosnlite/pkg/router"
+	"github.com/mosnlite/mosnlite/pkg/stream"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 )
 
@@ -178,7 +179,8 @@ type (
 )
 
 // Engine serves downstream connections of one protocol and owns the upstream pool. It
-// implements network.Handler; Close closes the upstream connections.
+// implements stream.ServerConnection (and so network.Handler); Close closes the upstream
+// connections.
 type Engine struct {
 	cfg      Config
 	xp       xprotocol.Codec
@@ -201,6 +203,11 @@ type Engine struct {
 	wg       sync.WaitGroup
 	isShut   atomic.Bool
 }
+
+var (
+	_ stream.ServerConnection = (*Engine)(nil)
+	_ stream.ClientConnection = (*upConn)(nil)
+)
 
 // New returns an Engine. cfg.Codec, Routers and Clusters are required.
 func New(cfg Config) *Engine {
@@ -305,12 +312,17 @@ func (e *Engine) sessionDone(s *session) {
 	e.mu.Unlock()
 }
 
-// Close drains and then closes: every client gets a go-away (bolt go-away, dubbo
-// readonly event) and its connection is closed once its requests are answered; Close
-// waits for that up to DrainWait, then closes every upstream connection (requests still
-// pending are answered with the connection-closed status), waits for their goroutines and
-// refuses later dials.
-func (e *Engine) Close() error {
+// Protocol implements stream.ServerConnection: the codec's protocol.
+func (e *Engine) Protocol() stream.Protocol { return stream.Protocol(e.xp.Name()) }
+
+// GoAway implements stream.ServerConnection: every client gets a go-away (bolt go-away,
+// dubbo readonly event), connections accepted later get it at once, and each client
+// connection is closed once its requests are answered. It does not wait.
+func (e *Engine) GoAway() { e.goAway() }
+
+// goAway starts the drain and returns the channel closed when the last client
+// connection has ended (nil when there is none).
+func (e *Engine) goAway() chan struct{} {
 	e.mu.Lock()
 	e.draining = true
 	ss := make([]*session, 0, len(e.sessions))
@@ -328,7 +340,15 @@ func (e *Engine) Close() error {
 	for _, s := range ss {
 		s.startDrain()
 	}
-	if idle != nil {
+	return idle
+}
+
+// Close implements stream.ServerConnection. It drains and then closes: GoAway, a wait of
+// up to DrainWait for the clients' requests to be answered, then every upstream
+// connection is closed (requests still pending are answered with the connection-closed
+// status), their goroutines are waited for and later dials are refused.
+func (e *Engine) Close() error {
+	if idle := e.goAway(); idle != nil {
 		t := time.NewTimer(e.cfg.DrainWait)
 		select {
 		case <-idle:
@@ -347,7 +367,7 @@ func (e *Engine) Close() error {
 	}
 	e.mu.Unlock()
 	for _, u := range all {
-		u.c.Close(network.CloseDrain)
+		_ = u.Close()
 	}
 	e.wg.Wait()
 	return nil

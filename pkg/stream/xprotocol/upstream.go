@@ -14,6 +14,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/buffer"
 	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol"
+	"github.com/mosnlite/mosnlite/pkg/stream"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
 )
@@ -99,7 +100,7 @@ func (e *Engine) conn(s *session, cl *cluster.Cluster, host *cluster.Host, lr *l
 	hp := cp.host(host.Addr())
 	cs := *hp.conns.Load()
 	if n := len(cs); n > 0 && n >= int(hp.size.Load()) {
-		if u := cs[hp.rr.Add(1)%uint32(n)]; u.usable() {
+		if u := cs[hp.rr.Add(1)%uint32(n)]; u.Available() {
 			return u, nil
 		}
 	}
@@ -126,7 +127,7 @@ func (e *Engine) dial(s *session, cl *cluster.Cluster, cp *clusterPool, hp *host
 	size := e.poolSize(cl)
 	hp.size.Store(int32(size))
 	cs := *hp.conns.Load()
-	live := slices.DeleteFunc(slices.Clone(cs), func(u *upConn) bool { return !u.usable() })
+	live := slices.DeleteFunc(slices.Clone(cs), func(u *upConn) bool { return !u.Available() })
 	if len(live) != len(cs) {
 		hp.setLocked(live)
 	}
@@ -227,7 +228,44 @@ func (e *Engine) newUpConn(hp *hostPool, cl *cluster.Cluster, h *cluster.Host, r
 	return u, nil
 }
 
-func (u *upConn) usable() bool { return !u.gone.Load() && !u.draining.Load() }
+// Protocol implements stream.ClientConnection.
+func (u *upConn) Protocol() stream.Protocol { return stream.Protocol(u.e.xp.Name()) }
+
+// ActiveStreams implements stream.ClientConnection: requests waiting for a response.
+func (u *upConn) ActiveStreams() int {
+	u.mu.Lock()
+	n := len(u.pending)
+	u.mu.Unlock()
+	return n
+}
+
+// Available implements stream.ClientConnection: new requests may use u.
+func (u *upConn) Available() bool { return !u.gone.Load() && !u.draining.Load() }
+
+// GoAway implements stream.ClientConnection: u takes no new requests, leaves its host's
+// pool and closes once the pending ones are answered (or expire).
+func (u *upConn) GoAway() {
+	u.goAway("proxy")
+	u.closeIfIdle()
+}
+
+// goAway marks u draining and takes it out of its host's pool; from names who asked
+// (the upstream's go-away frame, or the proxy). Whoever calls it closes u when idle.
+func (u *upConn) goAway(from string) {
+	if u.draining.Swap(true) {
+		return
+	}
+	u.hp.remove(u)
+	u.e.log.Info("xprotocol: draining upstream connection", zap.String("cluster", u.cl.Name()),
+		zap.String("host", u.host.Addr()), zap.String("go_away_from", from))
+}
+
+// Close implements stream.ClientConnection: the connection closes and its reader answers
+// the pending requests with the connection-closed status.
+func (u *upConn) Close() error {
+	u.c.Close(network.CloseDrain)
+	return nil
+}
 
 // register assigns an upstream request id and, for a request that expects a response,
 // records p under it. It fails when the connection is closing or draining.
@@ -333,11 +371,7 @@ func (u *upConn) onData(b *buffer.IoBuffer) error {
 			_ = e.xp.HeartbeatReply(ob, f)
 			_ = u.c.Write(ob)
 		case xprotocol.KindGoAway:
-			if !u.draining.Swap(true) {
-				u.hp.remove(u)
-				e.log.Info("xprotocol: upstream sent go-away, draining connection",
-					zap.String("cluster", u.cl.Name()), zap.String("host", u.host.Addr()))
-			}
+			u.goAway("upstream")
 		}
 		// Heartbeat replies only prove liveness (lastRead); requests from an upstream are
 		// not served.

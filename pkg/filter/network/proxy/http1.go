@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
+	"io"
 
 	"github.com/mosnlite/mosnlite/pkg/filter"
 	"github.com/mosnlite/mosnlite/pkg/log/accesslog"
@@ -12,7 +14,7 @@ import (
 
 // newHTTP1 serves HTTP/1 downstream connections through pkg/proxy. Upstreams speak
 // HTTP/1 or HTTP/2, by the proxy's or the route's upstream_protocol.
-func newHTTP1(p Params, _ stream.Protocol) (network.Handler, error) {
+func newHTTP1(p Params, r *stream.Registration[Params]) (stream.ServerConnection, error) {
 	up, err := httpUpstream(p)
 	if err != nil {
 		return nil, err
@@ -26,7 +28,7 @@ func newHTTP1(p Params, _ stream.Protocol) (network.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return proxy.New(proxy.Config{
+	return &httpServer{proto: r.Name, h: proxy.New(proxy.Config{
 		RequestHeaderTimeout: headerTimeout,
 		StreamFilters:        chain,
 		AccessLog:            logs,
@@ -39,8 +41,39 @@ func newHTTP1(p Params, _ stream.Protocol) (network.Handler, error) {
 		Metrics:              d.Metrics,
 		Log:                  d.Log,
 		Listener:             p.Listener,
-	}), nil
+	})}, nil
 }
+
+// httpHandler is what pkg/proxy's HTTP/1 and HTTP/2 servers are.
+type httpHandler interface {
+	network.Handler
+	io.Closer
+}
+
+// httpServer adapts a pkg/proxy server to stream.ServerConnection.
+type httpServer struct {
+	proto stream.Protocol
+	h     httpHandler
+}
+
+var _ stream.ServerConnection = (*httpServer)(nil)
+
+// ServeConn implements stream.ServerConnection.
+func (s *httpServer) ServeConn(ctx context.Context, c *network.Conn) { s.h.ServeConn(ctx, c) }
+
+// Protocol implements stream.ServerConnection.
+func (s *httpServer) Protocol() stream.Protocol { return s.proto }
+
+// GoAway implements stream.ServerConnection: it is passed on when the pkg/proxy server
+// can announce a drain (GoAway()); otherwise connections end as the listener drains them.
+func (s *httpServer) GoAway() {
+	if g, ok := s.h.(interface{ GoAway() }); ok {
+		g.GoAway()
+	}
+}
+
+// Close implements stream.ServerConnection: the pkg/proxy server's Close.
+func (s *httpServer) Close() error { return s.h.Close() }
 
 // streamExtras builds the listener's stream filters and access logs. The access logs are
 // owned by the handler that receives them (it closes them).

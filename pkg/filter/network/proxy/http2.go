@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/mosnlite/mosnlite/pkg/config"
-	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/proxy"
 	"github.com/mosnlite/mosnlite/pkg/stream"
 )
@@ -12,7 +11,7 @@ import (
 // newHTTP2 serves HTTP/2 downstream connections (h2c with prior knowledge, or sniffed by
 // Auto) through pkg/proxy's HTTP/2 driver. Upstreams speak HTTP/2 or HTTP/1, by the
 // proxy's or the route's upstream_protocol.
-func newHTTP2(p Params, _ stream.Protocol) (network.Handler, error) {
+func newHTTP2(p Params, r *stream.Registration[Params]) (stream.ServerConnection, error) {
 	up, err := httpUpstream(p)
 	if err != nil {
 		return nil, err
@@ -22,7 +21,7 @@ func newHTTP2(p Params, _ stream.Protocol) (network.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return proxy.NewH2(proxy.Config{
+	return &httpServer{proto: r.Name, h: proxy.NewH2(proxy.Config{
 		StreamFilters: chain,
 		AccessLog:     logs,
 		Downstream:    stream.HTTP2,
@@ -34,7 +33,7 @@ func newHTTP2(p Params, _ stream.Protocol) (network.Handler, error) {
 		Metrics:       d.Metrics,
 		Log:           d.Log,
 		Listener:      p.Listener,
-	}), nil
+	})}, nil
 }
 
 // httpUpstream resolves the proxy-level upstream_protocol for an HTTP downstream: Http1,

@@ -1,15 +1,15 @@
 // Package proxy is the "proxy" network filter: MOSN's L7 proxy. It resolves the
 // downstream protocol setting and hands each connection to that protocol's server:
 // HTTP/1 (pkg/proxy), HTTP/2 (http2.go) and the xprotocol family, bolt, bolt v2 and dubbo
-// (xprotocol.go). With Auto (or a protocol list) it sniffs the first bytes of each
-// connection, in stream.Sniff's fixed order, with a bounded wait.
+// (xprotocol.go). The protocols come from one registry (Registry: name, matcher, server
+// factory, pool mode, status mapping). With Auto (or a protocol list) it sniffs the first
+// bytes of each connection in registration order, with a bounded wait.
 package proxy
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"time"
 
@@ -32,25 +32,26 @@ const SniffTimeout = 15 * time.Second
 type Params struct {
 	Config   config.ProxyConfig
 	Upstream config.ProtocolChoice // resolved upstream_protocol; zero: same as downstream
-	Deps     filter.Deps
-	Listener string // listener name for metrics and logs
+	// UpstreamReg is the registration of the proxy-level upstream_protocol (nil: same as
+	// the downstream's).
+	UpstreamReg *stream.Registration[Params]
+	Deps        filter.Deps
+	Listener    string // listener name for metrics and logs
 }
 
-// serverFactory builds the network.Handler serving downstream connections of one protocol.
-// A handler that keeps resources beyond its connections implements io.Closer.
-type serverFactory func(p Params, down stream.Protocol) (network.Handler, error)
-
-// servers is the one list of downstream protocols this build serves.
-var servers = map[stream.Protocol]serverFactory{
-	stream.HTTP1:  newHTTP1,
-	stream.HTTP2:  newHTTP2,
-	stream.Bolt:   newXProtocol,
-	stream.BoltV2: newXProtocol,
-	stream.Dubbo:  newXProtocol,
+// Registry returns the protocols this filter serves, in Auto's sniffing order, each with
+// its server factory (stream.RegisterBuiltins). Factory builds one per config generation.
+func Registry() (*stream.Registry[Params], error) {
+	r := stream.NewRegistry[Params]()
+	err := stream.RegisterBuiltins(r, stream.Servers[Params]{
+		HTTP1:  newHTTP1,
+		HTTP2:  newHTTP2,
+		Bolt:   newXProtocol,
+		BoltV2: newXProtocol,
+		Dubbo:  newXProtocol,
+	})
+	return r, err
 }
-
-// autoOrder is the set Auto sniffs among when no list is given.
-var autoOrder = []stream.Protocol{stream.HTTP2, stream.Bolt, stream.BoltV2, stream.Dubbo, stream.HTTP1}
 
 // Factory builds the filter from a ProxyConfig. The router named by router_config_name
 // must exist in d.Routers. Every downstream protocol the setting names is built at start,
@@ -79,31 +80,41 @@ func Factory(raw config.RawMessage, d filter.Deps) (filter.NetworkFilter, error)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: downstream_protocol: %w", err)
 	}
-	var downs []stream.Protocol
+	reg, err := Registry()
+	if err != nil {
+		return nil, fmt.Errorf("proxy: protocol registry: %w", err)
+	}
+	var downs []*stream.Registration[Params]
 	switch {
 	case len(pc.Names) > 0:
 		for _, n := range pc.Names {
-			downs = append(downs, stream.Protocol(n))
+			r, err := reg.Lookup(stream.Protocol(n))
+			if err != nil {
+				return nil, fmt.Errorf("proxy: downstream_protocol %q: %s is not served by this build: %w", c.DownstreamProtocol, n, err)
+			}
+			downs = append(downs, r)
 		}
 	case pc.Auto, c.DownstreamProtocol == "":
-		downs = autoOrder
+		downs = reg.Registrations()
 	}
 	prm := Params{Config: c, Upstream: up, Deps: d}
 	if d.Listener != nil {
 		prm.Listener = d.Listener.Name
 	}
-	a := &auto{log: d.Log, params: prm, handlers: make(map[stream.Protocol]network.Handler)}
+	if len(up.Names) == 1 {
+		if prm.UpstreamReg, err = reg.Lookup(stream.Protocol(up.Names[0])); err != nil {
+			return nil, fmt.Errorf("proxy: upstream_protocol %q: %w", c.UpstreamProtocol, err)
+		}
+	}
+	a := &auto{log: d.Log, params: prm, reg: reg, sniffTimeout: SniffTimeout, handlers: make(map[stream.Protocol]stream.ServerConnection)}
 	if a.log == nil {
 		a.log = zap.NewNop()
 	}
 	plainAuto := len(pc.Names) == 0
 	var skipped []string
-	for _, p := range downs {
-		f, ok := servers[p]
-		if !ok {
-			return nil, fmt.Errorf("proxy: downstream_protocol %q: %s is not served by this build", c.DownstreamProtocol, p)
-		}
-		h, err := f(prm, p)
+	for _, r := range downs {
+		p := r.Name
+		h, err := r.Factory(prm, r)
 		if err != nil {
 			if plainAuto {
 				// Plain Auto serves the protocols this build has that can forward to the
@@ -124,6 +135,13 @@ func Factory(raw config.RawMessage, d filter.Deps) (filter.NetworkFilter, error)
 	if len(skipped) > 0 {
 		a.log.Debug("proxy: Auto leaves out protocols", zap.Strings("skipped", skipped))
 	}
+	if ce := a.log.Check(zap.DebugLevel, "proxy: downstream protocols served"); ce != nil {
+		up := zap.String("upstream_pool", "per downstream protocol")
+		if r := prm.UpstreamReg; r != nil {
+			up = zap.Stringer("upstream_pool", r.PoolMode)
+		}
+		ce.Write(zap.String("listener", prm.Listener), zap.Any("protocols", a.allowed), up)
+	}
 	if len(a.allowed) == 1 && !pc.Auto {
 		if !tlsListener(d.Listener) {
 			return a.handlers[a.allowed[0]], nil
@@ -134,13 +152,16 @@ func Factory(raw config.RawMessage, d filter.Deps) (filter.NetworkFilter, error)
 	return a, nil
 }
 
-// auto sniffs each connection's protocol and hands it to that protocol's handler.
+// auto sniffs each connection's protocol and hands it to that protocol's server.
 type auto struct {
-	log      *zap.Logger
-	params   Params
-	allowed  []stream.Protocol
-	handlers map[stream.Protocol]network.Handler
-	direct   network.Handler // one explicit protocol on a TLS listener: no sniffing
+	log     *zap.Logger
+	params  Params
+	reg     *stream.Registry[Params] // sniffs in registration order
+	allowed []stream.Protocol
+	// sniffTimeout bounds the wait for the bytes that decide the protocol.
+	sniffTimeout time.Duration
+	handlers     map[stream.Protocol]stream.ServerConnection
+	direct       stream.ServerConnection // one explicit protocol on a TLS listener: no sniffing
 }
 
 // tlsListener reports whether the listener terminates TLS (its first filter chain serves).
@@ -195,9 +216,9 @@ func (a *auto) ServeConn(ctx context.Context, c *network.Conn) {
 		}
 	}
 	var proto stream.Protocol
-	_ = c.Raw().SetReadDeadline(time.Now().Add(SniffTimeout))
+	_ = c.Raw().SetReadDeadline(time.Now().Add(a.sniffTimeout))
 	err := c.ReadLoop(func(b *buffer.IoBuffer) error {
-		p, more := stream.Sniff(b.Bytes(), a.allowed)
+		p, more := a.reg.Sniff(b.Bytes(), a.allowed)
 		if more && b.Len() < 64 {
 			return nil
 		}
@@ -229,13 +250,15 @@ func (a *auto) protocolError() {
 	}
 }
 
-// Close closes the handlers that hold resources of their own.
+// Close drains and closes the servers: all of them are told to go away first, so their
+// drains overlap, then each is closed.
 func (a *auto) Close() error {
+	for _, h := range a.handlers {
+		h.GoAway()
+	}
 	var errs []error
 	for _, h := range a.handlers {
-		if c, ok := h.(io.Closer); ok {
-			errs = append(errs, c.Close())
-		}
+		errs = append(errs, h.Close())
 	}
 	return errors.Join(errs...)
 }

@@ -1,0 +1,93 @@
+package xprotocol_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	xproto "github.com/mosnlite/mosnlite/pkg/protocol/xprotocol"
+	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol/bolt"
+	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol/dubbo"
+	"github.com/mosnlite/mosnlite/pkg/stream"
+	"github.com/mosnlite/mosnlite/pkg/stream/xprotocol"
+)
+
+func TestCheckStatus(t *testing.T) {
+	for _, c := range []struct {
+		codec xproto.Codec
+		m     stream.StatusMap
+		want  string
+	}{
+		{bolt.New(bolt.Options{}), stream.BoltStatus, ""},
+		{bolt.NewV2(bolt.Options{}), stream.BoltStatus, ""},
+		{dubbo.New(dubbo.Options{}), stream.DubboStatus, ""},
+		{bolt.New(bolt.Options{}), stream.DubboStatus, "no_route with status"},
+		{dubbo.New(dubbo.Options{}), stream.HTTPStatus, "dubbo: the codec answers"},
+		{bolt.New(bolt.Options{}), func(c stream.Cause) int {
+			if c == stream.CauseUpstreamReset {
+				return 1
+			}
+			return stream.BoltStatus(c)
+		}, "upstream_reset"},
+	} {
+		err := xprotocol.CheckStatus(c.codec, c.m)
+		if (c.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("CheckStatus(%s) = %v; want %q", c.codec.Name(), err, c.want)
+		}
+	}
+}
+
+// TestHijackStatusesFollowRegistration: what the engine answers for each cause is the
+// status bolt's registration maps the cause to.
+func TestHijackStatusesFollowRegistration(t *testing.T) {
+	up := startBoltServer(t)
+	v := startEnv(t, bolt.New(bolt.Options{}), up.addr(), nil)
+	if v.e.Protocol() != stream.Bolt {
+		t.Fatalf("Protocol() = %s", v.e.Protocol())
+	}
+	c := dial(t, v.addr)
+	r := newFrameReader(c, bolt.New(bolt.Options{}))
+	for i, tc := range []struct {
+		m     bolt.Message
+		cause stream.Cause
+	}{
+		{bolt.Message{Headers: hdrs("service", "NO_ROUTE")}, stream.CauseNoRoute},
+		{bolt.Message{Headers: hdrs("service", "dead")}, stream.CauseNoHealthyUpstream},
+		{bolt.Message{Headers: hdrs("service", "short", "delay", "5000")}, stream.CauseTimeout},
+		{bolt.Message{Headers: hdrs("service", "close")}, stream.CauseUpstreamReset},
+	} {
+		tc.m.ID = uint32(i + 1)
+		f := roundTrip(t, c, r, tc.m)
+		if want := stream.BoltStatus(tc.cause); int(f.Status) != want {
+			t.Errorf("%s: status %#x, registration says %#x", tc.cause, f.Status, want)
+		}
+	}
+}
+
+// TestGoAwayDoesNotWait: GoAway tells the clients at once and returns; the pending
+// request is still answered, then the connection closes.
+func TestGoAwayDoesNotWait(t *testing.T) {
+	up := startBoltServer(t)
+	v := startEnv(t, bolt.New(bolt.Options{}), up.addr(), nil)
+	c := dial(t, v.addr)
+	r := newFrameReader(c, bolt.New(bolt.Options{}))
+	if _, err := c.Write(boltReq(t, bolt.Message{ID: 1, Headers: hdrs("service", "echo", "delay", "300")})); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "request upstream", func() bool { return up.reqs.Load() == 1 })
+	start := time.Now()
+	v.e.GoAway()
+	if d := time.Since(start); d > 200*time.Millisecond {
+		t.Fatalf("GoAway waited %v", d)
+	}
+	f, err := r.next()
+	if err != nil || f.Kind != xproto.KindGoAway {
+		t.Fatalf("want a go-away first: %v %+v", err, f)
+	}
+	if f, err = r.next(); err != nil || f.ID != 1 || f.Status != 0 {
+		t.Fatalf("pending request: %v %+v", err, f)
+	}
+	if _, err = r.next(); !isEOF(err) {
+		t.Fatalf("want the connection closed after the drain, got %v", err)
+	}
+}
