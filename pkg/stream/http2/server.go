@@ -140,7 +140,25 @@ type ServerConn struct {
 	lastID    uint32
 	peerAway  bool // the peer sent GOAWAY
 	dead      bool // the connection ended
+
+	// Abuse accounting (reader goroutine).
+	opened      int // streams handed to the handler
+	peerResets  int // of those, reset by the peer before the response ended
+	localResets int // stream errors this side sent
+	empty       int // DATA without payload or END_STREAM, CONTINUATION without payload
 }
+
+// Abuse limits (ROBUSTNESS.md cases 10-13). A connection over one is closed with
+// GOAWAY(ENHANCE_YOUR_CALM); other connections are not affected.
+const (
+	// More than this many premature resets, when they are also over half the streams
+	// opened, is a rapid-reset attack (CVE-2023-44487).
+	maxPrematureResets = 100
+	// Stream errors this side may send on one connection (CVE-2019-9514).
+	maxLocalResets = 1024
+	// Frames that carry nothing (CVE-2019-9518).
+	maxEmptyFrames = 1024
+)
 
 type closedID struct {
 	id       uint32
@@ -324,6 +342,23 @@ func (sc *ServerConn) frames(b *buffer.IoBuffer) error {
 		if err != nil {
 			return err
 		}
+		if err := sc.checkAbuse(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkAbuse ends a connection whose peer went over one of the abuse limits.
+func (sc *ServerConn) checkAbuse() error {
+	switch {
+	case sc.localResets > maxLocalResets:
+		return sc.protoErr(&connError{ErrCodeEnhanceCalm, "too_many_stream_errors"})
+	case sc.empty > maxEmptyFrames:
+		return sc.protoErr(&connError{ErrCodeEnhanceCalm, "too_many_empty_frames"})
+	}
+	if sc.peerResets > maxPrematureResets && 2*sc.peerResets > sc.opened {
+		return sc.protoErr(&connError{ErrCodeEnhanceCalm, "rapid_reset"})
 	}
 	return nil
 }
@@ -414,6 +449,9 @@ func (sc *ServerConn) frame(fh frameHeader, p []byte) error {
 // streamErr resets stream id with code (a stream error) and counts it.
 func (sc *ServerConn) streamErr(id uint32, code ErrCode, kind string) {
 	sc.countErr(kind)
+	if code != ErrCodeRefusedStream {
+		sc.localResets++
+	}
 	sc.mu.Lock()
 	st := sc.streams[id]
 	appendRSTStream(sc.out, id, uint32(code))
@@ -493,6 +531,9 @@ func (sc *ServerConn) onDataFrame(fh frameHeader, p []byte) error {
 		sc.streamErr(id, ErrCodeFlowControl, "stream_window_exceeded")
 		return nil
 	}
+	if n == 0 && !fh.has(flagEndStream) {
+		sc.empty++
+	}
 	st.recvWin -= n
 	st.recvd += int64(len(data))
 	if st.ContentLength >= 0 && (st.recvd > st.ContentLength || fh.has(flagEndStream) && st.recvd != st.ContentLength) {
@@ -545,6 +586,9 @@ func (sc *ServerConn) onRST(fh frameHeader, p []byte) error {
 	var hook func()
 	if st := sc.streams[fh.streamID]; st != nil {
 		st.peerReset = true
+		if !st.sentEnd {
+			sc.peerResets++
+		}
 		hook = sc.closeStreamLocked(st, false)
 	}
 	sc.mu.Unlock()
@@ -720,6 +764,9 @@ func (sc *ServerConn) onContinuation(fh frameHeader, p []byte) error {
 		return sc.protoErr(&connError{ErrCodeProtocol, "continuation_unexpected"})
 	}
 	sc.hb.frames++
+	if len(p) == 0 && !fh.has(flagEndHeaders) {
+		sc.empty++
+	}
 	if sc.hb.frames > 256 {
 		return sc.protoErr(&connError{ErrCodeEnhanceCalm, "continuation_flood"})
 	}
@@ -729,6 +776,10 @@ func (sc *ServerConn) onContinuation(fh frameHeader, p []byte) error {
 func (sc *ServerConn) headerFragment(fh frameHeader, frag []byte) error {
 	if _, err := sc.dec.Write(frag); err != nil {
 		return sc.protoErr(&connError{ErrCodeCompression, "hpack"})
+	}
+	if sc.hb.size > 4*sc.opts.MaxHeaderListSize {
+		// Far past the limit (answered 431 up to here): stop decoding a header bomb.
+		return sc.protoErr(&connError{ErrCodeEnhanceCalm, "header_list_flood"})
 	}
 	if !fh.has(flagEndHeaders) {
 		return nil
@@ -925,6 +976,7 @@ func (sc *ServerConn) endHeaders() error {
 		return nil
 	}
 	sc.mu.Unlock()
+	sc.opened++
 	sc.handlers.Add(1)
 	sc.h.ServeStream(st)
 	return nil

@@ -111,13 +111,18 @@ func (rc *rawClient) next() http2.Frame {
 
 func (rc *rawClient) headers(id uint32, end bool, fields ...string) {
 	rc.t.Helper()
+	if err := rc.tryHeaders(id, end, fields...); err != nil {
+		rc.t.Fatal(err)
+	}
+}
+
+// tryHeaders writes a HEADERS frame and returns the write error (a flood's sender).
+func (rc *rawClient) tryHeaders(id uint32, end bool, fields ...string) error {
 	rc.hb.Reset()
 	for i := 0; i+1 < len(fields); i += 2 {
 		_ = rc.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
 	}
-	if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.hb.Bytes(), EndStream: end, EndHeaders: true}); err != nil {
-		rc.t.Fatal(err)
-	}
+	return rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.hb.Bytes(), EndStream: end, EndHeaders: true})
 }
 
 func get(path string) []string {
@@ -363,6 +368,29 @@ func TestServerProtocolErrors(t *testing.T) {
 			_ = rc.fr.WritePushPromise(http2.PushPromiseParam{StreamID: 1, PromiseID: 2, EndHeaders: true})
 		}, http2.ErrCodeProtocol},
 		{"window overflow", func(rc *rawClient) { _ = rc.fr.WriteWindowUpdate(0, 1<<31-1) }, http2.ErrCodeFlowControl},
+		{"rapid reset", func(rc *rawClient) {
+			for id := uint32(1); id < 2*300; id += 2 {
+				_ = rc.tryHeaders(id, true, get("/")...)
+				_ = rc.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+			}
+		}, http2.ErrCodeEnhanceYourCalm},
+		{"invalid request flood", func(rc *rawClient) {
+			for id := uint32(1); id < 2*1100; id += 2 {
+				_ = rc.tryHeaders(id, true, append(get("/"), "Upper", "x")...)
+			}
+		}, http2.ErrCodeEnhanceYourCalm},
+		{"empty data flood", func(rc *rawClient) {
+			_ = rc.tryHeaders(1, false, post("/")...)
+			for range 1100 {
+				_ = rc.fr.WriteData(1, false, nil)
+			}
+		}, http2.ErrCodeEnhanceYourCalm},
+		{"continuation flood", func(rc *rawClient) {
+			_ = rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0x82}})
+			for range 300 {
+				_ = rc.fr.WriteContinuation(1, false, []byte{0x82})
+			}
+		}, http2.ErrCodeEnhanceYourCalm},
 		{"bad hpack", func(rc *rawClient) {
 			_ = rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0xff, 0xff, 0xff}, EndHeaders: true})
 		}, http2.ErrCodeCompression},
@@ -370,8 +398,21 @@ func TestServerProtocolErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var kinds []string
 			rc, _ := serve(t, h2.ServerOptions{OnProtocolError: func(k string) { kinds = append(kinds, k) }},
-				handlerFunc(func(st *h2.ServerStream) { _ = st.WriteHeaders(200, true, nil) }))
-			tc.send(rc)
+				handlerFunc(func(st *h2.ServerStream) {
+					// A slow upstream: the answer comes after a while, unless the stream is reset.
+					reset := make(chan struct{})
+					if st.OnReset(func() { close(reset) }) {
+						select {
+						case <-reset:
+							return
+						case <-time.After(200 * time.Millisecond):
+						}
+					}
+					_ = st.WriteHeaders(200, true, nil)
+				}))
+			sent := make(chan struct{})
+			go func() { defer close(sent); tc.send(rc) }() // the server may stop reading (GOAWAY) mid-flood
+			defer func() { rc.c.Close(); <-sent }()
 			for {
 				f, err := rc.fr.ReadFrame()
 				if err != nil {
@@ -425,4 +466,45 @@ func TestServerBadPrefaceCloses(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Serve did not end")
 	}
+}
+
+// FuzzH2Frames feeds arbitrary frames after a valid preface and SETTINGS: the server
+// must not panic and must end the connection when the peer goes away.
+func FuzzH2Frames(f *testing.F) {
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	fields := get("/seed")
+	for i := 0; i+1 < len(fields); i += 2 {
+		_ = enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	}
+	var seed bytes.Buffer
+	fr := http2.NewFramer(&seed, nil)
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true})
+	_ = fr.WriteData(1, true, []byte("body"))
+	_ = fr.WritePing(false, [8]byte{1})
+	_ = fr.WriteWindowUpdate(0, 1000)
+	_ = fr.WriteRSTStream(1, http2.ErrCodeCancel)
+	f.Add(seed.Bytes())
+	f.Add([]byte{0, 0, 0, 9, 0, 0, 0, 0, 1}) // CONTINUATION without HEADERS
+	f.Add([]byte{0, 0, 5, 1, 0x8, 0, 0, 0, 1, 9, 0, 0, 0, 0}) // padding longer than the payload
+	f.Fuzz(func(t *testing.T, frames []byte) {
+		cli, srv := net.Pipe()
+		pool := buffer.NewPool()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = h2.Serve(network.NewConn(srv, network.ConnOptions{Pool: pool}), pool, h2.ServerOptions{},
+				handlerFunc(func(st *h2.ServerStream) { _ = st.WriteResponse(200, nil, []byte("ok"), true) }), nil)
+		}()
+		go func() { _, _ = io.Copy(io.Discard, cli) }()
+		msg := append([]byte(h2.ClientPreface), 0, 0, 0, 4, 0, 0, 0, 0, 0)
+		_ = cli.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = cli.Write(append(msg, frames...))
+		cli.Close()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("server did not end after the peer closed")
+		}
+	})
 }
