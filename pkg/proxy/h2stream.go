@@ -25,6 +25,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/stream"
 	h2stream "github.com/mosnlite/mosnlite/pkg/stream/http2"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
+	"github.com/mosnlite/mosnlite/pkg/upstream/connpool"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
 )
 
@@ -131,30 +132,52 @@ func (p *Proxy) overflow(cl string, b cluster.Breaker) {
 }
 
 // h2Conn returns an HTTP/2 client connection to the target's host with a stream reserved:
-// a pooled one, or a new one dialled through the cluster.
+// a pooled one, or a new one dialled through the cluster (one dial per host at a time;
+// concurrent streams wait for it).
 func (p *Proxy) h2Conn(ctx context.Context, t *h2Target) (*http2.ClientConn, error) {
-	cc, dialDone, err := p.h2up.Acquire(ctx, t.host.Addr())
+	cc, pooled, err := p.h2up.Acquire(ctx, t.host.Addr(), func(ctx context.Context) (net.Conn, string, func(), error) {
+		return p.h2DialRaw(ctx, t)
+	})
 	if err != nil {
-		return nil, errTimeout
+		var le *errLocal
+		switch {
+		case errors.As(err, &le):
+			return nil, err
+		case errors.Is(err, connpool.ErrFull):
+			p.overflow(t.cl.Name(), cluster.MaxConnections)
+			return nil, errOverflow
+		case errors.Is(err, h2stream.ErrHandshake):
+			return nil, errConnect
+		}
+		return nil, errTimeout // ctx ended while another stream dialled
 	}
-	if cc != nil {
-		return cc, nil
+	if !pooled {
+		t.unpooled = append(t.unpooled, cc) // the proxy is closing: closed by release
 	}
-	defer dialDone()
-	return p.h2Dial(ctx, t)
+	return cc, nil
 }
 
-// h2Dial dials a new HTTP/2 upstream connection through the cluster and pools it.
-func (p *Proxy) h2Dial(ctx context.Context, t *h2Target) (*http2.ClientConn, error) {
+// h2DialRaw dials the target's cluster for a new HTTP/2 upstream connection.
+func (p *Proxy) h2DialRaw(ctx context.Context, t *h2Target) (net.Conn, string, func(), error) {
 	raw, host, done, err := t.cl.Dial(ctx, &t.lr)
 	if err != nil {
 		if errors.Is(err, cluster.ErrOverflow) {
 			p.overflow(t.cl.Name(), cluster.MaxConnections)
-			return nil, errOverflow
+			return nil, "", nil, errOverflow
 		}
-		return nil, errConnect
+		return nil, "", nil, errConnect
 	}
-	cc, pooled, err := p.h2up.Add(raw, host.Addr(), func() { done(lb.DoneInfo{}) })
+	return raw, host.Addr(), func() { done(lb.DoneInfo{}) }, nil
+}
+
+// h2Dial dials a new HTTP/2 upstream connection through the cluster, bypassing the pooled
+// ones, and pools it.
+func (p *Proxy) h2Dial(ctx context.Context, t *h2Target) (*http2.ClientConn, error) {
+	raw, addr, done, err := p.h2DialRaw(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	cc, pooled, err := p.h2up.Add(raw, addr, done)
 	if err != nil {
 		return nil, errConnect
 	}
@@ -522,16 +545,10 @@ var (
 	bufReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
 )
 
-// h1Conn takes an idle HTTP/1 upstream connection to the target's host or dials one.
+// h1Conn takes an idle HTTP/1 upstream connection to the target's host (the pool probes
+// one idle for a while) or dials one.
 func (p *Proxy) h1Conn(ctx context.Context, t *h2Target) (*upConn, error) {
-	now := time.Now()
-	var one [1]byte
-	up := p.get(t.host.Addr(), now)
-	for up != nil && now.Sub(up.since) >= aliveCheckAfter && !aliveConn(up, one[:]) {
-		up.close()
-		up = p.get(t.host.Addr(), now)
-	}
-	if up != nil {
+	if up := p.get(t.host.Addr(), time.Now()); up != nil {
 		return up, nil
 	}
 	raw, host, done, err := t.cl.Dial(ctx, &t.lr)
@@ -543,11 +560,4 @@ func (p *Proxy) h1Conn(ctx context.Context, t *h2Target) (*upConn, error) {
 		return nil, errConnect
 	}
 	return &upConn{raw: raw, addr: host.Addr(), done: func() { done(lb.DoneInfo{}) }}, nil
-}
-
-// aliveConn reports whether an idle upstream connection is still open (see session.alive).
-func aliveConn(up *upConn, one []byte) bool {
-	_ = up.raw.SetReadDeadline(time.Unix(1, 0))
-	_, err := up.raw.Read(one)
-	return errors.Is(err, os.ErrDeadlineExceeded)
 }

@@ -23,16 +23,14 @@ const (
 	mirrorTimeout = 10 * time.Second
 )
 
-// proxyExt holds the mirror workers and the idle-pool sweeper.
+// proxyExt holds the mirror workers. (The idle upstream connections and their sweeper
+// live in connpool.PingPong.)
 type proxyExt struct {
 	mirrorOnce sync.Once
 	jobs       chan mirrorJob
 	ctx        context.Context
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
-
-	sweepOnce sync.Once
-	sweep     *time.Timer // guarded by Proxy.mu
 }
 
 type mirrorJob struct {
@@ -146,7 +144,7 @@ func (p *Proxy) mirrorOne(j mirrorJob) {
 	}
 }
 
-// stopExt stops the mirror workers and the idle sweeper; Close calls it.
+// stopExt stops the mirror workers; Close calls it.
 func (p *Proxy) stopExt() {
 	p.ext.mirrorOnce.Do(func() {}) // no workers start after Close
 	if p.ext.cancel != nil {
@@ -161,53 +159,5 @@ func (p *Proxy) stopExt() {
 			}
 			break
 		}
-	}
-	p.mu.Lock()
-	if p.ext.sweep != nil {
-		p.ext.sweep.Stop()
-	}
-	p.mu.Unlock()
-}
-
-// sweepEvery is the idle sweeper's period for an idle timeout d.
-func sweepEvery(d time.Duration) time.Duration { return max(d/2, 50*time.Millisecond) }
-
-// startSweep starts the coarse timer that closes expired idle upstream connections, so
-// they do not wait for the pool to be used again. One timer per Proxy, not per conn.
-func (p *Proxy) startSweep() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.shut {
-		return
-	}
-	p.ext.sweep = time.AfterFunc(sweepEvery(p.cfg.IdleTimeout), p.sweepIdle)
-}
-
-// sweepIdle closes the idle connections older than IdleTimeout.
-func (p *Proxy) sweepIdle() {
-	now := time.Now()
-	var expired []*upConn
-	p.mu.Lock()
-	if p.shut {
-		p.mu.Unlock()
-		return
-	}
-	for addr, cs := range p.idle {
-		k := 0
-		for k < len(cs) && now.Sub(cs[k].since) >= p.cfg.IdleTimeout {
-			k++
-		}
-		if k == 0 {
-			continue
-		}
-		expired = append(expired, cs[:k]...)
-		rest := copy(cs, cs[k:])
-		clear(cs[rest:])
-		p.idle[addr] = cs[:rest]
-	}
-	p.ext.sweep.Reset(sweepEvery(p.cfg.IdleTimeout))
-	p.mu.Unlock()
-	for _, c := range expired {
-		c.close()
 	}
 }

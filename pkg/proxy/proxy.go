@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -25,6 +24,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/stream/http1"
 	h2stream "github.com/mosnlite/mosnlite/pkg/stream/http2"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
+	"github.com/mosnlite/mosnlite/pkg/upstream/connpool"
 )
 
 // Defaults for Config's zero fields.
@@ -64,11 +64,9 @@ type Config struct {
 // upstream connections it keeps.
 type Proxy struct {
 	cfg  Config
-	mu   sync.Mutex
-	idle map[string][]*upConn // host address → idle connections, newest last
-	shut bool
-	h2up *h2stream.Pool // multiplexed HTTP/2 upstream connections (h2*.go)
-	ext  proxyExt       // mirror workers, idle sweeper (mirror.go)
+	idle *connpool.PingPong[*upConn] // idle HTTP/1 upstream connections per host
+	h2up *h2stream.Pool              // multiplexed HTTP/2 upstream connections (h2*.go)
+	ext  proxyExt                    // mirror workers (mirror.go)
 }
 
 // New returns a Proxy.
@@ -85,24 +83,20 @@ func New(cfg Config) *Proxy {
 	if cfg.Pool == nil {
 		cfg.Pool = buffer.NewPool()
 	}
-	return &Proxy{cfg: cfg, idle: make(map[string][]*upConn), h2up: newH2Pool(cfg)}
+	idle := connpool.NewPingPong[*upConn](connpool.PingPongOptions{
+		MaxIdlePerHost:  cfg.MaxIdlePerHost,
+		IdleTimeout:     cfg.IdleTimeout,
+		AliveCheckAfter: aliveCheckAfter,
+	})
+	return &Proxy{cfg: cfg, idle: idle, h2up: newH2Pool(cfg)}
 }
 
 // Close closes the idle upstream connections; connections in use are closed when their
 // request ends.
 func (p *Proxy) Close() error {
-	p.mu.Lock()
-	all := p.idle
-	p.idle = make(map[string][]*upConn)
-	p.shut = true
-	p.mu.Unlock()
 	p.stopExt()
+	_ = p.idle.Close()
 	_ = p.h2up.Close()
-	for _, cs := range all {
-		for _, uc := range cs {
-			uc.close()
-		}
-	}
 	return p.cfg.AccessLog.Close()
 }
 
@@ -138,59 +132,32 @@ type upConn struct {
 	raw   net.Conn
 	addr  string
 	done  func()
-	since time.Time // when it went idle
+	since time.Time // when it last went idle; zero for a new connection
 }
 
-func (u *upConn) close() {
-	_ = u.raw.Close()
+// NetConn implements connpool.Conn.
+func (u *upConn) NetConn() net.Conn { return u.raw }
+
+// Close implements connpool.Conn: it closes the socket and releases the cluster's
+// max_connections unit.
+func (u *upConn) Close() error {
+	err := u.raw.Close()
 	u.done()
+	return err
 }
 
-// get returns an idle connection to addr, closing the expired ones it passes.
+func (u *upConn) close() { _ = u.Close() }
+
+// get takes an idle connection to addr from the pool, or returns nil. The pool closes
+// expired ones and probes one idle for aliveCheckAfter before handing it out.
 func (p *Proxy) get(addr string, now time.Time) *upConn {
-	p.mu.Lock()
-	cs := p.idle[addr]
-	var expired []*upConn
-	var uc *upConn
-	for len(cs) > 0 {
-		c := cs[len(cs)-1]
-		cs[len(cs)-1] = nil
-		cs = cs[:len(cs)-1]
-		if now.Sub(c.since) < p.cfg.IdleTimeout {
-			uc = c
-			break
-		}
-		expired = append(expired, c)
-	}
-	p.idle[addr] = cs
-	p.mu.Unlock()
-	for _, c := range expired {
-		c.close()
-	}
+	uc, _ := p.idle.Get(addr, now)
 	return uc
 }
 
-// put keeps uc for reuse, closing it when the host has enough idle connections.
+// put returns uc to the pool after a request that ended cleanly on it (whole response
+// read, nothing after it, no error); any other connection is closed, never put.
 func (p *Proxy) put(uc *upConn, now time.Time) {
 	uc.since = now
-	p.ext.sweepOnce.Do(p.startSweep)
-	p.mu.Lock()
-	cs := p.idle[uc.addr]
-	if p.shut || len(cs) >= p.cfg.MaxIdlePerHost {
-		p.mu.Unlock()
-		uc.close()
-		return
-	}
-	// Drop the oldest when it has expired, so a host's list does not hold dead conns.
-	var old *upConn
-	if len(cs) > 0 && now.Sub(cs[0].since) >= p.cfg.IdleTimeout {
-		old = cs[0]
-		copy(cs, cs[1:])
-		cs = cs[:len(cs)-1]
-	}
-	p.idle[uc.addr] = append(cs, uc)
-	p.mu.Unlock()
-	if old != nil {
-		old.close()
-	}
+	p.idle.Put(uc.addr, uc, now)
 }

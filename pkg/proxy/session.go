@@ -21,6 +21,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/stream"
 	"github.com/mosnlite/mosnlite/pkg/stream/http1"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
+	"github.com/mosnlite/mosnlite/pkg/upstream/connpool"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
 )
 
@@ -44,7 +45,6 @@ type session struct {
 	hb      *buffer.IoBuffer // upstream request head, reused
 	xff     []byte
 	rid     [32]byte
-	one     [1]byte
 	remove  [1]string
 
 	// The request whose body is being forwarded.
@@ -222,11 +222,7 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 		b.Drain(n)
 		return s.localDone(http.StatusServiceUnavailable, "no healthy upstream", hasBody)
 	}
-	up := s.p.get(host.Addr(), s.start)
-	for up != nil && s.start.Sub(up.since) >= aliveCheckAfter && !s.alive(up) {
-		up.close()
-		up = s.p.get(host.Addr(), s.start)
-	}
+	up := s.p.get(host.Addr(), s.start) // probed by the pool when idle for a while
 	if up == nil {
 		raw, h2, done, err := s.dial(rt, cl, hasBody)
 		if err != nil {
@@ -376,18 +372,13 @@ func (s *session) writeUp(p []byte) error {
 	return nil
 }
 
-// aliveCheckAfter is how long a connection must have been idle before it is probed
-// (the probe costs a syscall and an allocation). Upstream servers close idle keep-alive
-// connections after seconds, not milliseconds.
+// aliveCheckAfter is how long a connection must have been idle before the pool probes it
+// (the probe costs a syscall). Upstream servers close idle keep-alive connections after
+// seconds, not milliseconds.
 const aliveCheckAfter = time.Second
 
-// alive reports whether an idle upstream connection is still open: a read that cannot
-// wait must time out rather than see EOF or data.
-func (s *session) alive(up *upConn) bool {
-	_ = up.raw.SetReadDeadline(time.Unix(1, 0))
-	_, err := up.raw.Read(s.one[:])
-	return errors.Is(err, os.ErrDeadlineExceeded)
-}
+// alive reports whether an idle upstream connection is still open (connpool.Alive).
+func (s *session) alive(up *upConn) bool { return connpool.Alive(up.raw) }
 
 // retryFresh replaces a reused upstream connection that failed before any response byte
 // with a new one and writes the (bodiless) request again: the upstream may have closed the

@@ -1,10 +1,14 @@
 package http2_test
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -133,6 +137,105 @@ func TestPoolCloseClosesIdle(t *testing.T) {
 	}
 	if p.Len(addr) != 0 {
 		t.Fatal("pooled after Close")
+	}
+}
+
+// TestPoolAcquireOneDialPerBurst: concurrent streams to a cold host share one dialled
+// connection, and each gets a reserved stream on it.
+func TestPoolAcquireOneDialPerBurst(t *testing.T) {
+	addr, conns := h2cServer(t)
+	p := h2.NewPool(h2.PoolOptions{})
+	defer p.Close()
+	var dials atomic.Int64
+	dial := func(ctx context.Context) (net.Conn, string, func(), error) {
+		dials.Add(1)
+		var d net.Dialer
+		raw, err := d.DialContext(ctx, "tcp", addr)
+		return raw, addr, func() {}, err
+	}
+	const n = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cc, pooled, err := p.Acquire(t.Context(), addr, dial)
+			if err != nil || !pooled {
+				errs <- fmt.Errorf("Acquire %d: pooled %v, %v", i, pooled, err)
+				return
+			}
+			req, _ := http.NewRequest("GET", "http://"+addr+"/burst", nil)
+			resp, err := cc.RoundTrip(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if dials.Load() != 1 || conns.Load() != 1 || p.Len(addr) != 1 {
+		t.Fatalf("dials %d, server conns %d, pooled %d; want 1, 1, 1", dials.Load(), conns.Load(), p.Len(addr))
+	}
+	// A dial error comes back as it is.
+	errDial := errors.New("no route")
+	_, _, err := p.Acquire(t.Context(), "127.0.0.1:1", func(context.Context) (net.Conn, string, func(), error) {
+		return nil, "", nil, errDial
+	})
+	if !errors.Is(err, errDial) {
+		t.Fatalf("dial error: %v", err)
+	}
+}
+
+// TestPoolDropsGoingAway: a connection whose server sent GOAWAY is not handed out again.
+func TestPoolDropsGoingAway(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler:   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.URL.Path) }),
+		Protocols: new(http.Protocols),
+	}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	addr := ln.Addr().String()
+	p := h2.NewPool(h2.PoolOptions{})
+	defer p.Close()
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	cc, _, err := p.Add(raw, addr, func() { close(closed) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	do(t, cc.RoundTrip, addr, "/before")
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	go func() { _ = srv.Shutdown(ctx) }() // sends GOAWAY, then closes idle connections
+	select {
+	case <-closed:
+	case <-ctx.Done():
+		t.Fatal("connection not closed after GOAWAY")
+	}
+	if got := p.Get(addr); got != nil {
+		t.Fatalf("after GOAWAY: Get = %v; want nil", got)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Len(addr) != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if p.Len(addr) != 0 {
+		t.Fatal("the sweeper kept a closed connection")
 	}
 }
 

@@ -5,11 +5,15 @@ package http2
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/mosnlite/mosnlite/pkg/upstream/connpool"
 )
 
 // Defaults for PoolOptions' zero fields.
@@ -27,25 +31,19 @@ type PoolOptions struct {
 	PingTimeout time.Duration
 	// MaxHeaderListSize bounds response header lists (SETTINGS_MAX_HEADER_LIST_SIZE). 0: default.
 	MaxHeaderListSize uint32
+	// MaxConnsPerHost bounds the pooled connections per host (connpool.MultiplexOptions).
+	// 0: no bound but the cluster's max_connections.
+	MaxConnsPerHost int
 }
 
-// Pool keeps multiplexed upstream HTTP/2 client connections per host address. A
-// connection is reused while it can take a new stream (the peer's
-// SETTINGS_MAX_CONCURRENT_STREAMS, no GOAWAY, not closing); full or going-away ones are
-// skipped and dropped from the pool once they are closed. Connections idle for
-// IdleTimeout close themselves. The pool's map lock is held only to find a host's list;
-// each host has its own lock.
+// Pool keeps multiplexed upstream HTTP/2 client connections per host address on a
+// connpool.Multiplex. A connection is reused while it can take a new stream (the peer's
+// SETTINGS_MAX_CONCURRENT_STREAMS, no GOAWAY, not closing); full ones are skipped,
+// going-away and closed ones are dropped, and connections that carried no stream for
+// IdleTimeout are closed by the pool's sweeper.
 type Pool struct {
-	t      *http2.Transport
-	mu     sync.RWMutex
-	hosts  map[string]*hostConns
-	closed bool
-}
-
-type hostConns struct {
-	mu      sync.Mutex
-	ccs     []*http2.ClientConn
-	dialing chan struct{} // closed when the dial in progress for this host ends
+	t  *http2.Transport
+	mp *connpool.Multiplex[clientConn]
 }
 
 // NewPool returns an empty pool.
@@ -59,163 +57,139 @@ func NewPool(o PoolOptions) *Pool {
 	t := &http2.Transport{
 		AllowHTTP:          true,
 		DisableCompression: true, // the proxy forwards Accept-Encoding and bodies as they are
-		IdleConnTimeout:    o.IdleTimeout,
 		MaxHeaderListSize:  o.MaxHeaderListSize,
 		ReadIdleTimeout:    o.PingTimeout,
 		PingTimeout:        o.PingTimeout,
+		// No IdleConnTimeout: the pool expires idle connections.
 	}
-	return &Pool{t: t, hosts: make(map[string]*hostConns)}
+	mp := connpool.NewMultiplex[clientConn](connpool.MultiplexOptions{
+		IdleTimeout:     o.IdleTimeout,
+		MaxConnsPerHost: o.MaxConnsPerHost,
+	})
+	return &Pool{t: t, mp: mp}
 }
 
 // Get returns a connection to addr with a stream reserved for the caller's next
 // RoundTrip, or nil when no pooled connection can take one.
 func (p *Pool) Get(addr string) *http2.ClientConn {
-	p.mu.RLock()
-	h := p.hosts[addr]
-	p.mu.RUnlock()
-	if h == nil {
-		return nil
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	live := h.ccs[:0]
-	var got *http2.ClientConn
-	for _, cc := range h.ccs {
-		if st := cc.State(); st.Closed {
-			continue
-		}
-		live = append(live, cc)
-		if got == nil && cc.ReserveNewRequest() {
-			got = cc
-		}
-	}
-	clear(h.ccs[len(live):])
-	h.ccs = live
-	return got
+	c, _ := p.mp.Get(addr)
+	return c.cc
 }
 
-// Acquire returns a pooled connection to addr with a stream reserved. When none can take
-// a stream it returns a nil connection and dialDone: the caller dials (and Adds) a new
-// connection, then calls dialDone. Only one caller dials a host at a time; the others
-// wait for that dial and take a stream on its connection, so a burst of streams to a
-// cold host opens one connection, not one per stream.
-func (p *Pool) Acquire(ctx context.Context, addr string) (cc *http2.ClientConn, dialDone func(), err error) {
-	for {
-		if cc := p.Get(addr); cc != nil {
-			return cc, nil, nil
+// Dialer connects to a host for the pool: the connection, the address it reached (a
+// cluster may move on to another host), and a func called once when the connection is
+// closed, whoever closes it (it releases the cluster's max_connections unit).
+type Dialer func(ctx context.Context) (raw net.Conn, addr string, done func(), err error)
+
+// Acquire returns a connection to addr with a stream reserved for the caller's next
+// RoundTrip: a pooled one, else one made over a connection from dial. Only one caller
+// dials a host at a time; the others wait for that dial (bounded by ctx) and take a
+// stream on its connection, so a burst of streams to a cold host opens one connection,
+// not one per stream. dial's errors are returned as they are; a handshake failure is
+// wrapped in ErrHandshake; connpool.ErrFull when the host has MaxConnsPerHost busy
+// connections. A connection made after Close is not pooled (pooled is false): it serves
+// the caller's stream, and the caller closes it when that stream is done.
+func (p *Pool) Acquire(ctx context.Context, addr string, dial Dialer) (cc *http2.ClientConn, pooled bool, err error) {
+	c, pooled, err := p.mp.Acquire(ctx, addr, func(ctx context.Context) (clientConn, string, error) {
+		raw, at, done, err := dial(ctx)
+		if err != nil {
+			return clientConn{}, "", err
 		}
-		p.mu.Lock()
-		if p.closed {
-			p.mu.Unlock()
-			return nil, func() {}, nil
-		}
-		h := p.hosts[addr]
-		if h == nil {
-			h = new(hostConns)
-			p.hosts[addr] = h
-		}
-		p.mu.Unlock()
-		h.mu.Lock()
-		if wait := h.dialing; wait != nil {
-			h.mu.Unlock()
-			select {
-			case <-wait:
-				continue
-			case <-ctx.Done():
-				return nil, nil, ctx.Err()
-			}
-		}
-		ch := make(chan struct{})
-		h.dialing = ch
-		h.mu.Unlock()
-		return nil, func() {
-			h.mu.Lock()
-			if h.dialing == ch {
-				h.dialing = nil
-			}
-			h.mu.Unlock()
-			close(ch)
-		}, nil
+		c, err := p.newClientConn(raw, done)
+		return c, at, err
+	})
+	return c.cc, pooled, err
+}
+
+// ErrHandshake wraps a failure to start HTTP/2 on a new upstream connection.
+var ErrHandshake = errors.New("http2: upstream connection setup failed")
+
+func (p *Pool) newClientConn(raw net.Conn, done func()) (clientConn, error) {
+	hc := &hookConn{Conn: raw, done: done}
+	cc, err := p.t.NewClientConn(hc)
+	if err != nil {
+		_ = hc.Close()
+		return clientConn{}, fmt.Errorf("%w: %w", ErrHandshake, err)
 	}
+	return clientConn{cc: cc, hc: hc}, nil
 }
 
 // Add makes a client connection over raw (already connected to addr), reserves a stream
 // on it for the caller and pools it. done is called once when raw is closed, whoever
-// closes it. On error raw is closed. After Close the connection is not pooled (pooled is
-// false): it serves the caller's stream (a request still arriving while the proxy
-// drains) and the caller closes it when that stream is done.
+// closes it. On error raw is closed. After Close, or beyond MaxConnsPerHost, the
+// connection is not pooled (pooled is false): it serves the caller's stream (a request
+// still arriving while the proxy drains) and the caller closes it when that stream is
+// done.
 func (p *Pool) Add(raw net.Conn, addr string, done func()) (cc *http2.ClientConn, pooled bool, err error) {
-	hc := &hookConn{Conn: raw, done: done}
-	cc, err = p.t.NewClientConn(hc)
+	c, err := p.newClientConn(raw, done)
 	if err != nil {
-		_ = hc.Close()
 		return nil, false, err
 	}
-	if !cc.ReserveNewRequest() {
-		_ = cc.Close()
-		return nil, false, errors.New("http2: new upstream connection cannot take a stream")
+	pooled, err = p.mp.Add(addr, c)
+	if err != nil {
+		return nil, false, err
 	}
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return cc, false, nil
-	}
-	h := p.hosts[addr]
-	if h == nil {
-		h = new(hostConns)
-		p.hosts[addr] = h
-	}
-	p.mu.Unlock()
-	h.mu.Lock()
-	h.ccs = append(h.ccs, cc)
-	h.mu.Unlock()
-	return cc, true, nil
+	return c.cc, pooled, nil
 }
 
 // Close stops pooling: idle connections are closed now, busy ones when their last
 // stream ends.
-func (p *Pool) Close() error {
-	p.mu.Lock()
-	hosts := p.hosts
-	p.hosts = make(map[string]*hostConns)
-	p.closed = true
-	p.mu.Unlock()
-	for _, h := range hosts {
-		h.mu.Lock()
-		ccs := h.ccs
-		h.ccs = nil
-		h.mu.Unlock()
-		for _, cc := range ccs {
-			cc.SetDoNotReuse()
-			if st := cc.State(); st.StreamsActive == 0 && st.StreamsReserved == 0 && st.StreamsPending == 0 {
-				_ = cc.Close()
-			}
-		}
-	}
-	return nil
-}
+func (p *Pool) Close() error { return p.mp.Close() }
 
 // Len returns the number of pooled connections to addr (for tests).
-func (p *Pool) Len(addr string) int {
-	p.mu.RLock()
-	h := p.hosts[addr]
-	p.mu.RUnlock()
-	if h == nil {
-		return 0
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.ccs)
+func (p *Pool) Len(addr string) int { return p.mp.Len(addr) }
+
+// clientConn adapts an x/net client connection to connpool.Mux.
+type clientConn struct {
+	cc *http2.ClientConn
+	hc *hookConn
 }
+
+var _ connpool.Mux = clientConn{}
+
+// Reserve implements connpool.Mux; it takes only the connection's state lock, never its
+// write lock. A closed connection takes nothing (x/net lets a never-used closed
+// connection reserve a stream).
+func (c clientConn) Reserve() bool { return !c.hc.closed.Load() && c.cc.ReserveNewRequest() }
+
+// Streams implements connpool.Mux.
+func (c clientConn) Streams() int {
+	st := c.cc.State()
+	return st.StreamsActive + st.StreamsReserved + st.StreamsPending
+}
+
+// Dead implements connpool.Mux: closed, or closing (GOAWAY received, shutting down, or
+// marked not reusable).
+func (c clientConn) Dead() bool {
+	if c.hc.closed.Load() {
+		return true
+	}
+	st := c.cc.State()
+	return st.Closed || st.Closing
+}
+
+// Drain implements connpool.Mux: marked not reusable, x/net closes the connection after
+// its last stream; one without streams is closed now.
+func (c clientConn) Drain() {
+	c.cc.SetDoNotReuse()
+	if c.Streams() == 0 {
+		_ = c.cc.Close()
+	}
+}
+
+// Close implements connpool.Mux.
+func (c clientConn) Close() error { return c.cc.Close() }
 
 // hookConn calls done once when the connection is closed.
 type hookConn struct {
 	net.Conn
-	once sync.Once
-	done func()
+	once   sync.Once
+	done   func()
+	closed atomic.Bool
 }
 
 func (c *hookConn) Close() error {
+	c.closed.Store(true)
 	err := c.Conn.Close()
 	c.once.Do(func() {
 		if c.done != nil {

@@ -485,7 +485,7 @@ func FuzzH2Frames(f *testing.F) {
 	_ = fr.WriteWindowUpdate(0, 1000)
 	_ = fr.WriteRSTStream(1, http2.ErrCodeCancel)
 	f.Add(seed.Bytes())
-	f.Add([]byte{0, 0, 0, 9, 0, 0, 0, 0, 1}) // CONTINUATION without HEADERS
+	f.Add([]byte{0, 0, 0, 9, 0, 0, 0, 0, 1})                  // CONTINUATION without HEADERS
 	f.Add([]byte{0, 0, 5, 1, 0x8, 0, 0, 0, 1, 9, 0, 0, 0, 0}) // padding longer than the payload
 	f.Fuzz(func(t *testing.T, frames []byte) {
 		cli, srv := net.Pipe()

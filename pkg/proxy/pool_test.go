@@ -1,0 +1,65 @@
+package proxy_test
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestIdleUpstreamClosedByPeerNotReused: an upstream that closed an idle keep-alive
+// connection does not cost a request with a large body (which is not replayed) its answer:
+// the pool probes a connection idle for a second or more before reusing it, sees the
+// close and dials anew.
+func TestIdleUpstreamClosedByPeerNotReused(t *testing.T) {
+	var opened, closed atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n, _ := io.Copy(io.Discard, r.Body)
+			_, _ = io.WriteString(w, "got "+strconv.FormatInt(n, 10))
+		}),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			switch s {
+			case http.StateNew:
+				opened.Add(1)
+			case http.StateClosed:
+				closed.Add(1)
+			}
+		},
+		IdleTimeout:       100 * time.Millisecond, // the upstream closes idle connections
+		ReadHeaderTimeout: testTimeout,
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	e := startProxyRouter(t, ln.Addr().String(), "r")
+
+	if resp, body := roundTrip(t, e.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != 200 || body != "got 0" {
+		t.Fatalf("first request: %d %q", resp.StatusCode, body)
+	}
+	deadline := time.Now().Add(testTimeout)
+	for closed.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if closed.Load() == 0 {
+		t.Fatal("the upstream did not close its idle connection")
+	}
+	// Age the pooled connection past the probe threshold (one second).
+	time.Sleep(1100 * time.Millisecond)
+	// A body over 8 KiB is not kept for a replay on a fresh connection.
+	big := strings.Repeat("x", 16<<10)
+	resp, body := roundTrip(t, e.addr, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 16384\r\n\r\n"+big)
+	if resp.StatusCode != 200 || body != "got 16384" {
+		t.Fatalf("request after the upstream closed the idle connection: %d %q; want 200", resp.StatusCode, body)
+	}
+	if opened.Load() != 2 {
+		t.Fatalf("upstream connections %d; want 2 (the closed one was not reused)", opened.Load())
+	}
+}

@@ -1,0 +1,406 @@
+package connpool_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mosnlite/mosnlite/pkg/upstream/connpool"
+)
+
+// muxConn is a multiplexed connection over a real loopback socket with a stream limit,
+// as an HTTP/2 client connection has from the peer's SETTINGS_MAX_CONCURRENT_STREAMS.
+type muxConn struct {
+	raw      net.Conn
+	addr     string
+	max      int
+	mu       sync.Mutex
+	streams  int
+	goaway   bool
+	draining bool
+	closes   int
+	// cutStreams: closed by the pool while a stream it handed out was open.
+	cutStreams bool
+}
+
+func (c *muxConn) Reserve() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.goaway || c.draining || c.closes > 0 || c.streams >= c.max {
+		return false
+	}
+	c.streams++
+	return true
+}
+
+func (c *muxConn) Streams() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.streams
+}
+
+func (c *muxConn) Dead() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.goaway || c.draining || c.closes > 0
+}
+
+func (c *muxConn) Drain() {
+	c.mu.Lock()
+	c.draining = true
+	idle := c.streams == 0
+	c.mu.Unlock()
+	if idle {
+		_ = c.Close()
+	}
+}
+
+func (c *muxConn) Close() error {
+	c.mu.Lock()
+	c.closes++
+	if c.streams > 0 && !c.draining && !c.goaway {
+		c.cutStreams = true
+	}
+	c.mu.Unlock()
+	return c.raw.Close()
+}
+
+// end ends one stream; a draining connection closes after its last one.
+func (c *muxConn) end() {
+	c.mu.Lock()
+	c.streams--
+	closeNow := c.draining && c.streams == 0 && c.closes == 0
+	c.mu.Unlock()
+	if closeNow {
+		_ = c.Close()
+	}
+}
+
+func (c *muxConn) closed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closes > 0
+}
+
+// muxDialer dials the peer with a stream limit and counts the dials.
+type muxDialer struct {
+	t     testing.TB
+	srv   *peer
+	max   int
+	dials atomic.Int32
+	gate  chan struct{} // when set, each dial waits for it
+}
+
+func (d *muxDialer) dial(ctx context.Context) (*muxConn, string, error) {
+	d.dials.Add(1)
+	if d.gate != nil {
+		select {
+		case <-d.gate:
+		case <-ctx.Done():
+			return nil, "", ctx.Err()
+		}
+	}
+	var nd net.Dialer
+	raw, err := nd.DialContext(ctx, "tcp", d.srv.addr)
+	if err != nil {
+		return nil, "", err
+	}
+	d.t.Cleanup(func() { _ = raw.Close() })
+	return &muxConn{raw: raw, addr: d.srv.addr, max: d.max}, d.srv.addr, nil
+}
+
+func newMultiplex(t *testing.T, o connpool.MultiplexOptions) *connpool.Multiplex[*muxConn] {
+	t.Helper()
+	p := connpool.NewMultiplex[*muxConn](o)
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+func acquire(t *testing.T, p *connpool.Multiplex[*muxConn], d *muxDialer) *muxConn {
+	t.Helper()
+	c, pooled, err := p.Acquire(t.Context(), d.srv.addr, d.dial)
+	if err != nil || !pooled {
+		t.Fatalf("Acquire = %v, pooled %v", err, pooled)
+	}
+	return c
+}
+
+func TestMultiplexFillsThenDials(t *testing.T) {
+	d := &muxDialer{t: t, srv: newPeer(t), max: 2}
+	p := newMultiplex(t, connpool.MultiplexOptions{})
+	a1, a2 := acquire(t, p, d), acquire(t, p, d)
+	if a1 != a2 || d.dials.Load() != 1 {
+		t.Fatalf("two streams: conns %p %p, dials %d; want one connection", a1, a2, d.dials.Load())
+	}
+	b := acquire(t, p, d)
+	if b == a1 || d.dials.Load() != 2 || p.Len(d.srv.addr) != 2 {
+		t.Fatalf("third stream: dials %d, pooled %d; want a second connection", d.dials.Load(), p.Len(d.srv.addr))
+	}
+	// A stream ends on the first connection: the next stream goes there, no dial.
+	a1.end()
+	if c := acquire(t, p, d); c != a1 || d.dials.Load() != 2 {
+		t.Fatalf("after a stream ended: got %p, dials %d; want %p, 2", c, d.dials.Load(), a1)
+	}
+	if a1.Streams() != 2 || b.Streams() != 1 {
+		t.Fatalf("streams %d %d; want 2 1", a1.Streams(), b.Streams())
+	}
+}
+
+func TestMultiplexDropsDraining(t *testing.T) {
+	d := &muxDialer{t: t, srv: newPeer(t), max: 10}
+	p := newMultiplex(t, connpool.MultiplexOptions{IdleTimeout: time.Hour})
+	a := acquire(t, p, d)
+	a.mu.Lock()
+	a.goaway = true // the peer sent GOAWAY; one stream is still open
+	a.mu.Unlock()
+	b := acquire(t, p, d)
+	if b == a || d.dials.Load() != 2 {
+		t.Fatalf("after GOAWAY: same conn %v, dials %d; want a new connection", b == a, d.dials.Load())
+	}
+	// The sweeper drops the draining connection and drains it, without cutting its stream.
+	eventually(t, "the draining connection is dropped", func() bool { return p.Len(d.srv.addr) == 1 })
+	a.mu.Lock()
+	drained := a.draining
+	a.mu.Unlock()
+	if !drained || a.closed() {
+		t.Fatalf("dropped connection: drained %v, closed %v; want drained, open", drained, a.closed())
+	}
+	a.end()
+	if !a.closed() {
+		t.Fatal("the dropped connection stayed open after its last stream")
+	}
+	// A closed connection is never handed out.
+	b.end()
+	_ = b.Close()
+	if c := acquire(t, p, d); c == b || d.dials.Load() != 3 {
+		t.Fatal("a closed connection was handed out")
+	}
+}
+
+func TestMultiplexOneDialForABurst(t *testing.T) {
+	d := &muxDialer{t: t, srv: newPeer(t), max: 100, gate: make(chan struct{})}
+	p := newMultiplex(t, connpool.MultiplexOptions{})
+	const n = 20
+	got := make(chan *muxConn, n)
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			c, _, err := p.Acquire(t.Context(), d.srv.addr, d.dial)
+			if err != nil {
+				errs <- err
+				return
+			}
+			got <- c
+		}()
+	}
+	eventually(t, "the first dial started", func() bool { return d.dials.Load() == 1 })
+	close(d.gate)
+	var first *muxConn
+	for range n {
+		select {
+		case c := <-got:
+			if first == nil {
+				first = c
+			}
+			if c != first {
+				t.Fatal("a burst to a cold host opened more than one connection")
+			}
+		case err := <-errs:
+			t.Fatal(err)
+		case <-time.After(testTimeout):
+			t.Fatal("Acquire did not return")
+		}
+	}
+	if d.dials.Load() != 1 || first.Streams() != n {
+		t.Fatalf("dials %d, streams %d; want 1, %d", d.dials.Load(), first.Streams(), n)
+	}
+}
+
+func TestMultiplexMaxConnsPerHost(t *testing.T) {
+	d := &muxDialer{t: t, srv: newPeer(t), max: 1}
+	p := newMultiplex(t, connpool.MultiplexOptions{MaxConnsPerHost: 2, IdleTimeout: time.Hour})
+	a := acquire(t, p, d)
+	acquire(t, p, d)
+	if _, _, err := p.Acquire(t.Context(), d.srv.addr, d.dial); !errors.Is(err, connpool.ErrFull) || d.dials.Load() != 2 {
+		t.Fatalf("third stream over two full connections: %v, dials %d; want ErrFull, 2", err, d.dials.Load())
+	}
+	// A dead connection does not count against the bound.
+	a.mu.Lock()
+	a.goaway = true
+	a.mu.Unlock()
+	if c := acquire(t, p, d); c == a || d.dials.Load() != 3 || p.Len(d.srv.addr) != 2 {
+		t.Fatalf("with one dead connection: dials %d, pooled %d; want a new one in its place", d.dials.Load(), p.Len(d.srv.addr))
+	}
+}
+
+func TestMultiplexErrors(t *testing.T) {
+	srv := newPeer(t)
+	p := newMultiplex(t, connpool.MultiplexOptions{})
+	errDial := errors.New("dial failed")
+	_, _, err := p.Acquire(t.Context(), srv.addr, func(context.Context) (*muxConn, string, error) { return nil, "", errDial })
+	if !errors.Is(err, errDial) {
+		t.Fatalf("dial error: %v; want it returned as is", err)
+	}
+	// A waiter gives up with its context while another caller dials.
+	d := &muxDialer{t: t, srv: srv, max: 1, gate: make(chan struct{})}
+	go func() { _, _, _ = p.Acquire(t.Context(), srv.addr, d.dial) }()
+	eventually(t, "the dial started", func() bool { return d.dials.Load() == 1 })
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	if _, _, err := p.Acquire(ctx, srv.addr, d.dial); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("waiting Acquire = %v; want its context's error", err)
+	}
+	close(d.gate)
+	eventually(t, "the dialled connection is pooled", func() bool { return p.Len(srv.addr) == 1 })
+	// A new connection that refuses its first stream is closed.
+	full := &muxConn{raw: mustDial(t, srv), max: 0}
+	if pooled, err := p.Add(srv.addr, full); err == nil || pooled || !full.closed() {
+		t.Fatalf("Add of a full connection = %v, %v; want an error and the connection closed", pooled, err)
+	}
+}
+
+func mustDial(t *testing.T, srv *peer) net.Conn {
+	t.Helper()
+	c, _ := srv.dial(t)
+	return c.raw
+}
+
+func TestMultiplexIdleExpiry(t *testing.T) {
+	d := &muxDialer{t: t, srv: newPeer(t), max: 10}
+	p := newMultiplex(t, connpool.MultiplexOptions{IdleTimeout: 80 * time.Millisecond})
+	idle := acquire(t, p, d)
+	busy, pooled, err := p.Acquire(t.Context(), "other", func(ctx context.Context) (*muxConn, string, error) {
+		c, _, err := d.dial(ctx)
+		return c, "other", err
+	})
+	if err != nil || !pooled {
+		t.Fatal(err, pooled)
+	}
+	idle.end()
+	eventually(t, "the idle connection is closed", idle.closed)
+	if p.Len(d.srv.addr) != 0 {
+		t.Fatalf("pooled %d after expiry", p.Len(d.srv.addr))
+	}
+	// Another host's busy connection outlived several idle timeouts.
+	if busy.closed() || p.Len("other") != 1 {
+		t.Fatal("a connection with an open stream was expired")
+	}
+	// The expired host's list is forgotten and rebuilt on the next stream.
+	if c := acquire(t, p, d); c == idle || d.dials.Load() != 3 {
+		t.Fatal("an expired connection was handed out")
+	}
+}
+
+func TestMultiplexClose(t *testing.T) {
+	d := &muxDialer{t: t, srv: newPeer(t), max: 1}
+	p := connpool.NewMultiplex[*muxConn](connpool.MultiplexOptions{})
+	busy := acquire(t, p, d)
+	idle := acquire(t, p, d)
+	idle.end()
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !idle.closed() || busy.closed() {
+		t.Fatalf("Close: idle closed %v, busy closed %v; want true, false", idle.closed(), busy.closed())
+	}
+	busy.end()
+	if !busy.closed() {
+		t.Fatal("a connection busy at Close stayed open after its last stream")
+	}
+	// After Close a new connection serves the caller's stream but is not pooled.
+	c, pooled, err := p.Acquire(t.Context(), d.srv.addr, d.dial)
+	if err != nil || pooled || c.Streams() != 1 || p.Len(d.srv.addr) != 0 {
+		t.Fatalf("Acquire after Close: pooled %v, %v", pooled, err)
+	}
+	c.end()
+	c.Drain()
+	if !c.closed() {
+		t.Fatal("unpooled connection not closed by Drain")
+	}
+}
+
+// TestMultiplexConcurrentWithSweeper: streams come and go on several hosts while the
+// sweeper expires idle connections; no connection is closed under an open stream and no
+// stream lands on a closed connection.
+func TestMultiplexConcurrentWithSweeper(t *testing.T) {
+	srv := newPeer(t)
+	d := &muxDialer{t: t, srv: srv, max: 3}
+	p := newMultiplex(t, connpool.MultiplexOptions{IdleTimeout: 50 * time.Millisecond})
+	hosts := []string{"h1", "h2"}
+	var all sync.Map
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			host := hosts[(g/2)%2]
+			dial := func(ctx context.Context) (*muxConn, string, error) {
+				c, _, err := d.dial(ctx)
+				return c, host, err
+			}
+			for i := range 200 {
+				c, _, err := p.Acquire(t.Context(), host, dial)
+				if err != nil {
+					errs <- err
+					return
+				}
+				all.Store(c, true)
+				if c.closed() {
+					errs <- errors.New("a stream was given a closed connection")
+					return
+				}
+				if i%50 == 49 {
+					// Pause so the sweeper expires idle connections: on h1 the
+					// streams stay open meanwhile, on h2 they do not.
+					if host == "h2" {
+						c.end()
+					}
+					time.Sleep(150 * time.Millisecond)
+					if host == "h2" {
+						continue
+					}
+				}
+				c.end()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	t.Logf("dials: %d", d.dials.Load())
+	// Every stream ended: every connection expires.
+	eventually(t, "all connections expired", func() bool { return p.Len("h1")+p.Len("h2") == 0 })
+	all.Range(func(k, _ any) bool {
+		c := k.(*muxConn)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.cutStreams || c.streams != 0 || c.closes != 1 {
+			t.Errorf("connection %p: cut streams %v, streams left %d, closes %d; want false, 0, 1",
+				c, c.cutStreams, c.streams, c.closes)
+		}
+		return true
+	})
+}
+
+func BenchmarkMultiplexAcquire(b *testing.B) {
+	srv := newPeer(b)
+	d := &muxDialer{t: b, srv: srv, max: 1 << 30}
+	p := connpool.NewMultiplex[*muxConn](connpool.MultiplexOptions{})
+	defer p.Close()
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		c, _, err := p.Acquire(ctx, srv.addr, d.dial)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.end()
+	}
+}

@@ -1,0 +1,250 @@
+package connpool
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Conn is a connection a PingPong pool keeps idle.
+type Conn interface {
+	// NetConn returns the connection's socket, probed for liveness before reuse.
+	NetConn() net.Conn
+	// Close closes the socket and releases what the connection holds (its cluster's
+	// max_connections unit). The pool calls it once, for a connection it closes.
+	Close() error
+}
+
+// PingPongOptions configures a PingPong pool.
+type PingPongOptions struct {
+	// MaxIdlePerHost bounds the idle connections kept per host; a Put beyond it closes
+	// the oldest idle one. 0: DefaultMaxIdlePerHost.
+	MaxIdlePerHost int
+	// IdleTimeout closes a connection idle for that long. 0: DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// AliveCheckAfter: Get probes a connection idle at least this long (Alive) and
+	// closes it instead of returning it when the peer closed it. 0:
+	// DefaultAliveCheckAfter; negative: never probe.
+	AliveCheckAfter time.Duration
+}
+
+// PingPong keeps idle connections that carry one request at a time, per host address,
+// newest last: Get takes the newest (the likeliest to be alive), the idle sweeper closes
+// the oldest. The caller Puts a connection back only after a request ended cleanly on it
+// (the whole response read, nothing unread after it, no error); a connection that saw an
+// error or an unfinished response is closed instead, never Put. After Close the idle
+// connections are closed and a Put closes its connection.
+//
+// Each host has its own lock, found through a sync.Map; Get and Put do not allocate once
+// a host's list has grown. The sweeper is a timer started by the first Put.
+type PingPong[C Conn] struct {
+	o      PingPongOptions
+	hosts  sync.Map // address → *ppHost[C]
+	closed atomic.Bool
+
+	sweepOnce sync.Once
+	sweepMu   sync.Mutex
+	sweep     *time.Timer // nil until the first Put
+	swept     []C         // the sweeper's scratch list, under sweepMu
+}
+
+type ppHost[C Conn] struct {
+	mu      sync.Mutex
+	idle    []idleConn[C] // newest last
+	lastPut time.Time
+	gone    bool // removed from the pool's map: never used again
+}
+
+type idleConn[C Conn] struct {
+	c     C
+	since time.Time // when it went idle
+}
+
+// NewPingPong returns an empty pool.
+func NewPingPong[C Conn](o PingPongOptions) *PingPong[C] {
+	if o.MaxIdlePerHost <= 0 {
+		o.MaxIdlePerHost = DefaultMaxIdlePerHost
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.AliveCheckAfter == 0 {
+		o.AliveCheckAfter = DefaultAliveCheckAfter
+	}
+	return &PingPong[C]{o: o}
+}
+
+// Get takes an idle connection to addr, or reports false when there is none. now is the
+// caller's clock reading: expired connections are closed rather than returned, and one
+// idle for AliveCheckAfter or more is probed first.
+func (p *PingPong[C]) Get(addr string, now time.Time) (c C, ok bool) {
+	v, found := p.hosts.Load(addr)
+	if !found {
+		return c, false
+	}
+	h := v.(*ppHost[C])
+	for {
+		h.mu.Lock()
+		n := len(h.idle)
+		if n == 0 {
+			h.mu.Unlock()
+			return c, false
+		}
+		e := h.idle[n-1]
+		h.idle[n-1] = idleConn[C]{}
+		h.idle = h.idle[:n-1]
+		idle := now.Sub(e.since)
+		if idle >= p.o.IdleTimeout {
+			// The newest expired, so did every older one.
+			old := h.idle
+			h.idle = nil
+			h.mu.Unlock()
+			_ = e.c.Close()
+			for _, o := range old {
+				_ = o.c.Close()
+			}
+			return c, false
+		}
+		h.mu.Unlock()
+		if p.o.AliveCheckAfter >= 0 && idle >= p.o.AliveCheckAfter && !Alive(e.c.NetConn()) {
+			_ = e.c.Close()
+			continue
+		}
+		return e.c, true
+	}
+}
+
+// Put keeps c, a connection to addr that just finished a request cleanly, for reuse. It
+// closes c after Close, and closes the host's oldest idle connection when the host
+// already has MaxIdlePerHost of them or the oldest expired.
+func (p *PingPong[C]) Put(addr string, c C, now time.Time) {
+	if p.closed.Load() {
+		_ = c.Close()
+		return
+	}
+	p.sweepOnce.Do(p.startSweep)
+	for {
+		h := p.host(addr)
+		h.mu.Lock()
+		if h.gone && !p.closed.Load() {
+			h.mu.Unlock()
+			continue // the sweeper dropped it: take the host's new list
+		}
+		if p.closed.Load() {
+			h.mu.Unlock()
+			_ = c.Close()
+			return
+		}
+		var old C
+		evict := len(h.idle) > 0 &&
+			(len(h.idle) >= p.o.MaxIdlePerHost || now.Sub(h.idle[0].since) >= p.o.IdleTimeout)
+		if evict {
+			old = h.idle[0].c
+			n := copy(h.idle, h.idle[1:])
+			h.idle[n] = idleConn[C]{}
+			h.idle = h.idle[:n]
+		}
+		h.idle = append(h.idle, idleConn[C]{c: c, since: now})
+		h.lastPut = now
+		h.mu.Unlock()
+		if evict {
+			_ = old.Close()
+		}
+		return
+	}
+}
+
+// host returns addr's list, adding it when missing.
+func (p *PingPong[C]) host(addr string) *ppHost[C] {
+	if v, ok := p.hosts.Load(addr); ok {
+		return v.(*ppHost[C])
+	}
+	v, _ := p.hosts.LoadOrStore(addr, new(ppHost[C]))
+	return v.(*ppHost[C])
+}
+
+// Len returns the number of idle connections to addr.
+func (p *PingPong[C]) Len(addr string) int {
+	v, ok := p.hosts.Load(addr)
+	if !ok {
+		return 0
+	}
+	h := v.(*ppHost[C])
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.idle)
+}
+
+// Close closes the idle connections and stops pooling: a later Put closes its connection.
+// Connections in use are closed by their users.
+func (p *PingPong[C]) Close() error {
+	if p.closed.Swap(true) {
+		return nil
+	}
+	p.sweepMu.Lock()
+	if p.sweep != nil {
+		p.sweep.Stop()
+	}
+	p.sweepMu.Unlock()
+	p.hosts.Range(func(k, v any) bool {
+		h := v.(*ppHost[C])
+		h.mu.Lock()
+		idle := h.idle
+		h.idle, h.gone = nil, true
+		p.hosts.CompareAndDelete(k, h)
+		h.mu.Unlock()
+		for _, e := range idle {
+			_ = e.c.Close()
+		}
+		return true
+	})
+	return nil
+}
+
+// startSweep starts the coarse timer that closes expired idle connections, so they do not
+// wait for the host to be used again: one timer per pool, not per connection.
+func (p *PingPong[C]) startSweep() {
+	p.sweepMu.Lock()
+	defer p.sweepMu.Unlock()
+	if !p.closed.Load() {
+		p.sweep = time.AfterFunc(sweepEvery(p.o.IdleTimeout), p.sweepIdle)
+	}
+}
+
+// sweepIdle closes the idle connections older than IdleTimeout and forgets the hosts
+// that had no idle connection and no Put for that long.
+func (p *PingPong[C]) sweepIdle() {
+	p.sweepMu.Lock()
+	defer p.sweepMu.Unlock()
+	if p.closed.Load() {
+		return
+	}
+	now := time.Now()
+	p.hosts.Range(func(k, v any) bool {
+		h := v.(*ppHost[C])
+		h.mu.Lock()
+		n := 0
+		for n < len(h.idle) && now.Sub(h.idle[n].since) >= p.o.IdleTimeout {
+			p.swept = append(p.swept, h.idle[n].c)
+			n++
+		}
+		if n > 0 {
+			rest := copy(h.idle, h.idle[n:])
+			clear(h.idle[rest:])
+			h.idle = h.idle[:rest]
+		}
+		if len(h.idle) == 0 && now.Sub(h.lastPut) >= p.o.IdleTimeout {
+			h.gone = true
+			p.hosts.CompareAndDelete(k, h)
+		}
+		h.mu.Unlock()
+		return true
+	})
+	for _, c := range p.swept {
+		_ = c.Close()
+	}
+	clear(p.swept)
+	p.swept = p.swept[:0]
+	p.sweep.Reset(sweepEvery(p.o.IdleTimeout))
+}
