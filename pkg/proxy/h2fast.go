@@ -17,6 +17,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/stream"
 	"github.com/mosnlite/mosnlite/pkg/stream/http1"
 	h2stream "github.com/mosnlite/mosnlite/pkg/stream/http2"
+	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
 )
 
 // h2Conn is one downstream HTTP/2 connection's handler (h2stream.Handler).
@@ -144,69 +145,192 @@ func (hc *h2Conn) serveFast(st *h2stream.ServerStream, rt *router.Route) {
 	}
 }
 
-// forwardFast writes the HTTP/1 request head and relays the response.
+// forwardFast writes the HTTP/1 request head and relays the response. The request has
+// no body, so a try that failed before anything went downstream can be repeated: once on
+// a fresh connection when a reused one turns out closed, and as the route's retry policy
+// allows (retry_on, num_retries, per_try_timeout, the cluster's max_retries breaker), on
+// another host when the cluster has one.
 func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 	p := hc.h.p
 	t := &f.t
-	rt := t.rt
 	hb := p.cfg.Pool.NewBuffer(512)
 	defer hb.Release()
 	if err := hc.fastHead(st, f, hb); err != nil {
-		return &errLocal{400, "bad request"}
+		return &errLocal{stream.HTTPStatus(stream.CauseCodecError), "bad request"}
 	}
-	var uc *upConn
 	rb := p.cfg.Pool.NewBuffer(readSize)
 	defer rb.Release()
-	// A reused connection the upstream closed meanwhile fails before any byte of the
-	// response: the bodiless request is sent once more on another connection.
-	for attempt := 0; ; attempt++ {
-		var err error
-		if uc, err = p.h1Conn(hc.ctx, t); err != nil {
-			return err
-		}
-		reused := uc.since != (time.Time{})
-		// A downstream reset unblocks the upstream read. The hook holds only the socket:
-		// f is pooled and may serve another stream by the time a late hook runs.
-		raw := uc.raw
-		if !st.OnReset(func() { _ = raw.SetDeadline(time.Unix(1, 0)) }) {
-			uc.close()
-			return errDownstreamWrite
-		}
-		var deadline time.Time
-		if d := rt.Timeout(); d > 0 {
-			deadline = t.start.Add(d)
-		}
-		_ = uc.raw.SetDeadline(deadline)
-		_, err = uc.raw.Write(hb.Bytes())
-		var n int
+	r := fastRetry{tryStart: t.start}
+	defer r.release(t)
+	stale := false
+	for {
+		rb.Reset()
+		uc, reused, err := hc.tryFast(st, f, hb, rb, &r)
 		if err == nil {
-			n, err = hc.readHead(f, uc, rb, st.Method == "HEAD")
-		}
-		if err == nil {
-			if !deadline.IsZero() {
-				_ = uc.raw.SetDeadline(time.Time{})
+			if r.retryStatus(hc, t, f.rhead.Status) {
+				uc.close()
+				r.avoid = uc.addr
+				if err := hc.nextHost(t, uc.addr); err != nil {
+					return err
+				}
+				continue
 			}
-			return hc.relay(st, f, uc, rb, n)
+			return hc.relay(st, f, uc, rb, r.headLen)
 		}
-		uc.close()
-		if st.WasReset() {
+		if uc != nil {
+			uc.close()
+		}
+		if st.WasReset() || errors.Is(err, errDownstreamWrite) {
 			return errDownstreamWrite
 		}
-		var ne net.Error
-		timeout := errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded)
-		if timeout {
-			return errTimeout
-		}
-		if le, ok := err.(*errLocal); ok {
+		le, _ := err.(*errLocal)
+		switch {
+		case le != errTimeout && le != errReset && le != errConnect:
+			return err // overflow, no cluster, a response that is not HTTP/1
+		case reused && !stale && rb.Len() == 0 && le != errTimeout:
+			// The upstream closed the idle connection meanwhile: once more, fresh.
+			stale = true
+			if !st.OnReset(nil) {
+				return errDownstreamWrite
+			}
+			continue
+		case !r.retryStatus(hc, t, 0):
 			return le
 		}
-		if !reused || rb.Len() > 0 || attempt > 0 {
-			return errReset
+		r.avoid = ""
+		if uc != nil {
+			r.avoid = uc.addr
 		}
-		if !st.OnReset(nil) {
-			return errDownstreamWrite
+		if err := hc.nextHost(t, r.avoid); err != nil {
+			return err
 		}
 	}
+}
+
+// fastRetry is a request's retry state on the direct path.
+type fastRetry struct {
+	attempt  int
+	slot     bool // a max_retries slot is held for the try in flight
+	tryStart time.Time
+	headLen  int    // the response head's length in the read buffer
+	avoid    string // the host address of the failed try
+}
+
+// retryStatus decides whether to try again after a try ended with status (0: no
+// response), taking a max_retries slot when it does.
+func (r *fastRetry) retryStatus(hc *h2Conn, t *h2Target, status int) bool {
+	r.release(t)
+	rt := t.rt
+	pol := rt.Retry()
+	if pol == nil {
+		return false
+	}
+	now := time.Now()
+	if d := rt.Timeout(); d > 0 && now.Sub(t.start) >= d {
+		return false
+	}
+	if !pol.ShouldRetry(r.attempt, status, false, t.cl) {
+		return false
+	}
+	r.slot = true
+	r.attempt++
+	r.tryStart = now
+	if m := hc.h.p.cfg.Metrics; m != nil && m.UpstreamRetries != nil {
+		m.UpstreamRetries.WithLabelValues(t.cl.Name()).Inc()
+	}
+	return true
+}
+
+func (r *fastRetry) release(t *h2Target) {
+	if r.slot {
+		r.slot = false
+		t.cl.ReleaseRetry()
+	}
+}
+
+// deadline is the try's deadline: the route timeout from the request's start, tightened
+// by the per-try timeout.
+func (r *fastRetry) deadline(rt *router.Route, start time.Time) time.Time {
+	var d time.Time
+	if to := rt.Timeout(); to > 0 {
+		d = start.Add(to)
+	}
+	if pt := rt.Retry().PerTryTimeout(); pt > 0 {
+		if td := r.tryStart.Add(pt); d.IsZero() || td.Before(d) {
+			d = td
+		}
+	}
+	return d
+}
+
+// nextHost picks the host of the next try, another than prev when the cluster has one.
+func (hc *h2Conn) nextHost(t *h2Target, prev string) error {
+	t.pickDone(lb.DoneInfo{Err: errRetried})
+	t.host, t.pickDone = nil, nil
+	for i := 0; i < 3; i++ {
+		t.lr.Attempt++
+		h, done, err := t.cl.Pick(hc.ctx, &t.lr)
+		if err != nil {
+			if t.host != nil {
+				break
+			}
+			t.pickDone = func(lb.DoneInfo) {} // release's call
+			return errNoHealthy
+		}
+		if t.host != nil {
+			t.pickDone(lb.DoneInfo{})
+		}
+		t.host, t.pickDone = h, done
+		if h.Addr() != prev {
+			break
+		}
+	}
+	return nil
+}
+
+// tryFast sends the request head on an upstream connection and reads the response head
+// into f.rhead (its length in r.headLen). On error the connection, when there is one, is
+// returned for the caller to close.
+func (hc *h2Conn) tryFast(st *h2stream.ServerStream, f *h2Fast, hb, rb *buffer.IoBuffer, r *fastRetry) (uc *upConn, reused bool, err error) {
+	t := &f.t
+	if uc, err = hc.h.p.h1Conn(hc.ctx, t); err != nil {
+		return nil, false, err
+	}
+	// A new connection is dialled where the cluster picks: a retry asks again (a bounded
+	// number of times) when that is the host that just failed and another exists.
+	for i := 0; r.avoid != "" && uc.addr == r.avoid && uc.since == (time.Time{}) && i < 3 && len(t.cl.Hosts()) > 1; i++ {
+		uc.close()
+		t.lr.Attempt++
+		if uc, err = hc.h.p.h1Conn(hc.ctx, t); err != nil {
+			return nil, false, err
+		}
+	}
+	reused = uc.since != (time.Time{})
+	// A downstream reset unblocks the upstream read. The hook holds only the socket: f is
+	// pooled and may serve another stream by the time a late hook runs.
+	raw := uc.raw
+	if !st.OnReset(func() { _ = raw.SetDeadline(time.Unix(1, 0)) }) {
+		return uc, reused, errDownstreamWrite
+	}
+	deadline := r.deadline(t.rt, t.start)
+	_ = raw.SetDeadline(deadline)
+	if _, err = raw.Write(hb.Bytes()); err == nil {
+		r.headLen, err = hc.readHead(f, uc, rb, st.Method == "HEAD")
+	}
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) {
+			return uc, reused, errTimeout
+		}
+		if _, ok := err.(*errLocal); !ok {
+			err = errReset
+		}
+		return uc, reused, err
+	}
+	if !deadline.IsZero() {
+		_ = raw.SetDeadline(time.Time{})
+	}
+	return uc, reused, nil
 }
 
 // fastHead writes the HTTP/1 request head for st into hb.
@@ -268,7 +392,7 @@ func (hc *h2Conn) readHead(f *h2Fast, uc *upConn, rb *buffer.IoBuffer, isHead bo
 				f.rhdrs = rh.Headers[:0]
 			}
 			if err != nil {
-				return 0, &errLocal{502, "invalid upstream response"}
+				return 0, &errLocal{statusReset, "invalid upstream response"}
 			}
 			if n > 0 && rh.Status >= 100 && rh.Status < 200 && rh.Status != 101 {
 				rb.Drain(n)
@@ -276,14 +400,14 @@ func (hc *h2Conn) readHead(f *h2Fast, uc *upConn, rb *buffer.IoBuffer, isHead bo
 			}
 			if n > 0 {
 				if rh.Status == 101 || rh.Upgrade {
-					return 0, &errLocal{502, "upstream switched protocols"}
+					return 0, &errLocal{statusReset, "upstream switched protocols"}
 				}
 				return n, nil
 			}
 		}
 		if _, err := rb.ReadOnce(uc.raw); err != nil {
 			if err == io.EOF && rb.Len() > 0 {
-				return 0, &errLocal{502, "upstream closed before the response"}
+				return 0, &errLocal{statusReset, "upstream closed before the response"}
 			}
 			return 0, err
 		}

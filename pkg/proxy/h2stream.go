@@ -73,12 +73,22 @@ type errLocal struct {
 func (e *errLocal) Error() string { return e.body }
 
 var (
-	errNoRoute   = &errLocal{http.StatusNotFound, "no route"}
-	errNoHealthy = &errLocal{http.StatusServiceUnavailable, "no healthy upstream"}
-	errOverflow  = &errLocal{http.StatusServiceUnavailable, "upstream overflow"}
-	errConnect   = &errLocal{http.StatusServiceUnavailable, "upstream connect failed"}
-	errTimeout   = &errLocal{http.StatusGatewayTimeout, "upstream timeout"}
-	errReset     = &errLocal{http.StatusBadGateway, "upstream reset"}
+	errNoRoute   = &errLocal{statusNoRoute, "no route"}
+	errNoHealthy = &errLocal{statusNoHealthy, "no healthy upstream"}
+	errOverflow  = &errLocal{statusOverflow, "upstream overflow"}
+	errConnect   = &errLocal{statusNoHealthy, "upstream connect failed"}
+	errTimeout   = &errLocal{statusTimeout, "upstream timeout"}
+	errReset     = &errLocal{statusReset, "upstream reset"}
+)
+
+// The statuses of local replies, by cause: the HTTP registrations' table in pkg/stream,
+// which TestLocalReplyStatuses (pkg/filter/network/proxy) checks end to end.
+var (
+	statusNoRoute   = stream.HTTPStatus(stream.CauseNoRoute)
+	statusNoHealthy = stream.HTTPStatus(stream.CauseNoHealthyUpstream)
+	statusOverflow  = stream.HTTPStatus(stream.CauseOverflow)
+	statusTimeout   = stream.HTTPStatus(stream.CauseTimeout)
+	statusReset     = stream.HTTPStatus(stream.CauseUpstreamReset)
 )
 
 // pickTarget picks the cluster and host for a routed request and takes a max_requests
@@ -88,7 +98,7 @@ func (p *Proxy) pickTarget(ctx context.Context, t *h2Target, view router.Request
 	name := rt.ClusterFor(view, rand.Uint64())
 	cl, ok := p.cfg.Clusters.Get(name)
 	if !ok {
-		return &errLocal{http.StatusServiceUnavailable, "no cluster " + name}
+		return &errLocal{statusNoHealthy, "no cluster " + name}
 	}
 	if !cl.TryAcquire(cluster.MaxRequests) {
 		p.overflow(name, cluster.MaxRequests)

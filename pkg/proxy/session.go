@@ -189,7 +189,7 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 	}
 	if !ok {
 		b.Drain(n)
-		return s.localDone(http.StatusNotFound, "no route", hasBody)
+		return s.localDone(statusNoRoute, "no route", hasBody)
 	}
 	if dr, ok := rt.DirectResponse(); ok {
 		b.Drain(n)
@@ -210,7 +210,7 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 	cl, ok := s.p.cfg.Clusters.Get(name)
 	if !ok {
 		b.Drain(n)
-		return s.localDone(http.StatusServiceUnavailable, "no cluster "+name, hasBody)
+		return s.localDone(statusNoHealthy, "no cluster "+name, hasBody)
 	}
 	s.lr = lb.Request{}
 	lr := &s.lr
@@ -220,7 +220,7 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 	host, pickDone, err := cl.Pick(s.ctx, lr)
 	if err != nil {
 		b.Drain(n)
-		return s.localDone(http.StatusServiceUnavailable, "no healthy upstream", hasBody)
+		return s.localDone(statusNoHealthy, "no healthy upstream", hasBody)
 	}
 	up := s.p.get(host.Addr(), s.start) // probed by the pool when idle for a while
 	if up == nil {
@@ -228,7 +228,7 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 		if err != nil {
 			pickDone(lb.DoneInfo{Err: err})
 			b.Drain(n)
-			return s.localDone(http.StatusServiceUnavailable, "upstream connect failed", hasBody)
+			return s.localDone(statusNoHealthy, "upstream connect failed", hasBody)
 		}
 		up = &upConn{raw: raw, addr: h2.Addr(), done: func() { done(lb.DoneInfo{}) }}
 	}
@@ -408,7 +408,7 @@ func (s *session) respond() error {
 	up := s.up
 	if s.upFailed {
 		s.finishUpstream(false, errors.New("upstream write failed"))
-		return s.localDone(http.StatusBadGateway, "upstream write failed", false)
+		return s.localDone(statusReset, "upstream write failed", false)
 	}
 	pool := s.p.cfg.Pool
 	deadline := s.tryDeadline()
@@ -462,9 +462,9 @@ func (s *session) respond() error {
 			rb.Release()
 			s.finishUpstream(false, err)
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return s.localDone(http.StatusGatewayTimeout, "upstream timeout", false)
+				return s.localDone(statusTimeout, "upstream timeout", false)
 			}
-			return s.localDone(http.StatusBadGateway, "upstream closed before the response", false)
+			return s.localDone(statusReset, "upstream closed before the response", false)
 		}
 	}
 	_ = up.raw.SetReadDeadline(time.Time{})

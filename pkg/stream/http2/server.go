@@ -554,14 +554,19 @@ func (sc *ServerConn) onDataFrame(fh frameHeader, p []byte) error {
 		st.body = append(st.body, data...)
 	}
 	if fh.has(flagEndStream) {
-		st.recvDone = true
-		if st.sentEnd {
-			sc.closeStreamLocked(st, false)
-		}
+		sc.endRecvLocked(st)
 	}
 	sc.cond.Broadcast()
 	sc.mu.Unlock()
 	return nil
+}
+
+// endRecvLocked notes the end of st's request; a stream whose response ended too closes.
+func (sc *ServerConn) endRecvLocked(st *ServerStream) {
+	st.recvDone = true
+	if st.sentEnd {
+		sc.closeStreamLocked(st, false) // both ends done: no reset hook to run
+	}
 }
 
 // giveConnLocked returns n consumed bytes to the connection window, sending a
@@ -915,10 +920,7 @@ func (sc *ServerConn) endHeaders() error {
 			sc.streamErr(id, ErrCodeProtocol, "content_length_mismatch")
 			return nil
 		}
-		st.recvDone = true
-		if st.sentEnd {
-			sc.closeStreamLocked(st, false)
-		}
+		sc.endRecvLocked(st)
 		sc.cond.Broadcast()
 		sc.mu.Unlock()
 		return nil

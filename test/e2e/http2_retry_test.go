@@ -1,0 +1,79 @@
+package e2e
+
+import (
+	"io"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mosnlite/mosnlite/test/framework"
+)
+
+// TestHTTP2ToH1Retries: HTTP/2 requests routed to HTTP/1 upstreams follow the route's
+// retry policy. Of two hosts one answers 503: every request still ends 200, and the
+// failing host saw requests (so they were retried, not just balanced away). A host that
+// refuses connections is retried past as well, and a route without a policy passes the
+// 503 through.
+func TestHTTP2ToH1Retries(t *testing.T) {
+	var bad, good atomic.Int64
+	badUp := h1Upstream(t, func(w http.ResponseWriter, _ *http.Request) {
+		bad.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	goodUp := h1Upstream(t, func(w http.ResponseWriter, _ *http.Request) {
+		good.Add(1)
+		_, _ = io.WriteString(w, "ok")
+	})
+	addr := framework.FreePort(t)
+	policy := map[string]any{"retry_policy": map[string]any{"retry_on": true, "num_retries": 2, "retry_timeout": "2s"}}
+	framework.StartProxy(t, httpProxyConfig(addr, "Http2", "Http1", []any{
+		routeTo("/retry", policy),
+		routeTo("/", nil),
+	}, badUp, goodUp, "127.0.0.1:1"))
+	c := h2cClient(t)
+	for i := range 12 {
+		resp, body := mustDo(t, c, newReq(t, "GET", "http://"+addr+"/retry", nil))
+		if resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	if bad.Load() == 0 {
+		t.Fatal("the failing host got no request: nothing was retried")
+	}
+	// Without a policy the 503 reaches the client.
+	saw503 := false
+	for range 12 {
+		resp, _ := mustDo(t, c, newReq(t, "GET", "http://"+addr+"/none", nil))
+		saw503 = saw503 || resp.StatusCode == http.StatusServiceUnavailable
+	}
+	if !saw503 {
+		t.Fatal("no 503 without a retry policy")
+	}
+}
+
+// TestHTTP2ToH1PerTryTimeout: a try that outlives retry_timeout (the per-try timeout) is abandoned and the
+// next host answers; with every try slow the client gets 504 within the route timeout.
+func TestHTTP2ToH1PerTryTimeout(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	slow := h1Upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	fast := h1Upstream(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "fast") })
+	addr := framework.FreePort(t)
+	framework.StartProxy(t, httpProxyConfig(addr, "Http2", "Http1", []any{
+		routeTo("/", map[string]any{"timeout": "3s", "retry_policy": map[string]any{"retry_on": true, "num_retries": 1, "retry_timeout": "200ms"}}),
+	}, slow, fast))
+	c := h2cClient(t)
+	for i := range 4 {
+		start := time.Now()
+		resp, body := mustDo(t, c, newReq(t, "GET", "http://"+addr+"/x", nil))
+		if resp.StatusCode != 200 || body != "fast" {
+			t.Fatalf("request %d: %d %q after %v", i, resp.StatusCode, body, time.Since(start))
+		}
+	}
+}
