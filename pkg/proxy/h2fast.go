@@ -145,7 +145,8 @@ func (hc *h2Conn) serveFast(st *h2stream.ServerStream, rt *router.Route) {
 	}
 }
 
-// forwardFast writes the HTTP/1 request head and relays the response. The request has
+// forwardFast writes the HTTP/1 request head (and queues a copy for the route's mirror
+// cluster, as HTTP/1 requests do) and relays the response. The request has
 // no body, so a try that failed before anything went downstream can be repeated: once on
 // a fresh connection when a reused one turns out closed, and as the route's retry policy
 // allows (retry_on, num_retries, per_try_timeout, the cluster's max_retries breaker), on
@@ -158,6 +159,7 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 	if err := hc.fastHead(st, f, hb); err != nil {
 		return &errLocal{stream.HTTPStatus(stream.CauseCodecError), "bad request"}
 	}
+	p.mirror(t.rt, hb.Bytes())
 	rb := p.cfg.Pool.NewBuffer(readSize)
 	defer rb.Release()
 	r := fastRetry{tryStart: t.start}

@@ -42,17 +42,24 @@ type mirrorJob struct {
 // mirror queues a copy of the bodiless request head in s.hb for the route's mirror
 // cluster when the route mirrors and the draw hits.
 func (s *session) mirror(rt *router.Route) {
+	if !s.x.upgrade {
+		s.p.mirror(rt, s.hb.Bytes())
+	}
+}
+
+// mirror queues a copy of a bodiless request's HTTP/1 head for the route's mirror
+// cluster when the route mirrors and the draw hits.
+func (p *Proxy) mirror(rt *router.Route, head []byte) {
 	m, ok := rt.Mirror()
-	if !ok || m.Cluster == "" || s.x.upgrade || !m.Hit(rand.Uint64()) {
+	if !ok || m.Cluster == "" || !m.Hit(rand.Uint64()) {
 		return
 	}
-	p := s.p
 	p.ext.mirrorOnce.Do(p.startMirror)
 	if p.ext.jobs == nil {
 		return
 	}
-	hb := p.cfg.Pool.NewBuffer(s.hb.Len())
-	_, _ = hb.Write(s.hb.Bytes())
+	hb := p.cfg.Pool.NewBuffer(len(head))
+	_, _ = hb.Write(head)
 	t := rt.Timeout()
 	if t <= 0 || t > mirrorTimeout {
 		t = mirrorTimeout

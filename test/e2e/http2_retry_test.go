@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"sync/atomic"
@@ -75,5 +76,44 @@ func TestHTTP2ToH1PerTryTimeout(t *testing.T) {
 		if resp.StatusCode != 200 || body != "fast" {
 			t.Fatalf("request %d: %d %q after %v", i, resp.StatusCode, body, time.Since(start))
 		}
+	}
+}
+
+// TestHTTP2ToH1Mirror: an HTTP/2 request on a mirroring route to an HTTP/1 upstream is
+// copied to the mirror cluster; the client gets the main upstream's answer.
+func TestHTTP2ToH1Mirror(t *testing.T) {
+	main := h1Upstream(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "main") })
+	copies := make(chan string, 8)
+	shadow := h1Upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case copies <- r.URL.Path:
+		default:
+		}
+	})
+	addr := framework.FreePort(t)
+	var cfg map[string]any
+	if err := json.Unmarshal([]byte(httpProxyConfig(addr, "Http2", "Http1", []any{
+		map[string]any{"match": map[string]any{"prefix": "/"}, "route": map[string]any{"cluster_name": "up"},
+			"request_mirror_policies": map[string]any{"cluster": "shadow", "percent": 100}},
+	}, main)), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cm := cfg["cluster_manager"].(map[string]any)
+	cm["clusters"] = append(cm["clusters"].([]any), map[string]any{
+		"name": "shadow", "type": "SIMPLE", "lb_type": "LB_ROUNDROBIN", "hosts": []any{map[string]any{"address": shadow}},
+	})
+	raw, _ := json.Marshal(cfg)
+	framework.StartProxy(t, string(raw))
+	resp, body := mustDo(t, h2cClient(t), newReq(t, "GET", "http://"+addr+"/copied", nil))
+	if resp.StatusCode != 200 || body != "main" {
+		t.Fatalf("main: %d %q", resp.StatusCode, body)
+	}
+	select {
+	case p := <-copies:
+		if p != "/copied" {
+			t.Fatalf("mirrored path %q", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no mirrored request")
 	}
 }
