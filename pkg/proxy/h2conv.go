@@ -75,11 +75,19 @@ func (s *session) h2Request(b *buffer.IoBuffer, n int, rt *router.Route, view ro
 	if rt.AutoHostRewrite() {
 		out.Host = t.host.Addr()
 	}
+	if !hasBody {
+		resp, err := p.roundTripH2(ctx, t, out)
+		t.headDone()
+		if err != nil {
+			return fail(err)
+		}
+		return s.h2Respond(x, resp)
+	}
 	cc, err := p.h2Conn(ctx, t)
 	if err != nil {
 		return fail(err)
 	}
-	if s.head.Expect100 && hasBody {
+	if s.head.Expect100 {
 		cb := p.cfg.Pool.NewBuffer(32)
 		_, _ = cb.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
 		if err := s.c.Write(cb); err != nil {
@@ -88,14 +96,6 @@ func (s *session) h2Request(b *buffer.IoBuffer, n int, rt *router.Route, view ro
 			t.release(err)
 			return err
 		}
-	}
-	if !hasBody {
-		resp, err := cc.RoundTrip(out)
-		t.headDone()
-		if err != nil {
-			return fail(classifyUpstreamErr(t, err))
-		}
-		return s.h2Respond(x, resp)
 	}
 	pr, pw := io.Pipe()
 	out.Body, x.pw, x.out = pr, pw, out

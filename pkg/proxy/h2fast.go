@@ -169,10 +169,9 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 		rb.Reset()
 		uc, reused, err := hc.tryFast(st, f, hb, rb, &r)
 		if err == nil {
-			if r.retryStatus(hc, t, f.rhead.Status) {
+			if r.retryStatus(p, t, f.rhead.Status) {
 				uc.close()
-				r.avoid = uc.addr
-				if err := hc.nextHost(t, uc.addr); err != nil {
+				if err := p.nextHost(hc.ctx, t, uc.addr); err != nil {
 					return err
 				}
 				continue
@@ -196,31 +195,27 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 				return errDownstreamWrite
 			}
 			continue
-		case !r.retryStatus(hc, t, 0):
+		case !r.retryStatus(p, t, 0):
 			return le
 		}
-		r.avoid = ""
-		if uc != nil {
-			r.avoid = uc.addr
-		}
-		if err := hc.nextHost(t, r.avoid); err != nil {
+		if err := p.nextHost(hc.ctx, t, t.host.Addr()); err != nil {
 			return err
 		}
 	}
 }
 
-// fastRetry is a request's retry state on the direct path.
+// fastRetry is a request's retry state (the direct path, and bodiless requests to HTTP/2
+// upstreams).
 type fastRetry struct {
 	attempt  int
 	slot     bool // a max_retries slot is held for the try in flight
 	tryStart time.Time
-	headLen  int    // the response head's length in the read buffer
-	avoid    string // the host address of the failed try
+	headLen  int // the response head's length in the read buffer
 }
 
 // retryStatus decides whether to try again after a try ended with status (0: no
 // response), taking a max_retries slot when it does.
-func (r *fastRetry) retryStatus(hc *h2Conn, t *h2Target, status int) bool {
+func (r *fastRetry) retryStatus(p *Proxy, t *h2Target, status int) bool {
 	r.release(t)
 	rt := t.rt
 	pol := rt.Retry()
@@ -237,7 +232,7 @@ func (r *fastRetry) retryStatus(hc *h2Conn, t *h2Target, status int) bool {
 	r.slot = true
 	r.attempt++
 	r.tryStart = now
-	if m := hc.h.p.cfg.Metrics; m != nil && m.UpstreamRetries != nil {
+	if m := p.cfg.Metrics; m != nil && m.UpstreamRetries != nil {
 		m.UpstreamRetries.WithLabelValues(t.cl.Name()).Inc()
 	}
 	return true
@@ -266,12 +261,12 @@ func (r *fastRetry) deadline(rt *router.Route, start time.Time) time.Time {
 }
 
 // nextHost picks the host of the next try, another than prev when the cluster has one.
-func (hc *h2Conn) nextHost(t *h2Target, prev string) error {
+func (p *Proxy) nextHost(ctx context.Context, t *h2Target, prev string) error {
 	t.pickDone(lb.DoneInfo{Err: errRetried})
 	t.host, t.pickDone = nil, nil
 	for i := 0; i < 3; i++ {
 		t.lr.Attempt++
-		h, done, err := t.cl.Pick(hc.ctx, &t.lr)
+		h, done, err := t.cl.Pick(ctx, &t.lr)
 		if err != nil {
 			if t.host != nil {
 				break
@@ -297,15 +292,6 @@ func (hc *h2Conn) tryFast(st *h2stream.ServerStream, f *h2Fast, hb, rb *buffer.I
 	t := &f.t
 	if uc, err = hc.h.p.h1Conn(hc.ctx, t); err != nil {
 		return nil, false, err
-	}
-	// A new connection is dialled where the cluster picks: a retry asks again (a bounded
-	// number of times) when that is the host that just failed and another exists.
-	for i := 0; r.avoid != "" && uc.addr == r.avoid && uc.since == (time.Time{}) && i < 3 && len(t.cl.Hosts()) > 1; i++ {
-		uc.close()
-		t.lr.Attempt++
-		if uc, err = hc.h.p.h1Conn(hc.ctx, t); err != nil {
-			return nil, false, err
-		}
 	}
 	reused = uc.since != (time.Time{})
 	// A downstream reset unblocks the upstream read. The hook holds only the socket: f is

@@ -169,7 +169,7 @@ func (p *Proxy) h2Conn(ctx context.Context, t *h2Target) (*http2.ClientConn, err
 
 // h2DialRaw dials the target's cluster for a new HTTP/2 upstream connection.
 func (p *Proxy) h2DialRaw(ctx context.Context, t *h2Target) (net.Conn, string, func(), error) {
-	raw, host, done, err := t.cl.Dial(ctx, &t.lr)
+	raw, host, done, err := t.cl.DialHost(ctx, &t.lr, t.host)
 	if err != nil {
 		if errors.Is(err, cluster.ErrOverflow) {
 			p.overflow(t.cl.Name(), cluster.MaxConnections)
@@ -366,22 +366,25 @@ func fillRequestID(rid *[32]byte) {
 // ways, a downstream reset cancels the upstream stream (ctx) and an upstream reset after
 // the response head resets the downstream stream.
 func (p *Proxy) h2ToH2(ctx context.Context, w http.ResponseWriter, r *http.Request, t *h2Target, ip netip.Addr, st *h2Stream) error {
-	cc, err := p.h2Conn(ctx, t)
-	if err != nil {
-		return err
-	}
 	out := p.outRequest(ctx, r, t, ip, st)
-	resp, err := cc.RoundTrip(out)
-	if err != nil && retryFresh(ctx, out, err) {
-		// A pooled connection may have been closed by the upstream while it was taken
-		// (GOAWAY, idle close): a bodiless request is sent once more on a new connection.
-		if cc, cerr := p.h2Dial(ctx, t); cerr == nil {
-			resp, err = cc.RoundTrip(out)
+	var resp *http.Response
+	var err error
+	if out.Body == http.NoBody {
+		resp, err = p.roundTripH2(ctx, t, out)
+	} else {
+		var cc *http2.ClientConn
+		if cc, err = p.h2Conn(ctx, t); err == nil {
+			if resp, err = cc.RoundTrip(out); err != nil {
+				err = classifyUpstreamErr(t, err)
+			}
 		}
 	}
 	t.headDone()
 	if err != nil {
-		return classifyUpstreamErr(t, err)
+		if t.timedOut.Load() {
+			return errTimeout
+		}
+		return err
 	}
 	return p.writeH2Response(ctx, w, resp, t.rt, st)
 }
@@ -561,7 +564,7 @@ func (p *Proxy) h1Conn(ctx context.Context, t *h2Target) (*upConn, error) {
 	if up := p.get(t.host.Addr(), time.Now()); up != nil {
 		return up, nil
 	}
-	raw, host, done, err := t.cl.Dial(ctx, &t.lr)
+	raw, host, done, err := t.cl.DialHost(ctx, &t.lr, t.host)
 	if err != nil {
 		if errors.Is(err, cluster.ErrOverflow) {
 			p.overflow(t.cl.Name(), cluster.MaxConnections)

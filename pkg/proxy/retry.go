@@ -140,31 +140,23 @@ func (s *session) nextTry(cl *cluster.Cluster, now time.Time) (*upConn, func(lb.
 		up.close()
 		up = s.p.get(host.Addr(), now)
 	}
-	// Dial picks on its own: ask again (a bounded number of times) when it lands on the
-	// host that just failed while another one exists.
-	for i := 0; up == nil; i++ {
-		raw, h, done, err := cl.Dial(s.ctx, &s.lr)
+	if up == nil {
+		raw, h, done, err := cl.DialHost(s.ctx, &s.lr, host)
 		if err != nil {
 			pickDone(lb.DoneInfo{Err: err})
 			return nil, nil, false
-		}
-		if h.Addr() == prev && h.Addr() != host.Addr() && i < 3 {
-			_ = raw.Close()
-			done(lb.DoneInfo{})
-			s.lr.Attempt++
-			continue
 		}
 		up = &upConn{raw: raw, addr: h.Addr(), done: func() { done(lb.DoneInfo{}) }}
 	}
 	return up, pickDone, true
 }
 
-// dial connects to the cluster for the first try. Dial itself moves on to other hosts
+// dial connects to the picked host for the first try. DialHost itself moves on to other hosts
 // (max_connect_attempts); when every attempt failed, a bodiless request on a route with
 // a retry policy is dialled again, each round counted as a retry and bounded by
 // num_retries, the route timeout and the max_retries breaker.
-func (s *session) dial(rt *router.Route, cl *cluster.Cluster, hasBody bool) (net.Conn, *cluster.Host, func(lb.DoneInfo), error) {
-	raw, h, done, err := cl.Dial(s.ctx, &s.lr)
+func (s *session) dial(rt *router.Route, cl *cluster.Cluster, host *cluster.Host, hasBody bool) (net.Conn, *cluster.Host, func(lb.DoneInfo), error) {
+	raw, h, done, err := cl.DialHost(s.ctx, &s.lr, host)
 	for err != nil && !hasBody && !errors.Is(err, cluster.ErrOverflow) {
 		if t := rt.Timeout(); t > 0 && time.Since(s.start) >= t {
 			break

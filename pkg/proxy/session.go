@@ -224,7 +224,7 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 	}
 	up := s.p.get(host.Addr(), s.start) // probed by the pool when idle for a while
 	if up == nil {
-		raw, h2, done, err := s.dial(rt, cl, hasBody)
+		raw, h2, done, err := s.dial(rt, cl, host, hasBody)
 		if err != nil {
 			pickDone(lb.DoneInfo{Err: err})
 			b.Drain(n)
@@ -388,8 +388,15 @@ func (s *session) retryFresh() bool {
 		return false
 	}
 	s.reused = false
+	addr := s.up.addr
 	s.up.close()
-	raw, h, done, err := s.cl.Dial(s.ctx, &s.lr)
+	var host *cluster.Host
+	for _, h := range s.cl.Hosts() {
+		if h.Addr() == addr {
+			host = h // the same host, on a new connection
+		}
+	}
+	raw, h, done, err := s.cl.DialHost(s.ctx, &s.lr, host)
 	if err != nil {
 		s.up = nil
 		return false

@@ -33,12 +33,7 @@ func TestHTTP2ToH1Retries(t *testing.T) {
 		routeTo("/", nil),
 	}, badUp, goodUp, "127.0.0.1:1"))
 	c := h2cClient(t)
-	for i := range 12 {
-		resp, body := mustDo(t, c, newReq(t, "GET", "http://"+addr+"/retry", nil))
-		if resp.StatusCode != 200 || body != "ok" {
-			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
-		}
-	}
+	getEach(t, c, "http://"+addr+"/retry", 12, "ok")
 	if bad.Load() == 0 {
 		t.Fatal("the failing host got no request: nothing was retried")
 	}
@@ -69,14 +64,7 @@ func TestHTTP2ToH1PerTryTimeout(t *testing.T) {
 	framework.StartProxy(t, httpProxyConfig(addr, "Http2", "Http1", []any{
 		routeTo("/", map[string]any{"timeout": "3s", "retry_policy": map[string]any{"retry_on": true, "num_retries": 1, "retry_timeout": "200ms"}}),
 	}, slow, fast))
-	c := h2cClient(t)
-	for i := range 4 {
-		start := time.Now()
-		resp, body := mustDo(t, c, newReq(t, "GET", "http://"+addr+"/x", nil))
-		if resp.StatusCode != 200 || body != "fast" {
-			t.Fatalf("request %d: %d %q after %v", i, resp.StatusCode, body, time.Since(start))
-		}
-	}
+	getEach(t, h2cClient(t), "http://"+addr+"/x", 4, "fast")
 }
 
 // TestHTTP2ToH1Mirror: an HTTP/2 request on a mirroring route to an HTTP/1 upstream is
@@ -115,5 +103,45 @@ func TestHTTP2ToH1Mirror(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no mirrored request")
+	}
+}
+
+// TestRetriesToH2Upstream: bodiless requests forwarded to h2c upstreams, from HTTP/1 and
+// from HTTP/2 clients, follow the route's retry policy like the HTTP/1 ones: one host
+// answers 503, every request still ends 200 and the failing host saw some of them.
+func TestRetriesToH2Upstream(t *testing.T) {
+	for _, down := range []string{"Http1", "Http2"} {
+		t.Run(down, func(t *testing.T) {
+			var bad atomic.Int64
+			badUp, _ := h2cUpstream(t, func(w http.ResponseWriter, _ *http.Request) {
+				bad.Add(1)
+				w.WriteHeader(http.StatusServiceUnavailable)
+			})
+			goodUp, _ := h2cUpstream(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
+			addr := framework.FreePort(t)
+			framework.StartProxy(t, httpProxyConfig(addr, down, "Http2", []any{
+				routeTo("/", map[string]any{"retry_policy": map[string]any{"retry_on": true, "num_retries": 2}}),
+			}, badUp, goodUp))
+			c := &http.Client{Timeout: 30 * time.Second}
+			if down == "Http2" {
+				c = h2cClient(t)
+			}
+			getEach(t, c, "http://"+addr+"/r", 10, "ok")
+			if bad.Load() == 0 {
+				t.Fatal("the failing host got no request: nothing was retried")
+			}
+		})
+	}
+}
+
+// getEach sends n GETs to url and fails unless each is answered 200 with body want.
+func getEach(t *testing.T, c *http.Client, url string, n int, want string) {
+	t.Helper()
+	for i := range n {
+		start := time.Now()
+		resp, body := mustDo(t, c, newReq(t, "GET", url, nil))
+		if resp.StatusCode != 200 || body != want {
+			t.Fatalf("request %d: %d %q after %v", i, resp.StatusCode, body, time.Since(start))
+		}
 	}
 }

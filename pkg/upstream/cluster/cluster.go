@@ -436,17 +436,26 @@ func (c *Cluster) noHost(s *snapshot, why string) error {
 // error wrapping ErrOverflow. Each attempt's outcome feeds outlier detection: a failed
 // connect counts against the host (unless ctx ended), a successful one resets its count.
 func (c *Cluster) Dial(ctx context.Context, r *lb.Request) (net.Conn, *Host, func(lb.DoneInfo), error) {
+	return c.DialHost(ctx, r, nil)
+}
+
+// DialHost is Dial with the first attempt on host, which the caller already picked for a
+// request (nil: Dial's own pick). The later attempts, up to max_connect_attempts, go to
+// other hosts as with Dial. A proxy that picks a host and then needs a connection to it
+// uses DialHost, so that the balancer's choice, not a second pick, decides where the
+// request goes.
+func (c *Cluster) DialHost(ctx context.Context, r *lb.Request, host *Host) (net.Conn, *Host, func(lb.DoneInfo), error) {
 	if !c.TryAcquire(MaxConnections) {
 		return nil, nil, nil, c.overflowError(MaxConnections)
 	}
-	conn, h, done, err := c.dial(ctx, r)
+	conn, h, done, err := c.dial(ctx, r, host)
 	if err != nil {
 		c.Release(MaxConnections)
 	}
 	return conn, h, done, err
 }
 
-func (c *Cluster) dial(ctx context.Context, r *lb.Request) (net.Conn, *Host, func(lb.DoneInfo), error) {
+func (c *Cluster) dial(ctx context.Context, r *lb.Request, first *Host) (net.Conn, *Host, func(lb.DoneInfo), error) {
 	if r == nil {
 		r = &lb.Request{}
 	}
@@ -457,25 +466,29 @@ func (c *Cluster) dial(ctx context.Context, r *lb.Request) (net.Conn, *Host, fun
 		noMore   bool
 		retry    *lb.Request // a copy of r for the picks after a failure (they bump Attempt)
 	)
+tries:
 	for len(tried) < s.set.maxAttempts {
 		var (
 			h    *Host
 			done func(lb.DoneInfo)
 			err  error
 		)
-		if len(tried) == 0 {
+		switch {
+		case len(tried) == 0 && first != nil:
+			h, done = first, func(lb.DoneInfo) {} // the caller's pick accounts for the request
+		case len(tried) == 0:
 			h, done, err = c.Pick(ctx, r)
 			if err != nil {
 				return nil, nil, nil, err
 			}
-		} else {
+		default:
 			if retry == nil {
 				cp := *r
 				retry = &cp
 			}
 			if h, done = c.pickUntried(ctx, retry, tried); h == nil {
 				noMore = true
-				break
+				break tries
 			}
 		}
 		conn, err := c.dialHost(ctx, s.set.connectTimeout, h)
