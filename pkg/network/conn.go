@@ -5,6 +5,7 @@
 package network
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -105,14 +106,16 @@ type Conn struct {
 
 	// Set by the owning listener before the connection is started.
 	owner  *Listener
-	slot   chan struct{} // max_connections slot released on close
-	cancel func()        // cancels the handler's context
+	slot   chan struct{}   // max_connections slot released on close
+	ctx    context.Context // the handler's context
+	cancel func()          // cancels ctx
 
 	mu       sync.Mutex
 	cond     sync.Cond // on mu: queue drained or connection closed
 	reason   CloseReason
 	queue    []*buffer.IoBuffer // waiting to be written
 	spare    []*buffer.IoBuffer // the other half of the double-buffered queue
+	notify   CloseNotifier      // told by Close (NotifyClose)
 	queued   int                // bytes in queue plus the batch being written
 	flushing bool
 	werr     error
@@ -215,6 +218,34 @@ func (c *Conn) Touch() { c.last.Store(monoNow()) }
 
 // Done is closed when the connection is closed.
 func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// CloseNotifier is told that a connection closed (NotifyClose).
+type CloseNotifier interface {
+	ConnClosed()
+}
+
+// NotifyClose has Close call n.ConnClosed once, after the socket is closed and before the
+// handler's context is cancelled; n == nil removes the notifier. A connection has one
+// notifier: a second call replaces the first. It returns false, and registers nothing, when
+// the connection is already closed.
+//
+// It costs no allocation (a pointer stored in an interface), where context.AfterFunc on
+// the handler's context allocates the callback's context and its parent's child set per
+// connection: handlers that only need to learn about the close (tcp_proxy) use it instead.
+func (c *Conn) NotifyClose(n CloseNotifier) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reason != "" {
+		return false
+	}
+	c.notify = n
+	return true
+}
+
+// OwnsContext reports whether ctx is the context c's listener passed to its handler. That
+// context ends when c closes and for no other reason, so a handler told of the close by
+// NotifyClose need not also watch ctx.
+func (c *Conn) OwnsContext(ctx context.Context) bool { return c.ctx != nil && ctx == c.ctx }
 
 // CloseReason is the reason the connection was closed with, or "" while open.
 func (c *Conn) CloseReason() CloseReason {
@@ -322,17 +353,23 @@ func (c *Conn) Read(p []byte) (int, error) {
 // Write returns ErrClosed when the connection is closed, or the write error when the
 // caller flushed and the socket failed (the connection is then closed).
 func (c *Conn) Write(bufs ...*buffer.IoBuffer) error {
-	n := 0
-	for _, b := range bufs {
-		n += b.Len()
-	}
 	c.mu.Lock()
 	for c.queued >= c.limit && c.reason == "" && c.werr == nil {
 		c.cond.Wait()
 	}
+	if err := c.enqueueLocked(bufs); err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	return c.kickLocked()
+}
+
+// enqueueLocked appends bufs to the queue, or releases them and returns ErrClosed (or the
+// write error) when the connection is closed. Called with c.mu held; on error it is
+// still held.
+func (c *Conn) enqueueLocked(bufs []*buffer.IoBuffer) error {
 	if c.reason != "" || c.werr != nil {
 		err := c.werr
-		c.mu.Unlock()
 		for _, b := range bufs {
 			b.Release()
 		}
@@ -347,9 +384,14 @@ func (c *Conn) Write(bufs ...*buffer.IoBuffer) error {
 			continue
 		}
 		c.queue = append(c.queue, b)
+		c.queued += b.Len()
 	}
-	c.queued += n
-	if c.flushing || len(c.queue) == 0 {
+	return nil
+}
+
+// kickLocked writes the queue unless another goroutine is writing it, and drops c.mu.
+func (c *Conn) kickLocked() error {
+	if c.flushing || len(c.queue) == 0 || c.reason != "" {
 		c.mu.Unlock()
 		return nil
 	}
@@ -440,9 +482,9 @@ func closeReasonFor(err error) CloseReason {
 }
 
 // Close closes the connection; the first call's reason wins and later calls return nil.
-// Queued buffers are released, blocked writers return ErrClosed, Done is closed and, for a
-// listener's connection, its max_connections slot is freed and the handler's context is
-// cancelled. An empty reason means "local".
+// Queued buffers are released, blocked writers return ErrClosed, Done is closed, the
+// NotifyClose notifier is told and, for a listener's connection, its max_connections slot
+// is freed and the handler's context is cancelled. An empty reason means "local".
 func (c *Conn) Close(r CloseReason) error {
 	if r == "" {
 		r = CloseLocal
@@ -454,6 +496,8 @@ func (c *Conn) Close(r CloseReason) error {
 	}
 	c.reason = r
 	c.closed.Store(true)
+	notify := c.notify
+	c.notify = nil
 	for i, b := range c.queue {
 		c.queued -= b.Len()
 		b.Release()
@@ -468,6 +512,9 @@ func (c *Conn) Close(r CloseReason) error {
 		c.idleTimer.Stop()
 	}
 	close(c.done)
+	if notify != nil {
+		notify.ConnClosed()
+	}
 	if c.cancel != nil {
 		c.cancel()
 	}

@@ -2,6 +2,7 @@ package network
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -324,5 +325,49 @@ func TestRaiseReadLimit(t *testing.T) {
 		if !explicit && err != io.EOF {
 			t.Fatalf("raised limit: ReadLoop = %v after %d bytes", err, got)
 		}
+	}
+}
+
+// closeCounter counts ConnClosed calls.
+type closeCounter struct{ n atomic.Int32 }
+
+func (c *closeCounter) ConnClosed() { c.n.Add(1) }
+
+// TestNotifyClose: the notifier is told once, by the first Close, after the socket is
+// closed; a removed notifier is not told; a closed connection registers none.
+func TestNotifyClose(t *testing.T) {
+	t.Parallel()
+	client, server := tcpPair(t)
+	pool := buffer.NewPool()
+	c := NewConn(server, ConnOptions{Pool: pool})
+	var removed, told closeCounter
+	if !c.NotifyClose(&removed) {
+		t.Fatal("NotifyClose on an open connection = false")
+	}
+	if !c.NotifyClose(nil) {
+		t.Fatal("NotifyClose(nil) on an open connection = false")
+	}
+	if !c.NotifyClose(&told) {
+		t.Fatal("NotifyClose on an open connection = false")
+	}
+	c.Close(CloseDrain)
+	c.Close(CloseLocal)
+	if n := told.n.Load(); n != 1 {
+		t.Errorf("notifier told %d times, want 1", n)
+	}
+	if n := removed.n.Load(); n != 0 {
+		t.Errorf("removed notifier told %d times, want 0", n)
+	}
+	// The socket was closed before: the peer reads EOF.
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := client.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("peer read after Close = %d, %v; want EOF", n, err)
+	}
+	var late closeCounter
+	if c.NotifyClose(&late) {
+		t.Error("NotifyClose on a closed connection = true")
+	}
+	if c.OwnsContext(context.Background()) {
+		t.Error("OwnsContext on a connection made by NewConn = true")
 	}
 }

@@ -144,3 +144,17 @@ func value(m prometheus.Metric) float64 {
 func closes(s *metrics.Set, listener string, r CloseReason) float64 {
 	return value(s.ConnCloses.WithLabelValues(listener, string(r)))
 }
+
+// serveTest builds a listener from cfg and runs Serve on a goroutine; cancel stops it
+// and errc receives what Serve returned.
+func serveTest(t *testing.T, cfg ListenerConfig) (l *Listener, cancel context.CancelFunc, errc chan error) {
+	t.Helper()
+	l, err := NewListener(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc = make(chan error, 1)
+	go func() { errc <- l.Serve(ctx) }()
+	return l, cancel, errc
+}

@@ -30,13 +30,7 @@ func TestNoFDOrGoroutineLeak(t *testing.T) {
 		cfg.Log = zap.NewNop()
 		cfg.MaxConnections = 8
 		cfg.Conn.IdleTimeout = 50 * time.Millisecond
-		l, err := NewListener(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		errc := make(chan error, 1)
-		go func() { errc <- l.Serve(ctx) }()
+		l, cancel, errc := serveTest(t, cfg)
 		var wg sync.WaitGroup
 		for i := range 40 {
 			wg.Go(func() {

@@ -88,6 +88,7 @@ type Listener struct {
 	key     netip.AddrPort // index key (tcp and virtual listeners)
 	hasKey  bool
 	sem     chan struct{} // max_connections slots
+	workers workers       // idle connection goroutines of this listener's accept loop
 
 	serving   atomic.Bool
 	closing   atomic.Bool
@@ -131,6 +132,7 @@ func NewListener(cfg ListenerConfig) (*Listener, error) {
 		network: cfg.Network,
 		conns:   map[*Conn]struct{}{},
 		sem:     make(chan struct{}, cfg.MaxConnections),
+		workers: workers{jobs: make(chan connJob), stop: make(chan struct{})},
 	}
 	if l.network == "" {
 		l.network = "tcp"
@@ -322,6 +324,7 @@ func (l *Listener) Name() string { return l.cfg.Name }
 func (l *Listener) Close() error {
 	l.closeOnce.Do(func() {
 		l.closing.Store(true)
+		close(l.workers.stop)
 		switch {
 		case l.ln != nil:
 			l.closeErr = l.ln.Close()
@@ -486,7 +489,7 @@ func (l *Listener) accept(raw net.Conn) {
 	c := newConn(target.wrapTLS(raw), target.cfg.Conn)
 	c.listener = target.cfg.Name
 	c.origDst, c.hasOrigDst = od, hasOD
-	target.start(c, l.sem, l.base)
+	target.start(c, l.sem, l.base, &l.workers)
 }
 
 func (l *Listener) originalDst(raw net.Conn) (netip.AddrPort, error) {
@@ -504,17 +507,18 @@ func (l *Listener) originalDst(raw net.Conn) (netip.AddrPort, error) {
 	return GetOriginalDst(tc)
 }
 
-// start tracks c and runs the handler on its own goroutine. slot is the accepting
-// listener's max_connections slot, freed when c closes; fallback is the accepting
-// listener's base context, used when l (a hand-off target) is not serving.
-func (l *Listener) start(c *Conn, slot chan struct{}, fallback context.Context) {
+// start tracks c and runs the handler on a goroutine of its own (from w, the accepting
+// listener's workers). slot is the accepting listener's max_connections slot, freed when c
+// closes; fallback is the accepting listener's base context, used when l (a hand-off
+// target) is not serving.
+func (l *Listener) start(c *Conn, slot chan struct{}, fallback context.Context, w *workers) {
 	l.mu.Lock()
 	base := l.base
 	if base == nil {
 		base = fallback
 	}
 	ctx, cancel := context.WithCancel(base)
-	c.owner, c.slot, c.cancel = l, slot, cancel
+	c.owner, c.slot, c.ctx, c.cancel = l, slot, ctx, cancel
 	l.conns[c] = struct{}{}
 	l.running++
 	forced := l.forced
@@ -524,7 +528,76 @@ func (l *Listener) start(c *Conn, slot chan struct{}, fallback context.Context) 
 	if forced {
 		c.Close(CloseDrain)
 	}
-	go l.serveConn(ctx, c)
+	w.run(connJob{l: l, ctx: ctx, c: c})
+}
+
+// maxIdleWorkers bounds the connection goroutines a listener keeps waiting for work.
+const maxIdleWorkers = 64
+
+// workers reuses connection goroutines: after its connection a goroutine waits for the
+// accept loop's next one instead of exiting, keeping its grown stack. A new goroutine
+// starts on a 2 KiB stack that a handler's dial path outgrows (runtime.morestack copies
+// it), and its exit frees the grown stack again: newproc, morestack and goexit were ~3 % of
+// a short tcp_proxy session's CPU (perf, 64-byte request and reply per connection).
+// At most maxIdleWorkers wait; the rest exit, and all exit once the listener is closed.
+type workers struct {
+	jobs chan connJob  // unbuffered: a send succeeds only when a worker waits
+	stop chan struct{} // closed by Listener.Close
+	idle atomic.Int32  // workers waiting on jobs, or about to
+}
+
+// connJob is one connection for a worker: the listener serving it and its handler context.
+type connJob struct {
+	l   *Listener
+	ctx context.Context
+	c   *Conn
+}
+
+// stackReserve is how much stack a new worker claims before its first connection: enough
+// for a handler's deepest common path (net's connect, for tcp_proxy) to run without
+// growing the stack in the middle of a deep call chain, where the runtime copies and
+// adjusts every frame (pprof: runtime.newstack under net.dialTCP, ~3 % of a short
+// tcp_proxy session's CPU, before tcp_proxy grew its stack up front).
+const stackReserve = 4 << 10
+
+// growStack grows the goroutine's stack once, while only a few frames are on it. It
+// returns a byte so that the compiler keeps the frame.
+//
+//go:noinline
+func growStack(i int) byte {
+	var b [stackReserve]byte
+	b[i] = 1
+	return b[stackReserve-1-i]
+}
+
+// run hands j to a waiting worker, or starts one.
+func (w *workers) run(j connJob) {
+	select {
+	case w.jobs <- j:
+	default:
+		go w.loop(j)
+	}
+}
+
+// loop serves j, then each connection handed to it while it waits, until it finds
+// maxIdleWorkers others waiting or the listener closed.
+func (w *workers) loop(j connJob) {
+	growStack(0)
+	for {
+		j.l.serveConn(j.ctx, j.c)
+		j = connJob{} // hold no connection while waiting
+		if w.idle.Add(1) > maxIdleWorkers {
+			w.idle.Add(-1)
+			return
+		}
+		select {
+		case j = <-w.jobs:
+			w.idle.Add(-1)
+		case <-w.stop:
+			w.idle.Add(-1)
+			return
+		}
+	}
 }
 
 func (l *Listener) serveConn(ctx context.Context, c *Conn) {

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -305,13 +307,7 @@ func TestServeReturnsAndDrainWaitsThenForceCloses(t *testing.T) {
 			return nil
 		})
 	})
-	l, err := NewListener(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- l.Serve(ctx) }()
+	l, cancel, errc := serveTest(t, cfg)
 	polite, stubborn := dial(t, l.Addr()), dial(t, l.Addr())
 	eventually(t, 5*time.Second, "two conns", func() bool { return l.ActiveConns() == 2 })
 
@@ -486,4 +482,75 @@ func emfileChild(t *testing.T) {
 	io.Copy(io.Discard, os.Stdin)
 	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &orig)
 	fmt.Printf("accept_errors=%v\n", value(cfg.Metrics.AcceptErrors.WithLabelValues("emfile")))
+}
+
+// goroutineID is the running goroutine's number, from its stack header.
+func goroutineID() uint64 {
+	var buf [64]byte
+	s := strings.TrimPrefix(string(buf[:runtime.Stack(buf[:], false)]), "goroutine ")
+	id, _ := strconv.ParseUint(s[:strings.IndexByte(s, ' ')], 10, 64)
+	return id
+}
+
+// TestConnGoroutinesReused: a connection goroutine that finished serves the next
+// connection instead of exiting; the handler's context is the connection's own
+// (OwnsContext). At most maxIdleWorkers goroutines wait, and none once the listener closed.
+func TestConnGoroutinesReused(t *testing.T) {
+	t.Parallel()
+	type seen struct {
+		id   uint64
+		owns bool
+	}
+	served := make(chan seen, 1)
+	cfg := testConfig(t, "reuse", handlerFunc(func(ctx context.Context, c *Conn) {
+		served <- seen{goroutineID(), c.OwnsContext(ctx) && !c.OwnsContext(context.Background())}
+	}))
+	l, cancel, errc := serveTest(t, cfg)
+	ids := map[uint64]bool{}
+	for i := range 10 {
+		c := dial(t, l.Addr())
+		s := <-served
+		ids[s.id] = true
+		if !s.owns {
+			t.Errorf("conn %d: OwnsContext(handler's ctx) = false", i)
+		}
+		if err := waitClosedByPeer(c, 5*time.Second); err != nil {
+			t.Fatalf("conn %d not closed: %v", i, err)
+		}
+		eventually(t, 5*time.Second, "the goroutine to wait for work", func() bool { return l.workers.idle.Load() == 1 })
+	}
+	// One goroutine served them all (two if the runtime ran the accept before the
+	// finished goroutine got to wait).
+	if len(ids) > 2 {
+		t.Errorf("10 sequential connections served by %d goroutines, want 1", len(ids))
+	}
+
+	// A burst above the bound: the extra goroutines exit once their connections end.
+	release := make(chan struct{})
+	var started sync.WaitGroup
+	const burst = maxIdleWorkers + 16
+	started.Add(burst)
+	cfgBurst := testConfig(t, "reuse-burst", handlerFunc(func(ctx context.Context, c *Conn) {
+		started.Done()
+		<-release
+	}))
+	lb, err := NewListener(cfgBurst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startServing(t, lb)
+	for range burst {
+		dial(t, lb.Addr())
+	}
+	started.Wait()
+	close(release)
+	eventually(t, 5*time.Second, "idle goroutines at the bound", func() bool {
+		return lb.workers.idle.Load() == maxIdleWorkers && lb.ActiveConns() == 0
+	})
+
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "idle goroutines to exit after close", func() bool { return l.workers.idle.Load() == 0 })
 }

@@ -9,46 +9,16 @@ import "github.com/mosnlite/mosnlite/pkg/buffer"
 // lock. It returns ErrClosed (or the last write error) when the connection is closed.
 func (c *Conn) Queue(bufs ...*buffer.IoBuffer) error {
 	c.mu.Lock()
-	if c.reason != "" || c.werr != nil {
-		err := c.werr
-		c.mu.Unlock()
-		for _, b := range bufs {
-			b.Release()
-		}
-		if err == nil {
-			err = ErrClosed
-		}
-		return err
-	}
-	for _, b := range bufs {
-		if b.Len() == 0 {
-			b.Release()
-			continue
-		}
-		c.queue = append(c.queue, b)
-		c.queued += b.Len()
-	}
+	err := c.enqueueLocked(bufs)
 	c.mu.Unlock()
-	return nil
+	return err
 }
 
 // Kick writes the queue when no other goroutine is writing it; otherwise the writer that
 // is at work picks the queued bytes up and Kick returns at once. Errors are as Write's.
 func (c *Conn) Kick() error {
 	c.mu.Lock()
-	if c.flushing || len(c.queue) == 0 || c.reason != "" {
-		c.mu.Unlock()
-		return nil
-	}
-	c.flushing = true
-	err := c.flushLocked()
-	c.flushing = false
-	c.cond.Broadcast()
-	c.mu.Unlock()
-	if err != nil {
-		c.Close(closeReasonFor(err))
-	}
-	return err
+	return c.kickLocked()
 }
 
 // Queued returns the bytes waiting to be written, including a batch being written.

@@ -256,7 +256,6 @@ const (
 // either side failed, the idle timeout fired, or ctx ended (the connection was closed, for
 // instance by a forced drain).
 func (f *Filter) ServeConn(ctx context.Context, c *network.Conn) {
-	growStack(0)
 	name := f.pickCluster(c)
 	if name == "" {
 		f.warn("tcp_proxy: no route", zap.Stringer(log.FieldRemote, c.RemoteAddr()),
@@ -306,23 +305,6 @@ func (f *Filter) ServeConn(ctx context.Context, c *network.Conn) {
 			zap.String(log.FieldHost, host.Addr()), zap.String(log.FieldReason, string(reason)),
 			zap.Duration("first_byte", time.Duration(s.ttfb.Load())))
 	}
-}
-
-// stackReserve is how much stack growStack claims: enough that the dial below (net's
-// connect path, the deepest of a session) runs without growing the stack again.
-const stackReserve = 4 << 10
-
-// growStack grows the connection goroutine's stack once, while only a few frames are on
-// it. A goroutine starts with a small stack and the dial needs more: grown in the middle
-// of the dial, the runtime copies and adjusts every frame of the deep net call chain,
-// which was ~3 % of the CPU time of a short session (pprof, runtime.newstack under
-// net.dialTCP). It returns a byte so that the compiler keeps the frame.
-//
-//go:noinline
-func growStack(i int) byte {
-	var b [stackReserve]byte
-	b[i] = 1
-	return b[stackReserve-1-i]
 }
 
 // warn logs a setup failure at warn level, at most once a second per filter (a failing
@@ -390,7 +372,16 @@ func (s *session) run(ctx context.Context, st *clusterStats) {
 		s.timer = time.AfterFunc(time.Hour<<10, s.onIdle)
 		s.timer.Reset(s.idle)
 	}
-	stop := context.AfterFunc(ctx, s.onCancel)
+	// The session ends when the downstream connection closes (a forced drain). The
+	// listener's context ends exactly then, so the Conn's notifier is enough (no allocation);
+	// a context from elsewhere is watched too.
+	if !s.c.NotifyClose(s) {
+		s.abort(endClosed, false)
+	}
+	var stop func() bool
+	if !s.c.OwnsContext(ctx) {
+		stop = context.AfterFunc(ctx, s.ConnClosed)
+	}
 	// The client→upstream half gets the extra goroutine and the upstream→client half runs
 	// here: a client that closes first (a request, its reply, close) ends its half first,
 	// so that goroutine just exits and the wait below does not park.
@@ -399,7 +390,10 @@ func (s *session) run(ctx context.Context, st *clusterStats) {
 	s.halves[1].run()
 	s.wg.Wait()
 	s.end.CompareAndSwap(endRunning, endDone) // before stopping the timer: see rearm
-	stop()
+	s.c.NotifyClose(nil)
+	if stop != nil {
+		stop()
+	}
 	if s.timer != nil {
 		s.timer.Stop()
 	}
@@ -439,7 +433,9 @@ func (s *session) abort(why int32, reset bool) {
 	s.up.Close()
 }
 
-func (s *session) onCancel() { s.abort(endClosed, false) }
+// ConnClosed aborts the session when the downstream connection was closed (or ctx ended):
+// network.CloseNotifier.
+func (s *session) ConnClosed() { s.abort(endClosed, false) }
 
 // onIdle runs when the idle timer fires: abort if nothing moved for the idle timeout,
 // otherwise re-arm for the rest of the period.

@@ -21,6 +21,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/config"
 	"github.com/mosnlite/mosnlite/pkg/filter"
 	"github.com/mosnlite/mosnlite/pkg/filter/network/tcpproxy"
+	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 )
 
@@ -396,6 +397,61 @@ func TestDrainEndsSessions(t *testing.T) {
 	}
 	e.waitCloses(lnName, "drain", 3)
 }
+
+// TestForeignContextEndsSession: a session watches the listener's connection for a close
+// (NotifyClose) and, when ServeConn is given a context of another origin, that context too:
+// cancelling it ends the session like a drain, with both sides closed (FIN, not RST).
+func TestForeignContextEndsSession(t *testing.T) {
+	got := make(chan []byte, 1)
+	u := startUpstream(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(testTimeout))
+		c.Write([]byte("x"))
+		b, err := io.ReadAll(c)
+		if err != nil {
+			t.Errorf("upstream: %v (want EOF)", err)
+		}
+		got <- b
+	})
+	e := newEnv(t, simpleCluster("c1", "", u.addr()))
+	f := e.build(lnName, `{"cluster":"c1"}`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ln := e.listen(lnName, ctxHandler{f: f, ctx: ctx})
+	c := dial(t, ln)
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-got:
+		t.Fatal("upstream saw EOF before the context was cancelled")
+	case <-time.After(20 * time.Millisecond):
+	}
+	cancel()
+	if _, err := readAll(c); err != nil {
+		t.Errorf("client: %v (want EOF)", err)
+	}
+	select {
+	case b := <-got:
+		if string(b) != "hello" {
+			t.Errorf("upstream read %q, want hello", b)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("upstream connection not closed after the context was cancelled")
+	}
+	idle(t, ln)
+	e.waitCloses(lnName, "drain", 1)
+}
+
+// ctxHandler serves connections with f, passing ctx instead of the listener's context.
+type ctxHandler struct {
+	f   *tcpproxy.Filter
+	ctx context.Context
+}
+
+func (h ctxHandler) ServeConn(_ context.Context, c *network.Conn) { h.f.ServeConn(h.ctx, c) }
 
 // TestSetupFailuresCloseAndLog: no route, an unknown cluster and a failed connect close
 // the downstream connection at once; each is logged and counted by its close reason.
