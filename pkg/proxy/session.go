@@ -55,6 +55,7 @@ type session struct {
 	up        *upConn
 	route     *router.Route
 	pickDone  func(lb.DoneInfo)
+	reqSlot   bool // a max_requests unit of s.cl is held for the request
 	start     time.Time
 	isHead    bool
 	keepAlive bool
@@ -217,8 +218,16 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 	if k, ok := rt.HashKey(view, remoteIP(s.c)); ok {
 		lr.HashKey, lr.HasHash = k, true
 	}
+	// The cluster's max_requests breaker: one unit per request in flight, given back when
+	// the request ends (endRequestSlot).
+	if !cl.TryAcquire(cluster.MaxRequests) {
+		s.p.overflow(name, cluster.MaxRequests)
+		b.Drain(n)
+		return s.localDone(statusOverflow, "upstream overflow", hasBody)
+	}
 	host, pickDone, err := cl.Pick(s.ctx, lr)
 	if err != nil {
+		cl.Release(cluster.MaxRequests)
 		b.Drain(n)
 		return s.localDone(statusNoHealthy, "no healthy upstream", hasBody)
 	}
@@ -227,13 +236,14 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 		raw, h2, done, err := s.dial(rt, cl, host, hasBody)
 		if err != nil {
 			pickDone(lb.DoneInfo{Err: err})
+			cl.Release(cluster.MaxRequests)
 			b.Drain(n)
 			return s.localDone(statusNoHealthy, "upstream connect failed", hasBody)
 		}
 		up = &upConn{raw: raw, addr: h2.Addr(), done: func() { done(lb.DoneInfo{}) }}
 	}
 	s.reused = up.since != (time.Time{})
-	s.up, s.route, s.pickDone, s.cl = up, rt, pickDone, cl
+	s.up, s.route, s.pickDone, s.cl, s.reqSlot = up, rt, pickDone, cl, true
 
 	s.noteUpstream(host, cl, up)
 
@@ -638,6 +648,15 @@ func (s *session) finishUpstream(reuse bool, err error) {
 	}
 	s.pickDone(lb.DoneInfo{Err: err, Latency: lat})
 	s.up, s.pickDone, s.route = nil, nil, nil
+	s.endRequestSlot()
+}
+
+// endRequestSlot gives back the request's max_requests unit.
+func (s *session) endRequestSlot() {
+	if s.reqSlot {
+		s.reqSlot = false
+		s.cl.Release(cluster.MaxRequests)
+	}
 }
 
 // dropUpstream closes an upstream connection left by a request that did not finish.

@@ -74,6 +74,7 @@ func (s *session) startTunnel(rb *buffer.IoBuffer, n int) error {
 	_ = up.raw.SetDeadline(time.Time{})
 	s.pickDone(lb.DoneInfo{Latency: time.Since(s.start)})
 	s.up, s.pickDone, s.route = nil, nil, nil
+	s.endRequestSlot() // a tunnel is a connection, not a request in flight
 	s.endRequest()
 	t := &tunnel{up: up, done: make(chan struct{})}
 	s.x.tunnel = t

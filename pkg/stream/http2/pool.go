@@ -16,6 +16,10 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/upstream/connpool"
 )
 
+// writeByteTimeout closes an upstream connection whose writes make no progress for this
+// long.
+const writeByteTimeout = 30 * time.Second
+
 // Defaults for PoolOptions' zero fields.
 const (
 	DefaultIdleTimeout       = 90 * time.Second
@@ -60,6 +64,9 @@ func NewPool(o PoolOptions) *Pool {
 		MaxHeaderListSize:  o.MaxHeaderListSize,
 		ReadIdleTimeout:    o.PingTimeout,
 		PingTimeout:        o.PingTimeout,
+		// An upstream that stops reading cannot hold a connection's writer (and the pool's
+		// sweeper and Close, which ask the connection its state) for ever.
+		WriteByteTimeout: writeByteTimeout,
 		// No IdleConnTimeout: the pool expires idle connections.
 	}
 	mp := connpool.NewMultiplex[clientConn](connpool.MultiplexOptions{

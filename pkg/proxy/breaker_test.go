@@ -1,0 +1,37 @@
+package proxy_test
+
+import (
+	"io"
+	"net/http"
+	"testing"
+
+	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
+)
+
+// TestMaxRequestsBreaker: an HTTP/1 request takes one max_requests unit for as long as
+// it is in flight. With the only unit taken the request is answered 503 "upstream
+// overflow" without reaching the upstream; once it is free the request passes, and the
+// unit is given back when the request ends.
+func TestMaxRequestsBreaker(t *testing.T) {
+	o := startOrigin(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
+	e := startProxyWith(t, retryRoutes, `[{"name":"c","type":"SIMPLE","hosts":[{"address":"`+o.addr()+`"}],
+	 "circuit_breakers":[{"max_requests":1}]},{"name":"dead","type":"SIMPLE","hosts":[{"address":"127.0.0.1:1"}]}]`)
+	cl, ok := e.clusters.Get("c")
+	if !ok || !cl.TryAcquire(cluster.MaxRequests) {
+		t.Fatal("cannot take the max_requests unit")
+	}
+	resp, body := roundTrip(t, e.addr, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp.StatusCode != http.StatusServiceUnavailable || body != "upstream overflow" || o.reqs.Load() != 0 {
+		t.Fatalf("breaker full: %d %q, %d upstream requests", resp.StatusCode, body, o.reqs.Load())
+	}
+	cl.Release(cluster.MaxRequests)
+	for i := range 3 {
+		if resp, body := roundTrip(t, e.addr, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("request %d with the unit free: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	if !cl.TryAcquire(cluster.MaxRequests) {
+		t.Fatal("max_requests unit leaked by a finished request")
+	}
+	cl.Release(cluster.MaxRequests)
+}
