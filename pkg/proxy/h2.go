@@ -66,10 +66,7 @@ func (h *H2) Proxy() *Proxy { return h.p }
 // knowledge h2c, ALPN h2, or handed back by the Auto sniffer).
 func (h *H2) ServeConn(ctx context.Context, c *network.Conn) {
 	hc := &h2Conn{h: h, ctx: h.p.h2ConnContext(ctx, c), c: c}
-	if ap, err := netipAddrPort(c.RemoteAddr()); err == nil {
-		hc.ip = ap.Addr().Unmap()
-		hc.remote = ap.String()
-	}
+	hc.ip, hc.remote = addrPort(c.RemoteAddr()).Addr(), c.RemoteAddr().String()
 	err := h2stream.Serve(c, h.p.cfg.Pool, h.opts, hc, h.track)
 	switch {
 	case errors.Is(err, h2stream.ErrBadPreface):

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mosnlite/mosnlite/pkg/buffer"
+	"github.com/mosnlite/mosnlite/pkg/log/accesslog"
 	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/router"
 	"github.com/mosnlite/mosnlite/pkg/stream"
@@ -29,18 +30,11 @@ type h2Conn struct {
 	remote string
 }
 
-func netipAddrPort(a net.Addr) (netip.AddrPort, error) {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.AddrPort(), nil
-	}
-	return netip.ParseAddrPort(a.String())
-}
-
 // ServeStream implements h2stream.Handler. It runs on the connection's goroutine: it only
 // routes, then hands the stream to a goroutine of its own.
 func (hc *h2Conn) ServeStream(st *h2stream.ServerStream) {
 	p := hc.h.p
-	if !p.h2Extras() && !st.HasBody() && fastFields(st) {
+	if p.cfg.StreamFilters.Len() == 0 && !st.HasBody() && fastFields(st) {
 		if tbl, ok := p.cfg.Routers.Get(p.cfg.RouterName); ok {
 			if rt, ok := tbl.Match(h2View{st}); ok && fastRoute(p, rt) {
 				go hc.serveFast(st, rt)
@@ -111,9 +105,19 @@ type h2Fast struct {
 	cr     http1.ChunkedReader
 	rid    [32]byte
 	xff    []byte
+	log    bool // the listener has access logs: info is filled
+	info   accesslog.Info
 }
 
 var h2Fasts = sync.Pool{New: func() any { return new(h2Fast) }}
+
+// sent counts body bytes written downstream for the access log (DATA payload, as on the
+// full path).
+func (f *h2Fast) sent(n int) {
+	if f.log {
+		f.info.BytesSent += uint64(n)
+	}
+}
 
 // serveFast forwards a bodiless request to an HTTP/1 upstream and streams the answer
 // back, on the stream's own goroutine.
@@ -124,25 +128,55 @@ func (hc *h2Conn) serveFast(st *h2stream.ServerStream, rt *router.Route) {
 	defer h2Fasts.Put(f)
 	t := &f.t
 	*t = h2Target{rt: rt, start: time.Now()}
+	f.log = p.cfg.AccessLog.Enabled()
+	if f.log {
+		hc.logStart(st, f)
+	}
 	err := p.pickTarget(hc.ctx, t, h2View{st}, hc.ip)
 	if err == nil {
+		if f.log {
+			f.info.UpstreamCluster, f.info.RouteName = t.cl.Name(), rt.Name()
+		}
 		err = hc.forwardFast(st, f)
 		t.release(err)
 	}
 	*t = h2Target{}
+	var flag accesslog.Flag
 	switch {
 	case err == nil:
 	case errors.Is(err, errDownstreamWrite) || st.WasReset():
-		// The downstream stream is gone.
+		flag = accesslog.FlagDownstreamReset // the downstream stream is gone
 	case errors.Is(err, errAbort):
+		flag = accesslog.FlagUpstreamReset
 		st.Reset(h2stream.ErrCodeInternal)
 	default:
 		le, ok := err.(*errLocal)
 		if !ok {
 			le = errReset
 		}
+		flag = h2Flag(le)
 		h2Answer(st, le.status, le.body)
+		if f.log {
+			f.info.ResponseCode, f.info.BytesSent = le.status, uint64(len(le.body))
+		}
 	}
+	if f.log {
+		f.info.Flags |= flag
+		f.info.Finished = time.Since(f.info.Start)
+		p.cfg.AccessLog.Log(&f.info, hc.c.ID())
+	}
+}
+
+// logStart begins a stream's access-log line (the direct path: no filters run).
+func (hc *h2Conn) logStart(st *h2stream.ServerStream, f *h2Fast) {
+	i := &f.info
+	i.Reset()
+	i.Start = f.t.start
+	i.Protocol = string(stream.HTTP2)
+	i.DownstreamLocal = addrPort(hc.c.LocalAddr())
+	i.DownstreamRemote = addrPort(hc.c.RemoteAddr())
+	i.RequestReceived = time.Since(i.Start)
+	hc.h.p.cfg.AccessLog.CaptureRequest(i, h2View{st})
 }
 
 // forwardFast writes the HTTP/1 request head (and queues a copy for the route's mirror
@@ -294,6 +328,9 @@ func (hc *h2Conn) tryFast(st *h2stream.ServerStream, f *h2Fast, hb, rb *buffer.I
 		return nil, false, err
 	}
 	reused = uc.since != (time.Time{})
+	if f.log {
+		f.info.UpstreamHost, f.info.UpstreamLocal = uc.addr, addrPort(uc.raw.LocalAddr())
+	}
 	// A downstream reset unblocks the upstream read. The hook holds only the socket: f is
 	// pooled and may serve another stream by the time a late hook runs.
 	raw := uc.raw
@@ -411,6 +448,11 @@ func (hc *h2Conn) relay(st *h2stream.ServerStream, f *h2Fast, uc *upConn, rb *bu
 	*re = http1.Edits{Add: re.Add[:0], Remove: re.Remove[:0]}
 	f.t.rt.ApplyResponseHeaders(editMutator{re})
 	fields := func(w h2stream.FieldWriter) { responseFields(w, rh, re) }
+	if f.log {
+		i := &f.info
+		i.ResponseReceived, i.ResponseCode = time.Since(i.Start), rh.Status
+		p.cfg.AccessLog.CaptureResponse(i, stream.HTTP1Headers{H: &rh.Headers})
+	}
 	status := rh.Status
 	body := rh.Body
 	remain := rh.ContentLength
@@ -439,6 +481,7 @@ func (hc *h2Conn) relay(st *h2stream.ServerStream, f *h2Fast, uc *upConn, rb *bu
 		if err := st.WriteResponse(status, fields, piece, remain == 0); err != nil {
 			return errDownstreamWrite
 		}
+		f.sent(len(piece))
 		rb.Drain(len(piece))
 		for remain > 0 {
 			rb.Reset()
@@ -453,6 +496,7 @@ func (hc *h2Conn) relay(st *h2stream.ServerStream, f *h2Fast, uc *upConn, rb *bu
 			if err := st.WriteData(piece, remain == 0); err != nil {
 				return errDownstreamWrite
 			}
+			f.sent(len(piece))
 			rb.Drain(len(piece))
 		}
 		reuse = rh.KeepAlive && rb.Len() == 0
@@ -473,6 +517,7 @@ func (hc *h2Conn) relay(st *h2stream.ServerStream, f *h2Fast, uc *upConn, rb *bu
 				if err := st.WriteData(data, false); err != nil {
 					return errDownstreamWrite
 				}
+				f.sent(len(data))
 			}
 			rb.Drain(used)
 			if done {
@@ -512,6 +557,7 @@ func (hc *h2Conn) relay(st *h2stream.ServerStream, f *h2Fast, uc *upConn, rb *bu
 			if err := st.WriteData(rb.Bytes(), false); err != nil {
 				return errDownstreamWrite
 			}
+			f.sent(rb.Len())
 			rb.Reset()
 		}
 		if _, err := rb.ReadOnce(uc.raw); err != nil {
