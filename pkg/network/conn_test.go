@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mosnlite/mosnlite/pkg/buffer"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
 // tcpPair returns the two ends of a loopback TCP connection.
@@ -162,7 +163,7 @@ func TestWriteBackpressure(t *testing.T) {
 			}
 		})
 	}
-	eventually(t, 10*time.Second, "queue to reach the limit", func() bool { note(); return c.queuedBytes() >= limit })
+	testutil.Eventually(t, 10*time.Second, "queue to reach the limit", func() bool { note(); return c.queuedBytes() >= limit })
 	if m := maxQueued.Load(); m >= limit+chunk {
 		t.Errorf("queued %d bytes; want < limit+chunk = %d", m, limit+chunk)
 	}

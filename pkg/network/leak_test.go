@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
 func openFDs(t *testing.T) int {
@@ -57,7 +59,7 @@ func TestNoFDOrGoroutineLeak(t *testing.T) {
 		defer dcancel()
 		l.Drain(dctx)
 	}()
-	eventually(t, 5*time.Second, "descriptors and goroutines back to baseline", func() bool {
+	testutil.Eventually(t, 5*time.Second, "descriptors and goroutines back to baseline", func() bool {
 		return openFDs(t) <= fds0 && runtime.NumGoroutine() <= g0
 	})
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/mosnlite/mosnlite/pkg/buffer"
 	"github.com/mosnlite/mosnlite/pkg/metrics"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
 type packetEcho struct{}
@@ -194,7 +195,7 @@ func TestMaxConnectionsPauseResume(t *testing.T) {
 			t.Fatalf("first two conns: %q, %v", got, err)
 		}
 	}
-	eventually(t, 5*time.Second, "accepting to pause", func() bool { return value(overflow) == 1 })
+	testutil.Eventually(t, 5*time.Second, "accepting to pause", func() bool { return value(overflow) == 1 })
 	c3 := dial(t, l.Addr()) // completes in the kernel backlog
 	if _, err := roundTrip(c3, "y", 200*time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("conn 3 served while 2 of 2 are open: err %v", err)
@@ -209,7 +210,7 @@ func TestMaxConnectionsPauseResume(t *testing.T) {
 		t.Fatalf("conn 3 after a slot freed: %q, %v", got, err)
 	}
 	// Paused again (2 of 2): one more count for the second pause, not one per attempt.
-	eventually(t, 5*time.Second, "second pause", func() bool { return value(overflow) == 2 })
+	testutil.Eventually(t, 5*time.Second, "second pause", func() bool { return value(overflow) == 2 })
 }
 
 func TestHandlerPanicClosesOnlyThatConn(t *testing.T) {
@@ -246,7 +247,7 @@ func TestHandlerPanicClosesOnlyThatConn(t *testing.T) {
 	if n := value(cfg.Metrics.ConnPanics.WithLabelValues("panic")); n != 1 {
 		t.Errorf("connection_panics_total = %v; want 1", n)
 	}
-	eventually(t, 5*time.Second, "close counted as error", func() bool { return closes(cfg.Metrics, "panic", CloseError) == 1 })
+	testutil.Eventually(t, 5*time.Second, "close counted as error", func() bool { return closes(cfg.Metrics, "panic", CloseError) == 1 })
 }
 
 // TestIdleTimeout is timing-based, so it does not run in parallel with other tests and
@@ -292,7 +293,7 @@ func TestIdleTimeout(t *testing.T) {
 	if got, err := roundTrip(busy, "z", 5*time.Second); err != nil || got != "z" {
 		t.Fatalf("active conn: %q, %v", got, err)
 	}
-	eventually(t, 5*time.Second, "idle close counted", func() bool { return closes(cfg.Metrics, "idle", CloseIdleTimeout) == 1 })
+	testutil.Eventually(t, 5*time.Second, "idle close counted", func() bool { return closes(cfg.Metrics, "idle", CloseIdleTimeout) == 1 })
 }
 
 func TestServeReturnsAndDrainWaitsThenForceCloses(t *testing.T) {
@@ -309,7 +310,7 @@ func TestServeReturnsAndDrainWaitsThenForceCloses(t *testing.T) {
 	})
 	l, cancel, errc := serveTest(t, cfg)
 	polite, stubborn := dial(t, l.Addr()), dial(t, l.Addr())
-	eventually(t, 5*time.Second, "two conns", func() bool { return l.ActiveConns() == 2 })
+	testutil.Eventually(t, 5*time.Second, "two conns", func() bool { return l.ActiveConns() == 2 })
 
 	cancel()
 	select {
@@ -332,7 +333,7 @@ func TestServeReturnsAndDrainWaitsThenForceCloses(t *testing.T) {
 	drained := make(chan struct{})
 	go func() { l.Drain(dctx); close(drained) }()
 	polite.Write([]byte("bye"))
-	eventually(t, 5*time.Second, "polite conn done", func() bool { return l.ActiveConns() == 1 })
+	testutil.Eventually(t, 5*time.Second, "polite conn done", func() bool { return l.ActiveConns() == 1 })
 	select {
 	case <-drained:
 		t.Fatal("Drain returned while a conn is open and its ctx is live")
@@ -517,7 +518,7 @@ func TestConnGoroutinesReused(t *testing.T) {
 		if err := waitClosedByPeer(c, 5*time.Second); err != nil {
 			t.Fatalf("conn %d not closed: %v", i, err)
 		}
-		eventually(t, 5*time.Second, "the goroutine to wait for work", func() bool { return l.workers.idle.Load() == 1 })
+		testutil.Eventually(t, 5*time.Second, "the goroutine to wait for work", func() bool { return l.workers.idle.Load() == 1 })
 	}
 	// One goroutine served them all (two if the runtime ran the accept before the
 	// finished goroutine got to wait).
@@ -544,7 +545,7 @@ func TestConnGoroutinesReused(t *testing.T) {
 	}
 	started.Wait()
 	close(release)
-	eventually(t, 5*time.Second, "idle goroutines at the bound", func() bool {
+	testutil.Eventually(t, 5*time.Second, "idle goroutines at the bound", func() bool {
 		return lb.workers.idle.Load() == maxIdleWorkers && lb.ActiveConns() == 0
 	})
 
@@ -552,5 +553,5 @@ func TestConnGoroutinesReused(t *testing.T) {
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "idle goroutines to exit after close", func() bool { return l.workers.idle.Load() == 0 })
+	testutil.Eventually(t, 5*time.Second, "idle goroutines to exit after close", func() bool { return l.workers.idle.Load() == 0 })
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mosnlite/mosnlite/pkg/buffer"
 	"github.com/mosnlite/mosnlite/pkg/metrics"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
 func virtualListener(t testing.TB, name, addr string, m *metrics.Set, h Handler) *Listener {
@@ -159,7 +160,7 @@ func TestOriginalDstTProxyHandoff(t *testing.T) {
 	if n := value(m.DownstreamCxTotal.WithLabelValues("outbound")); n != 1 {
 		t.Errorf("total{outbound} = %v; want 1", n)
 	}
-	eventually(t, 5*time.Second, "close counted on the target", func() bool { return closes(m, "app", CloseLocal) == 1 })
+	testutil.Eventually(t, 5*time.Second, "close counted on the target", func() bool { return closes(m, "app", CloseLocal) == 1 })
 	// Drain of the target waits for its handed-off conns.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

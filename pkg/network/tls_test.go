@@ -13,13 +13,14 @@ import (
 
 	"github.com/mosnlite/mosnlite/pkg/buffer"
 	"github.com/mosnlite/mosnlite/pkg/config"
-	"github.com/mosnlite/mosnlite/test/tlscert"
+	"github.com/mosnlite/mosnlite/pkg/network/tlstest"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
 // tlsListener serves h behind TLS with a fresh CA; the client config trusts the CA.
 func tlsListener(t *testing.T, h Handler, next []string, mod func(*ListenerConfig)) (*Listener, *tls.Config) {
 	t.Helper()
-	ca := tlscert.NewCA(t)
+	ca := tlstest.NewCA(t)
 	leaf := ca.Leaf(t, "127.0.0.1", "localhost")
 	scfg, err := ServerTLSConfig(&config.TLSConfig{Status: true, CertChain: leaf.CertPEM, PrivateKey: leaf.KeyPEM}, nil, next)
 	if err != nil {
@@ -89,7 +90,7 @@ func TestTLSHandshakeTimeout(t *testing.T) {
 	if err := waitClosedByPeer(c, 10*time.Second); err != nil {
 		t.Fatalf("silent client not closed by the handshake timeout: %v", err)
 	}
-	eventually(t, 5*time.Second, "close counted as tls_handshake", func() bool {
+	testutil.Eventually(t, 5*time.Second, "close counted as tls_handshake", func() bool {
 		return closes(l.cfg.Metrics, "tls", CloseTLSHandshake) == 1
 	})
 	select {
@@ -110,14 +111,14 @@ func TestTLSHandshakePlaintextClient(t *testing.T) {
 	if err := waitClosedByPeer(c, 10*time.Second); err != nil {
 		t.Fatalf("plaintext client not closed: %v", err)
 	}
-	eventually(t, 5*time.Second, "close counted as tls_handshake", func() bool {
+	testutil.Eventually(t, 5*time.Second, "close counted as tls_handshake", func() bool {
 		return closes(l.cfg.Metrics, "tls", CloseTLSHandshake) == 1
 	})
 }
 
 func TestTLSUntrustedClientCertRefused(t *testing.T) {
 	t.Parallel()
-	ca := tlscert.NewCA(t)
+	ca := tlstest.NewCA(t)
 	leaf := ca.Leaf(t, "127.0.0.1")
 	scfg, err := ServerTLSConfig(&config.TLSConfig{Status: true, CertChain: leaf.CertPEM, PrivateKey: leaf.KeyPEM,
 		CACert: ca.PEM, VerifyClient: true}, nil, nil)
@@ -153,7 +154,7 @@ func TestTLSUntrustedClientCertRefused(t *testing.T) {
 
 func TestServerTLSConfigFromFiles(t *testing.T) {
 	t.Parallel()
-	ca := tlscert.NewCA(t)
+	ca := tlstest.NewCA(t)
 	leaf := ca.Leaf(t, "127.0.0.1")
 	dir := t.TempDir()
 	certFile, keyFile, caFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "ca.pem")
@@ -232,7 +233,7 @@ func TestTLSRefusedOnUDP(t *testing.T) {
 
 func TestClientTLSConfig(t *testing.T) {
 	t.Parallel()
-	ca := tlscert.NewCA(t)
+	ca := tlstest.NewCA(t)
 	leaf := ca.Leaf(t, "upstream.test")
 	scfg, err := ServerTLSConfig(&config.TLSConfig{Status: true, CertChain: leaf.CertPEM, PrivateKey: leaf.KeyPEM}, nil, nil)
 	if err != nil {
@@ -273,7 +274,7 @@ func TestClientTLSConfig(t *testing.T) {
 // BenchmarkTLSEcho1KiB is BenchmarkEcho1KiB over TLS (TLS 1.3, AES-GCM or ChaCha20): the
 // listener's handshake is done once; the loop measures records both ways, client included.
 func BenchmarkTLSEcho1KiB(b *testing.B) {
-	ca := tlscert.NewCA(b)
+	ca := tlstest.NewCA(b)
 	leaf := ca.Leaf(b, "127.0.0.1")
 	scfg, err := ServerTLSConfig(&config.TLSConfig{Status: true, CertChain: leaf.CertPEM, PrivateKey: leaf.KeyPEM}, nil, nil)
 	if err != nil {

@@ -18,13 +18,11 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/mosnlite/mosnlite/pkg/buffer"
-	"github.com/mosnlite/mosnlite/pkg/config"
 	"github.com/mosnlite/mosnlite/pkg/metrics"
 	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/proxy"
-	"github.com/mosnlite/mosnlite/pkg/router"
+	"github.com/mosnlite/mosnlite/pkg/proxy/proxytest"
 	"github.com/mosnlite/mosnlite/pkg/stream"
-	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 )
 
 // h2Origin is an upstream speaking HTTP/1 and h2c (prior knowledge).
@@ -75,28 +73,12 @@ type h2env struct {
 // 127.0.0.1:0 with cluster "c" on upstream; up is the proxy-level upstream protocol.
 func startH2Proxy(t testing.TB, upstream string, down, up stream.Protocol, opts ...func(*proxy.Config)) *h2env {
 	t.Helper()
-	var rc config.RouterCfg
-	if err := config.Unmarshal([]byte(h2RoutesFmt), &rc); err != nil {
-		t.Fatal(err)
-	}
-	tables, err := router.Build([]config.RouterCfg{rc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rts := new(router.Tables)
-	rts.Replace(tables)
-	var cls []config.Cluster
+	rts := proxytest.Routers(t, h2RoutesFmt)
 	js := fmt.Sprintf(`[{"name":"c","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","hosts":[{"address":%q}]},
 		{"name":"dead","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","connect_timeout":"200ms","hosts":[{"address":"127.0.0.1:1"}]},
 		{"name":"empty","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","pick_timeout":"0s","hosts":[]}]`, upstream)
-	if err := config.Unmarshal([]byte(js), &cls); err != nil {
-		t.Fatal(err)
-	}
 	m := metrics.New()
-	mgr := cluster.NewManager(cluster.Options{Metrics: m})
-	if err := mgr.Apply(cls); err != nil {
-		t.Fatal(err)
-	}
+	mgr := proxytest.Clusters(t, js, m)
 	pool := buffer.NewPool()
 	cfg := proxy.Config{Listener: "l", Downstream: down, Upstream: up, Routers: rts, RouterName: "r",
 		Clusters: mgr, Pool: pool, Metrics: m}
@@ -112,26 +94,9 @@ func startH2Proxy(t testing.TB, upstream string, down, up stream.Protocol, opts 
 	} else {
 		h = proxy.New(cfg)
 	}
-	ln, err := network.NewListener(network.ListenerConfig{
-		Name: "l", Network: "tcp", Address: "127.0.0.1:0", BindPort: true,
-		Conn: network.ConnOptions{Pool: pool, IdleTimeout: time.Minute}, Handler: h, Metrics: m,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = ln.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		_ = h.Close()
-		dctx, dcancel := context.WithTimeout(context.Background(), 0)
-		ln.Drain(dctx)
-		dcancel()
-	})
-	return &h2env{addr: ln.Addr().String(), m: m, h: h}
+	addr := proxytest.Serve(t, h, pool, m)
+	t.Cleanup(func() { _ = h.Close() }) // before the listener's drain
+	return &h2env{addr: addr, m: m, h: h}
 }
 
 func h2cTransport(t testing.TB) *http2.Transport {

@@ -2,12 +2,10 @@ package proxy_test
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,12 +13,11 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/mosnlite/mosnlite/pkg/buffer"
-	"github.com/mosnlite/mosnlite/pkg/config"
 	"github.com/mosnlite/mosnlite/pkg/metrics"
-	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/proxy"
-	"github.com/mosnlite/mosnlite/pkg/router"
+	"github.com/mosnlite/mosnlite/pkg/proxy/proxytest"
 	"github.com/mosnlite/mosnlite/pkg/stream"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 )
 
@@ -95,25 +92,9 @@ func startProxyRouter(t testing.TB, upstream, routerName string, opts ...func(*p
 // the proxy's config. Everything is stopped when the test ends.
 func startEnv(t testing.TB, routerJSON, clustersJSON, routerName string, opts ...func(*proxy.Config)) *env {
 	t.Helper()
-	var rc config.RouterCfg
-	if err := config.Unmarshal([]byte(routerJSON), &rc); err != nil {
-		t.Fatal(err)
-	}
-	tables, err := router.Build([]config.RouterCfg{rc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rts := new(router.Tables)
-	rts.Replace(tables)
-	var cls []config.Cluster
-	if err := config.Unmarshal([]byte(clustersJSON), &cls); err != nil {
-		t.Fatal(err)
-	}
+	rts := proxytest.Routers(t, routerJSON)
 	m := metrics.New()
-	mgr := cluster.NewManager(cluster.Options{Metrics: m})
-	if err := mgr.Apply(cls); err != nil {
-		t.Fatal(err)
-	}
+	mgr := proxytest.Clusters(t, clustersJSON, m)
 	pool := buffer.NewPool()
 	pcfg := proxy.Config{
 		Listener: "l", Downstream: stream.Auto, Routers: rts, RouterName: routerName,
@@ -123,37 +104,14 @@ func startEnv(t testing.TB, routerJSON, clustersJSON, routerName string, opts ..
 		o(&pcfg)
 	}
 	px := proxy.New(pcfg)
-	ln, err := network.NewListener(network.ListenerConfig{
-		Name: "l", Network: "tcp", Address: "127.0.0.1:0", BindPort: true,
-		Conn: network.ConnOptions{Pool: pool, IdleTimeout: time.Minute}, Handler: px, Metrics: m,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = ln.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		dctx, dcancel := context.WithTimeout(context.Background(), 0)
-		ln.Drain(dctx)
-		dcancel()
-		_ = px.Close()
-	})
-	return &env{addr: ln.Addr().String(), px: px, m: m, clusters: mgr}
+	t.Cleanup(func() { _ = px.Close() }) // after the listener's cleanup
+	return &env{addr: proxytest.Serve(t, px, pool, m), px: px, m: m, clusters: mgr}
 }
 
+// dial connects to addr; the connection times out with the test and closes at cleanup.
 func dial(t testing.TB, addr string) net.Conn {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, testTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetDeadline(time.Now().Add(testTimeout))
-	t.Cleanup(func() { _ = c.Close() })
-	return c
+	return testutil.DialConn(t, addr, testTimeout)
 }
 
 // roundTrip sends raw on a fresh connection and reads one response.

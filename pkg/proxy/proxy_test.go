@@ -12,6 +12,8 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
 // echo answers with the method, path, selected headers and the request body.
@@ -224,26 +226,9 @@ func TestUpstreamTimeout(t *testing.T) {
 	}
 }
 
-// rawOrigin runs fn on every accepted connection.
+// rawOrigin runs fn on every accepted connection, then closes it.
 func rawOrigin(t *testing.T, fn func(c net.Conn)) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			fn(c)
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-	return ln.Addr().String()
+	return testutil.StartTCP(t, func(c *net.TCPConn) { fn(c) }).Addr()
 }
 
 func TestUpstreamDiesMidBody(t *testing.T) {

@@ -20,41 +20,25 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/extension/builtin"
 	"github.com/mosnlite/mosnlite/pkg/filter"
 	"github.com/mosnlite/mosnlite/pkg/network"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
 // prefixUpstream answers every read with prefix + the bytes read, so a test can tell
 // which upstream a proxied connection reached.
 func prefixUpstream(t *testing.T, prefix string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	return testutil.StartTCP(t, func(c *net.TCPConn) {
+		buf := make([]byte, 512)
 		for {
-			c, err := ln.Accept()
+			n, err := c.Read(buf)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 512)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						return
-					}
-					if _, err := c.Write(append([]byte(prefix), buf[:n]...)); err != nil {
-						return
-					}
-				}
-			}()
+			if _, err := c.Write(append([]byte(prefix), buf[:n]...)); err != nil {
+				return
+			}
 		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-	return ln.Addr().String()
+	}).Addr()
 }
 
 // running starts s.Run and stops it (with the drain) at cleanup.
@@ -63,7 +47,7 @@ func running(t *testing.T, s *Server) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- s.Run(ctx) }()
-	waitFor(t, "running", s.running.Load)
+	testutil.Eventually(t, 10*time.Second, "running", s.running.Load)
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -366,7 +350,7 @@ func TestSetListenersBeforeRunAndShutdownDrains(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- s.Run(ctx) }()
-	waitFor(t, "running", s.running.Load)
+	testutil.Eventually(t, 10*time.Second, "running", s.running.Load)
 	c := dial(t, addrOf(t, s, "x"))
 	exchange(t, c, "1", "A:1")
 	if err := s.SetListeners(OwnerXDS, parseListeners(t, `[`+tcpListener("y", "127.0.0.1:0", "up")+`]`)); err != nil {
@@ -730,7 +714,7 @@ func TestRemovedListenerClosesFilterAfterDrain(t *testing.T) {
 		t.Fatalf("filter closed %d times while its connection is open", n)
 	}
 	c.Close()
-	waitFor(t, "the removed listener's filter closed", func() bool { return closed.Load() == 1 })
+	testutil.Eventually(t, 10*time.Second, "the removed listener's filter closed", func() bool { return closed.Load() == 1 })
 	// A filter of a failed SetListeners is closed too (busy address).
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

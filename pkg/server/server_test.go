@@ -16,6 +16,7 @@ import (
 
 	"github.com/mosnlite/mosnlite/pkg/config"
 	"github.com/mosnlite/mosnlite/pkg/extension/builtin"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -42,24 +43,7 @@ func cfgFor(t *testing.T, upstream, drain string) *config.Config {
 }
 
 func echoUpstream(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-	return ln.Addr().String()
+	return testutil.EchoServer(t, "").Addr()
 }
 
 func newServer(t *testing.T, cfg *config.Config) *Server {
@@ -87,17 +71,6 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestServeAdminAndDrain(t *testing.T) {
 	cfg := cfgFor(t, echoUpstream(t), `{"delay":"300ms","timeout":"5s"}`)
 	s := newServer(t, cfg)
@@ -105,7 +78,7 @@ func TestServeAdminAndDrain(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { errc <- s.Run(ctx) }()
 	admin := "http://" + s.AdminAddr().String()
-	waitFor(t, "ready", s.Ready)
+	testutil.Eventually(t, 10*time.Second, "ready", s.Ready)
 
 	if code, body := get(t, admin+"/ready"); code != 200 || body != "ready\n" {
 		t.Fatalf("/ready = %d %q", code, body)
@@ -139,7 +112,7 @@ func TestServeAdminAndDrain(t *testing.T) {
 	}
 
 	cancel() // SIGTERM: readiness off at once, still accepting during the delay
-	waitFor(t, "not ready", func() bool { return !s.Ready() })
+	testutil.Eventually(t, 10*time.Second, "not ready", func() bool { return !s.Ready() })
 	if code, _ := get(t, admin+"/ready"); code != http.StatusServiceUnavailable {
 		t.Fatalf("/ready while draining = %d; want 503", code)
 	}
@@ -175,7 +148,7 @@ func TestDrainTimeoutClosesSessions(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- s.Run(ctx) }()
-	waitFor(t, "ready", s.Ready)
+	testutil.Eventually(t, 10*time.Second, "ready", s.Ready)
 	c, err := net.Dial("tcp", s.Addrs()["l4"].String())
 	if err != nil {
 		t.Fatal(err)

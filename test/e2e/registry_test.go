@@ -15,9 +15,9 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/mosnlite/mosnlite/pkg/registry/dubbo"
+	"github.com/mosnlite/mosnlite/pkg/registry/dubbo/zktest"
 	"github.com/mosnlite/mosnlite/test/framework"
 	"github.com/mosnlite/mosnlite/test/framework/rpcpeer"
-	"github.com/mosnlite/mosnlite/test/framework/zookeeper"
 )
 
 // The Dubbo registry endpoint through the mosnlite binary: a config with a dubbo egress
@@ -131,7 +131,7 @@ func echoThrough(t *testing.T, addr string) (string, error) {
 // application writes it) is reachable through the sidecar's egress listener after /sub,
 // and is not after /unsub.
 func TestRegistryZooKeeperSub(t *testing.T) {
-	zs := zookeeper.Start(t)
+	zs := zktest.Start(t)
 	provider := startDubboPeer(t, "zk-provider")
 	egress, ingress, api := framework.FreePort(t), framework.FreePort(t), framework.FreePort(t)
 	framework.StartProxy(t, registryConfig(egress, ingress, deadAddr(t), api, true))

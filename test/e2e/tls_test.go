@@ -21,8 +21,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/mosnlite/mosnlite/pkg/network/tlstest"
 	"github.com/mosnlite/mosnlite/test/framework"
-	"github.com/mosnlite/mosnlite/test/tlscert"
 )
 
 // withTLS adds tls_context to the first filter chain of every listener in cfg (JSON).
@@ -47,8 +47,8 @@ func withTLS(t *testing.T, cfg string, tc map[string]any) string {
 
 // tlsFiles writes a fresh CA's server certificate for 127.0.0.1 and localhost: the
 // certificate as a file, the key as inline PEM (MOSN accepts either form per field).
-func tlsFiles(t *testing.T) (*tlscert.CA, map[string]any) {
-	ca := tlscert.NewCA(t)
+func tlsFiles(t *testing.T) (*tlstest.CA, map[string]any) {
+	ca := tlstest.NewCA(t)
 	leaf := ca.Leaf(t, "127.0.0.1", "localhost")
 	certFile := filepath.Join(t.TempDir(), "server.pem")
 	if err := os.WriteFile(certFile, []byte(leaf.CertPEM), 0o600); err != nil {

@@ -1,11 +1,11 @@
 // Package framework starts the real mosnlite binary on loopback for end-to-end tests, with
 // free ports picked at run time, and provides small real upstreams (TCP, UDP) that run in
-// the test process. Nothing under pkg/ imports it.
+// the test process. Nothing under pkg/ imports it; the loopback helpers it shares with the
+// unit tests (StartTCP, EchoServer) live in pkg/testutil.
 package framework
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
 var (
@@ -95,7 +97,7 @@ func FreeUDPPort(t testing.TB) string {
 type Proxy struct {
 	t       testing.TB
 	cmd     *exec.Cmd
-	logs    *syncBuffer
+	logs    *testutil.Buffer
 	exited  chan struct{}
 	exitErr error
 	Config  string // path of the config file
@@ -127,7 +129,7 @@ func StartProxy(t testing.TB, cfg string, extraArgs ...string) *Proxy {
 	}
 	args := append([]string{"--log-format", "json"}, extraArgs...)
 	args = append(args, "start", "-c", path)
-	p := &Proxy{t: t, logs: &syncBuffer{}, exited: make(chan struct{}), Config: path}
+	p := &Proxy{t: t, logs: &testutil.Buffer{}, exited: make(chan struct{}), Config: path}
 	p.cmd = exec.Command(Binary(t), args...)
 	p.cmd.Stdout = p.logs
 	p.cmd.Stderr = p.logs
@@ -197,23 +199,6 @@ func (p *Proxy) Stop(d time.Duration) {
 		p.cmd.Process.Kill()
 		<-p.exited
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // Dial connects to addr with a bounded timeout.

@@ -7,67 +7,17 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
 // TCPServer is a real loopback TCP upstream running in the test process.
-type TCPServer struct {
-	ln    net.Listener
-	wg    sync.WaitGroup
-	Conns atomic.Int64 // connections accepted
-	mu    sync.Mutex
-	open  map[net.Conn]struct{}
-}
-
-// Addr is "127.0.0.1:port".
-func (s *TCPServer) Addr() string { return s.ln.Addr().String() }
-
-// Close stops accepting, closes open connections and waits for handlers.
-func (s *TCPServer) Close() {
-	s.ln.Close()
-	s.mu.Lock()
-	for c := range s.open {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-}
+type TCPServer = testutil.TCPServer
 
 // StartTCP serves each connection with handle on its own goroutine until cleanup.
 func StartTCP(t testing.TB, handle func(c *net.TCPConn)) *TCPServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &TCPServer{ln: ln, open: map[net.Conn]struct{}{}}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.Conns.Add(1)
-			s.mu.Lock()
-			s.open[c] = struct{}{}
-			s.mu.Unlock()
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				defer func() {
-					s.mu.Lock()
-					delete(s.open, c)
-					s.mu.Unlock()
-					c.Close()
-				}()
-				c.SetDeadline(time.Now().Add(time.Minute))
-				handle(c.(*net.TCPConn))
-			}()
-		}
-	}()
-	t.Cleanup(s.Close)
-	return s
+	return testutil.StartTCP(t, handle)
 }
 
 // NameServer answers every connection with name+"\n" after delay. With hold, it then keeps
@@ -92,12 +42,8 @@ func NameServer(t testing.TB, name string, delay time.Duration, hold bool) *TCPS
 
 // EchoServer echoes everything until the client half-closes, then writes trailer and closes.
 func EchoServer(t testing.TB, trailer string) *TCPServer {
-	return StartTCP(t, func(c *net.TCPConn) {
-		if _, err := io.Copy(c, c); err != nil {
-			return
-		}
-		c.Write([]byte(trailer))
-	})
+	t.Helper()
+	return testutil.EchoServer(t, trailer)
 }
 
 // UDPEcho is a loopback UDP server that sends every datagram back with prefix prepended.

@@ -271,18 +271,6 @@ func req(kind, addr, iface, group, version string, methods ...string) map[string
 	return body
 }
 
-// waitFor polls cond for up to 20s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // zkClient opens a plain ZooKeeper session, as a Dubbo application would.
 func zkClient(t *testing.T, addr string) *zk.Conn {
 	t.Helper()

@@ -6,8 +6,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
-	"github.com/mosnlite/mosnlite/test/framework/zookeeper"
+	"github.com/mosnlite/mosnlite/pkg/registry/dubbo/zktest"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
 const iface = "com.example.EchoService"
@@ -15,7 +17,7 @@ const iface = "com.example.EchoService"
 // TestZooKeeperPubUnpub: /pub writes the provider node where and how Dubbo does; a second
 // identical /pub changes nothing; /unpub removes it.
 func TestZooKeeperPubUnpub(t *testing.T) {
-	zs := zookeeper.Start(t)
+	zs := zktest.Start(t)
 	rec := newRecorder()
 	s := startService(t, testConfig(t, 20880), rec)
 	c := zkClient(t, zs.Addr)
@@ -72,7 +74,7 @@ func TestZooKeeperPubUnpub(t *testing.T) {
 // the providers Dubbo applications register; a provider's session ending takes its host out;
 // /unsub removes everything.
 func TestZooKeeperSubscribe(t *testing.T) {
-	zs := zookeeper.Start(t)
+	zs := zktest.Start(t)
 	rec := newRecorder()
 	s := startService(t, testConfig(t, 20880), rec)
 	c := zkClient(t, zs.Addr)
@@ -102,7 +104,7 @@ func TestZooKeeperSubscribe(t *testing.T) {
 	dubboProvider(t, p2, iface, "10.0.0.8:20880", "", "2.0")
 	// A second provider appears.
 	dubboProvider(t, p2, iface, "10.0.0.2:20880", "", "")
-	waitFor(t, "second provider in the cluster", func() bool {
+	testutil.Eventually(t, 20*time.Second, "second provider in the cluster", func() bool {
 		hs, _ := rec.hosts(iface)
 		return slices.Equal(hs, []string{"10.0.0.1:20880", "10.0.0.2:20880"})
 	})
@@ -113,7 +115,7 @@ func TestZooKeeperSubscribe(t *testing.T) {
 	}
 	// Provider 1's session ends: its ephemeral node goes, and its host leaves.
 	closeZK(p1)
-	waitFor(t, "provider 1 out of the cluster", func() bool {
+	testutil.Eventually(t, 20*time.Second, "provider 1 out of the cluster", func() bool {
 		hs, _ := rec.hosts(iface)
 		return slices.Equal(hs, []string{"10.0.0.2:20880"})
 	})
@@ -137,7 +139,7 @@ func TestZooKeeperSubscribe(t *testing.T) {
 // TestZooKeeperGroupVersion: group and version pick the providers, name the cluster, and
 // make the route match on the version and group headers.
 func TestZooKeeperGroupVersion(t *testing.T) {
-	zs := zookeeper.Start(t)
+	zs := zktest.Start(t)
 	rec := newRecorder()
 	s := startService(t, testConfig(t, 20880), rec)
 	p := zkClient(t, zs.Addr)
@@ -173,31 +175,31 @@ func TestZooKeeperGroupVersion(t *testing.T) {
 // network is back the sidecar opens a new session, writes its provider and consumer nodes
 // again and watches again.
 func TestZooKeeperSessionLoss(t *testing.T) {
-	zs := zookeeper.Start(t)
+	zs := zktest.Start(t)
 	px := newCutProxy(t, zs.Addr)
 	rec := newRecorder()
 	s := startService(t, testConfig(t, 20880), rec)
 	mustOK(t, s, "/pub", req("zookeeper", px.Addr(), iface, "", "", "echo"))
 	mustOK(t, s, "/sub", req("zookeeper", px.Addr(), iface, "", "", "echo"))
-	waitFor(t, "the sidecar's own provider in the cluster", func() bool {
+	testutil.Eventually(t, 20*time.Second, "the sidecar's own provider in the cluster", func() bool {
 		hs, _ := rec.hosts(iface)
 		return slices.Equal(hs, []string{"127.0.0.1:20880"})
 	})
 
 	c := zkClient(t, zs.Addr)
 	px.cut(true)
-	waitFor(t, "ZooKeeper to expire the sidecar's session", func() bool {
+	testutil.Eventually(t, 20*time.Second, "ZooKeeper to expire the sidecar's session", func() bool {
 		return len(children(t, c, "/dubbo/"+iface+"/providers")) == 0 &&
 			len(children(t, c, "/dubbo/"+iface+"/consumers")) == 0
 	})
 	p := zkClient(t, zs.Addr)
 	dubboProvider(t, p, iface, "10.0.0.3:20880", "", "") // appears while the sidecar is cut off
 	px.cut(false)
-	waitFor(t, "provider and consumer nodes written again", func() bool {
+	testutil.Eventually(t, 20*time.Second, "provider and consumer nodes written again", func() bool {
 		return len(children(t, c, "/dubbo/"+iface+"/providers")) == 2 &&
 			len(children(t, c, "/dubbo/"+iface+"/consumers")) == 1
 	})
-	waitFor(t, "the watch set again reporting both providers", func() bool {
+	testutil.Eventually(t, 20*time.Second, "the watch set again reporting both providers", func() bool {
 		hs, _ := rec.hosts(iface)
 		return slices.Equal(hs, []string{"10.0.0.3:20880", "127.0.0.1:20880"})
 	})
@@ -215,7 +217,7 @@ func TestLocalRegistry(t *testing.T) {
 	}
 	mustOK(t, s, "/pub", req("local", "", iface, "", "2.0", "echo")) // another version: not ours
 	mustOK(t, s, "/pub", req("local", "", iface, "", "1.0", "echo"))
-	waitFor(t, "the published provider in the cluster", func() bool {
+	testutil.Eventually(t, 20*time.Second, "the published provider in the cluster", func() bool {
 		hs, _ := rec.hosts(name)
 		return slices.Equal(hs, []string{"127.0.0.1:2046"})
 	})
@@ -232,7 +234,7 @@ func TestLocalRegistry(t *testing.T) {
 		t.Fatal("repeated calls changed something")
 	}
 	mustOK(t, s, "/unpub", req("local", "", iface, "", "1.0"))
-	waitFor(t, "the unpublished provider out", func() bool {
+	testutil.Eventually(t, 20*time.Second, "the unpublished provider out", func() bool {
 		hs, _ := rec.hosts(name)
 		return len(hs) == 0
 	})
@@ -318,7 +320,7 @@ func TestBadInput(t *testing.T) {
 // put back and the consumer node is taken back; when it refuses on /unsub, the
 // subscription stays whole.
 func TestNothingHalfApplied(t *testing.T) {
-	zs := zookeeper.Start(t)
+	zs := zktest.Start(t)
 	rec := newRecorder()
 	s := startService(t, testConfig(t, 20880), rec)
 	c := zkClient(t, zs.Addr)

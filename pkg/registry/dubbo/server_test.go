@@ -22,8 +22,9 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/config"
 	"github.com/mosnlite/mosnlite/pkg/extension/builtin"
 	"github.com/mosnlite/mosnlite/pkg/registry/dubbo"
+	"github.com/mosnlite/mosnlite/pkg/registry/dubbo/zktest"
 	"github.com/mosnlite/mosnlite/pkg/server"
-	"github.com/mosnlite/mosnlite/test/framework/zookeeper"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
 // TestRealServer runs the registry inside a real *server.Server built from a config with
@@ -31,7 +32,7 @@ import (
 // a host of the server's cluster; its session ending takes it out; /unsub removes the
 // cluster; a clash with a config cluster's name is refused and changes nothing.
 func TestRealServer(t *testing.T) {
-	zs := zookeeper.Start(t)
+	zs := zktest.Start(t)
 	api := freeAddr(t)
 	_, apiPort, _ := net.SplitHostPort(api)
 	const iface = "com.example.EchoService"
@@ -122,7 +123,7 @@ func TestRealServer(t *testing.T) {
 		t.Fatalf("cluster hosts = %v", got)
 	}
 	closeConn() // the provider's session ends
-	wait(t, "the provider's host out of the cluster", func() bool {
+	testutil.Eventually(t, 20*time.Second, "the provider's host out of the cluster", func() bool {
 		_, ok := s.Clusters().Get(iface)
 		return ok && len(hosts(iface)) == 0
 	})
@@ -156,24 +157,13 @@ func freeAddr(t *testing.T) string {
 
 func waitUp(t *testing.T, addr string) {
 	t.Helper()
-	wait(t, "the registry API", func() bool {
+	testutil.Eventually(t, 20*time.Second, "the registry API", func() bool {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
 		}
 		return err == nil
 	})
-}
-
-func wait(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func post(t *testing.T, addr, path, body string) dubbo.Response {

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	h2 "github.com/mosnlite/mosnlite/pkg/stream/http2"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -99,42 +100,53 @@ func do(t *testing.T, rt func(*http.Request) (*http.Response, error), addr, path
 	}
 }
 
-func TestPoolCloseClosesIdle(t *testing.T) {
-	addr, _ := h2cServer(t)
-	p := h2.NewPool(h2.PoolOptions{})
+// clientConn is what the tests use of a pooled connection.
+type clientConn interface {
+	RoundTrip(*http.Request) (*http.Response, error)
+	Close() error
+}
+
+// add dials addr and adds the connection to p; the channel is closed once the pool is
+// done with the connection.
+func add(t *testing.T, p *h2.Pool, addr string) (clientConn, bool, <-chan struct{}) {
+	t.Helper()
 	raw, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	closed := make(chan struct{})
-	cc, _, err := p.Add(raw, addr, func() { close(closed) })
+	cc, pooled, err := p.Add(raw, addr, func() { close(closed) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	do(t, cc.RoundTrip, addr, "/x")
-	p.Close()
+	return cc, pooled, closed
+}
+
+// waitClosed fails the test with msg when closed is not closed within 10s.
+func waitClosed(t *testing.T, closed <-chan struct{}, msg string) {
+	t.Helper()
 	select {
 	case <-closed:
 	case <-time.After(10 * time.Second):
-		t.Fatal("Close left an idle connection open")
+		t.Fatal(msg)
 	}
+}
+
+func TestPoolCloseClosesIdle(t *testing.T) {
+	addr, _ := h2cServer(t)
+	p := h2.NewPool(h2.PoolOptions{})
+	cc, _, closed := add(t, p, addr)
+	do(t, cc.RoundTrip, addr, "/x")
+	p.Close()
+	waitClosed(t, closed, "Close left an idle connection open")
 	// After Close a new connection serves the caller's stream and is not pooled.
-	raw2, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed2 := make(chan struct{})
-	cc2, pooled, err := p.Add(raw2, addr, func() { close(closed2) })
-	if err != nil || pooled {
-		t.Fatalf("Add after Close: pooled %v, %v", pooled, err)
+	cc2, pooled, closed2 := add(t, p, addr)
+	if pooled {
+		t.Fatal("Add after Close pooled the connection")
 	}
 	do(t, cc2.RoundTrip, addr, "/y")
 	cc2.Close()
-	select {
-	case <-closed2:
-	case <-time.After(10 * time.Second):
-		t.Fatal("a connection made after Close stayed open")
-	}
+	waitClosed(t, closed2, "a connection made after Close stayed open")
 	if p.Len(addr) != 0 {
 		t.Fatal("pooled after Close")
 	}
@@ -209,15 +221,7 @@ func TestPoolDropsGoingAway(t *testing.T) {
 	addr := ln.Addr().String()
 	p := h2.NewPool(h2.PoolOptions{})
 	defer p.Close()
-	raw, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := make(chan struct{})
-	cc, _, err := p.Add(raw, addr, func() { close(closed) })
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc, _, closed := add(t, p, addr)
 	do(t, cc.RoundTrip, addr, "/before")
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -230,13 +234,7 @@ func TestPoolDropsGoingAway(t *testing.T) {
 	if got := p.Get(addr); got != nil {
 		t.Fatalf("after GOAWAY: Get = %v; want nil", got)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for p.Len(addr) != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if p.Len(addr) != 0 {
-		t.Fatal("the sweeper kept a closed connection")
-	}
+	testutil.Eventually(t, 10*time.Second, "the sweeper to drop the closed connection", func() bool { return p.Len(addr) == 0 })
 }
 
 func TestRequestView(t *testing.T) {

@@ -8,13 +8,13 @@ import (
 	"time"
 
 	"github.com/mosnlite/mosnlite/pkg/buffer"
-	"github.com/mosnlite/mosnlite/pkg/config"
 	"github.com/mosnlite/mosnlite/pkg/metrics"
 	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol/bolt"
+	"github.com/mosnlite/mosnlite/pkg/proxy/proxytest"
 	"github.com/mosnlite/mosnlite/pkg/router"
 	"github.com/mosnlite/mosnlite/pkg/stream"
-	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
 )
 
@@ -22,27 +22,9 @@ import (
 // a go-away from the proxy takes it out of its pool at once and closes it once its last
 // pending request is gone.
 func TestClientConnection(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			accepted <- c
-		}
-	}()
-	var cls []config.Cluster
-	if err := config.Unmarshal([]byte(`[{"name":"c","type":"SIMPLE","hosts":[{"address":"`+ln.Addr().String()+`"}]}]`), &cls); err != nil {
-		t.Fatal(err)
-	}
+	up := testutil.StartPeer(t)
 	m := metrics.New()
-	mgr := cluster.NewManager(cluster.Options{Metrics: m})
-	if err := mgr.Apply(cls); err != nil {
-		t.Fatal(err)
-	}
+	mgr := proxytest.Clusters(t, `[{"name":"c","type":"SIMPLE","hosts":[{"address":"`+up.Addr+`"}]}]`, m)
 	pool := buffer.NewPool()
 	e := New(Config{Listener: "l", Codec: bolt.New(bolt.Options{}), Routers: new(router.Tables), RouterName: "r",
 		Clusters: mgr, Pool: pool, Metrics: m, Tick: 10 * time.Millisecond, HeartbeatInterval: -1})
@@ -53,13 +35,7 @@ func TestClientConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var peer net.Conn
-	select {
-	case peer = <-accepted:
-		defer peer.Close()
-	case <-time.After(5 * time.Second):
-		t.Fatal("no upstream connection accepted")
-	}
+	up.Accept(t, 5*time.Second) // the upstream's side, closed at cleanup
 	hp := e.clusterPool("c").host(host.Addr())
 	u, err := e.newUpConn(hp, cl, host, raw, func(lb.DoneInfo) {})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	xproto "github.com/mosnlite/mosnlite/pkg/protocol/xprotocol"
 	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol/bolt"
 	"github.com/mosnlite/mosnlite/pkg/stream/xprotocol"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
 // TestManyInFlightMixedVersions sends 300 requests on one connection without waiting,
@@ -173,7 +174,7 @@ func TestUpstreamClosedMidRequest(t *testing.T) {
 	if _, err := c.Write(all); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "upstream to see the requests", func() bool { return up.reqs.Load() == 20 })
+	testutil.Eventually(t, testTimeout, "upstream to see the requests", func() bool { return up.reqs.Load() == 20 })
 	up.closeConns()
 	seen := map[uint64]bool{}
 	for len(seen) < 20 {
@@ -212,7 +213,7 @@ func TestFrameTooLarge(t *testing.T) {
 	if n, err := c.Read(buf); !isEOF(err) {
 		t.Fatalf("read %d bytes, err %v: want the connection closed", n, err)
 	}
-	waitFor(t, "metric", func() bool {
+	testutil.Eventually(t, testTimeout, "metric", func() bool {
 		return testutilCount(v, "frame_too_large") == 1
 	})
 }
@@ -317,7 +318,7 @@ func TestUpstreamHeartbeat(t *testing.T) {
 	if f := roundTrip(t, c, r, bolt.Message{ID: 1, Headers: hdrs("service", "echo")}); f.Status != 0 {
 		t.Fatalf("%#x", f.Status)
 	}
-	waitFor(t, "heartbeats", func() bool { return up.heartbeats.Load() >= 3 })
+	testutil.Eventually(t, testTimeout, "heartbeats", func() bool { return up.heartbeats.Load() >= 3 })
 	if up.conns.Load() != 1 {
 		t.Fatalf("answered heartbeats: connection replaced (%d conns)", up.conns.Load())
 	}
@@ -338,7 +339,7 @@ func TestDownstreamCloseWithPending(t *testing.T) {
 	if _, err := c.Write(boltReq(t, bolt.Message{ID: 1, Headers: hdrs("service", "echo", "delay", "100")})); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "request upstream", func() bool { return up.reqs.Load() == 1 })
+	testutil.Eventually(t, testTimeout, "request upstream", func() bool { return up.reqs.Load() == 1 })
 	_ = c.Close()
 	c2 := dial(t, v.addr)
 	r := newFrameReader(c2, bolt.New(bolt.Options{}))
@@ -388,7 +389,7 @@ func TestSlowClientDoesNotStallOthers(t *testing.T) {
 		}
 		errc <- err
 	}()
-	waitFor(t, "the slow client to be disconnected", func() bool {
+	testutil.Eventually(t, testTimeout, "the slow client to be disconnected", func() bool {
 		return v.failures("downstream_write_overflow") >= 1
 	})
 	c := dial(t, v.addr)
@@ -429,26 +430,10 @@ func TestConnPoolSize(t *testing.T) {
 // TestCloseDrains: Close sends the client a go-away, lets its pending request finish,
 // then closes the connection and the upstream connections.
 func TestCloseDrains(t *testing.T) {
-	up := startBoltServer(t)
-	v := startEnv(t, bolt.New(bolt.Options{}), up.addr(), nil)
-	c := dial(t, v.addr)
-	r := newFrameReader(c, bolt.New(bolt.Options{}))
-	if _, err := c.Write(boltReq(t, bolt.Message{ID: 1, Headers: hdrs("service", "echo", "delay", "300")})); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "request upstream", func() bool { return up.reqs.Load() == 1 })
+	v, r := startPending(t)
 	closed := make(chan struct{})
 	go func() { _ = v.e.Close(); close(closed) }()
-	f, err := r.next()
-	if err != nil || f.Kind != xproto.KindGoAway {
-		t.Fatalf("want a go-away first: %v %+v", err, f)
-	}
-	if f, err = r.next(); err != nil || f.ID != 1 || f.Status != 0 {
-		t.Fatalf("pending request: %v %+v", err, f)
-	}
-	if _, err = r.next(); !isEOF(err) {
-		t.Fatalf("want the connection closed after the drain, got %v", err)
-	}
+	expectDrained(t, r)
 	select {
 	case <-closed:
 	case <-time.After(testTimeout):

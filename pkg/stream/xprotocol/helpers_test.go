@@ -1,7 +1,6 @@
 package xprotocol_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -15,13 +14,12 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/mosnlite/mosnlite/pkg/buffer"
-	"github.com/mosnlite/mosnlite/pkg/config"
 	"github.com/mosnlite/mosnlite/pkg/metrics"
-	"github.com/mosnlite/mosnlite/pkg/network"
 	xproto "github.com/mosnlite/mosnlite/pkg/protocol/xprotocol"
 	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol/bolt"
-	"github.com/mosnlite/mosnlite/pkg/router"
+	"github.com/mosnlite/mosnlite/pkg/proxy/proxytest"
 	"github.com/mosnlite/mosnlite/pkg/stream/xprotocol"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 )
 
@@ -235,30 +233,14 @@ const testRoutes = `{"router_config_name":"r","virtual_hosts":[{"name":"vh","dom
 
 func startEnv(t testing.TB, xp xproto.Codec, upstream string, tune func(*xprotocol.Config)) *env {
 	t.Helper()
-	var rc config.RouterCfg
-	if err := config.Unmarshal([]byte(testRoutes), &rc); err != nil {
-		t.Fatal(err)
-	}
-	tables, err := router.Build([]config.RouterCfg{rc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rts := new(router.Tables)
-	rts.Replace(tables)
-	var cls []config.Cluster
+	rts := proxytest.Routers(t, testRoutes)
 	js := fmt.Sprintf(`[{"name":"c","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","hosts":[{"address":%q}]},
 		{"name":"tiny","type":"SIMPLE","hosts":[{"address":%q}],"circuit_breakers":[{"max_requests":1}]},
 		{"name":"empty","type":"SIMPLE","pick_timeout":"3s"},
 		{"name":"pool3","type":"SIMPLE","hosts":[{"address":%q}],"conn_pool_size":3},
 		{"name":"dead","type":"SIMPLE","connect_timeout":"200ms","pick_timeout":"0s","hosts":[{"address":"127.0.0.1:1"}]}]`, upstream, upstream, upstream)
-	if err := config.Unmarshal([]byte(js), &cls); err != nil {
-		t.Fatal(err)
-	}
 	m := metrics.New()
-	mgr := cluster.NewManager(cluster.Options{Metrics: m})
-	if err := mgr.Apply(cls); err != nil {
-		t.Fatal(err)
-	}
+	mgr := proxytest.Clusters(t, js, m)
 	pool := buffer.NewPool()
 	cfg := xprotocol.Config{
 		Listener: "l", Codec: xp, Routers: rts, RouterName: "r", Clusters: mgr, Pool: pool, Metrics: m,
@@ -268,26 +250,8 @@ func startEnv(t testing.TB, xp xproto.Codec, upstream string, tune func(*xprotoc
 		tune(&cfg)
 	}
 	e := xprotocol.New(cfg)
-	ln, err := network.NewListener(network.ListenerConfig{
-		Name: "l", Network: "tcp", Address: "127.0.0.1:0", BindPort: true,
-		Conn: network.ConnOptions{Pool: pool, IdleTimeout: time.Minute}, Handler: e, Metrics: m,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = ln.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		dctx, dcancel := context.WithTimeout(context.Background(), 0)
-		ln.Drain(dctx)
-		dcancel()
-		_ = e.Close()
-	})
-	return &env{addr: ln.Addr().String(), e: e, m: m, clusters: mgr}
+	t.Cleanup(func() { _ = e.Close() }) // after the listener's cleanup
+	return &env{addr: proxytest.Serve(t, e, pool, m), e: e, m: m, clusters: mgr}
 }
 
 func (v *env) failures(cause string) float64 {
@@ -302,15 +266,41 @@ func (v *env) failuresOf(proto, cause string) float64 {
 	return m.GetCounter().GetValue()
 }
 
+// dial connects to addr; the connection times out with the test and closes at cleanup.
 func dial(t testing.TB, addr string) net.Conn {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, testTimeout)
-	if err != nil {
+	return testutil.DialConn(t, addr, testTimeout)
+}
+
+// startPending starts a bolt engine and a client connection with request 1 pending
+// upstream (answered after 300ms), and returns the engine and the client's reader.
+func startPending(t testing.TB) (*env, *frameReader) {
+	t.Helper()
+	up := startBoltServer(t)
+	v := startEnv(t, bolt.New(bolt.Options{}), up.addr(), nil)
+	c := dial(t, v.addr)
+	r := newFrameReader(c, bolt.New(bolt.Options{}))
+	if _, err := c.Write(boltReq(t, bolt.Message{ID: 1, Headers: hdrs("service", "echo", "delay", "300")})); err != nil {
 		t.Fatal(err)
 	}
-	_ = c.SetDeadline(time.Now().Add(testTimeout))
-	t.Cleanup(func() { _ = c.Close() })
-	return c
+	testutil.Eventually(t, testTimeout, "request upstream", func() bool { return up.reqs.Load() == 1 })
+	return v, r
+}
+
+// expectDrained reads what a draining engine sends the client of startPending: a
+// go-away, then the pending request's answer, then the close.
+func expectDrained(t testing.TB, r *frameReader) {
+	t.Helper()
+	f, err := r.next()
+	if err != nil || f.Kind != xproto.KindGoAway {
+		t.Fatalf("want a go-away first: %v %+v", err, f)
+	}
+	if f, err = r.next(); err != nil || f.ID != 1 || f.Status != 0 {
+		t.Fatalf("pending request: %v %+v", err, f)
+	}
+	if _, err = r.next(); !isEOF(err) {
+		t.Fatalf("want the connection closed after the drain, got %v", err)
+	}
 }
 
 // boltReq encodes a bolt request.
@@ -342,18 +332,6 @@ func hdrs(kv ...string) []xproto.Header {
 		hs = append(hs, xproto.Header{Key: []byte(kv[i]), Value: []byte(kv[i+1])})
 	}
 	return hs
-}
-
-// waitFor polls cond up to testTimeout.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // isEOF reports a closed connection.

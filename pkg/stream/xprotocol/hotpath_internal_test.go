@@ -7,14 +7,12 @@ import (
 	"time"
 
 	"github.com/mosnlite/mosnlite/pkg/buffer"
-	"github.com/mosnlite/mosnlite/pkg/config"
 	"github.com/mosnlite/mosnlite/pkg/metrics"
 	"github.com/mosnlite/mosnlite/pkg/network"
 	xproto "github.com/mosnlite/mosnlite/pkg/protocol/xprotocol"
 	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol/bolt"
 	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol/dubbo"
-	"github.com/mosnlite/mosnlite/pkg/router"
-	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
+	"github.com/mosnlite/mosnlite/pkg/proxy/proxytest"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
 )
 
@@ -71,26 +69,10 @@ func BenchmarkHotPath(b *testing.B) {
 }
 
 func benchHotPath(b *testing.B, xp xproto.Codec, req, resp []byte) {
-	var rc config.RouterCfg
-	if err := config.Unmarshal([]byte(`{"router_config_name":"r","virtual_hosts":[{"name":"v","domains":["*"],
-		"routers":[{"match":{"headers":[{"name":"service","value":"com.example.Echo"}]},"route":{"cluster_name":"c"}}]}]}`), &rc); err != nil {
-		b.Fatal(err)
-	}
-	tables, err := router.Build([]config.RouterCfg{rc})
-	if err != nil {
-		b.Fatal(err)
-	}
-	rts := new(router.Tables)
-	rts.Replace(tables)
+	rts := proxytest.Routers(b, `{"router_config_name":"r","virtual_hosts":[{"name":"v","domains":["*"],
+		"routers":[{"match":{"headers":[{"name":"service","value":"com.example.Echo"}]},"route":{"cluster_name":"c"}}]}]}`)
 	m := metrics.New()
-	mgr := cluster.NewManager(cluster.Options{Metrics: m})
-	var cls []config.Cluster
-	if err := config.Unmarshal([]byte(`[{"name":"c","type":"SIMPLE","hosts":[{"address":"127.0.0.1:9"}]}]`), &cls); err != nil {
-		b.Fatal(err)
-	}
-	if err := mgr.Apply(cls); err != nil {
-		b.Fatal(err)
-	}
+	mgr := proxytest.Clusters(b, `[{"name":"c","type":"SIMPLE","hosts":[{"address":"127.0.0.1:9"}]}]`, m)
 	pool := buffer.NewPool()
 	e := New(Config{Listener: "l", Codec: xp, Routers: rts, RouterName: "r", Clusters: mgr, Pool: pool, Metrics: m})
 

@@ -67,27 +67,11 @@ func TestHijackStatusesFollowRegistration(t *testing.T) {
 // TestGoAwayDoesNotWait: GoAway tells the clients at once and returns; the pending
 // request is still answered, then the connection closes.
 func TestGoAwayDoesNotWait(t *testing.T) {
-	up := startBoltServer(t)
-	v := startEnv(t, bolt.New(bolt.Options{}), up.addr(), nil)
-	c := dial(t, v.addr)
-	r := newFrameReader(c, bolt.New(bolt.Options{}))
-	if _, err := c.Write(boltReq(t, bolt.Message{ID: 1, Headers: hdrs("service", "echo", "delay", "300")})); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "request upstream", func() bool { return up.reqs.Load() == 1 })
+	v, r := startPending(t)
 	start := time.Now()
 	v.e.GoAway()
 	if d := time.Since(start); d > 200*time.Millisecond {
 		t.Fatalf("GoAway waited %v", d)
 	}
-	f, err := r.next()
-	if err != nil || f.Kind != xproto.KindGoAway {
-		t.Fatalf("want a go-away first: %v %+v", err, f)
-	}
-	if f, err = r.next(); err != nil || f.ID != 1 || f.Status != 0 {
-		t.Fatalf("pending request: %v %+v", err, f)
-	}
-	if _, err = r.next(); !isEOF(err) {
-		t.Fatalf("want the connection closed after the drain, got %v", err)
-	}
+	expectDrained(t, r)
 }

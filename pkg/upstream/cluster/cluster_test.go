@@ -20,6 +20,7 @@ import (
 
 	"github.com/mosnlite/mosnlite/pkg/config"
 	"github.com/mosnlite/mosnlite/pkg/metrics"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb/lbtest"
@@ -77,18 +78,6 @@ func hostAddrs(c *cluster.Cluster) []string {
 		out = append(out, h.Addr())
 	}
 	return out
-}
-
-// eventually polls cond until it holds or 5 s pass.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 func TestApplyAllOrNothing(t *testing.T) {
@@ -557,7 +546,7 @@ func TestConcurrentPickDuringApply(t *testing.T) {
 		}
 		get(t, m, "c").SetHostHealth("10.0.0.1:80", i%2 == 0)
 	}
-	eventually(t, "some picks", func() bool { return picks.Load() > 100 })
+	testutil.Eventually(t, 5*time.Second, "some picks", func() bool { return picks.Load() > 100 })
 	cancel()
 	wg.Wait()
 	kept.Range(func(k, v any) bool {

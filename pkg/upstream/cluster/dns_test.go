@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mosnlite/mosnlite/pkg/config"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
 )
@@ -110,7 +111,7 @@ func TestStrictDNS(t *testing.T) {
 	}
 	runManager(t, m)
 	want := []string{"10.0.0.1:8080", "10.0.0.2:8080", "10.0.1.1:9090", "10.9.9.9:7070"}
-	eventually(t, "initial hosts", func() bool { return slices.Equal(hostAddrs(c), want) })
+	testutil.Eventually(t, 5*time.Second, "initial hosts", func() bool { return slices.Equal(hostAddrs(c), want) })
 	for _, h := range c.Hosts()[:2] {
 		if h.Weight() != 3 || h.Hostname() != "svc.test" {
 			t.Fatalf("%s: weight %d hostname %q; want the entry's weight 3 and name", h.Addr(), h.Weight(), h.Hostname())
@@ -127,7 +128,7 @@ func TestStrictDNS(t *testing.T) {
 	// Failure (e.g. NXDOMAIN or a timeout): the last good hosts stay, failures are counted.
 	res.set("svc.test", errors.New("no such host"))
 	n := res.callCount("svc.test")
-	eventually(t, "failed lookups", func() bool {
+	testutil.Eventually(t, 5*time.Second, "failed lookups", func() bool {
 		return value(mt.DNSResolveFailures.WithLabelValues("dns")) >= 2 && res.callCount("svc.test") >= n+2
 	})
 	if got := hostAddrs(c); !slices.Equal(got, want) {
@@ -139,13 +140,13 @@ func TestStrictDNS(t *testing.T) {
 
 	// A successful empty answer empties that entry only.
 	res.set("svc.test", nil)
-	eventually(t, "empty answer applied", func() bool {
+	testutil.Eventually(t, 5*time.Second, "empty answer applied", func() bool {
 		return slices.Equal(hostAddrs(c), []string{"10.0.1.1:9090", "10.9.9.9:7070"})
 	})
 
 	// Recovery.
 	res.set("svc.test", nil, "10.0.0.3")
-	eventually(t, "new answer", func() bool {
+	testutil.Eventually(t, 5*time.Second, "new answer", func() bool {
 		return slices.Equal(hostAddrs(c), []string{"10.0.0.3:8080", "10.0.1.1:9090", "10.9.9.9:7070"})
 	})
 	if v := value(mt.UpstreamHosts.WithLabelValues("dns")); v != 3 {
@@ -197,7 +198,7 @@ func TestStrictDNSRefresherLifecycle(t *testing.T) {
 	if err := m.AddOrUpdate(dnsCluster("a", "", 5*time.Millisecond, "a.test:80")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "late cluster resolved", func() bool { return slices.Equal(hostAddrs(get(t, m, "a")), []string{"10.0.0.1:80"}) })
+	testutil.Eventually(t, 5*time.Second, "late cluster resolved", func() bool { return slices.Equal(hostAddrs(get(t, m, "a")), []string{"10.0.0.1:80"}) })
 
 	// Replaced (refresh rate changed): the old refresher's lookup is cancelled; the new
 	// one runs.

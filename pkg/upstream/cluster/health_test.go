@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mosnlite/mosnlite/pkg/config"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
 )
@@ -69,12 +70,12 @@ func TestActiveTCPCheckMarksHostDownAndUp(t *testing.T) {
 	runManager(t, m)
 	c := get(t, m, "hc")
 	passed := mt.UpstreamHealthChecks.WithLabelValues("hc", "success")
-	eventually(t, "checks passing", func() bool { return value(passed) >= 4 })
+	testutil.Eventually(t, 5*time.Second, "checks passing", func() bool { return value(passed) >= 4 })
 
 	ln.Close()
 	wait()
 	h := hostByAddr(t, c, flaky)
-	eventually(t, "the closed host marked down", func() bool { return h.Health().FailedActiveCheck })
+	testutil.Eventually(t, 5*time.Second, "the closed host marked down", func() bool { return h.Health().FailedActiveCheck })
 	if h.Healthy() || h.Health().Ejected || h.Health().AdminDown {
 		t.Fatalf("health = %+v", h.Health())
 	}
@@ -94,10 +95,10 @@ func TestActiveTCPCheckMarksHostDownAndUp(t *testing.T) {
 
 	// The same port listens again: the host comes back.
 	var ln2 net.Listener
-	eventually(t, "re-listening on "+flaky, func() bool { ln2, err = net.Listen("tcp", flaky); return err == nil })
+	testutil.Eventually(t, 5*time.Second, "re-listening on "+flaky, func() bool { ln2, err = net.Listen("tcp", flaky); return err == nil })
 	defer acceptLoop(ln2)()
 	defer ln2.Close()
-	eventually(t, "the host back up", h.Healthy)
+	testutil.Eventually(t, 5*time.Second, "the host back up", h.Healthy)
 	seen := map[string]bool{}
 	for range 4 {
 		p, done, err := c.Pick(t.Context(), &lb.Request{})
@@ -137,7 +138,7 @@ func TestActiveHTTPCheckAndWaitingPicks(t *testing.T) {
 	h := hostByAddr(t, c, addr)
 
 	status.Store(http.StatusInternalServerError)
-	eventually(t, "host down after 500s", func() bool { return !h.Healthy() })
+	testutil.Eventually(t, 5*time.Second, "host down after 500s", func() bool { return !h.Healthy() })
 	// All hosts down: a pick waits, bounded by its ctx (or pick_timeout) ...
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Millisecond)
 	if _, _, err := c.Pick(ctx, &lb.Request{}); !errors.Is(err, cluster.ErrNoHealthyUpstream) {
@@ -236,10 +237,10 @@ func TestHealthCheckersFollowHostsAndLifecycle(t *testing.T) {
 	})
 	checkers := func(want int64) {
 		t.Helper()
-		eventually(t, fmt.Sprintf("%d checkers", want), func() bool { return cluster.ActiveCheckers(m) == want })
+		testutil.Eventually(t, 5*time.Second, fmt.Sprintf("%d checkers", want), func() bool { return cluster.ActiveCheckers(m) == want })
 	}
 	checkers(5)
-	eventually(t, "each host checked", func() bool { return d.count("10.0.0.3:80") == 1 && d.count("10.1.0.2:80") == 1 })
+	testutil.Eventually(t, 5*time.Second, "each host checked", func() bool { return d.count("10.0.0.3:80") == 1 && d.count("10.1.0.2:80") == 1 })
 
 	a.Hosts = a.Hosts[:2] // a host leaves
 	if err := m.Apply([]config.Cluster{a, dns}); err != nil {
@@ -262,7 +263,7 @@ func TestHealthCheckersFollowHostsAndLifecycle(t *testing.T) {
 	if err := m.Apply([]config.Cluster{a2, dns}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "hosts checked again", func() bool { return d.count("10.0.0.1:80") == 2 })
+	testutil.Eventually(t, 5*time.Second, "hosts checked again", func() bool { return d.count("10.0.0.1:80") == 2 })
 	checkers(5)
 
 	if err := m.Remove("d"); err != nil {
@@ -308,7 +309,7 @@ func TestHealthCheckOffRestoresHosts(t *testing.T) {
 	c := get(t, m, "c")
 	h := hostByAddr(t, c, "10.0.0.1:80")
 	// Hosts start healthy; one that has never passed goes down on its first failure.
-	eventually(t, "host down", func() bool { return h.Health().FailedActiveCheck })
+	testutil.Eventually(t, 5*time.Second, "host down", func() bool { return h.Health().FailedActiveCheck })
 	if err := m.Apply([]config.Cluster{cfg}); err != nil {
 		t.Fatal(err)
 	}
@@ -325,8 +326,8 @@ func TestHealthCheckerPanicIsContained(t *testing.T) {
 		t.Fatal(err)
 	}
 	runManager(t, m)
-	eventually(t, "the checker to panic", func() bool { return d.count("10.0.0.1:80") > 0 })
-	eventually(t, "the panicked checker to end", func() bool { return cluster.ActiveCheckers(m) == 0 })
+	testutil.Eventually(t, 5*time.Second, "the checker to panic", func() bool { return d.count("10.0.0.1:80") > 0 })
+	testutil.Eventually(t, 5*time.Second, "the panicked checker to end", func() bool { return cluster.ActiveCheckers(m) == 0 })
 	c := get(t, m, "p")
 	if h, done, err := c.Pick(t.Context(), &lb.Request{}); err != nil || !h.Healthy() {
 		t.Fatalf("Pick after a checker panic = %v, %v", h, err)

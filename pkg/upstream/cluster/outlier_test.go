@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mosnlite/mosnlite/pkg/config"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb/lbtest"
@@ -60,7 +61,7 @@ func TestOutlierEjectsAfterConsecutiveDialFailures(t *testing.T) {
 	}
 
 	// The ejection ends on its timer; the second one lasts twice as long.
-	eventually(t, "un-ejection", h.Healthy)
+	testutil.Eventually(t, 5*time.Second, "un-ejection", h.Healthy)
 	cluster.Ejections(h) // waits for the timer's callback to finish (it logs)
 	if v := value(mt.UpstreamHostsEjected.WithLabelValues("o")); v != 0 {
 		t.Fatalf("ejected gauge after return = %v", v)
@@ -70,7 +71,7 @@ func TestOutlierEjectsAfterConsecutiveDialFailures(t *testing.T) {
 		t.Fatalf("second ejection: health %+v, count %d", h.Health(), cluster.Ejections(h))
 	}
 	start := time.Now()
-	eventually(t, "second un-ejection", h.Healthy)
+	testutil.Eventually(t, 5*time.Second, "second un-ejection", h.Healthy)
 	cluster.Ejections(h)
 	if el := time.Since(start); el < 80*time.Millisecond { // 100ms, less the time to the first check
 		t.Fatalf("second ejection lasted %v; want 2 × 50ms", el)
@@ -178,7 +179,7 @@ func TestOutlierEjectionCountDecays(t *testing.T) {
 		if !h.Health().Ejected || cluster.Ejections(h) != want {
 			t.Fatalf("ejected %v with count %d; want count %d", h.Health().Ejected, cluster.Ejections(h), want)
 		}
-		eventually(t, "un-ejection", h.Healthy)
+		testutil.Eventually(t, 5*time.Second, "un-ejection", h.Healthy)
 		cluster.Ejections(h) // waits for the timer's callback to finish (it logs)
 	}
 	eject(1)
@@ -252,7 +253,7 @@ func TestHealthChurnConcurrent(t *testing.T) {
 		d.setFail(a, false)
 	}
 	// Ejections end on their timers; the gauge follows the hosts.
-	eventually(t, "ejections to end", func() bool {
+	testutil.Eventually(t, 5*time.Second, "ejections to end", func() bool {
 		for _, h := range c.Hosts() {
 			if h.Health().Ejected {
 				return false

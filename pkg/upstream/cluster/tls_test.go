@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/mosnlite/mosnlite/pkg/config"
+	"github.com/mosnlite/mosnlite/pkg/network/tlstest"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
-	"github.com/mosnlite/mosnlite/test/tlscert"
 )
 
 // tlsEcho serves an echo over TLS with cert; silent makes it accept and never answer.
@@ -58,11 +58,11 @@ func tlsEcho(t *testing.T, cert tls.Certificate, silent bool) string {
 }
 
 func TestUpstreamTLS(t *testing.T) {
-	ca := tlscert.NewCA(t)
+	ca := tlstest.NewCA(t)
 	cert := ca.Leaf(t, "127.0.0.1", "up.test").TLS(t)
 	addr := tlsEcho(t, cert, false)
 	silent := tlsEcho(t, cert, true)
-	other := tlscert.NewCA(t)
+	other := tlstest.NewCA(t)
 	m, _ := newManager(t, cluster.Options{})
 	mk := func(name, addr string, tc *config.TLSConfig) config.Cluster {
 		c := simple(name, "", addr)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -17,44 +19,14 @@ const testTimeout = 10 * time.Second
 // peer is a loopback listener that keeps the server side of every connection it
 // accepts, so a test can write to it or close it.
 type peer struct {
-	ln    net.Listener
-	addr  string
-	mu    sync.Mutex
-	conns []net.Conn
-	got   chan net.Conn
+	*testutil.Peer
+	addr string
 }
 
 func newPeer(t testing.TB) *peer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &peer{ln: ln, addr: ln.Addr().String(), got: make(chan net.Conn, 64)}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c)
-			p.mu.Unlock()
-			p.got <- c
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		<-done
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		for _, c := range p.conns {
-			_ = c.Close()
-		}
-	})
-	return p
+	p := testutil.StartPeer(t)
+	return &peer{Peer: p, addr: p.Addr}
 }
 
 // dial connects to the peer and returns the client side and the server side.
@@ -64,15 +36,8 @@ func (p *peer) dial(t testing.TB) (*testConn, net.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case srv := <-p.got:
-		c := &testConn{raw: raw, addr: p.addr}
-		t.Cleanup(func() { _ = raw.Close() })
-		return c, srv
-	case <-time.After(testTimeout):
-		t.Fatal("peer did not accept")
-		return nil, nil
-	}
+	t.Cleanup(func() { _ = raw.Close() })
+	return &testConn{raw: raw, addr: p.addr}, p.Accept(t, testTimeout)
 }
 
 // testConn is a ping-pong connection that counts its closes (the release a cluster's
@@ -92,14 +57,24 @@ func (c *testConn) Close() error {
 
 func (c *testConn) closed() bool { return c.closes.Load() > 0 }
 
-// eventually polls cond until it holds or the test timeout passes.
-func eventually(t *testing.T, what string, cond func() bool) {
+// concurrently runs work(g) on n goroutines and fails the test with the errors they
+// return, once all are done.
+func concurrently(t *testing.T, n int, work func(g int) error) {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for g := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := work(g); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
 }

@@ -3,7 +3,6 @@ package connpool
 import (
 	"context"
 	"errors"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -50,21 +49,18 @@ type MultiplexOptions struct {
 // Streams or Dead blocks (a stalled write) holds up the sweeper, not other streams.
 type Multiplex[C Mux] struct {
 	o      MultiplexOptions
-	hosts  sync.Map // address → *muxHost[C]
+	hosts  hostMap[muxHost[C], *muxHost[C]]
 	closed atomic.Bool
 
-	sweepOnce sync.Once
-	timerMu   sync.Mutex
-	sweep     *time.Timer   // nil until the first connection is pooled; under timerMu
-	checks    []muxCheck[C] // the sweeper's scratch list (one sweep runs at a time)
+	sweeper sweeper
+	checks  []muxCheck[C] // the sweeper's scratch list (one sweep runs at a time)
 }
 
+// muxHost is a host's pooled connections; last is when the latest one was added.
 type muxHost[C Mux] struct {
-	mu      sync.Mutex
+	hostCore
 	conns   []*muxEntry[C]
 	dialing chan struct{} // closed when the dial in progress for this host ends
-	lastAdd time.Time
-	gone    bool // removed from the pool's map: never used again
 }
 
 // muxEntry is a pooled connection; its fields other than c are under muxHost.mu.
@@ -99,17 +95,18 @@ func NewMultiplex[C Mux](o MultiplexOptions) *Multiplex[C] {
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = DefaultIdleTimeout
 	}
-	return &Multiplex[C]{o: o}
+	p := &Multiplex[C]{o: o}
+	p.sweeper.every, p.sweeper.sweep = sweepEveryMux(o.IdleTimeout), p.sweepIdle
+	return p
 }
 
 // Get returns a pooled connection to addr with a stream reserved for the caller, or
 // reports false when none can take one.
 func (p *Multiplex[C]) Get(addr string) (c C, ok bool) {
-	v, found := p.hosts.Load(addr)
+	h, found := p.hosts.load(addr)
 	if !found {
 		return c, false
 	}
-	h := v.(*muxHost[C])
 	h.mu.Lock()
 	c, ok = h.reserveLocked()
 	h.mu.Unlock()
@@ -144,11 +141,10 @@ func (p *Multiplex[C]) Acquire(ctx context.Context, addr string, dial func(conte
 		if p.closed.Load() {
 			return p.dialUnpooled(ctx, dial)
 		}
-		h := p.host(addr)
-		h.mu.Lock()
+		h := p.hosts.lock(addr, &p.closed)
 		if h.gone {
 			h.mu.Unlock()
-			continue
+			continue // closed meanwhile
 		}
 		if c, ok := h.reserveLocked(); ok {
 			h.mu.Unlock()
@@ -215,46 +211,23 @@ func (p *Multiplex[C]) Add(addr string, c C) (pooled bool, err error) {
 	if p.closed.Load() {
 		return false, nil
 	}
-	p.sweepOnce.Do(p.startSweep)
+	p.sweeper.start()
 	e := &muxEntry[C]{c: c, taken: 1}
-	for {
-		h := p.host(addr)
-		h.mu.Lock()
-		if h.gone && !p.closed.Load() {
-			h.mu.Unlock()
-			continue // the sweeper dropped it: take the host's new list
-		}
-		if p.closed.Load() || p.o.MaxConnsPerHost > 0 && len(h.conns) >= p.o.MaxConnsPerHost {
-			h.mu.Unlock()
-			return false, nil
-		}
-		h.conns = append(h.conns, e)
-		h.lastAdd = time.Now()
+	h := p.hosts.lock(addr, &p.closed)
+	if p.closed.Load() || p.o.MaxConnsPerHost > 0 && len(h.conns) >= p.o.MaxConnsPerHost {
 		h.mu.Unlock()
-		return true, nil
+		return false, nil
 	}
-}
-
-// host returns addr's list, adding it when missing.
-func (p *Multiplex[C]) host(addr string) *muxHost[C] {
-	if v, ok := p.hosts.Load(addr); ok {
-		return v.(*muxHost[C])
-	}
-	v, _ := p.hosts.LoadOrStore(addr, new(muxHost[C]))
-	return v.(*muxHost[C])
+	h.conns = append(h.conns, e)
+	h.last = time.Now()
+	h.mu.Unlock()
+	return true, nil
 }
 
 // Len returns the number of pooled connections to addr, dead ones included until a sweep
 // drops them.
 func (p *Multiplex[C]) Len(addr string) int {
-	v, ok := p.hosts.Load(addr)
-	if !ok {
-		return 0
-	}
-	h := v.(*muxHost[C])
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.conns)
+	return p.hosts.size(addr, func(h *muxHost[C]) int { return len(h.conns) })
 }
 
 // Close stops pooling: every pooled connection is drained (idle ones close now, busy
@@ -263,23 +236,14 @@ func (p *Multiplex[C]) Close() error {
 	if p.closed.Swap(true) {
 		return nil
 	}
-	p.timerMu.Lock()
-	if p.sweep != nil {
-		p.sweep.Stop()
-	}
-	p.timerMu.Unlock()
-	p.hosts.Range(func(k, v any) bool {
-		h := v.(*muxHost[C])
-		h.mu.Lock()
-		conns := h.conns
-		h.conns, h.gone = nil, true
-		p.hosts.CompareAndDelete(k, h)
-		h.mu.Unlock()
-		for _, e := range conns {
-			e.c.Drain()
-		}
-		return true
-	})
+	p.sweeper.stop()
+	closeHosts(&p.hosts,
+		func(h *muxHost[C]) []*muxEntry[C] {
+			conns := h.conns
+			h.conns = nil
+			return conns
+		},
+		func(e *muxEntry[C]) { e.c.Drain() })
 	return nil
 }
 
@@ -287,37 +251,23 @@ func (p *Multiplex[C]) Close() error {
 // so it runs four times per IdleTimeout, and at least every second.
 func sweepEveryMux(d time.Duration) time.Duration { return min(max(d/4, minSweep), time.Second) }
 
-func (p *Multiplex[C]) startSweep() {
-	p.timerMu.Lock()
-	defer p.timerMu.Unlock()
-	if !p.closed.Load() {
-		p.sweep = time.AfterFunc(sweepEveryMux(p.o.IdleTimeout), p.sweepIdle)
-	}
-}
-
-// sweepIdle checks every host's connections and forgets hosts left without connections
-// and without a new one for IdleTimeout.
+// sweepIdle, run by the pool's sweeper, checks every host's connections and forgets
+// hosts left without connections and without a new one for IdleTimeout.
 func (p *Multiplex[C]) sweepIdle() {
 	now := time.Now()
-	p.hosts.Range(func(k, v any) bool {
+	p.hosts.each(func(addr any, h *muxHost[C]) bool {
 		if p.closed.Load() {
 			return false
 		}
-		h := v.(*muxHost[C])
 		p.checks = p.check(h, now, p.checks)
 		h.mu.Lock()
-		if len(h.conns) == 0 && h.dialing == nil && now.Sub(h.lastAdd) >= p.o.IdleTimeout {
-			h.gone = true
-			p.hosts.CompareAndDelete(k, h)
+		if len(h.conns) == 0 && h.dialing == nil && now.Sub(h.last) >= p.o.IdleTimeout {
+			p.hosts.forgetLocked(addr, h)
 		}
 		h.mu.Unlock()
 		return true
 	})
-	p.timerMu.Lock()
-	if !p.closed.Load() {
-		p.sweep.Reset(sweepEveryMux(p.o.IdleTimeout))
-	}
-	p.timerMu.Unlock()
+	p.sweeper.rearm()
 }
 
 // check drops h's dead connections and drains them; with a non-zero now it also closes

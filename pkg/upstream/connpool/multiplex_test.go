@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 	"github.com/mosnlite/mosnlite/pkg/upstream/connpool"
 )
 
@@ -162,7 +163,7 @@ func TestMultiplexDropsDraining(t *testing.T) {
 		t.Fatalf("after GOAWAY: same conn %v, dials %d; want a new connection", b == a, d.dials.Load())
 	}
 	// The sweeper drops the draining connection and drains it, without cutting its stream.
-	eventually(t, "the draining connection is dropped", func() bool { return p.Len(d.srv.addr) == 1 })
+	testutil.Eventually(t, testTimeout, "the draining connection is dropped", func() bool { return p.Len(d.srv.addr) == 1 })
 	a.mu.Lock()
 	drained := a.draining
 	a.mu.Unlock()
@@ -197,7 +198,7 @@ func TestMultiplexOneDialForABurst(t *testing.T) {
 			got <- c
 		}()
 	}
-	eventually(t, "the first dial started", func() bool { return d.dials.Load() == 1 })
+	testutil.Eventually(t, testTimeout, "the first dial started", func() bool { return d.dials.Load() == 1 })
 	close(d.gate)
 	var first *muxConn
 	for range n {
@@ -248,14 +249,14 @@ func TestMultiplexErrors(t *testing.T) {
 	// A waiter gives up with its context while another caller dials.
 	d := &muxDialer{t: t, srv: srv, max: 1, gate: make(chan struct{})}
 	go func() { _, _, _ = p.Acquire(t.Context(), srv.addr, d.dial) }()
-	eventually(t, "the dial started", func() bool { return d.dials.Load() == 1 })
+	testutil.Eventually(t, testTimeout, "the dial started", func() bool { return d.dials.Load() == 1 })
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
 	defer cancel()
 	if _, _, err := p.Acquire(ctx, srv.addr, d.dial); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("waiting Acquire = %v; want its context's error", err)
 	}
 	close(d.gate)
-	eventually(t, "the dialled connection is pooled", func() bool { return p.Len(srv.addr) == 1 })
+	testutil.Eventually(t, testTimeout, "the dialled connection is pooled", func() bool { return p.Len(srv.addr) == 1 })
 	// A new connection that refuses its first stream is closed.
 	full := &muxConn{raw: mustDial(t, srv), max: 0}
 	if pooled, err := p.Add(srv.addr, full); err == nil || pooled || !full.closed() {
@@ -281,7 +282,7 @@ func TestMultiplexIdleExpiry(t *testing.T) {
 		t.Fatal(err, pooled)
 	}
 	idle.end()
-	eventually(t, "the idle connection is closed", idle.closed)
+	testutil.Eventually(t, testTimeout, "the idle connection is closed", idle.closed)
 	if p.Len(d.srv.addr) != 0 {
 		t.Fatalf("pooled %d after expiry", p.Len(d.srv.addr))
 	}
@@ -332,51 +333,53 @@ func TestMultiplexConcurrentWithSweeper(t *testing.T) {
 	p := newMultiplex(t, connpool.MultiplexOptions{IdleTimeout: 50 * time.Millisecond})
 	hosts := []string{"h1", "h2"}
 	var all sync.Map
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for g := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			host := hosts[(g/2)%2]
-			dial := func(ctx context.Context) (*muxConn, string, error) {
-				c, _, err := d.dial(ctx)
-				return c, host, err
+	concurrently(t, 8, func(g int) error {
+		host := hosts[(g/2)%2]
+		dial := func(ctx context.Context) (*muxConn, string, error) {
+			c, _, err := d.dial(ctx)
+			return c, host, err
+		}
+		for i := range 200 {
+			c, _, err := p.Acquire(t.Context(), host, dial)
+			if err != nil {
+				return err
 			}
-			for i := range 200 {
-				c, _, err := p.Acquire(t.Context(), host, dial)
-				if err != nil {
-					errs <- err
-					return
-				}
-				all.Store(c, true)
-				if c.closed() {
-					errs <- errors.New("a stream was given a closed connection")
-					return
-				}
-				if i%50 == 49 {
-					// Pause so the sweeper expires idle connections: on h1 the
-					// streams stay open meanwhile, on h2 they do not.
-					if host == "h2" {
-						c.end()
-					}
-					time.Sleep(150 * time.Millisecond)
-					if host == "h2" {
-						continue
-					}
-				}
-				c.end()
+			all.Store(c, true)
+			if c.closed() {
+				return errors.New("a stream was given a closed connection")
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+			if i%50 == 49 {
+				// Pause so the sweeper expires idle connections: on h1 the
+				// streams stay open meanwhile, on h2 they do not.
+				if host == "h2" {
+					c.end()
+				}
+				time.Sleep(150 * time.Millisecond)
+				if host == "h2" {
+					continue
+				}
+			}
+			c.end()
+		}
+		return nil
+	})
 	t.Logf("dials: %d", d.dials.Load())
-	// Every stream ended: every connection expires.
-	eventually(t, "all connections expired", func() bool { return p.Len("h1")+p.Len("h2") == 0 })
+	// Every stream ended: every connection expires. The sweeper closes a connection after
+	// it leaves the pool, so wait for the closes too.
+	testutil.Eventually(t, testTimeout, "all connections expired and closed", func() bool {
+		if p.Len("h1")+p.Len("h2") != 0 {
+			return false
+		}
+		closed := true
+		all.Range(func(k, _ any) bool {
+			c := k.(*muxConn)
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			closed = c.closes > 0
+			return closed
+		})
+		return closed
+	})
 	all.Range(func(k, _ any) bool {
 		c := k.(*muxConn)
 		c.mu.Lock()

@@ -40,20 +40,18 @@ type PingPongOptions struct {
 // a host's list has grown. The sweeper is a timer started by the first Put.
 type PingPong[C Conn] struct {
 	o      PingPongOptions
-	hosts  sync.Map // address → *ppHost[C]
+	hosts  hostMap[ppHost[C], *ppHost[C]]
 	closed atomic.Bool
 
-	sweepOnce sync.Once
-	sweepMu   sync.Mutex
-	sweep     *time.Timer // nil until the first Put
-	swept     []C         // the sweeper's scratch list, under sweepMu
+	sweeper sweeper
+	sweepMu sync.Mutex // held by a sweep, so that Close waits for one in progress
+	swept   []C        // the sweeper's scratch list, under sweepMu
 }
 
+// ppHost is a host's idle connections; last is its last Put.
 type ppHost[C Conn] struct {
-	mu      sync.Mutex
-	idle    []idleConn[C] // newest last
-	lastPut time.Time
-	gone    bool // removed from the pool's map: never used again
+	hostCore
+	idle []idleConn[C] // newest last
 }
 
 type idleConn[C Conn] struct {
@@ -72,18 +70,19 @@ func NewPingPong[C Conn](o PingPongOptions) *PingPong[C] {
 	if o.AliveCheckAfter == 0 {
 		o.AliveCheckAfter = DefaultAliveCheckAfter
 	}
-	return &PingPong[C]{o: o}
+	p := &PingPong[C]{o: o}
+	p.sweeper.every, p.sweeper.sweep = sweepEvery(o.IdleTimeout), p.sweepIdle
+	return p
 }
 
 // Get takes an idle connection to addr, or reports false when there is none. now is the
 // caller's clock reading: expired connections are closed rather than returned, and one
 // idle for AliveCheckAfter or more is probed first.
 func (p *PingPong[C]) Get(addr string, now time.Time) (c C, ok bool) {
-	v, found := p.hosts.Load(addr)
+	h, found := p.hosts.load(addr)
 	if !found {
 		return c, false
 	}
-	h := v.(*ppHost[C])
 	for {
 		h.mu.Lock()
 		n := len(h.idle)
@@ -123,57 +122,33 @@ func (p *PingPong[C]) Put(addr string, c C, now time.Time) {
 		_ = c.Close()
 		return
 	}
-	p.sweepOnce.Do(p.startSweep)
-	for {
-		h := p.host(addr)
-		h.mu.Lock()
-		if h.gone && !p.closed.Load() {
-			h.mu.Unlock()
-			continue // the sweeper dropped it: take the host's new list
-		}
-		if p.closed.Load() {
-			h.mu.Unlock()
-			_ = c.Close()
-			return
-		}
-		var old C
-		evict := len(h.idle) > 0 &&
-			(len(h.idle) >= p.o.MaxIdlePerHost || now.Sub(h.idle[0].since) >= p.o.IdleTimeout)
-		if evict {
-			old = h.idle[0].c
-			n := copy(h.idle, h.idle[1:])
-			h.idle[n] = idleConn[C]{}
-			h.idle = h.idle[:n]
-		}
-		h.idle = append(h.idle, idleConn[C]{c: c, since: now})
-		h.lastPut = now
+	p.sweeper.start()
+	h := p.hosts.lock(addr, &p.closed)
+	if p.closed.Load() {
 		h.mu.Unlock()
-		if evict {
-			_ = old.Close()
-		}
+		_ = c.Close()
 		return
 	}
-}
-
-// host returns addr's list, adding it when missing.
-func (p *PingPong[C]) host(addr string) *ppHost[C] {
-	if v, ok := p.hosts.Load(addr); ok {
-		return v.(*ppHost[C])
+	var old C
+	evict := len(h.idle) > 0 &&
+		(len(h.idle) >= p.o.MaxIdlePerHost || now.Sub(h.idle[0].since) >= p.o.IdleTimeout)
+	if evict {
+		old = h.idle[0].c
+		n := copy(h.idle, h.idle[1:])
+		h.idle[n] = idleConn[C]{}
+		h.idle = h.idle[:n]
 	}
-	v, _ := p.hosts.LoadOrStore(addr, new(ppHost[C]))
-	return v.(*ppHost[C])
+	h.idle = append(h.idle, idleConn[C]{c: c, since: now})
+	h.last = now
+	h.mu.Unlock()
+	if evict {
+		_ = old.Close()
+	}
 }
 
 // Len returns the number of idle connections to addr.
 func (p *PingPong[C]) Len(addr string) int {
-	v, ok := p.hosts.Load(addr)
-	if !ok {
-		return 0
-	}
-	h := v.(*ppHost[C])
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.idle)
+	return p.hosts.size(addr, func(h *ppHost[C]) int { return len(h.idle) })
 }
 
 // Close closes the idle connections and stops pooling: a later Put closes its connection.
@@ -182,37 +157,22 @@ func (p *PingPong[C]) Close() error {
 	if p.closed.Swap(true) {
 		return nil
 	}
+	p.sweeper.stop()
+	// After a sweep in progress, which closes the connections it took before Close returns.
 	p.sweepMu.Lock()
-	if p.sweep != nil {
-		p.sweep.Stop()
-	}
-	p.sweepMu.Unlock()
-	p.hosts.Range(func(k, v any) bool {
-		h := v.(*ppHost[C])
-		h.mu.Lock()
-		idle := h.idle
-		h.idle, h.gone = nil, true
-		p.hosts.CompareAndDelete(k, h)
-		h.mu.Unlock()
-		for _, e := range idle {
-			_ = e.c.Close()
-		}
-		return true
-	})
+	defer p.sweepMu.Unlock()
+	closeHosts(&p.hosts,
+		func(h *ppHost[C]) []idleConn[C] {
+			idle := h.idle
+			h.idle = nil
+			return idle
+		},
+		func(e idleConn[C]) { _ = e.c.Close() })
 	return nil
 }
 
-// startSweep starts the coarse timer that closes expired idle connections, so they do not
-// wait for the host to be used again: one timer per pool, not per connection.
-func (p *PingPong[C]) startSweep() {
-	p.sweepMu.Lock()
-	defer p.sweepMu.Unlock()
-	if !p.closed.Load() {
-		p.sweep = time.AfterFunc(sweepEvery(p.o.IdleTimeout), p.sweepIdle)
-	}
-}
-
-// sweepIdle closes the idle connections older than IdleTimeout and forgets the hosts
+// sweepIdle, run by the pool's sweeper, closes the idle connections older than
+// IdleTimeout, so they do not wait for the host to be used again, and forgets the hosts
 // that had no idle connection and no Put for that long.
 func (p *PingPong[C]) sweepIdle() {
 	p.sweepMu.Lock()
@@ -221,8 +181,7 @@ func (p *PingPong[C]) sweepIdle() {
 		return
 	}
 	now := time.Now()
-	p.hosts.Range(func(k, v any) bool {
-		h := v.(*ppHost[C])
+	p.hosts.each(func(addr any, h *ppHost[C]) bool {
 		h.mu.Lock()
 		n := 0
 		for n < len(h.idle) && now.Sub(h.idle[n].since) >= p.o.IdleTimeout {
@@ -234,9 +193,8 @@ func (p *PingPong[C]) sweepIdle() {
 			clear(h.idle[rest:])
 			h.idle = h.idle[:rest]
 		}
-		if len(h.idle) == 0 && now.Sub(h.lastPut) >= p.o.IdleTimeout {
-			h.gone = true
-			p.hosts.CompareAndDelete(k, h)
+		if len(h.idle) == 0 && now.Sub(h.last) >= p.o.IdleTimeout {
+			p.hosts.forgetLocked(addr, h)
 		}
 		h.mu.Unlock()
 		return true
@@ -246,5 +204,5 @@ func (p *PingPong[C]) sweepIdle() {
 	}
 	clear(p.swept)
 	p.swept = p.swept[:0]
-	p.sweep.Reset(sweepEvery(p.o.IdleTimeout))
+	p.sweeper.rearm()
 }

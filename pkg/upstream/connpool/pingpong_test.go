@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 	"github.com/mosnlite/mosnlite/pkg/upstream/connpool"
 )
 
@@ -78,7 +79,7 @@ func TestPingPongSweeperClosesIdle(t *testing.T) {
 	p := newPingPong(t, connpool.PingPongOptions{IdleTimeout: 60 * time.Millisecond})
 	c, peerSide := srv.dial(t)
 	p.Put(srv.addr, c, time.Now())
-	eventually(t, "the sweeper closed the idle connection", c.closed)
+	testutil.Eventually(t, testTimeout, "the sweeper closed the idle connection", c.closed)
 	if p.Len(srv.addr) != 0 {
 		t.Fatalf("pooled %d after the sweep", p.Len(srv.addr))
 	}
@@ -88,7 +89,7 @@ func TestPingPongSweeperClosesIdle(t *testing.T) {
 		t.Fatalf("peer read after sweep = %v; want EOF", err)
 	}
 	// The host's list may have been forgotten: a later Put starts a new one.
-	eventually(t, "the host is swept", func() bool { return p.Len(srv.addr) == 0 })
+	testutil.Eventually(t, testTimeout, "the host is swept", func() bool { return p.Len(srv.addr) == 0 })
 	d, _ := srv.dial(t)
 	p.Put(srv.addr, d, time.Now())
 	if got, ok := p.Get(srv.addr, time.Now()); !ok || got != d {
@@ -135,7 +136,7 @@ func TestPingPongProbeCatchesBrokenConn(t *testing.T) {
 				t.Fatalf("fresh Get = %p, %v; want %p unprobed", got, ok, c)
 			}
 			// Idle longer: probed. The peer's FIN or bytes may take a moment to arrive.
-			eventually(t, "the probe rejected the connection", func() bool {
+			testutil.Eventually(t, testTimeout, "the probe rejected the connection", func() bool {
 				p.Put(srv.addr, c, now)
 				_, ok := p.Get(srv.addr, now.Add(2*time.Second))
 				return !ok
@@ -223,36 +224,24 @@ func TestPingPongConcurrent(t *testing.T) {
 		}
 	}
 	var inUse sync.Map
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for g := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s := srvs[g%2]
-			for range 500 {
-				c, ok := p.Get(s.addr, time.Now())
-				if !ok {
-					continue
-				}
-				if c.addr != s.addr {
-					errs <- fmt.Errorf("got a connection to %s from %s's list", c.addr, s.addr)
-					return
-				}
-				if _, dup := inUse.LoadOrStore(c, true); dup {
-					errs <- fmt.Errorf("connection %p handed out twice", c)
-					return
-				}
-				inUse.Delete(c)
-				p.Put(s.addr, c, time.Now())
+	concurrently(t, 8, func(g int) error {
+		s := srvs[g%2]
+		for range 500 {
+			c, ok := p.Get(s.addr, time.Now())
+			if !ok {
+				continue
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+			if c.addr != s.addr {
+				return fmt.Errorf("got a connection to %s from %s's list", c.addr, s.addr)
+			}
+			if _, dup := inUse.LoadOrStore(c, true); dup {
+				return fmt.Errorf("connection %p handed out twice", c)
+			}
+			inUse.Delete(c)
+			p.Put(s.addr, c, time.Now())
+		}
+		return nil
+	})
 	for i := range conns {
 		for _, c := range conns[i] {
 			if c.closed() {
@@ -271,38 +260,26 @@ func TestPingPongSweeperRace(t *testing.T) {
 		c, _ := srv.dial(t)
 		p.Put(srv.addr, c, time.Now())
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, 4)
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			deadline := time.Now().Add(300 * time.Millisecond)
-			for time.Now().Before(deadline) {
-				c, ok := p.Get(srv.addr, time.Now())
-				if !ok {
-					time.Sleep(time.Millisecond)
-					continue
-				}
-				if c.closed() {
-					errs <- fmt.Errorf("Get returned closed connection %p", c)
-					return
-				}
-				time.Sleep(2 * time.Millisecond) // in use
-				if c.closed() {
-					errs <- fmt.Errorf("connection %p closed while in use", c)
-					return
-				}
-				p.Put(srv.addr, c, time.Now())
+	concurrently(t, 4, func(int) error {
+		deadline := time.Now().Add(300 * time.Millisecond)
+		for time.Now().Before(deadline) {
+			c, ok := p.Get(srv.addr, time.Now())
+			if !ok {
+				time.Sleep(time.Millisecond)
+				continue
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	eventually(t, "the sweeper closed every idle connection", func() bool { return p.Len(srv.addr) == 0 })
+			if c.closed() {
+				return fmt.Errorf("Get returned closed connection %p", c)
+			}
+			time.Sleep(2 * time.Millisecond) // in use
+			if c.closed() {
+				return fmt.Errorf("connection %p closed while in use", c)
+			}
+			p.Put(srv.addr, c, time.Now())
+		}
+		return nil
+	})
+	testutil.Eventually(t, testTimeout, "the sweeper closed every idle connection", func() bool { return p.Len(srv.addr) == 0 })
 }
 
 func TestPingPongGetPutDoNotAllocate(t *testing.T) {

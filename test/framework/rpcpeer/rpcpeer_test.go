@@ -18,6 +18,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol"
 	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol/bolt"
 	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol/dubbo"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -212,7 +213,7 @@ func TestDubboPeers(t *testing.T) {
 	if err != nil || !hb.Heartbeat || hb.Status != hessian.Response_OK {
 		t.Fatalf("heartbeat: %+v %v", hb, err)
 	}
-	waitFor(t, "5 one-ways", func() bool { return s.Oneways.Load() == 5 })
+	testutil.Eventually(t, 10*time.Second, "5 one-ways", func() bool { return s.Oneways.Load() == 5 })
 	fail := echoSvc
 	fail.Method = MethodFail
 	if res, err := c.Call(ctx, fail, []any{"x"}, nil); err != nil || res.Status != hessian.Response_OK || res.Exception == nil {
@@ -242,7 +243,7 @@ func TestDubboPeers(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		go func() { _, err := c.Call(ctx, slow, nil, nil); pending <- err }()
 	}
-	waitFor(t, "10 slow requests", func() bool { return s.Requests.Load() >= n+4+10 })
+	testutil.Eventually(t, 10*time.Second, "10 slow requests", func() bool { return s.Requests.Load() >= n+4+10 })
 	closer := echoSvc
 	closer.Method = MethodClose
 	if _, err := c.Call(ctx, closer, nil, nil); !errors.Is(err, ErrClosed) {
@@ -267,17 +268,6 @@ func TestDubboFastServer(t *testing.T) {
 	}
 	if hb, err := c.Heartbeat(ctx); err != nil || !hb.Heartbeat {
 		t.Fatalf("heartbeat %+v %v", hb, err)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -378,7 +368,7 @@ func TestBoltPeers(t *testing.T) {
 			t.Fatalf("gen %d response: %v", i, err)
 		}
 	}
-	waitFor(t, "one-ways", func() bool { return s.Oneways.Load() == int64(oneways) })
+	testutil.Eventually(t, 10*time.Second, "one-ways", func() bool { return s.Oneways.Load() == int64(oneways) })
 	// The server received the generated frames as they were sent (ids aside).
 	got := map[string][]byte{}
 	for _, raw := range s.Recorded() {

@@ -12,23 +12,15 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/filter"
 	"github.com/mosnlite/mosnlite/pkg/filter/network/proxy"
 	"github.com/mosnlite/mosnlite/pkg/network"
+	"github.com/mosnlite/mosnlite/pkg/proxy/proxytest"
 	"github.com/mosnlite/mosnlite/pkg/router"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// tables routes every HTTP request to a direct 200 response, router "r".
 func tables(t *testing.T) *router.Tables {
-	var rc config.RouterCfg
-	if err := config.Unmarshal([]byte(`{"router_config_name":"r","virtual_hosts":[{"name":"v","domains":["*"],"routers":[{"match":{"prefix":"/"},"direct_response":{"status":200,"body":"x"}}]}]}`), &rc); err != nil {
-		t.Fatal(err)
-	}
-	m, err := router.Build([]config.RouterCfg{rc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := new(router.Tables)
-	ts.Replace(m)
-	return ts
+	return proxytest.Routers(t, `{"router_config_name":"r","virtual_hosts":[{"name":"v","domains":["*"],"routers":[{"match":{"prefix":"/"},"direct_response":{"status":200,"body":"x"}}]}]}`)
 }
 
 func TestFactory(t *testing.T) {

@@ -2,14 +2,12 @@ package proxy_test
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,9 +21,9 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/filter/network/proxy"
 	"github.com/mosnlite/mosnlite/pkg/metrics"
 	"github.com/mosnlite/mosnlite/pkg/network"
-	"github.com/mosnlite/mosnlite/pkg/router"
+	"github.com/mosnlite/mosnlite/pkg/proxy/proxytest"
 	"github.com/mosnlite/mosnlite/pkg/stream"
-	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
 const testTimeout = 10 * time.Second
@@ -95,43 +93,13 @@ func TestXProtocolRegistrationChecked(t *testing.T) {
 	}
 }
 
-// serve runs f on a loopback listener until the test ends.
+// serve runs f on a loopback listener until the test ends, then closes f.
 func serve(t *testing.T, f filter.NetworkFilter, m *metrics.Set) string {
 	t.Helper()
-	pool := buffer.NewPool()
-	ln, err := network.NewListener(network.ListenerConfig{
-		Name: "l", Network: "tcp", Address: "127.0.0.1:0", BindPort: true,
-		Conn: network.ConnOptions{Pool: pool, IdleTimeout: time.Minute}, Handler: f.(network.Handler), Metrics: m,
-	})
-	if err != nil {
-		t.Fatal(err)
+	if c, ok := f.(io.Closer); ok {
+		t.Cleanup(func() { _ = c.Close() }) // after the listener's cleanup
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = ln.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		dctx, dcancel := context.WithTimeout(context.Background(), 0)
-		ln.Drain(dctx)
-		dcancel()
-		if c, ok := f.(io.Closer); ok {
-			_ = c.Close()
-		}
-	})
-	return ln.Addr().String()
-}
-
-func dialT(t *testing.T, addr string) net.Conn {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, testTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetDeadline(time.Now().Add(testTimeout))
-	t.Cleanup(func() { _ = c.Close() })
-	return c
+	return proxytest.Serve(t, f.(network.Handler), buffer.NewPool(), m)
 }
 
 // TestAutoBoundedWait: Auto waits a bounded time for the bytes that decide (a partial
@@ -151,7 +119,7 @@ func TestAutoBoundedWait(t *testing.T) {
 	proxy.SetSniffTimeout(f, 300*time.Millisecond)
 	addr := serve(t, f, m)
 
-	c := dialT(t, addr)
+	c := testutil.DialConn(t, addr, testTimeout)
 	start := time.Now()
 	if _, err := io.WriteString(c, "PRI * HTTP/2.0\r\n"); err != nil {
 		t.Fatal(err)
@@ -163,7 +131,7 @@ func TestAutoBoundedWait(t *testing.T) {
 		t.Fatalf("closed after %v; want the sniff timeout (300ms)", d)
 	}
 
-	c = dialT(t, addr)
+	c = testutil.DialConn(t, addr, testTimeout)
 	if _, err := io.WriteString(c, "PRI /x HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +148,7 @@ func TestAutoBoundedWait(t *testing.T) {
 		t.Fatalf("a sniff timeout counted as a protocol error (%v)", n)
 	}
 
-	c = dialT(t, addr)
+	c = testutil.DialConn(t, addr, testTimeout)
 	if _, err := c.Write([]byte("\x16\x03\x01\x00\x05hello")); err != nil {
 		t.Fatal(err)
 	}
@@ -204,47 +172,17 @@ func protocolErrors(t *testing.T, m *metrics.Set) float64 {
 // origin is a raw HTTP/1 upstream: /hang/... is read and never answered, /reset/... is
 // read and the connection closed.
 type origin struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-	reqs  atomic.Int64
-	wg    sync.WaitGroup
+	*testutil.TCPServer
+	reqs atomic.Int64
 }
 
 func startOrigin(t *testing.T) *origin {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := &origin{ln: ln}
-	o.wg.Add(1)
-	go func() {
-		defer o.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			o.mu.Lock()
-			o.conns = append(o.conns, c)
-			o.mu.Unlock()
-			o.wg.Add(1)
-			go func() { defer o.wg.Done(); o.serve(c) }()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		o.mu.Lock()
-		for _, c := range o.conns {
-			_ = c.Close()
-		}
-		o.mu.Unlock()
-		o.wg.Wait()
-	})
+	o := new(origin)
+	o.TCPServer = testutil.StartTCP(t, o.serve)
 	return o
 }
 
-func (o *origin) serve(c net.Conn) {
+func (o *origin) serve(c *net.TCPConn) {
 	br := bufio.NewReader(c)
 	for {
 		req, err := http.ReadRequest(br)
@@ -271,30 +209,14 @@ func TestLocalReplyStatuses(t *testing.T) {
 	 {"match":{"prefix":"/hang"},"route":{"cluster_name":"c","timeout":"300ms"}},
 	 {"match":{"prefix":"/reset"},"route":{"cluster_name":"c"}},
 	 {"match":{"prefix":"/tiny"},"route":{"cluster_name":"tiny","timeout":"500ms"}}]}]}`
-	var rc config.RouterCfg
-	if err := config.Unmarshal([]byte(routes), &rc); err != nil {
-		t.Fatal(err)
-	}
-	tbl, err := router.Build([]config.RouterCfg{rc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rts := new(router.Tables)
-	rts.Replace(tbl)
-	var cls []config.Cluster
-	if err := config.Unmarshal([]byte(fmt.Sprintf(`[
+	rts := proxytest.Routers(t, routes)
+	m := metrics.New()
+	mgr := proxytest.Clusters(t, fmt.Sprintf(`[
 		{"name":"c","type":"SIMPLE","hosts":[{"address":%q}]},
 		{"name":"tiny","type":"SIMPLE","hosts":[{"address":%q}],"circuit_breakers":[{"max_requests":1}]},
 		{"name":"empty","type":"SIMPLE","pick_timeout":"0s"},
 		{"name":"dead","type":"SIMPLE","connect_timeout":"200ms","hosts":[{"address":"127.0.0.1:1"}]}]`,
-		up.ln.Addr(), up.ln.Addr())), &cls); err != nil {
-		t.Fatal(err)
-	}
-	m := metrics.New()
-	mgr := cluster.NewManager(cluster.Options{Metrics: m})
-	if err := mgr.Apply(cls); err != nil {
-		t.Fatal(err)
-	}
+		up.Addr(), up.Addr()), m)
 	ext, err := builtin.NewSet()
 	if err != nil {
 		t.Fatal(err)
@@ -313,7 +235,7 @@ func TestLocalReplyStatuses(t *testing.T) {
 	h2c := &http.Client{Timeout: testTimeout, Transport: tr}
 	t.Cleanup(h2c.CloseIdleConnections)
 	h1get := func(path string) int {
-		c := dialT(t, h1)
+		c := testutil.DialConn(t, h1, testTimeout)
 		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 			t.Fatal(err)
 		}
@@ -352,7 +274,7 @@ func TestLocalReplyStatuses(t *testing.T) {
 		}
 	}
 	// Codec error: an HTTP/1 request line that does not parse.
-	c := dialT(t, h1)
+	c := testutil.DialConn(t, h1, testTimeout)
 	if _, err := io.WriteString(c, "GET /\x7f HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -376,10 +298,7 @@ func TestLocalReplyStatuses(t *testing.T) {
 		_ = resp.Body.Close()
 		first <- resp.StatusCode
 	}()
-	deadline := time.Now().Add(testTimeout)
-	for up.reqs.Load() == before && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, testTimeout, "the first request upstream", func() bool { return up.reqs.Load() != before })
 	if got, want := h2get("/tiny/2"), stream.HTTPStatus(stream.CauseOverflow); got != want {
 		t.Errorf("HTTP/2 overflow: %d, status map says %d", got, want)
 	}

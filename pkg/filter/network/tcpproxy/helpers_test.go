@@ -25,6 +25,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/filter/network/tcpproxy"
 	"github.com/mosnlite/mosnlite/pkg/metrics"
 	"github.com/mosnlite/mosnlite/pkg/network"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 )
 
@@ -32,18 +33,6 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // testTimeout bounds every blocking step of a test.
 const testTimeout = 15 * time.Second
-
-// eventually polls cond every few milliseconds until it holds or d passes.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
 
 func dur(d time.Duration) *config.Duration { v := config.Duration(d); return &v }
 
@@ -273,7 +262,7 @@ func (e *env) closes(listener, reason string) float64 {
 // just after the connection leaves ActiveConns), then checks it stays at n.
 func (e *env) waitCloses(listener, reason string, n float64) {
 	e.t.Helper()
-	eventually(e.t, testTimeout, "closes{reason="+reason+"} to reach "+strconv.Itoa(int(n)), func() bool {
+	testutil.Eventually(e.t, testTimeout, "closes{reason="+reason+"} to reach "+strconv.Itoa(int(n)), func() bool {
 		return e.closes(listener, reason) >= n
 	})
 	if got := e.closes(listener, reason); got != n {
@@ -284,7 +273,7 @@ func (e *env) waitCloses(listener, reason string, n float64) {
 // idle waits until ln has no open connection (every session ended).
 func idle(t testing.TB, ln *network.Listener) {
 	t.Helper()
-	eventually(t, testTimeout, "sessions to end", func() bool { return ln.ActiveConns() == 0 })
+	testutil.Eventually(t, testTimeout, "sessions to end", func() bool { return ln.ActiveConns() == 0 })
 }
 
 // logged reports whether a log line with this message was written at level or above.

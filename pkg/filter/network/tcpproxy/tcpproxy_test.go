@@ -22,6 +22,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/filter"
 	"github.com/mosnlite/mosnlite/pkg/filter/network/tcpproxy"
 	"github.com/mosnlite/mosnlite/pkg/network"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 )
 
@@ -688,7 +689,7 @@ func TestOverflowClosesWithReason(t *testing.T) {
 		t.Errorf("no overflow warning; logged: %v", messages(e))
 	}
 	first.Close()
-	eventually(t, testTimeout, "a new session after the first ended", func() bool {
+	testutil.Eventually(t, testTimeout, "a new session after the first ended", func() bool {
 		c := dial(t, ln)
 		defer c.Close()
 		c.Write([]byte("b"))

@@ -24,23 +24,13 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/filter/network/udpproxy"
 	"github.com/mosnlite/mosnlite/pkg/metrics"
 	"github.com/mosnlite/mosnlite/pkg/network"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const testTimeout = 15 * time.Second
-
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
 
 func value(m prometheus.Metric) float64 {
 	var d dto.Metric
@@ -273,7 +263,7 @@ func TestDatagramsBothWays(t *testing.T) {
 		sent += len(d)
 	}
 	// tx is counted just after the reply is sent.
-	eventually(t, testTimeout, "4 datagrams counted", func() bool { return e.counter(e.m.UDPProxyDatagrams, "tx") >= 4 })
+	testutil.Eventually(t, testTimeout, "4 datagrams counted", func() bool { return e.counter(e.m.UDPProxyDatagrams, "tx") >= 4 })
 	if rx, tx := e.counter(e.m.UDPProxyDatagrams, "rx"), e.counter(e.m.UDPProxyDatagrams, "tx"); rx != 4 || tx != 4 {
 		t.Errorf("datagrams rx=%v tx=%v, want 4 each", rx, tx)
 	}
@@ -315,7 +305,7 @@ func TestIdleExpiryThenNewSession(t *testing.T) {
 	c := e.client()
 	start := time.Now() // before the session's last activity
 	exchange(t, c, []byte("1"))
-	eventually(t, testTimeout, "the session to expire", func() bool { return e.active() == 0 })
+	testutil.Eventually(t, testTimeout, "the session to expire", func() bool { return e.active() == 0 })
 	if el := time.Since(start); el < 200*time.Millisecond {
 		t.Errorf("expired after %v, before the 200ms idle timeout", el)
 	}
@@ -379,7 +369,7 @@ func TestUpstreamTrafficKeepsSession(t *testing.T) {
 			}
 			return fmt.Errorf("session ended while the upstream sent (largest gap %v): %w", sent.maxGap(), err)
 		}
-		eventually(t, testTimeout, "the session to expire once quiet", func() bool { return e.active() == 0 })
+		testutil.Eventually(t, testTimeout, "the session to expire once quiet", func() bool { return e.active() == 0 })
 		return nil
 	})
 }
@@ -407,7 +397,7 @@ func TestMaxSessions(t *testing.T) {
 		if up.distinctSources() != 1 {
 			return errors.New("a dropped datagram reached the upstream")
 		}
-		eventually(t, testTimeout, "a's session to expire", func() bool { return e.active() == 0 })
+		testutil.Eventually(t, testTimeout, "a's session to expire", func() bool { return e.active() == 0 })
 		if got := string(exchange(t, b, []byte("b3"))); got != "echo:b3" {
 			return fmt.Errorf("after a slot freed, got %q", got)
 		}
@@ -429,7 +419,7 @@ func TestUpstreamRefused(t *testing.T) {
 	for i := range 3 {
 		c.Write([]byte("lost"))
 		want := float64(i + 1)
-		eventually(t, testTimeout, "the datagram to be sent or counted as dropped", func() bool {
+		testutil.Eventually(t, testTimeout, "the datagram to be sent or counted as dropped", func() bool {
 			return e.counter(e.m.UDPProxyDatagrams, "rx")+e.dropped("upstream_write") == want
 		})
 	}
@@ -438,7 +428,7 @@ func TestUpstreamRefused(t *testing.T) {
 	}
 	startUDPServer(t, addr, echo)
 	var got []byte
-	eventually(t, testTimeout, "a reply once the upstream listens", func() bool {
+	testutil.Eventually(t, testTimeout, "a reply once the upstream listens", func() bool {
 		c.Write([]byte("x"))
 		c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 		buf := make([]byte, 64)
@@ -490,7 +480,7 @@ func TestNoHealthyHost(t *testing.T) {
 	c := e.client()
 	c.Write([]byte("x"))
 	// Well before the minute the pick could wait.
-	eventually(t, testTimeout, "the drop to be counted", func() bool { return e.dropped("no_healthy_upstream") == 1 })
+	testutil.Eventually(t, testTimeout, "the drop to be counted", func() bool { return e.dropped("no_healthy_upstream") == 1 })
 	if !logged(e, "udp_proxy: no healthy upstream") {
 		t.Error("not logged")
 	}
@@ -503,7 +493,7 @@ func TestNoHealthyHost(t *testing.T) {
 func TestUnknownClusterDrops(t *testing.T) {
 	e := newEnv(t, `{"cluster":"c1"}`) // no clusters at all
 	e.client().Write([]byte("x"))
-	eventually(t, testTimeout, "the drop to be counted", func() bool { return e.dropped("no_healthy_upstream") == 1 })
+	testutil.Eventually(t, testTimeout, "the drop to be counted", func() bool { return e.dropped("no_healthy_upstream") == 1 })
 	if !logged(e, "udp_proxy: cluster not found") {
 		t.Error("not logged")
 	}

@@ -1,6 +1,6 @@
-// Package tlscert makes throwaway certificates for tests: a CA and leaf certificates it
+// Package tlstest makes throwaway certificates for tests: a CA and leaf certificates it
 // signs, generated at run time (ECDSA P-256), so no key material is committed.
-package tlscert
+package tlstest
 
 import (
 	"crypto/ecdsa"

@@ -1,10 +1,10 @@
-// Package zookeeper starts a real ZooKeeper server (Debian's zookeeper package) for tests:
+// Package zktest starts a real ZooKeeper server (Debian's zookeeper package) for tests:
 // standalone, on a free 127.0.0.1 port, with its own temporary data directory and the admin
 // server off. It waits until the server answers "srvr" as serving and stops it (the whole process
 // group, bounded) when the test ends.
 //
 // Without the package the tests fail and say that `make deps` installs it.
-package zookeeper
+package zktest
 
 import (
 	"bytes"
@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
 // Jars Debian's packages install; ZOOKEEPER_CLASSPATH overrides the search.
@@ -62,7 +64,7 @@ type Server struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
-	logs *syncBuffer
+	logs *testutil.Buffer
 	dir  string
 }
 
@@ -134,7 +136,7 @@ func (s *Server) start(t testing.TB) {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	cmd := exec.Command("java",
 		"-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
 		"-Dzookeeper.admin.enableServer=false",
@@ -225,21 +227,4 @@ func (s *Server) Logs() string {
 		return ""
 	}
 	return s.logs.String()
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
