@@ -67,7 +67,7 @@ func (s *session) h2Request(b *buffer.IoBuffer, n int, rt *router.Route, view ro
 	}
 	out := s.h1OutRequest(ctx, rt)
 	b.Drain(n)
-	if err := p.pickTarget(ctx, t, view, remoteIP(s.c)); err != nil {
+	if err := p.pickTarget(ctx, t, view, s.rip); err != nil {
 		return fail(err)
 	}
 	s.noteH2Upstream(t)

@@ -338,7 +338,7 @@ func (hc *h2Conn) tryFast(st *h2stream.ServerStream, f *h2Fast, hb, rb *buffer.I
 		return uc, reused, errDownstreamWrite
 	}
 	deadline := r.deadline(t.rt, t.start)
-	_ = raw.SetDeadline(deadline)
+	uc.deadline(deadline)
 	if _, err = raw.Write(hb.Bytes()); err == nil {
 		r.headLen, err = hc.readHead(f, uc, rb, st.Method == "HEAD")
 	}
@@ -352,9 +352,7 @@ func (hc *h2Conn) tryFast(st *h2stream.ServerStream, f *h2Fast, hb, rb *buffer.I
 		}
 		return uc, reused, err
 	}
-	if !deadline.IsZero() {
-		_ = raw.SetDeadline(time.Time{})
-	}
+	uc.deadline(time.Time{})
 	return uc, reused, nil
 }
 

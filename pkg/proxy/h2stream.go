@@ -501,11 +501,11 @@ func (p *Proxy) h2ToH1(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	st.noteUpstreamConn(uc)
 	// Deadlines carry the route timeout and a downstream reset to the blocking socket calls.
 	stop := context.AfterFunc(ctx, func() { _ = uc.raw.SetDeadline(time.Unix(1, 0)) })
-	_ = uc.raw.SetDeadline(time.Time{})
+	uc.deadline(time.Time{})
 	reuse := false
 	defer func() {
 		if stop() && reuse {
-			_ = uc.raw.SetDeadline(time.Time{})
+			uc.deadline(time.Time{})
 			p.put(uc, time.Now())
 			return
 		}

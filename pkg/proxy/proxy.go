@@ -133,6 +133,18 @@ type upConn struct {
 	addr  string
 	done  func()
 	since time.Time // when it last went idle; zero for a new connection
+	dl    bool      // a deadline may be set on raw
+}
+
+// deadline sets raw's read and write deadline (zero: none). Clearing a deadline that was
+// never set is skipped: each call costs runtime timer work, and most routes have no
+// timeout.
+func (u *upConn) deadline(t time.Time) {
+	if t.IsZero() && !u.dl {
+		return
+	}
+	_ = u.raw.SetDeadline(t)
+	u.dl = !t.IsZero()
 }
 
 // NetConn implements connpool.Conn.

@@ -56,6 +56,7 @@ type session struct {
 	route     *router.Route
 	pickDone  func(lb.DoneInfo)
 	reqSlot   bool // a max_requests unit of s.cl is held for the request
+	rip       netip.Addr // the downstream peer's address, read once per connection
 	start     time.Time
 	isHead    bool
 	keepAlive bool
@@ -80,8 +81,9 @@ func getSession(p *Proxy, ctx context.Context, c *network.Conn) *session {
 		s.hb = p.cfg.Pool.NewBuffer(1024)
 	}
 	s.xff = s.xff[:0]
-	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		s.xff = ta.AddrPort().Addr().Unmap().AppendTo(s.xff)
+	s.rip = remoteIP(c)
+	if s.rip.IsValid() {
+		s.xff = s.rip.AppendTo(s.xff)
 	}
 	return s
 }
@@ -215,7 +217,7 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 	}
 	s.lr = lb.Request{}
 	lr := &s.lr
-	if k, ok := rt.HashKey(view, remoteIP(s.c)); ok {
+	if k, ok := rt.HashKey(view, s.rip); ok {
 		lr.HashKey, lr.HasHash = k, true
 	}
 	// The cluster's max_requests breaker: one unit per request in flight, given back when
@@ -429,7 +431,7 @@ func (s *session) respond() error {
 	}
 	pool := s.p.cfg.Pool
 	deadline := s.tryDeadline()
-	_ = up.raw.SetReadDeadline(deadline)
+	up.deadline(deadline)
 	rh := &s.rhead
 	rb := pool.NewBuffer(readSize)
 	var n int
@@ -458,7 +460,7 @@ func (s *session) respond() error {
 				rb.Reset()
 				n = 0
 				up, deadline = s.up, s.tryDeadline()
-				_ = up.raw.SetReadDeadline(deadline)
+				up.deadline(deadline)
 				continue
 			}
 			break
@@ -466,14 +468,14 @@ func (s *session) respond() error {
 		if _, err := rb.ReadOnce(up.raw); err != nil {
 			if rb.Len() == 0 && !errors.Is(err, os.ErrDeadlineExceeded) && s.retryFresh() {
 				up = s.up
-				_ = up.raw.SetReadDeadline(deadline)
+				up.deadline(deadline)
 				continue
 			}
 			if s.retryTry(0) {
 				rb.Reset()
 				n = 0
 				up, deadline = s.up, s.tryDeadline()
-				_ = up.raw.SetReadDeadline(deadline)
+				up.deadline(deadline)
 				continue
 			}
 			rb.Release()
@@ -484,7 +486,7 @@ func (s *session) respond() error {
 			return s.localDone(statusReset, "upstream closed before the response", false)
 		}
 	}
-	_ = up.raw.SetReadDeadline(time.Time{})
+	up.deadline(time.Time{})
 	if s.x.upgrade && rh.Status == http.StatusSwitchingProtocols {
 		return s.startTunnel(rb, n)
 	}
@@ -619,7 +621,7 @@ func (s *session) forwardBody(hb, rb *buffer.IoBuffer) (reuse bool, err error) {
 		// The route timeout bounds the wait for each body read, so a stalled upstream
 		// cannot hold the connection forever.
 		if idle > 0 {
-			_ = s.up.raw.SetReadDeadline(time.Now().Add(idle))
+			s.up.deadline(time.Now().Add(idle))
 		}
 		if _, rerr := rb.ReadOnce(s.up.raw); rerr != nil {
 			if rh.Body == http1.BodyClose && errors.Is(rerr, io.EOF) {
