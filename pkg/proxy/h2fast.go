@@ -34,7 +34,7 @@ type h2Conn struct {
 // routes, then hands the stream to a goroutine of its own.
 func (hc *h2Conn) ServeStream(st *h2stream.ServerStream) {
 	p := hc.h.p
-	if p.cfg.StreamFilters.Len() == 0 && !st.HasBody() && fastFields(st) {
+	if p.cfg.StreamFilters.Len() == 0 && fastFields(st) {
 		if tbl, ok := p.cfg.Routers.Get(p.cfg.RouterName); ok {
 			if rt, ok := tbl.Match(h2View{st}); ok && fastRoute(p, rt) {
 				go hc.serveFast(st, rt)
@@ -193,12 +193,16 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 	if err := hc.fastHead(st, f, hb); err != nil {
 		return &errLocal{stream.HTTPStatus(stream.CauseCodecError), "bad request"}
 	}
-	p.mirror(t.rt, hb.Bytes())
+	body := st.HasBody()
+	if !body {
+		p.mirror(t.rt, hb.Bytes())
+	}
 	rb := p.cfg.Pool.NewBuffer(readSize)
 	defer rb.Release()
-	r := fastRetry{tryStart: t.start}
+	// A request with a body is not replayable: it gets one try.
+	r := fastRetry{tryStart: t.start, once: body}
 	defer r.release(t)
-	stale := false
+	stale := body
 	for {
 		rb.Reset()
 		uc, reused, err := hc.tryFast(st, f, hb, rb, &r)
@@ -241,6 +245,7 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 // fastRetry is a request's retry state (the direct path, and bodiless requests to HTTP/2
 // upstreams).
 type fastRetry struct {
+	once     bool // no retry at all: the request has a body
 	attempt  int
 	slot     bool // a max_retries slot is held for the try in flight
 	tryStart time.Time
@@ -253,7 +258,7 @@ func (r *fastRetry) retryStatus(p *Proxy, t *h2Target, status int) bool {
 	r.release(t)
 	rt := t.rt
 	pol := rt.Retry()
-	if pol == nil {
+	if pol == nil || r.once {
 		return false
 	}
 	now := time.Now()
@@ -339,7 +344,11 @@ func (hc *h2Conn) tryFast(st *h2stream.ServerStream, f *h2Fast, hb, rb *buffer.I
 	}
 	deadline := r.deadline(t.rt, t.start)
 	uc.deadline(deadline)
-	if _, err = raw.Write(hb.Bytes()); err == nil {
+	_, err = raw.Write(hb.Bytes())
+	if err == nil && r.once {
+		err = hc.sendBody(st, f, raw)
+	}
+	if err == nil {
 		r.headLen, err = hc.readHead(f, uc, rb, st.Method == "HEAD")
 	}
 	if err != nil {
@@ -347,13 +356,73 @@ func (hc *h2Conn) tryFast(st *h2stream.ServerStream, f *h2Fast, hb, rb *buffer.I
 		if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) {
 			return uc, reused, errTimeout
 		}
-		if _, ok := err.(*errLocal); !ok {
+		if _, ok := err.(*errLocal); !ok && err != errDownstreamWrite {
 			err = errReset
 		}
 		return uc, reused, err
 	}
 	uc.deadline(time.Time{})
 	return uc, reused, nil
+}
+
+// sendBody streams the request body to the upstream as it arrives: as is when its length
+// is known, else chunked, with the request's trailers in the last chunk. The stream's
+// flow-control window is given back as pieces are read, so the body is never held
+// whole. A reset stream is errDownstreamWrite; a failed write is the upstream's.
+func (hc *h2Conn) sendBody(st *h2stream.ServerStream, f *h2Fast, w io.Writer) error {
+	pool := hc.h.p.cfg.Pool
+	chunked := st.ContentLength < 0
+	buf := pool.NewBuffer(bodyPiece + 32)
+	defer buf.Release()
+	for {
+		buf.Reset()
+		p := buf.Alloc(bodyPiece)
+		n, err := st.Read(p)
+		out := p[:n]
+		if chunked {
+			frame := pool.NewBuffer(n + 32)
+			if n > 0 {
+				http1.AppendChunk(frame, out)
+			}
+			if err == io.EOF {
+				if terr := http1.AppendLastChunk(frame, f.trailerFields(st)); terr != nil {
+					frame.Release()
+					return errDownstreamWrite
+				}
+			}
+			_, werr := w.Write(frame.Bytes())
+			frame.Release()
+			if werr != nil {
+				return werr
+			}
+		} else if n > 0 {
+			if _, werr := w.Write(out); werr != nil {
+				return werr
+			}
+		}
+		if f.log {
+			f.info.BytesReceived += uint64(n)
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return errDownstreamWrite
+		}
+	}
+}
+
+// bodyPiece is the most of a request body read from the stream at a time.
+const bodyPiece = 16 << 10
+
+// trailerFields views st's request trailers as HTTP/1 fields.
+func (f *h2Fast) trailerFields(st *h2stream.ServerStream) http1.Headers {
+	hs := f.hdrs[:0]
+	for _, tf := range st.Trailer() {
+		hs = append(hs, http1.Header{Name: sbytes(tf.Name), Value: sbytes(tf.Value)})
+	}
+	f.hdrs = hs
+	return hs
 }
 
 // fastHead writes the HTTP/1 request head for st into hb.
@@ -381,6 +450,13 @@ func (hc *h2Conn) fastHead(st *h2stream.ServerStream, f *h2Fast, hb *buffer.IoBu
 	}
 	e := &f.edits
 	*e = http1.Edits{Remove: e.Remove[:0], Add: e.Add[:0], Framing: http1.FramingNone}
+	switch {
+	case !st.HasBody():
+	case st.ContentLength >= 0:
+		e.Framing, e.ContentLength = http1.FramingLength, st.ContentLength
+	default:
+		e.Framing = http1.FramingChunked
+	}
 	// Target and Host always go through the edits, which validate them: a :path or
 	// :authority must not carry bytes that would split the HTTP/1 head.
 	e.Target = sbytes(rt.RewritePath(st.Path))

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -143,5 +144,42 @@ func getEach(t *testing.T, c *http.Client, url string, n int, want string) {
 		if resp.StatusCode != 200 || body != want {
 			t.Fatalf("request %d: %d %q after %v", i, resp.StatusCode, body, time.Since(start))
 		}
+	}
+}
+
+// TestHTTP2ToH1Bodies: request bodies from an HTTP/2 client reach an HTTP/1 upstream on
+// the direct path: with a content-length, streamed without one (chunked, trailers in the
+// last chunk), and larger than the stream's flow-control window.
+func TestHTTP2ToH1Bodies(t *testing.T) {
+	up := h1Upstream(t, echoHandler)
+	addr := framework.FreePort(t)
+	framework.StartProxy(t, httpProxyConfig(addr, "Http2", "Http1", []any{routeTo("/", nil)}, up))
+	c := h2cClient(t)
+	url := "http://" + addr + "/up"
+
+	resp, body := mustDo(t, c, newReq(t, "POST", url, strings.NewReader("hello")))
+	if resp.StatusCode != 200 || body != "POST /up hello" {
+		t.Fatalf("content-length body: %d %q", resp.StatusCode, body)
+	}
+
+	pr, pw := io.Pipe()
+	req := newReq(t, "POST", url, pr)
+	req.ContentLength = -1
+	req.Trailer = http.Header{"X-Req-Trailer": nil}
+	go func() {
+		_, _ = io.WriteString(pw, "stream")
+		req.Trailer.Set("X-Req-Trailer", "t1")
+		_, _ = io.WriteString(pw, "ed")
+		pw.Close()
+	}()
+	resp, body = mustDo(t, c, req)
+	if resp.StatusCode != 200 || body != "POST /up streamed" || resp.Header.Get("X-Got-Trailer") != "t1" {
+		t.Fatalf("streamed body: %d %q trailer %q", resp.StatusCode, body, resp.Header.Get("X-Got-Trailer"))
+	}
+
+	big := strings.Repeat("0123456789abcdef", 64<<10) // 1 MiB: four stream windows
+	resp, body = mustDo(t, c, newReq(t, "PUT", url, strings.NewReader(big)))
+	if resp.StatusCode != 200 || body != "PUT /up "+big {
+		t.Fatalf("1 MiB body: %d, %d bytes back", resp.StatusCode, len(body))
 	}
 }
