@@ -55,7 +55,7 @@ type session struct {
 	up        *upConn
 	route     *router.Route
 	pickDone  func(lb.DoneInfo)
-	reqSlot   bool // a max_requests unit of s.cl is held for the request
+	reqSlot   bool       // a max_requests unit of s.cl is held for the request
 	rip       netip.Addr // the downstream peer's address, read once per connection
 	start     time.Time
 	isHead    bool
