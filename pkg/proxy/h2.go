@@ -25,9 +25,9 @@ const H2MaxConcurrentStreams = 100
 
 // H2 is the HTTP/2 downstream driver. pkg/stream/http2's server engine reads and decodes
 // each connection's frames on the connection's goroutine and hands every request to
-// ServeStream there. A plain request to an HTTP/1 upstream (no stream filters, no access
-// log, no request body) takes the direct path of h2fast.go: its own goroutine writes the
-// HTTP/1 head from the decoded fields and turns the HTTP/1 response into frames, with no
+// ServeStream there. A request to an HTTP/1 upstream on a listener without stream filters
+// takes the direct path of h2fast.go: its own goroutine writes the HTTP/1 head from the
+// decoded fields, copies the body, and turns the HTTP/1 response into frames, with no
 // net/http objects. Every other request runs the full path (h2stream.go) over a net/http
 // view of the stream (h2Writer, h2ReqBody). It implements network.Handler; Close sends GOAWAY
 // on every open connection (streams in flight finish) and closes the idle upstreams.

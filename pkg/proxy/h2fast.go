@@ -119,8 +119,8 @@ func (f *h2Fast) sent(n int) {
 	}
 }
 
-// serveFast forwards a bodiless request to an HTTP/1 upstream and streams the answer
-// back, on the stream's own goroutine.
+// serveFast forwards a request to an HTTP/1 upstream and streams the answer back, on the
+// stream's own goroutine.
 func (hc *h2Conn) serveFast(st *h2stream.ServerStream, rt *router.Route) {
 	defer st.Done()
 	p := hc.h.p
