@@ -41,6 +41,7 @@ const (
 	DefaultStreamWindow         = 256 << 10
 	DefaultConnWindow           = 1 << 20
 	DefaultPrefaceTimeout       = 10 * time.Second
+	DefaultSendStallTimeout     = 5 * time.Minute
 )
 
 // Errors a ServerStream's methods return.
@@ -59,6 +60,10 @@ type ServerOptions struct {
 	ConnWindow           int32  // receive window of the connection; 0: default (1 MiB)
 	// PrefaceTimeout bounds the wait for the client preface; 0: DefaultPrefaceTimeout.
 	PrefaceTimeout time.Duration
+	// SendStallTimeout bounds how long a response waits for the peer to open a shut
+	// flow-control window before the stream is reset (FLOW_CONTROL_ERROR); 0:
+	// DefaultSendStallTimeout.
+	SendStallTimeout time.Duration
 	// OnProtocolError is called (on the connection goroutine) for each connection or
 	// stream error the peer caused, with a short kind for logs and metrics. nil: none.
 	OnProtocolError func(kind string)
@@ -79,6 +84,9 @@ func (o *ServerOptions) norm() {
 	}
 	if o.PrefaceTimeout <= 0 {
 		o.PrefaceTimeout = DefaultPrefaceTimeout
+	}
+	if o.SendStallTimeout <= 0 {
+		o.SendStallTimeout = DefaultSendStallTimeout
 	}
 }
 
@@ -1324,11 +1332,15 @@ func (st *ServerStream) WriteData(p []byte, end bool) error {
 		if n <= 0 && len(p) > 0 {
 			sc.unlockFlush()
 			sc.mu.Lock()
-			for st.sendWin <= 0 || sc.sendConn <= 0 {
-				if st.writableLocked() != nil {
-					break
-				}
-				sc.cond.Wait()
+			if !sc.waitWindowLocked(st) {
+				// The peer kept the window shut for SendStallTimeout: the stream is
+				// reset rather than held (with its goroutine and upstream) for ever.
+				appendRSTStream(sc.out, st.id, uint32(ErrCodeFlowControl))
+				st.onReset = nil
+				sc.closeStreamLocked(st, true)
+				sc.unlockFlush()
+				sc.countErr("send_window_stalled")
+				return ErrStreamReset
 			}
 			continue
 		}
@@ -1347,6 +1359,31 @@ func (st *ServerStream) WriteData(p []byte, end bool) error {
 		}
 	}
 	return sc.unlockSent(st, end)
+}
+
+// waitWindowLocked waits until st may send DATA again (both send windows open) or cannot
+// send at all. It reports false when the windows stayed shut for SendStallTimeout.
+func (sc *ServerConn) waitWindowLocked(st *ServerStream) bool {
+	if st.sendWin > 0 && sc.sendConn > 0 {
+		return true
+	}
+	deadline := time.Now().Add(sc.opts.SendStallTimeout)
+	wake := time.AfterFunc(sc.opts.SendStallTimeout, func() {
+		sc.mu.Lock()
+		sc.cond.Broadcast()
+		sc.mu.Unlock()
+	})
+	defer wake.Stop()
+	for st.sendWin <= 0 || sc.sendConn <= 0 {
+		if st.writableLocked() != nil {
+			return true // the caller sees why
+		}
+		if !time.Now().Before(deadline) {
+			return false
+		}
+		sc.cond.Wait()
+	}
+	return true
 }
 
 // unlockSent notes the end of st's response (with end), flushes, drops mu, and waits

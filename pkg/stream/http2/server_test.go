@@ -276,6 +276,32 @@ func TestServerSendFlowControl(t *testing.T) {
 	}
 }
 
+// TestServerStalledWindowResetsStream: a peer that never opens its flow-control window
+// gets the stream reset after SendStallTimeout, and the handler's write returns.
+func TestServerStalledWindowResetsStream(t *testing.T) {
+	werr := make(chan error, 1)
+	rc, _ := serve(t, h2.ServerOptions{SendStallTimeout: 100 * time.Millisecond}, handlerFunc(func(st *h2.ServerStream) {
+		werr <- st.WriteResponse(200, nil, []byte("more than the window"), true)
+	}), http2.Setting{ID: http2.SettingInitialWindowSize, Val: 4})
+	rc.headers(1, true, get("/")...)
+	for {
+		if rst, ok := rc.next().(*http2.RSTStreamFrame); ok {
+			if rst.StreamID != 1 || rst.ErrCode != http2.ErrCodeFlowControl {
+				t.Fatalf("got %v", rst)
+			}
+			break
+		}
+	}
+	select {
+	case err := <-werr:
+		if !errors.Is(err, h2.ErrStreamReset) {
+			t.Fatalf("write: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler's write did not return")
+	}
+}
+
 func TestServerPeerResetReachesHandler(t *testing.T) {
 	fired := make(chan struct{})
 	readErr := make(chan error, 1)
