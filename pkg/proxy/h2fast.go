@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -349,6 +350,7 @@ func (hc *h2Conn) tryFast(st *h2stream.ServerStream, f *h2Fast, hb, rb *buffer.I
 		err = hc.sendBody(st, f, raw)
 	}
 	if err == nil {
+		runtime.Gosched() // as session.respond: the answer has often arrived by then
 		r.headLen, err = hc.readHead(f, uc, rb, st.Method == "HEAD")
 	}
 	if err != nil {
