@@ -218,12 +218,17 @@ func Serve(c *network.Conn, pool *buffer.Pool, opts ServerOptions, h Handler, tr
 	_ = c.Raw().SetReadDeadline(time.Now().Add(opts.PrefaceTimeout))
 	err := c.ReadLoop(sc.onData)
 	var ce *connError
-	if errors.As(err, &ce) {
+	switch {
+	case errors.As(err, &ce):
 		sc.mu.Lock()
 		appendGoAway(sc.out, sc.maxClientID, uint32(ce.code), ce.kind)
 		sc.unlockFlush()
 		_ = c.Flush()
-		lingerClose(c)
+		lingerClose(c, network.CloseProtocolError)
+	case errors.Is(err, errGoneAway):
+		// Closing with unread bytes would reset the connection: half-close and drain.
+		_ = c.Flush()
+		lingerClose(c, network.CloseReason("peer_goaway"))
 	}
 	sc.mu.Lock()
 	sc.dead = true
@@ -245,7 +250,7 @@ var errGoneAway = errors.New("http2: connection drained")
 
 // lingerClose half-closes c and discards what the peer still sends for a moment before
 // closing, so that the GOAWAY is read rather than lost to a reset.
-func lingerClose(c *network.Conn) {
+func lingerClose(c *network.Conn, reason network.CloseReason) {
 	if tc, ok := c.Raw().(interface{ CloseWrite() error }); ok && tc.CloseWrite() == nil {
 		_ = c.Raw().SetReadDeadline(time.Now().Add(time.Second))
 		var buf [512]byte
@@ -257,7 +262,7 @@ func lingerClose(c *network.Conn) {
 			}
 		}
 	}
-	c.Close(network.CloseProtocolError)
+	c.Close(reason)
 }
 
 // Conn returns the network connection.
@@ -312,10 +317,16 @@ func (sc *ServerConn) onData(b *buffer.IoBuffer) error {
 		return err
 	}
 	sc.mu.Lock()
+	idleAway := sc.peerAway && len(sc.streams) == 0
 	sc.unlockFlush()
 	if sc.c.Queued() > 4*(1<<20) {
 		// The peer keeps sending (pings, settings, resets) without reading the answers.
 		return sc.protoErr(&connError{ErrCodeEnhanceCalm, "write_queue_overflow"})
+	}
+	if idleAway {
+		// The peer went away and nothing is in flight: the frames after its GOAWAY in this
+		// batch (a PING) were answered above; Serve closes gracefully.
+		return errGoneAway
 	}
 	return nil
 }
@@ -326,7 +337,7 @@ func (sc *ServerConn) frames(b *buffer.IoBuffer) error {
 		n := min(len(p), len(ClientPreface))
 		if string(p[:n]) != ClientPreface[:n] {
 			sc.countErr("bad_preface")
-			lingerClose(sc.c)
+			lingerClose(sc.c, network.CloseProtocolError)
 			return ErrBadPreface
 		}
 		if n < len(ClientPreface) {
@@ -442,12 +453,8 @@ func (sc *ServerConn) frame(fh frameHeader, p []byte) error {
 		}
 		sc.mu.Lock()
 		sc.peerAway = true
-		idle := len(sc.streams) == 0
 		sc.mu.Unlock()
-		if idle {
-			return errGoneAway
-		}
-		return nil
+		return nil // onData closes an idle connection after the rest of the batch
 	case frameWindowUpdate:
 		return sc.onWindowUpdate(fh, p)
 	}
@@ -1230,9 +1237,10 @@ func (st *ServerStream) WriteHeaders(status int, end bool, fn func(FieldWriter))
 }
 
 // WriteResponse sends the response head and a first body piece together, in one write
-// when the send windows allow; with end the response ends with p.
+// when the send windows allow; with end the response ends with p. The body of an answer
+// to HEAD is dropped, here and in WriteData.
 func (st *ServerStream) WriteResponse(status int, fn func(FieldWriter), p []byte, end bool) error {
-	if len(p) == 0 {
+	if len(p) == 0 || st.Method == "HEAD" {
 		return st.WriteHeaders(status, end, fn)
 	}
 	sc := st.sc
@@ -1321,6 +1329,9 @@ func (st *ServerStream) Write(p []byte) (int, error) {
 // while the stream's or the connection's send window is closed, and while the
 // connection's write queue is over its limit.
 func (st *ServerStream) WriteData(p []byte, end bool) error {
+	if st.Method == "HEAD" {
+		p = nil // a HEAD response carries no content (RFC 9110 §9.3.2); END_STREAM still goes
+	}
 	sc := st.sc
 	sc.mu.Lock()
 	for {

@@ -241,6 +241,19 @@ func TestServerRequestBodyAndWindowUpdates(t *testing.T) {
 	}
 }
 
+// TestServerHeadResponseHasNoContent: the body a handler writes for a HEAD request is
+// dropped; the response ends with HEADERS (or an empty DATA) and END_STREAM.
+func TestServerHeadResponseHasNoContent(t *testing.T) {
+	rc, _ := serve(t, h2.ServerOptions{}, handlerFunc(func(st *h2.ServerStream) {
+		_ = st.WriteResponse(200, func(w h2.FieldWriter) { w.Field("content-length", "5") }, []byte("hello"), true)
+	}))
+	rc.headers(1, true, ":method", "HEAD", ":scheme", "http", ":authority", "example", ":path", "/")
+	status, hdr, body, _ := rc.response(1)
+	if status != "200" || hdr["content-length"] != "5" || body != "" {
+		t.Fatalf("HEAD: %s %v %q", status, hdr, body)
+	}
+}
+
 func TestServerSendFlowControl(t *testing.T) {
 	body := bytes.Repeat([]byte("y"), 1000)
 	rc, _ := serve(t, h2.ServerOptions{}, handlerFunc(func(st *h2.ServerStream) {
