@@ -460,9 +460,15 @@ func (c *Conn) writeBatch(batch []*buffer.IoBuffer) error {
 // Flush waits until everything queued before the call has been written, or the
 // connection closed. It returns nil, the write error, or ErrClosed if data was dropped.
 func (c *Conn) Flush() error {
+	return c.waitQueue(func() bool { return c.flushing || len(c.queue) > 0 })
+}
+
+// waitQueue waits, under c.mu, while busy() holds and the connection is open. It returns
+// nil, the write error, or ErrClosed.
+func (c *Conn) waitQueue(busy func() bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for (c.flushing || len(c.queue) > 0) && c.reason == "" && c.werr == nil {
+	for busy() && c.reason == "" && c.werr == nil {
 		c.cond.Wait()
 	}
 	if c.werr != nil {

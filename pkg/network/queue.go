@@ -32,16 +32,5 @@ func (c *Conn) Queued() int {
 // WaitWritable blocks while the write queue holds BufferLimit bytes or more, until it
 // drains below that or the connection closes (ErrClosed).
 func (c *Conn) WaitWritable() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for c.queued >= c.limit && c.reason == "" && c.werr == nil {
-		c.cond.Wait()
-	}
-	if c.werr != nil {
-		return c.werr
-	}
-	if c.reason != "" {
-		return ErrClosed
-	}
-	return nil
+	return c.waitQueue(func() bool { return c.queued >= c.limit })
 }

@@ -24,12 +24,17 @@ func (s *TCPServer) Addr() string { return s.ln.Addr().String() }
 // Close stops accepting, closes open connections and waits for handlers.
 func (s *TCPServer) Close() {
 	s.ln.Close()
+	s.CloseConns()
+	s.wg.Wait()
+}
+
+// CloseConns closes the open connections and keeps accepting new ones.
+func (s *TCPServer) CloseConns() {
 	s.mu.Lock()
 	for c := range s.open {
 		c.Close()
 	}
 	s.mu.Unlock()
-	s.wg.Wait()
 }
 
 // StartTCP serves each connection with handle on its own goroutine until cleanup. Each

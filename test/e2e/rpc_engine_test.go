@@ -15,6 +15,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol"
 	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol/bolt"
 	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol/dubbo"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 	"github.com/mosnlite/mosnlite/test/framework"
 )
 
@@ -61,67 +62,27 @@ func (r *engFrames) next() (*xprotocol.Frame, error) {
 // and answers every other request (after the "delay" header's milliseconds for bolt, so
 // responses come back out of order) echoing the content. respond builds the answer.
 type engServer struct {
-	ln      net.Listener
-	xp      xprotocol.Codec
-	respond func(f *xprotocol.Frame) []byte
-	conns   atomic.Int64
-	reqs    atomic.Int64
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	open    map[net.Conn]struct{}
+	*testutil.TCPServer // Conns counts the connections accepted
+	xp                  xprotocol.Codec
+	respond             func(f *xprotocol.Frame) []byte
+	reqs                atomic.Int64
 }
 
 func startEngServer(t *testing.T, xp xprotocol.Codec, respond func(f *xprotocol.Frame) []byte) *engServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &engServer{ln: ln, xp: xp, respond: respond, open: map[net.Conn]struct{}{}}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.conns.Add(1)
-			s.mu.Lock()
-			s.open[c] = struct{}{}
-			s.mu.Unlock()
-			s.wg.Add(1)
-			go s.serve(c)
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		s.closeConns()
-		s.wg.Wait()
-	})
+	s := &engServer{xp: xp, respond: respond}
+	s.TCPServer = testutil.StartTCP(t, func(c *net.TCPConn) { s.serve(c) })
 	return s
 }
 
-func (s *engServer) addr() string { return s.ln.Addr().String() }
-
-func (s *engServer) closeConns() {
-	s.mu.Lock()
-	for c := range s.open {
-		_ = c.Close()
-	}
-	s.mu.Unlock()
-}
+func (s *engServer) addr() string { return s.Addr() }
 
 func (s *engServer) serve(c net.Conn) {
-	defer s.wg.Done()
 	var wmu sync.Mutex
 	var inner sync.WaitGroup
 	defer func() {
 		_ = c.Close()
 		inner.Wait()
-		s.mu.Lock()
-		delete(s.open, c)
-		s.mu.Unlock()
 	}()
 	write := func(b []byte) {
 		wmu.Lock()
@@ -282,7 +243,7 @@ func engBoltChecks(t *testing.T, addr string, up *engServer) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "requests upstream", 10*time.Second, func() bool { return up.reqs.Load() >= before+10 })
-	up.closeConns()
+	up.CloseConns()
 	for k := 0; k < 10; k++ {
 		if f := next(); f.ID < 700 || f.ID >= 710 || f.Status != bolt.StatusConnectionClosed {
 			t.Fatalf("upstream closed: id %d status %#x", f.ID, f.Status)
@@ -319,8 +280,8 @@ func TestRPCEngineBoltSamples(t *testing.T) {
 		"127.0.0.1:2046": server, "127.0.0.1:2045": client, "34901": freePortNumber(t),
 	}))
 	engBoltChecks(t, client, app)
-	if app.conns.Load() != 2 { // one, and one after the forced close
-		t.Fatalf("app saw %d connections, want 2 (multiplexed)", app.conns.Load())
+	if app.Conns.Load() != 2 { // one, and one after the forced close
+		t.Fatalf("app saw %d connections, want 2 (multiplexed)", app.Conns.Load())
 	}
 }
 

@@ -3,7 +3,6 @@ package xprotocol_test
 import (
 	"bytes"
 	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,54 +10,23 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/buffer"
 	xproto "github.com/mosnlite/mosnlite/pkg/protocol/xprotocol"
 	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol/dubbo"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
 // dubboServer answers every request but service "hang" with the value "ok:<method>".
 type dubboServer struct {
-	ln   net.Listener
+	*testutil.TCPServer
 	reqs atomic.Int64
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	open map[net.Conn]struct{}
 }
 
 func startDubboServer(t testing.TB) *dubboServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &dubboServer{ln: ln, open: map[net.Conn]struct{}{}}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.open[c] = struct{}{}
-			s.mu.Unlock()
-			s.wg.Add(1)
-			go s.serveConn(c)
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		s.mu.Lock()
-		for c := range s.open {
-			_ = c.Close()
-		}
-		s.mu.Unlock()
-		s.wg.Wait()
-	})
+	s := &dubboServer{}
+	s.TCPServer = testutil.StartTCP(t, func(c *net.TCPConn) { s.serveConn(c) })
 	return s
 }
 
 func (s *dubboServer) serveConn(c net.Conn) {
-	defer s.wg.Done()
-	defer c.Close()
 	xp := dubbo.New(dubbo.Options{})
 	r := newFrameReader(c, xp)
 	for {
@@ -123,7 +91,7 @@ func dubboRoundTrip(t *testing.T, c net.Conn, r *frameReader, raw []byte, id uin
 // with status 70; the connection keeps serving).
 func TestDubbo(t *testing.T) {
 	up := startDubboServer(t)
-	v := startEnv(t, dubbo.New(dubbo.Options{}), up.ln.Addr().String(), nil)
+	v := startEnv(t, dubbo.New(dubbo.Options{}), up.Addr(), nil)
 	c := dial(t, v.addr)
 	r := newFrameReader(c, dubbo.New(dubbo.Options{}))
 

@@ -37,59 +37,15 @@ const testTimeout = 15 * time.Second
 func dur(d time.Duration) *config.Duration { v := config.Duration(d); return &v }
 
 // upstream is a TCP server on 127.0.0.1:0 running handle for each accepted connection.
-type upstream struct {
-	ln       net.Listener
-	accepted atomic.Int64
-	mu       sync.Mutex
-	conns    map[net.Conn]struct{}
-	wg       sync.WaitGroup
-}
+// upstream is a loopback TCP server whose connections handle serves.
+type upstream struct{ *testutil.TCPServer }
 
 func startUpstream(t testing.TB, handle func(c net.Conn)) *upstream {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &upstream{ln: ln, conns: map[net.Conn]struct{}{}}
-	u.wg.Add(1)
-	go func() {
-		defer u.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u.accepted.Add(1)
-			u.mu.Lock()
-			u.conns[c] = struct{}{}
-			u.mu.Unlock()
-			u.wg.Add(1)
-			go func() {
-				defer u.wg.Done()
-				handle(c)
-				c.Close()
-				u.mu.Lock()
-				delete(u.conns, c)
-				u.mu.Unlock()
-			}()
-		}
-	}()
-	t.Cleanup(u.close)
-	return u
+	return &upstream{testutil.StartTCP(t, func(c *net.TCPConn) { handle(c) })}
 }
 
-func (u *upstream) addr() string { return u.ln.Addr().String() }
-
-func (u *upstream) close() {
-	u.ln.Close()
-	u.mu.Lock()
-	for c := range u.conns {
-		c.Close()
-	}
-	u.mu.Unlock()
-	u.wg.Wait()
-}
+func (u *upstream) addr() string { return u.Addr() }
 
 // closedAddr returns a loopback address nothing listens on.
 func closedAddr(t testing.TB) string {
