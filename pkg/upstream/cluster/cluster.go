@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -159,6 +160,7 @@ type snapshot struct {
 	picker  lb.Picker
 	changed chan struct{} // closed when this snapshot is replaced
 	removed bool
+	named   bool // some host is a name (SIMPLE), which only Options.Dial resolves: not raw-dialable
 }
 
 func newCluster(m *Manager, name string) *Cluster {
@@ -311,12 +313,14 @@ func (c *Cluster) rebuildLocked() {
 		return true
 	})
 	var healthy []lb.Host
+	named := false
 	for _, h := range hosts {
 		if h.Healthy() {
 			healthy = append(healthy, h)
 		}
+		named = named || !h.ap.IsValid()
 	}
-	next := &snapshot{set: s, hosts: hosts, healthy: healthy, picker: s.factory(healthy, s.lbOpts), changed: make(chan struct{})}
+	next := &snapshot{set: s, hosts: hosts, healthy: healthy, picker: s.factory(healthy, s.lbOpts), changed: make(chan struct{}), named: named}
 	old := c.snap.Swap(next)
 	if old != nil {
 		close(old.changed)
@@ -390,14 +394,8 @@ func (c *Cluster) pickSlow(ctx context.Context, r *lb.Request, s *snapshot, err 
 		timeout = t.C
 	}
 	for {
-		if !errors.Is(err, lb.ErrNoHost) {
-			return nil, nil, fmt.Errorf("cluster %q: pick: %w", c.name, err)
-		}
-		if s.removed {
-			return nil, nil, fmt.Errorf("cluster %q: %w: cluster removed", c.name, ErrNoHealthyUpstream)
-		}
-		if wait <= 0 {
-			return nil, nil, c.noHost(s, "pick_timeout 0")
+		if err := c.pickFailed(s, err, wait); err != nil {
+			return nil, nil, err
 		}
 		select {
 		case <-s.changed:
@@ -414,6 +412,20 @@ func (c *Cluster) pickSlow(ctx context.Context, r *lb.Request, s *snapshot, err 
 			return c.own(h, done)
 		}
 	}
+}
+
+// pickFailed is the error of a pick from s that failed with err, or nil when the pick may
+// wait (up to wait, the pick_timeout) for the host set to change.
+func (c *Cluster) pickFailed(s *snapshot, err error, wait time.Duration) error {
+	switch {
+	case !errors.Is(err, lb.ErrNoHost):
+		return fmt.Errorf("cluster %q: pick: %w", c.name, err)
+	case s.removed:
+		return fmt.Errorf("cluster %q: %w: cluster removed", c.name, ErrNoHealthyUpstream)
+	case wait <= 0:
+		return c.noHost(s, "pick_timeout 0")
+	}
+	return nil
 }
 
 func (c *Cluster) noHost(s *snapshot, why string) error {
@@ -455,62 +467,35 @@ func (c *Cluster) DialHost(ctx context.Context, r *lb.Request, host *Host) (net.
 	return conn, h, done, err
 }
 
+// dial runs Dial's attempts (Attempts, attempts.go) with blocking connects through dialHost.
 func (c *Cluster) dial(ctx context.Context, r *lb.Request, first *Host) (net.Conn, *Host, func(lb.DoneInfo), error) {
 	if r == nil {
 		r = &lb.Request{}
 	}
-	s := c.snap.Load()
-	var (
-		tried    []*Host
-		attempts []error
-		noMore   bool
-		retry    *lb.Request // a copy of r for the picks after a failure (they bump Attempt)
-	)
-tries:
-	for len(tried) < s.set.maxAttempts {
-		var (
-			h    *Host
-			done func(lb.DoneInfo)
-			err  error
-		)
-		switch {
-		case len(tried) == 0 && first != nil:
-			h, done = first, func(lb.DoneInfo) {} // the caller's pick accounts for the request
-		case len(tried) == 0:
-			h, done, err = c.Pick(ctx, r)
-			if err != nil {
-				return nil, nil, nil, err
-			}
-		default:
-			if retry == nil {
-				cp := *r
-				retry = &cp
-			}
-			if h, done = c.pickUntried(ctx, retry, tried); h == nil {
-				noMore = true
-				break tries
-			}
+	var a Attempts
+	a.init(c, c.snap.Load(), r)
+	if first != nil {
+		a.h, a.done, a.pending = first, func(lb.DoneInfo) {}, true // the caller's pick accounts for the request
+	}
+	set := a.s.set
+	for {
+		h, err := a.next(ctx, true)
+		if err != nil {
+			return nil, nil, nil, err
 		}
-		conn, err := c.dialHost(ctx, s.set.connectTimeout, h)
-		if err == nil && s.set.tls != nil { // tls.go: the handshake gets connect_timeout too
-			conn, err = clientTLS(ctx, conn, s.set.tls, h, time.Now().Add(s.set.connectTimeout))
+		conn, err := c.dialHost(ctx, set.connectTimeout, h)
+		if err == nil && set.tls != nil { // tls.go: the handshake gets connect_timeout too
+			conn, err = clientTLS(ctx, conn, set.tls, h, time.Now().Add(set.connectTimeout))
 		}
 		if err == nil {
-			c.recordResult(h.st, true)
+			h, done := a.connected()
 			return conn, h, c.connDone(h, done), nil
 		}
-		done(lb.DoneInfo{Err: err})
-		c.connectFailed(h, err)
-		if ctx.Err() == nil { // our caller giving up says nothing about the host
-			c.recordResult(h.st, false)
-		}
-		tried = append(tried, h)
-		attempts = append(attempts, err)
+		a.failed(err, ctx.Err() != nil) // our caller giving up says nothing about the host
 		if ctx.Err() != nil {
-			break
+			return nil, nil, nil, a.Err()
 		}
 	}
-	return nil, nil, nil, &DialError{Cluster: c.name, Attempts: attempts, NoMoreHosts: noMore}
 }
 
 // DialError is Dial's error when every attempt failed. errors.Is and errors.As see each
@@ -604,18 +589,33 @@ func (c *Cluster) dialHost(ctx context.Context, timeout time.Duration, h *Host) 
 		timedOut = err != nil && ctx.Err() == nil && errors.Is(dctx.Err(), context.DeadlineExceeded)
 		cancel()
 	}
-	switch {
-	case err == nil && conn == nil:
+	if err == nil && conn == nil {
 		err = errors.New("dialer returned no connection")
+	}
+	if err != nil {
+		if conn != nil {
+			conn.Close()
+		}
+		return nil, connectError(h, timeout, err, timedOut)
+	}
+	return conn, nil
+}
+
+// connectError is a failed connect's error naming h: timedOut (connect_timeout expired)
+// gives a connectTimeoutError, other errors get the address prefixed unless they name it.
+func connectError(h *Host, timeout time.Duration, err error, timedOut bool) error {
+	switch {
 	case timedOut:
-		err = &connectTimeoutError{addr: h.addr, timeout: timeout, err: err}
-	case err != nil && !strings.Contains(err.Error(), h.addr):
-		err = fmt.Errorf("%s: %w", h.addr, err)
+		if err == nil {
+			err = os.ErrDeadlineExceeded
+		}
+		return &connectTimeoutError{addr: h.addr, timeout: timeout, err: err}
+	case err == nil:
+		return fmt.Errorf("%s: connect failed", h.addr)
+	case !strings.Contains(err.Error(), h.addr):
+		return fmt.Errorf("%s: %w", h.addr, err)
 	}
-	if err != nil && conn != nil {
-		conn.Close()
-	}
-	return conn, err
+	return err
 }
 
 // connectTimeoutError is a dial that connect_timeout ended; errors.Is sees the dialer's
@@ -678,20 +678,32 @@ func (d *deadlineCtx) Err() error {
 	return nil
 }
 
+// connDone counts a new connection to h, made for the pick whose done is done, and returns
+// the func that ends it (a second call is ignored).
 func (c *Cluster) connDone(h *Host, done func(lb.DoneInfo)) func(lb.DoneInfo) {
+	c.connOpened(h)
+	var once atomic.Bool
+	return func(di lb.DoneInfo) {
+		if !once.Swap(true) {
+			c.connClosed(h, done, di)
+		}
+	}
+}
+
+// connOpened counts a new connection to h as active.
+func (c *Cluster) connOpened(h *Host) {
 	c.cxTotal.Inc()
 	c.cxActive.Inc()
 	h.st.stats.ConnOpened()
-	var once atomic.Bool
-	return func(di lb.DoneInfo) {
-		if once.Swap(true) {
-			return
-		}
-		h.st.stats.ConnClosed()
-		c.cxActive.Dec()
-		c.Release(MaxConnections)
-		done(di)
-	}
+}
+
+// connClosed ends what connOpened counted, releases the connection's max_connections unit
+// and calls its pick's done.
+func (c *Cluster) connClosed(h *Host, done func(lb.DoneInfo), di lb.DoneInfo) {
+	h.st.stats.ConnClosed()
+	c.cxActive.Dec()
+	c.Release(MaxConnections)
+	done(di)
 }
 
 // warnEvery rate-limits connect-failure warnings per cluster; every failure is logged at
