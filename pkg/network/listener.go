@@ -22,6 +22,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/config"
 	"github.com/mosnlite/mosnlite/pkg/log"
 	"github.com/mosnlite/mosnlite/pkg/metrics"
+	"github.com/mosnlite/mosnlite/pkg/network/evloop"
 )
 
 // DefaultMaxConnections applies when ListenerConfig.MaxConnections is 0.
@@ -75,6 +76,11 @@ type ListenerConfig struct {
 	// connection's goroutine, bounded by HandshakeTimeout (0: 10s), before the handler.
 	TLS              *tls.Config
 	HandshakeTimeout time.Duration
+	// RawHandler, with Loops, serves the listener's connections on event loops instead of
+	// goroutines (raw.go), where the listener qualifies (a bound tcp socket, no TLS, no
+	// original_dst); Handler serves the rest and every socket RawHandler declines.
+	RawHandler RawHandler
+	Loops      *evloop.Group
 }
 
 // Listener accepts connections and runs each on its own goroutine. New binds; Serve
@@ -106,6 +112,13 @@ type Listener struct {
 	zero    chan struct{} // closed when running drops to 0 (made by a waiting Drain)
 	base    context.Context
 	forced  bool // Drain's deadline passed: connections started later are closed at once
+
+	// Event loops (raw.go): the accepting registrations, open RawConns, and their lists
+	// per loop (each used only on its loop).
+	rawMu     sync.Mutex // serializes registering the socket with the loops and leaving them
+	acceptors atomic.Pointer[[]*acceptor]
+	rawLive   atomic.Int64
+	rawLists  []rawList
 }
 
 // NewListener validates cfg and binds the socket (none for a virtual listener). It starts
@@ -325,6 +338,7 @@ func (l *Listener) Close() error {
 	l.closeOnce.Do(func() {
 		l.closing.Store(true)
 		close(l.workers.stop)
+		l.stopRaw()
 		switch {
 		case l.ln != nil:
 			l.closeErr = l.ln.Close()
@@ -351,6 +365,8 @@ func (l *Listener) Serve(ctx context.Context) error {
 		return nil
 	case l.pc != nil:
 		return l.servePackets(ctx)
+	case l.rawOK():
+		return l.serveRaw(ctx)
 	}
 	return l.acceptLoop(ctx)
 }
@@ -644,11 +660,17 @@ func (l *Listener) closeCounter(r CloseReason) prometheus.Counter {
 func (l *Listener) connDone() {
 	l.mu.Lock()
 	l.running--
-	if l.running == 0 && l.zero != nil {
+	l.signalIdleLocked()
+	l.mu.Unlock()
+}
+
+// signalIdleLocked wakes a waiting Drain when no connection goroutine runs and no
+// RawConn is open.
+func (l *Listener) signalIdleLocked() {
+	if l.running == 0 && l.rawLive.Load() == 0 && l.zero != nil {
 		close(l.zero)
 		l.zero = nil
 	}
-	l.mu.Unlock()
 }
 
 // ActiveConns is the number of open connections served by this listener (hand-offs
@@ -656,7 +678,7 @@ func (l *Listener) connDone() {
 func (l *Listener) ActiveConns() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.conns)
+	return len(l.conns) + int(l.rawLive.Load())
 }
 
 // Drain waits until every connection goroutine of this listener has returned. When ctx
@@ -680,6 +702,14 @@ func (l *Listener) Drain(ctx context.Context) {
 	for _, c := range open {
 		c.Close(CloseDrain)
 	}
+	if n := l.rawLive.Load(); n > 0 {
+		l.log.Info("drain deadline reached; closing event-loop connections", zap.Int64("connections", n))
+		for i, lp := range l.cfg.Loops.Loops() {
+			if i < len(l.rawLists) {
+				lp.Post(func() { l.rawLists[i].forceClose(CloseDrain) })
+			}
+		}
+	}
 	l.waitIdle(nil)
 }
 
@@ -687,7 +717,7 @@ func (l *Listener) Drain(ctx context.Context) {
 func (l *Listener) waitIdle(stop <-chan struct{}) bool {
 	for {
 		l.mu.Lock()
-		if l.running == 0 {
+		if l.running == 0 && l.rawLive.Load() == 0 {
 			l.mu.Unlock()
 			return true
 		}
