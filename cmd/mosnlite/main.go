@@ -10,6 +10,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -212,7 +213,13 @@ func cmdStart(g *globals, args []string, stderr io.Writer) int {
 	path := fs.String("c", os.Getenv("MOSNLITE_CONFIG"), "config file (env MOSNLITE_CONFIG); SIGHUP re-reads it")
 	node := fs.String("service-node", os.Getenv("MOSNLITE_SERVICE_NODE"), "node id presented to an xDS control plane (env MOSNLITE_SERVICE_NODE)")
 	clusterName := fs.String("service-cluster", os.Getenv("MOSNLITE_SERVICE_CLUSTER"), "service cluster presented to an xDS control plane (env MOSNLITE_SERVICE_CLUSTER)")
+	loops := fs.String("event-loops", cmp.Or(os.Getenv("MOSNLITE_EVENT_LOOPS"), "on"),
+		"on: tcp_proxy listeners run on event loops where the platform has them; off: a goroutine per connection (env MOSNLITE_EVENT_LOOPS)")
 	if fs.Parse(args) != nil {
+		return 2
+	}
+	if *loops != "on" && *loops != "off" {
+		fmt.Fprintf(stderr, "mosnlite start: --event-loops: %q is neither on nor off\n", *loops)
 		return 2
 	}
 	if *path == "" {
@@ -268,7 +275,7 @@ func cmdStart(g *globals, args []string, stderr io.Writer) int {
 		return c, nil
 	}
 	srv, err := server.New(cfg, server.Options{Extensions: ext, Log: logger, Level: level, Load: reread,
-		ServiceNode: *node, ServiceCluster: *clusterName})
+		ServiceNode: *node, ServiceCluster: *clusterName, NoEventLoops: *loops == "off"})
 	if err != nil {
 		logger.Error("cannot start", zap.Error(err))
 		fmt.Fprintf(stderr, "mosnlite: %v\n", err)

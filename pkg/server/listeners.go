@@ -176,6 +176,10 @@ func (s *Server) buildFilter(lc *config.Listener, ext *extension.Set) (network.L
 			return lcfg, nil, fmt.Errorf("filter %q cannot serve a %s listener", fcfg.Type, netw)
 		}
 		lcfg.Handler = h
+		if rh, ok := nf.(network.RawHandler); ok && netw != "unix" {
+			lcfg.RawHandler = rh
+			lcfg.Loops = s.eventLoops()
+		}
 	}
 	// TLS termination (pkg/network/tls.go); the ALPN list comes from the filter when the
 	// config names none.

@@ -32,6 +32,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/extension"
 	"github.com/mosnlite/mosnlite/pkg/metrics"
 	"github.com/mosnlite/mosnlite/pkg/network"
+	"github.com/mosnlite/mosnlite/pkg/network/evloop"
 	"github.com/mosnlite/mosnlite/pkg/router"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 )
@@ -50,6 +51,10 @@ type Options struct {
 	// ServiceNode and ServiceCluster identify this proxy to an xDS control plane
 	// (--service-node, --service-cluster).
 	ServiceNode, ServiceCluster string
+	// NoEventLoops serves every listener with a goroutine per connection; by default
+	// tcp_proxy listeners run on event loops (pkg/network/evloop) where the platform has
+	// them (--event-loops).
+	NoEventLoops bool
 }
 
 // Server is a built configuration. Its clusters, routers and listeners change at run time
@@ -68,6 +73,7 @@ type Server struct {
 	routers  *router.Tables
 	index    *network.Index
 	admin    *admin
+	loops    *evloop.Group // started with the first listener that uses it; nil: none
 
 	running atomic.Bool  // Run serves and is not draining
 	holds   atomic.Int64 // HoldReady holders not yet released
@@ -291,6 +297,7 @@ func (s *Server) Run(ctx context.Context) error {
 	drains.Wait()
 	cancel()
 	s.drains.Wait() // listeners removed earlier, each bounded by the drain timeout
+	s.closeLoops()
 	stopBg()
 	if err := bg.Wait(); err != nil && !errors.Is(err, context.Canceled) && runErr == nil {
 		runErr = err
@@ -329,7 +336,35 @@ func (s *Server) closeAll() {
 		ll.ln.Close()
 	}
 	s.drains.Wait()
+	s.closeLoops()
 	if s.admin != nil {
 		s.admin.ln.Close()
+	}
+}
+
+// eventLoops returns the server's event loops, starting them on first use; nil when they
+// are off or this platform has none (listeners then use goroutines). Called with mu held.
+func (s *Server) eventLoops() *evloop.Group {
+	if s.loops != nil || s.opts.NoEventLoops || !evloop.Supported {
+		return s.loops
+	}
+	g, err := evloop.NewGroup(0, s.log.Named("evloop"))
+	if err != nil {
+		s.log.Warn("event loops unavailable; tcp_proxy listeners use goroutines", zap.Error(err))
+		s.opts.NoEventLoops = true
+		return nil
+	}
+	s.loops = g
+	return g
+}
+
+// closeLoops stops the event loops, after every listener using them drained.
+func (s *Server) closeLoops() {
+	s.mu.Lock()
+	g := s.loops
+	s.loops = nil
+	s.mu.Unlock()
+	if g != nil {
+		g.Close()
 	}
 }

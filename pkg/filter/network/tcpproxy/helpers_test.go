@@ -25,6 +25,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/filter/network/tcpproxy"
 	"github.com/mosnlite/mosnlite/pkg/metrics"
 	"github.com/mosnlite/mosnlite/pkg/network"
+	"github.com/mosnlite/mosnlite/pkg/network/evloop"
 	"github.com/mosnlite/mosnlite/pkg/testutil"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 )
@@ -71,6 +72,7 @@ type env struct {
 	cancel   context.CancelFunc
 	served   sync.WaitGroup
 	stopped  bool
+	loops    *evloop.Group // the listeners' event loops, in loop mode (modes)
 }
 
 const lnName = "tp"
@@ -88,6 +90,13 @@ func newEnvAt(t testing.TB, level zapcore.Level, clusters ...config.Cluster) *en
 	e.clusters = cluster.NewManager(cluster.Options{Metrics: e.m, Log: e.zl})
 	if err := e.clusters.Apply(clusters); err != nil {
 		t.Fatal(err)
+	}
+	if _, ok := loopMode.Load(t); ok {
+		g, err := evloop.NewGroup(1, e.zl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.loops = g
 	}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	t.Cleanup(func() { e.stop(0) })
@@ -124,7 +133,7 @@ func (e *env) log() *zap.Logger { return e.zl }
 // listen starts a listener on 127.0.0.1:0 serving h.
 func (e *env) listen(name string, h network.Handler) *network.Listener {
 	e.t.Helper()
-	ln, err := network.NewListener(network.ListenerConfig{
+	cfg := network.ListenerConfig{
 		Name:     name,
 		Network:  "tcp",
 		Address:  "127.0.0.1:0",
@@ -132,7 +141,11 @@ func (e *env) listen(name string, h network.Handler) *network.Listener {
 		Handler:  h,
 		Metrics:  e.m,
 		Log:      e.log(),
-	})
+	}
+	if rh, ok := h.(network.RawHandler); ok && e.loops != nil {
+		cfg.RawHandler, cfg.Loops = rh, e.loops
+	}
+	ln, err := network.NewListener(cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -160,6 +173,29 @@ func (e *env) stop(grace time.Duration) {
 	for _, ln := range e.lns {
 		ln.Drain(ctx)
 	}
+	if e.loops != nil {
+		e.loops.Close()
+		if len(e.lns) > 0 && !e.logged(zapcore.InfoLevel, "listener serving on event loops") {
+			e.t.Error("loop mode, but no listener served on event loops")
+		}
+	}
+}
+
+// loopMode holds the tests (*testing.T) whose env serves on event loops.
+var loopMode sync.Map
+
+// modes runs a listener-level test twice: with a goroutine per connection (ServeConn)
+// and on an event loop (ServeRaw), where the platform has them.
+func modes(t *testing.T, test func(t *testing.T)) {
+	t.Run("goroutines", test)
+	t.Run("loops", func(t *testing.T) {
+		if !evloop.Supported {
+			t.Skip("no event loops on this platform")
+		}
+		loopMode.Store(t, true)
+		defer loopMode.Delete(t)
+		test(t)
+	})
 }
 
 type lazyHandler struct {
@@ -170,6 +206,7 @@ func (l *lazyHandler) set(f *tcpproxy.Filter) { l.h.Store(f) }
 func (l *lazyHandler) ServeConn(ctx context.Context, c *network.Conn) {
 	l.h.Load().ServeConn(ctx, c)
 }
+func (l *lazyHandler) ServeRaw(a network.Accepted) bool { return l.h.Load().ServeRaw(a) }
 
 func simpleCluster(name, lbType string, addrs ...string) config.Cluster {
 	c := config.Cluster{Name: name, LBType: lbType, ConnectTimeout: dur(2 * time.Second)}

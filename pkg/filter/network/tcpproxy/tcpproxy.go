@@ -68,6 +68,7 @@ type Filter struct {
 	clusters *cluster.Manager
 	pool     *buffer.Pool
 	routes   []route
+	needDst  bool // a route matches on destination addresses or ports
 	idle     time.Duration
 	listener string
 	log      *zap.Logger
@@ -114,6 +115,7 @@ func Factory(raw config.RawMessage, d filter.Deps) (filter.NetworkFilter, error)
 			return nil, fmt.Errorf("tcp_proxy: routes[%d]: %w", i, err)
 		}
 		f.routes = append(f.routes, rt)
+		f.needDst = f.needDst || len(rt.dst) > 0 || len(rt.dstPorts) > 0
 	}
 	if c.Cluster != "" {
 		f.routes = append(f.routes, route{cluster: c.Cluster})
@@ -226,13 +228,18 @@ func addrPort(a net.Addr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// pickCluster returns the first route that matches the connection.
+// pickCluster returns the cluster of the first route that matches the connection.
 func (f *Filter) pickCluster(c *network.Conn) string {
-	src := addrPort(c.RemoteAddr())
 	dst, ok := c.OriginalDst()
 	if !ok {
 		dst = addrPort(c.LocalAddr())
 	}
+	return f.route(addrPort(c.RemoteAddr()), dst)
+}
+
+// route returns the cluster of the first route that matches a connection from src to
+// dst; "" when none does. dst is only read when a route names destinations (needDst).
+func (f *Filter) route(src, dst netip.AddrPort) string {
 	for i := range f.routes {
 		r := &f.routes[i]
 		if matchAddr(r.src, src.Addr()) && matchAddr(r.dst, dst.Addr()) &&

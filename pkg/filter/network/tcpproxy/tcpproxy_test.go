@@ -36,7 +36,9 @@ func randomBytes(t testing.TB, n int) []byte {
 
 // TestBulkBothWaysIntact sends several MiB of random bytes each way at the same time and
 // checks both arrive intact, then that the byte and session counters match.
-func TestBulkBothWaysIntact(t *testing.T) {
+func TestBulkBothWaysIntact(t *testing.T) { modes(t, testBulkBothWaysIntact) }
+
+func testBulkBothWaysIntact(t *testing.T) {
 	const size = 6<<20 + 12345 // not a multiple of any buffer or chunk size
 	toUp, toDown := randomBytes(t, size), randomBytes(t, size)
 	gotUp := make(chan [32]byte, 1)
@@ -89,7 +91,9 @@ func TestBulkBothWaysIntact(t *testing.T) {
 
 // TestManyExchanges runs request/response round trips of varied sizes on one session: the
 // path after the first read (small reads and bulk) keeps message boundaries intact.
-func TestManyExchanges(t *testing.T) {
+func TestManyExchanges(t *testing.T) { modes(t, testManyExchanges) }
+
+func testManyExchanges(t *testing.T) {
 	u := startUpstream(t, func(c net.Conn) { io.Copy(c, c) }) // echo
 	e := newEnv(t, simpleCluster("c1", "", u.addr()))
 	ln, _ := e.proxy(lnName, `{"cluster":"c1"}`)
@@ -119,6 +123,10 @@ func TestManyExchanges(t *testing.T) {
 // TestClientHalfCloseThenUpstreamAnswers: the client sends a request and shuts down its
 // write side; the upstream sees EOF, then answers; the client reads the whole answer.
 func TestClientHalfCloseThenUpstreamAnswers(t *testing.T) {
+	modes(t, testClientHalfCloseThenUpstreamAnswers)
+}
+
+func testClientHalfCloseThenUpstreamAnswers(t *testing.T) {
 	answer := randomBytes(t, 300<<10)
 	u := startUpstream(t, func(c net.Conn) {
 		c.SetDeadline(time.Now().Add(testTimeout))
@@ -147,6 +155,10 @@ func TestClientHalfCloseThenUpstreamAnswers(t *testing.T) {
 // TestUpstreamHalfCloseClientKeepsSending: the upstream sends a greeting and half-closes;
 // the client sees EOF, keeps sending, and the upstream receives everything.
 func TestUpstreamHalfCloseClientKeepsSending(t *testing.T) {
+	modes(t, testUpstreamHalfCloseClientKeepsSending)
+}
+
+func testUpstreamHalfCloseClientKeepsSending(t *testing.T) {
 	body := randomBytes(t, 2<<20)
 	got := make(chan []byte, 1)
 	u := startUpstream(t, func(c net.Conn) {
@@ -181,7 +193,9 @@ func TestUpstreamHalfCloseClientKeepsSending(t *testing.T) {
 // TestUpstreamResetMidStream (ROBUSTNESS 31): the upstream sends part of a response and
 // resets. The client must not see a clean EOF that looks like a complete response: the
 // reset is passed on, and both connections are closed.
-func TestUpstreamResetMidStream(t *testing.T) {
+func TestUpstreamResetMidStream(t *testing.T) { modes(t, testUpstreamResetMidStream) }
+
+func testUpstreamResetMidStream(t *testing.T) {
 	u := startUpstream(t, func(c net.Conn) {
 		c.SetDeadline(time.Now().Add(testTimeout))
 		buf := make([]byte, 4)
@@ -206,7 +220,9 @@ func TestUpstreamResetMidStream(t *testing.T) {
 
 // TestClientResetClosesUpstream: a client that resets its connection gets the upstream
 // connection reset too, promptly.
-func TestClientResetClosesUpstream(t *testing.T) {
+func TestClientResetClosesUpstream(t *testing.T) { modes(t, testClientResetClosesUpstream) }
+
+func testClientResetClosesUpstream(t *testing.T) {
 	upErr := make(chan error, 1)
 	u := startUpstream(t, func(c net.Conn) {
 		c.SetDeadline(time.Now().Add(testTimeout))
@@ -242,7 +258,9 @@ func TestClientResetClosesUpstream(t *testing.T) {
 
 // TestIdleTimeoutClosesIdleSession: with no bytes either way for idle_timeout, both
 // connections are closed, not before the timeout.
-func TestIdleTimeoutClosesIdleSession(t *testing.T) {
+func TestIdleTimeoutClosesIdleSession(t *testing.T) { modes(t, testIdleTimeoutClosesIdleSession) }
+
+func testIdleTimeoutClosesIdleSession(t *testing.T) {
 	const idleTimeout = 300 * time.Millisecond
 	upDone := make(chan error, 1)
 	sent := make(chan time.Time, 1)
@@ -280,7 +298,9 @@ func TestIdleTimeoutClosesIdleSession(t *testing.T) {
 // TestIdleTimeoutSparesOneWayTrickle: bytes moving in one direction only keep the session
 // alive, however long the other direction is quiet: one byte upstream→client every 100ms
 // for 1s with idle_timeout 300ms, then a request the other way still gets through.
-func TestIdleTimeoutSparesOneWayTrickle(t *testing.T) {
+func TestIdleTimeoutSparesOneWayTrickle(t *testing.T) { modes(t, testIdleTimeoutSparesOneWayTrickle) }
+
+func testIdleTimeoutSparesOneWayTrickle(t *testing.T) {
 	const idleTimeout = 300 * time.Millisecond
 	retry(t, 5, false, func() error {
 		var sent stamps
@@ -334,7 +354,9 @@ func TestIdleTimeoutSparesOneWayTrickle(t *testing.T) {
 // down its write side and never reads the (large) response. Nothing moves once the
 // buffers are full; idle_timeout must still end the session, although the only direction
 // left is blocked writing to the client.
-func TestIdleTimeoutClosesStuckReader(t *testing.T) {
+func TestIdleTimeoutClosesStuckReader(t *testing.T) { modes(t, testIdleTimeoutClosesStuckReader) }
+
+func testIdleTimeoutClosesStuckReader(t *testing.T) {
 	upErr := make(chan error, 1)
 	u := startUpstream(t, func(c net.Conn) {
 		c.SetDeadline(time.Now().Add(testTimeout))
@@ -367,7 +389,9 @@ func TestIdleTimeoutClosesStuckReader(t *testing.T) {
 
 // TestDrainEndsSessions: a forced drain (the listener's drain deadline passed) ends open
 // sessions promptly and closes both sides.
-func TestDrainEndsSessions(t *testing.T) {
+func TestDrainEndsSessions(t *testing.T) { modes(t, testDrainEndsSessions) }
+
+func testDrainEndsSessions(t *testing.T) {
 	u := startUpstream(t, func(c net.Conn) {
 		c.SetDeadline(time.Now().Add(testTimeout))
 		c.Write([]byte("x"))
@@ -456,7 +480,9 @@ func (h ctxHandler) ServeConn(_ context.Context, c *network.Conn) { h.f.ServeCon
 
 // TestSetupFailuresCloseAndLog: no route, an unknown cluster and a failed connect close
 // the downstream connection at once; each is logged and counted by its close reason.
-func TestSetupFailuresCloseAndLog(t *testing.T) {
+func TestSetupFailuresCloseAndLog(t *testing.T) { modes(t, testSetupFailuresCloseAndLog) }
+
+func testSetupFailuresCloseAndLog(t *testing.T) {
 	for _, tc := range []struct {
 		name, raw, reason, msg string
 	}{
@@ -494,7 +520,9 @@ func messages(e *env) []string {
 
 // TestRoutes: MOSN's routes pick the cluster by destination port and source CIDR, the
 // first match wins, and the filter's cluster is the fallback.
-func TestRoutes(t *testing.T) {
+func TestRoutes(t *testing.T) { modes(t, testRoutes) }
+
+func testRoutes(t *testing.T) {
 	named := func(name string) *upstream {
 		return startUpstream(t, func(c net.Conn) { c.Write([]byte(name)) })
 	}
@@ -545,7 +573,9 @@ func TestRoutes(t *testing.T) {
 
 // TestPeakEWMAPrefersFastHost: the time to the upstream's first byte reaches LB_PEAK_EWMA
 // through the done func, so sessions move to the host that answers 50ms sooner.
-func TestPeakEWMAPrefersFastHost(t *testing.T) {
+func TestPeakEWMAPrefersFastHost(t *testing.T) { modes(t, testPeakEWMAPrefersFastHost) }
+
+func testPeakEWMAPrefersFastHost(t *testing.T) {
 	server := func(name string, delay time.Duration) *upstream {
 		return startUpstream(t, func(c net.Conn) {
 			c.SetDeadline(time.Now().Add(testTimeout))
@@ -630,7 +660,9 @@ func openFDs(t *testing.T) (sockets, pipes int) {
 // TestIdleSessionsHoldNoPipes: after bulk transfers both ways (spliced), a quiet session
 // costs its two sockets and nothing else — no splice pipe (two descriptors each, which the
 // runtime pools) and no buffer is held while waiting for input.
-func TestIdleSessionsHoldNoPipes(t *testing.T) {
+func TestIdleSessionsHoldNoPipes(t *testing.T) { modes(t, testIdleSessionsHoldNoPipes) }
+
+func testIdleSessionsHoldNoPipes(t *testing.T) {
 	const sessions, size = 32, 256 << 10
 	payload := randomBytes(t, size)
 	u := startUpstream(t, func(c net.Conn) {
@@ -668,7 +700,9 @@ func TestIdleSessionsHoldNoPipes(t *testing.T) {
 // TestOverflowClosesWithReason: with the cluster's max_connections breaker at 1, a second
 // concurrent session is refused at once with reason "overflow" and a warning, and a new
 // session is served again once the first ends.
-func TestOverflowClosesWithReason(t *testing.T) {
+func TestOverflowClosesWithReason(t *testing.T) { modes(t, testOverflowClosesWithReason) }
+
+func testOverflowClosesWithReason(t *testing.T) {
 	up := startUpstream(t, func(c net.Conn) { io.Copy(c, c) })
 	cl := simpleCluster("c1", "", up.addr())
 	cl.CircuitBreakers = []config.CircuitBreaker{{MaxConnections: 1}}

@@ -1,0 +1,95 @@
+package tcpproxy_test
+
+import (
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/mosnlite/mosnlite/pkg/testutil"
+)
+
+// The session's dial policy, in both modes: a refused host and a host whose connect hangs
+// past connect_timeout are each skipped for the next host, counted as connect failures,
+// and the client is served with no error.
+func TestConnectSkipsRefusedAndHangingHosts(t *testing.T) { modes(t, testConnectSkipsBadHosts) }
+
+func testConnectSkipsBadHosts(t *testing.T) {
+	good := startUpstream(t, func(c net.Conn) { io.Copy(c, c) })
+	refused, hanging := closedAddr(t), testutil.FullBacklog(t)
+	cl := simpleCluster("c1", "LB_ROUNDROBIN", refused, hanging, good.addr())
+	cl.ConnectTimeout = dur(150 * time.Millisecond)
+	e := newEnv(t, cl)
+	ln, _ := e.proxy(lnName, `{"cluster":"c1"}`)
+	for i := range 3 { // round robin starts each session on another host
+		c := dial(t, ln)
+		msg := []byte("hello " + itoa(i))
+		c.Write(msg)
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != string(msg) {
+			t.Fatalf("session %d: read %q, %v", i, got, err)
+		}
+		c.Close()
+	}
+	for _, h := range []string{refused, hanging} {
+		if n := value(e.m.UpstreamCxConnectFail.WithLabelValues("c1", h)); n < 1 {
+			t.Errorf("connect failures to %s = %v, want >= 1", h, n)
+		}
+	}
+	idle(t, ln)
+}
+
+// With no healthy host, a session waits up to pick_timeout for one (on a goroutine, in loop
+// mode); the client's bytes and its half-close, sent meanwhile, reach the host once it is
+// up, and the answer comes back.
+func TestWaitsForHealthyHost(t *testing.T) { modes(t, testWaitsForHealthyHost) }
+
+func testWaitsForHealthyHost(t *testing.T) {
+	u := startUpstream(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(testTimeout))
+		b, err := io.ReadAll(c) // until the client's FIN
+		if err != nil {
+			return
+		}
+		c.Write(append([]byte("got "), b...))
+	})
+	cl := simpleCluster("c1", "", u.addr())
+	cl.PickTimeout = dur(testTimeout)
+	e := newEnv(t, cl)
+	c1, _ := e.clusters.Get("c1")
+	c1.SetHostHealth(u.addr(), false)
+	ln, _ := e.proxy(lnName, `{"cluster":"c1"}`)
+	c := dial(t, ln)
+	c.Write([]byte("request"))
+	c.CloseWrite()
+	time.Sleep(50 * time.Millisecond) // the session is waiting for a host by now (if not, it waits later)
+	c1.SetHostHealth(u.addr(), true)
+	b, err := readAll(c)
+	if err != nil || string(b) != "got request" {
+		t.Fatalf("client read %q, %v; want %q", b, err, "got request")
+	}
+	idle(t, ln)
+}
+
+// A client that leaves while its session waits for a host ends the session at once: the
+// wait is cancelled and nothing is left open. (Loop mode only: on a goroutine the session
+// notices only when the wait ends.)
+func TestClientLeavesWhileWaitingForHost(t *testing.T) {
+	modes(t, func(t *testing.T) {
+		if _, ok := loopMode.Load(t); !ok {
+			t.Skip("a goroutine session does not watch its client while it waits for a host")
+		}
+		u := startUpstream(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+		cl := simpleCluster("c1", "", u.addr())
+		cl.PickTimeout = dur(testTimeout)
+		e := newEnv(t, cl)
+		c1, _ := e.clusters.Get("c1")
+		c1.SetHostHealth(u.addr(), false)
+		ln, _ := e.proxy(lnName, `{"cluster":"c1"}`)
+		c := dial(t, ln)
+		testutil.Eventually(t, testTimeout, "the session to start", func() bool { return ln.ActiveConns() == 1 })
+		c.SetLinger(0)
+		c.Close() // RST
+		idle(t, ln)
+	})
+}
