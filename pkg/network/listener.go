@@ -115,10 +115,11 @@ type Listener struct {
 
 	// Event loops (raw.go): the accepting registrations, open RawConns, and their lists
 	// per loop (each used only on its loop).
-	rawMu     sync.Mutex // serializes registering the socket with the loops and leaving them
-	acceptors atomic.Pointer[[]*acceptor]
-	rawLive   atomic.Int64
-	rawLists  []rawList
+	listenNoDelay bool       // TCP_NODELAY set on the socket before listen: accepted sockets have it
+	rawMu         sync.Mutex // serializes registering the socket with the loops and leaving them
+	acceptors     atomic.Pointer[[]*acceptor]
+	rawLive       atomic.Int64
+	rawLists      []rawList
 }
 
 // NewListener validates cfg and binds the socket (none for a virtual listener). It starts

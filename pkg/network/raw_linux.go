@@ -44,11 +44,13 @@ type acceptor struct {
 	tok    evloop.Token
 	paused bool // at max_connections or backing off after an accept error
 	full   bool // paused at max_connections (counted once per pause)
-	retry  evloop.Timer
-	sa     unix.RawSockaddrAny
-	errLog limiter
-	ovLog  limiter
-	back   time.Duration
+	// noDelay: accepted sockets inherit TCP_NODELAY from the listening socket.
+	noDelay bool
+	retry   evloop.Timer
+	sa      unix.RawSockaddrAny
+	errLog  limiter
+	ovLog   limiter
+	back    time.Duration
 }
 
 // serveRaw registers the listening socket with every loop and waits for ctx; the loops
@@ -79,12 +81,13 @@ func (l *Listener) startRaw() error {
 	if err := rc.Control(func(s uintptr) { fd = int(s) }); err != nil {
 		return err
 	}
+	inherit := l.listenNoDelay // set before listen (sockopt_linux.go); not for an inherited socket
 	loops := l.cfg.Loops.Loops()
 	l.rawLists = make([]rawList, len(loops))
 	accs := make([]*acceptor, len(loops))
 	errs := make(chan error, len(loops))
 	for i, lp := range loops {
-		a := &acceptor{l: l, loop: lp, fd: fd}
+		a := &acceptor{l: l, loop: lp, fd: fd, noDelay: inherit}
 		a.retry.H = a
 		accs[i] = a
 		posted := lp.Post(func() {
@@ -212,7 +215,9 @@ func (a *acceptor) accept() {
 			return
 		}
 		a.back = 0
-		evloop.SetNoDelay(fd) // as net does
+		if !a.noDelay {
+			evloop.SetNoDelay(fd) // as net does
+		}
 		l.cxTotal.Inc()
 		acc := Accepted{FD: fd, Remote: sockaddrAddrPort(&a.sa), Loop: a.loop, l: l}
 		if !l.cfg.RawHandler.ServeRaw(acc) {

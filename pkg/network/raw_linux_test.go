@@ -11,14 +11,17 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mosnlite/mosnlite/pkg/network/evloop"
 	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
 // loopEcho is a RawHandler that echoes on the loop; declines the sockets decline says.
 type loopEcho struct {
-	decline func(a Accepted) bool
-	forced  atomic.Int32
+	decline    func(a Accepted) bool
+	forced     atomic.Int32
+	noDelayOff atomic.Int32 // accepted sockets without TCP_NODELAY
 }
 
 func (h *loopEcho) ServeRaw(a Accepted) bool {
@@ -26,6 +29,9 @@ func (h *loopEcho) ServeRaw(a Accepted) bool {
 		return false
 	}
 	s := &echoSession{h: h}
+	if v, err := unix.GetsockoptInt(a.FD, unix.IPPROTO_TCP, unix.TCP_NODELAY); err != nil || v == 0 {
+		h.noDelayOff.Add(1)
+	}
 	s.c.Init(a, s)
 	var err error
 	if s.tok, err = a.Loop.Add(a.FD, s); err != nil {
@@ -79,7 +85,7 @@ func loopConfig(t *testing.T, name string, loops int) (ListenerConfig, *loopEcho
 // as active while open, and their closes counted by reason.
 func TestRawListenerServesOnLoops(t *testing.T) {
 	for _, loops := range []int{1, 2} {
-		cfg, _ := loopConfig(t, "raw", loops)
+		cfg, h := loopConfig(t, "raw", loops)
 		l := serve(t, cfg)
 		if !l.rawOK() {
 			t.Fatal("listener with loops and a RawHandler does not use them")
@@ -104,6 +110,9 @@ func TestRawListenerServesOnLoops(t *testing.T) {
 		}
 		if n := value(cfg.Metrics.DownstreamCxTotal.WithLabelValues("raw")); n != 8 {
 			t.Fatalf("cx_total = %v, want 8", n)
+		}
+		if n := h.noDelayOff.Load(); n != 0 {
+			t.Fatalf("%d accepted sockets without TCP_NODELAY", n)
 		}
 	}
 }

@@ -26,11 +26,18 @@ const (
 func (l *Listener) control(network, _ string, rc syscall.RawConn) error {
 	reuse := l.cfg.ReusePort && l.network != "unix"
 	tproxy := l.cfg.OriginalDst == config.OriginalDstTProxy
-	if !reuse && !tproxy {
+	// A listener that may accept on event loops sets TCP_NODELAY before it listens: every
+	// accepted socket inherits it (Linux clones the listener's socket state), which saves a
+	// setsockopt per connection (raw_linux.go).
+	noDelay := l.isTCP() && l.cfg.RawHandler != nil && l.cfg.Loops != nil
+	if !reuse && !tproxy && !noDelay {
 		return nil
 	}
 	var serr error
 	err := rc.Control(func(fd uintptr) {
+		if noDelay {
+			l.listenNoDelay = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1) == nil
+		}
 		if reuse {
 			if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
 				serr = fmt.Errorf("set SO_REUSEPORT: %w", err)
