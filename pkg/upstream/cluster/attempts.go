@@ -40,6 +40,7 @@ type Attempts struct {
 	noMore  bool // no untried healthy host was left
 	wait    bool // the first pick found no host and pick_timeout allows WaitPick
 	slot    bool // a max_connections unit is held
+	max     int  // attempts allowed; 0: the cluster's max_connect_attempts
 }
 
 // StartAttempts begins a dial for request r (kept by pointer; it must outlive a). It
@@ -85,6 +86,22 @@ func (a *Attempts) Next() (*Host, netip.AddrPort, error) {
 	return h, h.ap, nil
 }
 
+// Limit caps the attempts of this dial at n instead of the cluster's max_connect_attempts
+// (tcp_proxy's own max_connect_attempts); n <= 0 keeps the cluster's. Call it before the
+// first Next.
+func (a *Attempts) Limit(n int) {
+	if n > 0 {
+		a.max = min(n, maxAttemptsCap)
+	}
+}
+
+func (a *Attempts) limit() int {
+	if a.max > 0 {
+		return a.max
+	}
+	return a.s.set.maxAttempts
+}
+
 // next picks the host of the next attempt: Dial's policy. The first pick waits as Pick does
 // if block is set; otherwise, when Pick would wait, it fails and sets a.wait.
 func (a *Attempts) next(ctx context.Context, block bool) (*Host, error) {
@@ -97,7 +114,7 @@ func (a *Attempts) next(ctx context.Context, block bool) (*Host, error) {
 		return a.h, nil
 	case a.done != nil:
 		panic(fmt.Sprintf("cluster %q: Attempts.Next before the previous attempt's Failed or Connected", c.name))
-	case a.noMore || len(a.tried) >= a.s.set.maxAttempts:
+	case a.noMore || len(a.tried) >= a.limit():
 		return nil, a.Err()
 	}
 	var (

@@ -457,10 +457,17 @@ func (c *Cluster) Dial(ctx context.Context, r *lb.Request) (net.Conn, *Host, fun
 // uses DialHost, so that the balancer's choice, not a second pick, decides where the
 // request goes.
 func (c *Cluster) DialHost(ctx context.Context, r *lb.Request, host *Host) (net.Conn, *Host, func(lb.DoneInfo), error) {
+	return c.DialLimit(ctx, r, host, 0)
+}
+
+// DialLimit is DialHost with at most maxAttempts attempts instead of the cluster's
+// max_connect_attempts (a caller's own limit, such as tcp_proxy's max_connect_attempts);
+// maxAttempts <= 0 keeps the cluster's.
+func (c *Cluster) DialLimit(ctx context.Context, r *lb.Request, host *Host, maxAttempts int) (net.Conn, *Host, func(lb.DoneInfo), error) {
 	if !c.TryAcquire(MaxConnections) {
 		return nil, nil, nil, c.overflowError(MaxConnections)
 	}
-	conn, h, done, err := c.dial(ctx, r, host)
+	conn, h, done, err := c.dial(ctx, r, host, maxAttempts)
 	if err != nil {
 		c.Release(MaxConnections)
 	}
@@ -468,12 +475,13 @@ func (c *Cluster) DialHost(ctx context.Context, r *lb.Request, host *Host) (net.
 }
 
 // dial runs Dial's attempts (Attempts, attempts.go) with blocking connects through dialHost.
-func (c *Cluster) dial(ctx context.Context, r *lb.Request, first *Host) (net.Conn, *Host, func(lb.DoneInfo), error) {
+func (c *Cluster) dial(ctx context.Context, r *lb.Request, first *Host, maxAttempts int) (net.Conn, *Host, func(lb.DoneInfo), error) {
 	if r == nil {
 		r = &lb.Request{}
 	}
 	var a Attempts
 	a.init(c, c.snap.Load(), r)
+	a.Limit(maxAttempts)
 	if first != nil {
 		a.h, a.done, a.pending = first, func(lb.DoneInfo) {}, true // the caller's pick accounts for the request
 	}

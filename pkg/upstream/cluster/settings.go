@@ -15,6 +15,9 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
 )
 
+// maxAttemptsCap bounds max_connect_attempts (a dial tries at most this many hosts).
+const maxAttemptsCap = 1024
+
 // settings is a cluster's validated configuration: everything that can fail is checked
 // here, before anything is published.
 type settings struct {
@@ -98,7 +101,7 @@ func prepare(cfg config.Cluster, o *Options) (*settings, error) {
 	if s.pickTimeout = cfg.PickTimeout.Or(config.DefaultPickTimeout); s.pickTimeout < 0 {
 		return fail("pick_timeout %v: negative", s.pickTimeout)
 	}
-	s.maxAttempts = int(min(cfg.MaxConnectAttempts, 1024))
+	s.maxAttempts = int(min(cfg.MaxConnectAttempts, maxAttemptsCap))
 	if s.maxAttempts == 0 {
 		s.maxAttempts = config.DefaultMaxConnectAttempts
 	}

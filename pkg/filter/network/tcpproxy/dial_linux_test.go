@@ -93,3 +93,30 @@ func TestClientLeavesWhileWaitingForHost(t *testing.T) {
 		idle(t, ln)
 	})
 }
+
+// The filter's own max_connect_attempts (MOSN's tcp_proxy field) overrides the cluster's:
+// with 1, a session whose pick is a refused host fails instead of trying the next host.
+func TestFilterMaxConnectAttempts(t *testing.T) { modes(t, testFilterMaxConnectAttempts) }
+
+func testFilterMaxConnectAttempts(t *testing.T) {
+	good := startUpstream(t, func(c net.Conn) { io.Copy(c, c) })
+	refused := closedAddr(t)
+	e := newEnv(t, simpleCluster("c1", "LB_ROUNDROBIN", refused, good.addr()))
+	ln, _ := e.proxy(lnName, `{"cluster":"c1","max_connect_attempts":1}`)
+	failed, served := 0, 0
+	for range 4 { // round robin: two sessions start on each host
+		c := dial(t, ln)
+		c.Write([]byte("x"))
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(c, b); err != nil {
+			failed++
+		} else {
+			served++
+		}
+		c.Close()
+	}
+	if failed != 2 || served != 2 {
+		t.Fatalf("%d sessions failed and %d served, want 2 and 2 (one attempt each)", failed, served)
+	}
+	e.waitCloses(lnName, "upstream_connect_failed", 2)
+}

@@ -137,6 +137,7 @@ func (f *Filter) ServeRaw(a network.Accepted) bool {
 		return true
 	}
 	s.name, s.cl = name, cl
+	s.att.Limit(f.attempts)
 	s.idle = f.idleFor(a.IdleTimeout())
 	s.up.s = s
 	s.timer.H = s

@@ -70,6 +70,7 @@ type Filter struct {
 	routes   []route
 	needDst  bool // a route matches on destination addresses or ports
 	idle     time.Duration
+	attempts int // max_connect_attempts of the filter; 0: the cluster's
 	listener string
 	log      *zap.Logger
 	stats    *statsCache
@@ -97,6 +98,7 @@ func Factory(raw config.RawMessage, d filter.Deps) (filter.NetworkFilter, error)
 		clusters: d.Clusters,
 		pool:     d.Pool,
 		idle:     c.IdleTimeout.Or(DefaultIdleTimeout),
+		attempts: int(min(c.MaxConnectAttempts, 1024)),
 		log:      d.Log,
 	}
 	if f.log == nil {
@@ -285,7 +287,7 @@ func (f *Filter) ServeConn(ctx context.Context, c *network.Conn) {
 	if od, ok := c.OriginalDst(); ok {
 		s.lbReq.OriginalDst = od
 	}
-	up, host, done, err := cl.Dial(ctx, &s.lbReq)
+	up, host, done, err := cl.DialLimit(ctx, &s.lbReq, nil, f.attempts)
 	if err != nil {
 		if errors.Is(err, cluster.ErrOverflow) {
 			// The cluster's max_connections breaker is open; the cluster counted it
