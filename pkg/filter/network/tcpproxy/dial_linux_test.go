@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
@@ -119,4 +120,83 @@ func testFilterMaxConnectAttempts(t *testing.T) {
 		t.Fatalf("%d sessions failed and %d served, want 2 and 2 (one attempt each)", failed, served)
 	}
 	e.waitCloses(lnName, "upstream_connect_failed", 2)
+}
+
+// Every way a session ends gives its descriptors back (ROBUSTNESS 44): clean close both
+// ways, bulk (spliced), client reset, upstream reset, refused connect, idle timeout and a
+// drain; afterwards the process holds the sockets it held before (the listener's and the
+// upstreams' listening sockets), and at most the pipes a loop keeps for reuse.
+func TestSessionsLeakNoDescriptors(t *testing.T) { modes(t, testSessionsLeakNoDescriptors) }
+
+func testSessionsLeakNoDescriptors(t *testing.T) {
+	const size = 512 << 10
+	payload := randomBytes(t, size)
+	echo := startUpstream(t, func(c net.Conn) { io.Copy(c, c) })
+	resetter := startUpstream(t, func(c net.Conn) {
+		c.Read(make([]byte, 1))
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+	})
+	silent := startUpstream(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	refused := closedAddr(t)
+	idleCl := simpleCluster("silent", "", silent.addr())
+	e := newEnv(t, simpleCluster("echo", "", echo.addr()), simpleCluster("reset", "", resetter.addr()),
+		simpleCluster("refused", "", refused), idleCl)
+	lnEcho, _ := e.proxy("echo", `{"cluster":"echo"}`)
+	lnReset, _ := e.proxy("reset", `{"cluster":"reset"}`)
+	lnRefused, _ := e.proxy("refused", `{"cluster":"refused"}`)
+	lnIdle, _ := e.proxy("idle", `{"cluster":"silent","idle_timeout":"100ms"}`)
+	lnDrain, _ := e.proxy("drain", `{"cluster":"silent"}`)
+	lns := []*network.Listener{lnEcho, lnReset, lnRefused, lnIdle, lnDrain}
+	sockets0, pipes0 := openFDs(t)
+
+	for range 4 { // clean exchanges, one of them bulk
+		c := dial(t, lnEcho)
+		c.Write([]byte("hi"))
+		io.ReadFull(c, make([]byte, 2))
+		c.CloseWrite()
+		io.Copy(io.Discard, c)
+		c.Close()
+	}
+	bulk := dial(t, lnEcho)
+	go func() { bulk.Write(payload); bulk.CloseWrite() }()
+	if n, _ := io.Copy(io.Discard, bulk); n != size {
+		t.Fatalf("bulk echo: %d bytes back, want %d", n, size)
+	}
+	bulk.Close()
+	cr := dial(t, lnEcho) // client reset
+	cr.Write([]byte("x"))
+	io.ReadFull(cr, make([]byte, 1))
+	cr.SetLinger(0)
+	cr.Close()
+	ur := dial(t, lnReset) // upstream reset
+	ur.Write([]byte("x"))
+	readAll(ur)
+	ur.Close()
+	rf := dial(t, lnRefused) // connect refused
+	readAll(rf)
+	rf.Close()
+	it := dial(t, lnIdle) // idle timeout
+	it.Write([]byte("x"))
+	readAll(it)
+	it.Close()
+	for _, ln := range lns[:4] {
+		idle(t, ln)
+	}
+	dr := dial(t, lnDrain) // still open at the drain
+	dr.Write([]byte("x"))
+	testutil.Eventually(t, testTimeout, "the drain listener's session", func() bool { return lnDrain.ActiveConns() == 1 })
+	e.stop(0)
+	readAll(dr)
+	dr.Close()
+
+	var sockets, pipes int
+	testutil.Eventually(t, testTimeout, "descriptors back to the baseline", func() bool {
+		sockets, pipes = openFDs(t)
+		// The listeners' sockets are closed by the stop: below the baseline by that many.
+		return sockets <= sockets0-len(lns)
+	})
+	if pipes-pipes0 > 2*16 {
+		t.Errorf("%d pipe descriptors more than before: more than a loop keeps", pipes-pipes0)
+	}
 }
