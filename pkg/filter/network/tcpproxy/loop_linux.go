@@ -68,6 +68,7 @@ type loopSession struct {
 	done  func(lb.DoneInfo)
 
 	timer  evloop.Timer // connect timeout, then idle timeout
+	resume evloop.Timer // a pump that used its budget continues (resumeSide)
 	idle   int64        // ns; 0: none
 	opened int64        // loop clock when the upstream connected
 	last   int64        // loop clock of the last bytes moved
@@ -141,6 +142,7 @@ func (f *Filter) ServeRaw(a network.Accepted) bool {
 	s.idle = f.idleFor(a.IdleTimeout())
 	s.up.s = s
 	s.timer.H = s
+	s.resume.H = (*resumeSide)(s)
 	s.halves[1].fromUp = true
 	if s.dtok, err = s.loop.Add(a.FD, s); err != nil {
 		s.att.Abandon()
@@ -352,6 +354,20 @@ func (s *loopSession) OnTimer() {
 	}
 }
 
+// resumeSide is the session's resume timer handler.
+type resumeSide loopSession
+
+// OnTimer continues both directions after a pump used its budget.
+func (r *resumeSide) OnTimer() {
+	s := (*loopSession)(r)
+	if s.state == stOpen {
+		s.pump(&s.halves[0])
+	}
+	if s.state == stOpen {
+		s.pump(&s.halves[1])
+	}
+}
+
 // ForceClose implements network.RawOwner: the listener's drain ran out of time.
 func (s *loopSession) ForceClose(r network.CloseReason) { s.finish(r, false, nil) }
 
@@ -372,9 +388,16 @@ func (s *loopSession) fds(h *loopHalf) (src, dst int) {
 // pump moves h's bytes until its source is drained, its destination is full, or it ends.
 func (s *loopSession) pump(h *loopHalf) {
 	src, dst := s.fds(h)
+	moved := 0
 	for !h.shut {
 		if h.blocked && (h.inPipe > 0 || h.pn > h.po) {
 			return // dst said EAGAIN: wait for it to drain (Out)
+		}
+		if moved >= pumpBudget {
+			// Fast peers on both sides would keep this loop here: let the loop's other
+			// sockets have their turn, and continue at the end of this batch.
+			s.loop.Schedule(&s.resume, s.loop.Now())
+			return
 		}
 		// First what is held from before.
 		if h.inPipe > 0 {
@@ -388,6 +411,7 @@ func (s *loopSession) pump(h *loopHalf) {
 				return
 			}
 			h.inPipe -= int(n)
+			moved += n
 			s.wrote(h, int(n))
 			continue
 		}
@@ -402,6 +426,7 @@ func (s *loopSession) pump(h *loopHalf) {
 				return
 			}
 			h.po += n
+			moved += n
 			s.wrote(h, n)
 			if h.po == h.pn {
 				s.f.pool.Put(h.pend)
@@ -465,6 +490,7 @@ func (s *loopSession) pump(h *loopHalf) {
 			w = 0
 		}
 		if w > 0 {
+			moved += w
 			s.wrote(h, w)
 		}
 		if w < n {
@@ -557,6 +583,7 @@ func (s *loopSession) finish(reason network.CloseReason, reset bool, upErr error
 	}
 	s.state = stClosed
 	s.loop.Cancel(&s.timer)
+	s.loop.Cancel(&s.resume)
 	if s.dtok != 0 {
 		s.loop.Forget(s.dtok)
 	}

@@ -63,6 +63,10 @@ const (
 	spliceMax = 1 << 20  // bytes per ReadFrom call (Go's splice pipe size): bounds how stale counters and activity get
 )
 
+// pumpBudget is how many bytes one direction of an event-loop session moves per turn
+// before the loop serves its other sockets (4 splices of a full pipe). A variable for tests.
+var pumpBudget = 4 * spliceMax
+
 // Filter is a built tcp_proxy. It is immutable and shared by all connections of a listener.
 type Filter struct {
 	clusters *cluster.Manager
