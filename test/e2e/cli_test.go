@@ -82,6 +82,15 @@ func TestCLIStartRefusesPortInUse(t *testing.T) {
 	}
 }
 
+// TestCLIStartRejectsBadEventLoops: --event-loops takes on or off; anything else is a
+// usage error naming the value, before any config is read.
+func TestCLIStartRejectsBadEventLoops(t *testing.T) {
+	code, out := framework.RunCLI(t, "start", "--event-loops", "maybe", "-c", "/nonexistent.json")
+	if code != 2 || !strings.Contains(out, `--event-loops: "maybe" is neither on nor off`) {
+		t.Fatalf("start --event-loops maybe: exit %d; want 2 naming the value\n%s", code, out)
+	}
+}
+
 func writeTemp(t *testing.T, s string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "cfg.json")

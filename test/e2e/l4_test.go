@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -55,12 +56,26 @@ func tcpProxyConfig(listen, lbType string, hosts []host, extra map[string]any) s
 }
 
 // TestTCPProxyBothWaysAndHalfClose sends 4 MiB through, half-closes, and expects the echo
-// plus the upstream's trailer written after it saw the half-close.
+// plus the upstream's trailer written after it saw the half-close; on event loops (the
+// default on Linux) and with a goroutine per connection (MOSNLITE_EVENT_LOOPS=off).
 func TestTCPProxyBothWaysAndHalfClose(t *testing.T) {
-	up := framework.EchoServer(t, "BYE")
-	addr := framework.FreePort(t)
-	framework.StartProxy(t, tcpProxyConfig(addr, "LB_ROUNDROBIN", []host{{Address: up.Addr()}}, nil))
+	for _, mode := range []string{"on", "off"} {
+		t.Run("event-loops-"+mode, func(t *testing.T) {
+			t.Setenv("MOSNLITE_EVENT_LOOPS", mode)
+			up := framework.EchoServer(t, "BYE")
+			addr := framework.FreePort(t)
+			p := framework.StartProxy(t, tcpProxyConfig(addr, "LB_ROUNDROBIN", []host{{Address: up.Addr()}}, nil))
+			echoHalfClose(t, addr)
+			onLoops := strings.Contains(p.Logs(), "listener serving on event loops")
+			if want := mode == "on" && runtime.GOOS == "linux"; onLoops != want {
+				t.Fatalf("listener on event loops: %v, want %v", onLoops, want)
+			}
+		})
+	}
+}
 
+func echoHalfClose(t *testing.T, addr string) {
+	t.Helper()
 	payload := make([]byte, 4<<20)
 	rand.Read(payload)
 	c := framework.Dial(t, addr)
