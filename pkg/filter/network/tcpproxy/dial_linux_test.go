@@ -8,6 +8,7 @@ import (
 
 	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/testutil"
+	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 )
 
 // The session's dial policy, in both modes: a refused host and a host whose connect hangs
@@ -40,6 +41,19 @@ func testConnectSkipsBadHosts(t *testing.T) {
 	idle(t, ln)
 }
 
+// hostDown serves a tcp_proxy to cluster c1, whose one host u is marked down and whose
+// picks wait up to testTimeout for a host.
+func hostDown(t *testing.T, u *upstream) (*env, *cluster.Cluster, *network.Listener) {
+	t.Helper()
+	cl := simpleCluster("c1", "", u.addr())
+	cl.PickTimeout = dur(testTimeout)
+	e := newEnv(t, cl)
+	c1, _ := e.clusters.Get("c1")
+	c1.SetHostHealth(u.addr(), false)
+	ln, _ := e.proxy(lnName, `{"cluster":"c1"}`)
+	return e, c1, ln
+}
+
 // With no healthy host, a session waits up to pick_timeout for one (on a goroutine, in loop
 // mode); the client's bytes and its half-close, sent meanwhile, reach the host once it is
 // up, and the answer comes back.
@@ -54,12 +68,7 @@ func testWaitsForHealthyHost(t *testing.T) {
 		}
 		c.Write(append([]byte("got "), b...))
 	})
-	cl := simpleCluster("c1", "", u.addr())
-	cl.PickTimeout = dur(testTimeout)
-	e := newEnv(t, cl)
-	c1, _ := e.clusters.Get("c1")
-	c1.SetHostHealth(u.addr(), false)
-	ln, _ := e.proxy(lnName, `{"cluster":"c1"}`)
+	_, c1, ln := hostDown(t, u)
 	c := dial(t, ln)
 	c.Write([]byte("request"))
 	c.CloseWrite()
@@ -81,12 +90,7 @@ func TestClientLeavesWhileWaitingForHost(t *testing.T) {
 			t.Skip("a goroutine session does not watch its client while it waits for a host")
 		}
 		u := startUpstream(t, func(c net.Conn) { io.Copy(io.Discard, c) })
-		cl := simpleCluster("c1", "", u.addr())
-		cl.PickTimeout = dur(testTimeout)
-		e := newEnv(t, cl)
-		c1, _ := e.clusters.Get("c1")
-		c1.SetHostHealth(u.addr(), false)
-		ln, _ := e.proxy(lnName, `{"cluster":"c1"}`)
+		_, _, ln := hostDown(t, u)
 		c := dial(t, ln)
 		testutil.Eventually(t, testTimeout, "the session to start", func() bool { return ln.ActiveConns() == 1 })
 		c.SetLinger(0)

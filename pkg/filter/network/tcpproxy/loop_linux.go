@@ -403,11 +403,7 @@ func (s *loopSession) pump(h *loopHalf) {
 		if h.inPipe > 0 {
 			n, err := evloop.Splice(h.pipe[0], dst, h.inPipe)
 			if err != nil {
-				if err == unix.EAGAIN {
-					h.blocked = true
-					return
-				}
-				s.broken(h, false, err)
+				s.writeFailed(h, err)
 				return
 			}
 			h.inPipe -= int(n)
@@ -418,11 +414,7 @@ func (s *loopSession) pump(h *loopHalf) {
 		if h.pn > h.po {
 			n, err := evloop.Write(dst, (*h.pend)[h.po:h.pn])
 			if err != nil {
-				if err == unix.EAGAIN {
-					h.blocked = true
-					return
-				}
-				s.broken(h, false, err)
+				s.writeFailed(h, err)
 				return
 			}
 			h.po += n
@@ -511,6 +503,16 @@ func (s *loopSession) pump(h *loopHalf) {
 			return
 		}
 	}
+}
+
+// writeFailed handles a failed write to h's destination: EAGAIN waits for it to drain
+// (Out); anything else breaks the session.
+func (s *loopSession) writeFailed(h *loopHalf, err error) {
+	if err == unix.EAGAIN {
+		h.blocked = true
+		return
+	}
+	s.broken(h, false, err)
 }
 
 // wrote accounts n bytes delivered by h.
