@@ -42,6 +42,7 @@ const (
 	DefaultConnWindow           = 1 << 20
 	DefaultPrefaceTimeout       = 10 * time.Second
 	DefaultSendStallTimeout     = 5 * time.Minute
+	DefaultBodyTimeout          = 60 * time.Second
 )
 
 // Errors a ServerStream's methods return.
@@ -50,6 +51,9 @@ var (
 	ErrStreamReset = errors.New("http2: stream reset")
 	// ErrStreamDone: the stream's response already ended (END_STREAM or RST_STREAM sent).
 	ErrStreamDone = errors.New("http2: stream already ended")
+	// ErrBodyTimeout: Read waited BodyTimeout for more of the request body; the stream
+	// was reset (CANCEL).
+	ErrBodyTimeout = errors.New("http2: request body timeout")
 )
 
 // ServerOptions configures Serve.
@@ -64,8 +68,16 @@ type ServerOptions struct {
 	// flow-control window before the stream is reset (FLOW_CONTROL_ERROR); 0:
 	// DefaultSendStallTimeout.
 	SendStallTimeout time.Duration
-	// OnProtocolError is called (on the connection goroutine) for each connection or
-	// stream error the peer caused, with a short kind for logs and metrics. nil: none.
+	// BodyTimeout bounds how long Read waits for more of a request body: the gap between
+	// two DATA frames of a stream while its handler waits for them (nginx's
+	// client_body_timeout). When it passes the stream is reset (CANCEL) and Read returns
+	// ErrBodyTimeout, so a client trickling a body cannot hold a stream and its upstream
+	// request open. 0: DefaultBodyTimeout; negative: none.
+	BodyTimeout time.Duration
+	// OnProtocolError is called for each connection or stream error the peer caused
+	// (a stalled window or a trickled body included), with a short kind for logs and
+	// metrics; from the connection goroutine, a handler's or a timer's, so it must be
+	// safe for concurrent use. nil: none.
 	OnProtocolError func(kind string)
 }
 
@@ -87,6 +99,9 @@ func (o *ServerOptions) norm() {
 	}
 	if o.SendStallTimeout <= 0 {
 		o.SendStallTimeout = DefaultSendStallTimeout
+	}
+	if o.BodyTimeout == 0 {
+		o.BodyTimeout = DefaultBodyTimeout
 	}
 }
 
@@ -568,6 +583,9 @@ func (sc *ServerConn) onDataFrame(fh frameHeader, p []byte) error {
 	} else {
 		st.body = append(st.body, data...)
 	}
+	if st.waiting {
+		st.lastData = time.Since(bodyEpoch)
+	}
 	if fh.has(flagEndStream) {
 		sc.endRecvLocked(st)
 	}
@@ -1007,6 +1025,9 @@ func (sc *ServerConn) closeStreamLocked(st *ServerStream, selfReset bool) func()
 		return nil
 	}
 	st.closed = true
+	if st.bodyTimer != nil {
+		st.bodyTimer.Stop()
+	}
 	delete(sc.streams, st.id)
 	sc.closed[sc.closedAt] = closedID{st.id, selfReset}
 	sc.closedAt = (sc.closedAt + 1) % closedRing
@@ -1076,7 +1097,18 @@ type ServerStream struct {
 	closed      bool
 	doneCalled  bool
 	onReset     func()
+	// The body timeout (ServerOptions.BodyTimeout): when the handler started waiting in
+	// Read and when the last DATA arrived (time.Since(bodyEpoch)), the timer that checks
+	// them, and whether it fired.
+	waitFrom  time.Duration
+	lastData  time.Duration
+	waiting   bool
+	bodyTimer *time.Timer
+	timedOut  bool
 }
+
+// bodyEpoch anchors the monotonic stamps of the body timeout.
+var bodyEpoch = time.Now()
 
 // ID returns the stream id.
 func (st *ServerStream) ID() uint32 { return st.id }
@@ -1133,14 +1165,58 @@ func (st *ServerStream) Read(p []byte) (int, error) {
 			}
 			return n, nil
 		}
+		if st.timedOut {
+			return 0, ErrBodyTimeout
+		}
 		if st.reset && !st.recvDone || sc.dead && !st.recvDone {
 			return 0, ErrStreamReset
 		}
 		if st.recvDone {
 			return 0, io.EOF
 		}
-		sc.cond.Wait()
+		st.waitLocked()
 	}
+}
+
+// waitLocked waits for the connection's next event, with the body timeout armed.
+func (st *ServerStream) waitLocked() {
+	sc := st.sc
+	if d := sc.opts.BodyTimeout; d > 0 && !st.waiting {
+		st.waiting, st.waitFrom = true, time.Since(bodyEpoch)
+		if st.bodyTimer == nil {
+			st.bodyTimer = time.AfterFunc(d, st.checkBody)
+		} else {
+			st.bodyTimer.Reset(d)
+		}
+	}
+	sc.cond.Wait()
+	if st.waiting {
+		st.waiting = false
+		st.bodyTimer.Stop()
+	}
+}
+
+// checkBody runs when the body timer fires: a handler still waiting with no DATA for
+// BodyTimeout has its stream reset; otherwise the timer is set for the rest.
+func (st *ServerStream) checkBody() {
+	sc := st.sc
+	sc.mu.Lock()
+	if !st.waiting || st.closed || sc.dead {
+		sc.mu.Unlock()
+		return
+	}
+	d := sc.opts.BodyTimeout
+	if quiet := time.Since(bodyEpoch) - max(st.waitFrom, st.lastData); quiet < d {
+		st.bodyTimer.Reset(d - quiet)
+		sc.mu.Unlock()
+		return
+	}
+	st.timedOut = true
+	appendRSTStream(sc.out, st.id, uint32(ErrCodeCancel))
+	st.onReset = nil // the handler learns it from Read
+	sc.closeStreamLocked(st, true)
+	sc.unlockFlush()
+	sc.countErr("request_body_timeout")
 }
 
 // giveLocked returns n consumed bytes to the stream's receive window.
