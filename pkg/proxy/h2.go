@@ -54,6 +54,7 @@ func NewH2(cfg Config) *H2 {
 		MaxHeaderListSize:    uint32(maxHdr),
 		StreamWindow:         256 << 10,
 		ConnWindow:           1 << 20,
+		BodyTimeout:          h.p.requestBodyTimeout(),
 		OnProtocolError:      h.countError,
 	}
 	return h

@@ -58,6 +58,11 @@ type Config struct {
 	// RequestHeaderTimeout bounds how long a started request head may stay incomplete
 	// (408, connection closed); 0: DefaultRequestHeaderTimeout, negative: none.
 	RequestHeaderTimeout time.Duration
+	// RequestBodyTimeout bounds the wait for more of a request body: the gap between two
+	// reads while the body is incomplete (nginx's client_body_timeout). On expiry the
+	// upstream request is dropped and the client gets 408 (connection closed); for HTTP/2
+	// clients the stream is reset. 0: DefaultRequestBodyTimeout, negative: none.
+	RequestBodyTimeout time.Duration
 }
 
 // Proxy is the HTTP/1 proxy. It implements network.Handler. Close it to close the idle
@@ -113,7 +118,7 @@ func (p *Proxy) ServeConn(ctx context.Context, c *network.Conn) {
 	}
 	s := getSession(p, ctx, c)
 	defer putSession(s)
-	if err := c.ReadLoop(s.onData); err != nil && !errors.Is(err, errClose) && !s.headTimedOut(err) {
+	if err := c.ReadLoop(s.onData); err != nil && !errors.Is(err, errClose) && !s.headTimedOut(err) && !s.bodyTimedOut(err) {
 		p.cfg.Log.Debug("proxy: connection ended", zap.Error(err))
 	}
 	s.dropUpstream()

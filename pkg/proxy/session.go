@@ -35,6 +35,8 @@ type session struct {
 	ctx context.Context
 	c   *network.Conn
 
+	bodyArmed bool // the read deadline bounds the wait for more of a request body (timeout.go)
+
 	sniffed bool
 	head    http1.RequestHead
 	edits   http1.Edits
@@ -99,8 +101,18 @@ func putSession(s *session) {
 	sessions.Put(s)
 }
 
-// onData is the ReadLoop callback: it handles every complete request in b.
+// onData is the ReadLoop callback: it handles every complete request in b, and bounds
+// the wait for the rest of a request body it left incomplete.
 func (s *session) onData(b *buffer.IoBuffer) error {
+	err := s.requests(b)
+	if err == nil {
+		s.bodyPartial(s.inBody && s.x.tunnel == nil)
+	}
+	return err
+}
+
+// requests handles every complete request in b.
+func (s *session) requests(b *buffer.IoBuffer) error {
 	if !s.sniffed {
 		ok, more := stream.SniffHTTP1(b.Bytes())
 		if more {

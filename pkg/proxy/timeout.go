@@ -14,6 +14,10 @@ import (
 // DefaultRequestHeaderTimeout bounds how long a request head may stay incomplete.
 const DefaultRequestHeaderTimeout = 10 * time.Second
 
+// DefaultRequestBodyTimeout bounds the gap between two reads of an incomplete request
+// body (nginx's client_body_timeout default).
+const DefaultRequestBodyTimeout = 60 * time.Second
+
 // headPartial arms the connection's read deadline when a request head has started
 // arriving but is not complete (pending), and disarms it once the head is parsed. No
 // timer per request: the socket's own deadline is set at most once per partial head, so
@@ -29,8 +33,55 @@ func (s *session) headPartial(pending bool) {
 	}
 	if s.x.headArmed {
 		s.x.headArmed = false
-		_ = s.c.Raw().SetReadDeadline(time.Time{})
+		if !s.bodyArmed {
+			_ = s.c.Raw().SetReadDeadline(time.Time{})
+		}
 	}
+}
+
+// bodyPartial arms the connection's read deadline after a read that left a request body
+// incomplete (pending), so the next read must come within the body timeout, and disarms
+// it once the body is complete. Bodies that arrive with their head, or within one read,
+// cost nothing.
+func (s *session) bodyPartial(pending bool) {
+	if pending {
+		d := s.p.requestBodyTimeout()
+		if d < 0 {
+			return
+		}
+		s.bodyArmed = true
+		_ = s.c.Raw().SetReadDeadline(time.Now().Add(d))
+		return
+	}
+	if s.bodyArmed {
+		s.bodyArmed = false
+		if !s.x.headArmed {
+			_ = s.c.Raw().SetReadDeadline(time.Time{})
+		}
+	}
+}
+
+func (p *Proxy) requestBodyTimeout() time.Duration {
+	if p.cfg.RequestBodyTimeout == 0 {
+		return DefaultRequestBodyTimeout
+	}
+	return p.cfg.RequestBodyTimeout
+}
+
+// bodyTimedOut answers 408 when the read loop ended because a request body stalled for
+// the body timeout: the incomplete upstream request is dropped. It reports whether it did.
+func (s *session) bodyTimedOut(err error) bool {
+	if !s.bodyArmed || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	s.bodyArmed = false
+	s.p.protocolError(string(stream.HTTP1))
+	s.p.cfg.Log.Debug("proxy: request body timeout", zap.String("listener", s.p.cfg.Listener))
+	s.dropUpstream()
+	s.inBody = false
+	s.keepAlive = false
+	s.localReply(http.StatusRequestTimeout, "request body timeout", true, false)
+	return true
 }
 
 func (p *Proxy) requestHeaderTimeout() time.Duration {

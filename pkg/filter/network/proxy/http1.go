@@ -15,24 +15,39 @@ import (
 // newHTTP1 serves HTTP/1 downstream connections through pkg/proxy. Upstreams speak
 // HTTP/1 or HTTP/2, by the proxy's or the route's upstream_protocol.
 func newHTTP1(p Params, r *stream.Registration[Params]) (stream.ServerConnection, error) {
-	up, err := httpUpstream(p)
+	cfg, err := httpConfig(p, stream.HTTP1)
 	if err != nil {
 		return nil, err
+	}
+	return &httpServer{proto: r.Name, h: proxy.New(cfg)}, nil
+}
+
+// httpConfig is pkg/proxy's config for an HTTP listener: the upstream protocol, stream
+// filters and access logs, and the request timeouts of extend_config.
+func httpConfig(p Params, downstream stream.Protocol) (proxy.Config, error) {
+	up, err := httpUpstream(p)
+	if err != nil {
+		return proxy.Config{}, err
 	}
 	d := p.Deps
 	headerTimeout, err := requestHeaderTimeout(p.Config.ExtendConfig)
 	if err != nil {
-		return nil, err
+		return proxy.Config{}, err
+	}
+	bodyTimeout, err := requestBodyTimeout(p.Config.ExtendConfig)
+	if err != nil {
+		return proxy.Config{}, err
 	}
 	chain, logs, err := streamExtras(d)
 	if err != nil {
-		return nil, err
+		return proxy.Config{}, err
 	}
-	return &httpServer{proto: r.Name, h: proxy.New(proxy.Config{
+	return proxy.Config{
 		RequestHeaderTimeout: headerTimeout,
+		RequestBodyTimeout:   bodyTimeout,
 		StreamFilters:        chain,
 		AccessLog:            logs,
-		Downstream:           stream.HTTP1,
+		Downstream:           downstream,
 		Upstream:             up,
 		Routers:              d.Routers,
 		RouterName:           p.Config.RouterConfigName,
@@ -41,7 +56,7 @@ func newHTTP1(p Params, r *stream.Registration[Params]) (stream.ServerConnection
 		Metrics:              d.Metrics,
 		Log:                  d.Log,
 		Listener:             p.Listener,
-	})}, nil
+	}, nil
 }
 
 // httpHandler is what pkg/proxy's HTTP/1 and HTTP/2 servers are.

@@ -12,28 +12,11 @@ import (
 // Auto) through pkg/proxy's HTTP/2 driver. Upstreams speak HTTP/2 or HTTP/1, by the
 // proxy's or the route's upstream_protocol.
 func newHTTP2(p Params, r *stream.Registration[Params]) (stream.ServerConnection, error) {
-	up, err := httpUpstream(p)
+	cfg, err := httpConfig(p, stream.HTTP2)
 	if err != nil {
 		return nil, err
 	}
-	d := p.Deps
-	chain, logs, err := streamExtras(d)
-	if err != nil {
-		return nil, err
-	}
-	return &httpServer{proto: r.Name, h: proxy.NewH2(proxy.Config{
-		StreamFilters: chain,
-		AccessLog:     logs,
-		Downstream:    stream.HTTP2,
-		Upstream:      up,
-		Routers:       d.Routers,
-		RouterName:    p.Config.RouterConfigName,
-		Clusters:      d.Clusters,
-		Pool:          d.Pool,
-		Metrics:       d.Metrics,
-		Log:           d.Log,
-		Listener:      p.Listener,
-	})}, nil
+	return &httpServer{proto: r.Name, h: proxy.NewH2(cfg)}, nil
 }
 
 // httpUpstream resolves the proxy-level upstream_protocol for an HTTP downstream: Http1,

@@ -45,6 +45,11 @@ func TestFactory(t *testing.T) {
 		{`{"downstream_protocol":"Http1","upstream_protocol":"Http2","router_config_name":"r"}`, ""},
 		{`{"downstream_protocol":"Http1","upstream_protocol":"bolt","router_config_name":"r"}`, "forwards to Http1 or Http2 only"},
 		{`{"downstream_protocol":"Bogus","router_config_name":"r"}`, "downstream_protocol"},
+		// Request timeouts from extend_config, for both HTTP versions.
+		{`{"downstream_protocol":"Http1","router_config_name":"r","extend_config":{"request_header_timeout":"5s","request_body_timeout":"30s"}}`, ""},
+		{`{"downstream_protocol":"Http2","router_config_name":"r","extend_config":{"request_body_timeout":"0s"}}`, ""},
+		{`{"downstream_protocol":"Http1","router_config_name":"r","extend_config":{"request_body_timeout":"soon"}}`, "extend_config.request_body_timeout"},
+		{`{"downstream_protocol":"Http2","router_config_name":"r","extend_config":{"request_body_timeout":"-1s"}}`, "request_body_timeout: negative duration"},
 	} {
 		f, err := proxy.Factory(config.RawMessage(c.cfg), d)
 		if c.err == "" {
