@@ -353,7 +353,7 @@ type Cluster struct {
 	ConnBufferLimitBytes uint32    `json:"conn_buffer_limit_bytes,omitempty"`
 	IdleTimeout          *Duration `json:"idle_timeout,omitempty"`
 	// CircuitBreakers: the DEFAULT priority's thresholds apply (defaults 1024 connections,
-	// 1024 pending, 1024 requests, 3 retries; 0 means the default).
+	// 1024 pending, 1024 requests, 3 retries for absent fields; 0 is a limit).
 	CircuitBreakers []CircuitBreaker `json:"circuit_breakers,omitempty"`
 	// HealthCheck enables active health checks of every host (MOSN's block).
 	HealthCheck *HealthCheck `json:"health_check,omitempty"`
@@ -380,13 +380,16 @@ type LBConfig struct {
 	EWMADefaultRTT    *Duration `json:"ewma_default_rtt,omitempty"`    // before any sample; default 30ms
 }
 
-// CircuitBreaker limits (MOSN's thresholds).
+// CircuitBreaker limits (MOSN's thresholds, Envoy's semantics). An absent threshold takes
+// its default; a present one is the limit as written, 0 included: max_retries 0 allows no
+// retry, max_connections 0 no upstream connection, max_requests 0 no request, and
+// max_pending_requests 0 no request waiting for a connection.
 type CircuitBreaker struct {
-	Priority           string `json:"priority,omitempty"`
-	MaxConnections     uint32 `json:"max_connections,omitempty"`
-	MaxPendingRequests uint32 `json:"max_pending_requests,omitempty"`
-	MaxRequests        uint32 `json:"max_requests,omitempty"`
-	MaxRetries         uint32 `json:"max_retries,omitempty"`
+	Priority           string  `json:"priority,omitempty"`
+	MaxConnections     *uint32 `json:"max_connections,omitempty"`      // default 1024
+	MaxPendingRequests *uint32 `json:"max_pending_requests,omitempty"` // default 1024
+	MaxRequests        *uint32 `json:"max_requests,omitempty"`         // default 1024
+	MaxRetries         *uint32 `json:"max_retries,omitempty"`          // default 3
 }
 
 // HealthCheck is MOSN's cluster health_check block. Every host is probed every interval

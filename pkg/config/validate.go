@@ -207,6 +207,16 @@ func (v *validator) cluster(p string, cl *Cluster) {
 		prios[prio] = j
 		if prio != "DEFAULT" {
 			v.rep.warn(field(cp, "priority"), fmt.Sprintf("%s thresholds are not used: mosnlite has no request priorities, so DEFAULT applies", prio))
+			continue
+		}
+		// 0 is a threshold (Envoy's semantics), not "unset": max_retries 0 turns retries
+		// off, which is a normal choice; 0 connections or requests refuse all traffic,
+		// which MOSN configs written with 0 for "default" do not mean.
+		if n := cb.MaxConnections; n != nil && *n == 0 {
+			v.rep.warn(field(cp, "max_connections"), "0 refuses every upstream connection: the cluster takes no traffic (leave the field out for the default 1024)")
+		}
+		if n := cb.MaxRequests; n != nil && *n == 0 {
+			v.rep.warn(field(cp, "max_requests"), "0 refuses every request: the cluster takes no traffic (leave the field out for the default 1024)")
 		}
 	}
 	if hc := cl.HealthCheck; hc != nil {

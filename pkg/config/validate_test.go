@@ -332,6 +332,10 @@ func TestWarnings(t *testing.T) {
 			"cluster_manager.clusters[0].health_check.check_config.http_check_config", "ignored: the protocol is tcp"},
 		{"high priority breaker", clusterDoc(`{"name":"c","circuit_breakers":[{"priority":"HIGH","max_connections":5}],"hosts":[{"address":"127.0.0.1:1"}]}`),
 			"cluster_manager.clusters[0].circuit_breakers[0].priority", "HIGH thresholds are not used"},
+		{"breaker max_connections 0", clusterDoc(`{"name":"c","circuit_breakers":[{"max_connections":0}],"hosts":[{"address":"127.0.0.1:1"}]}`),
+			"cluster_manager.clusters[0].circuit_breakers[0].max_connections", "0 refuses every upstream connection"},
+		{"breaker max_requests 0", clusterDoc(`{"name":"c","circuit_breakers":[{"priority":"DEFAULT","max_requests":0}],"hosts":[{"address":"127.0.0.1:1"}]}`),
+			"cluster_manager.clusters[0].circuit_breakers[0].max_requests", "0 refuses every request"},
 		{"second filter chain", doc(`{"name":"l","address":"127.0.0.1:1","filter_chains":[{"filters":[{"type":"tcp_proxy","config":{"cluster":"c1"}}]},{"filters":[{"type":"tcp_proxy","config":{"cluster":"c1"}}]}]}`, "", c1),
 			"servers[0].listeners[0].filter_chains[1]", "filter_chains[0] only"},
 	} {
@@ -384,7 +388,7 @@ func TestHealthOutlierBreakerBlocks(t *testing.T) {
 		{"threshold", od.Threshold(), uint32(7)},
 		{"max percent 0 kept", *od.MaxEjectionPercent, uint32(0)},
 		{"base", od.BaseEjectionTime.D(), 10 * time.Second},
-		{"breaker", cl.CircuitBreakers[0].MaxRetries, uint32(4)},
+		{"breaker", *cl.CircuitBreakers[0].MaxRetries, uint32(4)},
 	} {
 		if !reflect.DeepEqual(tc.got, tc.want) {
 			t.Errorf("%s = %v; want %v", tc.name, tc.got, tc.want)
@@ -395,6 +399,26 @@ func TestHealthOutlierBreakerBlocks(t *testing.T) {
 	}
 	if (&config.OutlierDetection{}).Threshold() != 5 || (&config.OutlierDetection{ConsecutiveErrors: 2}).Threshold() != 2 {
 		t.Error("Threshold defaults")
+	}
+}
+
+// A circuit breaker threshold written as 0 stays 0 (a limit, Envoy's semantics) and one
+// left out stays nil (the default); max_retries 0 draws no warning.
+func TestBreakerZeroIsAThreshold(t *testing.T) {
+	data := doc(filterListener("tcp", "tcp_proxy", `{"cluster":"c"}`), "", `{"name":"c","circuit_breakers":[{"max_retries":0,"max_pending_requests":0}],"hosts":[{"address":"127.0.0.1:1"}]}`)
+	if w, errs := check(t, data, true); len(errs) > 0 || len(w) > 0 {
+		t.Fatalf("warnings %v\nerrors:\n%v", w, errs)
+	}
+	c, _, err := config.Parse([]byte(data), config.ParseOptions{Strict: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb := c.ClusterManager.Clusters[0].CircuitBreakers[0]
+	if cb.MaxRetries == nil || *cb.MaxRetries != 0 || cb.MaxPendingRequests == nil || *cb.MaxPendingRequests != 0 {
+		t.Errorf("max_retries %v, max_pending_requests %v; want both 0", cb.MaxRetries, cb.MaxPendingRequests)
+	}
+	if cb.MaxConnections != nil || cb.MaxRequests != nil {
+		t.Errorf("absent thresholds decoded as %v, %v; want nil", cb.MaxConnections, cb.MaxRequests)
 	}
 }
 

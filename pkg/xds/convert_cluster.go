@@ -14,6 +14,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/mosnlite/mosnlite/pkg/config"
 )
@@ -132,12 +133,14 @@ func ConvertCluster(c *clusterv3.Cluster) (ConvertedCluster, error) {
 		if t.GetRetryBudget() != nil {
 			return fail("circuit_breakers: retry_budget is not supported")
 		}
-		cb := config.CircuitBreaker{Priority: t.GetPriority().String()}
-		cb.MaxConnections = t.GetMaxConnections().GetValue()
-		cb.MaxPendingRequests = t.GetMaxPendingRequests().GetValue()
-		cb.MaxRequests = t.GetMaxRequests().GetValue()
-		cb.MaxRetries = t.GetMaxRetries().GetValue()
-		cc.CircuitBreakers = append(cc.CircuitBreakers, cb)
+		// The thresholds are wrapped: an absent one keeps its default, a 0 is a limit.
+		cc.CircuitBreakers = append(cc.CircuitBreakers, config.CircuitBreaker{
+			Priority:           t.GetPriority().String(),
+			MaxConnections:     uint32Ptr(t.GetMaxConnections()),
+			MaxPendingRequests: uint32Ptr(t.GetMaxPendingRequests()),
+			MaxRequests:        uint32Ptr(t.GetMaxRequests()),
+			MaxRetries:         uint32Ptr(t.GetMaxRetries()),
+		})
 	}
 	if od := c.GetOutlierDetection(); od != nil {
 		cc.OutlierDetection = &config.OutlierDetection{
@@ -146,10 +149,7 @@ func ConvertCluster(c *clusterv3.Cluster) (ConvertedCluster, error) {
 			BaseEjectionTime: duration(od.GetBaseEjectionTime()),
 			MaxEjectionTime:  duration(od.GetMaxEjectionTime()),
 		}
-		if v := od.GetMaxEjectionPercent(); v != nil {
-			p := v.GetValue()
-			cc.OutlierDetection.MaxEjectionPercent = &p
-		}
+		cc.OutlierDetection.MaxEjectionPercent = uint32Ptr(od.GetMaxEjectionPercent())
 	}
 	switch hcs := c.GetHealthChecks(); len(hcs) {
 	case 0:
@@ -358,6 +358,14 @@ func duration(d *durationpb.Duration) *config.Duration {
 	}
 	v := config.Duration(d.AsDuration())
 	return &v
+}
+
+// uint32Ptr returns a wrapped value's number, nil when it is absent (0 stays a value).
+func uint32Ptr(v *wrapperspb.UInt32Value) *uint32 {
+	if v == nil {
+		return nil
+	}
+	return new(v.GetValue())
 }
 
 // durOr returns d as a time.Duration, or def when nil.

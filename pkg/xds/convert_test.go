@@ -244,7 +244,7 @@ func TestConvertCluster(t *testing.T) {
 	}{
 		{name: "eds", in: eds, want: ConvertedCluster{ServiceName: "svc-assignment", Cluster: config.Cluster{
 			Name: "svc", Type: "EDS", LBType: "LB_LEAST_REQUEST", LBConfig: &config.LBConfig{ChoiceCount: 3}, ConnectTimeout: dur(time.Second),
-			CircuitBreakers:  []config.CircuitBreaker{{Priority: "DEFAULT", MaxConnections: 10, MaxPendingRequests: 20, MaxRequests: 30, MaxRetries: 4}},
+			CircuitBreakers:  []config.CircuitBreaker{{Priority: "DEFAULT", MaxConnections: new(uint32(10)), MaxPendingRequests: new(uint32(20)), MaxRequests: new(uint32(30)), MaxRetries: new(uint32(4))}},
 			OutlierDetection: &config.OutlierDetection{Consecutive5xx: 7, Interval: dur(5 * time.Second), BaseEjectionTime: dur(10 * time.Second), MaxEjectionTime: dur(time.Minute), MaxEjectionPercent: func() *uint32 { v := uint32(50); return &v }()},
 			HealthCheck: &config.HealthCheck{Protocol: "http", Timeout: dur(time.Second), Interval: dur(2 * time.Second), HealthyThreshold: 1, UnhealthyThreshold: 2,
 				CheckConfig: &config.HealthCheckConfig{HTTP: &config.HTTPCheckConfig{Path: "/healthz", Codes: []config.StatusRange{{Start: 200, End: 299}}}}},
@@ -255,6 +255,14 @@ func TestConvertCluster(t *testing.T) {
 		{name: "strict dns", in: dns, want: ConvertedCluster{Cluster: config.Cluster{
 			Name: "dns", Type: "STRICT_DNS", LBType: "LB_MAGLEV", DNSLookupFamily: "V4_ONLY", DNSRefreshRate: dur(time.Minute),
 			Hosts: []config.Host{{Address: "upstream.example:80", Weight: 1}}}}},
+		{name: "breaker 0 kept, absent left out", in: func() *clusterv3.Cluster {
+			c := xdstest.StaticCluster("z", "127.0.0.1:1")
+			c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxRetries: wrapperspb.UInt32(0)}}}
+			return c
+		}(), want: ConvertedCluster{Cluster: config.Cluster{
+			Name: "z", Type: "SIMPLE", LBType: "LB_WEIGHTED_ROUNDROBIN", ConnectTimeout: dur(time.Second),
+			Hosts:           []config.Host{{Address: "127.0.0.1:1", Weight: 1}},
+			CircuitBreakers: []config.CircuitBreaker{{Priority: "DEFAULT", MaxRetries: new(uint32(0))}}}}},
 		{name: "load balancing policy is an error", in: xdstest.InvalidCluster("x"), wantErr: "LOAD_BALANCING_POLICY"},
 		{name: "tls is an error", in: func() *clusterv3.Cluster {
 			c := xdstest.StaticCluster("t", "127.0.0.1:1")

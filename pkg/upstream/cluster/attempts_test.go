@@ -315,7 +315,7 @@ func TestAttemptsConnectTimeout(t *testing.T) {
 func TestAttemptsOverflow(t *testing.T) {
 	live := liveServer(t)
 	m, mt := newManager(t, cluster.Options{})
-	if err := m.Apply([]config.Cluster{withBreakers(simple("b", "", live), config.CircuitBreaker{MaxConnections: 1})}); err != nil {
+	if err := m.Apply([]config.Cluster{withBreakers(simple("b", "", live), config.CircuitBreaker{MaxConnections: new(uint32(1))})}); err != nil {
 		t.Fatal(err)
 	}
 	c := get(t, m, "b")

@@ -104,8 +104,9 @@ func (c *Cluster) overflowError(b Breaker) error {
 	return fmt.Errorf("cluster %q: %w: %s %d reached", c.name, ErrOverflow, b.Setting(), c.breakers[b].limit.Load())
 }
 
-// breakerLimits returns the DEFAULT priority's limits (0 or absent: the default). A HIGH
-// entry is accepted and unused: there are no request priorities.
+// breakerLimits returns the DEFAULT priority's limits: an absent threshold takes its
+// default, a present one is kept as it is, 0 included (Envoy's semantics: max_retries 0
+// allows no retry). A HIGH entry is accepted and unused: there are no request priorities.
 func breakerLimits(cbs []config.CircuitBreaker) ([numBreakers]int64, error) {
 	lim := [numBreakers]int64{
 		MaxConnections:     config.DefaultCircuitMaxConnections,
@@ -131,9 +132,9 @@ func breakerLimits(cbs []config.CircuitBreaker) ([numBreakers]int64, error) {
 		if prio != "DEFAULT" {
 			continue
 		}
-		for b, v := range [numBreakers]uint32{cb.MaxConnections, cb.MaxPendingRequests, cb.MaxRequests, cb.MaxRetries} {
-			if v != 0 {
-				lim[b] = int64(v)
+		for b, v := range [numBreakers]*uint32{cb.MaxConnections, cb.MaxPendingRequests, cb.MaxRequests, cb.MaxRetries} {
+			if v != nil {
+				lim[b] = int64(*v) // 0 is a limit: nothing may be acquired
 			}
 		}
 	}

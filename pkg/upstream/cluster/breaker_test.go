@@ -24,7 +24,7 @@ func withBreakers(c config.Cluster, cbs ...config.CircuitBreaker) config.Cluster
 func TestDialOverflow(t *testing.T) {
 	live := liveServer(t)
 	m, mt := newManager(t, cluster.Options{})
-	if err := m.Apply([]config.Cluster{withBreakers(simple("b", lb.RoundRobin, live), config.CircuitBreaker{MaxConnections: 2})}); err != nil {
+	if err := m.Apply([]config.Cluster{withBreakers(simple("b", lb.RoundRobin, live), config.CircuitBreaker{MaxConnections: new(uint32(2))})}); err != nil {
 		t.Fatal(err)
 	}
 	c := get(t, m, "b")
@@ -69,7 +69,7 @@ func TestDialOverflow(t *testing.T) {
 
 	// A failed Dial gives its slot back.
 	dead := deadAddr(t)
-	if err := m.Apply([]config.Cluster{withBreakers(simple("b", lb.RoundRobin, dead), config.CircuitBreaker{MaxConnections: 2})}); err != nil {
+	if err := m.Apply([]config.Cluster{withBreakers(simple("b", lb.RoundRobin, dead), config.CircuitBreaker{MaxConnections: new(uint32(2))})}); err != nil {
 		t.Fatal(err)
 	}
 	for range 3 {
@@ -99,7 +99,7 @@ func TestBreakerLimits(t *testing.T) {
 	}
 	// Only DEFAULT thresholds apply; a HIGH entry is accepted and unused. The count in use
 	// survives the update.
-	cfg = withBreakers(cfg, config.CircuitBreaker{Priority: "HIGH", MaxRetries: 100}, config.CircuitBreaker{MaxRetries: 2, MaxRequests: 7})
+	cfg = withBreakers(cfg, config.CircuitBreaker{Priority: "HIGH", MaxRetries: new(uint32(100))}, config.CircuitBreaker{MaxRetries: new(uint32(2)), MaxRequests: new(uint32(7))})
 	if err := m.Apply([]config.Cluster{cfg}); err != nil {
 		t.Fatal(err)
 	}
@@ -125,6 +125,36 @@ func TestBreakerLimits(t *testing.T) {
 	c.ReleaseRetry()
 }
 
+// A threshold written as 0 is a limit of 0 (Envoy's semantics), not the default: with
+// max_retries 0 no retry may start and with max_connections 0 no dial. A threshold left
+// out keeps its default.
+func TestBreakerZeroLimits(t *testing.T) {
+	m, _ := newManager(t, cluster.Options{})
+	cfg := withBreakers(simple("b", "", liveServer(t)), config.CircuitBreaker{MaxRetries: new(uint32(0)), MaxConnections: new(uint32(0))})
+	if err := m.Apply([]config.Cluster{cfg}); err != nil {
+		t.Fatal(err)
+	}
+	c := get(t, m, "b")
+	for b, want := range map[cluster.Breaker]int64{cluster.MaxConnections: 0, cluster.MaxPendingRequests: 1024, cluster.MaxRequests: 1024, cluster.MaxRetries: 0} {
+		if _, limit := c.Usage(b); limit != want {
+			t.Errorf("%s = %d; want %d", b.Setting(), limit, want)
+		}
+	}
+	if c.TryAcquireRetry() {
+		t.Error("max_retries 0 allowed a retry")
+	}
+	if conn, _, done, err := c.Dial(t.Context(), nil); !errors.Is(err, cluster.ErrOverflow) {
+		if err == nil {
+			conn.Close()
+			done(lb.DoneInfo{})
+		}
+		t.Errorf("Dial with max_connections 0 = %v; want ErrOverflow", err)
+	}
+	if n, _ := c.Usage(cluster.MaxConnections); n != 0 {
+		t.Errorf("connections in use after the refused dial = %d", n)
+	}
+}
+
 func TestBreakerBadConfig(t *testing.T) {
 	m, _ := newManager(t, cluster.Options{})
 	for _, cbs := range [][]config.CircuitBreaker{{{Priority: "LOW"}}, {{}, {Priority: "DEFAULT"}}} {
@@ -136,7 +166,7 @@ func TestBreakerBadConfig(t *testing.T) {
 
 func TestBreakerConcurrent(t *testing.T) {
 	m, mt := newManager(t, cluster.Options{})
-	if err := m.Apply([]config.Cluster{withBreakers(simple("b", "", "10.0.0.1:80"), config.CircuitBreaker{MaxRequests: 8})}); err != nil {
+	if err := m.Apply([]config.Cluster{withBreakers(simple("b", "", "10.0.0.1:80"), config.CircuitBreaker{MaxRequests: new(uint32(8))})}); err != nil {
 		t.Fatal(err)
 	}
 	c := get(t, m, "b")
@@ -171,7 +201,7 @@ func TestBreakerConcurrent(t *testing.T) {
 
 func TestBreakerDoesNotAllocate(t *testing.T) {
 	m, _ := newManager(t, cluster.Options{})
-	if err := m.Apply([]config.Cluster{withBreakers(simple("b", "", "10.0.0.1:80"), config.CircuitBreaker{MaxRetries: 1})}); err != nil {
+	if err := m.Apply([]config.Cluster{withBreakers(simple("b", "", "10.0.0.1:80"), config.CircuitBreaker{MaxRetries: new(uint32(1))})}); err != nil {
 		t.Fatal(err)
 	}
 	c := get(t, m, "b")

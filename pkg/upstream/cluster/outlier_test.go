@@ -201,7 +201,7 @@ func TestHealthChurnConcurrent(t *testing.T) {
 	cfgAt := func(i int) config.Cluster {
 		c := simple("x", lb.LeastRequest, addrs[i%3:]...)
 		c.PickTimeout = dur(time.Millisecond)
-		c.CircuitBreakers = []config.CircuitBreaker{{MaxConnections: 4}}
+		c.CircuitBreakers = []config.CircuitBreaker{{MaxConnections: new(uint32(4))}}
 		if i%4 != 3 {
 			c.HealthCheck = fastHC("tcp")
 			c.HealthCheck.Interval = dur(time.Duration(1+i%2) * time.Millisecond)

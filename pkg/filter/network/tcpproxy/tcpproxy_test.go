@@ -705,7 +705,8 @@ func TestOverflowClosesWithReason(t *testing.T) { modes(t, testOverflowClosesWit
 func testOverflowClosesWithReason(t *testing.T) {
 	up := startUpstream(t, func(c net.Conn) { io.Copy(c, c) })
 	cl := simpleCluster("c1", "", up.addr())
-	cl.CircuitBreakers = []config.CircuitBreaker{{MaxConnections: 1}}
+	one := uint32(1)
+	cl.CircuitBreakers = []config.CircuitBreaker{{MaxConnections: &one}}
 	e := newEnv(t, cl)
 	ln, _ := e.proxy(lnName, `{"cluster":"c1"}`)
 
