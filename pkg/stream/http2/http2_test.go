@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"golang.org/x/net/http2"
 
 	h2 "github.com/mosnlite/mosnlite/pkg/stream/http2"
 	"github.com/mosnlite/mosnlite/pkg/testutil"
@@ -235,6 +236,64 @@ func TestPoolDropsGoingAway(t *testing.T) {
 		t.Fatalf("after GOAWAY: Get = %v; want nil", got)
 	}
 	testutil.Eventually(t, 10*time.Second, "the sweeper to drop the closed connection", func() bool { return p.Len(addr) == 0 })
+}
+
+// TestPoolDropsGoAwayAtOnce: a GOAWAY received while a stream is open drops the
+// connection from the pool as x/net processes it (Transport.ConnPool's MarkDead), not at
+// the next sweep: the pool stops counting it while its stream finishes.
+func TestPoolDropsGoAwayAtOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			close(entered)
+			<-release
+			io.WriteString(w, r.URL.Path)
+		}),
+		Protocols: new(http.Protocols),
+	}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	addr := ln.Addr().String()
+	p := h2.NewPool(h2.PoolOptions{IdleTimeout: time.Hour}) // sweeps once a second
+	defer p.Close()
+	cc, _, closed := add(t, p, addr)
+	served := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/slow", nil)
+		resp, err := cc.RoundTrip(req)
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		served <- err
+	}()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request did not reach the server")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	go func() { _ = srv.Shutdown(ctx) }() // GOAWAY; the open stream may finish
+	//lint:ignore SA1019 the pool's connections are x/net's (pool.go)
+	state := cc.(interface{ State() http2.ClientConnState })
+	testutil.Eventually(t, 10*time.Second, "the client to process GOAWAY", func() bool { return state.State().Closing })
+	if n := p.Len(addr); n != 0 {
+		t.Fatalf("pooled after GOAWAY = %d; want 0 at once", n)
+	}
+	if got := p.Get(addr); got != nil {
+		t.Fatal("a going-away connection was handed out")
+	}
+	close(release)
+	if err := <-served; err != nil {
+		t.Fatalf("the stream open at GOAWAY failed: %v", err)
+	}
+	waitClosed(t, closed, "connection not closed after its last stream")
 }
 
 func TestRequestView(t *testing.T) {

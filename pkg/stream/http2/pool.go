@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,11 +44,15 @@ type PoolOptions struct {
 // Pool keeps multiplexed upstream HTTP/2 client connections per host address on a
 // connpool.Multiplex. A connection is reused while it can take a new stream (the peer's
 // SETTINGS_MAX_CONCURRENT_STREAMS, no GOAWAY, not closing); full ones are skipped,
-// going-away and closed ones are dropped, and connections that carried no stream for
-// IdleTimeout are closed by the pool's sweeper.
+// going-away and closed ones are dropped as soon as x/net reports them (GOAWAY received,
+// read error, closed), and connections that carried no stream for IdleTimeout are closed
+// by the pool's sweeper.
 type Pool struct {
 	t  *http2.Transport
 	mp *connpool.Multiplex[clientConn]
+	// live maps each open connection to its hookConn, for deadConns.MarkDead; written
+	// when a connection opens and closes, never on the request path.
+	live sync.Map // *http2.ClientConn → *hookConn
 }
 
 // NewPool returns an empty pool.
@@ -73,7 +78,26 @@ func NewPool(o PoolOptions) *Pool {
 		IdleTimeout:     o.IdleTimeout,
 		MaxConnsPerHost: o.MaxConnsPerHost,
 	})
-	return &Pool{t: t, mp: mp}
+	p := &Pool{t: t, mp: mp}
+	t.ConnPool = deadConns{p}
+	return p
+}
+
+// deadConns is the Transport's ClientConnPool: x/net calls its MarkDead when a connection
+// receives GOAWAY or its read loop ends, which drops the connection from the pool at once.
+// Connections are made with NewClientConn and used directly, so GetClientConn is never
+// called.
+type deadConns struct{ p *Pool }
+
+func (d deadConns) GetClientConn(*http.Request, string) (*http2.ClientConn, error) {
+	return nil, errors.New("http2: the transport's connection pool is not used")
+}
+
+func (d deadConns) MarkDead(cc *http2.ClientConn) {
+	if v, ok := d.p.live.Load(cc); ok {
+		hc := v.(*hookConn)
+		d.p.mp.Dead(hc.addr, clientConn{cc: cc, hc: hc})
+	}
 }
 
 // Get returns a connection to addr with a stream reserved for the caller's next
@@ -102,7 +126,7 @@ func (p *Pool) Acquire(ctx context.Context, addr string, dial Dialer) (cc *http2
 		if err != nil {
 			return clientConn{}, "", err
 		}
-		c, err := p.newClientConn(raw, done)
+		c, err := p.newClientConn(raw, at, done)
 		return c, at, err
 	})
 	return c.cc, pooled, err
@@ -111,14 +135,20 @@ func (p *Pool) Acquire(ctx context.Context, addr string, dial Dialer) (cc *http2
 // ErrHandshake wraps a failure to start HTTP/2 on a new upstream connection.
 var ErrHandshake = errors.New("http2: upstream connection setup failed")
 
-func (p *Pool) newClientConn(raw net.Conn, done func()) (clientConn, error) {
-	hc := &hookConn{Conn: raw, done: done}
+func (p *Pool) newClientConn(raw net.Conn, addr string, done func()) (clientConn, error) {
+	hc := &hookConn{Conn: raw, done: done, addr: addr}
 	cc, err := p.t.NewClientConn(hc)
 	if err != nil {
 		_ = hc.Close()
 		return clientConn{}, fmt.Errorf("%w: %w", ErrHandshake, err)
 	}
-	return clientConn{cc: cc, hc: hc}, nil
+	c := clientConn{cc: cc, hc: hc}
+	p.live.Store(cc, hc)
+	hc.dead.Store(&deadHook{p: p, c: c})
+	if hc.closed.Load() { // closed before the hook was set: nothing else forgets it
+		p.live.Delete(cc)
+	}
+	return c, nil
 }
 
 // Add makes a client connection over raw (already connected to addr), reserves a stream
@@ -128,7 +158,7 @@ func (p *Pool) newClientConn(raw net.Conn, done func()) (clientConn, error) {
 // still arriving while the proxy drains) and the caller closes it when that stream is
 // done.
 func (p *Pool) Add(raw net.Conn, addr string, done func()) (cc *http2.ClientConn, pooled bool, err error) {
-	c, err := p.newClientConn(raw, done)
+	c, err := p.newClientConn(raw, addr, done)
 	if err != nil {
 		return nil, false, err
 	}
@@ -176,8 +206,12 @@ func (c clientConn) Dead() bool {
 }
 
 // Drain implements connpool.Mux: marked not reusable, x/net closes the connection after
-// its last stream; one without streams is closed now.
+// its last stream; one without streams is closed now. A closed connection needs nothing
+// (and its Close may run where x/net holds the connection's locks).
 func (c clientConn) Drain() {
+	if c.hc.closed.Load() {
+		return
+	}
 	c.cc.SetDoNotReuse()
 	if c.Streams() == 0 {
 		_ = c.cc.Close()
@@ -187,17 +221,30 @@ func (c clientConn) Drain() {
 // Close implements connpool.Mux.
 func (c clientConn) Close() error { return c.cc.Close() }
 
-// hookConn calls done once when the connection is closed.
+// hookConn calls done once when the connection is closed, after dropping the connection
+// from its pool.
 type hookConn struct {
 	net.Conn
 	once   sync.Once
 	done   func()
+	addr   string // the pool's key
 	closed atomic.Bool
+	dead   atomic.Pointer[deadHook] // set once the client connection exists
+}
+
+// deadHook drops a closed connection from its pool.
+type deadHook struct {
+	p *Pool
+	c clientConn
 }
 
 func (c *hookConn) Close() error {
 	c.closed.Store(true)
 	err := c.Conn.Close()
+	if d := c.dead.Swap(nil); d != nil {
+		d.p.live.Delete(d.c.cc)
+		d.p.mp.Dead(c.addr, d.c)
+	}
 	c.once.Do(func() {
 		if c.done != nil {
 			c.done()

@@ -52,6 +52,7 @@ type hostState struct {
 	down    atomic.Uint32
 	checked atomic.Bool   // has passed an active health check
 	fails   atomic.Uint32 // consecutive failures, for outlier detection
+	removed atomic.Bool   // left the cluster (or the cluster was removed): set once, under c.mu
 
 	// Outlier detection, guarded by c.mu.
 	ejections   uint32 // ejection count (the time multiplier), decayed per interval up
@@ -92,6 +93,11 @@ func (h *Host) Stats() *lb.HostStats { return &h.st.stats }
 // Healthy reports whether the host is up: not marked down by SetHostHealth, by active
 // health checks or by outlier detection.
 func (h *Host) Healthy() bool { return h.st.down.Load() == 0 }
+
+// Removed reports whether the host has left its cluster (a config or EDS update dropped
+// its address, or the cluster was removed). A host that comes back is a new *Host: the
+// old one stays removed, so connections made to it are not reused. It takes no lock.
+func (h *Host) Removed() bool { return h.st.removed.Load() }
 
 // Health returns the reasons the host is down, if any.
 func (h *Host) Health() Health {
@@ -249,12 +255,14 @@ func (c *Cluster) remove() {
 	c.stopChecksLocked()
 	for _, st := range c.states {
 		c.endEjectionLocked(st)
+		st.removed.Store(true)
 	}
 	old := c.snap.Load()
 	c.snap.Store(&snapshot{set: c.set, picker: lb.NewRoundRobin(nil, lb.Options{}), changed: make(chan struct{}), removed: true})
 	if old != nil {
 		close(old.changed)
 	}
+	c.m.hostsDidChange()
 	mt := c.m.o.Metrics
 	mt.UpstreamHosts.DeleteLabelValues(c.name)
 	mt.UpstreamHostsHealthy.DeleteLabelValues(c.name)
@@ -310,6 +318,7 @@ func (c *Cluster) rebuildLocked() {
 			return false
 		}
 		c.endEjectionLocked(st) // a host that leaves takes its ejection with it
+		st.removed.Store(true)
 		return true
 	})
 	var healthy []lb.Host
@@ -328,6 +337,7 @@ func (c *Cluster) rebuildLocked() {
 	c.hostsG.Set(float64(len(hosts)))
 	c.healthyG.Set(float64(len(healthy)))
 	c.syncChecksLocked()
+	c.m.hostsDidChange()
 }
 
 // SetHostHealth marks the host with address addr down or lifts that mark (unknown

@@ -191,6 +191,59 @@ func TestHostStateSurvivesWeightChange(t *testing.T) {
 	}
 }
 
+// TestHostRemovedAndHostsChanged: a host dropped by an update, and every host of a
+// removed cluster, reports Removed (a returning address is a new host); each change of
+// the hosts or of their health closes HostsChanged's channel, which pools wait on.
+func TestHostRemovedAndHostsChanged(t *testing.T) {
+	m, _ := newManager(t, cluster.Options{})
+	changed := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	ch := m.HostsChanged()
+	if err := m.Apply([]config.Cluster{simple("c", "", "10.0.0.1:80", "10.0.0.2:80")}); err != nil {
+		t.Fatal(err)
+	}
+	if !changed(ch) {
+		t.Fatal("adding a cluster did not signal HostsChanged")
+	}
+	c := get(t, m, "c")
+	hs := c.Hosts()
+	a, b := hs[0], hs[1]
+	ch = m.HostsChanged()
+	if changed(ch) {
+		t.Fatal("HostsChanged closed with no change")
+	}
+	if err := m.Apply([]config.Cluster{simple("c", "", "10.0.0.1:80")}); err != nil {
+		t.Fatal(err)
+	}
+	if !changed(ch) || !b.Removed() || a.Removed() {
+		t.Fatalf("after dropping %s: signalled %v, removed %v %v; want true, false, true", b, changed(ch), a.Removed(), b.Removed())
+	}
+	ch = m.HostsChanged()
+	c.SetHostHealth("10.0.0.1:80", false)
+	if !changed(ch) || a.Healthy() {
+		t.Fatalf("marking %s down: signalled %v, healthy %v", a, changed(ch), a.Healthy())
+	}
+	if err := m.Apply([]config.Cluster{simple("c", "", "10.0.0.1:80", "10.0.0.2:80")}); err != nil {
+		t.Fatal(err)
+	}
+	if back := c.Hosts()[1]; back.Addr() != b.Addr() || back.Removed() || !b.Removed() {
+		t.Fatalf("returning address: new host removed %v, old host removed %v; want false, true", back.Removed(), b.Removed())
+	}
+	ch = m.HostsChanged()
+	if err := m.Remove("c"); err != nil {
+		t.Fatal(err)
+	}
+	if !changed(ch) || !a.Removed() {
+		t.Fatalf("removing the cluster: signalled %v, %s removed %v", changed(ch), a, a.Removed())
+	}
+}
+
 func TestUnhealthyNeverPicked(t *testing.T) {
 	for _, n := range lb.Builtins() {
 		if n.Name == lb.OriginalDst {

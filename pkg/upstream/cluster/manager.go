@@ -65,6 +65,8 @@ type Manager struct {
 	running  bool
 	wg       sync.WaitGroup // DNS refreshers and health checkers
 	checkers atomic.Int64   // running health-checker goroutines
+
+	hostsChanged atomic.Pointer[chan struct{}] // HostsChanged's channel
 }
 
 // NewManager returns an empty manager. It starts no goroutine; Run does.
@@ -93,7 +95,22 @@ func NewManager(o Options) *Manager {
 	}
 	m := &Manager{o: o}
 	m.clusters.store(map[string]*Cluster{})
+	ch := make(chan struct{})
+	m.hostsChanged.Store(&ch)
 	return m
+}
+
+// HostsChanged returns a channel closed at the next change of a cluster's hosts: a host
+// added or removed, marked down or up, a cluster rebuilt or removed. A user that keeps
+// state per host, such as a pool of idle connections, waits on it, calls HostsChanged
+// again for the next change, then looks at the hosts it holds (Host.Removed,
+// Host.Healthy). It takes no lock.
+func (m *Manager) HostsChanged() <-chan struct{} { return *m.hostsChanged.Load() }
+
+// hostsDidChange wakes HostsChanged's waiters.
+func (m *Manager) hostsDidChange() {
+	ch := make(chan struct{})
+	close(*m.hostsChanged.Swap(&ch))
 }
 
 // Get returns the named cluster; it takes no lock.

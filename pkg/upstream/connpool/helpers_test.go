@@ -10,6 +10,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/mosnlite/mosnlite/pkg/testutil"
+	"github.com/mosnlite/mosnlite/pkg/upstream/connpool"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -46,7 +47,11 @@ type testConn struct {
 	raw    net.Conn
 	addr   string
 	closes atomic.Int32
+	stale  atomic.Bool // its host left the cluster or is down (PingPongOptions.Stale)
 }
+
+// staleConn is PingPongOptions.Stale for testConns.
+func staleConn(c connpool.Conn) bool { return c.(*testConn).stale.Load() }
 
 func (c *testConn) NetConn() net.Conn { return c.raw }
 

@@ -9,7 +9,8 @@ import (
 
 // Mux is a connection a Multiplex pool shares between streams. The pool calls Reserve
 // under a host's lock, so it must not block; the other methods are called without any
-// pool lock held.
+// pool lock held. A Multiplex compares its connections with == (Dead finds one so): the
+// type is a pointer or a small struct of pointers.
 type Mux interface {
 	// Reserve reserves a stream for the caller's next request, or reports false when the
 	// connection cannot take one now (at the peer's stream limit, draining, closed).
@@ -24,6 +25,12 @@ type Mux interface {
 	Drain()
 	// Close closes the connection now, failing its open streams.
 	Close() error
+}
+
+// PooledMux is the type constraint of a Multiplex's connections: a comparable Mux.
+type PooledMux interface {
+	Mux
+	comparable
 }
 
 // MultiplexOptions configures a Multiplex pool.
@@ -42,12 +49,14 @@ type MultiplexOptions struct {
 // one caller dials a new connection while the others wait for it, so a burst of streams
 // to a cold host opens one connection, not one per stream. A sweeper timer, started with
 // the first connection, drops dead and draining connections (draining them) and closes
-// the ones without streams for IdleTimeout. Close drains every pooled connection.
+// the ones without streams for IdleTimeout. A connection's owner that learns it died (GOAWAY
+// received, read error, closed) calls Dead, which drops it at once instead of at the next
+// sweep. Close drains every pooled connection.
 //
 // Each host has its own lock, found through a sync.Map, and only Reserve runs under it:
 // taking a stream on a pooled connection does not allocate, and a connection whose
 // Streams or Dead blocks (a stalled write) holds up the sweeper, not other streams.
-type Multiplex[C Mux] struct {
+type Multiplex[C PooledMux] struct {
 	o      MultiplexOptions
 	hosts  hostMap[muxHost[C], *muxHost[C]]
 	closed atomic.Bool
@@ -57,21 +66,21 @@ type Multiplex[C Mux] struct {
 }
 
 // muxHost is a host's pooled connections; last is when the latest one was added.
-type muxHost[C Mux] struct {
+type muxHost[C PooledMux] struct {
 	hostCore
 	conns   []*muxEntry[C]
 	dialing chan struct{} // closed when the dial in progress for this host ends
 }
 
 // muxEntry is a pooled connection; its fields other than c are under muxHost.mu.
-type muxEntry[C Mux] struct {
+type muxEntry[C PooledMux] struct {
 	c         C
 	taken     uint64    // streams reserved through the pool so far
 	idleSince time.Time // when a sweep first saw it without streams; zero when busy
 }
 
 // muxCheck is one connection's state as seen by a check outside the host's lock.
-type muxCheck[C Mux] struct {
+type muxCheck[C PooledMux] struct {
 	e     *muxEntry[C]
 	taken uint64 // e.taken when the check started
 	dead  bool
@@ -91,7 +100,7 @@ const (
 var errNoStream = errors.New("connpool: new connection cannot take a stream")
 
 // NewMultiplex returns an empty pool.
-func NewMultiplex[C Mux](o MultiplexOptions) *Multiplex[C] {
+func NewMultiplex[C PooledMux](o MultiplexOptions) *Multiplex[C] {
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = DefaultIdleTimeout
 	}
@@ -224,8 +233,34 @@ func (p *Multiplex[C]) Add(addr string, c C) (pooled bool, err error) {
 	return true, nil
 }
 
-// Len returns the number of pooled connections to addr, dead ones included until a sweep
-// drops them.
+// Dead drops c, a connection to addr, from the pool at once and drains it: it is no
+// longer counted against MaxConnsPerHost nor by Len, and never handed out again. Its
+// owner calls it when it learns c died (GOAWAY received, read error, closed by either
+// side), so that the pool does not wait for its sweeper to notice. It does nothing when
+// c is not pooled (not pooled at all, or already dropped); it may be called more than
+// once and from any goroutine, but not under a lock that Drain takes.
+func (p *Multiplex[C]) Dead(addr string, c C) {
+	h, ok := p.hosts.load(addr)
+	if !ok {
+		return
+	}
+	h.mu.Lock()
+	found := false
+	for _, e := range h.conns {
+		if e.c == c {
+			found = h.removeLocked(e)
+			break
+		}
+	}
+	h.mu.Unlock()
+	if found {
+		c.Drain()
+	}
+}
+
+// Len returns the number of pooled connections to addr. A dead connection its owner did
+// not report with Dead is counted until a sweep (or an Acquire at MaxConnsPerHost) finds
+// it.
 func (p *Multiplex[C]) Len(addr string) int {
 	return p.hosts.size(addr, func(h *muxHost[C]) int { return len(h.conns) })
 }

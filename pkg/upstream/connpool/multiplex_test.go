@@ -182,6 +182,47 @@ func TestMultiplexDropsDraining(t *testing.T) {
 	}
 }
 
+// TestMultiplexDeadDropsAtOnce: a connection its owner reports dead leaves the pool in
+// the Dead call, not at the next sweep (an hour-long idle timeout sweeps once a second):
+// it is no longer counted, never handed out, and drained without cutting its stream.
+func TestMultiplexDeadDropsAtOnce(t *testing.T) {
+	d := &muxDialer{t: t, srv: newPeer(t), max: 10}
+	p := newMultiplex(t, connpool.MultiplexOptions{MaxConnsPerHost: 1, IdleTimeout: time.Hour})
+	a := acquire(t, p, d)
+	idle := acquire(t, p, d) // the same connection: a second stream on it
+	idle.end()
+	a.mu.Lock()
+	a.goaway = true // GOAWAY received with a stream still open
+	a.mu.Unlock()
+	p.Dead(d.srv.addr, a)
+	if n := p.Len(d.srv.addr); n != 0 {
+		t.Fatalf("pooled after Dead = %d; want 0", n)
+	}
+	if c, ok := p.Get(d.srv.addr); ok {
+		t.Fatalf("Get after Dead = %p; want none", c)
+	}
+	a.mu.Lock()
+	drained := a.draining
+	a.mu.Unlock()
+	if !drained || a.closed() {
+		t.Fatalf("dead connection: drained %v, closed %v; want drained, open until its stream ends", drained, a.closed())
+	}
+	// The host's one slot is free for a new connection.
+	if b := acquire(t, p, d); b == a || d.dials.Load() != 2 || p.Len(d.srv.addr) != 1 {
+		t.Fatalf("after Dead: dials %d, pooled %d; want a new connection", d.dials.Load(), p.Len(d.srv.addr))
+	}
+	a.end()
+	if !a.closed() {
+		t.Fatal("the dead connection stayed open after its last stream")
+	}
+	// Reporting it again, or reporting a connection the pool never had, changes nothing.
+	p.Dead(d.srv.addr, a)
+	p.Dead("127.0.0.1:1", a)
+	if n := p.Len(d.srv.addr); n != 1 {
+		t.Fatalf("pooled = %d; want 1", n)
+	}
+}
+
 func TestMultiplexOneDialForABurst(t *testing.T) {
 	d := &muxDialer{t: t, srv: newPeer(t), max: 100, gate: make(chan struct{})}
 	p := newMultiplex(t, connpool.MultiplexOptions{})

@@ -27,6 +27,18 @@ type PingPongOptions struct {
 	// closes it instead of returning it when the peer closed it. 0:
 	// DefaultAliveCheckAfter; negative: never probe.
 	AliveCheckAfter time.Duration
+	// Stale reports an idle connection that must not be reused although it is alive:
+	// its host left its cluster (config, xDS/EDS update) or is down. Get closes such a
+	// connection instead of returning it, and the sweeper closes every stale idle one at
+	// its next pass (CloseStale at once). It runs under the host's lock, on every Get
+	// that finds a connection, so it must be cheap and must not block (an atomic load).
+	// nil: no connection is stale.
+	Stale func(Conn) bool
+	// HostsChanged, with Stale, returns a channel closed at the next change of the hosts'
+	// membership or health (cluster.Manager.HostsChanged): the pool then runs CloseStale
+	// and asks for the next channel. The pool waits on it on one goroutine, started by
+	// the first Put and ended by Close. nil: stale connections wait for the sweeper.
+	HostsChanged func() <-chan struct{}
 }
 
 // PingPong keeps idle connections that carry one request at a time, per host address,
@@ -46,6 +58,10 @@ type PingPong[C Conn] struct {
 	sweeper sweeper
 	sweepMu sync.Mutex // held by a sweep, so that Close waits for one in progress
 	swept   []C        // the sweeper's scratch list, under sweepMu
+
+	watchOnce sync.Once
+	stopWatch chan struct{} // closed by Close: ends the HostsChanged watcher
+	watchDone chan struct{} // closed when the watcher has ended (nil: never started)
 }
 
 // ppHost is a host's idle connections; last is its last Put.
@@ -70,9 +86,40 @@ func NewPingPong[C Conn](o PingPongOptions) *PingPong[C] {
 	if o.AliveCheckAfter == 0 {
 		o.AliveCheckAfter = DefaultAliveCheckAfter
 	}
-	p := &PingPong[C]{o: o}
+	p := &PingPong[C]{o: o, stopWatch: make(chan struct{})}
 	p.sweeper.every, p.sweeper.sweep = sweepEvery(o.IdleTimeout), p.sweepIdle
 	return p
+}
+
+// startWatch starts the HostsChanged watcher once, unless Close came first (sweepMu
+// orders it with Close).
+func (p *PingPong[C]) startWatch() {
+	if p.o.Stale == nil || p.o.HostsChanged == nil {
+		return
+	}
+	p.watchOnce.Do(func() {
+		p.sweepMu.Lock()
+		defer p.sweepMu.Unlock()
+		if p.closed.Load() {
+			return
+		}
+		p.watchDone = make(chan struct{})
+		go p.watch(p.o.HostsChanged())
+	})
+}
+
+// watch runs CloseStale at each HostsChanged signal until Close.
+func (p *PingPong[C]) watch(changed <-chan struct{}) {
+	defer close(p.watchDone)
+	for {
+		select {
+		case <-changed:
+		case <-p.stopWatch:
+			return
+		}
+		changed = p.o.HostsChanged() // before the pass, so that no change is missed
+		p.CloseStale()
+	}
 }
 
 // Get takes an idle connection to addr, or reports false when there is none. now is the
@@ -93,6 +140,11 @@ func (p *PingPong[C]) Get(addr string, now time.Time) (c C, ok bool) {
 		e := h.idle[n-1]
 		h.idle[n-1] = idleConn[C]{}
 		h.idle = h.idle[:n-1]
+		if p.o.Stale != nil && p.o.Stale(e.c) {
+			h.mu.Unlock()
+			_ = e.c.Close()
+			continue
+		}
 		idle := now.Sub(e.since)
 		if idle >= p.o.IdleTimeout {
 			// The newest expired, so did every older one.
@@ -123,6 +175,7 @@ func (p *PingPong[C]) Put(addr string, c C, now time.Time) {
 		return
 	}
 	p.sweeper.start()
+	p.startWatch()
 	h := p.hosts.lock(addr, &p.closed)
 	if p.closed.Load() {
 		h.mu.Unlock()
@@ -161,6 +214,13 @@ func (p *PingPong[C]) Close() error {
 	// After a sweep in progress, which closes the connections it took before Close returns.
 	p.sweepMu.Lock()
 	defer p.sweepMu.Unlock()
+	close(p.stopWatch)
+	if p.watchDone != nil {
+		// The watcher may be waiting for sweepMu in CloseStale: it sees closed and returns.
+		p.sweepMu.Unlock()
+		<-p.watchDone
+		p.sweepMu.Lock()
+	}
 	closeHosts(&p.hosts,
 		func(h *ppHost[C]) []idleConn[C] {
 			idle := h.idle
@@ -171,9 +231,29 @@ func (p *PingPong[C]) Close() error {
 	return nil
 }
 
+// CloseStale closes every idle connection that Stale reports now, rather than at the
+// sweeper's next pass: call it when the hosts' membership or health changed.
+func (p *PingPong[C]) CloseStale() {
+	if p.o.Stale == nil {
+		return
+	}
+	p.sweepMu.Lock()
+	defer p.sweepMu.Unlock()
+	if p.closed.Load() {
+		return
+	}
+	p.hosts.each(func(_ any, h *ppHost[C]) bool {
+		h.mu.Lock()
+		p.takeStaleLocked(h)
+		h.mu.Unlock()
+		return true
+	})
+	p.closeSwept()
+}
+
 // sweepIdle, run by the pool's sweeper, closes the idle connections older than
-// IdleTimeout, so they do not wait for the host to be used again, and forgets the hosts
-// that had no idle connection and no Put for that long.
+// IdleTimeout, so they do not wait for the host to be used again, and the stale ones, and
+// forgets the hosts that had no idle connection and no Put for IdleTimeout.
 func (p *PingPong[C]) sweepIdle() {
 	p.sweepMu.Lock()
 	defer p.sweepMu.Unlock()
@@ -193,16 +273,41 @@ func (p *PingPong[C]) sweepIdle() {
 			clear(h.idle[rest:])
 			h.idle = h.idle[:rest]
 		}
+		p.takeStaleLocked(h)
 		if len(h.idle) == 0 && now.Sub(h.last) >= p.o.IdleTimeout {
 			p.hosts.forgetLocked(addr, h)
 		}
 		h.mu.Unlock()
 		return true
 	})
+	p.closeSwept()
+	p.sweeper.rearm()
+}
+
+// takeStaleLocked moves h's stale idle connections to the sweep's list, keeping the
+// others in order; h's lock and sweepMu are held.
+func (p *PingPong[C]) takeStaleLocked(h *ppHost[C]) {
+	if p.o.Stale == nil {
+		return
+	}
+	kept := h.idle[:0]
+	for _, e := range h.idle {
+		if p.o.Stale(e.c) {
+			p.swept = append(p.swept, e.c)
+			continue
+		}
+		kept = append(kept, e)
+	}
+	clear(h.idle[len(kept):])
+	h.idle = kept
+}
+
+// closeSwept closes the connections a sweep took, outside every host's lock; sweepMu is
+// held.
+func (p *PingPong[C]) closeSwept() {
 	for _, c := range p.swept {
 		_ = c.Close()
 	}
 	clear(p.swept)
 	p.swept = p.swept[:0]
-	p.sweeper.rearm()
 }

@@ -61,6 +61,49 @@ func TestPingPongIdleExpiry(t *testing.T) {
 	}
 }
 
+// TestPingPongStale: an idle connection whose host left its cluster or went down
+// (Stale) is never handed out: Get closes it and returns the next one, CloseStale closes
+// every stale one at once, and the sweeper closes them at its next pass even when they
+// are far from their idle timeout.
+func TestPingPongStale(t *testing.T) {
+	srv := newPeer(t)
+	const idle = 4 * time.Second // sweeps every 2s
+	p := newPingPong(t, connpool.PingPongOptions{IdleTimeout: idle, Stale: staleConn})
+	conns := make([]*testConn, 4)
+	for i := range conns {
+		conns[i], _ = srv.dial(t)
+	}
+	a, b, c, d := conns[0], conns[1], conns[2], conns[3]
+	put := time.Now()
+	for _, x := range conns {
+		p.Put(srv.addr, x, put)
+	}
+	d.stale.Store(true)
+	if got, ok := p.Get(srv.addr, put); !ok || got != c {
+		t.Fatalf("Get = %p, %v; want %p (the newest one not stale)", got, ok, c)
+	}
+	if !d.closed() {
+		t.Fatal("Get left the stale connection open")
+	}
+	p.Put(srv.addr, c, put)
+
+	b.stale.Store(true)
+	p.CloseStale()
+	if !b.closed() || a.closed() || c.closed() || p.Len(srv.addr) != 2 {
+		t.Fatalf("after CloseStale: closed a %v b %v c %v, pooled %d; want only b closed, 2 pooled",
+			a.closed(), b.closed(), c.closed(), p.Len(srv.addr))
+	}
+
+	c.stale.Store(true)
+	testutil.Eventually(t, testTimeout, "the sweeper to close the stale connection", c.closed)
+	if time.Since(put) < idle && (a.closed() || p.Len(srv.addr) != 1) {
+		t.Fatalf("the sweep closed a live connection: a closed %v, pooled %d", a.closed(), p.Len(srv.addr))
+	}
+	if got, ok := p.Get(srv.addr, put); ok && got != a {
+		t.Fatalf("Get = %p; want %p", got, a)
+	}
+}
+
 func TestPingPongPutDropsExpiredOldest(t *testing.T) {
 	srv := newPeer(t)
 	p := newPingPong(t, connpool.PingPongOptions{IdleTimeout: time.Minute})
@@ -284,25 +327,33 @@ func TestPingPongSweeperRace(t *testing.T) {
 
 func TestPingPongGetPutDoNotAllocate(t *testing.T) {
 	srv := newPeer(t)
-	p := newPingPong(t, connpool.PingPongOptions{})
-	c, _ := srv.dial(t)
-	now := time.Now()
-	p.Put(srv.addr, c, now)
-	allocs := testing.AllocsPerRun(1000, func() {
-		got, ok := p.Get(srv.addr, now)
-		if !ok {
-			panic("pool lost the connection")
+	never := make(chan struct{})
+	for _, o := range []connpool.PingPongOptions{{}, {Stale: staleConn, HostsChanged: func() <-chan struct{} { return never }}} {
+		p := newPingPong(t, o)
+		c, _ := srv.dial(t)
+		now := time.Now()
+		p.Put(srv.addr, c, now)
+		allocs := testing.AllocsPerRun(1000, func() {
+			got, ok := p.Get(srv.addr, now)
+			if !ok {
+				panic("pool lost the connection")
+			}
+			p.Put(srv.addr, got, now)
+		})
+		if allocs != 0 {
+			t.Fatalf("Get+Put (stale check %v) allocates %.1f times; want 0", o.Stale != nil, allocs)
 		}
-		p.Put(srv.addr, got, now)
-	})
-	if allocs != 0 {
-		t.Fatalf("Get+Put allocates %.1f times; want 0", allocs)
 	}
 }
 
 func BenchmarkPingPongGetPut(b *testing.B) {
+	b.Run("plain", func(b *testing.B) { benchGetPut(b, connpool.PingPongOptions{}) })
+	b.Run("stale-check", func(b *testing.B) { benchGetPut(b, connpool.PingPongOptions{Stale: staleConn}) })
+}
+
+func benchGetPut(b *testing.B, o connpool.PingPongOptions) {
 	srv := newPeer(b)
-	p := connpool.NewPingPong[*testConn](connpool.PingPongOptions{})
+	p := connpool.NewPingPong[*testConn](o)
 	defer p.Close()
 	for range 4 {
 		c, _ := srv.dial(b)
