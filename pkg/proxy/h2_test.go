@@ -82,21 +82,33 @@ func startH2Proxy(t testing.TB, upstream string, down, up stream.Protocol, opts 
 	pool := buffer.NewPool()
 	cfg := proxy.Config{Listener: "l", Downstream: down, Upstream: up, Routers: rts, RouterName: "r",
 		Clusters: mgr, Pool: pool, Metrics: m}
+	addr, h := serveProxy(t, cfg, opts...)
+	return &h2env{addr: addr, m: m, h: h}
+}
+
+// proxyHandler is what proxy.New and proxy.NewH2 return.
+type proxyHandler interface {
+	network.Handler
+	io.Closer
+}
+
+// serveProxy serves cfg, adjusted by opts, on 127.0.0.1:0: the HTTP/2 driver when
+// cfg.Downstream is HTTP2, else the HTTP/1 proxy. The handler is closed before the
+// listener drains.
+func serveProxy(t testing.TB, cfg proxy.Config, opts ...func(*proxy.Config)) (string, proxyHandler) {
+	t.Helper()
 	for _, o := range opts {
 		o(&cfg)
 	}
-	var h interface {
-		network.Handler
-		io.Closer
-	}
-	if down == stream.HTTP2 {
+	var h proxyHandler
+	if cfg.Downstream == stream.HTTP2 {
 		h = proxy.NewH2(cfg)
 	} else {
 		h = proxy.New(cfg)
 	}
-	addr := proxytest.Serve(t, h, pool, m)
-	t.Cleanup(func() { _ = h.Close() }) // before the listener's drain
-	return &h2env{addr: addr, m: m, h: h}
+	addr := proxytest.Serve(t, h, cfg.Pool, cfg.Metrics)
+	t.Cleanup(func() { _ = h.Close() })
+	return addr, h
 }
 
 func h2cTransport(t testing.TB) *http2.Transport {

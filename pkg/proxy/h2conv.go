@@ -98,7 +98,7 @@ func (s *session) h2Request(b *buffer.IoBuffer, n int, rt *router.Route, view ro
 		}
 	}
 	pr, pw := io.Pipe()
-	out.Body, x.pw, x.out = pr, pw, out
+	out.Body, x.pw, x.out = p.mirrorBody(t, out, pr), pw, out
 	x.res = make(chan h2result, 1)
 	go roundTrip(cc, out, x.res)
 	s.h2 = x

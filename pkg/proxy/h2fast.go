@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/mosnlite/mosnlite/pkg/buffer"
 	"github.com/mosnlite/mosnlite/pkg/log/accesslog"
 	"github.com/mosnlite/mosnlite/pkg/network"
@@ -180,12 +182,13 @@ func (hc *h2Conn) logStart(st *h2stream.ServerStream, f *h2Fast) {
 	hc.h.p.cfg.AccessLog.CaptureRequest(i, h2View{st})
 }
 
-// forwardFast writes the HTTP/1 request head (and queues a copy for the route's mirror
-// cluster, as HTTP/1 requests do) and relays the response. The request has
-// no body, so a try that failed before anything went downstream can be repeated: once on
-// a fresh connection when a reused one turns out closed, and as the route's retry policy
-// allows (retry_on, num_retries, per_try_timeout, the cluster's max_retries breaker), on
-// another host when the cluster has one.
+// forwardFast writes the HTTP/1 request head (and, for a bodiless request, queues a copy
+// for the route's mirror cluster, as HTTP/1 requests do) and relays the response. A try
+// that failed before anything went downstream can be repeated: once on a fresh
+// connection when a reused one turns out closed, and as the route's retry policy allows
+// (retry_on, num_retries, per_try_timeout, the cluster's max_retries breaker), on another
+// host when the cluster has one. A request body is kept in a pooled replay buffer while
+// it fits retryBufferLimit, and a retry sends it again; a larger body gets one try.
 func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 	p := hc.h.p
 	t := &f.t
@@ -200,10 +203,15 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 	}
 	rb := p.cfg.Pool.NewBuffer(readSize)
 	defer rb.Release()
-	// A request with a body is not replayable: it gets one try.
-	r := fastRetry{tryStart: t.start, once: body}
+	r := fastRetry{tryStart: t.start}
+	if body {
+		// Only a body that is kept can be sent again; without retries it is not kept.
+		r.once = t.rt.Retry().NumRetries() == 0
+		r.body = true
+		defer r.freeBody()
+	}
 	defer r.release(t)
-	stale := body
+	stale := r.once
 	for {
 		rb.Reset()
 		uc, reused, err := hc.tryFast(st, f, hb, rb, &r)
@@ -215,6 +223,7 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 				}
 				continue
 			}
+			r.freeBody() // no try follows
 			return hc.relay(st, f, uc, rb, r.headLen)
 		}
 		if uc != nil {
@@ -227,7 +236,7 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 		switch {
 		case le != errTimeout && le != errReset && le != errConnect:
 			return err // overflow, no cluster, a response that is not HTTP/1
-		case reused && !stale && rb.Len() == 0 && le != errTimeout:
+		case reused && !stale && rb.Len() == 0 && le != errTimeout && !r.bodyOver:
 			// The upstream closed the idle connection meanwhile: once more, fresh.
 			stale = true
 			if !st.OnReset(nil) {
@@ -243,14 +252,21 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 	}
 }
 
-// fastRetry is a request's retry state (the direct path, and bodiless requests to HTTP/2
+// fastRetry is a request's retry state (the direct path, and requests to HTTP/2
 // upstreams).
 type fastRetry struct {
-	once     bool // no retry at all: the request has a body
+	once     bool // no retry at all: the request body is not kept
 	attempt  int
 	slot     bool // a max_retries slot is held for the try in flight
 	tryStart time.Time
 	headLen  int // the response head's length in the read buffer
+
+	// The direct path's request body: the bytes read from the stream so far while they fit
+	// retryBufferLimit, sent again by a retry.
+	body     bool
+	bodyBuf  *buffer.IoBuffer
+	bodyEOF  bool // the stream's body ended: bodyBuf holds all of it
+	bodyOver bool // the body outgrew retryBufferLimit: no retry
 }
 
 // retryStatus decides whether to try again after a try ended with status (0: no
@@ -259,7 +275,7 @@ func (r *fastRetry) retryStatus(p *Proxy, t *h2Target, status int) bool {
 	r.release(t)
 	rt := t.rt
 	pol := rt.Retry()
-	if pol == nil || r.once {
+	if pol == nil || r.once || r.bodyOver {
 		return false
 	}
 	now := time.Now()
@@ -276,6 +292,39 @@ func (r *fastRetry) retryStatus(p *Proxy, t *h2Target, status int) bool {
 		m.UpstreamRetries.WithLabelValues(t.cl.Name()).Inc()
 	}
 	return true
+}
+
+// keepBody keeps b, just read from the request body, for a retry; once the body outgrows
+// retryBufferLimit nothing is kept and the request is no longer retriable.
+func (r *fastRetry) keepBody(p *Proxy, t *h2Target, b []byte) {
+	if r.bodyOver || r.once {
+		return
+	}
+	kept := 0
+	if r.bodyBuf != nil {
+		kept = r.bodyBuf.Len()
+	}
+	if kept+len(b) > retryBufferLimit {
+		r.bodyOver = true
+		r.freeBody()
+		p.cfg.Log.Debug("proxy: request body outgrew the retry buffer, no retry",
+			zap.String("cluster", t.cl.Name()), zap.Int("limit", retryBufferLimit))
+		return
+	}
+	if len(b) == 0 {
+		return
+	}
+	if r.bodyBuf == nil {
+		r.bodyBuf = p.cfg.Pool.NewBuffer(max(len(b), 4<<10))
+	}
+	_, _ = r.bodyBuf.Write(b)
+}
+
+func (r *fastRetry) freeBody() {
+	if r.bodyBuf != nil {
+		r.bodyBuf.Release()
+		r.bodyBuf = nil
+	}
 }
 
 func (r *fastRetry) release(t *h2Target) {
@@ -346,8 +395,8 @@ func (hc *h2Conn) tryFast(st *h2stream.ServerStream, f *h2Fast, hb, rb *buffer.I
 	deadline := r.deadline(t.rt, t.start)
 	uc.deadline(deadline)
 	_, err = raw.Write(hb.Bytes())
-	if err == nil && r.once {
-		err = hc.sendBody(st, f, raw)
+	if err == nil && r.body {
+		err = hc.sendBody(st, f, raw, r)
 	}
 	if err == nil {
 		runtime.Gosched() // as session.respond: the answer has often arrived by then
@@ -370,17 +419,44 @@ func (hc *h2Conn) tryFast(st *h2stream.ServerStream, f *h2Fast, hb, rb *buffer.I
 // sendBody streams the request body to the upstream as it arrives: as is when its length
 // is known, else chunked, with the request's trailers in the last chunk. The stream's
 // flow-control window is given back as pieces are read, so the body is never held
-// whole. A reset stream is errDownstreamWrite; a failed write is the upstream's.
-func (hc *h2Conn) sendBody(st *h2stream.ServerStream, f *h2Fast, w io.Writer) error {
+// whole beyond the retry buffer: a retry first sends again what r kept, then reads on.
+// A reset stream is errDownstreamWrite; a failed write is the upstream's.
+func (hc *h2Conn) sendBody(st *h2stream.ServerStream, f *h2Fast, w io.Writer, r *fastRetry) error {
 	pool := hc.h.p.cfg.Pool
 	chunked := st.ContentLength < 0
 	buf := pool.NewBuffer(bodyPiece + 32)
 	defer buf.Release()
+	if kept := r.bodyBuf; kept != nil && kept.Len() > 0 {
+		var err error
+		if chunked {
+			buf.Reset()
+			http1.AppendChunk(buf, kept.Bytes())
+			_, err = w.Write(buf.Bytes())
+		} else {
+			_, err = w.Write(kept.Bytes())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if r.bodyEOF {
+		if !chunked {
+			return nil
+		}
+		buf.Reset()
+		if err := http1.AppendLastChunk(buf, f.trailerFields(st)); err != nil {
+			return errDownstreamWrite
+		}
+		_, err := w.Write(buf.Bytes())
+		return err
+	}
 	for {
 		buf.Reset()
 		p := buf.Alloc(bodyPiece)
 		n, err := st.Read(p)
 		out := p[:n]
+		r.keepBody(hc.h.p, &f.t, out)
+		r.bodyEOF = err == io.EOF
 		if chunked {
 			frame := pool.NewBuffer(n + 32)
 			if n > 0 {

@@ -2,29 +2,60 @@ package proxy
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net/http"
+	"sync"
 	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mosnlite/mosnlite/pkg/buffer"
 )
 
-// roundTripH2 sends a bodiless request to the target's HTTP/2 upstream and returns the
-// response, repeating the request while nothing of it has gone downstream: once on a new
-// connection when a pooled one turns out closed, and as the route's retry policy allows
-// (retry_on, num_retries, retry_timeout per try, the route timeout, the cluster's
-// max_retries breaker) on another host when the cluster has one. out.URL.Host follows
-// the host of each try.
+// retryBufferLimit bounds the request body kept to replay on a retry (and to copy to a
+// mirror cluster) on the HTTP/2 paths: 64 KiB. A request whose body outgrows it is no
+// longer retried, since the bytes already sent cannot be sent again. (The HTTP/1 path
+// replays only a body that came whole with the head, at most 8 KiB.)
+const retryBufferLimit = 64 << 10
+
+// roundTripH2 sends a request to the target's HTTP/2 upstream and returns the response,
+// repeating the request while nothing of it has gone downstream: once on a new
+// connection when a pooled one turns out closed (bodiless requests), and as the route's
+// retry policy allows (retry_on, num_retries, retry_timeout per try, the route timeout,
+// the cluster's max_retries breaker) on another host when the cluster has one, after a
+// connect failure, a stream reset, a per-try timeout or a retriable status. A request
+// body is kept in a bounded replay buffer (h2Replay) so that a retry sends it again;
+// once it outgrows retryBufferLimit the request is not retried. out.URL.Host follows the
+// host of each try. It also queues the copy for the route's mirror cluster (mirror.go).
 func (p *Proxy) roundTripH2(ctx context.Context, t *h2Target, out *http.Request) (*http.Response, error) {
 	r := fastRetry{tryStart: t.start}
 	defer r.release(t)
+	mirror := p.mirrorH2(t.rt, out)
+	var rp *h2Replay
+	if out.Body != nil && out.Body != http.NoBody {
+		if t.rt.Retry().NumRetries() > 0 || mirror != nil {
+			rp = p.newH2Replay(out.Body, t.cl.Name(), mirror)
+			defer rp.settle()
+		} else {
+			r.once = true // a body that is not kept gets one try
+		}
+	} else if mirror != nil {
+		p.queueMirror(mirror, nil)
+	}
 	for {
-		resp, err := p.tryH2(ctx, t, out, &r)
+		resp, err := p.tryH2(ctx, t, out, &r, rp)
 		if ctx.Err() != nil {
 			return resp, err
 		}
 		status := 0
 		if err == nil {
 			status = resp.StatusCode
-		} else if le, ok := err.(*errLocal); ok && le != errConnect && le != errTimeout {
-			return nil, err // overflow: no retry
+		} else if le, ok := err.(*errLocal); ok && le == errOverflow {
+			return nil, err // a breaker refused the try: no retry
+		}
+		if rp != nil && !rp.retriable() {
+			return resp, err
 		}
 		if !r.retryStatus(p, t, status) {
 			return resp, err
@@ -43,8 +74,10 @@ func (p *Proxy) roundTripH2(ctx context.Context, t *h2Target, out *http.Request)
 }
 
 // tryH2 is one try of roundTripH2. A per-try timeout bounds the wait for the response
-// head only: once the head is in, the body streams under the request's own context.
-func (p *Proxy) tryH2(ctx context.Context, t *h2Target, out *http.Request, r *fastRetry) (*http.Response, error) {
+// head only: once the head is in, the body streams under the request's own context. With
+// rp the try sends the body through a reader of its own (rp.try), which replays what
+// earlier tries sent.
+func (p *Proxy) tryH2(ctx context.Context, t *h2Target, out *http.Request, r *fastRetry, rp *h2Replay) (*http.Response, error) {
 	cc, err := p.h2Conn(ctx, t)
 	if err != nil {
 		return nil, err
@@ -54,6 +87,12 @@ func (p *Proxy) tryH2(ctx context.Context, t *h2Target, out *http.Request, r *fa
 		tctx, cancel := context.WithCancel(ctx) // cancelled with ctx when the request ends
 		timer = time.AfterFunc(time.Until(r.tryStart.Add(pt)), cancel)
 		req = out.WithContext(tctx)
+	}
+	if rp != nil {
+		if req == out {
+			req = out.WithContext(ctx)
+		}
+		req.Body = rp.try()
 	}
 	resp, err := cc.RoundTrip(req)
 	if err != nil && retryFresh(ctx, out, err) && (timer == nil || timer.Stop()) {
@@ -73,4 +112,226 @@ func (p *Proxy) tryH2(ctx context.Context, t *h2Target, out *http.Request, r *fa
 		return nil, classifyUpstreamErr(t, err)
 	}
 	return resp, nil
+}
+
+// errTryEnded is what an earlier try's body reader returns once the next try started.
+var errTryEnded = errors.New("proxy: request body moved to the next try")
+
+// h2Replay feeds one request body to the tries of roundTripH2. The bytes read from the
+// downstream body are kept in a pooled buffer while the whole body so far fits
+// retryBufferLimit, so that a retry sends the body again from its start; each try reads
+// through its own replayTry, which replays the kept bytes, then reads on from the
+// downstream body. x/net's body writer of an earlier try may still be inside a Read when
+// the next try starts: reads of the downstream body are serialised, and every byte read
+// is kept (or handed to the current try) so none is lost or sent twice. Once the body
+// outgrew the limit, bytes the current try took are dropped and no retry happens. The
+// buffer goes back to the pool when roundTripH2 returned and every try's body was closed.
+type h2Replay struct {
+	p       *Proxy
+	src     io.Reader
+	cluster string
+
+	mu      sync.Mutex
+	cond    sync.Cond
+	buf     *buffer.IoBuffer // kept bytes, from body offset base; nil until the first
+	base    int64
+	n       int64 // bytes read from src
+	reading bool  // a Read of src is in progress
+	err     error // src's final error; io.EOF at the end of the body
+	over    bool  // nothing more is kept: no retry from here on
+	cur     *replayTry
+	refs    int        // roundTripH2 and each try whose body is not closed yet
+	settled bool       // roundTripH2 returned: no further try starts
+	freed   bool       // refs reached 0: a late read keeps nothing
+	mirror  *mirrorJob // the copy for the mirror cluster, queued with the body at its end
+}
+
+func (p *Proxy) newH2Replay(src io.Reader, cluster string, mirror *mirrorJob) *h2Replay {
+	rp := &h2Replay{p: p, src: src, cluster: cluster, refs: 1, mirror: mirror}
+	rp.cond.L = &rp.mu
+	return rp
+}
+
+// replayTry is one try's request body.
+type replayTry struct {
+	rp     *h2Replay
+	off    int64 // body bytes this try has read
+	closed bool
+}
+
+// try returns the body reader of the next try; readers of earlier tries stop.
+func (rp *h2Replay) try() io.ReadCloser {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	t := &replayTry{rp: rp}
+	rp.cur = t
+	rp.refs++
+	rp.cond.Broadcast()
+	return t
+}
+
+// retriable reports whether the next try can send the whole body again: it was all
+// kept, and reading it has not failed (a downstream reset, a filter that stopped it).
+func (rp *h2Replay) retriable() bool {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	return !rp.over && (rp.err == nil || rp.err == io.EOF)
+}
+
+// settle is roundTripH2's end: no further try starts, so nothing more needs keeping
+// beyond what the current try has not read yet (and a mirror copy still waits for the
+// end of the body).
+func (rp *h2Replay) settle() {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	rp.settled = true
+	if rp.mirror == nil && !rp.over {
+		rp.over = true
+		rp.dropRead()
+	}
+	rp.unref()
+}
+
+// dropRead drops the kept bytes the current try already read. rp.mu is held.
+func (rp *h2Replay) dropRead() {
+	if rp.buf == nil {
+		return
+	}
+	off := int64(0)
+	if rp.cur != nil {
+		off = rp.cur.off
+	}
+	if k := off - rp.base; k > 0 {
+		rp.buf.Drain(int(k))
+		rp.base = off
+	}
+	if rp.buf.Len() == 0 {
+		rp.buf.Release()
+		rp.buf = nil
+	}
+}
+
+// unref drops one reference; the last one gives the buffer back and closes the
+// downstream body, as x/net closes the body it was given. rp.mu is held.
+func (rp *h2Replay) unref() {
+	rp.refs--
+	if rp.refs > 0 {
+		return
+	}
+	rp.freed = true
+	if c, ok := rp.src.(io.Closer); ok {
+		_ = c.Close()
+	}
+	if rp.buf != nil {
+		rp.buf.Release()
+		rp.buf = nil
+	}
+	if rp.mirror != nil {
+		rp.p.mirrorMetric(rp.mirror.cluster, "dropped") // the body never completed
+		rp.mirror = nil
+	}
+}
+
+// keep records b, just read from src at offset rp.n-len(b), unless the body outgrew the
+// limit: then the request stops being retriable and only bytes the current try has not
+// read yet stay. rp.mu is held.
+func (rp *h2Replay) keep(b []byte, forCur bool) {
+	if rp.freed {
+		return
+	}
+	if !rp.over && rp.n > retryBufferLimit {
+		rp.over = true
+		rp.p.cfg.Log.Debug("proxy: request body outgrew the retry buffer, no retry",
+			zap.String("cluster", rp.cluster), zap.Int("limit", retryBufferLimit))
+		if rp.mirror != nil {
+			rp.p.mirrorMetric(rp.mirror.cluster, "dropped")
+			rp.mirror = nil
+		}
+	}
+	if rp.over {
+		rp.dropRead()
+		if forCur {
+			return // handed to the current try directly
+		}
+	}
+	if len(b) == 0 {
+		return
+	}
+	if rp.buf == nil {
+		rp.buf = rp.p.cfg.Pool.NewBuffer(min(max(len(b), 4<<10), retryBufferLimit))
+		if rp.over {
+			rp.base = rp.n - int64(len(b))
+		}
+	}
+	_, _ = rp.buf.Write(b)
+}
+
+// Read implements io.Reader.
+func (t *replayTry) Read(p []byte) (int, error) {
+	rp := t.rp
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	for {
+		if t.closed || t != rp.cur {
+			return 0, errTryEnded
+		}
+		if t.off < rp.n {
+			// Bytes an earlier try (or this one's earlier reads) took from src.
+			k := copy(p, rp.buf.Bytes()[t.off-rp.base:])
+			t.off += int64(k)
+			if rp.over {
+				rp.dropRead()
+			}
+			return k, nil
+		}
+		if rp.err != nil {
+			return 0, rp.err
+		}
+		if !rp.reading {
+			break
+		}
+		rp.cond.Wait()
+	}
+	rp.reading = true
+	rp.mu.Unlock()
+	n, err := rp.src.Read(p)
+	rp.mu.Lock()
+	rp.reading = false
+	rp.cond.Broadcast()
+	rp.n += int64(n)
+	if err != nil {
+		rp.err = err
+	}
+	current := !t.closed && t == rp.cur
+	rp.keep(p[:n], current)
+	if err == io.EOF && rp.mirror != nil {
+		var body []byte
+		if rp.buf != nil {
+			body = rp.buf.Bytes() // the whole body: nothing was dropped yet
+		}
+		rp.p.queueMirror(rp.mirror, body)
+		rp.mirror = nil
+		rp.over = rp.over || rp.settled // nothing needs the kept bytes any more
+	}
+	if !current {
+		return 0, errTryEnded
+	}
+	t.off += int64(n)
+	if rp.over {
+		rp.dropRead()
+	}
+	return n, err
+}
+
+// Close implements io.Closer; x/net closes each try's body once its stream is done.
+func (t *replayTry) Close() error {
+	rp := t.rp
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if !t.closed {
+		t.closed = true
+		rp.cond.Broadcast()
+		rp.unref()
+	}
+	return nil
 }

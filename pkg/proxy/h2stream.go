@@ -367,18 +367,7 @@ func fillRequestID(rid *[32]byte) {
 // the response head resets the downstream stream.
 func (p *Proxy) h2ToH2(ctx context.Context, w http.ResponseWriter, r *http.Request, t *h2Target, ip netip.Addr, st *h2Stream) error {
 	out := p.outRequest(ctx, r, t, ip, st)
-	var resp *http.Response
-	var err error
-	if out.Body == http.NoBody {
-		resp, err = p.roundTripH2(ctx, t, out)
-	} else {
-		var cc *http2.ClientConn
-		if cc, err = p.h2Conn(ctx, t); err == nil {
-			if resp, err = cc.RoundTrip(out); err != nil {
-				err = classifyUpstreamErr(t, err)
-			}
-		}
-	}
+	resp, err := p.roundTripH2(ctx, t, out)
 	t.headDone()
 	if err != nil {
 		if t.timedOut.Load() {

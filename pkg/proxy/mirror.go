@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"sync"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/buffer"
 	"github.com/mosnlite/mosnlite/pkg/router"
 	"github.com/mosnlite/mosnlite/pkg/stream/http1"
+	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
 )
 
@@ -35,8 +39,15 @@ type proxyExt struct {
 
 type mirrorJob struct {
 	cluster string
-	head    *buffer.IoBuffer // the request head as sent to the main cluster
+	head    *buffer.IoBuffer // HTTP/1: the request head as sent to the main cluster; HTTP/2: the body, or nil
+	req     *http.Request    // HTTP/2: the request, without its body; nil for HTTP/1
 	timeout time.Duration
+}
+
+func (j *mirrorJob) release() {
+	if j.head != nil {
+		j.head.Release()
+	}
 }
 
 // mirror queues a copy of the bodiless request head in s.hb for the route's mirror
@@ -47,28 +58,91 @@ func (s *session) mirror(rt *router.Route) {
 	}
 }
 
-// mirror queues a copy of a bodiless request's HTTP/1 head for the route's mirror
-// cluster when the route mirrors and the draw hits.
-func (p *Proxy) mirror(rt *router.Route, head []byte) {
+// mirrorDraw returns the route's mirror cluster when the route mirrors and the draw hits,
+// and the mirror's timeout: the route's, at most mirrorTimeout.
+func mirrorDraw(rt *router.Route) (string, time.Duration, bool) {
 	m, ok := rt.Mirror()
 	if !ok || m.Cluster == "" || !m.Hit(rand.Uint64()) {
-		return
+		return "", 0, false
 	}
-	p.ext.mirrorOnce.Do(p.startMirror)
-	if p.ext.jobs == nil {
-		return
-	}
-	hb := p.cfg.Pool.NewBuffer(len(head))
-	_, _ = hb.Write(head)
 	t := rt.Timeout()
 	if t <= 0 || t > mirrorTimeout {
 		t = mirrorTimeout
 	}
+	return m.Cluster, t, true
+}
+
+// mirror queues a copy of a bodiless request's HTTP/1 head for the route's mirror
+// cluster when the route mirrors and the draw hits.
+func (p *Proxy) mirror(rt *router.Route, head []byte) {
+	cl, t, ok := mirrorDraw(rt)
+	if !ok {
+		return
+	}
+	hb := p.cfg.Pool.NewBuffer(len(head))
+	_, _ = hb.Write(head)
+	p.enqueueMirror(mirrorJob{cluster: cl, head: hb, timeout: t})
+}
+
+// mirrorH2 returns the copy of an HTTP/2 upstream request for the route's mirror cluster
+// when the route mirrors and the draw hits, else nil. The copy is taken now (the retries
+// of the main request change out); queueMirror sends it once its body, if any, is
+// complete.
+func (p *Proxy) mirrorH2(rt *router.Route, out *http.Request) *mirrorJob {
+	cl, t, ok := mirrorDraw(rt)
+	if !ok {
+		return nil
+	}
+	u := *out.URL
+	req := &http.Request{
+		Method:     out.Method,
+		URL:        &u,
+		Proto:      out.Proto,
+		ProtoMajor: out.ProtoMajor,
+		ProtoMinor: out.ProtoMinor,
+		Header:     out.Header.Clone(),
+		Host:       out.Host,
+		Body:       http.NoBody,
+	}
+	return &mirrorJob{cluster: cl, req: req, timeout: t}
+}
+
+// mirrorBody returns the body to send upstream for out, a request with a body that goes
+// to an HTTP/2 upstream in one try (no retry): body itself, or, when the route mirrors
+// and the draw hits, a reader that keeps what passes (up to retryBufferLimit) and queues
+// the mirror copy with it at the end of the body.
+func (p *Proxy) mirrorBody(t *h2Target, out *http.Request, body io.ReadCloser) io.ReadCloser {
+	j := p.mirrorH2(t.rt, out)
+	if j == nil {
+		return body
+	}
+	rp := p.newH2Replay(body, t.cl.Name(), j)
+	rc := rp.try()
+	rp.settle()
+	return rc
+}
+
+// queueMirror queues j, made by mirrorH2, with a copy of the request body (nil: none).
+func (p *Proxy) queueMirror(j *mirrorJob, body []byte) {
+	if len(body) > 0 {
+		j.head = p.cfg.Pool.NewBuffer(len(body))
+		_, _ = j.head.Write(body)
+	}
+	p.enqueueMirror(*j)
+}
+
+// enqueueMirror hands j to a mirror worker, or drops it when the queue is full.
+func (p *Proxy) enqueueMirror(j mirrorJob) {
+	p.ext.mirrorOnce.Do(p.startMirror)
+	if p.ext.jobs == nil {
+		j.release()
+		return
+	}
 	select {
-	case p.ext.jobs <- mirrorJob{cluster: m.Cluster, head: hb, timeout: t}:
+	case p.ext.jobs <- j:
 	default:
-		hb.Release()
-		p.mirrorMetric(m.Cluster, "dropped")
+		j.release()
+		p.mirrorMetric(j.cluster, "dropped")
 	}
 }
 
@@ -99,10 +173,11 @@ func (p *Proxy) mirrorWorker() {
 	}
 }
 
-// mirrorOne sends one mirrored request on a new connection and reads the response head,
-// which it discards with the connection.
+// mirrorOne sends one mirrored request and reads the response head, which it discards:
+// over HTTP/1 on a new connection, closed afterwards; over HTTP/2 on a pooled connection
+// (mirrorOneH2).
 func (p *Proxy) mirrorOne(j mirrorJob) {
-	defer j.head.Release()
+	defer j.release()
 	cl, ok := p.cfg.Clusters.Get(j.cluster)
 	if !ok {
 		p.mirrorMetric(j.cluster, "failed")
@@ -110,6 +185,15 @@ func (p *Proxy) mirrorOne(j mirrorJob) {
 	}
 	ctx, cancel := context.WithTimeout(p.ext.ctx, j.timeout)
 	defer cancel()
+	if j.req != nil {
+		if err := p.mirrorOneH2(ctx, cl, &j); err != nil {
+			p.mirrorMetric(j.cluster, "failed")
+			p.cfg.Log.Debug("proxy: mirrored request failed", zap.String("cluster", j.cluster), zap.Error(err))
+			return
+		}
+		p.mirrorMetric(j.cluster, "sent")
+		return
+	}
 	raw, _, done, err := cl.Dial(ctx, &lb.Request{})
 	if err != nil {
 		p.mirrorMetric(j.cluster, "failed")
@@ -151,6 +235,60 @@ func (p *Proxy) mirrorOne(j mirrorJob) {
 	}
 }
 
+// mirrorOneH2 sends an HTTP/2 mirror job to a host of cl and discards the answer: the
+// response body is not read (closing it resets the stream).
+func (p *Proxy) mirrorOneH2(ctx context.Context, cl *cluster.Cluster, j *mirrorJob) (err error) {
+	t := h2Target{cl: cl, start: time.Now()}
+	host, done, err := cl.Pick(ctx, &t.lr)
+	if err != nil {
+		return err
+	}
+	t.host = host
+	defer func() {
+		for _, cc := range t.unpooled {
+			_ = cc.Close()
+		}
+		done(lb.DoneInfo{Err: err, Latency: time.Since(t.start)})
+	}()
+	cc, err := p.h2Conn(ctx, &t)
+	if err != nil {
+		return err
+	}
+	req := j.req.WithContext(ctx)
+	req.URL.Host = host.Addr()
+	var body *mirrorReqBody
+	if j.head != nil {
+		body = &mirrorReqBody{Reader: bytes.NewReader(j.head.Bytes()), closed: make(chan struct{})}
+		req.Body, req.ContentLength = body, int64(j.head.Len())
+	}
+	resp, err := cc.RoundTrip(req)
+	if err == nil {
+		err = resp.Body.Close()
+	}
+	if body != nil {
+		// x/net may still be sending the body: the pooled buffer goes back only once it
+		// closed the body (it always does, when the stream ends).
+		select {
+		case <-body.closed:
+		case <-time.After(j.timeout):
+			j.head = nil // left to the garbage collector
+		}
+	}
+	return err
+}
+
+// mirrorReqBody is a mirrored request's body; closed is closed when x/net is done with it.
+type mirrorReqBody struct {
+	*bytes.Reader
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (b *mirrorReqBody) Close() error {
+	b.once.Do(func() { close(b.closed) })
+	return nil
+}
+
 // stopExt stops the mirror workers; Close calls it.
 func (p *Proxy) stopExt() {
 	p.ext.mirrorOnce.Do(func() {}) // no workers start after Close
@@ -160,7 +298,7 @@ func (p *Proxy) stopExt() {
 		for {
 			select {
 			case j := <-p.ext.jobs:
-				j.head.Release()
+				j.release()
 				continue
 			default:
 			}
