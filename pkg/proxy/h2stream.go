@@ -561,5 +561,5 @@ func (p *Proxy) h1Conn(ctx context.Context, t *h2Target) (*upConn, error) {
 		}
 		return nil, errConnect
 	}
-	return &upConn{raw: raw, addr: host.Addr(), done: func() { done(lb.DoneInfo{}) }}, nil
+	return &upConn{raw: raw, addr: host.Addr(), host: host, done: func() { done(lb.DoneInfo{}) }}, nil
 }

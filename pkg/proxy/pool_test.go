@@ -63,3 +63,55 @@ func TestIdleUpstreamClosedByPeerNotReused(t *testing.T) {
 		t.Fatalf("upstream connections %d; want 2 (the closed one was not reused)", opened.Load())
 	}
 }
+
+// TestIdleUpstreamToDownHostClosed: an idle keep-alive connection to a host that goes
+// down (or leaves its cluster) is closed at once, not at its idle expiry, and the next
+// request does not reuse it.
+func TestIdleUpstreamToDownHostClosed(t *testing.T) {
+	var opened, closed atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			switch s {
+			case http.StateNew:
+				opened.Add(1)
+			case http.StateClosed:
+				closed.Add(1)
+			}
+		},
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	addr := ln.Addr().String()
+	e := startRetryEnv(t, `{"router_config_name":"r","virtual_hosts":[{"name":"v","domains":["*"],"routers":[{"match":{"prefix":"/"},"route":{"cluster_name":"c"}}]}]}`,
+		`[{"name":"c","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","pick_timeout":"0s","hosts":[{"address":"`+addr+`"}]}]`, "")
+	get := func() int {
+		resp, err := http.Get("http://" + e.addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(); code != 200 {
+		t.Fatalf("first request: %d", code)
+	}
+	c, _ := e.clusters.Get("c")
+	c.SetHostHealth(addr, false)
+	deadline := time.Now().Add(testTimeout)
+	for closed.Load() < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the idle connection to the down host was not closed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.SetHostHealth(addr, true)
+	if code := get(); code != 200 || opened.Load() != 2 {
+		t.Fatalf("after the host came back: %d with %d connections opened, want 200 on a new one", code, opened.Load())
+	}
+}

@@ -92,6 +92,8 @@ func New(cfg Config) *Proxy {
 		MaxIdlePerHost:  cfg.MaxIdlePerHost,
 		IdleTimeout:     cfg.IdleTimeout,
 		AliveCheckAfter: aliveCheckAfter,
+		Stale:           staleUpConn,
+		HostsChanged:    hostsChanged(cfg.Clusters),
 	})
 	return &Proxy{cfg: cfg, idle: idle, h2up: newH2Pool(cfg)}
 }
@@ -136,6 +138,7 @@ func (p *Proxy) protocolError(proto string) {
 type upConn struct {
 	raw   net.Conn
 	addr  string
+	host  *cluster.Host // the host dialled; nil in tests that build upConns by hand
 	done  func()
 	since time.Time // when it last went idle; zero for a new connection
 	dl    bool      // a deadline may be set on raw
@@ -164,6 +167,20 @@ func (u *upConn) Close() error {
 }
 
 func (u *upConn) close() { _ = u.Close() }
+
+// staleUpConn is the idle pool's Stale: the connection's host left its cluster or is down.
+func staleUpConn(c connpool.Conn) bool {
+	h := c.(*upConn).host
+	return h != nil && (h.Removed() || !h.Healthy())
+}
+
+// hostsChanged is the idle pool's HostsChanged: nil without a cluster manager.
+func hostsChanged(m *cluster.Manager) func() <-chan struct{} {
+	if m == nil {
+		return nil
+	}
+	return m.HostsChanged
+}
 
 // get takes an idle connection to addr from the pool, or returns nil. The pool closes
 // expired ones and probes one idle for aliveCheckAfter before handing it out.

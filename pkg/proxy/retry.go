@@ -146,7 +146,7 @@ func (s *session) nextTry(cl *cluster.Cluster, now time.Time) (*upConn, func(lb.
 			pickDone(lb.DoneInfo{Err: err})
 			return nil, nil, false
 		}
-		up = &upConn{raw: raw, addr: h.Addr(), done: func() { done(lb.DoneInfo{}) }}
+		up = &upConn{raw: raw, addr: h.Addr(), host: h, done: func() { done(lb.DoneInfo{}) }}
 	}
 	return up, pickDone, true
 }

@@ -255,7 +255,7 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 			b.Drain(n)
 			return s.localDone(statusNoHealthy, "upstream connect failed", hasBody)
 		}
-		up = &upConn{raw: raw, addr: h2.Addr(), done: func() { done(lb.DoneInfo{}) }}
+		up = &upConn{raw: raw, addr: h2.Addr(), host: h2, done: func() { done(lb.DoneInfo{}) }}
 	}
 	s.reused = up.since != (time.Time{})
 	s.up, s.route, s.pickDone, s.cl, s.reqSlot = up, rt, pickDone, cl, true
@@ -426,7 +426,7 @@ func (s *session) retryFresh() bool {
 		s.up = nil
 		return false
 	}
-	s.up = &upConn{raw: raw, addr: h.Addr(), done: func() { done(lb.DoneInfo{}) }}
+	s.up = &upConn{raw: raw, addr: h.Addr(), host: h, done: func() { done(lb.DoneInfo{}) }}
 	s.upFailed = false
 	_ = s.writeUp(s.hb.Bytes())
 	return !s.upFailed

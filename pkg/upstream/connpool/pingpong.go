@@ -167,7 +167,7 @@ func (p *PingPong[C]) Get(addr string, now time.Time) (c C, ok bool) {
 }
 
 // Put keeps c, a connection to addr that just finished a request cleanly, for reuse. It
-// closes c after Close, and closes the host's oldest idle connection when the host
+// closes c after Close or when Stale reports it, and closes the host's oldest idle connection when the host
 // already has MaxIdlePerHost of them or the oldest expired.
 func (p *PingPong[C]) Put(addr string, c C, now time.Time) {
 	if p.closed.Load() {
@@ -177,7 +177,9 @@ func (p *PingPong[C]) Put(addr string, c C, now time.Time) {
 	p.sweeper.start()
 	p.startWatch()
 	h := p.hosts.lock(addr, &p.closed)
-	if p.closed.Load() {
+	// Stale is asked under h's lock: a change that CloseStale handled before this sees
+	// the new state here, and one after this finds c in h.idle.
+	if p.closed.Load() || p.o.Stale != nil && p.o.Stale(c) {
 		h.mu.Unlock()
 		_ = c.Close()
 		return

@@ -102,6 +102,16 @@ func TestPingPongStale(t *testing.T) {
 	if got, ok := p.Get(srv.addr, put); ok && got != a {
 		t.Fatalf("Get = %p; want %p", got, a)
 	}
+
+	// A connection already stale when it is put back is closed, not pooled: a host
+	// change handled before the Put would otherwise leave it idle until a sweep.
+	e, _ := srv.dial(t)
+	e.stale.Store(true)
+	n := p.Len(srv.addr)
+	p.Put(srv.addr, e, time.Now())
+	if !e.closed() || p.Len(srv.addr) != n {
+		t.Fatalf("Put of a stale connection: closed %v, pooled %d (was %d)", e.closed(), p.Len(srv.addr), n)
+	}
 }
 
 func TestPingPongPutDropsExpiredOldest(t *testing.T) {
