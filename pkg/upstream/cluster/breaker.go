@@ -20,7 +20,9 @@ const (
 	// MaxConnections bounds open upstream connections, including ones being dialled.
 	// Dial takes and releases it itself.
 	MaxConnections Breaker = iota
-	// MaxPendingRequests bounds requests waiting for a pooled connection (L7 proxy).
+	// MaxPendingRequests would bound requests waiting for a pooled connection; mosnlite
+	// queues none (a request at max_connections is refused as an overflow), so nothing
+	// acquires it. Kept for the config's and the admin view's sake.
 	MaxPendingRequests
 	// MaxRequests bounds requests in flight to the cluster (L7 proxy).
 	MaxRequests
