@@ -27,10 +27,11 @@ const testTimeout = 10 * time.Second
 
 // origin is an upstream net/http server that counts the connections it accepted.
 type origin struct {
-	ln    net.Listener
-	srv   *http.Server
-	conns atomic.Int64
-	reqs  atomic.Int64
+	ln     net.Listener
+	srv    *http.Server
+	conns  atomic.Int64 // opened
+	closed atomic.Int64
+	reqs   atomic.Int64
 }
 
 func startOrigin(t testing.TB, h http.HandlerFunc) *origin {
@@ -46,8 +47,11 @@ func startOrigin(t testing.TB, h http.HandlerFunc) *origin {
 			h(w, r)
 		}),
 		ConnState: func(_ net.Conn, s http.ConnState) {
-			if s == http.StateNew {
+			switch s {
+			case http.StateNew:
 				o.conns.Add(1)
+			case http.StateClosed:
+				o.closed.Add(1)
 			}
 		},
 		ReadHeaderTimeout: testTimeout,

@@ -68,25 +68,8 @@ func TestIdleUpstreamClosedByPeerNotReused(t *testing.T) {
 // down (or leaves its cluster) is closed at once, not at its idle expiry, and the next
 // request does not reuse it.
 func TestIdleUpstreamToDownHostClosed(t *testing.T) {
-	var opened, closed atomic.Int64
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }),
-		ConnState: func(_ net.Conn, s http.ConnState) {
-			switch s {
-			case http.StateNew:
-				opened.Add(1)
-			case http.StateClosed:
-				closed.Add(1)
-			}
-		},
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	addr := ln.Addr().String()
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
+	addr := o.addr()
 	e := startRetryEnv(t, `{"router_config_name":"r","virtual_hosts":[{"name":"v","domains":["*"],"routers":[{"match":{"prefix":"/"},"route":{"cluster_name":"c"}}]}]}`,
 		`[{"name":"c","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","pick_timeout":"0s","hosts":[{"address":"`+addr+`"}]}]`, "")
 	get := func() int {
@@ -104,14 +87,14 @@ func TestIdleUpstreamToDownHostClosed(t *testing.T) {
 	c, _ := e.clusters.Get("c")
 	c.SetHostHealth(addr, false)
 	deadline := time.Now().Add(testTimeout)
-	for closed.Load() < 1 {
+	for o.closed.Load() < 1 {
 		if time.Now().After(deadline) {
 			t.Fatal("the idle connection to the down host was not closed")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	c.SetHostHealth(addr, true)
-	if code := get(); code != 200 || opened.Load() != 2 {
-		t.Fatalf("after the host came back: %d with %d connections opened, want 200 on a new one", code, opened.Load())
+	if code := get(); code != 200 || o.conns.Load() != 2 {
+		t.Fatalf("after the host came back: %d with %d connections opened, want 200 on a new one", code, o.conns.Load())
 	}
 }

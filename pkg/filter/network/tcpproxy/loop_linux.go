@@ -443,34 +443,26 @@ func (s *loopSession) pump(h *loopHalf) {
 				h.pipe, h.hasPipe = p, true
 			}
 			n, err := evloop.Splice(src, h.pipe[1], spliceMax)
-			switch {
-			case err == unix.EAGAIN:
-				// Drained, and the pipe is empty: give it back while the source is quiet.
-				h.readable = false
-				s.loop.PutPipe(h.pipe, false)
-				h.hasPipe = false
-				return
-			case err != nil:
-				s.broken(h, true, err)
-				return
-			case n == 0:
-				h.eof = true
-			default:
-				h.inPipe = n
+			if n == 0 {
+				if err == unix.EAGAIN {
+					// Drained, and the pipe is empty: give it back while the source is quiet.
+					s.loop.PutPipe(h.pipe, false)
+					h.hasPipe = false
+				}
+				if s.noInput(h, err) {
+					return
+				}
+				continue
 			}
+			h.inPipe = n
 			continue
 		}
 		buf := s.loop.Buf
 		n, err := evloop.Read(src, buf)
-		switch {
-		case err == unix.EAGAIN:
-			h.readable = false
-			return
-		case err != nil:
-			s.broken(h, true, err)
-			return
-		case n == 0:
-			h.eof = true
+		if n == 0 {
+			if s.noInput(h, err) {
+				return
+			}
 			continue
 		}
 		w, err := evloop.Write(dst, buf[:n])
@@ -503,6 +495,22 @@ func (s *loopSession) pump(h *loopHalf) {
 			return
 		}
 	}
+}
+
+// noInput handles a read of h's source that gave nothing: EAGAIN (drained: wait for the
+// next edge), an error (the session breaks) or, with err nil, the EOF. It reports whether
+// pump must return.
+func (s *loopSession) noInput(h *loopHalf, err error) bool {
+	switch {
+	case err == unix.EAGAIN:
+		h.readable = false
+		return true
+	case err != nil:
+		s.broken(h, true, err)
+		return true
+	}
+	h.eof = true
+	return false
 }
 
 // writeFailed handles a failed write to h's destination: EAGAIN waits for it to drain
