@@ -24,10 +24,12 @@ type clusterConn struct {
 
 func (c *clusterConn) NetConn() net.Conn { return c.raw }
 
+// Close closes the socket and gives the unit back; closed is set last, so a test that
+// saw it also sees the unit returned.
 func (c *clusterConn) Close() error {
-	c.closed.Store(true)
 	err := c.raw.Close()
 	c.done(lb.DoneInfo{})
+	c.closed.Store(true)
 	return err
 }
 
