@@ -36,9 +36,6 @@ type Accepted struct {
 	l      *Listener
 }
 
-// Listener is the accepting listener's name.
-func (a Accepted) Listener() string { return a.l.cfg.Name }
-
 // IdleTimeout is the listener's connection idle timeout (ConnOptions.IdleTimeout); 0:
 // none.
 func (a Accepted) IdleTimeout() int64 { return int64(a.l.cfg.Conn.IdleTimeout) }
@@ -66,9 +63,6 @@ func (c *RawConn) Init(a Accepted, owner RawOwner) {
 		ls[a.Loop.ID()].push(c)
 	}
 }
-
-// ID is the connection's process-wide number (the same sequence as Conn.ID).
-func (c *RawConn) ID() uint64 { return c.id }
 
 // Local is the socket's local address: the listener's, unless it listens on a wildcard
 // address (then getsockname(2)).

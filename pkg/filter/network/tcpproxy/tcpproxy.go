@@ -102,7 +102,7 @@ func Factory(raw config.RawMessage, d filter.Deps) (filter.NetworkFilter, error)
 		clusters: d.Clusters,
 		pool:     d.Pool,
 		idle:     c.IdleTimeout.Or(DefaultIdleTimeout),
-		attempts: int(min(c.MaxConnectAttempts, 1024)),
+		attempts: int(c.MaxConnectAttempts), // capped by the cluster (Attempts.Limit)
 		log:      d.Log,
 	}
 	if f.log == nil {
