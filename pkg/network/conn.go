@@ -120,8 +120,8 @@ type Conn struct {
 	flushing bool
 	werr     error
 
-	iov net.Buffers // flusher only: batch slices, capacity reused
-	wv  net.Buffers // flusher only: consumed by WriteTo
+	sio *SockIO  // reads and writes raw's socket
+	iov [][]byte // flusher only: batch slices, capacity reused
 
 	// unread holds bytes a protocol sniffer consumed and handed back (Unread); ReadLoop
 	// and Read return them before reading the socket. Reader goroutine only.
@@ -140,6 +140,7 @@ func newConn(raw net.Conn, o ConnOptions) *Conn {
 	c := &Conn{
 		id:       connIDs.Add(1),
 		raw:      raw,
+		sio:      NewSockIO(raw),
 		pool:     o.Pool,
 		log:      o.Log,
 		idle:     o.IdleTimeout,
@@ -284,7 +285,7 @@ func (c *Conn) ReadLoop(onData func(b *buffer.IoBuffer) error) error {
 				b.Compact()
 			}
 		}
-		n, err := b.ReadOnce(c.raw)
+		n, err := b.ReadOnce(c.sio)
 		if n > 0 {
 			c.last.Store(monoNow())
 			if derr := onData(b); derr != nil {
@@ -337,7 +338,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 		return n, nil
 	}
-	n, err := c.raw.Read(p)
+	n, err := c.sio.Read(p)
 	if n > 0 {
 		c.last.Store(monoNow())
 	}
@@ -439,17 +440,15 @@ func (c *Conn) flushLocked() error {
 func (c *Conn) writeBatch(batch []*buffer.IoBuffer) error {
 	var err error
 	if len(batch) == 1 {
-		_, err = c.raw.Write(batch[0].Bytes())
+		_, err = c.sio.Write(batch[0].Bytes())
 	} else {
 		iov := c.iov[:0]
 		for _, b := range batch {
 			iov = append(iov, b.Bytes())
 		}
 		c.iov = iov
-		c.wv = iov
-		_, err = c.wv.WriteTo(c.raw) // writev for TCP and unix sockets
+		_, err = c.sio.Writev(iov)
 		clear(iov)
-		c.wv = nil
 	}
 	for _, b := range batch {
 		b.Release()

@@ -49,6 +49,19 @@ func Write(fd int, b []byte) (int, error) {
 	return int(n), nil
 }
 
+// Writev writes the slices of iov, which the caller filled from its buffers, to fd with
+// one writev(2).
+func Writev(fd int, iov []syscall.Iovec) (int, error) {
+	if len(iov) == 0 {
+		return 0, nil
+	}
+	n, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
 // Splice moves up to n bytes from in to out (one of them a pipe), without waiting.
 func Splice(in, out, n int) (int, error) {
 	m, _, e := syscall.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n),
