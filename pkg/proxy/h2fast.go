@@ -394,7 +394,7 @@ func (hc *h2Conn) tryFast(st *h2stream.ServerStream, f *h2Fast, hb, rb *buffer.I
 	}
 	deadline := r.deadline(t.rt, t.start)
 	uc.deadline(deadline)
-	_, err = raw.Write(hb.Bytes())
+	_, err = uc.io().Write(hb.Bytes())
 	if err == nil && r.body {
 		err = hc.sendBody(st, f, raw, r)
 	}
@@ -582,7 +582,7 @@ func (hc *h2Conn) readHead(f *h2Fast, uc *upConn, rb *buffer.IoBuffer, isHead bo
 				return n, nil
 			}
 		}
-		if _, err := rb.ReadOnce(uc.raw); err != nil {
+		if _, err := rb.ReadOnce(uc.io()); err != nil {
 			if err == io.EOF && rb.Len() > 0 {
 				return 0, &errLocal{statusReset, "upstream closed before the response"}
 			}
@@ -637,7 +637,7 @@ func (hc *h2Conn) relay(st *h2stream.ServerStream, f *h2Fast, uc *upConn, rb *bu
 		rb.Drain(len(piece))
 		for remain > 0 {
 			rb.Reset()
-			if _, err := rb.ReadOnce(uc.raw); err != nil && rb.Len() == 0 {
+			if _, err := rb.ReadOnce(uc.io()); err != nil && rb.Len() == 0 {
 				return errAbort
 			}
 			piece := rb.Bytes()
@@ -681,7 +681,7 @@ func (hc *h2Conn) relay(st *h2stream.ServerStream, f *h2Fast, uc *upConn, rb *bu
 				} else if rb.Available() < 4096 {
 					rb.Compact()
 				}
-				if _, err := rb.ReadOnce(uc.raw); err != nil {
+				if _, err := rb.ReadOnce(uc.io()); err != nil {
 					return errAbort
 				}
 			}
@@ -712,7 +712,7 @@ func (hc *h2Conn) relay(st *h2stream.ServerStream, f *h2Fast, uc *upConn, rb *bu
 			f.sent(rb.Len())
 			rb.Reset()
 		}
-		if _, err := rb.ReadOnce(uc.raw); err != nil {
+		if _, err := rb.ReadOnce(uc.io()); err != nil {
 			if rb.Len() > 0 {
 				continue
 			}

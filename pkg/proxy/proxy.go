@@ -141,18 +141,63 @@ type upConn struct {
 	host  *cluster.Host // the host dialled; nil in tests that build upConns by hand
 	done  func()
 	since time.Time // when it last went idle; zero for a new connection
-	dl    bool      // a deadline may be set on raw
+	armed time.Time // the deadline set on raw; zero: none
+	sio   *network.SockIO
 }
 
-// deadline sets raw's read and write deadline (zero: none). Clearing a deadline that was
-// never set is skipped: each call costs runtime timer work, and most routes have no
-// timeout.
+// deadline bounds raw's reads and writes by t; a zero t lifts the bound.
+//
+// Bounds are coarse. Each SetDeadline is runtime timer work on two timers, and with a
+// route timeout (15 s unless configured) every request would arm one. So a bound already
+// armed is kept when it falls between t and t plus a slack of 1/16 of the time left before
+// t (at most 1 s), and a new one is armed at t plus that slack, for the requests of the
+// next moments to reuse. A bound therefore fires up to 1/16 of its length late, never
+// early. A bound stays armed while the connection waits in the idle pool; get and Probe
+// lift it once it has passed, so that neither the next request's write nor the liveness
+// probe fails on it.
 func (u *upConn) deadline(t time.Time) {
-	if t.IsZero() && !u.dl {
+	if t.IsZero() {
+		if !u.armed.IsZero() {
+			_ = u.raw.SetDeadline(time.Time{})
+			u.armed = time.Time{}
+		}
 		return
 	}
+	slack := min(time.Until(t)/16, maxDeadlineSlack)
+	if !u.armed.Before(t) && u.armed.Sub(t) <= max(slack, 0) {
+		return
+	}
+	if slack > 0 {
+		t = t.Add(slack)
+	}
 	_ = u.raw.SetDeadline(t)
-	u.dl = !t.IsZero()
+	u.armed = t
+}
+
+// maxDeadlineSlack caps how late a coarse upstream bound may fire (upConn.deadline).
+const maxDeadlineSlack = time.Second
+
+// liftPassed lifts a bound that has passed by now.
+func (u *upConn) liftPassed(now time.Time) {
+	if !u.armed.IsZero() && !u.armed.After(now) {
+		u.deadline(time.Time{})
+	}
+}
+
+// Probe implements connpool.Prober: connpool.Alive on the socket, after lifting a bound
+// that has passed, on which the probe would fail.
+func (u *upConn) Probe() bool {
+	u.liftPassed(time.Now())
+	return connpool.Alive(u.raw)
+}
+
+// io is raw's SockIO, made on first use: the request and response bytes of the HTTP/1
+// paths go through it.
+func (u *upConn) io() *network.SockIO {
+	if u.sio == nil {
+		u.sio = network.NewSockIO(u.raw)
+	}
+	return u.sio
 }
 
 // NetConn implements connpool.Conn.
@@ -186,6 +231,9 @@ func hostsChanged(m *cluster.Manager) func() <-chan struct{} {
 // expired ones and probes one idle for aliveCheckAfter before handing it out.
 func (p *Proxy) get(addr string, now time.Time) *upConn {
 	uc, _ := p.idle.Get(addr, now)
+	if uc != nil {
+		uc.liftPassed(now)
+	}
 	return uc
 }
 

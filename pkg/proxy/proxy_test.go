@@ -132,6 +132,32 @@ func TestKeepAliveReuse(t *testing.T) {
 	}
 }
 
+// TestKeepAliveReuseAfterTimeoutPassed: the route timeout's bound stays armed on the idle
+// upstream connection (coarse deadlines); once it has passed, a request with a body that
+// takes the connection within the pool's probe-free second must still be carried on it,
+// not fail its write on the old bound.
+func TestKeepAliveReuseAfterTimeoutPassed(t *testing.T) {
+	o := startOrigin(t, echo)
+	e := startProxy(t, o.addr())
+	c := dial(t, e.addr)
+	br := bufio.NewReader(c)
+	for i := range 3 {
+		if i > 0 {
+			time.Sleep(300 * time.Millisecond) // past /slow's 200 ms bound and its slack
+		}
+		if _, err := io.WriteString(c, "POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nping"); err != nil {
+			t.Fatal(err)
+		}
+		resp, body := readResp(t, br, http.MethodPost)
+		if resp.StatusCode != 200 || body != "ping" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	if n := o.conns.Load(); n != 1 {
+		t.Fatalf("upstream saw %d connections, want the first one reused", n)
+	}
+}
+
 func TestPipelined(t *testing.T) {
 	o := startOrigin(t, echo)
 	e := startProxy(t, o.addr())

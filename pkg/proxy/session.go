@@ -22,7 +22,6 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/stream"
 	"github.com/mosnlite/mosnlite/pkg/stream/http1"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
-	"github.com/mosnlite/mosnlite/pkg/upstream/connpool"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
 )
 
@@ -391,7 +390,7 @@ func (s *session) writeUp(p []byte) error {
 	if s.upFailed || len(p) == 0 {
 		return nil
 	}
-	if _, err := s.up.raw.Write(p); err != nil {
+	if _, err := s.up.io().Write(p); err != nil {
 		s.upFailed = true
 	}
 	return nil
@@ -402,8 +401,8 @@ func (s *session) writeUp(p []byte) error {
 // seconds, not milliseconds.
 const aliveCheckAfter = time.Second
 
-// alive reports whether an idle upstream connection is still open (connpool.Alive).
-func (s *session) alive(up *upConn) bool { return connpool.Alive(up.raw) }
+// alive reports whether an idle upstream connection is still open (upConn.Probe).
+func (s *session) alive(up *upConn) bool { return up.Probe() }
 
 // retryFresh replaces a reused upstream connection that failed before any response byte
 // with a new one and writes the (bodiless) request again: the upstream may have closed the
@@ -483,7 +482,7 @@ func (s *session) respond() error {
 			}
 			break
 		}
-		if _, err := rb.ReadOnce(up.raw); err != nil {
+		if _, err := rb.ReadOnce(up.io()); err != nil {
 			if rb.Len() == 0 && !errors.Is(err, os.ErrDeadlineExceeded) && s.retryFresh() {
 				up = s.up
 				up.deadline(deadline)
@@ -504,7 +503,9 @@ func (s *session) respond() error {
 			return s.localDone(statusReset, "upstream closed before the response", false)
 		}
 	}
-	up.deadline(time.Time{})
+	if s.route.Timeout() <= 0 {
+		up.deadline(time.Time{}) // the body's reads are unbounded (forwardBody)
+	}
 	if s.x.upgrade && rh.Status == http.StatusSwitchingProtocols {
 		return s.startTunnel(rb, n)
 	}
@@ -641,7 +642,7 @@ func (s *session) forwardBody(hb, rb *buffer.IoBuffer) (reuse bool, err error) {
 		if idle > 0 {
 			s.up.deadline(time.Now().Add(idle))
 		}
-		if _, rerr := rb.ReadOnce(s.up.raw); rerr != nil {
+		if _, rerr := rb.ReadOnce(s.up.io()); rerr != nil {
 			if rh.Body == http1.BodyClose && errors.Is(rerr, io.EOF) {
 				return false, nil
 			}

@@ -71,7 +71,7 @@ func (s *session) startTunnel(rb *buffer.IoBuffer, n int) error {
 		return errClose
 	}
 	up := s.up
-	_ = up.raw.SetDeadline(time.Time{})
+	up.deadline(time.Time{})
 	s.pickDone(lb.DoneInfo{Latency: time.Since(s.start)})
 	s.up, s.pickDone, s.route = nil, nil, nil
 	s.endRequestSlot() // a tunnel is a connection, not a request in flight

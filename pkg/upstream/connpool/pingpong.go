@@ -16,6 +16,21 @@ type Conn interface {
 	Close() error
 }
 
+// Prober is implemented by a Conn that probes its own liveness (a connection that keeps
+// deadlines on its socket lifts a passed one first, so that the probe does not fail on
+// it); the pool calls Probe instead of Alive(NetConn()).
+type Prober interface {
+	Probe() bool
+}
+
+// probe reports whether the idle connection c is still usable.
+func probe(c Conn) bool {
+	if pr, ok := c.(Prober); ok {
+		return pr.Probe()
+	}
+	return Alive(c.NetConn())
+}
+
 // PingPongOptions configures a PingPong pool.
 type PingPongOptions struct {
 	// MaxIdlePerHost bounds the idle connections kept per host; a Put beyond it closes
@@ -158,7 +173,7 @@ func (p *PingPong[C]) Get(addr string, now time.Time) (c C, ok bool) {
 			return c, false
 		}
 		h.mu.Unlock()
-		if p.o.AliveCheckAfter >= 0 && idle >= p.o.AliveCheckAfter && !Alive(e.c.NetConn()) {
+		if p.o.AliveCheckAfter >= 0 && idle >= p.o.AliveCheckAfter && !probe(e.c) {
 			_ = e.c.Close()
 			continue
 		}

@@ -222,6 +222,38 @@ func TestPingPongProbeKeepsLiveConn(t *testing.T) {
 	}
 }
 
+// proberConn answers the pool's probe itself (connpool.Prober).
+type proberConn struct {
+	*testConn
+	probes int
+	alive  bool
+}
+
+func (c *proberConn) Probe() bool {
+	c.probes++
+	return c.alive
+}
+
+// TestPingPongUsesProber: a connection with its own Probe is probed by it, not by Alive on
+// its socket, which here is open and would pass.
+func TestPingPongUsesProber(t *testing.T) {
+	srv := newPeer(t)
+	p := connpool.NewPingPong[*proberConn](connpool.PingPongOptions{AliveCheckAfter: time.Second})
+	t.Cleanup(func() { _ = p.Close() })
+	tc, _ := srv.dial(t)
+	c := &proberConn{testConn: tc, alive: true}
+	now := time.Now()
+	p.Put(srv.addr, c, now)
+	if got, ok := p.Get(srv.addr, now.Add(2*time.Second)); !ok || got != c || c.probes != 1 {
+		t.Fatalf("Get = %p, %v after %d probes; want the connection after one", got, ok, c.probes)
+	}
+	c.alive = false
+	p.Put(srv.addr, c, now)
+	if _, ok := p.Get(srv.addr, now.Add(2*time.Second)); ok || c.probes != 2 || !c.closed() {
+		t.Fatalf("a connection whose Probe failed: handed out %v, probes %d, closed %v", ok, c.probes, c.closed())
+	}
+}
+
 func TestPingPongPerHost(t *testing.T) {
 	a, b := newPeer(t), newPeer(t)
 	p := newPingPong(t, connpool.PingPongOptions{IdleTimeout: time.Minute})
