@@ -175,3 +175,52 @@ func TestWriterShared(t *testing.T) {
 		t.Fatalf("bad format: %v", err)
 	}
 }
+
+// TestCloseWhileLogging: sessions that outlive the listener's drain keep using its Logs
+// while the server closes it; under -race this must be clean, and the Logs then reads as
+// disabled. A second Close does not drop another user's reference to a shared writer.
+func TestCloseWhileLogging(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a.log")
+	a, err := New([]Spec{{Path: path}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New([]Spec{{Path: path}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		i := &Info{Protocol: "Http1", ResponseCode: 200}
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if a.Enabled() {
+				a.Log(i, 1)
+			}
+		}
+	}()
+	time.Sleep(5 * time.Millisecond)
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	<-done
+	if a.Enabled() {
+		t.Fatal("a closed Logs reads as enabled")
+	}
+	_ = a.Close() // again: must not release b's reference
+	b.Log(&Info{Protocol: "after"}, 2)
+	b.Flush()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(path); !strings.Contains(string(data), "after") {
+		t.Fatal("the shared writer was closed under its other user")
+	}
+}

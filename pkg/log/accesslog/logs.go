@@ -3,6 +3,7 @@ package accesslog
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 )
 
 // Spec is one configured access log: a listener's access_logs[i].
@@ -24,11 +25,13 @@ type HeaderGetter interface {
 }
 
 // Logs is a listener's access logs: compiled formats and their writers. It is immutable
-// and safe for concurrent use; Close it when the listener goes away.
+// and safe for concurrent use; Close it when the listener goes away. Sessions that outlive
+// the Close (a drain that timed out) see it disabled.
 type Logs struct {
 	keys    keys
 	formats []*format
 	writers []*Writer
+	closed  atomic.Bool
 }
 
 // New compiles every format and opens every writer. The error names the index of the
@@ -57,7 +60,7 @@ func New(specs []Spec, o Options) (*Logs, error) {
 }
 
 // Enabled reports whether l writes anything; a nil Logs is valid and disabled.
-func (l *Logs) Enabled() bool { return l != nil && len(l.formats) > 0 }
+func (l *Logs) Enabled() bool { return l != nil && len(l.formats) > 0 && !l.closed.Load() }
 
 // CaptureRequest copies the request values the formats use into i. Call it while the
 // request head is valid.
@@ -105,15 +108,15 @@ func (l *Logs) Flush() {
 	}
 }
 
-// Close flushes and releases the writers.
+// Close flushes and releases the writers, once. A line a session renders after it is
+// dropped with the closed writer.
 func (l *Logs) Close() error {
-	if l == nil {
+	if l == nil || l.closed.Swap(true) {
 		return nil
 	}
 	var errs []error
 	for _, w := range l.writers {
 		errs = append(errs, w.Close())
 	}
-	l.writers, l.formats = nil, nil
 	return errors.Join(errs...)
 }
