@@ -59,6 +59,7 @@ const h2RoutesFmt = `{"router_config_name":"r","virtual_hosts":[{"name":"vh","do
  {"match":{"prefix":"/empty"},"route":{"cluster_name":"empty"}},
  {"match":{"prefix":"/pf/"},"route":{"cluster_name":"c"},"per_filter_config":{"fault":{"abort":{"status":418,"percentage":100}}}},
  {"match":{"prefix":"/h1/"},"route":{"cluster_name":"c","upstream_protocol":"Http1"}},
+ {"match":{"prefix":"/h1slow/"},"route":{"cluster_name":"c","upstream_protocol":"Http1","timeout":"200ms"}},
  {"match":{"prefix":"/h2/"},"route":{"cluster_name":"c","upstream_protocol":"Http2"}},
  {"match":{"prefix":"/"},"route":{"cluster_name":"c"}}
 ]}]}`
@@ -206,6 +207,39 @@ func TestH2ToH1AndLocalAnswers(t *testing.T) {
 		if resp.StatusCode != tc.status || body != tc.body || resp.Header.Get("X-Proto") != tc.proto {
 			t.Fatalf("%s: %d %q %q", tc.path, resp.StatusCode, body, resp.Header.Get("X-Proto"))
 		}
+	}
+}
+
+// TestH2ToH1BodyStallBounded: an HTTP/1 upstream that sends the head and part of the body,
+// then stalls, is cut by the route timeout (200 ms on /h1slow/): the client sees its
+// stream end in error long before its own timeout, as on the HTTP/1 path.
+func TestH2ToH1BodyStallBounded(t *testing.T) {
+	o := h2Origin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		_, _ = w.Write([]byte("0123456789"))
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-time.After(testTimeout):
+		}
+	})
+	e := startH2Proxy(t, o.addr(), stream.HTTP2, "")
+	c := &http.Client{Transport: h2cTransport(t), Timeout: testTimeout}
+	start := time.Now()
+	resp, err := c.Get("http://" + e.addr + "/h1slow/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		t.Fatalf("a stalled body ended cleanly: %q", b)
+	}
+	if string(b) != "0123456789" {
+		t.Fatalf("got %q before the stall", b)
+	}
+	if d := time.Since(start); d > testTimeout/2 {
+		t.Fatalf("the stall held the stream %v (route timeout 200ms)", d)
 	}
 }
 

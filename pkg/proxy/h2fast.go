@@ -637,7 +637,7 @@ func (hc *h2Conn) relay(st *h2stream.ServerStream, f *h2Fast, uc *upConn, rb *bu
 		rb.Drain(len(piece))
 		for remain > 0 {
 			rb.Reset()
-			if _, err := rb.ReadOnce(uc.io()); err != nil && rb.Len() == 0 {
+			if _, err := f.readBody(uc, rb); err != nil && rb.Len() == 0 {
 				return errAbort
 			}
 			piece := rb.Bytes()
@@ -681,7 +681,7 @@ func (hc *h2Conn) relay(st *h2stream.ServerStream, f *h2Fast, uc *upConn, rb *bu
 				} else if rb.Available() < 4096 {
 					rb.Compact()
 				}
-				if _, err := rb.ReadOnce(uc.io()); err != nil {
+				if _, err := f.readBody(uc, rb); err != nil {
 					return errAbort
 				}
 			}
@@ -712,7 +712,7 @@ func (hc *h2Conn) relay(st *h2stream.ServerStream, f *h2Fast, uc *upConn, rb *bu
 			f.sent(rb.Len())
 			rb.Reset()
 		}
-		if _, err := rb.ReadOnce(uc.io()); err != nil {
+		if _, err := f.readBody(uc, rb); err != nil {
 			if rb.Len() > 0 {
 				continue
 			}
@@ -725,6 +725,16 @@ func (hc *h2Conn) relay(st *h2stream.ServerStream, f *h2Fast, uc *upConn, rb *bu
 			return nil
 		}
 	}
+}
+
+// readBody reads more of the response body into rb. The route timeout bounds each read,
+// as on the HTTP/1 path, so an upstream that stalls mid-body cannot hold the stream and
+// its connection.
+func (f *h2Fast) readBody(uc *upConn, rb *buffer.IoBuffer) (int, error) {
+	if d := f.t.rt.Timeout(); d > 0 {
+		uc.deadline(time.Now().Add(d))
+	}
+	return rb.ReadOnce(uc.io())
 }
 
 // responseFields writes an HTTP/1 response head's fields as HTTP/2 fields: hop-by-hop
