@@ -128,23 +128,33 @@ func (s *SockIO) Write(p []byte) (int, error) {
 func (s *SockIO) writeCall(fd uintptr) bool {
 	for s.wn < len(s.wp) {
 		n, err := evloop.Write(int(fd), s.wp[s.wn:min(len(s.wp), s.wn+maxRW)])
-		switch err {
-		case nil:
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return false
-		default:
-			s.werr = err
-			return true
+		if stop, done := s.wrote(n, err); stop {
+			return done
 		}
-		if n == 0 {
-			s.werr = io.ErrUnexpectedEOF
-			return true
-		}
-		s.wn += n
 	}
 	return true
+}
+
+// wrote takes one write(2) or writev(2) outcome: the bytes are counted, EINTR goes on,
+// EAGAIN stops the callback for the poller to wait (done false), and an error stops it
+// for good.
+func (s *SockIO) wrote(n int, err error) (stop, done bool) {
+	switch err {
+	case nil:
+	case syscall.EINTR:
+		return false, false
+	case syscall.EAGAIN:
+		return true, false
+	default:
+		s.werr = err
+		return true, true
+	}
+	if n == 0 {
+		s.werr = io.ErrUnexpectedEOF
+		return true, true
+	}
+	s.wn += n
+	return false, false
 }
 
 func (s *SockIO) writev(bufs [][]byte) (int64, error) {
@@ -182,21 +192,9 @@ func (s *SockIO) writevCall(fd uintptr) bool {
 			return true
 		}
 		n, err := evloop.Writev(int(fd), iov)
-		switch err {
-		case nil:
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return false
-		default:
-			s.werr = err
-			return true
+		if stop, done := s.wrote(n, err); stop {
+			return done
 		}
-		if n == 0 {
-			s.werr = io.ErrUnexpectedEOF
-			return true
-		}
-		s.wn += n
 		s.consume(n)
 	}
 }
@@ -204,12 +202,11 @@ func (s *SockIO) writevCall(fd uintptr) bool {
 // consume drops the first n written bytes from s.wb.
 func (s *SockIO) consume(n int) {
 	for len(s.wb) > 0 {
-		if l := len(s.wb[0]); n < l {
+		if n < len(s.wb[0]) {
 			s.wb[0] = s.wb[0][n:]
 			return
-		} else {
-			n -= l
 		}
+		n -= len(s.wb[0])
 		s.wb[0] = nil
 		s.wb = s.wb[1:]
 	}

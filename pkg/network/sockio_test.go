@@ -7,37 +7,13 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"runtime"
 	"syscall"
 	"testing"
 	"time"
-)
 
-// unixPair returns the two ends of a unix stream connection.
-func unixPair(t testing.TB) (client, server *net.UnixConn) {
-	t.Helper()
-	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		ch <- c
-	}()
-	c, err := net.Dial("unix", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-ch
-	if s == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.UnixConn), s.(*net.UnixConn)
-}
+	"github.com/mosnlite/mosnlite/pkg/testutil"
+)
 
 // pattern is n bytes of a sequence that shows where a byte was lost or moved.
 func pattern(n, seed int) []byte {
@@ -54,7 +30,7 @@ func pattern(n, seed int) []byte {
 // sockets; then EOF.
 func TestSockIOCarriesBytes(t *testing.T) {
 	tc, ts := tcpPair(t)
-	uc, us := unixPair(t)
+	uc, us := testutil.Pair(t, "unix")
 	for _, tt := range []struct {
 		name string
 		a, b net.Conn

@@ -6,30 +6,13 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
 // upPair returns an upConn over a loopback TCP connection and the connection's far end.
 func upPair(t *testing.T) (*upConn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		ch <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	far := <-ch
-	if far == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { c.Close(); far.Close() })
+	c, far := testutil.Pair(t, "tcp")
 	return &upConn{raw: c, done: func() {}}, far
 }
 

@@ -39,3 +39,35 @@ func DialConn(t testing.TB, addr string, d time.Duration) net.Conn {
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
+
+// Pair returns the two ends of a stream connection on network ("tcp" on 127.0.0.1:0, or
+// "unix" on a socket in the test's temporary directory): the dialled end first. Both are
+// closed at cleanup.
+func Pair(t testing.TB, network string) (dialled, accepted net.Conn) {
+	t.Helper()
+	addr := "127.0.0.1:0"
+	if network == "unix" {
+		addr = t.TempDir() + "/pair.sock"
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		ch <- c
+	}()
+	c, err := net.Dial(network, ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-ch
+	if s == nil {
+		c.Close()
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c, s
+}

@@ -152,16 +152,22 @@ func TestWriterFileAndDrops(t *testing.T) {
 	}
 }
 
+// sharedLogs returns two Logs writing to one file, and its path.
+func sharedLogs(t *testing.T) (a, b *Logs, path string) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "a.log")
+	var err error
+	if a, err = New([]Spec{{Path: path}}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = New([]Spec{{Path: path}}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	return a, b, path
+}
+
 func TestWriterShared(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "a.log")
-	a, err := New([]Spec{{Path: path}}, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := New([]Spec{{Path: path}}, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b, path := sharedLogs(t)
 	if a.writers[0] != b.writers[0] {
 		t.Fatal("two Logs on one path got two writers")
 	}
@@ -180,15 +186,7 @@ func TestWriterShared(t *testing.T) {
 // while the server closes it; under -race this must be clean, and the Logs then reads as
 // disabled. A second Close does not drop another user's reference to a shared writer.
 func TestCloseWhileLogging(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "a.log")
-	a, err := New([]Spec{{Path: path}}, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := New([]Spec{{Path: path}}, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b, path := sharedLogs(t)
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
