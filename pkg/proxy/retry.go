@@ -101,6 +101,7 @@ func (s *session) retryTry(status int) bool {
 	s.reused = up.since != (time.Time{})
 	s.x.tryStart = now
 	s.upFailed = false
+	up.deadline(s.tryDeadline()) // before the write, as for the first try
 	_ = s.writeUp(s.hb.Bytes())
 	if s.upFailed {
 		// The read that follows fails at once and decides about the next retry.

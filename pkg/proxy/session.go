@@ -258,6 +258,9 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 	}
 	s.reused = up.since != (time.Time{})
 	s.up, s.route, s.pickDone, s.cl, s.reqSlot = up, rt, pickDone, cl, true
+	// The request's own bound, before anything is written: a coarse bound left by the
+	// connection's previous request may fire earlier.
+	up.deadline(s.tryDeadline())
 
 	s.noteUpstream(host, cl, up)
 
