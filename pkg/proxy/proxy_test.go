@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -152,6 +153,39 @@ func TestKeepAliveReuseAfterTimeoutPassed(t *testing.T) {
 		if resp.StatusCode != 200 || body != "ping" {
 			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
 		}
+	}
+	if n := o.conns.Load(); n != 1 {
+		t.Fatalf("upstream saw %d connections, want the first one reused", n)
+	}
+}
+
+// TestSlowUploadOnReusedConnection: the bound the previous request left armed on the
+// pooled connection (its start plus a 1 s timeout) passes during this request's upload;
+// the upload ends within this request's own bound, so it must be carried and answered.
+func TestSlowUploadOnReusedConnection(t *testing.T) {
+	o := startOrigin(t, echo)
+	routes := `{"router_config_name":"r","virtual_hosts":[{"name":"vh","domains":["*"],"routers":[
+ {"match":{"prefix":"/"},"route":{"cluster_name":"c","timeout":"1s"}}]}]}`
+	clusters := fmt.Sprintf(`[{"name":"c","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","hosts":[{"address":%q}]}]`, o.addr())
+	e := startEnv(t, routes, clusters, "r")
+	c := dial(t, e.addr)
+	br := bufio.NewReader(c)
+	send := func(s string) {
+		t.Helper()
+		if _, err := io.WriteString(c, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nping")
+	if resp, body := readResp(t, br, http.MethodPost); resp.StatusCode != 200 || body != "ping" {
+		t.Fatalf("first request: %d %q", resp.StatusCode, body)
+	}
+	time.Sleep(500 * time.Millisecond) // idle, but not past the old bound: the pool keeps it
+	send("POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\n\r\nslow")
+	time.Sleep(700 * time.Millisecond) // the old bound passes; this request's has ~300 ms left
+	send("load")
+	if resp, body := readResp(t, br, http.MethodPost); resp.StatusCode != 200 || body != "slowload" {
+		t.Fatalf("slow upload on the reused connection: %d %q", resp.StatusCode, body)
 	}
 	if n := o.conns.Load(); n != 1 {
 		t.Fatalf("upstream saw %d connections, want the first one reused", n)
