@@ -25,6 +25,9 @@ func TestMaxRequestsBreaker(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || body != "upstream overflow" || o.reqs.Load() != 0 {
 		t.Fatalf("breaker full: %d %q, %d upstream requests", resp.StatusCode, body, o.reqs.Load())
 	}
+	if v := counterValue(t, e.m.UpstreamOverflow.WithLabelValues("c", "requests")); v != 1 {
+		t.Fatalf("upstream_overflow_total{breaker=requests} = %v for one refused request", v)
+	}
 	cl.Release(cluster.MaxRequests)
 	for i := range 3 {
 		if resp, body := roundTrip(t, e.addr, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != 200 || body != "ok" {

@@ -100,8 +100,7 @@ func (p *Proxy) pickTarget(ctx context.Context, t *h2Target, view router.Request
 	if !ok {
 		return &errLocal{statusNoHealthy, "no cluster " + name}
 	}
-	if !cl.TryAcquire(cluster.MaxRequests) {
-		p.overflow(name, cluster.MaxRequests)
+	if !cl.TryAcquire(cluster.MaxRequests) { // the breaker counted the overflow
 		return errOverflow
 	}
 	t.cl = cl
@@ -135,6 +134,8 @@ func (t *h2Target) release(err error) {
 	t.cl = nil
 }
 
+// overflow counts a refusal that no cluster breaker counted (the HTTP/2 pool's connection
+// limit per host); a breaker's TryAcquire and the cluster's Dial count their own.
 func (p *Proxy) overflow(cl string, b cluster.Breaker) {
 	if m := p.cfg.Metrics; m != nil && m.UpstreamOverflow != nil {
 		m.UpstreamOverflow.WithLabelValues(cl, b.String()).Inc()
@@ -171,8 +172,7 @@ func (p *Proxy) h2Conn(ctx context.Context, t *h2Target) (*http2.ClientConn, err
 func (p *Proxy) h2DialRaw(ctx context.Context, t *h2Target) (net.Conn, string, func(), error) {
 	raw, host, done, err := t.cl.DialHost(ctx, &t.lr, t.host)
 	if err != nil {
-		if errors.Is(err, cluster.ErrOverflow) {
-			p.overflow(t.cl.Name(), cluster.MaxConnections)
+		if errors.Is(err, cluster.ErrOverflow) { // counted by the cluster's breaker
 			return nil, "", nil, errOverflow
 		}
 		return nil, "", nil, errConnect
@@ -555,8 +555,7 @@ func (p *Proxy) h1Conn(ctx context.Context, t *h2Target) (*upConn, error) {
 	}
 	raw, host, done, err := t.cl.DialHost(ctx, &t.lr, t.host)
 	if err != nil {
-		if errors.Is(err, cluster.ErrOverflow) {
-			p.overflow(t.cl.Name(), cluster.MaxConnections)
+		if errors.Is(err, cluster.ErrOverflow) { // counted by the cluster's breaker
 			return nil, errOverflow
 		}
 		return nil, errConnect

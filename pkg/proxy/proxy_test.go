@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/mosnlite/mosnlite/pkg/testutil"
@@ -358,8 +359,13 @@ func TestAutoRejectsOtherProtocols(t *testing.T) {
 }
 
 func counter(t *testing.T, e *env, proto string) float64 {
+	return counterValue(t, e.m.ProtocolErrors.WithLabelValues("l", proto))
+}
+
+// counterValue reads a counter.
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
 	var m dto.Metric
-	if err := e.m.ProtocolErrors.WithLabelValues("l", proto).Write(&m); err != nil {
+	if err := c.Write(&m); err != nil {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()

@@ -234,8 +234,7 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 	}
 	// The cluster's max_requests breaker: one unit per request in flight, given back when
 	// the request ends (endRequestSlot).
-	if !cl.TryAcquire(cluster.MaxRequests) {
-		s.p.overflow(name, cluster.MaxRequests)
+	if !cl.TryAcquire(cluster.MaxRequests) { // the breaker counted the overflow
 		b.Drain(n)
 		return s.localDone(statusOverflow, "upstream overflow", hasBody)
 	}
