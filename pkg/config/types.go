@@ -383,7 +383,8 @@ type LBConfig struct {
 // CircuitBreaker limits (MOSN's thresholds, Envoy's semantics). An absent threshold takes
 // its default; a present one is the limit as written, 0 included: max_retries 0 allows no
 // retry, max_connections 0 no upstream connection, max_requests 0 no request, and
-// max_pending_requests 0 no request waiting for a connection.
+// max_pending_requests 0 no request waiting for a healthy host (pick_timeout), the one
+// queue mosnlite has.
 type CircuitBreaker struct {
 	Priority           string  `json:"priority,omitempty"`
 	MaxConnections     *uint32 `json:"max_connections,omitempty"`      // default 1024

@@ -41,3 +41,25 @@ func TestMaxRequestsBreaker(t *testing.T) {
 		})
 	}
 }
+
+// TestMaxPendingRequestsZero: with max_pending_requests 0 no request may wait for a
+// healthy host, so with the only host down the answer is an immediate 503 "upstream
+// overflow" instead of a wait of pick_timeout (10 s here).
+func TestMaxPendingRequestsZero(t *testing.T) {
+	o := startOrigin(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
+	e := startProxyWith(t, retryRoutes, `[{"name":"c","type":"SIMPLE","pick_timeout":"10s","hosts":[{"address":"`+o.addr()+`"}],
+	 "circuit_breakers":[{"max_pending_requests":0}]},{"name":"dead","type":"SIMPLE","hosts":[{"address":"127.0.0.1:1"}]}]`)
+	cl, _ := e.clusters.Get("c")
+	cl.SetHostHealth(o.addr(), false)
+	resp, body := roundTrip(t, e.addr, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp.StatusCode != http.StatusServiceUnavailable || body != "upstream overflow" {
+		t.Fatalf("host down, no waiting allowed: %d %q", resp.StatusCode, body)
+	}
+	if v := counterValue(t, e.m.UpstreamOverflow.WithLabelValues("c", "pending")); v != 1 {
+		t.Fatalf("upstream_overflow_total{breaker=pending} = %v", v)
+	}
+	cl.SetHostHealth(o.addr(), true)
+	if resp, body := roundTrip(t, e.addr, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("host back up: %d %q", resp.StatusCode, body)
+	}
+}

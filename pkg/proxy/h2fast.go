@@ -361,7 +361,7 @@ func (p *Proxy) nextHost(ctx context.Context, t *h2Target, prev string) error {
 				break
 			}
 			t.pickDone = func(lb.DoneInfo) {} // release's call
-			return errNoHealthy
+			return pickError(err)
 		}
 		if t.host != nil {
 			t.pickDone(lb.DoneInfo{})

@@ -111,7 +111,7 @@ func (p *Proxy) pickTarget(ctx context.Context, t *h2Target, view router.Request
 	if err != nil {
 		cl.Release(cluster.MaxRequests)
 		t.cl = nil
-		return errNoHealthy
+		return pickError(err)
 	}
 	t.host, t.pickDone = host, done
 	return nil
@@ -132,6 +132,15 @@ func (t *h2Target) release(err error) {
 	t.pickDone(lb.DoneInfo{Err: err, Latency: lat})
 	t.cl.Release(cluster.MaxRequests)
 	t.cl = nil
+}
+
+// pickError is the local answer to a failed Pick: an overflow when max_pending_requests
+// refused to let it wait, else no healthy upstream.
+func pickError(err error) *errLocal {
+	if errors.Is(err, cluster.ErrOverflow) {
+		return errOverflow
+	}
+	return errNoHealthy
 }
 
 // overflow counts a refusal that no cluster breaker counted (the HTTP/2 pool's connection

@@ -242,7 +242,8 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 	if err != nil {
 		cl.Release(cluster.MaxRequests)
 		b.Drain(n)
-		return s.localDone(statusNoHealthy, "no healthy upstream", hasBody)
+		le := pickError(err)
+		return s.localDone(le.status, le.body, hasBody)
 	}
 	up := s.p.get(host.Addr(), s.start) // probed by the pool when idle for a while
 	if up == nil {

@@ -297,7 +297,11 @@ func (s *session) handle(f *xprotocol.Frame) {
 	if err != nil {
 		s.failed(cl)
 		cl.Release(cluster.MaxRequests)
-		s.fail(f, xprotocol.CauseNoHealthyUpstream, fNoHealthy)
+		if errors.Is(err, cluster.ErrOverflow) { // max_pending_requests
+			s.fail(f, xprotocol.CauseOverflow, fOverflow)
+		} else {
+			s.fail(f, xprotocol.CauseNoHealthyUpstream, fNoHealthy)
+		}
 		return
 	}
 	if m, ok := rt.Mirror(); ok && m.Hit(rand.Uint64()) {

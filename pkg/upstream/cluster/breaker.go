@@ -20,9 +20,9 @@ const (
 	// MaxConnections bounds open upstream connections, including ones being dialled.
 	// Dial takes and releases it itself.
 	MaxConnections Breaker = iota
-	// MaxPendingRequests would bound requests waiting for a pooled connection; mosnlite
-	// queues none (a request at max_connections is refused as an overflow), so nothing
-	// acquires it. Kept for the config's and the admin view's sake.
+	// MaxPendingRequests bounds picks waiting for a healthy host (pick_timeout), the one
+	// queue a request joins: mosnlite queues none for a connection (a request at
+	// max_connections is refused as an overflow). Pick takes and releases it itself.
 	MaxPendingRequests
 	// MaxRequests bounds requests in flight to the cluster (L7 proxy).
 	MaxRequests

@@ -397,19 +397,22 @@ func (c *Cluster) own(h lb.Host, done func(lb.DoneInfo)) (*Host, func(lb.DoneInf
 
 func (c *Cluster) pickSlow(ctx context.Context, r *lb.Request, s *snapshot, err error) (*Host, func(lb.DoneInfo), error) {
 	wait := s.set.pickTimeout
-	var timeout <-chan time.Time
-	if wait > 0 {
-		t := time.NewTimer(wait)
-		defer t.Stop()
-		timeout = t.C
+	if err := c.pickFailed(s, err, wait); err != nil {
+		return nil, nil, err
 	}
+	// The pick waits for a healthy host: the only queue a request joins in mosnlite, which
+	// max_pending_requests bounds. Beyond it a pick fails at once, as an overflow.
+	if !c.TryAcquire(MaxPendingRequests) {
+		_, limit := c.Usage(MaxPendingRequests)
+		return nil, nil, fmt.Errorf("cluster %q: %w: %d picks already wait for a healthy host (max_pending_requests)", c.name, ErrOverflow, limit)
+	}
+	defer c.Release(MaxPendingRequests)
+	t := time.NewTimer(wait) // pickFailed refused a zero wait
+	defer t.Stop()
 	for {
-		if err := c.pickFailed(s, err, wait); err != nil {
-			return nil, nil, err
-		}
 		select {
 		case <-s.changed:
-		case <-timeout:
+		case <-t.C:
 			return nil, nil, c.noHost(s, fmt.Sprintf("waited pick_timeout %v", wait))
 		case <-ctx.Done():
 			c.noHealthy.Inc()
@@ -420,6 +423,9 @@ func (c *Cluster) pickSlow(ctx context.Context, r *lb.Request, s *snapshot, err 
 		var done func(lb.DoneInfo)
 		if h, done, err = s.picker.Pick(ctx, r); err == nil {
 			return c.own(h, done)
+		}
+		if err := c.pickFailed(s, err, wait); err != nil {
+			return nil, nil, err
 		}
 	}
 }

@@ -312,6 +312,66 @@ func TestPickWaitsForHost(t *testing.T) {
 	}
 }
 
+// TestMaxPendingRequestsBoundsWaitingPicks: picks waiting for a healthy host take
+// max_pending_requests units; beyond the limit a pick fails at once as an overflow,
+// counted once; the waiting ones are served when a host comes up and give their units
+// back. A limit of 0 lets no pick wait.
+func TestMaxPendingRequestsBoundsWaitingPicks(t *testing.T) {
+	m, mt := newManager(t, cluster.Options{})
+	two, zero := uint32(2), uint32(0)
+	cfg := simple("p", "", "10.0.0.1:80")
+	cfg.PickTimeout = dur(10 * time.Second)
+	cfg.CircuitBreakers = []config.CircuitBreaker{{MaxPendingRequests: &two}}
+	none := simple("p0", "", "10.0.0.2:80")
+	none.PickTimeout = dur(10 * time.Second)
+	none.CircuitBreakers = []config.CircuitBreaker{{MaxPendingRequests: &zero}}
+	if err := m.Apply([]config.Cluster{cfg, none}); err != nil {
+		t.Fatal(err)
+	}
+	c := get(t, m, "p")
+	c.SetHostHealth("10.0.0.1:80", false)
+	out := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, done, err := c.Pick(t.Context(), &lb.Request{})
+			if err == nil {
+				done(lb.DoneInfo{})
+			}
+			out <- err
+		}()
+	}
+	testutil.Eventually(t, 5*time.Second, "two picks waiting", func() bool {
+		n, _ := c.Usage(cluster.MaxPendingRequests)
+		return n == 2
+	})
+	start := time.Now()
+	_, _, err := c.Pick(t.Context(), &lb.Request{})
+	if !errors.Is(err, cluster.ErrOverflow) || !strings.Contains(err.Error(), "max_pending_requests") {
+		t.Fatalf("third waiting pick: %v; want an overflow naming max_pending_requests", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the refused pick waited %v", d)
+	}
+	if v := value(mt.UpstreamOverflow.WithLabelValues("p", "pending")); v != 1 {
+		t.Fatalf("upstream_overflow_total{pending} = %v; want 1", v)
+	}
+	c.SetHostHealth("10.0.0.1:80", true)
+	for range 2 {
+		if err := <-out; err != nil {
+			t.Fatalf("waiting pick: %v; want the host that came up", err)
+		}
+	}
+	if n, _ := c.Usage(cluster.MaxPendingRequests); n != 0 {
+		t.Fatalf("%d pending units still held", n)
+	}
+
+	c0 := get(t, m, "p0")
+	c0.SetHostHealth("10.0.0.2:80", false)
+	if _, _, err := c0.Pick(t.Context(), &lb.Request{}); !errors.Is(err, cluster.ErrOverflow) {
+		t.Fatalf("max_pending_requests 0: %v; want an overflow at once", err)
+	}
+}
+
 func TestPickFailsWithoutHealthyHost(t *testing.T) {
 	m, mt := newManager(t, cluster.Options{})
 	for _, tc := range []struct {
