@@ -155,7 +155,7 @@ func (p *Proxy) overflow(cl string, b cluster.Breaker) {
 // a pooled one, or a new one dialled through the cluster (one dial per host at a time;
 // concurrent streams wait for it).
 func (p *Proxy) h2Conn(ctx context.Context, t *h2Target) (*http2.ClientConn, error) {
-	cc, pooled, err := p.h2up.Acquire(ctx, t.host.Addr(), func(ctx context.Context) (net.Conn, string, func(), error) {
+	cc, pooled, err := p.h2up.Acquire(ctx, t.host.PoolKey(), func(ctx context.Context) (net.Conn, string, func(), error) {
 		return p.h2DialRaw(ctx, t)
 	})
 	if err != nil {
@@ -177,7 +177,8 @@ func (p *Proxy) h2Conn(ctx context.Context, t *h2Target) (*http2.ClientConn, err
 	return cc, nil
 }
 
-// h2DialRaw dials the target's cluster for a new HTTP/2 upstream connection.
+// h2DialRaw dials the target's cluster for a new HTTP/2 upstream connection; it returns
+// the pool key of the host reached (cluster.Host.PoolKey).
 func (p *Proxy) h2DialRaw(ctx context.Context, t *h2Target) (net.Conn, string, func(), error) {
 	raw, host, done, err := t.cl.DialHost(ctx, &t.lr, t.host)
 	if err != nil {
@@ -186,17 +187,17 @@ func (p *Proxy) h2DialRaw(ctx context.Context, t *h2Target) (net.Conn, string, f
 		}
 		return nil, "", nil, errConnect
 	}
-	return raw, host.Addr(), func() { done(lb.DoneInfo{}) }, nil
+	return raw, host.PoolKey(), func() { done(lb.DoneInfo{}) }, nil
 }
 
 // h2Dial dials a new HTTP/2 upstream connection through the cluster, bypassing the pooled
 // ones, and pools it.
 func (p *Proxy) h2Dial(ctx context.Context, t *h2Target) (*http2.ClientConn, error) {
-	raw, addr, done, err := p.h2DialRaw(ctx, t)
+	raw, key, done, err := p.h2DialRaw(ctx, t)
 	if err != nil {
 		return nil, err
 	}
-	cc, pooled, err := p.h2up.Add(raw, addr, done)
+	cc, pooled, err := p.h2up.Add(raw, key, done)
 	if err != nil {
 		return nil, errConnect
 	}
@@ -559,7 +560,7 @@ var (
 // h1Conn takes an idle HTTP/1 upstream connection to the target's host (the pool probes
 // one idle for a while) or dials one.
 func (p *Proxy) h1Conn(ctx context.Context, t *h2Target) (*upConn, error) {
-	if up := p.get(t.host.Addr(), time.Now()); up != nil {
+	if up := p.get(t.host, time.Now()); up != nil {
 		return up, nil
 	}
 	raw, host, done, err := t.cl.DialHost(ctx, &t.lr, t.host)
@@ -569,5 +570,5 @@ func (p *Proxy) h1Conn(ctx context.Context, t *h2Target) (*upConn, error) {
 		}
 		return nil, errConnect
 	}
-	return &upConn{raw: raw, addr: host.Addr(), host: host, done: func() { done(lb.DoneInfo{}) }}, nil
+	return newUpConn(raw, host, done), nil
 }

@@ -25,6 +25,7 @@ import (
 	h2stream "github.com/mosnlite/mosnlite/pkg/stream/http2"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 	"github.com/mosnlite/mosnlite/pkg/upstream/connpool"
+	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
 )
 
 // Defaults for Config's zero fields.
@@ -138,6 +139,7 @@ func (p *Proxy) protocolError(proto string) {
 type upConn struct {
 	raw   net.Conn
 	addr  string
+	key   string        // the idle pool's key (cluster.Host.PoolKey)
 	host  *cluster.Host // the host dialled; nil in tests that build upConns by hand
 	done  func()
 	since time.Time // when it last went idle; zero for a new connection
@@ -176,6 +178,11 @@ func (u *upConn) deadline(t time.Time) {
 
 // maxDeadlineSlack caps how late a coarse upstream bound may fire (upConn.deadline).
 const maxDeadlineSlack = time.Second
+
+// newUpConn wraps raw, a new connection to h; done is the dial's, called on Close.
+func newUpConn(raw net.Conn, h *cluster.Host, done func(lb.DoneInfo)) *upConn {
+	return &upConn{raw: raw, addr: h.Addr(), key: h.PoolKey(), host: h, done: func() { done(lb.DoneInfo{}) }}
+}
 
 // liftPassed lifts a bound that has passed by now.
 func (u *upConn) liftPassed(now time.Time) {
@@ -229,8 +236,8 @@ func hostsChanged(m *cluster.Manager) func() <-chan struct{} {
 
 // get takes an idle connection to addr from the pool, or returns nil. The pool closes
 // expired ones and probes one idle for aliveCheckAfter before handing it out.
-func (p *Proxy) get(addr string, now time.Time) *upConn {
-	uc, _ := p.idle.Get(addr, now)
+func (p *Proxy) get(h *cluster.Host, now time.Time) *upConn {
+	uc, _ := p.idle.Get(h.PoolKey(), now)
 	if uc != nil {
 		uc.liftPassed(now)
 	}
@@ -241,5 +248,5 @@ func (p *Proxy) get(addr string, now time.Time) *upConn {
 // read, nothing after it, no error); any other connection is closed, never put.
 func (p *Proxy) put(uc *upConn, now time.Time) {
 	uc.since = now
-	p.idle.Put(uc.addr, uc, now)
+	p.idle.Put(uc.key, uc, now)
 }

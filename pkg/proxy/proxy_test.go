@@ -391,3 +391,34 @@ func TestStaleIdleConnectionRetried(t *testing.T) {
 		}
 	}
 }
+
+// TestClustersSharingAnAddressKeepTheirOwnConnections: two clusters list one upstream
+// address; each may configure it differently (TLS server name, breakers), so an idle
+// connection one cluster dialled must not carry the other's requests, over HTTP/1 or
+// HTTP/2 upstreams. The origin counts the connections it accepted.
+func TestClustersSharingAnAddressKeepTheirOwnConnections(t *testing.T) {
+	o := h2Origin(t, h2echo)
+	routes := `{"router_config_name":"r","virtual_hosts":[{"name":"vh","domains":["*"],"routers":[
+ {"match":{"prefix":"/a2"},"route":{"cluster_name":"a","upstream_protocol":"Http2"}},
+ {"match":{"prefix":"/b2"},"route":{"cluster_name":"b","upstream_protocol":"Http2"}},
+ {"match":{"prefix":"/a"},"route":{"cluster_name":"a"}},
+ {"match":{"prefix":"/b"},"route":{"cluster_name":"b"}}]}]}`
+	clusters := fmt.Sprintf(`[{"name":"a","type":"SIMPLE","hosts":[{"address":%q}]},
+	 {"name":"b","type":"SIMPLE","hosts":[{"address":%q}]}]`, o.addr(), o.addr())
+	e := startProxyWith(t, routes, clusters)
+	c := dial(t, e.addr)
+	br := bufio.NewReader(c)
+	for round, paths := range [][]string{{"/a", "/b", "/a", "/b"}, {"/a2", "/b2", "/a2", "/b2"}} {
+		for _, path := range paths {
+			if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			if resp, _ := readResp(t, br, http.MethodGet); resp.StatusCode != 200 {
+				t.Fatalf("%s: %d", path, resp.StatusCode)
+			}
+		}
+		if n, want := o.conns.Load(), int64(2*(round+1)); n != want {
+			t.Fatalf("after %v the upstream saw %d connections, want %d (one per cluster)", paths, n, want)
+		}
+	}
+}

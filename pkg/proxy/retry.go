@@ -136,10 +136,10 @@ func (s *session) nextTry(cl *cluster.Cluster, now time.Time) (*upConn, func(lb.
 			break
 		}
 	}
-	up := s.p.get(host.Addr(), now)
+	up := s.p.get(host, now)
 	for up != nil && now.Sub(up.since) >= aliveCheckAfter && !s.alive(up) {
 		up.close()
-		up = s.p.get(host.Addr(), now)
+		up = s.p.get(host, now)
 	}
 	if up == nil {
 		raw, h, done, err := cl.DialHost(s.ctx, &s.lr, host)
@@ -147,7 +147,7 @@ func (s *session) nextTry(cl *cluster.Cluster, now time.Time) (*upConn, func(lb.
 			pickDone(lb.DoneInfo{Err: err})
 			return nil, nil, false
 		}
-		up = &upConn{raw: raw, addr: h.Addr(), host: h, done: func() { done(lb.DoneInfo{}) }}
+		up = newUpConn(raw, h, done)
 	}
 	return up, pickDone, true
 }

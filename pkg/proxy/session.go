@@ -245,7 +245,7 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 		le := pickError(err)
 		return s.localDone(le.status, le.body, hasBody)
 	}
-	up := s.p.get(host.Addr(), s.start) // probed by the pool when idle for a while
+	up := s.p.get(host, s.start) // probed by the pool when idle for a while
 	if up == nil {
 		raw, h2, done, err := s.dial(rt, cl, host, hasBody)
 		if err != nil {
@@ -254,7 +254,7 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 			b.Drain(n)
 			return s.localDone(statusNoHealthy, "upstream connect failed", hasBody)
 		}
-		up = &upConn{raw: raw, addr: h2.Addr(), host: h2, done: func() { done(lb.DoneInfo{}) }}
+		up = newUpConn(raw, h2, done)
 	}
 	s.reused = up.since != (time.Time{})
 	s.up, s.route, s.pickDone, s.cl, s.reqSlot = up, rt, pickDone, cl, true
@@ -428,7 +428,7 @@ func (s *session) retryFresh() bool {
 		s.up = nil
 		return false
 	}
-	s.up = &upConn{raw: raw, addr: h.Addr(), host: h, done: func() { done(lb.DoneInfo{}) }}
+	s.up = newUpConn(raw, h, done)
 	s.upFailed = false
 	_ = s.writeUp(s.hb.Bytes())
 	return !s.upFailed

@@ -47,6 +47,7 @@ type hostState struct {
 	stats lb.HostStats
 	c     *Cluster
 	addr  string
+	key   string // PoolKey
 	// down holds the reasons the host is down (downAdmin, downActive, downOutlier); 0 is
 	// up. Written only with c.mu held, read without.
 	down    atomic.Uint32
@@ -83,6 +84,11 @@ var _ lb.Host = (*Host)(nil)
 // Addr returns the host's dial address, "ip:port" (or "name:port" for a SIMPLE host
 // configured by name, which the dialer resolves).
 func (h *Host) Addr() string { return h.addr }
+
+// PoolKey names the host's connections in connection pools: its cluster's name and its
+// address ("name|addr"). Two clusters may list one address with different settings (TLS
+// server name, connect timeout, circuit breakers), so their connections are not shared.
+func (h *Host) PoolKey() string { return h.st.key }
 
 // Weight returns the configured weight (at least 1).
 func (h *Host) Weight() uint32 { return h.weight }
@@ -289,7 +295,7 @@ func (c *Cluster) rebuildLocked() {
 		seen[addr] = true
 		st := c.states[addr]
 		if st == nil {
-			st = &hostState{c: c, addr: addr}
+			st = &hostState{c: c, addr: addr, key: c.name + "|" + addr}
 			c.states[addr] = st
 		}
 		if h := prev[addr]; h != nil && h.st == st && h.weight == spec.weight && h.hostname == hostname && maps.Equal(h.meta, spec.meta) {
