@@ -412,7 +412,9 @@ func (hc *h2Conn) tryFast(st *h2stream.ServerStream, f *h2Fast, hb, rb *buffer.I
 		}
 		return uc, reused, err
 	}
-	uc.deadline(time.Time{})
+	if t.rt.Timeout() <= 0 {
+		uc.deadline(time.Time{}) // the body's reads are unbounded (readBody)
+	}
 	return uc, reused, nil
 }
 
