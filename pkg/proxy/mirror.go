@@ -42,6 +42,7 @@ type mirrorJob struct {
 	head    *buffer.IoBuffer // HTTP/1: the request head as sent to the main cluster; HTTP/2: the body, or nil
 	req     *http.Request    // HTTP/2: the request, without its body; nil for HTTP/1
 	timeout time.Duration
+	limit   int // HTTP/1 with a body, while it is copied: the most bytes head may hold
 }
 
 func (j *mirrorJob) release() {
@@ -56,6 +57,48 @@ func (s *session) mirror(rt *router.Route) {
 	if !s.x.upgrade {
 		s.p.mirror(rt, s.hb.Bytes())
 	}
+}
+
+// mirrorWithBody starts the copy of a request with a body, its head in s.hb, when the
+// route mirrors and the draw hits: mirrorBody adds the body as it is forwarded, as the
+// upstream receives it (chunked framing included), and the job is queued once the body
+// is complete. A body beyond retryBufferLimit is not mirrored (result "too_large"), so a
+// mirror never holds more than that per request.
+func (s *session) mirrorWithBody(rt *router.Route) {
+	if s.x.upgrade {
+		return
+	}
+	cl, t, ok := mirrorDraw(rt)
+	if !ok {
+		return
+	}
+	hb := s.p.cfg.Pool.NewBuffer(s.hb.Len() + 4096)
+	_, _ = hb.Write(s.hb.Bytes())
+	s.x.mirror = mirrorJob{cluster: cl, head: hb, timeout: t, limit: s.hb.Len() + retryBufferLimit}
+}
+
+// mirrorBody adds a piece of the request body to the mirror copy; done queues it.
+func (s *session) mirrorBody(piece []byte, done bool) {
+	j := &s.x.mirror
+	if j.head == nil {
+		return
+	}
+	if j.head.Len()+len(piece) > j.limit {
+		s.p.mirrorMetric(j.cluster, "too_large")
+		s.dropMirror()
+		return
+	}
+	_, _ = j.head.Write(piece)
+	if done {
+		s.p.enqueueMirror(*j)
+		*j = mirrorJob{}
+	}
+}
+
+// dropMirror gives up the mirror copy of a request that did not complete.
+func (s *session) dropMirror() {
+	s.x.mirror.release()
+	s.x.mirror = mirrorJob{}
 }
 
 // mirrorDraw returns the route's mirror cluster when the route mirrors and the draw hits,

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -84,5 +85,51 @@ func TestMirrorFireAndForget(t *testing.T) {
 		}
 	case <-time.After(testTimeout):
 		t.Fatal("no mirrored request")
+	}
+}
+
+// TestMirrorRequestBodies: an HTTP/1 request with a body is mirrored with it, as the main
+// upstream received it (Content-Length or chunked); a body beyond the copy's limit is
+// not mirrored (counted too_large) and the main request is unaffected.
+func TestMirrorRequestBodies(t *testing.T) {
+	o := startOrigin(t, echo)
+	type seen struct{ path, body string }
+	got := make(chan seen, 8)
+	shadow := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			b = []byte("read error: " + err.Error())
+		}
+		got <- seen{r.URL.Path, string(b)}
+	})
+	e := startProxyWith(t, `{"router_config_name":"r","virtual_hosts":[{"name":"vh","domains":["*"],"routers":[
+	 {"match":{"prefix":"/"},"route":{"cluster_name":"c"},"request_mirror_policies":{"cluster":"shadow","percent":100}}]}]}`,
+		`[{"name":"c","type":"SIMPLE","hosts":[{"address":"`+o.addr()+`"}]},
+		  {"name":"shadow","type":"SIMPLE","hosts":[{"address":"`+shadow.addr()+`"}]}]`)
+	big := strings.Repeat("x", 70<<10)
+	for _, tc := range []struct{ req, want string }{
+		{"POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: " + strconv.Itoa(len(big)) + "\r\n\r\n" + big, big},
+		{"POST /len HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", "hello"},
+		{"POST /chunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", "hello world"},
+	} {
+		resp, body := roundTrip(t, e.addr, tc.req)
+		if resp.StatusCode != 200 || body != tc.want {
+			t.Fatalf("main request: %d, %d bytes", resp.StatusCode, len(body))
+		}
+	}
+	want := map[seen]bool{{"/len", "hello"}: true, {"/chunked", "hello world"}: true}
+	for n := len(want); n > 0; n-- { // the mirror workers run concurrently: any order
+		select {
+		case s := <-got:
+			if !want[s] {
+				t.Fatalf("mirror got %s (%d bytes %.20q); want /len and /chunked with their bodies, not /big", s.path, len(s.body), s.body)
+			}
+			delete(want, s)
+		case <-time.After(testTimeout):
+			t.Fatalf("mirrored requests missing: %v", want)
+		}
+	}
+	if v := counterValue(t, e.m.UpstreamMirrors.WithLabelValues("shadow", "too_large")); v != 1 {
+		t.Fatalf("mirrors too_large = %v; want 1", v)
 	}
 }

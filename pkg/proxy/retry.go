@@ -20,6 +20,7 @@ type sessExt struct {
 	headArmed bool // the read deadline bounds a partial request head
 	upgrade   bool // the current request asks for a protocol upgrade
 	tunnel    *tunnel
+	mirror    mirrorJob // a request with a body being copied for the mirror cluster (mirror.go)
 }
 
 var errRetried = errors.New("proxy: try failed, retried")

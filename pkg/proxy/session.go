@@ -91,6 +91,7 @@ func getSession(p *Proxy, ctx context.Context, c *network.Conn) *session {
 }
 
 func putSession(s *session) {
+	s.dropMirror()
 	s.hb.Reset()
 	hb, xff, hdrs, rhdrs := s.hb, s.xff, s.hdrs, s.rhdrs
 	clear(hdrs[:cap(hdrs)]) // drop references into read buffers
@@ -291,6 +292,8 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 	b.Drain(n)
 	if !hasBody {
 		s.mirror(rt)
+	} else {
+		s.mirrorWithBody(rt)
 	}
 	if h.Expect100 && hasBody {
 		cb := s.p.cfg.Pool.NewBuffer(32)
@@ -361,6 +364,7 @@ func (s *session) body(b *buffer.IoBuffer) error {
 	if s.requestBody(piece, s.chunked, done) {
 		return s.stopInBody()
 	}
+	s.mirrorBody(piece, done)
 	if first {
 		if k <= 8<<10 {
 			_, _ = s.hb.Write(piece)
