@@ -37,7 +37,7 @@ type Set struct {
 	UpstreamHostsEjected  *prometheus.GaugeVec   // cluster: hosts ejected now
 	UpstreamOverflow      *prometheus.CounterVec // cluster, breaker (connections | pending | requests | retries)
 	UpstreamRetries       *prometheus.CounterVec // cluster: HTTP retries made by the proxy
-	UpstreamMirrors       *prometheus.CounterVec // cluster, result (sent | dropped | failed | too_large): mirrored requests
+	UpstreamMirrors       *prometheus.CounterVec // cluster, result (sent | dropped | failed): mirrored requests
 
 	// L4 filters.
 	TCPProxyBytes     *prometheus.CounterVec // listener, cluster, direction (rx: client→upstream, tx: upstream→client)

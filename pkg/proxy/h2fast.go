@@ -204,11 +204,18 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 	rb := p.cfg.Pool.NewBuffer(readSize)
 	defer rb.Release()
 	r := fastRetry{tryStart: t.start}
+	var mj mirrorJob
 	if body {
-		// Only a body that is kept can be sent again; without retries it is not kept.
-		r.once = t.rt.Retry().NumRetries() == 0
+		// Only a body that is kept can be sent again; without retries it is not kept,
+		// unless the request is mirrored: the copy is sent with the kept body.
+		var hit bool
+		mj.cluster, mj.timeout, hit = mirrorDraw(t.rt)
+		r.once = t.rt.Retry().NumRetries() == 0 && !hit
 		r.body = true
 		defer r.freeBody()
+		if hit {
+			defer hc.mirrorKept(st, f, hb, &r, &mj) // before freeBody
+		}
 	}
 	defer r.release(t)
 	stale := r.once
@@ -223,6 +230,7 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 				}
 				continue
 			}
+			hc.mirrorKept(st, f, hb, &r, &mj)
 			r.freeBody() // no try follows
 			return hc.relay(st, f, uc, rb, r.headLen)
 		}
@@ -250,6 +258,43 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 			return err
 		}
 	}
+}
+
+// mirrorKept queues the mirror copy of a request with a body, drawn in forwardFast
+// (mj.cluster set), once: the HTTP/1 head hb and the kept body, framed as hb says. A body
+// that outgrew the kept buffer is not mirrored (counted as dropped); one that had not
+// ended when the exchange did is not either.
+func (hc *h2Conn) mirrorKept(st *h2stream.ServerStream, f *h2Fast, hb *buffer.IoBuffer, r *fastRetry, mj *mirrorJob) {
+	if mj.cluster == "" {
+		return
+	}
+	p := hc.h.p
+	defer func() { mj.cluster = "" }()
+	switch {
+	case r.bodyOver:
+		p.mirrorMetric(mj.cluster, "dropped")
+		return
+	case !r.bodyEOF:
+		return
+	}
+	var kept []byte
+	if r.bodyBuf != nil {
+		kept = r.bodyBuf.Bytes()
+	}
+	out := p.cfg.Pool.NewBuffer(hb.Len() + len(kept) + 32)
+	_, _ = out.Write(hb.Bytes())
+	if st.ContentLength < 0 {
+		http1.AppendChunk(out, kept)
+		if err := http1.AppendLastChunk(out, f.trailerFields(st)); err != nil {
+			out.Release()
+			return
+		}
+	} else {
+		_, _ = out.Write(kept)
+	}
+	j := *mj
+	j.head = out
+	p.enqueueMirror(j)
 }
 
 // fastRetry is a request's retry state (the direct path, and requests to HTTP/2

@@ -62,8 +62,8 @@ func (s *session) mirror(rt *router.Route) {
 // mirrorWithBody starts the copy of a request with a body, its head in s.hb, when the
 // route mirrors and the draw hits: mirrorBody adds the body as it is forwarded, as the
 // upstream receives it (chunked framing included), and the job is queued once the body
-// is complete. A body beyond retryBufferLimit is not mirrored (result "too_large"), so a
-// mirror never holds more than that per request.
+// is complete. A body beyond retryBufferLimit is not mirrored (counted as dropped, as on
+// the HTTP/2 paths), so a mirror never holds more than that per request.
 func (s *session) mirrorWithBody(rt *router.Route) {
 	if s.x.upgrade {
 		return
@@ -84,7 +84,7 @@ func (s *session) mirrorBody(piece []byte, done bool) {
 		return
 	}
 	if j.head.Len()+len(piece) > j.limit {
-		s.p.mirrorMetric(j.cluster, "too_large")
+		s.p.mirrorMetric(j.cluster, "dropped")
 		s.dropMirror()
 		return
 	}

@@ -42,7 +42,8 @@ func shadowOrigin(t testing.TB, hold bool) (*origin, <-chan mirrored) {
 
 const mirrorH2Routes = `{"router_config_name":"r","virtual_hosts":[{"name":"vh","domains":["*"],"routers":[
  {"match":{"prefix":"/m2/"},"route":{"cluster_name":"c","upstream_protocol":"Http2"},"request_mirror_policies":{"cluster":"shadow","percent":100}},
- {"match":{"prefix":"/none/"},"route":{"cluster_name":"c","upstream_protocol":"Http2"},"request_mirror_policies":{"cluster":"shadow","percent":0}}
+ {"match":{"prefix":"/none/"},"route":{"cluster_name":"c","upstream_protocol":"Http2"},"request_mirror_policies":{"cluster":"shadow","percent":0}},
+ {"match":{"prefix":"/m1/"},"route":{"cluster_name":"c","upstream_protocol":"Http1"},"request_mirror_policies":{"cluster":"shadow","percent":100}}
 ]}]}`
 
 func mirrorCount(t testing.TB, m *metrics.Set, result string) float64 {
@@ -155,4 +156,49 @@ func TestMirrorToH2FireAndForget(t *testing.T) {
 	testutil.Eventually(t, testTimeout, "big body counted as a dropped mirror", func() bool {
 		return mirrorCount(t, e.m, "dropped") == 1
 	})
+}
+
+// TestMirrorH2ToH1WithBodies: HTTP/2 requests with bodies routed to an HTTP/1 upstream (the
+// direct path) are mirrored with their bodies, with a known length and without one
+// (chunked to HTTP/1 upstreams); a body over the kept buffer is not (counted dropped).
+func TestMirrorH2ToH1WithBodies(t *testing.T) {
+	main := h2Origin(t, h2echo)
+	shadow, seen := shadowOrigin(t, false)
+	e := startRetryEnv(t, mirrorH2Routes, `[{"name":"c","type":"SIMPLE","hosts":[{"address":"`+main.addr()+`"}]},
+	 {"name":"shadow","type":"SIMPLE","hosts":[{"address":"`+shadow.addr()+`"}]}]`, stream.HTTP2)
+	c := &http.Client{Transport: h2cTransport(t), Timeout: testTimeout}
+	body := string(randomBody(10 << 10))
+	if resp, got := get(t, c, "POST", "http://"+e.addr+"/m1/len", body); resp.StatusCode != 200 || got != "POST /m1/len "+body {
+		t.Fatalf("main answer: %d %.40q", resp.StatusCode, got)
+	}
+	if m := waitMirror(t, seen); m.method != "POST" || m.path != "/m1/len" || m.proto != "HTTP/1.1" || string(m.body) != body {
+		t.Fatalf("mirror got %s %s %s with %d body bytes", m.method, m.path, m.proto, len(m.body))
+	}
+	// No length: the stream's body goes chunked to HTTP/1, and so does the copy.
+	req, err := http.NewRequest("POST", "http://"+e.addr+"/m1/chunked", io.MultiReader(strings.NewReader(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(got) != "POST /m1/chunked "+body {
+		t.Fatalf("main answer without a length: %d %.40q", resp.StatusCode, got)
+	}
+	if m := waitMirror(t, seen); m.path != "/m1/chunked" || string(m.body) != body {
+		t.Fatalf("mirror got %s with %d body bytes", m.path, len(m.body))
+	}
+	big := strings.Repeat("z", 64<<10+1)
+	if resp, got := get(t, c, "POST", "http://"+e.addr+"/m1/big", big); resp.StatusCode != 200 || got != "POST /m1/big "+big {
+		t.Fatalf("big: %d, %d bytes", resp.StatusCode, len(got))
+	}
+	testutil.Eventually(t, testTimeout, "big body counted as a dropped mirror", func() bool {
+		return mirrorCount(t, e.m, "dropped") == 1
+	})
+	if n := shadow.reqs.Load(); n != 2 {
+		t.Fatalf("shadow got %d requests, want 2", n)
+	}
 }

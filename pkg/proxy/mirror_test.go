@@ -90,7 +90,7 @@ func TestMirrorFireAndForget(t *testing.T) {
 
 // TestMirrorRequestBodies: an HTTP/1 request with a body is mirrored with it, as the main
 // upstream received it (Content-Length or chunked); a body beyond the copy's limit is
-// not mirrored (counted too_large) and the main request is unaffected.
+// not mirrored (counted as dropped) and the main request is unaffected.
 func TestMirrorRequestBodies(t *testing.T) {
 	o := startOrigin(t, echo)
 	type seen struct{ path, body string }
@@ -129,7 +129,7 @@ func TestMirrorRequestBodies(t *testing.T) {
 			t.Fatalf("mirrored requests missing: %v", want)
 		}
 	}
-	if v := counterValue(t, e.m.UpstreamMirrors.WithLabelValues("shadow", "too_large")); v != 1 {
-		t.Fatalf("mirrors too_large = %v; want 1", v)
+	if v := counterValue(t, e.m.UpstreamMirrors.WithLabelValues("shadow", "dropped")); v != 1 {
+		t.Fatalf("mirrors dropped = %v; want 1 (the big body)", v)
 	}
 }
