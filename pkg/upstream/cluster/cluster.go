@@ -208,6 +208,9 @@ func (c *Cluster) Name() string { return c.name }
 // Hosts returns the cluster's current hosts, healthy or not.
 func (c *Cluster) Hosts() []*Host { return slices.Clone(c.snap.Load().hosts) }
 
+// HealthyHosts returns how many hosts are up now; with none, a pick waits (pick_timeout).
+func (c *Cluster) HealthyHosts() int { return len(c.snap.Load().healthy) }
+
 // update installs new settings and rebuilds. It reports whether the DNS refresher must be
 // restarted. Called with the manager's lock held.
 func (c *Cluster) update(s *settings) (restartDNS bool) {

@@ -1,6 +1,7 @@
 package tcpproxy_test
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"testing"
@@ -56,46 +57,60 @@ func hostDown(t *testing.T, u *upstream) (*env, *cluster.Cluster, *network.Liste
 
 // With no healthy host, a session waits up to pick_timeout for one (on a goroutine, in loop
 // mode); the client's bytes and its half-close, sent meanwhile, reach the host once it is
-// up, and the answer comes back.
+// up, in order, and the answer comes back. The larger request is more than a goroutine
+// session's watch holds (leaveHold): part of it waits in the socket.
 func TestWaitsForHealthyHost(t *testing.T) { modes(t, testWaitsForHealthyHost) }
 
 func testWaitsForHealthyHost(t *testing.T) {
-	u := startUpstream(t, func(c net.Conn) {
-		c.SetDeadline(time.Now().Add(testTimeout))
-		b, err := io.ReadAll(c) // until the client's FIN
-		if err != nil {
-			return
+	for _, req := range [][]byte{[]byte("request"), randomBytes(t, 40<<10)} {
+		u := startUpstream(t, func(c net.Conn) {
+			c.SetDeadline(time.Now().Add(testTimeout))
+			b, err := io.ReadAll(c) // until the client's FIN
+			if err != nil {
+				return
+			}
+			c.Write(append([]byte("got "), b...))
+		})
+		_, c1, ln := hostDown(t, u)
+		c := dial(t, ln)
+		c.Write(req)
+		c.CloseWrite()
+		time.Sleep(50 * time.Millisecond) // the session is waiting for a host by now (if not, it waits later)
+		c1.SetHostHealth(u.addr(), true)
+		b, err := readAll(c)
+		if want := append([]byte("got "), req...); err != nil || !bytes.Equal(b, want) {
+			t.Fatalf("client read %d bytes (%.20q), %v; want %d", len(b), b, err, len(want))
 		}
-		c.Write(append([]byte("got "), b...))
-	})
-	_, c1, ln := hostDown(t, u)
-	c := dial(t, ln)
-	c.Write([]byte("request"))
-	c.CloseWrite()
-	time.Sleep(50 * time.Millisecond) // the session is waiting for a host by now (if not, it waits later)
-	c1.SetHostHealth(u.addr(), true)
-	b, err := readAll(c)
-	if err != nil || string(b) != "got request" {
-		t.Fatalf("client read %q, %v; want %q", b, err, "got request")
+		idle(t, ln)
 	}
-	idle(t, ln)
 }
 
-// A client that leaves while its session waits for a host ends the session at once: the
-// wait is cancelled and nothing is left open. (Loop mode only: on a goroutine the session
-// notices only when the wait ends.)
+// A client that leaves (resets) while its session waits for a host ends the session at
+// once, on an event loop and on a goroutine: the wait is cancelled, nothing is left open
+// and no upstream connection is made. The wait (pick_timeout) is longer than the test
+// waits for it. (A FIN is a half-close, not a leave: TestWaitsForHealthyHost.)
 func TestClientLeavesWhileWaitingForHost(t *testing.T) {
 	modes(t, func(t *testing.T) {
-		if _, ok := loopMode.Load(t); !ok {
-			t.Skip("a goroutine session does not watch its client while it waits for a host")
-		}
 		u := startUpstream(t, func(c net.Conn) { io.Copy(io.Discard, c) })
-		_, _, ln := hostDown(t, u)
-		c := dial(t, ln)
-		testutil.Eventually(t, testTimeout, "the session to start", func() bool { return ln.ActiveConns() == 1 })
-		c.SetLinger(0)
-		c.Close() // RST
-		idle(t, ln)
+		cl := simpleCluster("c1", "", u.addr())
+		cl.PickTimeout = dur(10 * testTimeout)
+		e := newEnv(t, cl)
+		c1, _ := e.clusters.Get("c1")
+		c1.SetHostHealth(u.addr(), false)
+		ln, _ := e.proxy(lnName, `{"cluster":"c1"}`)
+		for _, early := range []string{"", "bytes sent first"} {
+			c := dial(t, ln)
+			if early != "" {
+				c.Write([]byte(early))
+			}
+			testutil.Eventually(t, testTimeout, "the session to start", func() bool { return ln.ActiveConns() == 1 })
+			c.SetLinger(0)
+			c.Close() // RST
+			idle(t, ln)
+		}
+		if n := u.Conns.Load(); n != 0 {
+			t.Fatalf("the upstream got %d connections from sessions whose clients left", n)
+		}
 	})
 }
 

@@ -291,7 +291,26 @@ func (f *Filter) ServeConn(ctx context.Context, c *network.Conn) {
 	if od, ok := c.OriginalDst(); ok {
 		s.lbReq.OriginalDst = od
 	}
-	up, host, done, err := cl.DialLimit(ctx, &s.lbReq, nil, f.attempts)
+	dctx, watch := ctx, (*leaveWatch)(nil)
+	if cl.HealthyHosts() == 0 { // the pick will wait: watch the client meanwhile
+		dctx, watch = watchLeave(ctx, c.Raw())
+	}
+	up, host, done, err := cl.DialLimit(dctx, &s.lbReq, nil, f.attempts)
+	var held []byte
+	if watch != nil {
+		var left bool
+		if left, held = watch.stop(); left {
+			if err == nil { // connected just as the client left
+				up.Close()
+				done(lb.DoneInfo{})
+			}
+			if ce := f.log.Check(zap.DebugLevel, "tcp_proxy: client left while the session waited for a host"); ce != nil {
+				ce.Write(zap.String(log.FieldListener, f.listener), zap.String(log.FieldCluster, name))
+			}
+			c.Close(reasonDownstreamRset)
+			return
+		}
+	}
 	if err != nil {
 		if errors.Is(err, cluster.ErrOverflow) {
 			// The cluster's max_connections breaker is open; the cluster counted it
@@ -308,6 +327,15 @@ func (f *Filter) ServeConn(ctx context.Context, c *network.Conn) {
 	}
 	st := f.stats.get(name)
 	st.sessions.Inc()
+	if len(held) > 0 { // what the client sent while the session waited goes first
+		if _, werr := up.Write(held); werr != nil {
+			up.Close()
+			done(lb.DoneInfo{Err: werr})
+			c.Close(reasonUpstreamReset)
+			return
+		}
+		st.rx.Add(float64(len(held)))
+	}
 	s.up = up
 	s.run(ctx, st)
 	reason, upErr := s.result()
