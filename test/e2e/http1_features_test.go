@@ -354,8 +354,8 @@ func TestHTTP1WebSocketUpgrade(t *testing.T) {
 	}
 }
 
-// TestHTTP1Mirror: request_mirror_policies copies bodiless requests to the shadow
-// cluster; the client sees only the main cluster's answers.
+// TestHTTP1Mirror: request_mirror_policies copies requests, with their bodies, to the
+// shadow cluster; the client sees only the main cluster's answers.
 func TestHTTP1Mirror(t *testing.T) {
 	main := startRecorder(t)
 	shadow := startRecorder(t)
