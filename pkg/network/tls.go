@@ -107,7 +107,10 @@ func (l *Listener) handshake(c *Conn) bool {
 // As in MOSN, cert_chain, private_key and ca_cert hold PEM text when they contain
 // "-----BEGIN", file paths otherwise. The ALPN list is the config's alpn (comma-separated)
 // or, when it is empty, next (the handler's choice, see NextProtoser).
-func ServerTLSConfig(one *config.TLSConfig, set []config.TLSConfig, next []string) (*tls.Config, error) {
+//
+// Certificates given as file paths are reloaded when the files change (fileCert, checked
+// at most every certCheckInterval); log reports reloads and failed ones (nil: none).
+func ServerTLSConfig(one *config.TLSConfig, set []config.TLSConfig, next []string, log *zap.Logger) (*tls.Config, error) {
 	type entry struct {
 		path string
 		t    *config.TLSConfig
@@ -129,6 +132,11 @@ func ServerTLSConfig(one *config.TLSConfig, set []config.TLSConfig, next []strin
 	if err != nil {
 		return nil, err
 	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	var certs certSet
+	reloads := false
 	for _, e := range on {
 		if e.t.SDSSource != nil {
 			return nil, fmt.Errorf("%s.sds_source: not supported by this build", e.path)
@@ -139,11 +147,26 @@ func ServerTLSConfig(one *config.TLSConfig, set []config.TLSConfig, next []strin
 		if e.t.CertChain == "" || e.t.PrivateKey == "" {
 			return nil, fmt.Errorf("%s: status is true but cert_chain or private_key is missing", e.path)
 		}
+		if !isPEM(e.t.CertChain) && !isPEM(e.t.PrivateKey) {
+			fc, err := newFileCert(e.path, e.t.CertChain, e.t.PrivateKey, log.With(zap.String("tls_context", e.path)))
+			if err != nil {
+				return nil, err
+			}
+			certs.add(nil, fc)
+			reloads = true
+			continue
+		}
 		cert, err := loadKeyPair(e.path, e.t.CertChain, e.t.PrivateKey)
 		if err != nil {
 			return nil, err
 		}
+		certs.add(&cert, nil)
 		cfg.Certificates = append(cfg.Certificates, cert)
+	}
+	if reloads {
+		// GetCertificate is consulted only while Certificates is empty.
+		cfg.Certificates = nil
+		cfg.GetCertificate = certs.getCertificate
 	}
 	if first.t.VerifyClient {
 		if first.t.CACert == "" {

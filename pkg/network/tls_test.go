@@ -22,7 +22,7 @@ func tlsListener(t *testing.T, h Handler, next []string, mod func(*ListenerConfi
 	t.Helper()
 	ca := tlstest.NewCA(t)
 	leaf := ca.Leaf(t, "127.0.0.1", "localhost")
-	scfg, err := ServerTLSConfig(&config.TLSConfig{Status: true, CertChain: leaf.CertPEM, PrivateKey: leaf.KeyPEM}, nil, next)
+	scfg, err := ServerTLSConfig(&config.TLSConfig{Status: true, CertChain: leaf.CertPEM, PrivateKey: leaf.KeyPEM}, nil, next, nil)
 	if err != nil {
 		t.Fatalf("ServerTLSConfig: %v", err)
 	}
@@ -121,7 +121,7 @@ func TestTLSUntrustedClientCertRefused(t *testing.T) {
 	ca := tlstest.NewCA(t)
 	leaf := ca.Leaf(t, "127.0.0.1")
 	scfg, err := ServerTLSConfig(&config.TLSConfig{Status: true, CertChain: leaf.CertPEM, PrivateKey: leaf.KeyPEM,
-		CACert: ca.PEM, VerifyClient: true}, nil, nil)
+		CACert: ca.PEM, VerifyClient: true}, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,11 +165,14 @@ func TestServerTLSConfigFromFiles(t *testing.T) {
 	}
 	cfg, err := ServerTLSConfig(&config.TLSConfig{Status: true, CertChain: certFile, PrivateKey: keyFile, CACert: caFile,
 		ALPN: "H2", MinVersion: "TLS1.2", MaxVersion: "TLS1.3", CipherSuites: "ECDHE-ECDSA-AES128-GCM-SHA256",
-		EcdhCurves: "x25519,p256"}, nil, []string{"ignored"})
+		EcdhCurves: "x25519,p256"}, nil, []string{"ignored"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.Certificates) != 1 || cfg.ClientCAs == nil || cfg.MinVersion != tls.VersionTLS12 ||
+	if c, err := cfg.GetCertificate(&tls.ClientHelloInfo{}); err != nil || c == nil || len(c.Certificate) == 0 {
+		t.Fatalf("the certificate files are not served: %v", err) // files: reloadable, via GetCertificate
+	}
+	if cfg.ClientCAs == nil || cfg.MinVersion != tls.VersionTLS12 ||
 		cfg.MaxVersion != tls.VersionTLS13 || len(cfg.CipherSuites) != 1 || len(cfg.CurvePreferences) != 2 {
 		t.Fatalf("config not applied: %+v", cfg)
 	}
@@ -178,7 +181,7 @@ func TestServerTLSConfigFromFiles(t *testing.T) {
 	}
 
 	// Disabled: no TLS.
-	if cfg, err := ServerTLSConfig(&config.TLSConfig{}, nil, nil); cfg != nil || err != nil {
+	if cfg, err := ServerTLSConfig(&config.TLSConfig{}, nil, nil, nil); cfg != nil || err != nil {
 		t.Errorf("status false: %v %v", cfg, err)
 	}
 	missing := filepath.Join(dir, "nope.pem")
@@ -205,7 +208,7 @@ func TestServerTLSConfigFromFiles(t *testing.T) {
 			nil, []string{"tls_context.ca_cert", "verify_client"}},
 		{"sds", &config.TLSConfig{Status: true, SDSSource: &config.RawJSON{}}, nil, []string{"tls_context.sds_source"}},
 	} {
-		_, err := ServerTLSConfig(tc.one, tc.set, nil)
+		_, err := ServerTLSConfig(tc.one, tc.set, nil, nil)
 		if err == nil {
 			t.Errorf("%s: no error", tc.name)
 			continue
@@ -235,7 +238,7 @@ func TestClientTLSConfig(t *testing.T) {
 	t.Parallel()
 	ca := tlstest.NewCA(t)
 	leaf := ca.Leaf(t, "upstream.test")
-	scfg, err := ServerTLSConfig(&config.TLSConfig{Status: true, CertChain: leaf.CertPEM, PrivateKey: leaf.KeyPEM}, nil, nil)
+	scfg, err := ServerTLSConfig(&config.TLSConfig{Status: true, CertChain: leaf.CertPEM, PrivateKey: leaf.KeyPEM}, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +279,7 @@ func TestClientTLSConfig(t *testing.T) {
 func BenchmarkTLSEcho1KiB(b *testing.B) {
 	ca := tlstest.NewCA(b)
 	leaf := ca.Leaf(b, "127.0.0.1")
-	scfg, err := ServerTLSConfig(&config.TLSConfig{Status: true, CertChain: leaf.CertPEM, PrivateKey: leaf.KeyPEM}, nil, nil)
+	scfg, err := ServerTLSConfig(&config.TLSConfig{Status: true, CertChain: leaf.CertPEM, PrivateKey: leaf.KeyPEM}, nil, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

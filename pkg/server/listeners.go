@@ -188,7 +188,7 @@ func (s *Server) buildFilter(lc *config.Listener, ext *extension.Set) (network.L
 	if np != nil {
 		next = np.NextProtos()
 	}
-	if lcfg.TLS, err = network.ServerTLSConfig(fc.TLSContext, fc.TLSContexts, next); err != nil {
+	if lcfg.TLS, err = network.ServerTLSConfig(fc.TLSContext, fc.TLSContexts, next, lg); err != nil {
 		closeFilter(nf)
 		return lcfg, nil, fmt.Errorf("filter_chains[0].%w", err)
 	}
