@@ -27,6 +27,29 @@ func serial(t *testing.T, p tlstest.Pair) *big.Int {
 	return leaf.SerialNumber
 }
 
+// rotation makes every handshake check certificate files, and returns a certificate and
+// a key path in a new directory, and a writer of pairs to them. Each write is stamped as
+// given (a stamp that surely differs from the previous one, whatever the file system's
+// time resolution).
+func rotation(t *testing.T) (certFile, keyFile string, write func(p tlstest.Pair, at time.Time)) {
+	old := certCheckInterval
+	certCheckInterval = 0
+	t.Cleanup(func() { certCheckInterval = old })
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	return certFile, keyFile, func(p tlstest.Pair, at time.Time) {
+		t.Helper()
+		for f, v := range map[string]string{certFile: p.CertPEM, keyFile: p.KeyPEM} {
+			if err := os.WriteFile(f, []byte(v), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(f, at, at); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
 // served runs a real handshake against cfg and returns the serial number of the
 // certificate the server presented.
 func served(t *testing.T, cfg *tls.Config, ca *tlstest.CA) *big.Int {
@@ -53,23 +76,8 @@ func served(t *testing.T, cfg *tls.Config, ca *tlstest.CA) *big.Int {
 // serves a new pair once the files change (rotation), keeps serving the last good pair
 // when the new files do not load, and logs both.
 func TestServerCertReloadsFromFiles(t *testing.T) {
-	old := certCheckInterval
-	certCheckInterval = 0 // check on every handshake
-	t.Cleanup(func() { certCheckInterval = old })
+	certFile, keyFile, write := rotation(t)
 	ca := tlstest.NewCA(t)
-	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	write := func(p tlstest.Pair, at time.Time) {
-		t.Helper()
-		for f, v := range map[string]string{certFile: p.CertPEM, keyFile: p.KeyPEM} {
-			if err := os.WriteFile(f, []byte(v), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Chtimes(f, at, at); err != nil { // a stamp that surely differs
-				t.Fatal(err)
-			}
-		}
-	}
 	first, second := ca.Leaf(t, "a.test"), ca.Leaf(t, "a.test")
 	start := time.Now().Add(-time.Hour)
 	write(first, start)
@@ -134,5 +142,55 @@ func TestServerCertFilesAndSNI(t *testing.T) {
 		if got := cc.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(serial(t, want)) != 0 {
 			t.Fatalf("%s: served another certificate", name)
 		}
+	}
+}
+
+// TestClientCertReloadsFromFiles: an upstream client certificate given as files is
+// reloaded when the files change: the next handshake presents the new one.
+func TestClientCertReloadsFromFiles(t *testing.T) {
+	certFile, keyFile, write := rotation(t)
+	ca := tlstest.NewCA(t)
+	server := ca.Leaf(t, "up.test")
+	first, second := ca.Leaf(t, "client"), ca.Leaf(t, "client")
+	start := time.Now().Add(-time.Hour)
+	write(first, start)
+	ccfg, err := ClientTLSConfig("tls_context", &config.TLSConfig{Status: true, ServerName: "up.test", CACert: ca.PEM,
+		CertChain: certFile, PrivateKey: keyFile}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scfg := &tls.Config{Certificates: []tls.Certificate{server.TLS(t)}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.Pool()}
+	presented := func() *big.Int {
+		t.Helper()
+		c, s := tcpPair(t)
+		got := make(chan *big.Int, 1)
+		go func() {
+			sc := tls.Server(s, scfg)
+			_ = sc.SetDeadline(time.Now().Add(5 * time.Second))
+			if sc.Handshake() != nil || len(sc.ConnectionState().PeerCertificates) == 0 {
+				got <- nil
+				return
+			}
+			got <- sc.ConnectionState().PeerCertificates[0].SerialNumber
+		}()
+		cc := tls.Client(c, ccfg)
+		_ = cc.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := cc.Handshake(); err != nil {
+			t.Fatalf("client handshake: %v", err)
+		}
+		// TLS 1.3: the server checks the client's certificate after the client's side ended.
+		_, _ = cc.Write([]byte("x"))
+		n := <-got
+		if n == nil {
+			t.Fatal("the server saw no valid client certificate")
+		}
+		return n
+	}
+	if got := presented(); got.Cmp(serial(t, first)) != 0 {
+		t.Fatal("the first client certificate is not presented")
+	}
+	write(second, start.Add(time.Minute))
+	if got := presented(); got.Cmp(serial(t, second)) != 0 {
+		t.Fatal("the rotated client certificate is not presented")
 	}
 }

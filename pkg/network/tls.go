@@ -187,8 +187,10 @@ func ServerTLSConfig(one *config.TLSConfig, set []config.TLSConfig, next []strin
 }
 
 // ClientTLSConfig builds an upstream (cluster) TLS config from tls_context; nil when its
-// status is not true. path names the tls_context in errors.
-func ClientTLSConfig(path string, t *config.TLSConfig) (*tls.Config, error) {
+// status is not true. path names the tls_context in errors. A client certificate given
+// as files is reloaded when they change, as a listener's is; log reports reloads (nil:
+// none).
+func ClientTLSConfig(path string, t *config.TLSConfig, log *zap.Logger) (*tls.Config, error) {
 	if t == nil || !t.Status {
 		return nil, nil
 	}
@@ -208,6 +210,17 @@ func ClientTLSConfig(path string, t *config.TLSConfig) (*tls.Config, error) {
 		}
 	}
 	switch {
+	case t.CertChain != "" && t.PrivateKey != "" && !isPEM(t.CertChain) && !isPEM(t.PrivateKey):
+		if log == nil {
+			log = zap.NewNop()
+		}
+		fc, err := newFileCert(path, t.CertChain, t.PrivateKey, log.With(zap.String("tls_context", path)))
+		if err != nil {
+			return nil, err
+		}
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return fc.current(time.Now()), nil
+		}
 	case t.CertChain != "" && t.PrivateKey != "":
 		cert, err := loadKeyPair(path, t.CertChain, t.PrivateKey)
 		if err != nil {

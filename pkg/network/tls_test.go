@@ -248,7 +248,7 @@ func TestClientTLSConfig(t *testing.T) {
 		return c
 	}())
 	try := func(t *config.TLSConfig) error {
-		ccfg, err := ClientTLSConfig("clusters[0].tls_context", t)
+		ccfg, err := ClientTLSConfig("clusters[0].tls_context", t, nil)
 		if err != nil {
 			return err
 		}
@@ -269,7 +269,7 @@ func TestClientTLSConfig(t *testing.T) {
 	if err := try(&config.TLSConfig{Status: true, InsecureSkip: true}); err != nil {
 		t.Errorf("insecure_skip: %v", err)
 	}
-	if c, err := ClientTLSConfig("x", &config.TLSConfig{}); c != nil || err != nil {
+	if c, err := ClientTLSConfig("x", &config.TLSConfig{}, nil); c != nil || err != nil {
 		t.Errorf("status false: %v %v", c, err)
 	}
 }

@@ -9,7 +9,10 @@ import (
 	"strconv"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/mosnlite/mosnlite/pkg/config"
+	"github.com/mosnlite/mosnlite/pkg/log"
 	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/upstream/healthcheck"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
@@ -95,7 +98,7 @@ func prepare(cfg config.Cluster, o *Options) (*settings, error) {
 	if s.connectTimeout = cfg.ConnectTimeout.Or(config.DefaultConnectTimeout); s.connectTimeout <= 0 {
 		return fail("connect_timeout %v: must be positive", s.connectTimeout)
 	}
-	if s.tls, err = network.ClientTLSConfig("tls_context", cfg.TLSContext); err != nil {
+	if s.tls, err = network.ClientTLSConfig("tls_context", cfg.TLSContext, tlsLog(o, cfg.Name)); err != nil {
 		return fail("%v", err)
 	}
 	if s.pickTimeout = cfg.PickTimeout.Or(config.DefaultPickTimeout); s.pickTimeout < 0 {
@@ -149,6 +152,14 @@ func prepare(cfg config.Cluster, o *Options) (*settings, error) {
 		return fail("dns_lookup_family: unknown %q (known: %v)", cfg.DNSLookupFamily, config.DNSLookupFamilies)
 	}
 	return s, nil
+}
+
+// tlsLog is the logger of a cluster's TLS certificate reloads.
+func tlsLog(o *Options, name string) *zap.Logger {
+	if o == nil || o.Log == nil {
+		return nil
+	}
+	return o.Log.With(zap.String(log.FieldCluster, name))
 }
 
 func parseHost(h config.Host) (hostSpec, error) {
