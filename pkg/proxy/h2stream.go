@@ -523,7 +523,12 @@ func (p *Proxy) h2ToH1(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	}
 	bw := bufWriters.Get().(*bufio.Writer)
 	bw.Reset(uc.raw)
-	err = out.Write(bw)
+	if mc := p.mirrorCopy(t.rt, bw); mc != nil {
+		err = out.Write(mc)
+		mc.finish(p, err == nil)
+	} else {
+		err = out.Write(bw)
+	}
 	if err == nil {
 		err = bw.Flush()
 	}

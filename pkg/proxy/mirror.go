@@ -42,7 +42,7 @@ type mirrorJob struct {
 	head    *buffer.IoBuffer // HTTP/1: the request head as sent to the main cluster; HTTP/2: the body, or nil
 	req     *http.Request    // HTTP/2: the request, without its body; nil for HTTP/1
 	timeout time.Duration
-	limit   int // HTTP/1 with a body, while it is copied: the most bytes head may hold
+	limit   int // HTTP/1, while the request is copied: the most bytes head may hold
 }
 
 func (j *mirrorJob) release() {
@@ -125,6 +125,53 @@ func (p *Proxy) mirror(rt *router.Route, head []byte) {
 	hb := p.cfg.Pool.NewBuffer(len(head))
 	_, _ = hb.Write(head)
 	p.enqueueMirror(mirrorJob{cluster: cl, head: hb, timeout: t})
+}
+
+// mirrorHeadRoom is what a copied request may hold beyond retryBufferLimit: its head.
+const mirrorHeadRoom = 16 << 10
+
+// mirrorCopier passes an HTTP/1 request, as net/http writes it (head, body framed,
+// trailers), through to w and keeps a copy for the route's mirror cluster: the full
+// path's HTTP/2-to-HTTP/1 requests (h2ToH1), whose bytes exist only as that write.
+type mirrorCopier struct {
+	w    io.Writer
+	j    mirrorJob
+	over bool
+}
+
+// mirrorCopy returns a copier in front of w when the route mirrors and the draw hits;
+// nil otherwise.
+func (p *Proxy) mirrorCopy(rt *router.Route, w io.Writer) *mirrorCopier {
+	cl, t, ok := mirrorDraw(rt)
+	if !ok {
+		return nil
+	}
+	return &mirrorCopier{w: w, j: mirrorJob{cluster: cl, head: p.cfg.Pool.NewBuffer(4096), timeout: t,
+		limit: retryBufferLimit + mirrorHeadRoom}}
+}
+
+func (m *mirrorCopier) Write(b []byte) (int, error) {
+	if !m.over {
+		if m.j.head.Len()+len(b) > m.j.limit {
+			m.over = true
+		} else {
+			_, _ = m.j.head.Write(b)
+		}
+	}
+	return m.w.Write(b)
+}
+
+// finish queues the copy of a request written whole (ok), or gives it up: a request
+// beyond the limit is counted as a dropped mirror.
+func (m *mirrorCopier) finish(p *Proxy, ok bool) {
+	switch {
+	case m.over:
+		p.mirrorMetric(m.j.cluster, "dropped")
+	case ok:
+		p.enqueueMirror(m.j)
+		return
+	}
+	m.j.release()
 }
 
 // mirrorH2 returns the copy of an HTTP/2 upstream request for the route's mirror cluster

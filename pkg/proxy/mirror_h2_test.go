@@ -191,14 +191,53 @@ func TestMirrorH2ToH1WithBodies(t *testing.T) {
 	if m := waitMirror(t, seen); m.path != "/m1/chunked" || string(m.body) != body {
 		t.Fatalf("mirror got %s with %d body bytes", m.path, len(m.body))
 	}
-	big := strings.Repeat("z", 64<<10+1)
-	if resp, got := get(t, c, "POST", "http://"+e.addr+"/m1/big", big); resp.StatusCode != 200 || got != "POST /m1/big "+big {
-		t.Fatalf("big: %d, %d bytes", resp.StatusCode, len(got))
+	bigNotMirrored(t, c, e, 64<<10+1, shadow, 2)
+}
+
+// TestMirrorH2ToH1FullPath: with stream filters, HTTP/2 streams to HTTP/1 upstreams take
+// the full (net/http) path; they are mirrored too, bodies included: the copy carries the
+// filters' header edits, as the main upstream got them. A body over the limit is not
+// mirrored (counted dropped).
+func TestMirrorH2ToH1FullPath(t *testing.T) {
+	main := h2Origin(t, h2echo)
+	got := make(chan *http.Request, 4)
+	shadow := h2Origin(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(strings.NewReader(string(b)))
+		got <- r
+	})
+	e := startRetryEnv(t, mirrorH2Routes, `[{"name":"c","type":"SIMPLE","hosts":[{"address":"`+main.addr()+`"}]},
+	 {"name":"shadow","type":"SIMPLE","hosts":[{"address":"`+shadow.addr()+`"}]}]`, stream.HTTP2,
+		withFilters(t, "header_mutation", `{"request_headers_to_add":[{"header":{"key":"X-Added","value":"yes"}}]}`))
+	c := &http.Client{Transport: h2cTransport(t), Timeout: testTimeout}
+	body := string(randomBody(10 << 10))
+	if resp, out := get(t, c, "POST", "http://"+e.addr+"/m1/full", body); resp.StatusCode != 200 || out != "POST /m1/full "+body {
+		t.Fatalf("main answer: %d %.40q", resp.StatusCode, out)
+	}
+	select {
+	case r := <-got:
+		b, _ := io.ReadAll(r.Body)
+		if r.Method != "POST" || r.URL.Path != "/m1/full" || r.Proto != "HTTP/1.1" || r.Header.Get("X-Added") != "yes" || string(b) != body {
+			t.Fatalf("mirror got %s %s %s X-Added=%q with %d body bytes", r.Method, r.URL.Path, r.Proto, r.Header.Get("X-Added"), len(b))
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("no mirrored request")
+	}
+	bigNotMirrored(t, c, e, 100<<10, shadow, 1)
+}
+
+// bigNotMirrored posts a body of n bytes to /m1/big: the main request is answered, its
+// mirror is counted dropped, and the shadow has still seen only want requests.
+func bigNotMirrored(t *testing.T, c *http.Client, e *retryEnv, n int, shadow *origin, want int64) {
+	t.Helper()
+	big := strings.Repeat("z", n)
+	if resp, out := get(t, c, "POST", "http://"+e.addr+"/m1/big", big); resp.StatusCode != 200 || out != "POST /m1/big "+big {
+		t.Fatalf("big: %d, %d bytes", resp.StatusCode, len(out))
 	}
 	testutil.Eventually(t, testTimeout, "big body counted as a dropped mirror", func() bool {
 		return mirrorCount(t, e.m, "dropped") == 1
 	})
-	if n := shadow.reqs.Load(); n != 2 {
-		t.Fatalf("shadow got %d requests, want 2", n)
+	if got := shadow.reqs.Load(); got != want {
+		t.Fatalf("shadow got %d requests, want %d", got, want)
 	}
 }
