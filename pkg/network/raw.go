@@ -102,6 +102,32 @@ func (c *RawConn) Close(r CloseReason, reset bool) {
 	l.rawFreed(c.Loop)
 }
 
+// Handoff moves the connection to the listener's goroutine path: the socket is served as
+// a Conn by the listener's Handler, which reads held (bytes the RawHandler read and did
+// not consume) before the socket. The connection keeps its max_connections slot and is
+// not counted as closed. The handler must have removed the socket from its loop with
+// evloop.Loop.Remove first: the descriptor is duplicated for net and this one closed, and
+// an epoll registration outlives a closed descriptor whose file stays open. Used on the
+// connection's loop, at most once, instead of Close.
+func (c *RawConn) Handoff(held []byte) {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	l := c.l
+	if ls := l.rawLists; ls != nil {
+		ls[c.Loop.ID()].remove(c)
+	}
+	c.owner = nil
+	l.cxActive.Dec() // the Conn counts itself
+	l.serveFallback(c.FD, held)
+	if l.rawLive.Add(-1) == 0 {
+		l.mu.Lock()
+		l.signalIdleLocked()
+		l.mu.Unlock()
+	}
+}
+
 // rawList is a listener's open RawConns on one loop (used only on that loop).
 type rawList struct{ head *RawConn }
 

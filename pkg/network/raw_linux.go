@@ -221,7 +221,7 @@ func (a *acceptor) accept() {
 		l.cxTotal.Inc()
 		acc := Accepted{FD: fd, Remote: sockaddrAddrPort(&a.sa), Loop: a.loop, l: l}
 		if !l.cfg.RawHandler.ServeRaw(acc) {
-			l.serveFallback(fd)
+			l.serveFallback(fd, nil)
 		}
 	}
 	// A full batch: more may be queued, and an edge-triggered socket will not say so again.
@@ -250,10 +250,10 @@ func (l *Listener) rawFreed(loop *evloop.Loop) {
 	}
 }
 
-// serveFallback serves a socket the RawHandler declined as a Conn on a goroutine: the
-// descriptor becomes a net.Conn (net dups it; this one is closed). Its max_connections
-// slot is already held.
-func (l *Listener) serveFallback(fd int) {
+// serveFallback serves a socket the RawHandler declined or handed off as a Conn on a
+// goroutine: the descriptor becomes a net.Conn (net dups it; this one is closed), and
+// held is read before the socket. Its max_connections slot is already held.
+func (l *Listener) serveFallback(fd int, held []byte) {
 	f := os.NewFile(uintptr(fd), "")
 	raw, err := net.FileConn(f)
 	f.Close()
@@ -264,6 +264,7 @@ func (l *Listener) serveFallback(fd int) {
 	}
 	c := newConn(raw, l.cfg.Conn)
 	c.listener = l.cfg.Name
+	c.Unread(held)
 	l.start(c, l.sem, l.base, &l.workers)
 }
 

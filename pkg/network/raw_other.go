@@ -24,3 +24,5 @@ func (l *Listener) rawFreed(*evloop.Loop) {}
 func closeFD(int, bool) {}
 
 func sockName(int) netip.AddrPort { return netip.AddrPort{} }
+
+func (l *Listener) serveFallback(int, []byte) {}

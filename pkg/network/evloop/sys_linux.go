@@ -1,6 +1,8 @@
 package evloop
 
 import (
+	"encoding/binary"
+	"net/netip"
 	"syscall"
 	"unsafe"
 
@@ -136,6 +138,34 @@ func Socket(family int) (int, error) {
 func Connect(fd int, sa unsafe.Pointer, n uintptr) error {
 	_, _, e := syscall.RawSyscall(syscall.SYS_CONNECT, uintptr(fd), uintptr(sa), n)
 	return errno(e)
+}
+
+// ConnectTCP opens a non-blocking TCP socket with TCP_NODELAY and starts connecting it
+// to ap: the descriptor is returned while the connect is in flight (register it for Out).
+func ConnectTCP(ap netip.AddrPort) (int, error) {
+	family := unix.AF_INET6
+	if ap.Addr().Is4() {
+		family = unix.AF_INET
+	}
+	fd, err := Socket(family)
+	if err != nil {
+		return -1, err
+	}
+	SetNoDelay(fd)
+	if family == unix.AF_INET {
+		sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: ap.Addr().As4()}
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], ap.Port())
+		err = Connect(fd, unsafe.Pointer(&sa), unsafe.Sizeof(sa))
+	} else {
+		sa := unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: ap.Addr().As16()}
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], ap.Port())
+		err = Connect(fd, unsafe.Pointer(&sa), unsafe.Sizeof(sa))
+	}
+	if err != nil && err != unix.EINPROGRESS {
+		Close(fd, false)
+		return -1, err
+	}
+	return fd, nil
 }
 
 // epollWait takes ready events without waiting.

@@ -63,6 +63,19 @@ func (c *Cluster) StartAttempts(a *Attempts, r *lb.Request) error {
 	return nil
 }
 
+// StartAttemptsHost is StartAttempts whose first attempt goes to host, which the caller
+// already picked for a request (its pick accounts for the request, as with DialHost); the
+// later attempts pick other hosts.
+func (c *Cluster) StartAttemptsHost(a *Attempts, r *lb.Request, host *Host) error {
+	if err := c.StartAttempts(a, r); err != nil {
+		return err
+	}
+	a.h, a.done, a.pending = host, noDone, true
+	return nil
+}
+
+func noDone(lb.DoneInfo) {}
+
 func (a *Attempts) init(c *Cluster, s *snapshot, r *lb.Request) {
 	*a = Attempts{c: c, s: s, r: r}
 }

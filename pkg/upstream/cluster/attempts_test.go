@@ -558,3 +558,76 @@ func BenchmarkAttempts(b *testing.B) {
 		done(lb.DoneInfo{})
 	}
 }
+
+// PickNow never waits: with no host up it fails with ErrWouldWait when pick_timeout lets
+// a pick wait (counting nothing), and as Pick does when it does not.
+func TestPickNow(t *testing.T) {
+	live := liveServer(t)
+	m, mt := newManager(t, cluster.Options{})
+	now := simple("now", "", live)
+	now.PickTimeout = dur(0)
+	wait := simple("wait", "", live)
+	wait.PickTimeout = dur(10 * time.Second)
+	if err := m.Apply([]config.Cluster{now, wait}); err != nil {
+		t.Fatal(err)
+	}
+	c := get(t, m, "wait")
+	h, done, err := c.PickNow(&lb.Request{})
+	if err != nil || h.Addr() != live {
+		t.Fatalf("PickNow with the host up = %v, %v", h, err)
+	}
+	done(lb.DoneInfo{})
+	c.SetHostHealth(live, false)
+	start := time.Now()
+	if _, _, err := c.PickNow(&lb.Request{}); !errors.Is(err, cluster.ErrWouldWait) || time.Since(start) > time.Second {
+		t.Fatalf("PickNow with no host up, pick_timeout 10s = %v after %v; want ErrWouldWait at once", err, time.Since(start))
+	}
+	if v := value(mt.UpstreamNoHealthy.WithLabelValues("wait")); v != 0 {
+		t.Fatalf("upstream_no_healthy_host_total = %v; want 0 (nothing failed yet)", v)
+	}
+	c = get(t, m, "now")
+	c.SetHostHealth(live, false)
+	if _, _, err := c.PickNow(&lb.Request{}); !errors.Is(err, cluster.ErrNoHealthyUpstream) {
+		t.Fatalf("PickNow with no host up, pick_timeout 0 = %v; want ErrNoHealthyUpstream", err)
+	}
+}
+
+// StartAttemptsHost's first attempt goes to the host given; after it fails the next
+// attempt picks another one.
+func TestStartAttemptsHost(t *testing.T) {
+	live := liveServer(t)
+	dead := deadAddr(t)
+	m, _ := newManager(t, cluster.Options{})
+	cfg := simple("h", "LB_ROUNDROBIN", live, dead)
+	cfg.MaxConnectAttempts = 2
+	if err := m.Apply([]config.Cluster{cfg}); err != nil {
+		t.Fatal(err)
+	}
+	c := get(t, m, "h")
+	var first *cluster.Host
+	for _, h := range c.Hosts() {
+		if h.Addr() == dead {
+			first = h
+		}
+	}
+	for range 3 { // whatever the balancer's turn
+		var a cluster.Attempts
+		if err := c.StartAttemptsHost(&a, &lb.Request{}, first); err != nil {
+			t.Fatal(err)
+		}
+		h, ap, err := a.Next()
+		if err != nil || h != first || ap.String() != dead {
+			t.Fatalf("first attempt = %v %v %v; want the given host %s", h, ap, err, dead)
+		}
+		a.Failed(errors.New("refused"), false, false)
+		h, _, err = a.Next()
+		if err != nil || h.Addr() != live {
+			t.Fatalf("second attempt = %v %v; want %s", h, err, live)
+		}
+		a.Failed(errors.New("test"), false, true)
+		a.Abandon()
+	}
+	if n, _ := c.Usage(cluster.MaxConnections); n != 0 {
+		t.Fatalf("max_connections in use at the end = %d", n)
+	}
+}

@@ -395,6 +395,25 @@ func (c *Cluster) Pick(ctx context.Context, r *lb.Request) (*Host, func(lb.DoneI
 	return c.pickSlow(ctx, r, s, err)
 }
 
+// ErrWouldWait is PickNow's answer when no host is up and the cluster's pick_timeout lets
+// a pick wait for one: a caller that cannot block hands the request to one that can Pick.
+var ErrWouldWait = errors.New("no healthy host now; a pick may wait (pick_timeout)")
+
+// PickNow is Pick without the wait for a host to come up, for callers that cannot block
+// (an event loop). Where Pick would wait it fails with ErrWouldWait and counts nothing;
+// its other failures are Pick's.
+func (c *Cluster) PickNow(r *lb.Request) (*Host, func(lb.DoneInfo), error) {
+	s := c.snap.Load()
+	h, done, err := s.picker.Pick(context.Background(), r)
+	if err == nil {
+		return c.own(h, done)
+	}
+	if err := c.pickFailed(s, err, s.set.pickTimeout); err != nil {
+		return nil, nil, err
+	}
+	return nil, nil, ErrWouldWait
+}
+
 func (c *Cluster) own(h lb.Host, done func(lb.DoneInfo)) (*Host, func(lb.DoneInfo), error) {
 	ch, ok := h.(*Host)
 	if !ok { // a balancer that invents hosts is a bug in that balancer

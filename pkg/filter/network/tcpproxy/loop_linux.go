@@ -2,12 +2,10 @@ package tcpproxy
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"net/netip"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -176,7 +174,7 @@ func (s *loopSession) connectNext() {
 			s.connectFailed(err)
 			return
 		}
-		fd, err := connectTo(ap)
+		fd, err := evloop.ConnectTCP(ap)
 		if err != nil {
 			s.att.Failed(err, false, false)
 			continue
@@ -226,33 +224,6 @@ func (s *loopSession) connectFailed(err error) {
 	s.f.warn("tcp_proxy: upstream connect failed", zap.String(log.FieldCluster, s.name), zap.Error(err))
 	s.att.Abandon()
 	s.finish(reasonConnectFailed, false, nil)
-}
-
-// connectTo opens a non-blocking TCP socket to ap and starts connecting it.
-func connectTo(ap netip.AddrPort) (int, error) {
-	family := unix.AF_INET6
-	if ap.Addr().Is4() {
-		family = unix.AF_INET
-	}
-	fd, err := evloop.Socket(family)
-	if err != nil {
-		return -1, err
-	}
-	evloop.SetNoDelay(fd)
-	if family == unix.AF_INET {
-		sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: ap.Addr().As4()}
-		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], ap.Port())
-		err = evloop.Connect(fd, unsafe.Pointer(&sa), unsafe.Sizeof(sa))
-	} else {
-		sa := unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: ap.Addr().As16()}
-		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], ap.Port())
-		err = evloop.Connect(fd, unsafe.Pointer(&sa), unsafe.Sizeof(sa))
-	}
-	if err != nil && err != unix.EINPROGRESS {
-		evloop.Close(fd, false)
-		return -1, err
-	}
-	return fd, nil
 }
 
 // OnEvents is the downstream socket's readiness.
