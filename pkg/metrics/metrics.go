@@ -23,6 +23,7 @@ type Set struct {
 	ConnPanics           *prometheus.CounterVec // listener: recovered panics (bug), conn closed
 	ConnCloses           *prometheus.CounterVec // listener, reason
 	ProtocolErrors       *prometheus.CounterVec // listener, protocol: malformed input, conn closed
+	HTTPLoopHandoffs     *prometheus.CounterVec // listener, reason: HTTP/1 connections moved from an event loop to a goroutine
 
 	// Upstream (per cluster).
 	UpstreamCxTotal       *prometheus.CounterVec // cluster
@@ -79,6 +80,7 @@ func New() *Set {
 		ConnPanics:            f.counter("connection_panics_total", "Recovered panics in connection handlers; the connection was closed.", "listener"),
 		ConnCloses:            f.counter("downstream_connection_closes_total", "Downstream connections closed, by reason.", "listener", "reason"),
 		ProtocolErrors:        f.counter("protocol_errors_total", "Malformed input that closed a connection.", "listener", "protocol"),
+		HTTPLoopHandoffs:      f.counter("http1_loop_handoffs_total", "HTTP/1 connections moved from an event loop to a goroutine for a request the loop does not serve.", "listener", "reason"),
 		UpstreamCxTotal:       f.counter("upstream_connections_total", "Upstream connections established.", "cluster"),
 		UpstreamCxActive:      f.gauge("upstream_connections_active", "Upstream connections open.", "cluster"),
 		UpstreamCxConnectFail: f.counter("upstream_connect_failures_total", "Failed upstream dials.", "cluster", "host"),

@@ -60,8 +60,12 @@ func fastOrigin(b *testing.B) string {
 // BenchmarkProxyGET is one keep-alive client connection sending GETs through the proxy
 // to a keep-alive upstream. allocs/op counts the whole process (client, proxy, origin).
 func BenchmarkProxyGET(b *testing.B) {
-	e := startProxy(b, fastOrigin(b))
-	c := dial(b, e.addr)
+	benchGET(b, startProxy(b, fastOrigin(b)).addr)
+}
+
+// benchGET sends keep-alive GETs to the proxy at addr, one at a time.
+func benchGET(b *testing.B, addr string) {
+	c := dial(b, addr)
 	_ = c.SetDeadline(time.Time{})
 	req := []byte("GET /bench HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
 	buf := make([]byte, 4096)

@@ -96,6 +96,13 @@ func startProxyRouter(t testing.TB, upstream, routerName string, opts ...func(*p
 // the proxy's config. Everything is stopped when the test ends.
 func startEnv(t testing.TB, routerJSON, clustersJSON, routerName string, opts ...func(*proxy.Config)) *env {
 	t.Helper()
+	return newTestEnv(t, routerJSON, clustersJSON, routerName, false, opts...)
+}
+
+// newTestEnv is startEnv, or with loops an HTTP/1-downstream proxy whose listener serves
+// it on one event loop (the test skips where there are none).
+func newTestEnv(t testing.TB, routerJSON, clustersJSON, routerName string, loops bool, opts ...func(*proxy.Config)) *env {
+	t.Helper()
 	rts := proxytest.Routers(t, routerJSON)
 	m := metrics.New()
 	mgr := proxytest.Clusters(t, clustersJSON, m)
@@ -104,12 +111,24 @@ func startEnv(t testing.TB, routerJSON, clustersJSON, routerName string, opts ..
 		Listener: "l", Downstream: stream.Auto, Routers: rts, RouterName: routerName,
 		Clusters: mgr, Pool: pool, Metrics: m,
 	}
+	if loops {
+		pcfg.Downstream = stream.HTTP1
+	}
 	for _, o := range opts {
 		o(&pcfg)
 	}
 	px := proxy.New(pcfg)
 	t.Cleanup(func() { _ = px.Close() }) // after the listener's cleanup
-	return &env{addr: proxytest.Serve(t, px, pool, m), px: px, m: m, clusters: mgr}
+	e := &env{px: px, m: m, clusters: mgr}
+	if !loops {
+		e.addr = proxytest.Serve(t, px, pool, m)
+		return e
+	}
+	if !px.LoopCapable() {
+		t.Skip("this proxy cannot be served on event loops here")
+	}
+	e.addr = proxytest.ServeLoops(t, px, pool, m)
+	return e
 }
 
 // dial connects to addr; the connection times out with the test and closes at cleanup.

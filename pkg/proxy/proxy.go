@@ -4,12 +4,16 @@
 // a ping-pong upstream connection, forward the head and the body as it arrives, read the
 // response head and body from the upstream on the same goroutine and write them
 // downstream; only then is the next pipelined head parsed, so responses stay in order.
+// On Linux the common HTTP/1 request is served on an event loop instead, with no
+// goroutine per connection (loop_linux.go); a connection whose request needs more moves
+// to the goroutine path.
 package proxy
 
 import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -73,6 +77,9 @@ type Proxy struct {
 	idle *connpool.PingPong[*upConn] // idle HTTP/1 upstream connections per host
 	h2up *h2stream.Pool              // multiplexed HTTP/2 upstream connections (h2*.go)
 	ext  proxyExt                    // mirror workers (mirror.go)
+	// loops holds the idle upstream connections of the event-loop path, one pool per
+	// loop (*evloop.Loop → *loopPool; loop_linux.go).
+	loops sync.Map
 }
 
 // New returns a Proxy.
@@ -103,6 +110,7 @@ func New(cfg Config) *Proxy {
 // request ends.
 func (p *Proxy) Close() error {
 	p.stopExt()
+	p.closeLoopPools()
 	_ = p.idle.Close()
 	_ = p.h2up.Close()
 	return p.cfg.AccessLog.Close()

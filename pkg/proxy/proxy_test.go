@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -374,13 +375,22 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 // An upstream that closes each keep-alive connection right after its response (without
 // saying so): the proxy retries a bodiless request on a fresh connection.
 func TestStaleIdleConnectionRetried(t *testing.T) {
+	staleIdleRetried(t, func(addr string) *env { return startProxy(t, addr) })
+}
+
+// staleIdleRetried runs TestStaleIdleConnectionRetried's requests through the proxy
+// start returns; each request after the first finds its idle upstream connection closed
+// and must be sent again on a new one.
+func staleIdleRetried(t *testing.T, start func(upstream string) *env) *env {
+	var accepted atomic.Int64
 	addr := rawOrigin(t, func(c net.Conn) {
+		accepted.Add(1)
 		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
 			return
 		}
 		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 	})
-	e := startProxy(t, addr)
+	e := start(addr)
 	c := dial(t, e.addr)
 	br := bufio.NewReader(c)
 	for i := 0; i < 5; i++ {
@@ -389,7 +399,12 @@ func TestStaleIdleConnectionRetried(t *testing.T) {
 		if resp.StatusCode != 200 || body != "ok" {
 			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
 		}
+		time.Sleep(10 * time.Millisecond) // let the upstream's close arrive
 	}
+	if n := accepted.Load(); n != 5 {
+		t.Fatalf("upstream connections = %d, want 5", n)
+	}
+	return e
 }
 
 // TestClustersSharingAnAddressKeepTheirOwnConnections: two clusters list one upstream

@@ -707,7 +707,15 @@ func (s *session) localDone(status int, body string, hasBody bool) error {
 
 // localReply writes a response made by the proxy.
 func (s *session) localReply(status int, body string, closeConn, noBody bool) {
-	ob := s.p.cfg.Pool.NewBuffer(128 + len(body))
+	ob := localReplyBuffer(s.p.cfg.Pool, status, body, closeConn, noBody)
+	s.localAnswered(status, body, ob.Len())
+	_ = s.c.Write(ob)
+}
+
+// localReplyBuffer is a response made by the proxy: status, a text/plain body (left out
+// when noBody: HEAD), and "Connection: close" when closeConn.
+func localReplyBuffer(pool *buffer.Pool, status int, body string, closeConn, noBody bool) *buffer.IoBuffer {
+	ob := pool.NewBuffer(128 + len(body))
 	_, _ = ob.WriteString("HTTP/1.1 ")
 	ob.Grow(3)
 	var num [20]byte
@@ -723,22 +731,13 @@ func (s *session) localReply(status int, body string, closeConn, noBody bool) {
 	if !noBody {
 		_, _ = ob.WriteString(body)
 	}
-	s.localAnswered(status, body, ob.Len())
-	_ = s.c.Write(ob)
+	return ob
 }
 
 const hexDigits = "0123456789abcdef"
 
 // requestID fills s.rid with 32 random hex digits.
-func (s *session) requestID() {
-	for i := 0; i < 2; i++ {
-		v := rand.Uint64()
-		for j := 0; j < 16; j++ {
-			s.rid[i*16+j] = hexDigits[v&15]
-			v >>= 4
-		}
-	}
-}
+func (s *session) requestID() { fillRequestID(&s.rid) }
 
 func remoteIP(c *network.Conn) (ip netip.Addr) {
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {

@@ -350,7 +350,7 @@ func (s *Server) eventLoops() *evloop.Group {
 	}
 	g, err := evloop.NewGroup(0, s.log.Named("evloop"))
 	if err != nil {
-		s.log.Warn("event loops unavailable; tcp_proxy listeners use goroutines", zap.Error(err))
+		s.log.Warn("event loops unavailable; tcp_proxy and HTTP/1 listeners use goroutines", zap.Error(err))
 		s.opts.NoEventLoops = true
 		return nil
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/config"
 	"github.com/mosnlite/mosnlite/pkg/metrics"
 	"github.com/mosnlite/mosnlite/pkg/network"
+	"github.com/mosnlite/mosnlite/pkg/network/evloop"
 	"github.com/mosnlite/mosnlite/pkg/router"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 )
@@ -54,11 +55,34 @@ func Clusters(t testing.TB, clustersJSON string, m *metrics.Set) *cluster.Manage
 // with no grace period); h itself is the caller's to close.
 func Serve(t testing.TB, h network.Handler, pool *buffer.Pool, m *metrics.Set) string {
 	t.Helper()
-	ln, err := network.NewListener(network.ListenerConfig{
-		Name: "l", Network: "tcp", Address: "127.0.0.1:0", BindPort: true,
-		Conn: network.ConnOptions{Pool: pool, IdleTimeout: time.Minute}, Handler: h, Metrics: m,
-	})
+	return serve(t, network.ListenerConfig{Handler: h}, pool, m, nil)
+}
+
+// ServeLoops is Serve on one event loop: h serves the sockets it takes (ServeRaw), the
+// rest on goroutines. The loop stops after the listener, when the test ends. It skips
+// the test where event loops are not supported.
+func ServeLoops(t testing.TB, h interface {
+	network.Handler
+	network.RawHandler
+}, pool *buffer.Pool, m *metrics.Set) string {
+	t.Helper()
+	g, err := evloop.NewGroup(1, nil)
 	if err != nil {
+		t.Skipf("event loops: %v", err)
+	}
+	return serve(t, network.ListenerConfig{Handler: h, RawHandler: h, Loops: g}, pool, m, g.Close)
+}
+
+func serve(t testing.TB, cfg network.ListenerConfig, pool *buffer.Pool, m *metrics.Set, after func()) string {
+	t.Helper()
+	cfg.Name, cfg.Network, cfg.Address, cfg.BindPort = "l", "tcp", "127.0.0.1:0", true
+	cfg.Conn = network.ConnOptions{Pool: pool, IdleTimeout: time.Minute}
+	cfg.Metrics = m
+	ln, err := network.NewListener(cfg)
+	if err != nil {
+		if after != nil {
+			after()
+		}
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -71,6 +95,9 @@ func Serve(t testing.TB, h network.Handler, pool *buffer.Pool, m *metrics.Set) s
 		dctx, dcancel := context.WithTimeout(context.Background(), 0)
 		ln.Drain(dctx)
 		dcancel()
+		if after != nil {
+			after()
+		}
 	})
 	return ln.Addr().String()
 }

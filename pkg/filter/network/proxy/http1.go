@@ -19,8 +19,22 @@ func newHTTP1(p Params, r *stream.Registration[Params]) (stream.ServerConnection
 	if err != nil {
 		return nil, err
 	}
-	return &httpServer{proto: r.Name, h: proxy.New(cfg)}, nil
+	h := proxy.New(cfg)
+	if h.LoopCapable() {
+		return &loopHTTPServer{httpServer{proto: r.Name, h: h}, h}, nil
+	}
+	return &httpServer{proto: r.Name, h: h}, nil
 }
+
+// loopHTTPServer is an httpServer whose connections may be served on event loops
+// (network.RawHandler): an HTTP/1 listener with no stream filters and no access log.
+type loopHTTPServer struct {
+	httpServer
+	p *proxy.Proxy
+}
+
+// ServeRaw implements network.RawHandler.
+func (s *loopHTTPServer) ServeRaw(a network.Accepted) bool { return s.p.ServeRaw(a) }
 
 // httpConfig is pkg/proxy's config for an HTTP listener: the upstream protocol, stream
 // filters and access logs, and the request timeouts of extend_config.

@@ -1,0 +1,1178 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mosnlite/mosnlite/pkg/buffer"
+	"github.com/mosnlite/mosnlite/pkg/network"
+	"github.com/mosnlite/mosnlite/pkg/network/evloop"
+	"github.com/mosnlite/mosnlite/pkg/router"
+	"github.com/mosnlite/mosnlite/pkg/stream"
+	"github.com/mosnlite/mosnlite/pkg/stream/http1"
+	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
+	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
+)
+
+// The HTTP/1 event-loop path (network.RawHandler). A listener with event loops hands each
+// accepted socket to ServeRaw on the loop that accepted it, and the connection then lives
+// on that loop with no goroutine of its own: requests are parsed from the bytes the loop
+// reads, routed and balanced as on the goroutine path (session.go), and written to
+// upstream HTTP/1 connections that are themselves sockets on the same loop, kept idle per
+// loop and per host. Responses stream back as they are read, a read buffer at a time;
+// when the client cannot take more, the upstream is not read until it can.
+//
+// Why: on the goroutine path every request cost reads that returned EAGAIN (Go's poller
+// reads before it waits: once on the downstream after each response, and often on the
+// upstream), a park and a wake-up of the connection's goroutine, and the scheduler's work
+// around them. Here a socket is read when epoll says so, and a short read means it is
+// drained.
+//
+// The loop serves the common request: HTTP/1.1 or 1.0 without Upgrade, CONNECT or
+// Expect, with no body or a Content-Length body of at most loopBodyMax bytes, on a route
+// to an HTTP/1 cluster whose hosts are addresses and that has no upstream TLS, no retry
+// policy and no mirror. Any other request hands the connection over to the goroutine path
+// (network.RawConn.Handoff) between two requests, with the bytes not yet consumed: that
+// path then serves this and every later request of the connection. So do a route that
+// answers locally (no route, direct_response, redirect) and a pick that must wait for a
+// healthy host (pick_timeout). Listeners with stream filters or access logs are not
+// served on loops at all (ServeRaw declines).
+
+const (
+	loopBodyMax = 48 << 10 // largest request body served on the loop (whole, before forwarding)
+	loopInMax   = 96 << 10 // downstream bytes held unparsed; a head that needs more is handed off
+	loopIovMax  = 64       // buffers per writev
+)
+
+// rawOK reports whether this proxy's connections may be served on event loops.
+func (p *Proxy) rawOK() bool {
+	return p.cfg.Downstream == stream.HTTP1 && p.cfg.StreamFilters.Len() == 0 && !p.cfg.AccessLog.Enabled()
+}
+
+// LoopCapable reports whether ServeRaw may take this proxy's connections: HTTP/1
+// downstream, no stream filters and no access log. The listener gives a proxy that is
+// not capable only goroutines.
+func (p *Proxy) LoopCapable() bool { return evloop.Supported && p.rawOK() }
+
+// ServeRaw implements network.RawHandler.
+func (p *Proxy) ServeRaw(a network.Accepted) bool {
+	if !p.rawOK() {
+		return false
+	}
+	c := &loopConn{p: p, loop: a.Loop, fd: a.FD, pool: p.loopPool(a.Loop)}
+	c.rc.Init(a, c)
+	c.dr.fd = a.FD
+	c.timer.H = c
+	c.idle = a.IdleTimeout()
+	c.last = a.Loop.Now()
+	if ip := a.Remote.Addr().Unmap(); ip.IsValid() {
+		c.rip = ip
+		c.xff = ip.AppendTo(c.xff)
+	}
+	var err error
+	if c.tok, err = a.Loop.Add(a.FD, c); err != nil {
+		p.cfg.Log.Warn("proxy: event loop refused the socket", zap.Error(err))
+		c.rc.Close(network.CloseError, false)
+		return true
+	}
+	c.in = p.cfg.Pool.NewBuffer(readSize)
+	c.rearm()
+	return true
+}
+
+// fdReader reads a non-blocking socket with raw system calls: io.EOF at the end, the errno
+// (EAGAIN when drained) otherwise.
+type fdReader struct{ fd int }
+
+func (r *fdReader) Read(b []byte) (int, error) {
+	n, err := evloop.Read(r.fd, b)
+	if err == nil && n == 0 && len(b) > 0 {
+		return 0, io.EOF
+	}
+	return n, err
+}
+
+// loopConn is one downstream HTTP/1 connection on a loop. Its methods run on the loop.
+type loopConn struct {
+	p    *Proxy
+	rc   network.RawConn
+	loop *evloop.Loop
+	pool *loopPool
+	tok  evloop.Token
+	fd   int
+	dr   fdReader
+
+	in       *buffer.IoBuffer   // bytes read from the client and not yet consumed
+	out      []*buffer.IoBuffer // bytes to write to the client, in order
+	iov      []syscall.Iovec
+	readable bool // an input edge was seen and the socket not drained
+	rdhup    bool // the client's FIN is on its way: read to the EOF
+	eof      bool // the client's EOF (or a read error) was read
+	blocked  bool // the client's socket said EAGAIN; waiting for Out
+	closing  bool // close once out is written
+	closed   bool // closed or handed off
+
+	timer   evloop.Timer
+	timerAt int64 // when timer is scheduled; 0: not
+	idle    int64 // the listener's connection idle timeout, ns; 0: none
+	last    int64 // loop clock of the last client activity
+	headAt  int64 // when the partial request head (or body) in `in` started; 0: none
+	inBody  bool  // the partial request has its head: the body timeout bounds the wait
+
+	rip netip.Addr
+	xff []byte
+	rid [32]byte
+
+	// The request in flight.
+	busy      bool
+	head      http1.RequestHead
+	hdrs      http1.Headers
+	edits     http1.Edits
+	hb        *buffer.IoBuffer // the upstream request: head and body
+	hbOff     int              // bytes of hb written to the upstream
+	keepAlive bool
+	isHead    bool
+	minor     uint8
+	route     *router.Route
+	cl        *cluster.Cluster
+	host      *cluster.Host
+	pickDone  func(lb.DoneInfo)
+	lr        lb.Request
+	att       cluster.Attempts
+	up        *loopUp
+	reused    bool  // up came from the idle pool (a failure before any response byte may be retried once)
+	start     int64 // loop clock at the request's start
+	connAt    int64 // loop clock when the connect in flight started
+
+	// The response.
+	rb       *buffer.IoBuffer // bytes read from the upstream and not yet forwarded
+	rhead    http1.ResponseHead
+	rhdrs    http1.Headers
+	redits   http1.Edits
+	started  bool // the response head went to the client
+	upLast   int64
+	body     http1.Body
+	remain   int64
+	cr       http1.ChunkedReader
+	closeOut bool // the client connection closes after this response
+}
+
+// loopUp is an upstream HTTP/1 connection on a loop: owned by a loopConn while a request
+// uses it, otherwise idle in its loopPool.
+type loopUp struct {
+	fd         int
+	tok        evloop.Token
+	dr         fdReader
+	pool       *loopPool
+	key        string
+	host       *cluster.Host
+	done       func(lb.DoneInfo) // the connection's accounting (Attempts.Connected)
+	owner      *loopConn
+	connecting bool
+	readable   bool
+	rdhup      bool
+	blocked    bool
+	since      int64 // loop clock when it went idle
+	timer      evloop.Timer
+}
+
+// loopPool is a proxy's idle upstream connections on one loop, per host (LIFO).
+type loopPool struct {
+	p      *Proxy
+	loop   *evloop.Loop
+	idle   map[string][]*loopUp
+	closed bool // the proxy closed: connections are not kept idle any more
+}
+
+// loopPool returns the proxy's pool for loop, made on first use.
+func (p *Proxy) loopPool(l *evloop.Loop) *loopPool {
+	if v, ok := p.loops.Load(l); ok {
+		return v.(*loopPool)
+	}
+	v, _ := p.loops.LoadOrStore(l, &loopPool{p: p, loop: l, idle: make(map[string][]*loopUp)})
+	return v.(*loopPool)
+}
+
+// closeLoopPools closes the idle upstream connections on every loop (Proxy.Close).
+func (p *Proxy) closeLoopPools() {
+	var wg sync.WaitGroup
+	p.loops.Range(func(k, v any) bool {
+		lp := v.(*loopPool)
+		wg.Add(1)
+		if !lp.loop.Post(func() { lp.closeAll(); wg.Done() }) {
+			wg.Done() // the loop is gone, and closed its sockets (LoopClosed)
+		}
+		return true
+	})
+	wg.Wait()
+}
+
+// get takes an idle connection to key, skipping (and closing) connections to hosts that
+// left their cluster or are down.
+func (lp *loopPool) get(key string) *loopUp {
+	l := lp.idle[key]
+	for len(l) > 0 {
+		u := l[len(l)-1]
+		l[len(l)-1] = nil
+		l = l[:len(l)-1]
+		if u.host.Removed() || !u.host.Healthy() {
+			u.close()
+			continue
+		}
+		lp.idle[key] = l
+		return u
+	}
+	if l != nil {
+		lp.idle[key] = l
+	}
+	return nil
+}
+
+// put keeps u idle, or closes it when its host has maxIdle idle connections already.
+func (lp *loopPool) put(u *loopUp) {
+	l := lp.idle[u.key]
+	if lp.closed || len(l) >= lp.p.cfg.MaxIdlePerHost || u.host.Removed() {
+		u.close()
+		return
+	}
+	u.owner = nil
+	u.since = lp.loop.Now()
+	if !u.timer.Scheduled() {
+		lp.loop.Schedule(&u.timer, u.since+int64(lp.p.cfg.IdleTimeout))
+	}
+	lp.idle[u.key] = append(l, u)
+}
+
+// remove drops u from the idle lists.
+func (lp *loopPool) remove(u *loopUp) {
+	l := lp.idle[u.key]
+	for i, x := range l {
+		if x == u {
+			copy(l[i:], l[i+1:])
+			l[len(l)-1] = nil
+			lp.idle[u.key] = l[:len(l)-1]
+			return
+		}
+	}
+}
+
+func (lp *loopPool) closeAll() {
+	lp.closed = true
+	for k, l := range lp.idle {
+		for _, u := range l {
+			u.close()
+		}
+		delete(lp.idle, k)
+	}
+}
+
+// close closes the socket and ends the connection's accounting.
+func (u *loopUp) close() {
+	if u.fd < 0 {
+		return
+	}
+	u.pool.loop.Forget(u.tok)
+	u.pool.loop.Cancel(&u.timer)
+	evloop.Close(u.fd, false)
+	u.fd = -1
+	if u.done != nil {
+		u.done(lb.DoneInfo{})
+		u.done = nil
+	}
+}
+
+// OnTimer expires an idle connection; one in use is looked at again later.
+func (u *loopUp) OnTimer() {
+	lp := u.pool
+	if u.owner != nil {
+		lp.loop.Schedule(&u.timer, lp.loop.Now()+int64(lp.p.cfg.IdleTimeout))
+		return
+	}
+	if exp := u.since + int64(lp.p.cfg.IdleTimeout); lp.loop.Now() < exp {
+		lp.loop.Schedule(&u.timer, exp)
+		return
+	}
+	lp.remove(u)
+	u.close()
+}
+
+// LoopClosed implements evloop.Closer.
+func (u *loopUp) LoopClosed() {
+	if c := u.owner; c != nil {
+		c.close(network.CloseDrain, false)
+		return
+	}
+	u.pool.remove(u)
+	u.close()
+}
+
+// OnEvents is the upstream socket's readiness.
+func (u *loopUp) OnEvents(ev uint32) {
+	c := u.owner
+	if c == nil { // idle: the upstream closed it, or spoke out of turn
+		if ev&(evloop.In|evloop.RdHup|evloop.Err|evloop.Hup) != 0 {
+			u.pool.remove(u)
+			u.close()
+		}
+		return
+	}
+	if u.connecting {
+		if ev&(evloop.Err|evloop.Hup) != 0 {
+			err := evloop.SocketError(u.fd)
+			if err == nil {
+				err = syscall.ECONNREFUSED
+			}
+			c.connectFailed(err, false)
+			return
+		}
+		if ev&evloop.Out == 0 {
+			return
+		}
+		c.connected()
+		if c.closed || c.up != u {
+			return
+		}
+	}
+	if ev&(evloop.In|evloop.RdHup|evloop.Err|evloop.Hup) != 0 {
+		u.readable = true
+		u.rdhup = u.rdhup || ev&evloop.RdHup != 0
+	}
+	if ev&(evloop.Out|evloop.Err|evloop.Hup) != 0 && u.blocked {
+		u.blocked = false
+		c.writeUp()
+		if c.closed || c.up != u {
+			return
+		}
+	}
+	c.readUp()
+}
+
+// OnEvents is the client socket's readiness.
+func (c *loopConn) OnEvents(ev uint32) {
+	if c.closed {
+		return
+	}
+	if ev&(evloop.In|evloop.RdHup|evloop.Err|evloop.Hup) != 0 {
+		c.readable = true
+		c.rdhup = c.rdhup || ev&evloop.RdHup != 0
+	}
+	if ev&(evloop.Out|evloop.Err|evloop.Hup) != 0 && c.blocked {
+		c.blocked = false
+		if !c.flush() {
+			return
+		}
+		if c.up != nil && c.up.readable {
+			c.readUp() // the client took what was queued: forward more
+			if c.closed {
+				return
+			}
+		}
+	}
+	c.readDown()
+	if !c.closed {
+		c.serve()
+	}
+}
+
+// ForceClose implements network.RawOwner (the listener's drain time ran out).
+func (c *loopConn) ForceClose(r network.CloseReason) { c.close(r, false) }
+
+// LoopClosed implements evloop.Closer.
+func (c *loopConn) LoopClosed() { c.close(network.CloseDrain, false) }
+
+// readDown reads what the client sent, up to loopInMax held bytes.
+func (c *loopConn) readDown() {
+	for c.readable && !c.eof {
+		if c.in.Len() >= loopInMax {
+			return // kept readable: read again once the held bytes are consumed
+		}
+		if c.in.Available() < 4<<10 {
+			c.in.Grow(min(readSize, loopInMax-c.in.Len()))
+		}
+		space := c.in.Available()
+		n, err := c.in.ReadOnce(&c.dr)
+		if n > 0 {
+			c.last = c.loop.Now()
+			if n < space && !c.rdhup {
+				c.readable = false // a short read: drained
+			}
+		}
+		switch {
+		case err == nil:
+		case err == syscall.EAGAIN:
+			c.readable = false
+		case err == syscall.EINTR:
+		default: // EOF, or a reset
+			c.readable, c.eof = false, true
+			if err != io.EOF {
+				c.close(network.CloseReason("downstream_reset"), false)
+				return
+			}
+		}
+	}
+}
+
+// serve handles the requests in `in`, one at a time: the next is parsed once the response
+// to the last one is read and written.
+func (c *loopConn) serve() {
+	for !c.closed && !c.busy && !c.closing && len(c.out) == 0 {
+		if c.in.Len() == 0 {
+			c.headAt, c.inBody = 0, false
+			if c.eof {
+				c.close("", false)
+				return
+			}
+			c.in.Shrink(readSize)
+			c.rearm()
+			return
+		}
+		c.head.Headers = c.hdrs[:0]
+		n, err := http1.ParseRequestHead(c.in.Bytes(), c.p.cfg.Limits, &c.head)
+		if cap(c.head.Headers) > cap(c.hdrs) {
+			c.hdrs = c.head.Headers[:0]
+		}
+		if err != nil {
+			c.p.protocolError(string(stream.HTTP1))
+			c.isHead = false
+			c.localReply(http1.StatusCode(err), err.Error(), true)
+			return
+		}
+		if n == 0 {
+			if c.partial(c.in.Len() >= loopInMax, false) {
+				c.handoff("large_head")
+			}
+			return
+		}
+		if !c.request(n) {
+			return
+		}
+	}
+}
+
+// partial notes a request that is not complete in `in`: the bytes wait for more within
+// the request header timeout (the body timeout once the head is complete: inBody). full:
+// no more can be held.
+func (c *loopConn) partial(full, inBody bool) (handoff bool) {
+	if full && !c.eof {
+		return true
+	}
+	if c.eof {
+		c.close("", false) // the client left halfway through a request
+		return false
+	}
+	if c.headAt == 0 || inBody != c.inBody {
+		c.headAt = c.loop.Now()
+	}
+	if inBody {
+		c.headAt = c.last // the body timeout bounds the gap between reads
+	}
+	c.inBody = inBody
+	c.rearm()
+	return false
+}
+
+// request serves the parsed head of n bytes at the start of `in`; it reports whether the
+// connection stays on the loop for the next one.
+func (c *loopConn) request(n int) bool {
+	h := &c.head
+	total := n
+	switch {
+	case h.Upgrade || string(h.Method) == "CONNECT":
+		c.handoff("upgrade")
+		return false
+	case h.Expect100:
+		c.handoff("expect")
+		return false
+	case h.Body == http1.BodyChunked:
+		c.handoff("chunked_body")
+		return false
+	case h.Body == http1.BodyLength:
+		if h.ContentLength > loopBodyMax {
+			c.handoff("large_body")
+			return false
+		}
+		total += int(h.ContentLength)
+		if c.in.Len() < total {
+			c.partial(false, true)
+			return false
+		}
+	}
+	p := c.p
+	view := stream.HTTP1Request{Head: h}
+	tbl, ok := p.cfg.Routers.Get(p.cfg.RouterName)
+	var rt *router.Route
+	if ok {
+		rt, ok = tbl.Match(view)
+	}
+	if !ok {
+		c.handoff("no_route")
+		return false
+	}
+	if why := c.loopRoute(rt); why != "" {
+		c.handoff(why)
+		return false
+	}
+	cl, ok := p.cfg.Clusters.Get(rt.ClusterFor(view, rand.Uint64()))
+	if !ok {
+		c.handoff("no_cluster")
+		return false
+	}
+	c.headAt, c.inBody = 0, false
+	c.start = c.loop.Now()
+	c.keepAlive, c.isHead, c.minor = h.KeepAlive, string(h.Method) == "HEAD", h.ProtoMinor
+	c.lr = lb.Request{}
+	if k, ok := rt.HashKey(view, c.rip); ok {
+		c.lr.HashKey, c.lr.HasHash = k, true
+	}
+	if !cl.TryAcquire(cluster.MaxRequests) {
+		c.in.Drain(total)
+		return c.localDone(statusOverflow, "upstream overflow")
+	}
+	host, done, err := cl.PickNow(&c.lr)
+	if err != nil {
+		cl.Release(cluster.MaxRequests)
+		if errors.Is(err, cluster.ErrWouldWait) {
+			c.handoff("pick_wait") // the goroutine path waits for a host (pick_timeout)
+			return false
+		}
+		c.in.Drain(total)
+		le := pickError(err)
+		return c.localDone(le.status, le.body)
+	}
+	var up *loopUp
+	if up = c.pool.get(host.PoolKey()); up == nil {
+		if err := cl.StartAttemptsHost(&c.att, &c.lr, host); err != nil {
+			done(lb.DoneInfo{})
+			cl.Release(cluster.MaxRequests)
+			if errors.Is(err, cluster.ErrNotRaw) {
+				c.handoff("cluster_dialer")
+				return false
+			}
+			c.in.Drain(total)
+			return c.localDone(statusNoHealthy, "upstream connect failed")
+		}
+	}
+	c.busy, c.route, c.cl, c.host, c.pickDone = true, rt, cl, host, done
+	if !c.encode(h, rt, n, total) {
+		c.in.Drain(total)
+		if up != nil {
+			c.pool.put(up)
+		} else {
+			c.att.Abandon()
+		}
+		c.finish(false, errors.New("bad request edit"))
+		return c.localDone(http.StatusBadRequest, "bad request edit")
+	}
+	c.in.Drain(total)
+	c.rearm()
+	if up != nil {
+		c.reused = true
+		c.attach(up)
+		c.writeUp()
+		return true
+	}
+	c.reused = false
+	c.connectNext()
+	return true
+}
+
+// loopRoute is why the loop cannot serve a request on rt (see the file comment); "": it
+// can.
+func (c *loopConn) loopRoute(rt *router.Route) string {
+	if _, ok := rt.DirectResponse(); ok {
+		return "local_answer"
+	}
+	if _, ok := rt.Redirect(); ok {
+		return "local_answer"
+	}
+	if _, ok := rt.Mirror(); ok {
+		return "mirror"
+	}
+	if rt.Retry().NumRetries() > 0 {
+		return "retry_policy"
+	}
+	if c.p.upstreamProtocol(rt, stream.HTTP1) != stream.HTTP1 {
+		return "upstream_protocol"
+	}
+	return ""
+}
+
+// encode writes the upstream request into hb: the head of n bytes with the proxy's edits
+// (as session.request makes them), then the body up to total.
+func (c *loopConn) encode(h *http1.RequestHead, rt *router.Route, n, total int) bool {
+	e := &c.edits
+	*e = http1.Edits{XForwardedFor: c.xff, Add: e.Add[:0], Remove: e.Remove[:0]}
+	if len(c.xff) == 0 {
+		e.XForwardedFor = nil
+	}
+	fillRequestID(&c.rid)
+	e.RequestID = c.rid[:]
+	if p := bstr(h.Target); true {
+		if np := rt.RewritePath(p); np != p {
+			e.Target = []byte(np)
+		}
+	}
+	if hr := rt.HostRewrite(); hr != "" {
+		e.Host = []byte(hr)
+	}
+	rt.ApplyRequestHeaders(editMutator{e})
+	if c.hb == nil {
+		c.hb = c.p.cfg.Pool.NewBuffer(1024)
+	}
+	c.hb.Reset()
+	c.hbOff = 0
+	if err := http1.AppendRequestHead(c.hb, h, e); err != nil {
+		return false
+	}
+	if total > n {
+		_, _ = c.hb.Write(c.in.Bytes()[n:total])
+	}
+	return true
+}
+
+// connectNext connects to the next host of the attempts, or answers 503 when none is left.
+func (c *loopConn) connectNext() {
+	for {
+		host, ap, err := c.att.Next()
+		if err != nil {
+			c.att.Abandon()
+			c.p.cfg.Log.Debug("proxy: upstream connect failed", zap.String("cluster", c.cl.Name()), zap.Error(err))
+			c.finish(false, err)
+			c.answer(statusNoHealthy, "upstream connect failed")
+			return
+		}
+		fd, err := evloop.ConnectTCP(ap)
+		if err != nil {
+			c.att.Failed(err, false, false)
+			continue
+		}
+		u := &loopUp{fd: fd, pool: c.pool, key: host.PoolKey(), host: host, owner: c, connecting: true}
+		u.dr.fd = fd
+		u.timer.H = u
+		if u.tok, err = c.loop.Add(fd, u); err != nil {
+			evloop.Close(fd, false)
+			c.att.Failed(err, false, false)
+			continue
+		}
+		c.up = u
+		c.connAt = c.loop.Now()
+		c.rearm()
+		return
+	}
+}
+
+// connectFailed drops the connect in flight and tries the next host.
+func (c *loopConn) connectFailed(err error, timedOut bool) {
+	u := c.up
+	c.up = nil
+	u.done = nil
+	u.close()
+	c.connAt = 0
+	c.att.Failed(err, timedOut, false)
+	c.connectNext()
+}
+
+// connected starts the request on the new upstream connection.
+func (c *loopConn) connected() {
+	u := c.up
+	u.connecting = false
+	c.connAt = 0
+	u.host, u.done = c.att.Connected()
+	u.key = u.host.PoolKey()
+	c.rearm()
+	c.writeUp()
+}
+
+// attach makes up the request's upstream connection.
+func (c *loopConn) attach(u *loopUp) {
+	u.owner = c
+	u.readable, u.rdhup, u.blocked = false, false, false
+	c.up = u
+}
+
+// writeUp writes what is left of hb to the upstream.
+func (c *loopConn) writeUp() {
+	u := c.up
+	for c.hbOff < c.hb.Len() {
+		n, err := evloop.Write(u.fd, c.hb.Bytes()[c.hbOff:])
+		switch {
+		case err == nil:
+			c.hbOff += n
+		case err == syscall.EAGAIN:
+			u.blocked = true
+			return
+		case err == syscall.EINTR:
+		default:
+			c.upFailed(false)
+			return
+		}
+	}
+}
+
+// readUp reads the response while the client keeps up with it.
+func (c *loopConn) readUp() {
+	u := c.up
+	for u != nil && u.readable && !c.blocked && !c.closed && c.up == u {
+		if c.rb == nil {
+			c.rb = c.p.cfg.Pool.NewBuffer(readSize)
+		}
+		if c.rb.Available() == 0 {
+			c.rb.Grow(readSize)
+		}
+		space := c.rb.Available()
+		n, err := c.rb.ReadOnce(&u.dr)
+		if n > 0 {
+			c.upLast = c.loop.Now()
+			if n < space && !u.rdhup {
+				u.readable = false
+			}
+			if !c.response() {
+				return
+			}
+		}
+		switch {
+		case err == nil:
+		case err == syscall.EAGAIN:
+			u.readable = false
+		case err == syscall.EINTR:
+		case err == io.EOF:
+			u.readable = false
+			c.upEOF()
+			return
+		default:
+			u.readable = false
+			c.upFailed(false)
+			return
+		}
+	}
+}
+
+// response parses and forwards what rb holds; false: the request ended (or failed) and c.up
+// is no longer read.
+func (c *loopConn) response() bool {
+	if !c.started {
+		n, ok := c.responseHead()
+		if !ok || n == 0 {
+			return ok
+		}
+	}
+	return c.forward()
+}
+
+// responseHead parses the response head in rb and queues the edited head for the client;
+// n == 0 with ok: the head is not complete yet.
+func (c *loopConn) responseHead() (n int, ok bool) {
+	rh := &c.rhead
+	for {
+		*rh = http1.ResponseHead{HeadRequest: c.isHead, Headers: c.rhdrs[:0]}
+		var err error
+		n, err = http1.ParseResponseHead(c.rb.Bytes(), c.p.cfg.Limits, rh)
+		if cap(rh.Headers) > cap(c.rhdrs) {
+			c.rhdrs = rh.Headers[:0]
+		}
+		if err == nil && n > 0 && rh.Status == http.StatusSwitchingProtocols {
+			err = errors.New("101 to a request that asked for no upgrade")
+		}
+		if err != nil {
+			c.finish(false, err)
+			c.answer(http.StatusBadGateway, "invalid upstream response")
+			return 0, false
+		}
+		if n == 0 {
+			return 0, true
+		}
+		if rh.Status >= 100 && rh.Status < 200 {
+			c.rb.Drain(n) // interim responses are not forwarded (see session.respond)
+			if c.rb.Len() == 0 {
+				return 0, true
+			}
+			continue
+		}
+		break
+	}
+	re := &c.redits
+	*re = http1.Edits{Add: re.Add[:0], Remove: re.Remove[:0]}
+	c.closeOut = !c.keepAlive || rh.Body == http1.BodyClose
+	switch {
+	case c.closeOut:
+		re.Connection = http1.ConnClose
+	case c.minor == 0:
+		re.Connection = http1.ConnKeepAlive
+	}
+	c.route.ApplyResponseHeaders(editMutator{re})
+	hb := c.p.cfg.Pool.NewBuffer(n + 256)
+	if err := http1.AppendResponseHead(hb, rh, re); err != nil {
+		hb.Release()
+		c.finish(false, err)
+		c.answer(http.StatusBadGateway, "invalid upstream response")
+		return 0, false
+	}
+	c.rb.Drain(n)
+	c.started = true
+	c.body, c.remain = rh.Body, rh.ContentLength
+	if c.body == http1.BodyChunked {
+		c.cr.Reset(c.p.cfg.Limits)
+	}
+	c.out = append(c.out, hb)
+	return n, true
+}
+
+// forward queues the body bytes of rb that belong to the response for the client and
+// writes; at the response's end the upstream connection is released.
+func (c *loopConn) forward() bool {
+	rb := c.rb
+	done, k := false, 0
+	switch c.body {
+	case http1.BodyNone:
+		done = true
+	case http1.BodyLength:
+		k = int(min(int64(rb.Len()), c.remain))
+		c.remain -= int64(k)
+		done = c.remain == 0
+	case http1.BodyChunked:
+		for k < rb.Len() {
+			_, used, d, err := c.cr.Next(rb.Bytes()[k:])
+			if err != nil {
+				c.p.cfg.Log.Debug("proxy: invalid chunked response body", zap.Error(err))
+				c.upFailed(false)
+				return false
+			}
+			k += used
+			if d {
+				done = true
+				break
+			}
+			if used == 0 {
+				break
+			}
+		}
+	case http1.BodyClose:
+		k = rb.Len()
+	}
+	switch {
+	case k == 0:
+	case k == rb.Len():
+		c.out = append(c.out, rb)
+		c.rb = nil
+	default:
+		ob := c.p.cfg.Pool.NewBuffer(k)
+		_, _ = ob.Write(rb.Bytes()[:k])
+		rb.Drain(k)
+		c.out = append(c.out, ob)
+	}
+	if done {
+		// The upstream is not reused after bytes past the response (it spoke out of turn)
+		// or before the whole request was written (it answered early).
+		extra := c.rb != nil && c.rb.Len() > 0
+		c.finish(!extra && c.rhead.KeepAlive && c.hbOff == c.hb.Len(), nil)
+		if c.closeOut {
+			c.closing = true
+		}
+	}
+	if !c.flush() {
+		return false
+	}
+	if done {
+		c.serve()
+		return false
+	}
+	return true
+}
+
+// upEOF: the upstream closed its side.
+func (c *loopConn) upEOF() {
+	switch {
+	case c.started && c.body == http1.BodyClose:
+		c.finish(false, nil)
+		c.closing = true
+		if c.flush() {
+			c.serve()
+		}
+	default:
+		c.upFailed(true)
+	}
+}
+
+// upFailed ends a request whose upstream connection broke: before any response byte, a
+// request on a reused connection goes once more on a new one (the upstream may have
+// closed it while it was idle); otherwise the client gets 502, or, once the response has
+// started, the connection closes.
+func (c *loopConn) upFailed(eof bool) {
+	switch {
+	case c.started:
+		c.finish(false, errors.New("upstream reset"))
+		c.close(network.CloseReason("upstream_reset"), false)
+	case c.reused && (c.rb == nil || c.rb.Len() == 0):
+		c.reused = false
+		host := c.host
+		c.up.close()
+		c.up = nil
+		c.hbOff = 0
+		if err := c.cl.StartAttemptsHost(&c.att, &c.lr, host); err != nil {
+			c.finish(false, err)
+			c.answer(statusNoHealthy, "upstream connect failed")
+			return
+		}
+		c.connectNext()
+	default:
+		msg := "upstream write failed"
+		if eof || c.hbOff == c.hb.Len() {
+			msg = "upstream closed before the response"
+		}
+		c.finish(false, errors.New(msg))
+		c.answer(statusReset, msg)
+	}
+}
+
+// finish ends the request's use of its upstream: the connection goes back to the pool
+// (reuse) or is closed, the pick's done and the max_requests unit are given back.
+func (c *loopConn) finish(reuse bool, err error) {
+	if !c.busy {
+		return
+	}
+	c.busy, c.started, c.connAt = false, false, 0
+	if u := c.up; u != nil {
+		c.up = nil
+		switch {
+		case u.connecting:
+			u.done = nil
+			u.close()
+			c.att.Failed(nil, false, true)
+			c.att.Abandon()
+		case reuse:
+			c.pool.put(u)
+		default:
+			u.close()
+		}
+	} else {
+		c.att.Abandon()
+	}
+	if c.rb != nil {
+		c.rb.Release()
+		c.rb = nil
+	}
+	var lat time.Duration
+	if err == nil {
+		lat = time.Duration(c.loop.Now() - c.start)
+	}
+	if c.pickDone != nil {
+		c.pickDone(lb.DoneInfo{Err: err, Latency: lat})
+		c.pickDone = nil
+	}
+	c.cl.Release(cluster.MaxRequests)
+	c.route, c.host, c.cl = nil, nil, nil
+	c.rearm()
+}
+
+// localDone answers the current request locally; false: the connection is closing, or
+// the answer waits for the client to take it.
+func (c *loopConn) localDone(status int, body string) bool {
+	c.localReply(status, body, !c.keepAlive)
+	return !c.closed && !c.closing && len(c.out) == 0
+}
+
+// answer is localDone outside serve: it then serves the requests that follow.
+func (c *loopConn) answer(status int, body string) {
+	if c.localDone(status, body) {
+		c.serve()
+	}
+}
+
+// localReply queues a response made by the proxy and writes it.
+func (c *loopConn) localReply(status int, body string, closeConn bool) {
+	c.out = append(c.out, localReplyBuffer(c.p.cfg.Pool, status, body, closeConn, c.isHead))
+	if closeConn {
+		c.closing = true
+	}
+	c.flush()
+}
+
+// flush writes out to the client; false: the connection is closed (or closing after a
+// failed write). Afterwards out is empty, or blocked is set.
+func (c *loopConn) flush() bool {
+	for len(c.out) > 0 {
+		iov := c.iov[:0]
+		for _, b := range c.out[:min(len(c.out), loopIovMax)] {
+			if p := b.Bytes(); len(p) > 0 {
+				v := syscall.Iovec{Base: &p[0]}
+				v.SetLen(len(p))
+				iov = append(iov, v)
+			}
+		}
+		c.iov = iov
+		n, err := evloop.Writev(c.fd, iov)
+		switch {
+		case err == nil:
+		case err == syscall.EAGAIN:
+			c.blocked = true
+			c.rearm()
+			return true
+		case err == syscall.EINTR:
+			continue
+		default:
+			c.close(network.CloseReason("downstream_reset"), false)
+			return false
+		}
+		c.last = c.loop.Now()
+		// Release the buffers written whole (and empty ones), and drain the one
+		// written in part.
+		k := 0
+		for ; k < len(c.out); k++ {
+			b := c.out[k]
+			if l := b.Len(); n < l {
+				b.Drain(n)
+				break
+			} else {
+				n -= l
+			}
+			b.Release()
+			c.out[k] = nil
+		}
+		m := copy(c.out, c.out[k:])
+		clear(c.out[m:])
+		c.out = c.out[:m]
+	}
+	if c.closing && !c.busy {
+		c.close("", false)
+		return false
+	}
+	return true
+}
+
+// handoff gives the connection to the goroutine path with the bytes not yet consumed,
+// counted on http1_loop_handoffs_total with reason. Called between requests (nothing in
+// flight, nothing queued for the client).
+func (c *loopConn) handoff(reason string) {
+	if m := c.p.cfg.Metrics; m != nil && m.HTTPLoopHandoffs != nil {
+		m.HTTPLoopHandoffs.WithLabelValues(c.p.cfg.Listener, reason).Inc()
+	}
+	if err := c.loop.Remove(c.fd, c.tok); err != nil {
+		c.p.cfg.Log.Warn("proxy: handing a connection to a goroutine failed", zap.Error(err))
+		c.close(network.CloseError, false)
+		return
+	}
+	c.closed = true
+	c.loop.Cancel(&c.timer)
+	c.rc.Handoff(c.in.Bytes())
+	c.release()
+}
+
+// close closes the client connection and drops the request in flight.
+func (c *loopConn) close(r network.CloseReason, reset bool) {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	c.finish(false, errors.New("downstream closed"))
+	c.loop.Forget(c.tok)
+	c.loop.Cancel(&c.timer)
+	if r == "" {
+		r = network.CloseLocal
+		if c.eof {
+			r = network.CloseRemote
+		}
+	}
+	c.rc.Close(r, reset)
+	c.release()
+}
+
+// release returns the connection's buffers.
+func (c *loopConn) release() {
+	for _, b := range c.out {
+		b.Release()
+	}
+	c.out = nil
+	for _, b := range []*buffer.IoBuffer{c.in, c.hb, c.rb} {
+		if b != nil {
+			b.Release()
+		}
+	}
+	c.in, c.hb, c.rb = nil, nil, nil
+	clear(c.hdrs[:cap(c.hdrs)])
+	clear(c.rhdrs[:cap(c.rhdrs)])
+}
+
+// rearm schedules the connection's timer for the earliest of its bounds (see OnTimer);
+// a timer already set earlier is left, and looks again when it fires.
+func (c *loopConn) rearm() {
+	at := c.deadline()
+	if at == 0 || (c.timerAt != 0 && c.timerAt <= at) {
+		return
+	}
+	c.timerAt = at
+	c.loop.Schedule(&c.timer, at)
+}
+
+// deadline is when the current wait ends: the connect timeout, the route timeout (to the
+// response head, then between two reads of the body), the request header or body timeout
+// of a partial request, the idle timeout of a connection with nothing to do; 0: none.
+func (c *loopConn) deadline() int64 {
+	switch {
+	case c.busy && c.connAt != 0:
+		return c.connAt + int64(c.att.ConnectTimeout())
+	case c.busy:
+		t := int64(c.route.Timeout())
+		if t <= 0 {
+			return 0
+		}
+		if c.started {
+			return c.upLast + t
+		}
+		return c.start + t
+	case c.headAt != 0:
+		t := c.p.requestHeaderTimeout()
+		if c.inBody {
+			t = c.p.requestBodyTimeout()
+		}
+		if t < 0 {
+			return 0
+		}
+		return c.headAt + int64(t)
+	case c.idle > 0:
+		return c.last + c.idle
+	}
+	return 0
+}
+
+// OnTimer applies the bound that passed, if one did.
+func (c *loopConn) OnTimer() {
+	c.timerAt = 0
+	if c.closed {
+		return
+	}
+	now := c.loop.Now()
+	at := c.deadline()
+	if at == 0 || now < at {
+		c.rearm()
+		return
+	}
+	switch {
+	case c.busy && c.connAt != 0:
+		c.connectFailed(nil, true)
+	case c.busy && !c.started:
+		c.finish(false, errors.New("upstream timeout"))
+		c.answer(statusTimeout, "upstream timeout")
+	case c.busy:
+		c.finish(false, errors.New("upstream timeout"))
+		c.close(network.CloseReason("upstream_timeout"), false)
+	case c.headAt != 0:
+		c.p.protocolError(string(stream.HTTP1))
+		c.keepAlive, c.isHead = false, false
+		c.in.Reset()
+		msg := "request header timeout"
+		if c.inBody {
+			msg = "request body timeout"
+		}
+		c.localReply(http.StatusRequestTimeout, msg, true)
+	default:
+		c.close(network.CloseIdleTimeout, false)
+	}
+}

@@ -1,0 +1,438 @@
+package proxy_test
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/mosnlite/mosnlite/pkg/proxy"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
+)
+
+// The HTTP/1 event-loop path (loop_linux.go): the same proxy behaviour as the goroutine
+// path, with the requests it does not serve handed over to that path.
+
+// startLoopEnv runs an HTTP/1 proxy on one event loop with the routes of routesFmt and
+// the clusters of startProxyRouter.
+func startLoopEnv(t testing.TB, upstream string, opts ...func(*proxy.Config)) *env {
+	t.Helper()
+	js := fmt.Sprintf(`[{"name":"c","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","hosts":[{"address":%q}]},
+		{"name":"dead","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","connect_timeout":"200ms","hosts":[{"address":"127.0.0.1:1"}]}]`, upstream)
+	return startLoopEnvJSON(t, routesFmt, js, "r", opts...)
+}
+
+func startLoopEnvJSON(t testing.TB, routerJSON, clustersJSON, routerName string, opts ...func(*proxy.Config)) *env {
+	t.Helper()
+	return newTestEnv(t, routerJSON, clustersJSON, routerName, true, opts...)
+}
+
+func (e *env) handoffs(t *testing.T, reason string) float64 {
+	return counterValue(t, e.m.HTTPLoopHandoffs.WithLabelValues("l", reason))
+}
+
+func (e *env) noHandoffs(t *testing.T) {
+	t.Helper()
+	for _, r := range []string{"upgrade", "expect", "chunked_body", "large_body", "large_head", "no_route",
+		"local_answer", "mirror", "retry_policy", "upstream_protocol", "no_cluster", "pick_wait", "cluster_dialer"} {
+		if n := e.handoffs(t, r); n != 0 {
+			t.Fatalf("%v connections handed off (%s); the loop should have served them", n, r)
+		}
+	}
+}
+
+// Keep-alive requests on one client connection share one upstream connection, and the
+// proxy's request edits arrive.
+func TestLoopKeepAliveReuse(t *testing.T) {
+	var xff, rid atomic.Value
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		xff.Store(r.Header.Get("X-Forwarded-For"))
+		rid.Store(r.Header.Get("X-Request-Id"))
+		_, _ = io.WriteString(w, "hello "+r.URL.Path)
+	})
+	e := startLoopEnv(t, o.addr())
+	c := dial(t, e.addr)
+	br := bufio.NewReader(c)
+	for i := range 5 {
+		fmt.Fprintf(c, "GET /p%d HTTP/1.1\r\nHost: a\r\n\r\n", i)
+		resp, body := readResp(t, br, http.MethodGet)
+		if resp.StatusCode != 200 || body != fmt.Sprintf("hello /p%d", i) {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	if n := o.conns.Load(); n != 1 {
+		t.Fatalf("upstream connections = %d, want 1 (kept alive)", n)
+	}
+	if v := xff.Load().(string); v != "127.0.0.1" {
+		t.Fatalf("X-Forwarded-For = %q", v)
+	}
+	if v := rid.Load().(string); len(v) != 32 {
+		t.Fatalf("X-Request-Id = %q", v)
+	}
+	if n := proxy.LoopIdle(e.px); n != 1 {
+		t.Fatalf("idle upstream connections on the loop = %d, want 1", n)
+	}
+	e.noHandoffs(t)
+}
+
+// Pipelined requests sent in one write are answered in order; a Content-Length body that
+// arrives in pieces is forwarded whole.
+func TestLoopPipelinedAndSplitBody(t *testing.T) {
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.Path, b)
+	})
+	e := startLoopEnv(t, o.addr())
+	c := dial(t, e.addr)
+	var sb strings.Builder
+	for i := range 10 {
+		fmt.Fprintf(&sb, "POST /q%d HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nb%02d", i, i)
+	}
+	if _, err := io.WriteString(c, sb.String()); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	for i := range 10 {
+		_, body := readResp(t, br, http.MethodPost)
+		if want := fmt.Sprintf("POST /q%d b%02d", i, i); body != want {
+			t.Fatalf("response %d = %q, want %q", i, body, want)
+		}
+	}
+	// A body in three writes.
+	big := strings.Repeat("x", 20000)
+	fmt.Fprintf(c, "PUT /split HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", len(big))
+	for _, part := range []string{big[:5000], big[5000:15000], big[15000:]} {
+		time.Sleep(20 * time.Millisecond)
+		_, _ = io.WriteString(c, part)
+	}
+	_, body := readResp(t, br, http.MethodPut)
+	if body != "PUT /split "+big {
+		t.Fatalf("split body: got %d bytes", len(body))
+	}
+	e.noHandoffs(t)
+}
+
+// Chunked and close-delimited responses, HEAD, and a large response read slowly by the
+// client (the upstream is read only as fast as the client takes the bytes).
+func TestLoopResponseFramings(t *testing.T) {
+	large := bytes.Repeat([]byte("0123456789abcdef"), 256<<10) // 4 MiB
+	addr := rawOrigin(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			switch req.URL.Path {
+			case "/chunked":
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n")
+			case "/close":
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\nuntil the end")
+				return
+			case "/head":
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
+			case "/large":
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(large))
+				_, _ = c.Write(large)
+			}
+		}
+	})
+	e := startLoopEnv(t, addr)
+	c := dial(t, e.addr)
+	br := bufio.NewReader(c)
+	_, _ = io.WriteString(c, "GET /chunked HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp, body := readResp(t, br, http.MethodGet)
+	if body != "hello world" || resp.Trailer.Get("X-T") != "1" {
+		t.Fatalf("chunked: %q trailer %v", body, resp.Trailer)
+	}
+	_, _ = io.WriteString(c, "HEAD /head HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp, body = readResp(t, br, http.MethodHead)
+	if resp.ContentLength != 1234 || body != "" {
+		t.Fatalf("HEAD: length %d body %q", resp.ContentLength, body)
+	}
+	_, _ = io.WriteString(c, "GET /large HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the socket buffers fill; the proxy must wait
+	got, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(got, large) {
+		t.Fatalf("large body: %d bytes, err %v", len(got), err)
+	}
+	_, _ = io.WriteString(c, "GET /close HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp, body = readResp(t, br, http.MethodGet)
+	if body != "until the end" || !resp.Close {
+		t.Fatalf("close-delimited: %q close=%v", body, resp.Close)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("after a close-delimited response the connection should close: %v", err)
+	}
+	e.noHandoffs(t)
+}
+
+// Requests the loop does not serve go to the goroutine path with the connection, which
+// then serves them and the requests after them.
+func TestLoopHandoff(t *testing.T) {
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %d", r.URL.Path, len(b))
+	})
+	e := startLoopEnv(t, o.addr())
+	cases := []struct {
+		reason, req, want string
+		status            int
+	}{
+		{"chunked_body", "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "/a 3", 200},
+		{"large_body", fmt.Sprintf("POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s", 100000, strings.Repeat("y", 100000)), "/b 100000", 200},
+		{"local_answer", "GET /direct HTTP/1.1\r\nHost: a\r\n\r\n", "direct body", 200},
+		{"expect", "POST /c HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nzz", "/c 2", 200},
+	}
+	for _, tc := range cases {
+		t.Run(tc.reason, func(t *testing.T) {
+			c := dial(t, e.addr)
+			br := bufio.NewReader(c)
+			// One request the loop serves, then the one it hands over, then another.
+			_, _ = io.WriteString(c, "GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+			if _, body := readResp(t, br, http.MethodGet); body != "/first 0" {
+				t.Fatalf("first: %q", body)
+			}
+			_, _ = io.WriteString(c, tc.req)
+			if tc.reason == "expect" {
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil || resp.StatusCode != 100 {
+					t.Fatalf("100-continue: %v %v", resp, err)
+				}
+			}
+			resp, body := readResp(t, br, http.MethodPost)
+			if resp.StatusCode != tc.status || body != tc.want {
+				t.Fatalf("handed-off request: %d %q", resp.StatusCode, body)
+			}
+			_, _ = io.WriteString(c, "GET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+			if _, body := readResp(t, br, http.MethodGet); body != "/after 0" {
+				t.Fatalf("after: %q", body)
+			}
+			if n := e.handoffs(t, tc.reason); n != 1 {
+				t.Fatalf("handoffs(%s) = %v, want 1", tc.reason, n)
+			}
+			// The listener counts the connection once, before and after the handoff.
+			var m dto.Metric
+			if err := e.m.DownstreamCxActive.WithLabelValues("l").Write(&m); err != nil || m.GetGauge().GetValue() != 1 {
+				t.Fatalf("downstream_connections_active = %v (%v), want 1", m.GetGauge().GetValue(), err)
+			}
+			c.Close()
+			testutil.Eventually(t, testTimeout, "the connection counted closed", func() bool {
+				_ = e.m.DownstreamCxActive.WithLabelValues("l").Write(&m)
+				return m.GetGauge().GetValue() == 0
+			})
+		})
+	}
+}
+
+// An upstream that closes each kept-alive connection after its response: the next
+// request is sent again on a new connection (staleIdleRetried).
+func TestLoopStaleIdleConnectionRetried(t *testing.T) {
+	e := staleIdleRetried(t, func(addr string) *env { return startLoopEnv(t, addr) })
+	e.noHandoffs(t)
+}
+
+// The proxy's own answers on the loop: a dead host (503), the route timeout (504), an
+// upstream that breaks off before or during its response (502, then a closed
+// connection), a malformed request (400, closed), and an incomplete head (408).
+func TestLoopLocalAnswers(t *testing.T) {
+	addr := rawOrigin(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		switch req.URL.Path {
+		case "/slow":
+			time.Sleep(time.Second)
+		case "/garbage":
+			_, _ = io.WriteString(c, "NOT HTTP\r\n\r\n")
+		case "/cut":
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
+		}
+	})
+	e := startLoopEnv(t, addr, func(cfg *proxy.Config) {
+		cfg.RequestHeaderTimeout, cfg.RequestBodyTimeout = 300*time.Millisecond, 300*time.Millisecond
+	})
+	cases := []struct {
+		path   string
+		status int
+		body   string
+	}{
+		{"/down", 503, "upstream connect failed"},
+		{"/slow", 504, "upstream timeout"},
+		{"/garbage", 502, "invalid upstream response"},
+		{"/empty", 502, "upstream closed before the response"},
+	}
+	c := dial(t, e.addr)
+	br := bufio.NewReader(c)
+	for _, tc := range cases {
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: a\r\n\r\n", tc.path)
+		resp, body := readResp(t, br, http.MethodGet)
+		if resp.StatusCode != tc.status || body != tc.body {
+			t.Fatalf("%s: %d %q, want %d %q", tc.path, resp.StatusCode, body, tc.status, tc.body)
+		}
+	}
+	// Cut mid-body: the client connection closes.
+	_, _ = io.WriteString(c, "GET /cut HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(resp.Body); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("cut body: %v, want unexpected EOF", err)
+	}
+
+	resp, _ = roundTrip(t, e.addr, "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+	if resp.StatusCode != 400 || !resp.Close {
+		t.Fatalf("CL+TE: %d close=%v", resp.StatusCode, resp.Close)
+	}
+	resp, body := roundTrip(t, e.addr, "GET / HTTP/1.1\r\nHost: a\r\n")
+	if resp.StatusCode != 408 || body != "request header timeout" {
+		t.Fatalf("partial head: %d %q", resp.StatusCode, body)
+	}
+	resp, body = roundTrip(t, e.addr, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+	if resp.StatusCode != 408 || body != "request body timeout" {
+		t.Fatalf("partial body: %d %q", resp.StatusCode, body)
+	}
+	e.noHandoffs(t)
+}
+
+// A client that sends its request and its FIN at once still gets the response; HTTP/1.0
+// keep-alive is answered with "Connection: keep-alive".
+func TestLoopHalfCloseAndHTTP10(t *testing.T) {
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "fine") })
+	e := startLoopEnv(t, o.addr())
+	c := dial(t, e.addr)
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	_ = c.(*net.TCPConn).CloseWrite()
+	br := bufio.NewReader(c)
+	if _, body := readResp(t, br, http.MethodGet); body != "fine" {
+		t.Fatalf("body %q", body)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("connection not closed after the client's FIN: %v", err)
+	}
+
+	c = dial(t, e.addr)
+	br = bufio.NewReader(c)
+	for range 2 {
+		_, _ = io.WriteString(c, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+		resp, body := readResp(t, br, http.MethodGet)
+		if body != "fine" || resp.Header.Get("Connection") != "keep-alive" {
+			t.Fatalf("HTTP/1.0 keep-alive: %q %v", body, resp.Header)
+		}
+	}
+	_, _ = io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
+	if _, body := readResp(t, br, http.MethodGet); body != "fine" {
+		t.Fatalf("HTTP/1.0: %q", body)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("HTTP/1.0 without keep-alive: connection not closed: %v", err)
+	}
+	e.noHandoffs(t)
+}
+
+// Many clients at once, each with many requests: every response matches its request.
+func TestLoopConcurrentClients(t *testing.T) {
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.URL.Query().Get("v"))
+	})
+	e := startLoopEnv(t, o.addr())
+	const clients, reqs = 16, 50
+	errs := make(chan error, clients)
+	for k := range clients {
+		go func() {
+			c, err := net.DialTimeout("tcp", e.addr, testTimeout)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(testTimeout))
+			br := bufio.NewReader(c)
+			for i := range reqs {
+				v := strconv.Itoa(k*1000 + i)
+				fmt.Fprintf(c, "GET /?v=%s HTTP/1.1\r\nHost: a\r\n\r\n", v)
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					errs <- err
+					return
+				}
+				b, err := io.ReadAll(resp.Body)
+				if err != nil || string(b) != v {
+					errs <- fmt.Errorf("client %d request %d: %q %v", k, i, b, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := o.reqs.Load(); n != clients*reqs {
+		t.Fatalf("upstream requests = %d", n)
+	}
+	if n := proxy.LoopIdle(e.px); n < 1 || n > clients {
+		t.Fatalf("idle upstream connections on the loop = %d, want 1..%d", n, clients)
+	}
+	e.noHandoffs(t)
+}
+
+// A client that does not read holds the upstream back: the proxy stops reading the
+// upstream once the client's socket is full, instead of buffering the response.
+func TestLoopBackpressure(t *testing.T) {
+	const total, chunk = 64 << 20, 1 << 20
+	var written atomic.Int64
+	addr := rawOrigin(t, func(c net.Conn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", total)
+		b := make([]byte, chunk)
+		for written.Load() < total {
+			if _, err := c.Write(b); err != nil {
+				return
+			}
+			written.Add(chunk)
+		}
+	})
+	e := startLoopEnv(t, addr)
+	c := dial(t, e.addr)
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	time.Sleep(500 * time.Millisecond)
+	// Socket buffers on the way hold some tens of MiB at most.
+	if w := written.Load(); w >= total {
+		t.Fatalf("the upstream wrote all %d bytes while the client read nothing: the proxy buffered them", w)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err != nil || n != total {
+		t.Fatalf("body: %d bytes, %v", n, err)
+	}
+}
+
+// BenchmarkLoopProxyGET is BenchmarkProxyGET on the event-loop path.
+func BenchmarkLoopProxyGET(b *testing.B) {
+	benchGET(b, startLoopEnv(b, fastOrigin(b)).addr)
+}
