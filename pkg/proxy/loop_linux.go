@@ -495,7 +495,7 @@ func (c *loopConn) request(n int) bool {
 		c.handoff("chunked_body")
 		return false
 	case h.Body == http1.BodyLength:
-		if h.ContentLength > loopBodyMax {
+		if h.ContentLength > loopBodyMax || n+int(h.ContentLength) > loopInMax {
 			c.handoff("large_body")
 			return false
 		}
