@@ -63,11 +63,20 @@ func (p *Proxy) rawOK() bool {
 func (p *Proxy) LoopCapable() bool { return evloop.Supported && p.rawOK() }
 
 // ServeRaw implements network.RawHandler.
-func (p *Proxy) ServeRaw(a network.Accepted) bool {
+func (p *Proxy) ServeRaw(a network.Accepted) bool { return p.ServeRawSniff(a, nil, 0) }
+
+// ServeRawSniff is ServeRaw for a listener that serves other protocols too (Auto): the
+// connection's first bytes are given to sniff until it decides, within timeout (or the
+// connection is closed); one that is not HTTP/1 is handed to the listener's goroutine
+// path, which sniffs again from the same bytes.
+func (p *Proxy) ServeRawSniff(a network.Accepted, sniff func(peek []byte) (http1, more bool), timeout time.Duration) bool {
 	if !p.rawOK() {
 		return false
 	}
-	c := &loopConn{p: p, loop: a.Loop, fd: a.FD, pool: p.loopPool(a.Loop)}
+	c := &loopConn{p: p, loop: a.Loop, fd: a.FD, pool: p.loopPool(a.Loop), sniff: sniff}
+	if sniff != nil {
+		c.sniffBy = a.Loop.Now() + int64(timeout)
+	}
 	c.rc.Init(a, c)
 	c.dr.fd = a.FD
 	c.timer.H = c
@@ -125,7 +134,9 @@ type loopConn struct {
 	idle    int64 // the listener's connection idle timeout, ns; 0: none
 	last    int64 // loop clock of the last client activity
 	headAt  int64 // when the partial request head (or body) in `in` started; 0: none
-	inBody  bool  // the partial request has its head: the body timeout bounds the wait
+	sniffBy int64 // the end of the wait for bytes that tell the protocol (sniff)
+	sniff   func(peek []byte) (http1, more bool)
+	inBody  bool // the partial request has its head: the body timeout bounds the wait
 
 	rip netip.Addr
 	xff []byte
@@ -433,6 +444,21 @@ func (c *loopConn) serve() {
 			c.in.Shrink(readSize)
 			c.rearm()
 			return
+		}
+		if c.sniff != nil {
+			h1, more := c.sniff(c.in.Bytes())
+			switch {
+			case more && c.eof:
+				c.close("", false)
+				return
+			case more:
+				c.rearm()
+				return
+			case !h1:
+				c.handoff("protocol")
+				return
+			}
+			c.sniff = nil
 		}
 		c.head.Headers = c.hdrs[:0]
 		n, err := http1.ParseRequestHead(c.in.Bytes(), c.p.cfg.Limits, &c.head)
@@ -1116,6 +1142,8 @@ func (c *loopConn) rearm() {
 // of a partial request, the idle timeout of a connection with nothing to do; 0: none.
 func (c *loopConn) deadline() int64 {
 	switch {
+	case c.sniff != nil:
+		return c.sniffBy
 	case c.busy && c.connAt != 0:
 		return c.connAt + int64(c.att.ConnectTimeout())
 	case c.busy:
@@ -1155,6 +1183,8 @@ func (c *loopConn) OnTimer() {
 		return
 	}
 	switch {
+	case c.sniff != nil: // no protocol in time: closed, as the goroutine path does
+		c.close("", false)
 	case c.busy && c.connAt != 0:
 		c.connectFailed(nil, true)
 	case c.busy && !c.started:

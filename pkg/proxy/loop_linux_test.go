@@ -44,7 +44,7 @@ func (e *env) handoffs(t *testing.T, reason string) float64 {
 func (e *env) noHandoffs(t *testing.T) {
 	t.Helper()
 	for _, r := range []string{"upgrade", "expect", "chunked_body", "large_body", "large_head", "no_route",
-		"local_answer", "mirror", "retry_policy", "upstream_protocol", "no_cluster", "pick_wait", "cluster_dialer"} {
+		"local_answer", "mirror", "retry_policy", "upstream_protocol", "no_cluster", "pick_wait", "cluster_dialer", "protocol"} {
 		if n := e.handoffs(t, r); n != 0 {
 			t.Fatalf("%v connections handed off (%s); the loop should have served them", n, r)
 		}

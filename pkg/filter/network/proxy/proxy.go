@@ -19,6 +19,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/config"
 	"github.com/mosnlite/mosnlite/pkg/filter"
 	"github.com/mosnlite/mosnlite/pkg/network"
+	"github.com/mosnlite/mosnlite/pkg/proxy"
 	"github.com/mosnlite/mosnlite/pkg/stream"
 )
 
@@ -149,7 +150,34 @@ func Factory(raw config.RawMessage, d filter.Deps) (filter.NetworkFilter, error)
 		// Over TLS the wrapper stays, for its ALPN list (NextProtos); it does not sniff.
 		a.direct = a.handlers[a.allowed[0]]
 	}
+	if h1, ok := a.handlers[stream.HTTP1].(*loopHTTPServer); ok && a.direct == nil && !tlsListener(d.Listener) {
+		return &loopAuto{auto: a, h1: h1.p, sniff: a.sniffHTTP1}, nil
+	}
 	return a, nil
+}
+
+// loopAuto is an Auto filter whose HTTP/1 server runs on event loops (network.RawHandler):
+// each connection starts on a loop, and moves to ServeConn, which sniffs again, when its
+// first bytes are another protocol's.
+type loopAuto struct {
+	*auto
+	h1    *proxy.Proxy
+	sniff func(peek []byte) (http1, more bool) // a.sniffHTTP1, bound once
+}
+
+// ServeRaw implements network.RawHandler.
+func (l *loopAuto) ServeRaw(acc network.Accepted) bool {
+	return l.h1.ServeRawSniff(acc, l.sniff, l.sniffTimeout)
+}
+
+// sniffHTTP1 decides from a connection's first bytes, as ServeConn does, whether it
+// speaks HTTP/1; more: too few bytes to tell.
+func (a *auto) sniffHTTP1(peek []byte) (http1, more bool) {
+	p, more := a.reg.Sniff(peek, a.allowed)
+	if more && len(peek) < 64 {
+		return false, true
+	}
+	return p == stream.HTTP1, false
 }
 
 // auto sniffs each connection's protocol and hands it to that protocol's server.

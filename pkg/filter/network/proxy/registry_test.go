@@ -21,6 +21,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/filter/network/proxy"
 	"github.com/mosnlite/mosnlite/pkg/metrics"
 	"github.com/mosnlite/mosnlite/pkg/network"
+	"github.com/mosnlite/mosnlite/pkg/network/evloop"
 	"github.com/mosnlite/mosnlite/pkg/proxy/proxytest"
 	"github.com/mosnlite/mosnlite/pkg/stream"
 	"github.com/mosnlite/mosnlite/pkg/testutil"
@@ -102,10 +103,44 @@ func serve(t *testing.T, f filter.NetworkFilter, m *metrics.Set) string {
 	return proxytest.Serve(t, f.(network.Handler), buffer.NewPool(), m)
 }
 
+// serveLoops is serve on one event loop; f must be a network.RawHandler.
+func serveLoops(t *testing.T, f filter.NetworkFilter, m *metrics.Set) string {
+	t.Helper()
+	rh, ok := f.(interface {
+		network.Handler
+		network.RawHandler
+	})
+	if !ok {
+		t.Fatalf("%T does not serve event loops", f)
+	}
+	if c, ok := f.(io.Closer); ok {
+		t.Cleanup(func() { _ = c.Close() })
+	}
+	return proxytest.ServeLoops(t, rh, buffer.NewPool(), m)
+}
+
 // TestAutoBoundedWait: Auto waits a bounded time for the bytes that decide (a partial
 // HTTP/2 preface is not yet HTTP/1), serves HTTP/1 once "PRI " turns out not to start
 // the preface, and closes at once what no protocol matches.
 func TestAutoBoundedWait(t *testing.T) {
+	t.Run("goroutines", func(t *testing.T) { autoBoundedWait(t, serve) })
+	// HTTP/1 on an event loop: a connection starts there and moves to a goroutine when
+	// its first bytes are not HTTP/1, or its request needs one (the direct response).
+	t.Run("loops", func(t *testing.T) {
+		if !evloop.Supported {
+			t.Skip("no event loops here")
+		}
+		m := autoBoundedWait(t, serveLoops)
+		for reason, want := range map[string]float64{"protocol": 1, "local_answer": 1} {
+			var d dto.Metric
+			if err := m.HTTPLoopHandoffs.WithLabelValues("", reason).Write(&d); err != nil || d.GetCounter().GetValue() != want {
+				t.Fatalf("handoffs(%s) = %v (%v), want %v", reason, d.GetCounter().GetValue(), err, want)
+			}
+		}
+	})
+}
+
+func autoBoundedWait(t *testing.T, serve func(*testing.T, filter.NetworkFilter, *metrics.Set) string) *metrics.Set {
 	ext, err := builtin.NewSet()
 	if err != nil {
 		t.Fatal(err)
@@ -158,6 +193,7 @@ func TestAutoBoundedWait(t *testing.T) {
 	if n := protocolErrors(t, m); n != 1 { // closed on the bytes, not by the timeout
 		t.Fatalf("protocol errors %v, want 1", n)
 	}
+	return m
 }
 
 func protocolErrors(t *testing.T, m *metrics.Set) float64 {
