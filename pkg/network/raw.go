@@ -64,13 +64,16 @@ func (c *RawConn) Init(a Accepted, owner RawOwner) {
 	}
 }
 
+// ID is the connection's id (as Conn.ID).
+func (c *RawConn) ID() uint64 { return c.id }
+
 // Local is the socket's local address: the listener's, unless it listens on a wildcard
 // address (then getsockname(2)).
 func (a Accepted) Local() netip.AddrPort {
 	if k := a.l.key; k.IsValid() && !k.Addr().IsUnspecified() {
 		return k
 	}
-	return sockName(a.FD)
+	return SockName(a.FD)
 }
 
 // Close closes the socket (with an RST when reset: SO_LINGER 0) and ends the accounting:

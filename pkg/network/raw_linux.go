@@ -271,8 +271,8 @@ func (l *Listener) serveFallback(fd int, held []byte) {
 // closeFD closes a socket, with an RST when reset (SO_LINGER on, 0 s).
 func closeFD(fd int, reset bool) { evloop.Close(fd, reset) }
 
-// sockName is fd's local address (getsockname); the zero AddrPort on failure.
-func sockName(fd int) netip.AddrPort {
+// SockName is fd's local address (getsockname); the zero AddrPort on failure.
+func SockName(fd int) netip.AddrPort {
 	var sa unix.RawSockaddrAny
 	n := uint32(unsafe.Sizeof(sa))
 	if _, _, e := syscall.Syscall(syscall.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&n))); e != 0 {

@@ -23,6 +23,6 @@ func (l *Listener) rawFreed(*evloop.Loop) {}
 
 func closeFD(int, bool) {}
 
-func sockName(int) netip.AddrPort { return netip.AddrPort{} }
+func SockName(int) netip.AddrPort { return netip.AddrPort{} }
 
 func (l *Listener) serveFallback(int, []byte) {}

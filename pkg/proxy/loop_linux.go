@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mosnlite/mosnlite/pkg/buffer"
+	"github.com/mosnlite/mosnlite/pkg/log/accesslog"
 	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/network/evloop"
 	"github.com/mosnlite/mosnlite/pkg/router"
@@ -43,8 +44,8 @@ import (
 // (network.RawConn.Handoff) between two requests, with the bytes not yet consumed: that
 // path then serves this and every later request of the connection. So do a route that
 // answers locally (no route, direct_response, redirect) and a pick that must wait for a
-// healthy host (pick_timeout). Listeners with stream filters or access logs are not
-// served on loops at all (ServeRaw declines).
+// healthy host (pick_timeout). Listeners with stream filters are not served on loops at
+// all (ServeRaw declines); access logs are written from the loop (loop_log_linux.go).
 
 const (
 	loopBodyMax = 48 << 10 // largest request body served on the loop (whole, before forwarding)
@@ -54,12 +55,12 @@ const (
 
 // rawOK reports whether this proxy's connections may be served on event loops.
 func (p *Proxy) rawOK() bool {
-	return p.cfg.Downstream == stream.HTTP1 && p.cfg.StreamFilters.Len() == 0 && !p.cfg.AccessLog.Enabled()
+	return p.cfg.Downstream == stream.HTTP1 && p.cfg.StreamFilters.Len() == 0
 }
 
 // LoopCapable reports whether ServeRaw may take this proxy's connections: HTTP/1
-// downstream, no stream filters and no access log. The listener gives a proxy that is
-// not capable only goroutines.
+// downstream and no stream filters. The listener gives a proxy that is not capable only
+// goroutines.
 func (p *Proxy) LoopCapable() bool { return evloop.Supported && p.rawOK() }
 
 // ServeRaw implements network.RawHandler.
@@ -80,6 +81,9 @@ func (p *Proxy) ServeRawSniff(a network.Accepted, sniff func(peek []byte) (http1
 	c.rc.Init(a, c)
 	c.dr.fd = a.FD
 	c.timer.H = c
+	if c.logging = p.cfg.AccessLog.Enabled(); c.logging {
+		c.local = a.Local()
+	}
 	c.idle = a.IdleTimeout()
 	c.last = a.Loop.Now()
 	if ip := a.Remote.Addr().Unmap(); ip.IsValid() {
@@ -142,6 +146,12 @@ type loopConn struct {
 	xff []byte
 	rid [32]byte
 
+	// The access log (loop_log_linux.go).
+	logging bool           // the listener has access logs
+	logged  bool           // a request began and its line is not written yet
+	local   netip.AddrPort // the connection's local address
+	info    accesslog.Info
+
 	// The request in flight.
 	busy      bool
 	head      http1.RequestHead
@@ -193,6 +203,7 @@ type loopUp struct {
 	blocked    bool
 	since      int64 // loop clock when it went idle
 	timer      evloop.Timer
+	local      netip.AddrPort // the socket's local address, read for the access log
 }
 
 // loopPool is a proxy's idle upstream connections on one loop, per host (LIFO).
@@ -554,6 +565,9 @@ func (c *loopConn) request(n int) bool {
 	c.headAt, c.inBody = 0, false
 	c.start = c.loop.Now()
 	c.keepAlive, c.isHead, c.minor = h.KeepAlive, string(h.Method) == "HEAD", h.ProtoMinor
+	if c.logging {
+		c.logBegin(view, rt, total)
+	}
 	c.lr = lb.Request{}
 	if k, ok := rt.HashKey(view, c.rip); ok {
 		c.lr.HashKey, c.lr.HasHash = k, true
@@ -713,6 +727,9 @@ func (c *loopConn) connected() {
 	c.connAt = 0
 	u.host, u.done = c.att.Connected()
 	u.key = u.host.PoolKey()
+	if c.logging {
+		c.logUpstream(u)
+	}
 	c.rearm()
 	c.writeUp()
 }
@@ -722,6 +739,9 @@ func (c *loopConn) attach(u *loopUp) {
 	u.owner = c
 	u.readable, u.rdhup, u.blocked = false, false, false
 	c.up = u
+	if c.logging {
+		c.logUpstream(u)
+	}
 }
 
 // writeUp writes what is left of hb to the upstream.
@@ -834,6 +854,9 @@ func (c *loopConn) responseHead() (n int, ok bool) {
 		re.Connection = http1.ConnKeepAlive
 	}
 	c.route.ApplyResponseHeaders(editMutator{re})
+	if c.logging {
+		c.logResponse()
+	}
 	hb := c.p.cfg.Pool.NewBuffer(n + 256)
 	if err := http1.AppendResponseHead(hb, rh, re); err != nil {
 		hb.Release()
@@ -843,6 +866,7 @@ func (c *loopConn) responseHead() (n int, ok bool) {
 	}
 	c.rb.Drain(n)
 	c.started = true
+	c.sent(hb.Len())
 	c.body, c.remain = rh.Body, rh.ContentLength
 	if c.body == http1.BodyChunked {
 		c.cr.Reset(c.p.cfg.Limits)
@@ -883,6 +907,7 @@ func (c *loopConn) forward() bool {
 	case http1.BodyClose:
 		k = rb.Len()
 	}
+	c.sent(k)
 	switch {
 	case k == 0:
 	case k == rb.Len():
@@ -899,6 +924,7 @@ func (c *loopConn) forward() bool {
 		// or before the whole request was written (it answered early).
 		extra := c.rb != nil && c.rb.Len() > 0
 		c.finish(!extra && c.rhead.KeepAlive && c.hbOff == c.hb.Len(), nil)
+		c.logEnd(0)
 		if c.closeOut {
 			c.closing = true
 		}
@@ -918,6 +944,7 @@ func (c *loopConn) upEOF() {
 	switch {
 	case c.started && c.body == http1.BodyClose:
 		c.finish(false, nil)
+		c.logEnd(0)
 		c.closing = true
 		if c.flush() {
 			c.serve()
@@ -935,6 +962,7 @@ func (c *loopConn) upFailed(eof bool) {
 	switch {
 	case c.started:
 		c.finish(false, errors.New("upstream reset"))
+		c.logEnd(accesslog.FlagUpstreamReset)
 		c.close(network.CloseReason("upstream_reset"), false)
 	case c.reused && (c.rb == nil || c.rb.Len() == 0):
 		c.reused = false
@@ -1014,7 +1042,11 @@ func (c *loopConn) answer(status int, body string) {
 
 // localReply queues a response made by the proxy and writes it.
 func (c *loopConn) localReply(status int, body string, closeConn bool) {
-	c.out = append(c.out, localReplyBuffer(c.p.cfg.Pool, status, body, closeConn, c.isHead))
+	ob := localReplyBuffer(c.p.cfg.Pool, status, body, closeConn, c.isHead)
+	if c.logged {
+		c.logLocal(status, body, ob.Len())
+	}
+	c.out = append(c.out, ob)
 	if closeConn {
 		c.closing = true
 	}
@@ -1098,6 +1130,7 @@ func (c *loopConn) close(r network.CloseReason, reset bool) {
 	}
 	c.closed = true
 	c.finish(false, errors.New("downstream closed"))
+	c.logEnd(accesslog.FlagDownstreamReset)
 	c.loop.Forget(c.tok)
 	c.loop.Cancel(&c.timer)
 	if r == "" {
@@ -1192,6 +1225,7 @@ func (c *loopConn) OnTimer() {
 		c.answer(statusTimeout, "upstream timeout")
 	case c.busy:
 		c.finish(false, errors.New("upstream timeout"))
+		c.logEnd(accesslog.FlagUpstreamTimeout)
 		c.close(network.CloseReason("upstream_timeout"), false)
 	case c.headAt != 0:
 		c.p.protocolError(string(stream.HTTP1))

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -439,4 +441,63 @@ func TestLoopBackpressure(t *testing.T) {
 // BenchmarkLoopProxyGET is BenchmarkProxyGET on the event-loop path.
 func BenchmarkLoopProxyGET(b *testing.B) {
 	benchGET(b, startLoopEnv(b, fastOrigin(b)).addr)
+}
+
+// BenchmarkLoopProxyGETLog is BenchmarkLoopProxyGET with an access log to a file.
+func BenchmarkLoopProxyGETLog(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "access.log")
+	benchGET(b, startLoopEnv(b, fastOrigin(b), withAccessLog(b, path, "")).addr)
+}
+
+// The access log on the loop writes the lines the goroutine path writes for the same
+// requests: served, connect failure, upstream timeout, upstream cut mid-body.
+func TestLoopAccessLog(t *testing.T) {
+	addr := rawOrigin(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			switch req.URL.Path {
+			case "/slow":
+				time.Sleep(time.Second)
+				return
+			case "/cut":
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nX-R: cut\r\n\r\nonly part")
+				return
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-R: ok\r\n\r\nhello")
+		}
+	})
+	const format = "%protocol% %response_code% %response_flag% %x-mosn-method% %x-mosn-path% %request_header_user-agent% " +
+		"%bytes_received% %bytes_sent% %upstream_cluster% %upstream_host% %response_header_x-r%"
+	run := func(t *testing.T, loops bool) []string {
+		path := filepath.Join(t.TempDir(), "access.log")
+		e := newTestEnv(t, routesFmt, fmt.Sprintf(`[{"name":"c","type":"SIMPLE","hosts":[{"address":%q}]},
+		{"name":"dead","type":"SIMPLE","connect_timeout":"200ms","hosts":[{"address":"127.0.0.1:1"}]}]`, addr), "r", loops,
+			withAccessLog(t, path, format))
+		c := dial(t, e.addr)
+		br := bufio.NewReader(c)
+		for _, p := range []string{"/one", "/down", "/slow"} {
+			fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: a\r\nUser-Agent: ua\r\n\r\n", p)
+			readResp(t, br, http.MethodGet)
+		}
+		roundTrip(t, e.addr, "POST /two HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")
+		c2 := dial(t, e.addr)
+		_, _ = io.WriteString(c2, "GET /cut HTTP/1.1\r\nHost: a\r\n\r\n")
+		_, _ = io.Copy(io.Discard, c2)
+		lines := logLines(t, e.px.AccessLog().Flush, path, 5)
+		slices.Sort(lines)
+		if loops {
+			e.noHandoffs(t)
+		}
+		return lines
+	}
+	want := run(t, false)
+	got := run(t, true)
+
+	if len(want) != 5 || !slices.Equal(got, want) {
+		t.Fatalf("loop access log:\n%s\nthe goroutine path's:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
 }

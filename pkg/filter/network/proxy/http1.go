@@ -27,7 +27,7 @@ func newHTTP1(p Params, r *stream.Registration[Params]) (stream.ServerConnection
 }
 
 // loopHTTPServer is an httpServer whose connections may be served on event loops
-// (network.RawHandler): an HTTP/1 listener with no stream filters and no access log.
+// (network.RawHandler): an HTTP/1 listener with no stream filters.
 type loopHTTPServer struct {
 	httpServer
 	p *proxy.Proxy
