@@ -86,9 +86,38 @@ func startProxy(t testing.TB, upstream string) *env {
 
 func startProxyRouter(t testing.TB, upstream, routerName string, opts ...func(*proxy.Config)) *env {
 	t.Helper()
+	return path{}.startRouter(t, upstream, routerName, opts...)
+}
+
+// path is the HTTP/1 path a test runs on: goroutines (an Auto-downstream proxy served
+// by ServeConn) or, with loops, an HTTP/1 proxy on one event loop.
+type path struct{ loops bool }
+
+// bothPaths runs test on each path (the loop one is skipped where there are none).
+func bothPaths(t *testing.T, test func(t *testing.T, p path)) {
+	t.Run("goroutines", func(t *testing.T) { test(t, path{}) })
+	t.Run("loops", func(t *testing.T) { test(t, path{loops: true}) })
+}
+
+// start is startProxy on p.
+func (p path) start(t testing.TB, upstream string, opts ...func(*proxy.Config)) *env {
+	t.Helper()
+	return p.startRouter(t, upstream, "r", opts...)
+}
+
+// startRouter is startProxyRouter on p.
+func (p path) startRouter(t testing.TB, upstream, routerName string, opts ...func(*proxy.Config)) *env {
+	t.Helper()
 	js := fmt.Sprintf(`[{"name":"c","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","hosts":[{"address":%q}]},
 		{"name":"dead","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","connect_timeout":"200ms","hosts":[{"address":"127.0.0.1:1"}]}]`, upstream)
-	return startEnv(t, routesFmt, js, routerName, opts...)
+	return newTestEnv(t, routesFmt, js, routerName, p.loops, opts...)
+}
+
+// startWith is a proxy on p with router "r" from routerJSON and clusters from
+// clustersJSON, HTTP/1 downstream.
+func (p path) startWith(t testing.TB, routerJSON, clustersJSON string) *env {
+	t.Helper()
+	return newTestEnv(t, routerJSON, clustersJSON, "r", p.loops, func(c *proxy.Config) { c.Downstream = stream.HTTP1 })
 }
 
 // startEnv runs an Auto-downstream proxy on a loopback listener with one router built

@@ -39,13 +39,15 @@ import (
 //
 // The loop serves the common request: HTTP/1.1 or 1.0 without Upgrade, CONNECT or
 // Expect, with no body or a Content-Length body of at most loopBodyMax bytes, on a route
-// to an HTTP/1 cluster whose hosts are addresses and that has no upstream TLS, no retry
-// policy and no mirror. Any other request hands the connection over to the goroutine path
-// (network.RawConn.Handoff) between two requests, with the bytes not yet consumed: that
-// path then serves this and every later request of the connection. So do a route that
-// answers locally (no route, direct_response, redirect) and a pick that must wait for a
-// healthy host (pick_timeout). Listeners with stream filters are not served on loops at
-// all (ServeRaw declines); access logs are written from the loop (loop_log_linux.go).
+// to an HTTP/1 cluster whose hosts are addresses, with no upstream TLS and no mirror.
+// Route timeouts and retry policies apply on the loop as on the goroutine path (the loop
+// holds the whole request, so any try can be replayed). Any other request hands the
+// connection over to the goroutine path (network.RawConn.Handoff) between two requests,
+// with the bytes not yet consumed: that path then serves this and every later request
+// of the connection. So do a route that answers locally (no route, direct_response,
+// redirect) and a pick that must wait for a healthy host (pick_timeout). Listeners with
+// stream filters are not served on loops at all (ServeRaw declines); access logs are
+// written from the loop (loop_log_linux.go).
 
 const (
 	loopBodyMax = 48 << 10 // largest request body served on the loop (whole, before forwarding)
@@ -171,6 +173,9 @@ type loopConn struct {
 	up        *loopUp
 	reused    bool  // up came from the idle pool (a failure before any response byte may be retried once)
 	start     int64 // loop clock at the request's start
+	tryStart  int64 // loop clock at the start of the try in flight (retry_policy)
+	attempt   int   // retries made for the request
+	retrySlot bool  // a max_retries unit is held for the try in flight
 	connAt    int64 // loop clock when the connect in flight started
 
 	// The response.
@@ -564,6 +569,7 @@ func (c *loopConn) request(n int) bool {
 	}
 	c.headAt, c.inBody = 0, false
 	c.start = c.loop.Now()
+	c.tryStart, c.attempt = c.start, 0
 	c.keepAlive, c.isHead, c.minor = h.KeepAlive, string(h.Method) == "HEAD", h.ProtoMinor
 	if c.logging {
 		c.logBegin(view, rt, total)
@@ -636,9 +642,6 @@ func (c *loopConn) loopRoute(rt *router.Route) string {
 	if _, ok := rt.Mirror(); ok {
 		return "mirror"
 	}
-	if rt.Retry().NumRetries() > 0 {
-		return "retry_policy"
-	}
 	if c.p.upstreamProtocol(rt, stream.HTTP1) != stream.HTTP1 {
 		return "upstream_protocol"
 	}
@@ -684,6 +687,9 @@ func (c *loopConn) connectNext() {
 		host, ap, err := c.att.Next()
 		if err != nil {
 			c.att.Abandon()
+			if c.retry(0) {
+				return
+			}
 			c.p.cfg.Log.Debug("proxy: upstream connect failed", zap.String("cluster", c.cl.Name()), zap.Error(err))
 			c.finish(false, err)
 			c.answer(statusNoHealthy, "upstream connect failed")
@@ -844,6 +850,9 @@ func (c *loopConn) responseHead() (n int, ok bool) {
 		}
 		break
 	}
+	if c.retry(rh.Status) {
+		return 0, false
+	}
 	re := &c.redits
 	*re = http1.Edits{Add: re.Add[:0], Remove: re.Remove[:0]}
 	c.closeOut = !c.keepAlive || rh.Body == http1.BodyClose
@@ -976,6 +985,7 @@ func (c *loopConn) upFailed(eof bool) {
 			return
 		}
 		c.connectNext()
+	case c.retry(0):
 	default:
 		msg := "upstream write failed"
 		if eof || c.hbOff == c.hb.Len() {
@@ -992,7 +1002,26 @@ func (c *loopConn) finish(reuse bool, err error) {
 	if !c.busy {
 		return
 	}
-	c.busy, c.started, c.connAt = false, false, 0
+	c.busy, c.connAt = false, 0
+	c.retryDone()
+	c.dropTry(reuse)
+	var lat time.Duration
+	if err == nil {
+		lat = time.Duration(c.loop.Now() - c.start)
+	}
+	if c.pickDone != nil {
+		c.pickDone(lb.DoneInfo{Err: err, Latency: lat})
+		c.pickDone = nil
+	}
+	c.cl.Release(cluster.MaxRequests)
+	c.route, c.host, c.cl = nil, nil, nil
+	c.rearm()
+}
+
+// dropTry ends the try in flight: its upstream connection goes back to the pool (reuse)
+// or is closed, and its read buffer is released.
+func (c *loopConn) dropTry(reuse bool) {
+	c.started, c.connAt = false, 0
 	if u := c.up; u != nil {
 		c.up = nil
 		switch {
@@ -1013,17 +1042,94 @@ func (c *loopConn) finish(reuse bool, err error) {
 		c.rb.Release()
 		c.rb = nil
 	}
-	var lat time.Duration
-	if err == nil {
-		lat = time.Duration(c.loop.Now() - c.start)
+}
+
+// tryDeadline is when the try in flight times out: the route timeout from the request's
+// start, tightened by the retry policy's per-try timeout; 0: none.
+func (c *loopConn) tryDeadline() int64 {
+	var d int64
+	if t := c.route.Timeout(); t > 0 {
+		d = c.start + int64(t)
 	}
-	if c.pickDone != nil {
-		c.pickDone(lb.DoneInfo{Err: err, Latency: lat})
-		c.pickDone = nil
+	if pt := c.route.Retry().PerTryTimeout(); pt > 0 {
+		if td := c.tryStart + int64(pt); d == 0 || td < d {
+			d = td
+		}
 	}
-	c.cl.Release(cluster.MaxRequests)
-	c.route, c.host, c.cl = nil, nil, nil
+	return d
+}
+
+// retry is called when a try ended before any of its response went to the client: status
+// is the upstream's, or 0 for none (connect failure, reset, per-try timeout). When the
+// route's retry policy, the time left and the cluster's max_retries breaker allow it
+// (session.retryTry's rules; the loop always holds the whole request), the try is dropped
+// and the request sent again, preferably to another host; it reports whether it was.
+func (c *loopConn) retry(status int) bool {
+	c.retryDone()
+	rt, cl := c.route, c.cl
+	pol := rt.Retry()
+	if pol == nil {
+		return false
+	}
+	now := c.loop.Now()
+	if t := rt.Timeout(); t > 0 && now-c.start >= int64(t) {
+		return false
+	}
+	if !pol.ShouldRetry(c.attempt, status, false, cl) {
+		return false
+	}
+	var host *cluster.Host
+	var done func(lb.DoneInfo)
+	for range 3 { // another host than the failed one, when the cluster has one
+		c.lr.Attempt++
+		h, d, err := cl.PickNow(&c.lr)
+		if err != nil {
+			break
+		}
+		if host != nil {
+			done(lb.DoneInfo{})
+		}
+		host, done = h, d
+		if h != c.host {
+			break
+		}
+	}
+	if host == nil {
+		cl.ReleaseRetry()
+		return false
+	}
+	c.retrySlot = true
+	c.attempt++
+	if m := c.p.cfg.Metrics; m != nil && m.UpstreamRetries != nil {
+		m.UpstreamRetries.WithLabelValues(cl.Name()).Inc()
+	}
+	c.dropTry(false) // its response, if any, is unread
+	c.pickDone(lb.DoneInfo{Err: errRetried})
+	c.host, c.pickDone = host, done
+	c.tryStart, c.hbOff = now, 0
 	c.rearm()
+	if up := c.pool.get(host.PoolKey()); up != nil {
+		c.reused = true
+		c.attach(up)
+		c.writeUp()
+		return true
+	}
+	c.reused = false
+	if err := cl.StartAttemptsHost(&c.att, &c.lr, host); err != nil {
+		c.finish(false, err)
+		c.answer(statusNoHealthy, "upstream connect failed")
+		return true
+	}
+	c.connectNext()
+	return true
+}
+
+// retryDone gives back the max_retries unit of the try that ended.
+func (c *loopConn) retryDone() {
+	if c.retrySlot {
+		c.retrySlot = false
+		c.cl.ReleaseRetry()
+	}
 }
 
 // localDone answers the current request locally; false: the connection is closing, or
@@ -1177,17 +1283,19 @@ func (c *loopConn) deadline() int64 {
 	switch {
 	case c.sniff != nil:
 		return c.sniffBy
-	case c.busy && c.connAt != 0:
-		return c.connAt + int64(c.att.ConnectTimeout())
-	case c.busy:
-		t := int64(c.route.Timeout())
-		if t <= 0 {
-			return 0
-		}
-		if c.started {
+	case c.busy && c.started:
+		if t := int64(c.route.Timeout()); t > 0 {
 			return c.upLast + t
 		}
-		return c.start + t
+		return 0
+	case c.busy:
+		d := c.tryDeadline()
+		if c.connAt != 0 {
+			if cd := c.connAt + int64(c.att.ConnectTimeout()); d == 0 || cd < d {
+				d = cd
+			}
+		}
+		return d
 	case c.headAt != 0:
 		t := c.p.requestHeaderTimeout()
 		if c.inBody {
@@ -1218,9 +1326,12 @@ func (c *loopConn) OnTimer() {
 	switch {
 	case c.sniff != nil: // no protocol in time: closed, as the goroutine path does
 		c.close("", false)
-	case c.busy && c.connAt != 0:
+	case c.busy && c.connAt != 0 && now >= c.connAt+int64(c.att.ConnectTimeout()):
 		c.connectFailed(nil, true)
 	case c.busy && !c.started:
+		if c.retry(0) { // the per-try timeout passed, and the route's allows another try
+			return
+		}
 		c.finish(false, errors.New("upstream timeout"))
 		c.answer(statusTimeout, "upstream timeout")
 	case c.busy:

@@ -29,14 +29,7 @@ import (
 // the clusters of startProxyRouter.
 func startLoopEnv(t testing.TB, upstream string, opts ...func(*proxy.Config)) *env {
 	t.Helper()
-	js := fmt.Sprintf(`[{"name":"c","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","hosts":[{"address":%q}]},
-		{"name":"dead","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","connect_timeout":"200ms","hosts":[{"address":"127.0.0.1:1"}]}]`, upstream)
-	return startLoopEnvJSON(t, routesFmt, js, "r", opts...)
-}
-
-func startLoopEnvJSON(t testing.TB, routerJSON, clustersJSON, routerName string, opts ...func(*proxy.Config)) *env {
-	t.Helper()
-	return newTestEnv(t, routerJSON, clustersJSON, routerName, true, opts...)
+	return path{loops: true}.start(t, upstream, opts...)
 }
 
 func (e *env) handoffs(t *testing.T, reason string) float64 {
@@ -46,7 +39,7 @@ func (e *env) handoffs(t *testing.T, reason string) float64 {
 func (e *env) noHandoffs(t *testing.T) {
 	t.Helper()
 	for _, r := range []string{"upgrade", "expect", "chunked_body", "large_body", "large_head", "no_route",
-		"local_answer", "mirror", "retry_policy", "upstream_protocol", "no_cluster", "pick_wait", "cluster_dialer", "protocol"} {
+		"local_answer", "mirror", "upstream_protocol", "no_cluster", "pick_wait", "cluster_dialer", "protocol"} {
 		if n := e.handoffs(t, r); n != 0 {
 			t.Fatalf("%v connections handed off (%s); the loop should have served them", n, r)
 		}

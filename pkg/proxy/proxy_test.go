@@ -30,9 +30,11 @@ func echo(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(b)
 }
 
-func TestGetAndPost(t *testing.T) {
+func TestGetAndPost(t *testing.T) { bothPaths(t, getAndPost) }
+
+func getAndPost(t *testing.T, p path) {
 	o := startOrigin(t, echo)
-	e := startProxy(t, o.addr())
+	e := p.start(t, o.addr())
 	c := client()
 	defer c.CloseIdleConnections()
 
@@ -81,14 +83,16 @@ func TestGetAndPost(t *testing.T) {
 	}
 }
 
-func TestChunkedResponseAndHead(t *testing.T) {
+func TestChunkedResponseAndHead(t *testing.T) { bothPaths(t, chunkedResponseAndHead) }
+
+func chunkedResponseAndHead(t *testing.T, p path) {
 	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		for i := 0; i < 5; i++ {
 			_, _ = io.WriteString(w, strings.Repeat("x", 5000))
 			w.(http.Flusher).Flush()
 		}
 	})
-	e := startProxy(t, o.addr())
+	e := p.start(t, o.addr())
 	c := client()
 	defer c.CloseIdleConnections()
 	resp, err := c.Get("http://" + e.addr + "/c")
@@ -117,9 +121,11 @@ func TestChunkedResponseAndHead(t *testing.T) {
 	}
 }
 
-func TestKeepAliveReuse(t *testing.T) {
+func TestKeepAliveReuse(t *testing.T) { bothPaths(t, keepAliveReuse) }
+
+func keepAliveReuse(t *testing.T, p path) {
 	o := startOrigin(t, echo)
-	e := startProxy(t, o.addr())
+	e := p.start(t, o.addr())
 	c := client()
 	defer c.CloseIdleConnections()
 	for i := 0; i < 10; i++ {
@@ -194,9 +200,11 @@ func TestSlowUploadOnReusedConnection(t *testing.T) {
 	}
 }
 
-func TestPipelined(t *testing.T) {
+func TestPipelined(t *testing.T) { bothPaths(t, pipelined) }
+
+func pipelined(t *testing.T, p path) {
 	o := startOrigin(t, echo)
-	e := startProxy(t, o.addr())
+	e := p.start(t, o.addr())
 	c := dial(t, e.addr)
 	var raw strings.Builder
 	for i := 0; i < 5; i++ {
@@ -225,9 +233,11 @@ func TestPipelined(t *testing.T) {
 	}
 }
 
-func TestLocalReplies(t *testing.T) {
+func TestLocalReplies(t *testing.T) { bothPaths(t, localReplies) }
+
+func localReplies(t *testing.T, p path) {
 	o := startOrigin(t, echo)
-	e := startProxy(t, o.addr())
+	e := p.start(t, o.addr())
 	resp, body := roundTrip(t, e.addr, "GET /direct/x HTTP/1.1\r\nHost: a\r\n\r\n")
 	if resp.StatusCode != 200 || body != "direct body" {
 		t.Fatalf("direct: %d %q", resp.StatusCode, body)
@@ -241,25 +251,29 @@ func TestLocalReplies(t *testing.T) {
 	}
 }
 
-func TestNoRoute(t *testing.T) {
+func TestNoRoute(t *testing.T) { bothPaths(t, noRoute) }
+
+func noRoute(t *testing.T, p path) {
 	o := startOrigin(t, echo)
-	e := startProxy(t, o.addr())
+	e := p.start(t, o.addr())
 	// No route matches "*" (every route is a path prefix).
 	resp, _ := roundTrip(t, e.addr, "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n")
 	if resp.StatusCode != 404 {
 		t.Fatalf("no route: %d", resp.StatusCode)
 	}
 	// A proxy whose router is missing answers 404 too.
-	e2 := startProxyRouter(t, o.addr(), "missing")
+	e2 := p.startRouter(t, o.addr(), "missing")
 	resp, _ = roundTrip(t, e2.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	if resp.StatusCode != 404 || o.reqs.Load() != 0 {
 		t.Fatalf("no router: %d", resp.StatusCode)
 	}
 }
 
-func TestNoHealthyUpstream(t *testing.T) {
+func TestNoHealthyUpstream(t *testing.T) { bothPaths(t, noHealthyUpstream) }
+
+func noHealthyUpstream(t *testing.T, p path) {
 	o := startOrigin(t, echo)
-	e := startProxy(t, o.addr())
+	e := p.start(t, o.addr())
 	cl, _ := e.clusters.Get("c")
 	cl.SetHostHealth(o.addr(), false)
 	resp, _ := roundTrip(t, e.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -268,7 +282,9 @@ func TestNoHealthyUpstream(t *testing.T) {
 	}
 }
 
-func TestUpstreamTimeout(t *testing.T) {
+func TestUpstreamTimeout(t *testing.T) { bothPaths(t, upstreamTimeout) }
+
+func upstreamTimeout(t *testing.T, p path) {
 	release := make(chan struct{})
 	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -277,7 +293,7 @@ func TestUpstreamTimeout(t *testing.T) {
 		}
 	})
 	defer close(release)
-	e := startProxy(t, o.addr())
+	e := p.start(t, o.addr())
 	start := time.Now()
 	resp, _ := roundTrip(t, e.addr, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
 	if resp.StatusCode != 504 {
@@ -293,7 +309,9 @@ func rawOrigin(t *testing.T, fn func(c net.Conn)) string {
 	return testutil.StartTCP(t, func(c *net.TCPConn) { fn(c) }).Addr()
 }
 
-func TestUpstreamDiesMidBody(t *testing.T) {
+func TestUpstreamDiesMidBody(t *testing.T) { bothPaths(t, upstreamDiesMidBody) }
+
+func upstreamDiesMidBody(t *testing.T, p path) {
 	addr := rawOrigin(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		if _, err := http.ReadRequest(br); err != nil {
@@ -301,7 +319,7 @@ func TestUpstreamDiesMidBody(t *testing.T) {
 		}
 		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
 	})
-	e := startProxy(t, addr)
+	e := p.start(t, addr)
 	c := dial(t, e.addr)
 	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -318,16 +336,18 @@ func TestUpstreamDiesMidBody(t *testing.T) {
 		_, _ = http.ReadRequest(bufio.NewReader(c))
 		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-")
 	})
-	e2 := startProxy(t, addr2)
+	e2 := p.start(t, addr2)
 	resp, _ = roundTrip(t, e2.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	if resp.StatusCode != 502 {
 		t.Fatalf("truncated head: %d", resp.StatusCode)
 	}
 }
 
-func TestSmuggling(t *testing.T) {
+func TestSmuggling(t *testing.T) { bothPaths(t, smuggling) }
+
+func smuggling(t *testing.T, p path) {
 	o := startOrigin(t, echo)
-	e := startProxy(t, o.addr())
+	e := p.start(t, o.addr())
 	c := dial(t, e.addr)
 	_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n")
 	br := bufio.NewReader(c)
