@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -492,5 +493,128 @@ func TestLoopAccessLog(t *testing.T) {
 
 	if len(want) != 5 || !slices.Equal(got, want) {
 		t.Fatalf("loop access log:\n%s\nthe goroutine path's:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// The same random request streams through both paths get the same answers: keep-alive
+// and pipelined requests, bodies, HEAD, chunked and close-delimited responses, 204 and
+// 304, and requests the loop hands over (chunked bodies, Expect).
+func TestLoopMatchesGoroutinePath(t *testing.T) {
+	addr := rawOrigin(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			body, _ := io.ReadAll(req.Body)
+			var kind string
+			var n int
+			_, _ = fmt.Sscanf(req.URL.Path, "/r/%1s/%d", &kind, &n)
+			unit := fmt.Sprintf("%s%s%d|", req.Method, body, n)
+			payload := strings.Repeat(unit, 1+n/len(unit))[:n]
+			if req.Method == http.MethodHead {
+				payload = "" // the head says what a GET would get; no body follows
+			}
+			switch kind {
+			case "l":
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-K: l\r\n\r\n", n)
+				_, _ = io.WriteString(c, payload)
+			case "c":
+				_, _ = io.WriteString(c, "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n")
+				if req.Method == http.MethodHead {
+					continue
+				}
+				for i := 0; i < n; i += 700 {
+					part := payload[i:min(n, i+700)]
+					fmt.Fprintf(c, "%x\r\n%s\r\n", len(part), part)
+				}
+				_, _ = io.WriteString(c, "0\r\n\r\n")
+			case "n":
+				_, _ = io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
+			case "m":
+				_, _ = io.WriteString(c, "HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n")
+			case "e":
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\n\r\n%s", payload) // close-delimited
+				return
+			}
+		}
+	})
+	type exchange struct{ reqs []string }
+	rng := rand.New(rand.NewPCG(1, 2))
+	var conns []exchange
+	handed := 0
+	for range 12 {
+		var ex exchange
+		for range 1 + rng.IntN(12) {
+			kind := []string{"l", "l", "l", "c", "n", "m", "e"}[rng.IntN(7)]
+			n := rng.IntN(5000)
+			path := fmt.Sprintf("/r/%s/%d", kind, n)
+			var req string
+			switch rng.IntN(5) {
+			case 0:
+				req = "HEAD " + path + " HTTP/1.1\r\nHost: a\r\n\r\n"
+			case 1:
+				b := strings.Repeat("b", rng.IntN(3000))
+				req = fmt.Sprintf("POST %s HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s", path, len(b), b)
+			default:
+				req = "GET " + path + " HTTP/1.1\r\nHost: a\r\n\r\n"
+			}
+			ex.reqs = append(ex.reqs, req)
+			if kind == "e" {
+				break // the upstream closes: so does the client connection
+			}
+		}
+		if last := ex.reqs[len(ex.reqs)-1]; len(conns)%3 == 2 && !strings.Contains(last, "/r/e/") {
+			// A request the loop hands over, and one more after it.
+			ex.reqs = append(ex.reqs, "POST /r/l/100 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+				"GET /r/c/2000 HTTP/1.1\r\nHost: a\r\n\r\n")
+			handed++
+		}
+		conns = append(conns, ex)
+	}
+	var loopEnv *env
+	run := func(p path) []string {
+		e := p.start(t, addr)
+		if p.loops {
+			loopEnv = e
+		}
+		var out []string
+		for i, ex := range conns {
+			c := dial(t, e.addr)
+			br := bufio.NewReader(c)
+			pipelined := i%2 == 1
+			if pipelined {
+				_, _ = io.WriteString(c, strings.Join(ex.reqs, ""))
+			}
+			for _, req := range ex.reqs {
+				if !pipelined {
+					_, _ = io.WriteString(c, req)
+				}
+				method, _, _ := strings.Cut(req, " ")
+				resp, err := http.ReadResponse(br, &http.Request{Method: method})
+				if err != nil {
+					out = append(out, "error "+err.Error())
+					break
+				}
+				b, err := io.ReadAll(resp.Body)
+				out = append(out, fmt.Sprintf("%d %q %v %s %s", resp.StatusCode, b, err, resp.Header.Get("X-K"), resp.TransferEncoding))
+			}
+			c.Close()
+		}
+		return out
+	}
+	want := run(path{})
+	got := run(path{loops: true})
+	if !slices.Equal(got, want) {
+		for i := range min(len(got), len(want)) {
+			if got[i] != want[i] {
+				t.Errorf("answer %d: loop %.200s\ngoroutines %.200s", i, got[i], want[i])
+			}
+		}
+		t.Fatalf("%d answers on the loop, %d on goroutines", len(got), len(want))
+	}
+	if n := loopEnv.handoffs(t, "chunked_body"); n != float64(handed) || handed == 0 {
+		t.Fatalf("%v connections handed off, want %d", n, handed)
 	}
 }
