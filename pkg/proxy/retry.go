@@ -101,7 +101,7 @@ func (s *session) retryTry(status int) bool {
 	s.up, s.pickDone = up, pickDone
 	s.reused = up.since != (time.Time{})
 	s.x.tryStart = now
-	s.upFailed = false
+	s.upFailed, s.upTimeout = false, false
 	up.deadline(s.tryDeadline()) // before the write, as for the first try
 	_ = s.writeUp(s.hb.Bytes())
 	if s.upFailed {

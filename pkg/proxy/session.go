@@ -64,6 +64,7 @@ type session struct {
 	keepAlive bool
 	minor     uint8
 	upFailed  bool // an upstream write failed while the body was forwarded
+	upTimeout bool // ... because the try's time ran out (answered 504, not 502)
 	reused    bool // s.up came from the idle pool
 	replay    bool // the request has no body and s.hb still holds its head
 	cl        *cluster.Cluster
@@ -306,7 +307,7 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 	s.inBody = hasBody
 	s.chunked = h.Body == http1.BodyChunked
 	s.remain = h.ContentLength
-	s.upFailed = false
+	s.upFailed, s.upTimeout = false, false
 	if s.chunked {
 		s.cr.Reset(s.p.cfg.Limits)
 	}
@@ -391,14 +392,16 @@ func (s *session) body(b *buffer.IoBuffer) error {
 	return nil
 }
 
-// writeUp writes to the upstream; a failure is remembered and answered with 502 once
-// the request has been read (the body is still drained so the reply lines up).
+// writeUp writes to the upstream; a failure is remembered and answered once the request
+// has been read (the body is still drained so the reply lines up): 504 when the try's
+// time ran out during the write (an upload slower than the route timeout), else 502.
 func (s *session) writeUp(p []byte) error {
 	if s.upFailed || len(p) == 0 {
 		return nil
 	}
 	if _, err := s.up.io().Write(p); err != nil {
 		s.upFailed = true
+		s.upTimeout = errors.Is(err, os.ErrDeadlineExceeded)
 	}
 	return nil
 }
@@ -433,17 +436,21 @@ func (s *session) retryFresh() bool {
 		return false
 	}
 	s.up = newUpConn(raw, h, done)
-	s.upFailed = false
+	s.upFailed, s.upTimeout = false, false
 	_ = s.writeUp(s.hb.Bytes())
 	return !s.upFailed
 }
 
 // respond reads the response from the upstream and writes it downstream.
 func (s *session) respond() error {
-	if s.upFailed && !s.retryFresh() {
+	if s.upFailed && (s.upTimeout || !s.retryFresh()) {
 		s.retryTry(0)
 	}
 	up := s.up
+	if s.upFailed && s.upTimeout {
+		s.finishUpstream(false, errors.New("upstream timeout"))
+		return s.localDone(statusTimeout, "upstream timeout", false)
+	}
 	if s.upFailed {
 		s.finishUpstream(false, errors.New("upstream write failed"))
 		return s.localDone(statusReset, "upstream write failed", false)
