@@ -219,17 +219,70 @@ type loopPool struct {
 	closed bool // the proxy closed: connections are not kept idle any more
 }
 
-// loopPool returns the proxy's pool for loop, made on first use.
+// loopPool returns the proxy's pool for loop, made on first use (which also starts the
+// watcher of the clusters' hosts).
 func (p *Proxy) loopPool(l *evloop.Loop) *loopPool {
 	if v, ok := p.loops.Load(l); ok {
 		return v.(*loopPool)
 	}
-	v, _ := p.loops.LoadOrStore(l, &loopPool{p: p, loop: l, idle: make(map[string][]*loopUp)})
+	v, loaded := p.loops.LoadOrStore(l, &loopPool{p: p, loop: l, idle: make(map[string][]*loopUp)})
+	if !loaded && p.cfg.Clusters != nil {
+		p.loopWatch.Do(func() {
+			p.loopStop, p.loopDone = make(chan struct{}), make(chan struct{})
+			go p.watchLoopHosts(p.cfg.Clusters.HostsChanged())
+		})
+	}
 	return v.(*loopPool)
+}
+
+// watchLoopHosts closes, at each change of the clusters' hosts, the idle loop
+// connections to hosts that left their cluster or went down (the goroutine path's pool
+// does the same), so they do not wait for their idle timeout holding a max_connections
+// unit.
+func (p *Proxy) watchLoopHosts(changed <-chan struct{}) {
+	defer close(p.loopDone)
+	for {
+		select {
+		case <-changed:
+		case <-p.loopStop:
+			return
+		}
+		changed = p.cfg.Clusters.HostsChanged() // before the pass: no change is missed
+		p.loops.Range(func(_, v any) bool {
+			lp := v.(*loopPool)
+			lp.loop.Post(lp.closeStale)
+			return true
+		})
+	}
+}
+
+// closeStale closes the idle connections whose host was removed or is down.
+func (lp *loopPool) closeStale() {
+	for k, l := range lp.idle {
+		kept := l[:0]
+		for _, u := range l {
+			if u.host.Removed() || !u.host.Healthy() {
+				u.close()
+				continue
+			}
+			kept = append(kept, u)
+		}
+		clear(l[len(kept):])
+		if len(kept) == 0 {
+			delete(lp.idle, k)
+		} else {
+			lp.idle[k] = kept
+		}
+	}
 }
 
 // closeLoopPools closes the idle upstream connections on every loop (Proxy.Close).
 func (p *Proxy) closeLoopPools() {
+	p.loopWatch.Do(func() {}) // no watcher starts after this
+	if p.loopStop != nil {
+		close(p.loopStop)
+		<-p.loopDone
+	}
 	var wg sync.WaitGroup
 	p.loops.Range(func(k, v any) bool {
 		lp := v.(*loopPool)

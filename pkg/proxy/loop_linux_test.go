@@ -618,3 +618,21 @@ func TestLoopMatchesGoroutinePath(t *testing.T) {
 		t.Fatalf("%v connections handed off, want %d", n, handed)
 	}
 }
+
+// An idle upstream connection on a loop is closed as soon as its host goes down, not at
+// its idle timeout.
+func TestLoopIdleToDownHostClosed(t *testing.T) {
+	o := startOrigin(t, echo)
+	e := startLoopEnv(t, o.addr())
+	if resp, _ := roundTrip(t, e.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if n := proxy.LoopIdle(e.px); n != 1 {
+		t.Fatalf("idle = %d, want 1", n)
+	}
+	cl, _ := e.clusters.Get("c")
+	cl.SetHostHealth(o.addr(), false)
+	testutil.Eventually(t, testTimeout, "the idle connection to the down host closed", func() bool {
+		return proxy.LoopIdle(e.px) == 0 && o.closed.Load() == 1
+	})
+}

@@ -78,8 +78,11 @@ type Proxy struct {
 	h2up *h2stream.Pool              // multiplexed HTTP/2 upstream connections (h2*.go)
 	ext  proxyExt                    // mirror workers (mirror.go)
 	// loops holds the idle upstream connections of the event-loop path, one pool per
-	// loop (*evloop.Loop → *loopPool; loop_linux.go).
-	loops sync.Map
+	// loop (*evloop.Loop → *loopPool; loop_linux.go), and the watcher that closes those
+	// to hosts gone or down.
+	loops              sync.Map
+	loopWatch          sync.Once
+	loopStop, loopDone chan struct{}
 }
 
 // New returns a Proxy.
