@@ -88,9 +88,7 @@ func (s *session) h2Request(b *buffer.IoBuffer, n int, rt *router.Route, view ro
 		return fail(err)
 	}
 	if s.head.Expect100 {
-		cb := p.cfg.Pool.NewBuffer(32)
-		_, _ = cb.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
-		if err := s.c.Write(cb); err != nil {
+		if err := s.c.Write(continueBuffer(p.cfg.Pool)); err != nil {
 			t.headDone()
 			cancel()
 			t.release(err)

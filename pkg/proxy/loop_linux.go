@@ -37,8 +37,9 @@ import (
 // around them. Here a socket is read when epoll says so, and a short read means it is
 // drained.
 //
-// The loop serves the common request: HTTP/1.1 or 1.0 without Upgrade, CONNECT or
-// Expect, with no body or a Content-Length body of at most loopBodyMax bytes, on a route
+// The loop serves the common request: HTTP/1.1 or 1.0 without Upgrade or CONNECT, with
+// no body or a Content-Length body of at most loopBodyMax bytes (after a "100 Continue"
+// when the client expects one), on a route
 // to an HTTP/1 cluster whose hosts are addresses, with no upstream TLS and no mirror.
 // Route timeouts and retry policies apply on the loop as on the goroutine path (the loop
 // holds the whole request, so any try can be replayed). Any other request hands the
@@ -140,9 +141,11 @@ type loopConn struct {
 	idle    int64 // the listener's connection idle timeout, ns; 0: none
 	last    int64 // loop clock of the last client activity
 	headAt  int64 // when the partial request head (or body) in `in` started; 0: none
-	sniffBy int64 // the end of the wait for bytes that tell the protocol (sniff)
-	sniff   func(peek []byte) (http1, more bool)
-	inBody  bool // the partial request has its head: the body timeout bounds the wait
+	// continued: "100 Continue" went to the client for the request waiting for its body.
+	continued bool
+	sniffBy   int64 // the end of the wait for bytes that tell the protocol (sniff)
+	sniff     func(peek []byte) (http1, more bool)
+	inBody    bool // the partial request has its head: the body timeout bounds the wait
 
 	rip netip.Addr
 	xff []byte
@@ -579,12 +582,10 @@ func (c *loopConn) partial(full, inBody bool) (handoff bool) {
 func (c *loopConn) request(n int) bool {
 	h := &c.head
 	total := n
+	view := stream.HTTP1Request{Head: h}
 	switch {
 	case h.Upgrade || string(h.Method) == "CONNECT":
 		c.handoff("upgrade")
-		return false
-	case h.Expect100:
-		c.handoff("expect")
 		return false
 	case h.Body == http1.BodyChunked:
 		c.handoff("chunked_body")
@@ -596,30 +597,29 @@ func (c *loopConn) request(n int) bool {
 		}
 		total += int(h.ContentLength)
 		if c.in.Len() < total {
+			if h.Expect100 && !c.continued {
+				// The client waits for a go-ahead before its body, once the request is
+				// known to be forwarded from here.
+				if _, _, why := c.routeFor(view); why != "" {
+					c.handoff(why)
+					return false
+				}
+				c.continued = true
+				c.out = append(c.out, continueBuffer(c.p.cfg.Pool))
+				if !c.flush() {
+					return false
+				}
+			}
 			c.partial(false, true)
 			return false
 		}
 	}
-	p := c.p
-	view := stream.HTTP1Request{Head: h}
-	tbl, ok := p.cfg.Routers.Get(p.cfg.RouterName)
-	var rt *router.Route
-	if ok {
-		rt, ok = tbl.Match(view)
-	}
-	if !ok {
-		c.handoff("no_route")
-		return false
-	}
-	if why := c.loopRoute(rt); why != "" {
+	rt, cl, why := c.routeFor(view)
+	if why != "" {
 		c.handoff(why)
 		return false
 	}
-	cl, ok := p.cfg.Clusters.Get(rt.ClusterFor(view, rand.Uint64()))
-	if !ok {
-		c.handoff("no_cluster")
-		return false
-	}
+	c.continued = false
 	c.headAt, c.inBody = 0, false
 	c.start = c.loop.Now()
 	c.tryStart, c.attempt = c.start, 0
@@ -683,6 +683,28 @@ func (c *loopConn) request(n int) bool {
 	return true
 }
 
+// routeFor routes the request: its route and cluster, or why the loop cannot serve it
+// (a handoff reason).
+func (c *loopConn) routeFor(view stream.HTTP1Request) (*router.Route, *cluster.Cluster, string) {
+	p := c.p
+	tbl, ok := p.cfg.Routers.Get(p.cfg.RouterName)
+	var rt *router.Route
+	if ok {
+		rt, ok = tbl.Match(view)
+	}
+	if !ok {
+		return nil, nil, "no_route"
+	}
+	if why := c.loopRoute(rt); why != "" {
+		return nil, nil, why
+	}
+	cl, ok := p.cfg.Clusters.Get(rt.ClusterFor(view, rand.Uint64()))
+	if !ok {
+		return nil, nil, "no_cluster"
+	}
+	return rt, cl, ""
+}
+
 // loopRoute is why the loop cannot serve a request on rt (see the file comment); "": it
 // can.
 func (c *loopConn) loopRoute(rt *router.Route) string {
@@ -711,6 +733,9 @@ func (c *loopConn) encode(h *http1.RequestHead, rt *router.Route, n, total int) 
 	}
 	fillRequestID(&c.rid)
 	e.RequestID = c.rid[:]
+	if h.Expect100 {
+		e.Remove = append(e.Remove, "Expect") // answered here (or moot: the body is here)
+	}
 	if p := bstr(h.Target); true {
 		if np := rt.RewritePath(p); np != p {
 			e.Target = []byte(np)

@@ -297,9 +297,7 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 		s.mirrorWithBody(rt)
 	}
 	if h.Expect100 && hasBody {
-		cb := s.p.cfg.Pool.NewBuffer(32)
-		_, _ = cb.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
-		if err := s.c.Write(cb); err != nil {
+		if err := s.c.Write(continueBuffer(s.p.cfg.Pool)); err != nil {
 			s.finishUpstream(false, err)
 			return err
 		}
@@ -717,6 +715,13 @@ func (s *session) localReply(status int, body string, closeConn, noBody bool) {
 	ob := localReplyBuffer(s.p.cfg.Pool, status, body, closeConn, noBody)
 	s.localAnswered(status, body, ob.Len())
 	_ = s.c.Write(ob)
+}
+
+// continueBuffer is an interim "100 Continue" response.
+func continueBuffer(pool *buffer.Pool) *buffer.IoBuffer {
+	b := pool.NewBuffer(32)
+	_, _ = b.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+	return b
 }
 
 // localReplyBuffer is a response made by the proxy: status, a text/plain body (left out
