@@ -513,7 +513,13 @@ func (c *loopConn) serve() {
 				c.close("", false)
 				return
 			}
-			c.in.Shrink(readSize)
+			// An idle keep-alive connection holds no buffer: the next request takes them
+			// from the pool again (no allocation in steady state).
+			c.in.Shrink(0)
+			if c.hb != nil {
+				c.hb.Reset()
+				c.hb.Shrink(0)
+			}
 			c.rearm()
 			return
 		}
