@@ -90,8 +90,11 @@ func startProxyRouter(t testing.TB, upstream, routerName string, opts ...func(*p
 }
 
 // path is the HTTP/1 path a test runs on: goroutines (an Auto-downstream proxy served
-// by ServeConn) or, with loops, an HTTP/1 proxy on one event loop.
-type path struct{ loops bool }
+// by ServeConn) or, with loops, an HTTP/1 proxy on event loops (one, or n when n > 1).
+type path struct {
+	loops bool
+	n     int
+}
 
 // bothPaths runs test on each path (the loop one is skipped where there are none).
 func bothPaths(t *testing.T, test func(t *testing.T, p path)) {
@@ -110,7 +113,7 @@ func (p path) startRouter(t testing.TB, upstream, routerName string, opts ...fun
 	t.Helper()
 	js := fmt.Sprintf(`[{"name":"c","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","hosts":[{"address":%q}]},
 		{"name":"dead","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","connect_timeout":"200ms","hosts":[{"address":"127.0.0.1:1"}]}]`, upstream)
-	return newTestEnv(t, routesFmt, js, routerName, p.loops, opts...)
+	return newTestEnvN(t, routesFmt, js, routerName, p.loops, p.n, opts...)
 }
 
 // startWith is a proxy on p with router "r" from routerJSON and clusters from
@@ -131,6 +134,12 @@ func startEnv(t testing.TB, routerJSON, clustersJSON, routerName string, opts ..
 // newTestEnv is startEnv, or with loops an HTTP/1-downstream proxy whose listener serves
 // it on one event loop (the test skips where there are none).
 func newTestEnv(t testing.TB, routerJSON, clustersJSON, routerName string, loops bool, opts ...func(*proxy.Config)) *env {
+	t.Helper()
+	return newTestEnvN(t, routerJSON, clustersJSON, routerName, loops, 1, opts...)
+}
+
+// newTestEnvN is newTestEnv on n event loops (loops).
+func newTestEnvN(t testing.TB, routerJSON, clustersJSON, routerName string, loops bool, n int, opts ...func(*proxy.Config)) *env {
 	t.Helper()
 	rts := proxytest.Routers(t, routerJSON)
 	m := metrics.New()
@@ -156,7 +165,7 @@ func newTestEnv(t testing.TB, routerJSON, clustersJSON, routerName string, loops
 	if !px.LoopCapable() {
 		t.Skip("this proxy cannot be served on event loops here")
 	}
-	e.addr = proxytest.ServeLoops(t, px, pool, m)
+	e.addr = proxytest.ServeLoopsN(t, px, pool, m, max(n, 1))
 	return e
 }
 

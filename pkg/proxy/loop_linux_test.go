@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -340,12 +341,26 @@ func TestLoopHalfCloseAndHTTP10(t *testing.T) {
 	e.noHandoffs(t)
 }
 
-// Many clients at once, each with many requests: every response matches its request.
+// Many clients at once on two loops, each with many requests, with an access log and
+// retries of every eleventh request's first try (503): every response matches its
+// request, under the race detector.
 func TestLoopConcurrentClients(t *testing.T) {
+	var tries sync.Map
 	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, r.URL.Query().Get("v"))
+		v := r.URL.Query().Get("v")
+		if n, _ := strconv.Atoi(v); n%11 == 0 {
+			if _, again := tries.LoadOrStore(v, true); !again {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			}
+		}
+		_, _ = io.WriteString(w, v)
 	})
-	e := startLoopEnv(t, o.addr())
+	routes := `{"router_config_name":"r","virtual_hosts":[{"name":"vh","domains":["*"],"routers":[
+ {"match":{"prefix":"/"},"route":{"cluster_name":"c","retry_policy":{"retry_on":true,"num_retries":1}}}]}]}`
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	e := newTestEnvN(t, routes, `[{"name":"c","type":"SIMPLE","hosts":[{"address":"`+o.addr()+`"}],"circuit_breakers":[{"max_retries":1000}]}]`,
+		"r", true, 2, withAccessLog(t, logPath, "%response_code% %x-mosn-path%"))
 	const clients, reqs = 16, 50
 	errs := make(chan error, clients)
 	for k := range clients {
@@ -380,8 +395,13 @@ func TestLoopConcurrentClients(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := o.reqs.Load(); n != clients*reqs {
-		t.Fatalf("upstream requests = %d", n)
+	retried := int64(0)
+	tries.Range(func(any, any) bool { retried++; return true })
+	if n := o.reqs.Load(); n != clients*reqs+retried {
+		t.Fatalf("upstream requests = %d, want %d + %d retries", n, clients*reqs, retried)
+	}
+	if lines := logLines(t, e.px.AccessLog().Flush, logPath, clients*reqs); len(lines) != clients*reqs {
+		t.Fatalf("%d access log lines, want %d", len(lines), clients*reqs)
 	}
 	if n := proxy.LoopIdle(e.px); n < 1 || n > clients {
 		t.Fatalf("idle upstream connections on the loop = %d, want 1..%d", n, clients)

@@ -66,7 +66,16 @@ func ServeLoops(t testing.TB, h interface {
 	network.RawHandler
 }, pool *buffer.Pool, m *metrics.Set) string {
 	t.Helper()
-	g, err := evloop.NewGroup(1, nil)
+	return ServeLoopsN(t, h, pool, m, 1)
+}
+
+// ServeLoopsN is ServeLoops on n event loops, which share the listening socket.
+func ServeLoopsN(t testing.TB, h interface {
+	network.Handler
+	network.RawHandler
+}, pool *buffer.Pool, m *metrics.Set, n int) string {
+	t.Helper()
+	g, err := evloop.NewGroup(n, nil)
 	if err != nil {
 		t.Skipf("event loops: %v", err)
 	}
