@@ -5,6 +5,7 @@ import (
 	"crypto/sha1"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -225,32 +226,39 @@ func TestHTTP1Retries(t *testing.T) {
 		t.Fatalf("replayed POST: %s %q", r.Method, mustRead(r.Body))
 	}
 	flaky.fail.Store(0)
-	// A body that streamed after the head (sent after 100 Continue) is not replayed.
-	flaky.count.Store(0)
-	flaky.fail.Store(1)
-	func() {
-		c := framework.Dial(t, addr)
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(15 * time.Second))
-		br := bufio.NewReader(c)
-		if _, err := io.WriteString(c, "POST /two HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		line, err := br.ReadString('\n')
-		if err != nil || !strings.HasPrefix(line, "HTTP/1.1 100") {
-			t.Fatalf("want 100 Continue, got %q %v", line, err)
-		}
-		if _, err := br.ReadString('\n'); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.WriteString(c, "abc"); err != nil {
-			t.Fatal(err)
-		}
-		resp, _ := readResponse(t, br, "POST")
-		if resp.StatusCode != 503 || flaky.count.Load() != 1 {
-			t.Fatalf("streamed POST: %d after %d tries", resp.StatusCode, flaky.count.Load())
-		}
-	}()
+	// A body sent after 100 Continue: a small one is held whole before it is forwarded (the
+	// event loop's path), so it is replayed; a large one streams through (the goroutine
+	// path) and is not.
+	for _, tc := range []struct {
+		size, status int
+		tries        int64
+	}{{3, 200, 2}, {60000, 503, 1}} {
+		flaky.count.Store(0)
+		flaky.fail.Store(1)
+		func() {
+			c := framework.Dial(t, addr)
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+			br := bufio.NewReader(c)
+			if _, err := fmt.Fprintf(c, "POST /two HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", tc.size); err != nil {
+				t.Fatal(err)
+			}
+			line, err := br.ReadString('\n')
+			if err != nil || !strings.HasPrefix(line, "HTTP/1.1 100") {
+				t.Fatalf("want 100 Continue, got %q %v", line, err)
+			}
+			if _, err := br.ReadString('\n'); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.WriteString(c, strings.Repeat("b", tc.size)); err != nil {
+				t.Fatal(err)
+			}
+			resp, _ := readResponse(t, br, "POST")
+			if resp.StatusCode != tc.status || flaky.count.Load() != tc.tries {
+				t.Fatalf("%d-byte POST after 100 Continue: %d after %d tries, want %d after %d", tc.size, resp.StatusCode, flaky.count.Load(), tc.status, tc.tries)
+			}
+		}()
+	}
 	flaky.fail.Store(0)
 	// Connection closed without a response: retried.
 	resp, body = roundTrip(t, addr, "GET /reset HTTP/1.1\r\nHost: a\r\n\r\n")
