@@ -37,21 +37,22 @@ import (
 // around them. Here a socket is read when epoll says so, and a short read means it is
 // drained.
 //
-// The loop serves the common request: HTTP/1.1 or 1.0 without Upgrade or CONNECT, with
-// no body or a Content-Length body of at most loopBodyMax bytes (after a "100 Continue"
-// when the client expects one), on a route
-// to an HTTP/1 cluster whose hosts are addresses, with no upstream TLS and no mirror.
-// Route timeouts and retry policies apply on the loop as on the goroutine path (the loop
-// holds the whole request, so any try can be replayed). Any other request hands the
-// connection over to the goroutine path (network.RawConn.Handoff) between two requests,
-// with the bytes not yet consumed: that path then serves this and every later request
-// of the connection. So do a route that answers locally (no route, direct_response,
-// redirect) and a pick that must wait for a healthy host (pick_timeout). Listeners with
-// stream filters are not served on loops at all (ServeRaw declines); access logs are
-// written from the loop (loop_log_linux.go).
+// The loop serves HTTP/1.1 and 1.0 requests without Upgrade or CONNECT, on routes to an
+// HTTP/1 cluster whose hosts are addresses, with no upstream TLS and no mirror. A body of
+// at most loopBodyMax bytes (Content-Length) is read whole before the request goes out,
+// so any try can be replayed (retry policies, a kept-alive connection found closed); a
+// chunked or larger body streams to the upstream as it arrives (pumpBody) and is never
+// replayed. "100 Continue" is sent when the client expects one. Route timeouts and
+// retry policies apply as on the goroutine path. Any other request hands the connection
+// over to the goroutine path (network.RawConn.Handoff) between two requests, with the
+// bytes not yet consumed: that path then serves this and every later request of the
+// connection. So do a route that answers locally (no route, direct_response, redirect)
+// and a pick that must wait for a healthy host (pick_timeout). Listeners with stream
+// filters are not served on loops at all (ServeRaw declines); access logs are written
+// from the loop (loop_log_linux.go).
 
 const (
-	loopBodyMax = 48 << 10 // largest request body served on the loop (whole, before forwarding)
+	loopBodyMax = 48 << 10 // largest request body read whole before forwarding; larger ones stream
 	loopInMax   = 96 << 10 // downstream bytes held unparsed; a head that needs more is handed off
 	loopIovMax  = 64       // buffers per writev
 )
@@ -180,6 +181,15 @@ type loopConn struct {
 	attempt   int   // retries made for the request
 	retrySlot bool  // a max_retries unit is held for the try in flight
 	connAt    int64 // loop clock when the connect in flight started
+
+	// A request body streamed to the upstream as it arrives (pumpBody).
+	streamed  bool  // the request's body streams (it is not in hb: no try can replay it)
+	reqBody   bool  // body bytes are still to come from the client or to go upstream
+	bodyDone  bool  // the body's end has been read (reqBody until it is written)
+	bodyReady int   // body bytes at the start of `in`, framed and not yet written
+	reqRemain int64 // Content-Length bytes not yet framed
+	reqChunk  bool
+	rcr       http1.ChunkedReader
 
 	// The response.
 	rb       *buffer.IoBuffer // bytes read from the upstream and not yet forwarded
@@ -460,6 +470,9 @@ func (c *loopConn) OnEvents(ev uint32) {
 		}
 	}
 	c.readDown()
+	if c.reqBody && !c.closed {
+		c.pumpBody()
+	}
 	if !c.closed {
 		c.serve()
 	}
@@ -589,18 +602,15 @@ func (c *loopConn) request(n int) bool {
 	h := &c.head
 	total := n
 	view := stream.HTTP1Request{Head: h}
+	streaming := false
 	switch {
 	case h.Upgrade || string(h.Method) == "CONNECT":
 		c.handoff("upgrade")
 		return false
-	case h.Body == http1.BodyChunked:
-		c.handoff("chunked_body")
-		return false
+	case h.Body == http1.BodyChunked || h.ContentLength > loopBodyMax || n+int(h.ContentLength) > loopInMax:
+		// The body streams to the upstream as it arrives (pumpBody); it is not replayed.
+		streaming = true
 	case h.Body == http1.BodyLength:
-		if h.ContentLength > loopBodyMax || n+int(h.ContentLength) > loopInMax {
-			c.handoff("large_body")
-			return false
-		}
 		total += int(h.ContentLength)
 		if c.in.Len() < total {
 			if h.Expect100 && !c.continued {
@@ -625,11 +635,14 @@ func (c *loopConn) request(n int) bool {
 		c.handoff(why)
 		return false
 	}
+	continued := c.continued
 	c.continued = false
 	c.headAt, c.inBody = 0, false
 	c.start = c.loop.Now()
 	c.tryStart, c.attempt = c.start, 0
-	c.keepAlive, c.isHead, c.minor = h.KeepAlive, string(h.Method) == "HEAD", h.ProtoMinor
+	// A local answer to a request whose body was not read closes the connection, so that
+	// no body byte is taken for a request.
+	c.keepAlive, c.isHead, c.minor = h.KeepAlive && !streaming, string(h.Method) == "HEAD", h.ProtoMinor
 	if c.logging {
 		c.logBegin(view, rt, total)
 	}
@@ -652,8 +665,14 @@ func (c *loopConn) request(n int) bool {
 		le := pickError(err)
 		return c.localDone(le.status, le.body)
 	}
-	var up *loopUp
-	if up = c.pool.get(host.PoolKey()); up == nil {
+	up := c.pool.get(host.PoolKey())
+	for streaming && up != nil && !evloop.Alive(up.fd) {
+		// A streamed body cannot be sent again if the connection turns out closed, so
+		// look first: the upstream's FIN may be queued behind this request's event.
+		up.close()
+		up = c.pool.get(host.PoolKey())
+	}
+	if up == nil {
 		if err := cl.StartAttemptsHost(&c.att, &c.lr, host); err != nil {
 			done(lb.DoneInfo{})
 			cl.Release(cluster.MaxRequests)
@@ -677,16 +696,27 @@ func (c *loopConn) request(n int) bool {
 		return c.localDone(http.StatusBadRequest, "bad request edit")
 	}
 	c.in.Drain(total)
+	c.streamed = streaming
+	if streaming {
+		c.keepAlive = h.KeepAlive // the body is read: the connection may carry more
+		c.startBody(h)
+		if h.Expect100 && !continued {
+			c.out = append(c.out, continueBuffer(c.p.cfg.Pool))
+			if !c.flush() {
+				return false
+			}
+		}
+	}
 	c.rearm()
 	if up != nil {
 		c.reused = true
 		c.attach(up)
 		c.writeUp()
-		return true
+		return !c.closed
 	}
 	c.reused = false
 	c.connectNext()
-	return true
+	return !c.closed
 }
 
 // routeFor routes the request: its route and cluster, or why the loop cannot serve it
@@ -851,6 +881,108 @@ func (c *loopConn) writeUp() {
 			return
 		}
 	}
+	if c.reqBody {
+		c.pumpBody()
+	}
+}
+
+// startBody starts streaming the body of request head h: the bytes already read go
+// upstream after the head (pumpBody), the rest as they arrive.
+func (c *loopConn) startBody(h *http1.RequestHead) {
+	c.reqBody, c.bodyDone, c.bodyReady = true, false, 0
+	c.reqChunk, c.reqRemain = h.Body == http1.BodyChunked, h.ContentLength
+	if c.reqChunk {
+		c.rcr.Reset(c.p.cfg.Limits)
+	}
+}
+
+// pumpBody frames the request body bytes in `in` and writes them to the upstream once its
+// head is out, reading more from the client as the upstream takes them: `in` holds at most
+// loopInMax bytes, so a slow upstream holds the client back. A malformed chunked body is
+// answered 400 (or ends the connection once the response has started).
+func (c *loopConn) pumpBody() {
+	for c.reqBody && !c.closed {
+		if !c.bodyDone && c.in.Len() > c.bodyReady {
+			if err := c.frameBody(); err != nil {
+				c.p.protocolError(string(stream.HTTP1))
+				if c.started {
+					c.finish(false, err)
+					c.close(network.CloseReason("protocol_error"), false)
+					return
+				}
+				c.finish(false, err)
+				c.keepAlive = false
+				c.localReply(http1.StatusCode(err), err.Error(), true)
+				return
+			}
+		}
+		u := c.up
+		if u == nil || u.connecting || u.blocked || c.hbOff < c.hb.Len() {
+			return // the upstream is not ready: OnEvents calls again
+		}
+		for c.bodyReady > 0 {
+			n, err := evloop.Write(u.fd, c.in.Bytes()[:c.bodyReady])
+			switch {
+			case err == nil:
+				c.in.Drain(n)
+				c.bodyReady -= n
+				if c.logged {
+					c.info.BytesReceived += uint64(n)
+				}
+				continue
+			case err == syscall.EAGAIN:
+				u.blocked = true
+				return
+			case err == syscall.EINTR:
+				continue
+			}
+			c.upFailed(false)
+			return
+		}
+		if c.bodyDone {
+			c.reqBody = false
+			if c.logged {
+				c.info.RequestReceived = time.Since(c.info.Start)
+			}
+			return
+		}
+		if !c.readable || c.eof {
+			if c.eof { // the client left before the end of its body
+				c.close(network.CloseRemote, false)
+			}
+			return // wait for the client
+		}
+		c.readDown()
+	}
+}
+
+// frameBody extends bodyReady over the body bytes newly in `in`, up to the body's end.
+func (c *loopConn) frameBody() error {
+	b := c.in.Bytes()[c.bodyReady:]
+	if !c.reqChunk {
+		k := int(min(int64(len(b)), c.reqRemain))
+		c.reqRemain -= int64(k)
+		c.bodyReady += k
+		c.bodyDone = c.reqRemain == 0
+		return nil
+	}
+	k := 0
+	for k < len(b) {
+		_, used, done, err := c.rcr.Next(b[k:])
+		if err != nil {
+			return err
+		}
+		k += used
+		if done {
+			c.bodyDone = true
+			break
+		}
+		if used == 0 {
+			break
+		}
+	}
+	c.bodyReady += k
+	return nil
 }
 
 // readUp reads the response while the client keeps up with it.
@@ -1016,9 +1148,9 @@ func (c *loopConn) forward() bool {
 		// The upstream is not reused after bytes past the response (it spoke out of turn)
 		// or before the whole request was written (it answered early).
 		extra := c.rb != nil && c.rb.Len() > 0
-		c.finish(!extra && c.rhead.KeepAlive && c.hbOff == c.hb.Len(), nil)
+		c.finish(!extra && c.rhead.KeepAlive && c.hbOff == c.hb.Len() && !c.reqBody, nil)
 		c.logEnd(0)
-		if c.closeOut {
+		if c.closeOut || !c.keepAlive {
 			c.closing = true
 		}
 	}
@@ -1057,7 +1189,7 @@ func (c *loopConn) upFailed(eof bool) {
 		c.finish(false, errors.New("upstream reset"))
 		c.logEnd(accesslog.FlagUpstreamReset)
 		c.close(network.CloseReason("upstream_reset"), false)
-	case c.reused && (c.rb == nil || c.rb.Len() == 0):
+	case c.reused && !c.streamed && (c.rb == nil || c.rb.Len() == 0):
 		c.reused = false
 		host := c.host
 		c.up.close()
@@ -1087,6 +1219,11 @@ func (c *loopConn) finish(reuse bool, err error) {
 		return
 	}
 	c.busy, c.connAt = false, 0
+	if c.reqBody {
+		// The rest of the request body will not be read: the connection ends with the
+		// answer.
+		c.reqBody, c.keepAlive = false, false
+	}
 	c.retryDone()
 	c.dropTry(reuse)
 	var lat time.Duration
@@ -1152,7 +1289,7 @@ func (c *loopConn) retry(status int) bool {
 	c.retryDone()
 	rt, cl := c.route, c.cl
 	pol := rt.Retry()
-	if pol == nil {
+	if pol == nil || c.streamed {
 		return false
 	}
 	now := c.loop.Now()
@@ -1379,6 +1516,9 @@ func (c *loopConn) deadline() int64 {
 				d = cd
 			}
 		}
+		if bd := c.bodyDeadline(); bd != 0 && (d == 0 || bd < d) {
+			d = bd
+		}
 		return d
 	case c.headAt != 0:
 		t := c.p.requestHeaderTimeout()
@@ -1393,6 +1533,23 @@ func (c *loopConn) deadline() int64 {
 		return c.last + c.idle
 	}
 	return 0
+}
+
+// bodyDeadline bounds the wait for more of a streamed request body: the request body
+// timeout after the client's last bytes, while the body is incomplete and nothing holds
+// it back but the client; 0: none.
+func (c *loopConn) bodyDeadline() int64 {
+	if !c.reqBody || c.bodyDone || c.in.Len() >= loopInMax {
+		return 0
+	}
+	if u := c.up; u != nil && u.blocked {
+		return 0 // the upstream is slow, not the client
+	}
+	t := c.p.requestBodyTimeout()
+	if t < 0 {
+		return 0
+	}
+	return c.last + int64(t)
 }
 
 // OnTimer applies the bound that passed, if one did.
@@ -1410,6 +1567,10 @@ func (c *loopConn) OnTimer() {
 	switch {
 	case c.sniff != nil: // no protocol in time: closed, as the goroutine path does
 		c.close("", false)
+	case c.busy && !c.started && c.bodyDeadline() != 0 && now >= c.bodyDeadline():
+		c.p.protocolError(string(stream.HTTP1))
+		c.finish(false, errors.New("request body timeout"))
+		c.localReply(http.StatusRequestTimeout, "request body timeout", true)
 	case c.busy && c.connAt != 0 && now >= c.connAt+int64(c.att.ConnectTimeout()):
 		c.connectFailed(nil, true)
 	case c.busy && !c.started:

@@ -179,7 +179,8 @@ func TestLoopResponseFramings(t *testing.T) {
 }
 
 // Requests the loop does not serve go to the goroutine path with the connection, which
-// then serves them and the requests after them.
+// then serves them and the requests after them. Streamed bodies (chunked, or larger than
+// the loop holds) stay on the loop (reason "").
 func TestLoopHandoff(t *testing.T) {
 	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
@@ -187,18 +188,19 @@ func TestLoopHandoff(t *testing.T) {
 	})
 	e := startLoopEnv(t, o.addr())
 	cases := []struct {
-		reason, req, want string
-		status            int
+		name, reason, req, want string
+		status                  int
 	}{
-		{"chunked_body", "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "/a 3", 200},
-		{"large_body", fmt.Sprintf("POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s", 100000, strings.Repeat("y", 100000)), "/b 100000", 200},
-		{"large_body", "POST /big-head HTTP/1.1\r\nHost: a\r\n" + strings.Repeat("X-Pad: "+strings.Repeat("p", 1000)+"\r\n", 50) +
+		{"chunked body", "", "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "/a 3", 200},
+		{"large body", "", fmt.Sprintf("POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s", 100000, strings.Repeat("y", 100000)), "/b 100000", 200},
+		{"large head and body", "", "POST /big-head HTTP/1.1\r\nHost: a\r\n" + strings.Repeat("X-Pad: "+strings.Repeat("p", 1000)+"\r\n", 50) +
 			"Content-Length: 48000\r\n\r\n" + strings.Repeat("z", 48000), "/big-head 48000", 200}, // head + body over what the loop holds
-		{"local_answer", "GET /direct HTTP/1.1\r\nHost: a\r\n\r\n", "direct body", 200},
+		{"direct response", "local_answer", "GET /direct HTTP/1.1\r\nHost: a\r\n\r\n", "direct body", 200},
+		{"no route", "no_route", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", "no route", 404},
 	}
 	handed := map[string]int{}
 	for _, tc := range cases {
-		t.Run(tc.reason, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			c := dial(t, e.addr)
 			br := bufio.NewReader(c)
 			// One request the loop serves, then the one it hands over, then another.
@@ -209,13 +211,15 @@ func TestLoopHandoff(t *testing.T) {
 			_, _ = io.WriteString(c, tc.req)
 			resp, body := readResp(t, br, http.MethodPost)
 			if resp.StatusCode != tc.status || body != tc.want {
-				t.Fatalf("handed-off request: %d %q", resp.StatusCode, body)
+				t.Fatalf("%s: %d %q", tc.name, resp.StatusCode, body)
 			}
 			_, _ = io.WriteString(c, "GET /after HTTP/1.1\r\nHost: a\r\n\r\n")
 			if _, body := readResp(t, br, http.MethodGet); body != "/after 0" {
 				t.Fatalf("after: %q", body)
 			}
-			if n := e.handoffs(t, tc.reason); n != float64(handed[tc.reason]+1) {
+			if tc.reason == "" {
+				e.noHandoffs(t)
+			} else if n := e.handoffs(t, tc.reason); n != float64(handed[tc.reason]+1) {
 				t.Fatalf("handoffs(%s) = %v, want %d", tc.reason, n, handed[tc.reason]+1)
 			}
 			handed[tc.reason]++
@@ -564,12 +568,22 @@ func TestLoopMatchesGoroutinePath(t *testing.T) {
 			n := rng.IntN(5000)
 			path := fmt.Sprintf("/r/%s/%d", kind, n)
 			var req string
-			switch rng.IntN(5) {
+			switch rng.IntN(7) {
 			case 0:
 				req = "HEAD " + path + " HTTP/1.1\r\nHost: a\r\n\r\n"
 			case 1:
 				b := strings.Repeat("b", rng.IntN(3000))
 				req = fmt.Sprintf("POST %s HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s", path, len(b), b)
+			case 2: // streamed: over what the loop holds
+				b := strings.Repeat("L", 50000+rng.IntN(80000))
+				req = fmt.Sprintf("PUT %s HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s", path, len(b), b)
+			case 3: // streamed: chunked, in several chunks, with a trailer
+				var sb strings.Builder
+				for range 1 + rng.IntN(4) {
+					part := strings.Repeat("c", 1+rng.IntN(20000))
+					fmt.Fprintf(&sb, "%x\r\n%s\r\n", len(part), part)
+				}
+				req = "POST " + path + " HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + sb.String() + "0\r\nX-T: 1\r\n\r\n"
 			default:
 				req = "GET " + path + " HTTP/1.1\r\nHost: a\r\n\r\n"
 			}
@@ -580,7 +594,7 @@ func TestLoopMatchesGoroutinePath(t *testing.T) {
 		}
 		if last := ex.reqs[len(ex.reqs)-1]; len(conns)%3 == 2 && !strings.Contains(last, "/r/e/") {
 			// A request the loop hands over, and one more after it.
-			ex.reqs = append(ex.reqs, "POST /r/l/100 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+			ex.reqs = append(ex.reqs, "GET /direct HTTP/1.1\r\nHost: a\r\n\r\n",
 				"GET /r/c/2000 HTTP/1.1\r\nHost: a\r\n\r\n")
 			handed++
 		}
@@ -627,7 +641,7 @@ func TestLoopMatchesGoroutinePath(t *testing.T) {
 		}
 		t.Fatalf("%d answers on the loop, %d on goroutines", len(got), len(want))
 	}
-	if n := loopEnv.handoffs(t, "chunked_body"); n != float64(handed) || handed == 0 {
+	if n := loopEnv.handoffs(t, "local_answer"); n != float64(handed) || handed == 0 {
 		t.Fatalf("%v connections handed off, want %d", n, handed)
 	}
 }
@@ -681,6 +695,54 @@ func TestLoopExpectContinue(t *testing.T) {
 	_, _ = io.WriteString(c, "POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc")
 	if resp, body := readResp(t, br, http.MethodPost); resp.StatusCode != 200 || body != "abc" {
 		t.Fatalf("body with the head: %d %q", resp.StatusCode, body)
+	}
+	e.noHandoffs(t)
+}
+
+// A streamed request body goes no faster than the upstream reads it: the proxy holds at
+// most what the loop reads ahead, not the body.
+func TestLoopUploadBackpressure(t *testing.T) {
+	const total, chunk = 64 << 20, 1 << 20
+	release := make(chan struct{})
+	addr := rawOrigin(t, func(c net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		<-release
+		n, _ := io.Copy(io.Discard, req.Body)
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d", len(strconv.FormatInt(n, 10)), n)
+	})
+	e := startLoopEnv(t, addr)
+	c := dial(t, e.addr)
+	var sent atomic.Int64
+	errc := make(chan error, 1)
+	go func() {
+		if _, err := fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", total); err != nil {
+			errc <- err
+			return
+		}
+		b := make([]byte, chunk)
+		for sent.Load() < total {
+			if _, err := c.Write(b); err != nil {
+				errc <- err
+				return
+			}
+			sent.Add(chunk)
+		}
+		errc <- nil
+	}()
+	time.Sleep(500 * time.Millisecond)
+	if s := sent.Load(); s >= total {
+		t.Fatalf("the client sent all %d bytes while the upstream read none: the proxy buffered them", s)
+	}
+	close(release)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	resp, body := readResp(t, bufio.NewReader(c), http.MethodPost)
+	if resp.StatusCode != 200 || body != strconv.Itoa(total) {
+		t.Fatalf("upload: %d %q", resp.StatusCode, body)
 	}
 	e.noHandoffs(t)
 }

@@ -452,6 +452,34 @@ func staleIdleRetried(t *testing.T, start func(upstream string) *env) *env {
 	return e
 }
 
+// TestStaleIdleConnectionWithBody: the upstream closes each keep-alive connection after
+// its response; a request whose body streams through (too large to replay) must not be
+// sent on that closed connection: it is looked at first.
+func TestStaleIdleConnectionWithBody(t *testing.T) { bothPaths(t, staleIdleWithBody) }
+
+func staleIdleWithBody(t *testing.T, p path) {
+	addr := rawOrigin(t, func(c net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		b, _ := io.ReadAll(req.Body)
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d", len(strconv.Itoa(len(b))), len(b))
+	})
+	e := p.start(t, addr)
+	c := dial(t, e.addr)
+	br := bufio.NewReader(c)
+	body := strings.Repeat("p", 200000)
+	for i := range 3 {
+		fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		resp, got := readResp(t, br, http.MethodPost)
+		if resp.StatusCode != 200 || got != "200000" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, got)
+		}
+		time.Sleep(10 * time.Millisecond) // the upstream's close arrives
+	}
+}
+
 // TestClustersSharingAnAddressKeepTheirOwnConnections: two clusters list one upstream
 // address; each may configure it differently (TLS server name, breakers), so an idle
 // connection one cluster dialled must not carry the other's requests, over HTTP/1 or

@@ -248,6 +248,12 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 		return s.localDone(le.status, le.body, hasBody)
 	}
 	up := s.p.get(host, s.start) // probed by the pool when idle for a while
+	for up != nil && hasBody && !up.Probe() {
+		// A body may stream through and then cannot be sent again if the connection
+		// turns out closed (retryFresh replays bodiless requests only): look first.
+		up.close()
+		up = s.p.get(host, s.start)
+	}
 	if up == nil {
 		raw, h2, done, err := s.dial(rt, cl, host, hasBody)
 		if err != nil {

@@ -226,9 +226,8 @@ func TestHTTP1Retries(t *testing.T) {
 		t.Fatalf("replayed POST: %s %q", r.Method, mustRead(r.Body))
 	}
 	flaky.fail.Store(0)
-	// A body sent after 100 Continue: a small one is held whole before it is forwarded (the
-	// event loop's path), so it is replayed; a large one streams through (the goroutine
-	// path) and is not.
+	// A body sent after 100 Continue: a small one is held whole before it is forwarded (on
+	// the event loop), so it is replayed; a large one streams through and is not.
 	for _, tc := range []struct {
 		size, status int
 		tries        int64

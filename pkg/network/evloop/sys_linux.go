@@ -168,6 +168,16 @@ func ConnectTCP(ap netip.AddrPort) (int, error) {
 	return fd, nil
 }
 
+// Alive reports whether the connected socket fd is open and has nothing to read: a peek
+// that would block. A FIN (the peer closed), bytes the peer sent unasked, or an error mean
+// the connection must not carry a request.
+func Alive(fd int) bool {
+	var b [1]byte
+	_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	return e == syscall.EAGAIN
+}
+
 // epollWait takes ready events without waiting.
 func epollWait(epfd int, events []unix.EpollEvent) (int, error) {
 	n, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])),
