@@ -552,7 +552,10 @@ func TestLoopMatchesGoroutinePath(t *testing.T) {
 			case "m":
 				_, _ = io.WriteString(c, "HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n")
 			case "e":
-				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\n\r\n%s", payload) // close-delimited
+				// Close-delimited (for a GET). It says so: an upstream that closes a connection
+				// the proxy may reuse races the next request, which a body that streams
+				// cannot survive on either path.
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n%s", payload)
 				return
 			}
 		}

@@ -458,6 +458,7 @@ func staleIdleRetried(t *testing.T, start func(upstream string) *env) *env {
 func TestStaleIdleConnectionWithBody(t *testing.T) { bothPaths(t, staleIdleWithBody) }
 
 func staleIdleWithBody(t *testing.T, p path) {
+	closed := make(chan struct{}, 8)
 	addr := rawOrigin(t, func(c net.Conn) {
 		req, err := http.ReadRequest(bufio.NewReader(c))
 		if err != nil {
@@ -465,6 +466,8 @@ func staleIdleWithBody(t *testing.T, p path) {
 		}
 		b, _ := io.ReadAll(req.Body)
 		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d", len(strconv.Itoa(len(b))), len(b))
+		_ = c.Close()
+		closed <- struct{}{}
 	})
 	e := p.start(t, addr)
 	c := dial(t, e.addr)
@@ -476,7 +479,7 @@ func staleIdleWithBody(t *testing.T, p path) {
 		if resp.StatusCode != 200 || got != "200000" {
 			t.Fatalf("request %d: %d %q", i, resp.StatusCode, got)
 		}
-		time.Sleep(10 * time.Millisecond) // the upstream's close arrives
+		<-closed // the upstream closed the connection the proxy keeps
 	}
 }
 
