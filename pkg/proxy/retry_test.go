@@ -104,7 +104,7 @@ func retryStatusAndPerTryTimeout(t *testing.T, p path) {
 		_, _ = io.WriteString(w, "good "+string(b))
 	})
 	routes := `{"router_config_name":"r","virtual_hosts":[{"name":"vh","domains":["*"],"routers":[
- {"match":{"prefix":"/"},"route":{"cluster_name":"c","timeout":"5s","retry_policy":{"retry_on":true,"num_retries":1,"retry_timeout":"200ms"}}}]}]}`
+ {"match":{"prefix":"/"},"route":{"cluster_name":"c","timeout":"5s","retry_policy":{"retry_on":true,"num_retries":1,"retry_timeout":"500ms"}}}]}]}`
 	e := p.startWith(t, routes, `[{"name":"c","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","hosts":[{"address":"`+bad.addr()+`"},{"address":"`+good.addr()+`"}]}]`)
 	c := dial(t, e.addr)
 	br := bufio.NewReader(c)
