@@ -958,31 +958,14 @@ func (c *loopConn) pumpBody() {
 
 // frameBody extends bodyReady over the body bytes newly in `in`, up to the body's end.
 func (c *loopConn) frameBody() error {
-	b := c.in.Bytes()[c.bodyReady:]
-	if !c.reqChunk {
-		k := int(min(int64(len(b)), c.reqRemain))
-		c.reqRemain -= int64(k)
-		c.bodyReady += k
-		c.bodyDone = c.reqRemain == 0
-		return nil
+	body := http1.BodyLength
+	if c.reqChunk {
+		body = http1.BodyChunked
 	}
-	k := 0
-	for k < len(b) {
-		_, used, done, err := c.rcr.Next(b[k:])
-		if err != nil {
-			return err
-		}
-		k += used
-		if done {
-			c.bodyDone = true
-			break
-		}
-		if used == 0 {
-			break
-		}
-	}
+	k, done, err := frameBody(body, c.in.Bytes()[c.bodyReady:], &c.reqRemain, &c.rcr)
 	c.bodyReady += k
-	return nil
+	c.bodyDone = done
+	return err
 }
 
 // readUp reads the response while the client keeps up with it.
@@ -1104,33 +1087,11 @@ func (c *loopConn) responseHead() (n int, ok bool) {
 // writes; at the response's end the upstream connection is released.
 func (c *loopConn) forward() bool {
 	rb := c.rb
-	done, k := false, 0
-	switch c.body {
-	case http1.BodyNone:
-		done = true
-	case http1.BodyLength:
-		k = int(min(int64(rb.Len()), c.remain))
-		c.remain -= int64(k)
-		done = c.remain == 0
-	case http1.BodyChunked:
-		for k < rb.Len() {
-			_, used, d, err := c.cr.Next(rb.Bytes()[k:])
-			if err != nil {
-				c.p.cfg.Log.Debug("proxy: invalid chunked response body", zap.Error(err))
-				c.upFailed(false)
-				return false
-			}
-			k += used
-			if d {
-				done = true
-				break
-			}
-			if used == 0 {
-				break
-			}
-		}
-	case http1.BodyClose:
-		k = rb.Len()
+	k, done, err := frameBody(c.body, rb.Bytes(), &c.remain, &c.cr)
+	if err != nil {
+		c.p.cfg.Log.Debug("proxy: invalid chunked response body", zap.Error(err))
+		c.upFailed(false)
+		return false
 	}
 	c.sent(k)
 	switch {
