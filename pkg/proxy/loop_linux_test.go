@@ -123,26 +123,20 @@ func TestLoopPipelinedAndSplitBody(t *testing.T) {
 // client (the upstream is read only as fast as the client takes the bytes).
 func TestLoopResponseFramings(t *testing.T) {
 	large := bytes.Repeat([]byte("0123456789abcdef"), 256<<10) // 4 MiB
-	addr := rawOrigin(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			switch req.URL.Path {
-			case "/chunked":
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n")
-			case "/close":
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\nuntil the end")
-				return
-			case "/head":
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
-			case "/large":
-				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(large))
-				_, _ = c.Write(large)
-			}
+	addr := keepAliveOrigin(t, func(c net.Conn, req *http.Request) bool {
+		switch req.URL.Path {
+		case "/chunked":
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n")
+		case "/close":
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\nuntil the end")
+			return false
+		case "/head":
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
+		case "/large":
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(large))
+			_, _ = c.Write(large)
 		}
+		return true
 	})
 	e := startLoopEnv(t, addr)
 	c := dial(t, e.addr)
@@ -255,8 +249,8 @@ func TestLoopLocalAnswers(t *testing.T) {
 			return
 		}
 		switch req.URL.Path {
-		case "/slow":
-			time.Sleep(time.Second)
+		case "/slow": // no answer; until the proxy gives up on it
+			_, _ = io.Copy(io.Discard, c)
 		case "/garbage":
 			_, _ = io.WriteString(c, "NOT HTTP\r\n\r\n")
 		case "/cut":
@@ -463,23 +457,17 @@ func BenchmarkLoopProxyGETLog(b *testing.B) {
 // The access log on the loop writes the lines the goroutine path writes for the same
 // requests: served, connect failure, upstream timeout, upstream cut mid-body.
 func TestLoopAccessLog(t *testing.T) {
-	addr := rawOrigin(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			switch req.URL.Path {
-			case "/slow":
-				time.Sleep(time.Second)
-				return
-			case "/cut":
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nX-R: cut\r\n\r\nonly part")
-				return
-			}
-			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-R: ok\r\n\r\nhello")
+	addr := keepAliveOrigin(t, func(c net.Conn, req *http.Request) bool {
+		switch req.URL.Path {
+		case "/slow": // no answer; until the proxy gives up on it
+			_, _ = io.Copy(io.Discard, c)
+			return false
+		case "/cut":
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nX-R: cut\r\n\r\nonly part")
+			return false
 		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-R: ok\r\n\r\nhello")
+		return true
 	})
 	const format = "%protocol% %response_code% %response_flag% %x-mosn-method% %x-mosn-path% %request_header_user-agent% " +
 		"%bytes_received% %bytes_sent% %upstream_cluster% %upstream_host% %response_header_x-r%"
@@ -517,48 +505,42 @@ func TestLoopAccessLog(t *testing.T) {
 // and pipelined requests, bodies, HEAD, chunked and close-delimited responses, 204 and
 // 304, and requests the loop hands over (chunked bodies, Expect).
 func TestLoopMatchesGoroutinePath(t *testing.T) {
-	addr := rawOrigin(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			body, _ := io.ReadAll(req.Body)
-			var kind string
-			var n int
-			_, _ = fmt.Sscanf(req.URL.Path, "/r/%1s/%d", &kind, &n)
-			unit := fmt.Sprintf("%s%s%d|", req.Method, body, n)
-			payload := strings.Repeat(unit, 1+n/len(unit))[:n]
-			if req.Method == http.MethodHead {
-				payload = "" // the head says what a GET would get; no body follows
-			}
-			switch kind {
-			case "l":
-				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-K: l\r\n\r\n", n)
-				_, _ = io.WriteString(c, payload)
-			case "c":
-				_, _ = io.WriteString(c, "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n")
-				if req.Method == http.MethodHead {
-					continue
-				}
-				for i := 0; i < n; i += 700 {
-					part := payload[i:min(n, i+700)]
-					fmt.Fprintf(c, "%x\r\n%s\r\n", len(part), part)
-				}
-				_, _ = io.WriteString(c, "0\r\n\r\n")
-			case "n":
-				_, _ = io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
-			case "m":
-				_, _ = io.WriteString(c, "HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n")
-			case "e":
-				// Close-delimited (for a GET). It says so: an upstream that closes a connection
-				// the proxy may reuse races the next request, which a body that streams
-				// cannot survive on either path.
-				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n%s", payload)
-				return
-			}
+	addr := keepAliveOrigin(t, func(c net.Conn, req *http.Request) bool {
+		body, _ := io.ReadAll(req.Body)
+		var kind string
+		var n int
+		_, _ = fmt.Sscanf(req.URL.Path, "/r/%1s/%d", &kind, &n)
+		unit := fmt.Sprintf("%s%s%d|", req.Method, body, n)
+		payload := strings.Repeat(unit, 1+n/len(unit))[:n]
+		if req.Method == http.MethodHead {
+			payload = "" // the head says what a GET would get; no body follows
 		}
+		switch kind {
+		case "l":
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-K: l\r\n\r\n", n)
+			_, _ = io.WriteString(c, payload)
+		case "c":
+			_, _ = io.WriteString(c, "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n")
+			if req.Method == http.MethodHead {
+				return true
+			}
+			for i := 0; i < n; i += 700 {
+				part := payload[i:min(n, i+700)]
+				fmt.Fprintf(c, "%x\r\n%s\r\n", len(part), part)
+			}
+			_, _ = io.WriteString(c, "0\r\n\r\n")
+		case "n":
+			_, _ = io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
+		case "m":
+			_, _ = io.WriteString(c, "HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n")
+		case "e":
+			// Close-delimited (for a GET). It says so: an upstream that closes a connection
+			// the proxy may reuse races the next request, which a body that streams
+			// cannot survive on either path.
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n%s", payload)
+			return false
+		}
+		return true
 	})
 	type exchange struct{ reqs []string }
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -748,4 +730,18 @@ func TestLoopUploadBackpressure(t *testing.T) {
 		t.Fatalf("upload: %d %q", resp.StatusCode, body)
 	}
 	e.noHandoffs(t)
+}
+
+// keepAliveOrigin is a raw HTTP/1 upstream that hands each request on a connection to
+// serve, which writes the answer itself; false closes the connection.
+func keepAliveOrigin(t *testing.T, serve func(c net.Conn, req *http.Request) bool) string {
+	return rawOrigin(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil || !serve(c, req) {
+				return
+			}
+		}
+	})
 }
