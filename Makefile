@@ -29,7 +29,7 @@ FUZZTIME ?= 10s
 
 # make bench
 BENCH_TARGETS ?= direct,nginx,nginx-halfclose,mosnlite
-BENCH_ROUNDS  ?= 3
+BENCH_ROUNDS  ?= 5
 BENCH_FLAGS   ?=
 BENCH_OUT     := $(BIN)/bench
 # The command line recorded in docs/benchmarks.md, with the variables given on it.

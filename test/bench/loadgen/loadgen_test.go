@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -75,6 +76,45 @@ func TestMedianAndTable(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+func TestRoundOrderRotates(t *testing.T) {
+	for round, want := range map[int][]int{1: {0, 1, 2, 3}, 2: {1, 2, 3, 0}, 4: {3, 0, 1, 2}, 5: {0, 1, 2, 3}} {
+		if got := roundOrder(4, round); !slices.Equal(got, want) {
+			t.Errorf("roundOrder(4, %d) = %v, want %v", round, got, want)
+		}
+	}
+}
+
+func TestRoundRatios(t *testing.T) {
+	sec := time.Second
+	conn := func(cpu ...time.Duration) []window {
+		var ws []window
+		for _, c := range cpu {
+			ws = append(ws, window{Elapsed: sec, Count: 1000, ProxyCPU: c})
+		}
+		return ws
+	}
+	ms := time.Millisecond
+	rs := []result{
+		{Target: "nginx", Conn: conn(100*ms, 200*ms, 100*ms), Bulk: []window{{Elapsed: sec, Count: mib, ProxyCPU: 2 * ms}, {Elapsed: sec, Count: mib, ProxyCPU: 2 * ms}}},
+		{Target: "mosnlite", Conn: conn(90*ms, 210*ms, 120*ms), Bulk: []window{{Elapsed: sec, Count: mib, ProxyCPU: ms}, {Elapsed: sec, Count: 0, ProxyCPU: ms}}},
+		{Target: "nginx-halfclose", Conn: conn(100 * ms)},
+	}
+	got := roundRatios(rs)
+	// Round by round: 0.90, 1.05, 1.20. The medians of the columns (120 / 100) would say
+	// 1.20; the rounds, each measured together, say 1.05.
+	want := "\nPer-round proxy CPU ratios, mosnlite / nginx: per connection 0.90, 1.05, 1.20 (median 1.05); per MiB 0.50 (median 0.50).\n"
+	if got != want {
+		t.Fatalf("roundRatios =\n%q\nwant\n%q", got, want)
+	}
+	if out := table(rs); !strings.Contains(out, want) {
+		t.Errorf("table lacks the per-round ratios:\n%s", out)
+	}
+	rs[1].Err = errors.New("down")
+	if got := roundRatios(rs); got != "" {
+		t.Errorf("roundRatios without mosnlite = %q", got)
 	}
 }
 

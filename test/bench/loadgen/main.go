@@ -178,6 +178,12 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		addr  string
 	}
 	lives := make([]*live, len(targets))
+	cpuOf := func(l *live) func() (time.Duration, error) {
+		if l.proxy == nil {
+			return nil // direct: no proxy to measure
+		}
+		return l.proxy.cpu
+	}
 	defer func() {
 		for _, l := range lives {
 			if l == nil {
@@ -228,17 +234,18 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stderr, "loadgen: load tool and upstreams: pid %d, CPUs %s, GOMAXPROCS %d\n",
 		os.Getpid(), benchproc.CPUsAllowed(os.Getpid()), runtime.GOMAXPROCS(0))
 
+	// Each round measures every target's bulk window, then every target's connection
+	// window, in an order rotated by one target per round: the windows compared with each
+	// other run close together in time, and no target always runs first or last (the
+	// machine's speed drifts by ±10 % over minutes).
 	for round := 1; round <= f.rounds; round++ {
-		for i, t := range targets {
+		order := roundOrder(len(targets), round)
+		for _, i := range order {
 			r, l := results[i], lives[i]
 			if r.Err != nil {
 				continue
 			}
-			var cpu func() (time.Duration, error)
-			if l.proxy != nil {
-				cpu = l.proxy.cpu
-			}
-			bw, err := runBulk(ctx, l.addr, l.up.bytes.Load, f.load.bulkConns, f.load.bulkBuf, f.load.opts(cpu, f.load.bulkMax))
+			bw, err := runBulk(ctx, l.addr, l.up.bytes.Load, f.load.bulkConns, f.load.bulkBuf, f.load.opts(cpuOf(l), f.load.bulkMax))
 			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -246,7 +253,16 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				r.Err = err
 				continue
 			}
-			cw, err := runConns(ctx, l.addr, f.load.connWorkers, f.load.msgSize, f.load.opts(cpu, f.load.connMax))
+			r.Bulk = append(r.Bulk, bw)
+			fmt.Fprintf(stderr, "loadgen: round %d/%d %-15s bulk %.0f MiB/s\n", round, f.rounds, targets[i],
+				bw.Count/mib/bw.Elapsed.Seconds())
+		}
+		for _, i := range order {
+			r, l := results[i], lives[i]
+			if r.Err != nil {
+				continue
+			}
+			cw, err := runConns(ctx, l.addr, f.load.connWorkers, f.load.msgSize, f.load.opts(cpuOf(l), f.load.connMax))
 			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -254,9 +270,9 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				r.Err = err
 				continue
 			}
-			r.Bulk, r.Conn = append(r.Bulk, bw), append(r.Conn, cw)
-			fmt.Fprintf(stderr, "loadgen: round %d/%d %-8s bulk %.0f MiB/s, %.0f conns/s\n", round, f.rounds, t,
-				bw.Count/mib/bw.Elapsed.Seconds(), cw.Count/cw.Elapsed.Seconds())
+			r.Conn = append(r.Conn, cw)
+			fmt.Fprintf(stderr, "loadgen: round %d/%d %-15s %.0f conns/s\n", round, f.rounds, targets[i],
+				cw.Count/cw.Elapsed.Seconds())
 		}
 	}
 
@@ -379,4 +395,14 @@ func cmdClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fmt.Fprint(stdout, table([]result{r}))
 	return nil
+}
+
+// roundOrder is the order in which round (from 1) measures n targets: the list rotated
+// left by round-1.
+func roundOrder(n, round int) []int {
+	order := make([]int, n)
+	for i := range order {
+		order[i] = (i + round - 1) % n
+	}
+	return order
 }

@@ -71,13 +71,8 @@ func (r result) metrics() metrics {
 		}
 		return w.Count / w.Elapsed.Seconds()
 	}
-	cpuPer := func(unit float64) func(w window) float64 {
-		return func(w window) float64 {
-			if w.ProxyCPU < 0 || w.Count == 0 {
-				return math.NaN()
-			}
-			return micros(w.ProxyCPU) / (w.Count / unit)
-		}
+	cpuPerCol := func(unit float64) func(w window) float64 {
+		return func(w window) float64 { return cpuPer(w, unit) }
 	}
 	busy := func(w window, d time.Duration) float64 {
 		if d < 0 || w.Elapsed <= 0 {
@@ -86,9 +81,9 @@ func (r result) metrics() metrics {
 		return float64(d) / float64(w.Elapsed)
 	}
 	m.MiBps = col(r.Bulk, func(w window) float64 { return perSec(w) / mib })
-	m.CPUPerMiB = col(r.Bulk, cpuPer(mib))
+	m.CPUPerMiB = col(r.Bulk, cpuPerCol(mib))
 	m.ConnPS = col(r.Conn, perSec)
-	m.CPUPerConn = col(r.Conn, cpuPer(1))
+	m.CPUPerConn = col(r.Conn, cpuPerCol(1))
 	m.ProxyBusyBulk = col(r.Bulk, func(w window) float64 { return busy(w, w.ProxyCPU) })
 	m.ProxyBusyConn = col(r.Conn, func(w window) float64 { return busy(w, w.ProxyCPU) })
 	m.LoadBusyBulk = col(r.Bulk, func(w window) float64 { return busy(w, w.LoadCPU) })
@@ -166,6 +161,7 @@ func table(rs []result) string {
 					ng, verdict(m.CPUPerMiB, n.CPUPerMiB), verdict(m.CPUPerConn, n.CPUPerConn))
 			}
 		}
+		b.WriteString(roundRatios(rs))
 	}
 	worst := 0.0
 	for _, m := range ms {
@@ -182,6 +178,59 @@ func table(rs []result) string {
 		}
 	}
 	return b.String()
+}
+
+// roundRatios lists, for mosnlite against each nginx target, the proxy CPU ratios of
+// each round's windows, which ran close together in time: the spread between rounds
+// shows how much of a difference between two targets is the machine's drift.
+func roundRatios(rs []result) string {
+	find := func(t string) *result {
+		for i := range rs {
+			if rs[i].Target == t && rs[i].Err == nil {
+				return &rs[i]
+			}
+		}
+		return nil
+	}
+	m := find("mosnlite")
+	if m == nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, ng := range []string{"nginx", "nginx-halfclose"} {
+		n := find(ng)
+		if n == nil || min(len(m.Conn), len(n.Conn)) < 2 {
+			continue
+		}
+		list := func(a, c []window, unit float64) string {
+			var xs []float64
+			var parts []string
+			for i := range min(len(a), len(c)) {
+				x, y := cpuPer(a[i], unit), cpuPer(c[i], unit)
+				if math.IsNaN(x) || math.IsNaN(y) || y == 0 {
+					continue
+				}
+				xs = append(xs, x/y)
+				parts = append(parts, fmt.Sprintf("%.2f", x/y))
+			}
+			if len(xs) == 0 {
+				return "—"
+			}
+			return fmt.Sprintf("%s (median %.2f)", strings.Join(parts, ", "), median(xs))
+		}
+		fmt.Fprintf(&b, "\nPer-round proxy CPU ratios, mosnlite / %s: per connection %s; per MiB %s.\n",
+			ng, list(m.Conn, n.Conn, 1), list(m.Bulk, n.Bulk, mib))
+	}
+	return b.String()
+}
+
+// cpuPer is the proxy's CPU µs per unit (1: per connection, mib: per MiB) in w; NaN
+// when w has no proxy or counted nothing.
+func cpuPer(w window, unit float64) float64 {
+	if w.ProxyCPU < 0 || w.Count == 0 {
+		return math.NaN()
+	}
+	return micros(w.ProxyCPU) / (w.Count / unit)
 }
 
 func verdict(a, b float64) string {
