@@ -89,7 +89,7 @@ func (s *SockIO) Read(p []byte) (int, error) {
 
 func (s *SockIO) readCall(fd uintptr) bool {
 	for {
-		n, err := evloop.Read(int(fd), s.rp)
+		n, err := evloop.Recv(int(fd), s.rp)
 		switch err {
 		case nil:
 			s.rn = n
@@ -127,7 +127,7 @@ func (s *SockIO) Write(p []byte) (int, error) {
 
 func (s *SockIO) writeCall(fd uintptr) bool {
 	for s.wn < len(s.wp) {
-		n, err := evloop.Write(int(fd), s.wp[s.wn:min(len(s.wp), s.wn+maxRW)])
+		n, err := evloop.Send(int(fd), s.wp[s.wn:min(len(s.wp), s.wn+maxRW)])
 		if stop, done := s.wrote(n, err); stop {
 			return done
 		}

@@ -110,7 +110,7 @@ func (p *Proxy) ServeRawSniff(a network.Accepted, sniff func(peek []byte) (http1
 type fdReader struct{ fd int }
 
 func (r *fdReader) Read(b []byte) (int, error) {
-	n, err := evloop.Read(r.fd, b)
+	n, err := evloop.Recv(r.fd, b)
 	if err == nil && n == 0 && len(b) > 0 {
 		return 0, io.EOF
 	}
@@ -868,7 +868,7 @@ func (c *loopConn) attach(u *loopUp) {
 func (c *loopConn) writeUp() {
 	u := c.up
 	for c.hbOff < c.hb.Len() {
-		n, err := evloop.Write(u.fd, c.hb.Bytes()[c.hbOff:])
+		n, err := evloop.Send(u.fd, c.hb.Bytes()[c.hbOff:])
 		switch {
 		case err == nil:
 			c.hbOff += n
@@ -921,7 +921,7 @@ func (c *loopConn) pumpBody() {
 			return // the upstream is not ready: OnEvents calls again
 		}
 		for c.bodyReady > 0 {
-			n, err := evloop.Write(u.fd, c.in.Bytes()[:c.bodyReady])
+			n, err := evloop.Send(u.fd, c.in.Bytes()[:c.bodyReady])
 			switch {
 			case err == nil:
 				c.in.Drain(n)

@@ -28,36 +28,45 @@ func errno(e syscall.Errno) error {
 }
 
 // Read reads from fd into b.
-func Read(fd int, b []byte) (int, error) {
-	if len(b) == 0 {
-		return 0, nil
-	}
-	n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
-}
+func Read(fd int, b []byte) (int, error) { return rw(syscall.SYS_READ, fd, b, 0) }
 
 // Write writes b to fd.
-func Write(fd int, b []byte) (int, error) {
+func Write(fd int, b []byte) (int, error) { return rw(syscall.SYS_WRITE, fd, b, 0) }
+
+// Recv reads from the socket fd into b with recvfrom(2). On a socket it does what read(2)
+// does without going through the VFS layer (file position lock, rw_verify_area, the
+// file-permission hooks); perf on the connection load put that layer at ~1 % of the
+// proxy's CPU.
+func Recv(fd int, b []byte) (int, error) { return rw(syscall.SYS_RECVFROM, fd, b, 0) }
+
+// Send writes b to the socket fd with sendto(2) and MSG_NOSIGNAL: like write(2) without
+// the VFS layer, and a peer that has gone away gives EPIPE without raising SIGPIPE.
+func Send(fd int, b []byte) (int, error) { return rw(syscall.SYS_SENDTO, fd, b, unix.MSG_NOSIGNAL) }
+
+// rw makes the call trap(fd, b, len(b), flags) of read, write, recvfrom or sendto (the
+// last two with no address).
+func rw(trap uintptr, fd int, b []byte, flags uintptr) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	n, _, e := syscall.RawSyscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), flags, 0, 0)
 	if e != 0 {
 		return 0, e
 	}
 	return int(n), nil
 }
 
-// Writev writes the slices of iov, which the caller filled from its buffers, to fd with
-// one writev(2).
+// Writev writes the slices of iov, which the caller filled from its buffers, to the
+// socket fd with one sendmsg(2) and MSG_NOSIGNAL: writev(2) without the VFS layer (see
+// Recv), and no SIGPIPE.
 func Writev(fd int, iov []syscall.Iovec) (int, error) {
 	if len(iov) == 0 {
 		return 0, nil
 	}
-	n, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	var msg unix.Msghdr
+	msg.Iov = (*unix.Iovec)(unsafe.Pointer(&iov[0]))
+	msg.SetIovlen(len(iov))
+	n, _, e := syscall.RawSyscall(syscall.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_NOSIGNAL)
 	if e != 0 {
 		return 0, e
 	}

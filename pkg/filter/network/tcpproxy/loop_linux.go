@@ -383,7 +383,7 @@ func (s *loopSession) pump(h *loopHalf) {
 			continue
 		}
 		if h.pn > h.po {
-			n, err := evloop.Write(dst, (*h.pend)[h.po:h.pn])
+			n, err := evloop.Send(dst, (*h.pend)[h.po:h.pn])
 			if err != nil {
 				s.writeFailed(h, err)
 				return
@@ -429,14 +429,14 @@ func (s *loopSession) pump(h *loopHalf) {
 			continue
 		}
 		buf := s.loop.Buf
-		n, err := evloop.Read(src, buf)
+		n, err := evloop.Recv(src, buf)
 		if n == 0 {
 			if s.noInput(h, err) {
 				return
 			}
 			continue
 		}
-		w, err := evloop.Write(dst, buf[:n])
+		w, err := evloop.Send(dst, buf[:n])
 		if err != nil {
 			if err != unix.EAGAIN {
 				s.broken(h, false, err)
