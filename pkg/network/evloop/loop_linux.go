@@ -21,10 +21,9 @@ const (
 	maxPipes  = 16      // empty splice pipes a loop keeps
 	pipeSize  = 1 << 20 // asked for with F_SETPIPE_SZ (the default pipe-max-size)
 	maxEvents = 256     // events taken per epoll_wait
-	// spinRounds bounds the batches one wake-up takes before the loop parks again;
-	// yieldEvery is how many batches run between two yields of the P.
-	spinRounds = 4
-	yieldEvery = 16
+	// pollRounds bounds the batches one wake-up takes before the loop parks again (see
+	// poll).
+	pollRounds = 4
 	bufSize    = 64 << 10 // the loop's scratch buffer
 	// socketEvents is what every socket registers for: edge-triggered, both directions,
 	// and the peer's FIN as its own bit.
@@ -114,6 +113,7 @@ type Loop struct {
 
 	pipes [][2]int // empty splice pipes kept for reuse (at most maxPipes)
 
+	parks   uint64 // times the loop parked in the runtime poller (tests read it on the loop)
 	stopped bool
 	closed  bool // under mu: Post drops functions once the loop stopped
 	// Buf is scratch space for handlers: valid only until the handler returns.
@@ -343,28 +343,37 @@ func (l *Loop) run() {
 }
 
 // poll is the read callback on the epoll descriptor: take the ready events without
-// waiting and dispatch them. It returns false (park in the runtime poller) when the batch
-// was not full: the epoll set's ready list was empty then, and any later event re-arms
-// the poller's readiness. Parking after each batch also lets the runtime run other
-// goroutines (and poll their sockets) between two batches. A full batch returns true:
-// more events may be queued, so run again (after a yield, see run).
+// waiting and dispatch them, and look again while the last look found some, up to
+// pollRounds looks. It returns false (park in the runtime poller) when a look found
+// nothing or the rounds are used up: any later event re-arms the poller's readiness.
+// Parking lets the runtime run other goroutines (and poll their sockets) between two
+// wake-ups. A full batch returns true: more events may be queued, so run again (after a
+// yield, see run).
 //
-// Looking again before parking, while events keep coming, was tried: no gain measurable
-// beyond the noise on the 64-byte-exchange load, and it needs explicit yields for fairness.
+// Why look again: events arrive while a batch is handled (the peers of a loopback
+// exchange answer within microseconds), and parking to be woken for them at once costs
+// a trip through the scheduler and two more epoll_pwait calls (the runtime's
+// non-blocking and blocking polls) where one epoll_wait here finds them.
 func (l *Loop) poll(fd uintptr) bool {
-	n, err := epollWait(int(fd), l.events)
-	if err != nil {
-		return err != unix.EINTR || l.stopped
-	}
-	if n > 0 {
-		l.dispatch(n)
-	}
-	if n == len(l.events) || l.stopped {
-		return true
+	for range pollRounds {
+		n, err := epollWait(int(fd), l.events)
+		if err != nil {
+			return err != unix.EINTR || l.stopped
+		}
+		if n > 0 {
+			l.dispatch(n)
+		}
+		if n == len(l.events) || l.stopped {
+			return true
+		}
+		if n == 0 {
+			break
+		}
 	}
 	// About to park: fire what is due and set the deadline for the next timer.
 	l.runTimers()
 	l.arm()
+	l.parks++
 	return l.stopped
 }
 

@@ -114,6 +114,62 @@ func TestLoopDeliversReadiness(t *testing.T) {
 	}
 }
 
+// handlerFunc is a Handler from a function.
+type handlerFunc func(ev uint32)
+
+func (f handlerFunc) OnEvents(ev uint32) { f(ev) }
+func (f handlerFunc) LoopClosed()        {}
+
+// An event that becomes ready while the loop handles a batch is handled in the same
+// wake-up: the loop looks again before it parks, instead of parking to be woken at once.
+func TestLoopLooksAgainBeforeParking(t *testing.T) {
+	l := newGroup(t, 1).Loops()[0]
+	a, b := socketpair(t)
+	c, d := socketpair(t)
+	defer func() {
+		for _, fd := range []int{a, b, c, d} {
+			unix.Close(fd)
+		}
+	}()
+	parksAtA, parksAtC := make(chan uint64, 1), make(chan uint64, 1)
+	on(t, l, func() {
+		_, errA := l.Add(a, handlerFunc(func(uint32) {
+			var buf [8]byte
+			if n, _ := unix.Read(a, buf[:]); n > 0 {
+				unix.Write(d, []byte("x")) // c is ready now, during this batch
+				parksAtA <- l.parks
+			}
+		}))
+		_, errC := l.Add(c, handlerFunc(func(uint32) {
+			var buf [8]byte
+			if n, _ := unix.Read(c, buf[:]); n > 0 {
+				parksAtC <- l.parks
+			}
+		}))
+		if errA != nil || errC != nil {
+			t.Error(errA, errC)
+		}
+	})
+	time.Sleep(10 * time.Millisecond) // let the loop park with nothing ready
+	if _, err := unix.Write(b, []byte("go")); err != nil {
+		t.Fatal(err)
+	}
+	var pa, pc uint64
+	for _, ch := range []struct {
+		p  *uint64
+		ch chan uint64
+	}{{&pa, parksAtA}, {&pc, parksAtC}} {
+		select {
+		case *ch.p = <-ch.ch:
+		case <-time.After(5 * time.Second):
+			t.Fatal("no event within 5s")
+		}
+	}
+	if pc != pa {
+		t.Fatalf("the loop parked %d time(s) between the two events, want 0", pc-pa)
+	}
+}
+
 type timerFunc func()
 
 func (f timerFunc) OnTimer() { f() }
