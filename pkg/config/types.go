@@ -69,6 +69,8 @@ type Listener struct {
 	// PerConnBufferLimitBytes bounds what one connection may queue for writing and the
 	// unread bytes it may hold. Unset (0): 1 MiB, except that RPC listeners raise the read
 	// side to their codec's frame limit (bolt 16 MiB, dubbo 8 MiB); set, it bounds frames too.
+	// HTTP/1: a request head still incomplete when a read leaves more than this unparsed
+	// is answered 431 (bodies stream and are not held whole).
 	PerConnBufferLimitBytes uint32      `json:"per_connection_buffer_limit_bytes,omitempty"`
 	AccessLogs              []AccessLog `json:"access_logs,omitempty"`
 	LogPath                 string      `json:"log_path,omitempty"`

@@ -40,6 +40,15 @@ type Accepted struct {
 // none.
 func (a Accepted) IdleTimeout() int64 { return int64(a.l.cfg.Conn.IdleTimeout) }
 
+// BufferLimit is the listener's per-connection buffer limit (ConnOptions.BufferLimit, or
+// DefaultBufferLimit when unset): the most a handler should hold for the connection.
+func (a Accepted) BufferLimit() int {
+	if l := a.l.cfg.Conn.BufferLimit; l > 0 {
+		return l
+	}
+	return DefaultBufferLimit
+}
+
 // RawConn is the listener's side of a socket a RawHandler took: the accounting a Conn
 // does (active gauge, close reasons, max_connections slot, drain), without the Conn. Embed
 // it in the handler's per-connection state. Used only on its loop's goroutine.

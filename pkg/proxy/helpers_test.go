@@ -14,6 +14,7 @@ import (
 
 	"github.com/mosnlite/mosnlite/pkg/buffer"
 	"github.com/mosnlite/mosnlite/pkg/metrics"
+	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/proxy"
 	"github.com/mosnlite/mosnlite/pkg/proxy/proxytest"
 	"github.com/mosnlite/mosnlite/pkg/stream"
@@ -94,6 +95,7 @@ func startProxyRouter(t testing.TB, upstream, routerName string, opts ...func(*p
 type path struct {
 	loops bool
 	n     int
+	conn  func(*network.ConnOptions) // adjusts the listener's connection options; nil: defaults
 }
 
 // bothPaths runs test on each path (the loop one is skipped where there are none).
@@ -113,7 +115,7 @@ func (p path) startRouter(t testing.TB, upstream, routerName string, opts ...fun
 	t.Helper()
 	js := fmt.Sprintf(`[{"name":"c","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","hosts":[{"address":%q}]},
 		{"name":"dead","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","connect_timeout":"200ms","hosts":[{"address":"127.0.0.1:1"}]}]`, upstream)
-	return newTestEnvN(t, routesFmt, js, routerName, p.loops, p.n, opts...)
+	return newTestEnvN(t, routesFmt, js, routerName, p, opts...)
 }
 
 // startWith is a proxy on p with router "r" from routerJSON and clusters from
@@ -135,11 +137,12 @@ func startEnv(t testing.TB, routerJSON, clustersJSON, routerName string, opts ..
 // it on one event loop (the test skips where there are none).
 func newTestEnv(t testing.TB, routerJSON, clustersJSON, routerName string, loops bool, opts ...func(*proxy.Config)) *env {
 	t.Helper()
-	return newTestEnvN(t, routerJSON, clustersJSON, routerName, loops, 1, opts...)
+	return newTestEnvN(t, routerJSON, clustersJSON, routerName, path{loops: loops}, opts...)
 }
 
-// newTestEnvN is newTestEnv on n event loops (loops).
-func newTestEnvN(t testing.TB, routerJSON, clustersJSON, routerName string, loops bool, n int, opts ...func(*proxy.Config)) *env {
+// newTestEnvN is newTestEnv served as p says: on goroutines, or on p.n (at least one)
+// event loops, with p.conn adjusting the listener's connection options.
+func newTestEnvN(t testing.TB, routerJSON, clustersJSON, routerName string, p path, opts ...func(*proxy.Config)) *env {
 	t.Helper()
 	rts := proxytest.Routers(t, routerJSON)
 	m := metrics.New()
@@ -149,7 +152,7 @@ func newTestEnvN(t testing.TB, routerJSON, clustersJSON, routerName string, loop
 		Listener: "l", Downstream: stream.Auto, Routers: rts, RouterName: routerName,
 		Clusters: mgr, Pool: pool, Metrics: m,
 	}
-	if loops {
+	if p.loops {
 		pcfg.Downstream = stream.HTTP1
 	}
 	for _, o := range opts {
@@ -158,14 +161,14 @@ func newTestEnvN(t testing.TB, routerJSON, clustersJSON, routerName string, loop
 	px := proxy.New(pcfg)
 	t.Cleanup(func() { _ = px.Close() }) // after the listener's cleanup
 	e := &env{px: px, m: m, clusters: mgr}
-	if !loops {
-		e.addr = proxytest.Serve(t, px, pool, m)
+	if !p.loops {
+		e.addr = proxytest.ServeConn(t, px, pool, m, 0, p.conn)
 		return e
 	}
 	if !px.LoopCapable() {
 		t.Skip("this proxy cannot be served on event loops here")
 	}
-	e.addr = proxytest.ServeLoopsN(t, px, pool, m, max(n, 1))
+	e.addr = proxytest.ServeConn(t, px, pool, m, max(p.n, 1), p.conn)
 	return e
 }
 

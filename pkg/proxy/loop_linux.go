@@ -89,6 +89,7 @@ func (p *Proxy) ServeRawSniff(a network.Accepted, sniff func(peek []byte) (http1
 		c.local = a.Local()
 	}
 	c.idle = a.IdleTimeout()
+	c.inMax = min(loopInMax, a.BufferLimit())
 	c.last = a.Loop.Now()
 	if ip := a.Remote.Addr().Unmap(); ip.IsValid() {
 		c.rip = ip
@@ -128,6 +129,7 @@ type loopConn struct {
 	dr   fdReader
 
 	in       *buffer.IoBuffer   // bytes read from the client and not yet consumed
+	inMax    int                // most bytes `in` holds: loopInMax, or the listener's smaller buffer limit
 	out      []*buffer.IoBuffer // bytes to write to the client, in order
 	iov      []syscall.Iovec
 	readable bool // an input edge was seen and the socket not drained
@@ -484,14 +486,14 @@ func (c *loopConn) ForceClose(r network.CloseReason) { c.close(r, false) }
 // LoopClosed implements evloop.Closer.
 func (c *loopConn) LoopClosed() { c.close(network.CloseDrain, false) }
 
-// readDown reads what the client sent, up to loopInMax held bytes.
+// readDown reads what the client sent, up to inMax held bytes.
 func (c *loopConn) readDown() {
 	for c.readable && !c.eof {
-		if c.in.Len() >= loopInMax {
+		if c.in.Len() >= c.inMax {
 			return // kept readable: read again once the held bytes are consumed
 		}
 		if c.in.Available() < 4<<10 {
-			c.in.Grow(min(readSize, loopInMax-c.in.Len()))
+			c.in.Grow(min(readSize, c.inMax-c.in.Len()))
 		}
 		space := c.in.Available()
 		n, err := c.in.ReadOnce(&c.dr)
@@ -563,7 +565,7 @@ func (c *loopConn) serve() {
 			return
 		}
 		if n == 0 {
-			if c.partial(c.in.Len() >= loopInMax, false) {
+			if c.partial(c.in.Len() >= c.inMax, false) {
 				c.handoff("large_head")
 			}
 			return
@@ -607,7 +609,7 @@ func (c *loopConn) request(n int) bool {
 	case h.Upgrade || string(h.Method) == "CONNECT":
 		c.handoff("upgrade")
 		return false
-	case h.Body == http1.BodyChunked || h.ContentLength > loopBodyMax || n+int(h.ContentLength) > loopInMax:
+	case h.Body == http1.BodyChunked || h.ContentLength > loopBodyMax || n+int(h.ContentLength) > c.inMax:
 		// The body streams to the upstream as it arrives (pumpBody); it is not replayed.
 		streaming = true
 	case h.Body == http1.BodyLength:
@@ -898,7 +900,7 @@ func (c *loopConn) startBody(h *http1.RequestHead) {
 
 // pumpBody frames the request body bytes in `in` and writes them to the upstream once its
 // head is out, reading more from the client as the upstream takes them: `in` holds at most
-// loopInMax bytes, so a slow upstream holds the client back. A malformed chunked body is
+// inMax bytes, so a slow upstream holds the client back. A malformed chunked body is
 // answered 400 (or ends the connection once the response has started).
 func (c *loopConn) pumpBody() {
 	for c.reqBody && !c.closed {
@@ -1500,7 +1502,7 @@ func (c *loopConn) deadline() int64 {
 // timeout after the client's last bytes, while the body is incomplete and nothing holds
 // it back but the client; 0: none.
 func (c *loopConn) bodyDeadline() int64 {
-	if !c.reqBody || c.bodyDone || c.in.Len() >= loopInMax {
+	if !c.reqBody || c.bodyDone || c.in.Len() >= c.inMax {
 		return 0
 	}
 	if u := c.up; u != nil && u.blocked {

@@ -358,7 +358,7 @@ func TestLoopConcurrentClients(t *testing.T) {
  {"match":{"prefix":"/"},"route":{"cluster_name":"c","retry_policy":{"retry_on":true,"num_retries":1}}}]}]}`
 	logPath := filepath.Join(t.TempDir(), "access.log")
 	e := newTestEnvN(t, routes, `[{"name":"c","type":"SIMPLE","hosts":[{"address":"`+o.addr()+`"}],"circuit_breakers":[{"max_retries":1000}]}]`,
-		"r", true, 2, withAccessLog(t, logPath, "%response_code% %x-mosn-path%"))
+		"r", path{loops: true, n: 2}, withAccessLog(t, logPath, "%response_code% %x-mosn-path%"))
 	const clients, reqs = 16, 50
 	errs := make(chan error, clients)
 	for k := range clients {

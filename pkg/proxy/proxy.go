@@ -132,7 +132,7 @@ func (p *Proxy) ServeConn(ctx context.Context, c *network.Conn) {
 	}
 	s := getSession(p, ctx, c)
 	defer putSession(s)
-	if err := c.ReadLoop(s.onData); err != nil && !errors.Is(err, errClose) && !s.headTimedOut(err) && !s.bodyTimedOut(err) {
+	if err := c.ReadLoop(s.onData); err != nil && !errors.Is(err, errClose) && !s.headTimedOut(err) && !s.bodyTimedOut(err) && !s.headTooLarge(err) {
 		p.cfg.Log.Debug("proxy: connection ended", zap.Error(err))
 	}
 	s.dropUpstream()

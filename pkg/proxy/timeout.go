@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/stream"
 )
 
@@ -102,5 +103,19 @@ func (s *session) headTimedOut(err error) bool {
 	s.p.cfg.Log.Debug("proxy: request header timeout", zap.String("listener", s.p.cfg.Listener))
 	s.keepAlive = false
 	s.localReply(http.StatusRequestTimeout, "request header timeout", true, false)
+	return true
+}
+
+// headTooLarge answers 431 when the read loop ended because a partial request head filled
+// the connection's buffer limit (per_connection_buffer_limit_bytes below the head size
+// limit) before it ended. It reports whether it did.
+func (s *session) headTooLarge(err error) bool {
+	if !errors.Is(err, network.ErrReadLimit) || !s.sniffed || s.inBody || s.x.tunnel != nil {
+		return false
+	}
+	s.p.protocolError(string(stream.HTTP1))
+	s.p.cfg.Log.Debug("proxy: request head over the connection buffer limit", zap.String("listener", s.p.cfg.Listener))
+	s.keepAlive = false
+	s.localReply(http.StatusRequestHeaderFieldsTooLarge, "request head over per_connection_buffer_limit_bytes", true, false)
 	return true
 }

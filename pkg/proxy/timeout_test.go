@@ -5,11 +5,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/proxy"
 )
 
@@ -81,4 +83,42 @@ func TestIdleUpstreamSweep(t *testing.T) {
 	if closed.Load() == 0 {
 		t.Fatal("idle upstream connection was not closed after IdleTimeout")
 	}
+}
+
+// TestHeadOverBufferLimit: with per_connection_buffer_limit_bytes below the head size
+// limit, a request head that does not end within the buffer limit is answered 431 and
+// the connection closes, on both paths (the loop held up to 96 KiB regardless, and the
+// goroutine path closed without an answer). The limit is checked between reads, as for
+// every ReadLoop, so a head is refused once a read leaves more than the limit unparsed:
+// here 40 KiB against 8 KiB. A head within the limit, and a body larger than it (which
+// streams), are served.
+func TestHeadOverBufferLimit(t *testing.T) {
+	bothPaths(t, func(t *testing.T, p path) {
+		o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+			n, _ := io.Copy(io.Discard, r.Body)
+			_, _ = io.WriteString(w, "ok "+strconv.FormatInt(n, 10))
+		})
+		p.conn = func(c *network.ConnOptions) { c.BufferLimit = 8 << 10 }
+		e := p.start(t, o.addr())
+		big := "GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + strings.Repeat("b", 40<<10) + "\r\n\r\n"
+		c := dial(t, e.addr)
+		if _, err := io.WriteString(c, big); err != nil {
+			t.Fatal(err)
+		}
+		out, _ := io.ReadAll(c)
+		if !strings.HasPrefix(string(out), "HTTP/1.1 431 ") || !strings.Contains(string(out), "Connection: close") {
+			t.Fatalf("40 KiB head with an 8 KiB buffer limit: want 431 and close, got %.200q", out)
+		}
+		if o.reqs.Load() != 0 {
+			t.Fatal("the head over the limit reached the upstream")
+		}
+		small := "GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + strings.Repeat("b", 4<<10) + "\r\n\r\n"
+		if resp, body := roundTrip(t, e.addr, small); resp.StatusCode != 200 || body != "ok 0" {
+			t.Fatalf("4 KiB head: %d %q", resp.StatusCode, body)
+		}
+		post := "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 40000\r\n\r\n" + strings.Repeat("p", 40000)
+		if resp, body := roundTrip(t, e.addr, post); resp.StatusCode != 200 || body != "ok 40000" {
+			t.Fatalf("40,000-byte body: %d %q", resp.StatusCode, body)
+		}
+	})
 }

@@ -55,7 +55,24 @@ func Clusters(t testing.TB, clustersJSON string, m *metrics.Set) *cluster.Manage
 // with no grace period); h itself is the caller's to close.
 func Serve(t testing.TB, h network.Handler, pool *buffer.Pool, m *metrics.Set) string {
 	t.Helper()
-	return serve(t, network.ListenerConfig{Handler: h}, pool, m, nil)
+	return serve(t, network.ListenerConfig{Handler: h}, pool, m, nil, nil)
+}
+
+// ServeConn is Serve (loops 0) or ServeLoopsN (loops > 0) with conn adjusting the
+// listener's connection options (buffer limit, idle timeout) first.
+func ServeConn(t testing.TB, h interface {
+	network.Handler
+	network.RawHandler
+}, pool *buffer.Pool, m *metrics.Set, loops int, conn func(*network.ConnOptions)) string {
+	t.Helper()
+	if loops <= 0 {
+		return serve(t, network.ListenerConfig{Handler: h}, pool, m, nil, conn)
+	}
+	g, err := evloop.NewGroup(loops, nil)
+	if err != nil {
+		t.Skipf("event loops: %v", err)
+	}
+	return serve(t, network.ListenerConfig{Handler: h, RawHandler: h, Loops: g}, pool, m, g.Close, conn)
 }
 
 // ServeLoops is Serve on one event loop: h serves the sockets it takes (ServeRaw), the
@@ -75,17 +92,16 @@ func ServeLoopsN(t testing.TB, h interface {
 	network.RawHandler
 }, pool *buffer.Pool, m *metrics.Set, n int) string {
 	t.Helper()
-	g, err := evloop.NewGroup(n, nil)
-	if err != nil {
-		t.Skipf("event loops: %v", err)
-	}
-	return serve(t, network.ListenerConfig{Handler: h, RawHandler: h, Loops: g}, pool, m, g.Close)
+	return ServeConn(t, h, pool, m, max(n, 1), nil)
 }
 
-func serve(t testing.TB, cfg network.ListenerConfig, pool *buffer.Pool, m *metrics.Set, after func()) string {
+func serve(t testing.TB, cfg network.ListenerConfig, pool *buffer.Pool, m *metrics.Set, after func(), conn func(*network.ConnOptions)) string {
 	t.Helper()
 	cfg.Name, cfg.Network, cfg.Address, cfg.BindPort = "l", "tcp", "127.0.0.1:0", true
 	cfg.Conn = network.ConnOptions{Pool: pool, IdleTimeout: time.Minute}
+	if conn != nil {
+		conn(&cfg.Conn)
+	}
 	cfg.Metrics = m
 	ln, err := network.NewListener(cfg)
 	if err != nil {
