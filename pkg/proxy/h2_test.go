@@ -39,8 +39,11 @@ func h2Origin(t testing.TB, h http.HandlerFunc) *origin {
 			h(w, r)
 		}),
 		ConnState: func(_ net.Conn, s http.ConnState) {
-			if s == http.StateNew {
+			switch s {
+			case http.StateNew:
 				o.conns.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				o.closed.Add(1)
 			}
 		},
 		Protocols: new(http.Protocols),

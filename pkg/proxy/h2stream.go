@@ -31,7 +31,13 @@ import (
 
 // newH2Pool builds the proxy's HTTP/2 upstream pool.
 func newH2Pool(cfg Config) *h2stream.Pool {
-	return h2stream.NewPool(h2stream.PoolOptions{IdleTimeout: cfg.IdleTimeout})
+	o := h2stream.PoolOptions{IdleTimeout: cfg.IdleTimeout}
+	if cfg.Clusters != nil {
+		// Connections to a host that left its cluster or went down are drained when the
+		// hosts change, instead of idling until IdleTimeout.
+		o.Stale, o.HostsChanged = cfg.Clusters.PoolKeyStale, cfg.Clusters.HostsChanged
+	}
+	return h2stream.NewPool(o)
 }
 
 // upstreamProtocol is the protocol a request routed to rt is forwarded with: the route's

@@ -9,6 +9,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mosnlite/mosnlite/pkg/proxy"
+	"github.com/mosnlite/mosnlite/pkg/stream"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
+	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 )
 
 // TestIdleUpstreamClosedByPeerNotReused: an upstream that closed an idle keep-alive
@@ -96,5 +101,32 @@ func TestIdleUpstreamToDownHostClosed(t *testing.T) {
 	c.SetHostHealth(addr, true)
 	if code := get(); code != 200 || o.conns.Load() != 2 {
 		t.Fatalf("after the host came back: %d with %d connections opened, want 200 on a new one", code, o.conns.Load())
+	}
+}
+
+// TestIdleH2UpstreamToDownHostClosed: an idle HTTP/2 upstream connection to a host that
+// goes down is drained (closed, as it carries no stream) when the hosts change, not at
+// its idle expiry (90 s), and the next request after the host is back opens a new one.
+func TestIdleH2UpstreamToDownHostClosed(t *testing.T) {
+	o := h2Origin(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
+	var mgr *cluster.Manager
+	e := startH2Proxy(t, o.addr(), stream.HTTP1, stream.HTTP2, func(c *proxy.Config) { mgr = c.Clusters })
+	get := func() {
+		t.Helper()
+		if resp, body := roundTrip(t, e.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("%d %q", resp.StatusCode, body)
+		}
+	}
+	get()
+	if o.conns.Load() != 1 || o.closed.Load() != 0 {
+		t.Fatalf("after one request: %d opened, %d closed; want 1, 0", o.conns.Load(), o.closed.Load())
+	}
+	c, _ := mgr.Get("c")
+	c.SetHostHealth(o.addr(), false)
+	testutil.Eventually(t, testTimeout, "the idle HTTP/2 connection to the down host to close", func() bool { return o.closed.Load() == 1 })
+	c.SetHostHealth(o.addr(), true)
+	get()
+	if o.conns.Load() != 2 {
+		t.Fatalf("after the host came back: %d connections opened; want 2", o.conns.Load())
 	}
 }

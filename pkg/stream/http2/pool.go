@@ -39,6 +39,10 @@ type PoolOptions struct {
 	// MaxConnsPerHost bounds the pooled connections per host (connpool.MultiplexOptions).
 	// 0: no bound but the cluster's max_connections.
 	MaxConnsPerHost int
+	// Stale and HostsChanged drain the connections of hosts that left their cluster or
+	// are down (connpool.MultiplexOptions): keys are the pool's addresses. nil: none.
+	Stale        func(addr string) bool
+	HostsChanged func() <-chan struct{}
 }
 
 // Pool keeps multiplexed upstream HTTP/2 client connections per host address on a
@@ -77,6 +81,8 @@ func NewPool(o PoolOptions) *Pool {
 	mp := connpool.NewMultiplex[clientConn](connpool.MultiplexOptions{
 		IdleTimeout:     o.IdleTimeout,
 		MaxConnsPerHost: o.MaxConnsPerHost,
+		Stale:           o.Stale,
+		HostsChanged:    o.HostsChanged,
 	})
 	p := &Pool{t: t, mp: mp}
 	t.ConnPool = deadConns{p}

@@ -244,6 +244,41 @@ func TestHostRemovedAndHostsChanged(t *testing.T) {
 	}
 }
 
+// PoolKeyStale follows the host behind a pool key: live and up is not stale; down,
+// dropped from its cluster, or its cluster removed is. A cluster name with "|" in it
+// still splits at the address.
+func TestPoolKeyStale(t *testing.T) {
+	m, _ := newManager(t, cluster.Options{})
+	if err := m.Apply([]config.Cluster{simple("c|x", "", "10.0.0.1:80", "10.0.0.2:80")}); err != nil {
+		t.Fatal(err)
+	}
+	c := get(t, m, "c|x")
+	a, b := c.Hosts()[0], c.Hosts()[1]
+	if m.PoolKeyStale(a.PoolKey()) || m.PoolKeyStale(b.PoolKey()) {
+		t.Fatal("live hosts reported stale")
+	}
+	c.SetHostHealth(a.Addr(), false)
+	if !m.PoolKeyStale(a.PoolKey()) || m.PoolKeyStale(b.PoolKey()) {
+		t.Fatal("a down host not reported stale, or its neighbour reported")
+	}
+	c.SetHostHealth(a.Addr(), true)
+	if err := m.Apply([]config.Cluster{simple("c|x", "", "10.0.0.1:80")}); err != nil {
+		t.Fatal(err)
+	}
+	if m.PoolKeyStale(a.PoolKey()) || !m.PoolKeyStale(b.PoolKey()) {
+		t.Fatal("after dropping b: want only b stale")
+	}
+	if m.PoolKeyStale("no-separator") {
+		t.Fatal("a key that is not a pool key reported stale")
+	}
+	if err := m.Remove("c|x"); err != nil {
+		t.Fatal(err)
+	}
+	if !m.PoolKeyStale(a.PoolKey()) {
+		t.Fatal("a host of a removed cluster not reported stale")
+	}
+}
+
 func TestUnhealthyNeverPicked(t *testing.T) {
 	for _, n := range lb.Builtins() {
 		if n.Name == lb.OriginalDst {

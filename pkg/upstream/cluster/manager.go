@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,6 +118,28 @@ func (m *Manager) hostsDidChange() {
 func (m *Manager) Get(name string) (*Cluster, bool) {
 	c, ok := m.clusters.load()[name]
 	return c, ok
+}
+
+// PoolKeyStale reports whether connections pooled under key (a Host.PoolKey) must carry
+// no new request: the key's cluster is gone, has no host at that address any more, or
+// has it down. Connection pools ask it when HostsChanged signals and on their sweeps;
+// it takes no lock.
+func (m *Manager) PoolKeyStale(key string) bool {
+	i := strings.LastIndexByte(key, '|')
+	if i < 0 {
+		return false
+	}
+	c, ok := m.Get(key[:i])
+	if !ok {
+		return true
+	}
+	addr := key[i+1:]
+	for _, h := range c.snap.Load().hosts {
+		if h.addr == addr {
+			return h.Removed() || !h.Healthy()
+		}
+	}
+	return true
 }
 
 // Names returns the cluster names, sorted.

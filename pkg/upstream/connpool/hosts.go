@@ -97,6 +97,60 @@ func closeHosts[H any, P hostPtr[H], E any](m *hostMap[H, P], take func(P) []E, 
 	})
 }
 
+// hostsWatch runs a pool's pass at every signal of a HostsChanged option, on one
+// goroutine, from its first start until stop. changed and pass are set when the pool is
+// made: changed returns the channel closed at the next change; pass runs after each.
+type hostsWatch struct {
+	changed func() <-chan struct{}
+	pass    func()
+
+	once    sync.Once
+	mu      sync.Mutex // orders start with stop
+	stopped bool
+	quit    chan struct{} // closed by stop
+	done    chan struct{} // closed when the goroutine has ended
+}
+
+// start starts the watcher the first time it is called, unless stop came first. It does
+// not allocate.
+func (w *hostsWatch) start() { w.once.Do(w.begin) }
+
+func (w *hostsWatch) begin() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return
+	}
+	quit, done := make(chan struct{}), make(chan struct{})
+	w.quit, w.done = quit, done
+	go func(ch <-chan struct{}) {
+		defer close(done)
+		for {
+			select {
+			case <-ch:
+			case <-quit:
+				return
+			}
+			ch = w.changed() // before the pass, so that no change is missed
+			w.pass()
+		}
+	}(w.changed())
+}
+
+// stop ends the watcher and waits for a pass in progress; a pass must therefore not
+// wait for stop's caller.
+func (w *hostsWatch) stop() {
+	w.mu.Lock()
+	w.stopped = true
+	quit, done := w.quit, w.done
+	w.quit = nil
+	w.mu.Unlock()
+	if quit != nil {
+		close(quit)
+		<-done
+	}
+}
+
 // sweeper runs a pool's sweep on one coarse timer per pool, not one per connection. The
 // timer is armed by the pool's first connection (start) and re-armed by the sweep when it
 // ends (rearm), so sweeps never overlap; after stop it is never armed again.

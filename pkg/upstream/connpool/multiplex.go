@@ -42,6 +42,17 @@ type MultiplexOptions struct {
 	// fails with ErrFull instead of dialling. 0: no bound but the cluster's
 	// max_connections.
 	MaxConnsPerHost int
+	// Stale reports a host address whose connections must carry no new stream: its host
+	// left its cluster (config, xDS/EDS update) or is down. The sweeper drains such a
+	// host's connections (idle ones close at once, busy ones when their streams end), and
+	// DrainStale does at once. It is asked outside the pool's locks, once per host per
+	// pass, never on the request path. nil: no host is stale.
+	Stale func(addr string) bool
+	// HostsChanged, with Stale, returns a channel closed at the next change of the hosts'
+	// membership or health (cluster.Manager.HostsChanged): the pool then runs DrainStale
+	// and asks for the next channel, on one goroutine started by the first pooled
+	// connection and ended by Close. nil: stale hosts wait for the sweeper.
+	HostsChanged func() <-chan struct{}
 }
 
 // Multiplex keeps multiplexed connections per host address. Acquire hands out a pooled
@@ -63,6 +74,7 @@ type Multiplex[C PooledMux] struct {
 
 	sweeper sweeper
 	checks  []muxCheck[C] // the sweeper's scratch list (one sweep runs at a time)
+	watch   hostsWatch    // runs DrainStale at each HostsChanged signal
 }
 
 // muxHost is a host's pooled connections; last is when the latest one was added.
@@ -106,6 +118,7 @@ func NewMultiplex[C PooledMux](o MultiplexOptions) *Multiplex[C] {
 	}
 	p := &Multiplex[C]{o: o}
 	p.sweeper.every, p.sweeper.sweep = sweepEveryMux(o.IdleTimeout), p.sweepIdle
+	p.watch.changed, p.watch.pass = o.HostsChanged, p.DrainStale
 	return p
 }
 
@@ -221,6 +234,9 @@ func (p *Multiplex[C]) Add(addr string, c C) (pooled bool, err error) {
 		return false, nil
 	}
 	p.sweeper.start()
+	if p.o.Stale != nil && p.o.HostsChanged != nil {
+		p.watch.start()
+	}
 	e := &muxEntry[C]{c: c, taken: 1}
 	h := p.hosts.lock(addr, &p.closed)
 	if p.closed.Load() || p.o.MaxConnsPerHost > 0 && len(h.conns) >= p.o.MaxConnsPerHost {
@@ -272,6 +288,7 @@ func (p *Multiplex[C]) Close() error {
 		return nil
 	}
 	p.sweeper.stop()
+	p.watch.stop()
 	closeHosts(&p.hosts,
 		func(h *muxHost[C]) []*muxEntry[C] {
 			conns := h.conns
@@ -294,6 +311,7 @@ func (p *Multiplex[C]) sweepIdle() {
 		if p.closed.Load() {
 			return false
 		}
+		p.drainIfStale(addr.(string), h)
 		p.checks = p.check(h, now, p.checks)
 		h.mu.Lock()
 		if len(h.conns) == 0 && h.dialing == nil && now.Sub(h.last) >= p.o.IdleTimeout {
@@ -303,6 +321,32 @@ func (p *Multiplex[C]) sweepIdle() {
 		return true
 	})
 	p.sweeper.rearm()
+}
+
+// DrainStale drains the pooled connections of every host that Stale reports now, rather
+// than at the sweeper's next pass: call it when the hosts' membership or health changed.
+func (p *Multiplex[C]) DrainStale() {
+	p.hosts.each(func(addr any, h *muxHost[C]) bool {
+		if p.closed.Load() {
+			return false
+		}
+		p.drainIfStale(addr.(string), h)
+		return true
+	})
+}
+
+// drainIfStale drops and drains h's connections when Stale reports addr, h's address.
+func (p *Multiplex[C]) drainIfStale(addr string, h *muxHost[C]) {
+	if p.o.Stale == nil || !p.o.Stale(addr) {
+		return
+	}
+	h.mu.Lock()
+	conns := h.conns
+	h.conns = nil
+	h.mu.Unlock()
+	for _, e := range conns {
+		e.c.Drain()
+	}
 }
 
 // check drops h's dead connections and drains them; with a non-zero now it also closes

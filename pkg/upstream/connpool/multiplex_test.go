@@ -448,3 +448,68 @@ func BenchmarkMultiplexAcquire(b *testing.B) {
 		c.end()
 	}
 }
+
+// A host that Stale reports has its connections drained when HostsChanged signals: the
+// idle one closes at once, the busy one after its stream, and neither is handed out
+// again; another host's connection stays. Without a signal, the sweeper does the same.
+func TestMultiplexDrainsStaleHosts(t *testing.T) {
+	srvA, srvB := newPeer(t), newPeer(t)
+	var staleA, staleB atomic.Bool
+	var mu sync.Mutex
+	changed := make(chan struct{})
+	hostsChanged := func() <-chan struct{} {
+		mu.Lock()
+		defer mu.Unlock()
+		return changed
+	}
+	signal := func() {
+		mu.Lock()
+		close(changed)
+		changed = make(chan struct{})
+		mu.Unlock()
+	}
+	p := newMultiplex(t, connpool.MultiplexOptions{
+		IdleTimeout: time.Minute, // sweeps every second
+		Stale: func(addr string) bool {
+			return addr == srvA.addr && staleA.Load() || addr == srvB.addr && staleB.Load()
+		},
+		HostsChanged: hostsChanged,
+	})
+	da := &muxDialer{t: t, srv: srvA, max: 1}
+	db := &muxDialer{t: t, srv: srvB, max: 1}
+	idle := acquire(t, p, da)
+	idle.end()
+	busy := acquire(t, p, da)
+	if busy != idle {
+		t.Fatalf("second Acquire dialled (%d dials); want the idle connection reused", da.dials.Load())
+	}
+	busy2 := acquire(t, p, da) // busy holds the only stream: a second connection
+	busy.end()
+	other := acquire(t, p, db)
+	other.end()
+	if p.Len(srvA.addr) != 2 || p.Len(srvB.addr) != 1 {
+		t.Fatalf("pooled %d + %d; want 2 + 1", p.Len(srvA.addr), p.Len(srvB.addr))
+	}
+
+	staleA.Store(true)
+	signal()
+	testutil.Eventually(t, testTimeout, "the idle connection to the stale host to close", idle.closed)
+	if busy2.closed() {
+		t.Fatal("the connection with an open stream was closed, not drained")
+	}
+	if p.Len(srvA.addr) != 0 || other.closed() || p.Len(srvB.addr) != 1 {
+		t.Fatalf("after the change: pooled %d to the stale host, %d to the other (closed %v); want 0, 1, open",
+			p.Len(srvA.addr), p.Len(srvB.addr), other.closed())
+	}
+	if c, ok := p.Get(srvA.addr); ok {
+		t.Fatalf("Get handed out %p after its host went stale", c)
+	}
+	busy2.end()
+	if !busy2.closed() {
+		t.Fatal("the drained connection stayed open after its last stream")
+	}
+
+	// No signal: the sweeper finds the stale host within a sweep period.
+	staleB.Store(true)
+	testutil.Eventually(t, testTimeout, "the sweeper to drain the stale host", other.closed)
+}

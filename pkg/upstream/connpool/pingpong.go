@@ -74,9 +74,7 @@ type PingPong[C Conn] struct {
 	sweepMu sync.Mutex // held by a sweep, so that Close waits for one in progress
 	swept   []C        // the sweeper's scratch list, under sweepMu
 
-	watchOnce sync.Once
-	stopWatch chan struct{} // closed by Close: ends the HostsChanged watcher
-	watchDone chan struct{} // closed when the watcher has ended (nil: never started)
+	watch hostsWatch // runs CloseStale at each HostsChanged signal
 }
 
 // ppHost is a host's idle connections; last is its last Put.
@@ -101,39 +99,16 @@ func NewPingPong[C Conn](o PingPongOptions) *PingPong[C] {
 	if o.AliveCheckAfter == 0 {
 		o.AliveCheckAfter = DefaultAliveCheckAfter
 	}
-	p := &PingPong[C]{o: o, stopWatch: make(chan struct{})}
+	p := &PingPong[C]{o: o}
+	p.watch.changed, p.watch.pass = o.HostsChanged, p.CloseStale
 	p.sweeper.every, p.sweeper.sweep = sweepEvery(o.IdleTimeout), p.sweepIdle
 	return p
 }
 
-// startWatch starts the HostsChanged watcher once, unless Close came first (sweepMu
-// orders it with Close).
+// startWatch starts the HostsChanged watcher once, unless Close came first.
 func (p *PingPong[C]) startWatch() {
-	if p.o.Stale == nil || p.o.HostsChanged == nil {
-		return
-	}
-	p.watchOnce.Do(func() {
-		p.sweepMu.Lock()
-		defer p.sweepMu.Unlock()
-		if p.closed.Load() {
-			return
-		}
-		p.watchDone = make(chan struct{})
-		go p.watch(p.o.HostsChanged())
-	})
-}
-
-// watch runs CloseStale at each HostsChanged signal until Close.
-func (p *PingPong[C]) watch(changed <-chan struct{}) {
-	defer close(p.watchDone)
-	for {
-		select {
-		case <-changed:
-		case <-p.stopWatch:
-			return
-		}
-		changed = p.o.HostsChanged() // before the pass, so that no change is missed
-		p.CloseStale()
+	if p.o.Stale != nil && p.o.HostsChanged != nil {
+		p.watch.start()
 	}
 }
 
@@ -228,16 +203,11 @@ func (p *PingPong[C]) Close() error {
 		return nil
 	}
 	p.sweeper.stop()
+	// A CloseStale in progress sees closed once it has sweepMu, and returns.
+	p.watch.stop()
 	// After a sweep in progress, which closes the connections it took before Close returns.
 	p.sweepMu.Lock()
 	defer p.sweepMu.Unlock()
-	close(p.stopWatch)
-	if p.watchDone != nil {
-		// The watcher may be waiting for sweepMu in CloseStale: it sees closed and returns.
-		p.sweepMu.Unlock()
-		<-p.watchDone
-		p.sweepMu.Lock()
-	}
 	closeHosts(&p.hosts,
 		func(h *ppHost[C]) []idleConn[C] {
 			idle := h.idle
