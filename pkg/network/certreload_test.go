@@ -173,7 +173,7 @@ func TestClientCertReloadsFromFiles(t *testing.T) {
 			}
 			got <- sc.ConnectionState().PeerCertificates[0].SerialNumber
 		}()
-		cc := tls.Client(c, ccfg)
+		cc := tls.Client(c, ccfg.Config())
 		_ = cc.SetDeadline(time.Now().Add(5 * time.Second))
 		if err := cc.Handshake(); err != nil {
 			t.Fatalf("client handshake: %v", err)
@@ -192,5 +192,118 @@ func TestClientCertReloadsFromFiles(t *testing.T) {
 	write(second, start.Add(time.Minute))
 	if got := presented(); got.Cmp(serial(t, second)) != 0 {
 		t.Fatal("the rotated client certificate is not presented")
+	}
+}
+
+// caRotation is rotation for a ca_cert file: write replaces the bundle and stamps it
+// with at.
+func caRotation(t *testing.T) (caFile string, write func(pem string, at time.Time)) {
+	old := certCheckInterval
+	certCheckInterval = 0
+	t.Cleanup(func() { certCheckInterval = old })
+	caFile = filepath.Join(t.TempDir(), "ca.crt")
+	return caFile, func(pem string, at time.Time) {
+		t.Helper()
+		if err := os.WriteFile(caFile, []byte(pem), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(caFile, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestClientCAReloadsFromFile: an upstream ca_cert given as a file is reloaded when it
+// changes: an upstream signed by a CA added to the file is trusted from the next
+// handshake, one whose CA left it is not, and a bundle that fails to load keeps the last
+// good one.
+func TestClientCAReloadsFromFile(t *testing.T) {
+	caFile, write := caRotation(t)
+	oldCA, newCA := tlstest.NewCA(t), tlstest.NewCA(t)
+	server := newCA.Leaf(t, "up.test")
+	scfg := &tls.Config{Certificates: []tls.Certificate{server.TLS(t)}}
+	start := time.Now().Add(-time.Hour)
+	write(oldCA.PEM, start)
+	core, logs := observer.New(zap.InfoLevel)
+	ct, err := ClientTLSConfig("tls_context", &config.TLSConfig{Status: true, ServerName: "up.test", CACert: caFile}, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	handshake := func() error {
+		t.Helper()
+		c, s := tcpPair(t)
+		go func() {
+			sc := tls.Server(s, scfg)
+			_ = sc.SetDeadline(time.Now().Add(5 * time.Second))
+			_ = sc.Handshake()
+		}()
+		cc := tls.Client(c, ct.Config())
+		_ = cc.SetDeadline(time.Now().Add(5 * time.Second))
+		return cc.Handshake()
+	}
+	if err := handshake(); err == nil {
+		t.Fatal("an upstream signed by a CA not in the bundle was trusted")
+	}
+	write(newCA.PEM, start.Add(time.Minute))
+	if err := handshake(); err != nil {
+		t.Fatalf("after the bundle gained the upstream's CA: %v", err)
+	}
+	if logs.FilterMessage("tls ca_cert reloaded").Len() != 1 {
+		t.Fatal("no reload logged")
+	}
+	write("not a certificate", start.Add(2*time.Minute))
+	if err := handshake(); err != nil {
+		t.Fatalf("a bundle that failed to load replaced the last good one: %v", err)
+	}
+	if logs.FilterMessage("tls ca_cert reload failed; serving the previous one").Len() != 1 {
+		t.Fatal("the failed reload was not logged")
+	}
+	write(oldCA.PEM, start.Add(3*time.Minute))
+	if err := handshake(); err == nil {
+		t.Fatal("the upstream is still trusted after its CA left the bundle")
+	}
+}
+
+// TestServerClientCAReloadsFromFile: a listener's ca_cert file (verify_client) is
+// reloaded when it changes: a client certificate from a CA added to the file is
+// accepted from the next handshake, and one whose CA left it is refused.
+func TestServerClientCAReloadsFromFile(t *testing.T) {
+	caFile, write := caRotation(t)
+	serverCA, oldCA, newCA := tlstest.NewCA(t), tlstest.NewCA(t), tlstest.NewCA(t)
+	leaf := serverCA.Leaf(t, "proxy.test")
+	client := newCA.Leaf(t, "client")
+	start := time.Now().Add(-time.Hour)
+	write(oldCA.PEM, start)
+	scfg, err := ServerTLSConfig(&config.TLSConfig{Status: true, CertChain: leaf.CertPEM, PrivateKey: leaf.KeyPEM,
+		VerifyClient: true, CACert: caFile}, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ccfg := &tls.Config{ServerName: "proxy.test", RootCAs: serverCA.Pool(), Certificates: []tls.Certificate{client.TLS(t)}}
+	accepted := func() bool {
+		t.Helper()
+		c, s := tcpPair(t)
+		res := make(chan error, 1)
+		go func() {
+			sc := tls.Server(s, scfg)
+			_ = sc.SetDeadline(time.Now().Add(5 * time.Second))
+			res <- sc.Handshake()
+		}()
+		cc := tls.Client(c, ccfg)
+		_ = cc.SetDeadline(time.Now().Add(5 * time.Second))
+		_ = cc.Handshake()
+		_, _ = cc.Write([]byte("x")) // TLS 1.3: the server verifies after the client's side ended
+		return <-res == nil
+	}
+	if accepted() {
+		t.Fatal("a client certificate from a CA not in the bundle was accepted")
+	}
+	write(newCA.PEM, start.Add(time.Minute))
+	if !accepted() {
+		t.Fatal("after the bundle gained the client's CA, its certificate was refused")
+	}
+	write(oldCA.PEM, start.Add(2*time.Minute))
+	if accepted() {
+		t.Fatal("the client certificate is still accepted after its CA left the bundle")
 	}
 }

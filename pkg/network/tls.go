@@ -174,8 +174,20 @@ func ServerTLSConfig(one *config.TLSConfig, set []config.TLSConfig, next []strin
 		}
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	}
-	if first.t.CACert != "" {
-		if cfg.ClientCAs, err = loadPool(first.path, first.t.CACert); err != nil {
+	var cas *caConfigs
+	switch ca := first.t.CACert; {
+	case ca != "" && !isPEM(ca):
+		// A CA file is reloaded when it changes: a handshake after a change gets a clone
+		// of this config with the new bundle (GetConfigForClient).
+		fp, err := newFilePool(first.path, ca, log.With(zap.String("tls_context", first.path)))
+		if err != nil {
+			return nil, err
+		}
+		cfg.ClientCAs = fp.current(time.Now())
+		cas = &caConfigs{base: cfg, initial: cfg.ClientCAs, ca: fp,
+			set: func(c *tls.Config, p *x509.CertPool) { c.ClientCAs = p }}
+	case ca != "":
+		if cfg.ClientCAs, err = loadPool(first.path, ca); err != nil {
 			return nil, err
 		}
 	}
@@ -183,14 +195,39 @@ func ServerTLSConfig(one *config.TLSConfig, set []config.TLSConfig, next []strin
 	if len(cfg.NextProtos) == 0 {
 		cfg.NextProtos = next
 	}
+	if cas != nil {
+		cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			if c := cas.config(time.Now()); c != cfg {
+				return c, nil
+			}
+			return nil, nil // the bundle cfg was built with: cfg itself
+		}
+	}
 	return cfg, nil
+}
+
+// ClientTLS is a cluster's TLS client configuration. Config returns the one for a new
+// connection: when ca_cert is a file, with the bundle as it is now (the file is reloaded
+// when it changes, as certificate files are).
+type ClientTLS struct {
+	cfg *tls.Config
+	cas *caConfigs // nil: ca_cert unset or inline
+}
+
+// Config returns the TLS config for a new upstream connection. The caller must not
+// modify it (clone it first).
+func (c *ClientTLS) Config() *tls.Config {
+	if c.cas == nil {
+		return c.cfg
+	}
+	return c.cas.config(time.Now())
 }
 
 // ClientTLSConfig builds an upstream (cluster) TLS config from tls_context; nil when its
 // status is not true. path names the tls_context in errors. A client certificate given
-// as files is reloaded when they change, as a listener's is; log reports reloads (nil:
-// none).
-func ClientTLSConfig(path string, t *config.TLSConfig, log *zap.Logger) (*tls.Config, error) {
+// as files, and a ca_cert given as a file, are reloaded when they change, as a
+// listener's are; log reports reloads (nil: none).
+func ClientTLSConfig(path string, t *config.TLSConfig, log *zap.Logger) (*ClientTLS, error) {
 	if t == nil || !t.Status {
 		return nil, nil
 	}
@@ -201,19 +238,29 @@ func ClientTLSConfig(path string, t *config.TLSConfig, log *zap.Logger) (*tls.Co
 	if err != nil {
 		return nil, err
 	}
+	if log == nil {
+		log = zap.NewNop()
+	}
 	cfg.ServerName = t.ServerName
 	cfg.InsecureSkipVerify = t.InsecureSkip
 	cfg.NextProtos = splitList(t.ALPN, true)
-	if t.CACert != "" {
-		if cfg.RootCAs, err = loadPool(path, t.CACert); err != nil {
+	ct := &ClientTLS{cfg: cfg}
+	switch ca := t.CACert; {
+	case ca != "" && !isPEM(ca):
+		fp, err := newFilePool(path, ca, log.With(zap.String("tls_context", path)))
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = fp.current(time.Now())
+		ct.cas = &caConfigs{base: cfg, initial: cfg.RootCAs, ca: fp,
+			set: func(c *tls.Config, p *x509.CertPool) { c.RootCAs = p }}
+	case ca != "":
+		if cfg.RootCAs, err = loadPool(path, ca); err != nil {
 			return nil, err
 		}
 	}
 	switch {
 	case t.CertChain != "" && t.PrivateKey != "" && !isPEM(t.CertChain) && !isPEM(t.PrivateKey):
-		if log == nil {
-			log = zap.NewNop()
-		}
 		fc, err := newFileCert(path, t.CertChain, t.PrivateKey, log.With(zap.String("tls_context", path)))
 		if err != nil {
 			return nil, err
@@ -230,7 +277,7 @@ func ClientTLSConfig(path string, t *config.TLSConfig, log *zap.Logger) (*tls.Co
 	case t.CertChain != "" || t.PrivateKey != "":
 		return nil, fmt.Errorf("%s: a client certificate needs both cert_chain and private_key", path)
 	}
-	return cfg, nil
+	return ct, nil
 }
 
 // baseTLS applies the settings shared by both sides: type, versions, cipher suites, curves.

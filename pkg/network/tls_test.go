@@ -252,7 +252,7 @@ func TestClientTLSConfig(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", l.Addr().String(), ccfg)
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", l.Addr().String(), ccfg.Config())
 		if err != nil {
 			return err
 		}

@@ -537,7 +537,7 @@ func (c *Cluster) dial(ctx context.Context, r *lb.Request, first *Host, maxAttem
 		}
 		conn, err := c.dialHost(ctx, set.connectTimeout, h)
 		if err == nil && set.tls != nil { // tls.go: the handshake gets connect_timeout too
-			conn, err = clientTLS(ctx, conn, set.tls, h, time.Now().Add(set.connectTimeout))
+			conn, err = clientTLS(ctx, conn, set.tls.Config(), h, time.Now().Add(set.connectTimeout))
 		}
 		if err == nil {
 			h, done := a.connected()

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
@@ -38,7 +37,7 @@ type settings struct {
 	hc             *healthcheck.Checker // nil: no active health checks
 	outlier        *outlierSettings     // nil: no outlier detection
 	limits         [numBreakers]int64   // circuit breakers
-	tls            *tls.Config          // tls_context with status true (tls.go)
+	tls            *network.ClientTLS   // tls_context with status true (tls.go)
 }
 
 // hostSpec is one configured host entry. For STRICT_DNS a name expands to one host per
