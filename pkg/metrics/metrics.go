@@ -18,6 +18,8 @@ type Set struct {
 	DownstreamCxTotal    *prometheus.CounterVec // listener
 	DownstreamCxActive   *prometheus.GaugeVec   // listener
 	DownstreamCxOverflow *prometheus.CounterVec // listener: accepts held back by max_connections
+	AcceptOverload       *prometheus.CounterVec // listener: times accepting paused for memory overload
+	MemoryOverloaded     prometheus.Gauge       // 1 while memory is near its limit and listeners do not accept
 	DownstreamCxHandoff  *prometheus.CounterVec // listener: connections handed to it by original_dst
 	AcceptErrors         *prometheus.CounterVec // listener
 	ConnPanics           *prometheus.CounterVec // listener: recovered panics (bug), conn closed
@@ -75,6 +77,8 @@ func New() *Set {
 		DownstreamCxTotal:     f.counter("downstream_connections_total", "Downstream connections accepted.", "listener"),
 		DownstreamCxActive:    f.gauge("downstream_connections_active", "Downstream connections open.", "listener"),
 		DownstreamCxOverflow:  f.counter("downstream_connections_overflow_total", "Times accepting paused because max_connections was reached.", "listener"),
+		AcceptOverload:        f.counter("downstream_accept_overload_pauses_total", "Times accepting paused because memory neared its limit (GOMEMLIMIT).", "listener"),
+		MemoryOverloaded:      f.plainGauge("memory_overloaded", "1 while memory is near its limit (GOMEMLIMIT) and listeners accept no new connection."),
 		DownstreamCxHandoff:   f.counter("downstream_connections_handoff_total", "Connections handed to this listener by original_dst.", "listener"),
 		AcceptErrors:          f.counter("accept_errors_total", "Errors returned by accept.", "listener"),
 		ConnPanics:            f.counter("connection_panics_total", "Recovered panics in connection handlers; the connection was closed.", "listener"),

@@ -35,6 +35,9 @@ const (
 	maxBackoff = time.Second
 )
 
+// overloadRetry is how often a listener paused by Overloaded looks again.
+const overloadRetry = 100 * time.Millisecond
+
 // logEvery is the minimum interval between two log lines about accept errors or overflow.
 const logEvery = time.Second
 
@@ -81,6 +84,10 @@ type ListenerConfig struct {
 	// original_dst); Handler serves the rest and every socket RawHandler declines.
 	RawHandler RawHandler
 	Loops      *evloop.Group
+	// Overloaded, when set, is asked before each accept: while it reports true the
+	// listener accepts nothing (new connections wait in the kernel backlog), and looks
+	// again every overloadRetry (overload.Memory.Overloaded).
+	Overloaded func() bool
 }
 
 // Listener accepts connections and runs each on its own goroutine. New binds; Serve
@@ -102,6 +109,7 @@ type Listener struct {
 	closeErr  error
 
 	cxTotal, cxOverflow, cxHandoff, acceptErrs, panics prometheus.Counter
+	overloadPauses                                     prometheus.Counter
 	cxActive                                           prometheus.Gauge
 	closes                                             *prometheus.CounterVec // reason
 	closeCounters                                      sync.Map               // CloseReason → prometheus.Counter, resolved once
@@ -159,6 +167,7 @@ func NewListener(cfg ListenerConfig) (*Listener, error) {
 	l.cxActive = m.DownstreamCxActive.WithLabelValues(name)
 	l.cxOverflow = m.DownstreamCxOverflow.WithLabelValues(name)
 	l.cxHandoff = m.DownstreamCxHandoff.WithLabelValues(name)
+	l.overloadPauses = m.AcceptOverload.WithLabelValues(name)
 	l.acceptErrs = m.AcceptErrors.WithLabelValues(name)
 	l.panics = m.ConnPanics.WithLabelValues(name)
 	closes, err := m.ConnCloses.CurryWith(prometheus.Labels{"listener": name})
@@ -408,7 +417,35 @@ func (l *Listener) acceptLoop(ctx context.Context) error {
 			sleepFor.Stop()
 		}
 	}()
+	// sleep waits d on one reused timer; false: ctx ended meanwhile.
+	sleep := func(d time.Duration) bool {
+		if sleepFor == nil {
+			sleepFor = time.NewTimer(d)
+		} else {
+			sleepFor.Reset(d)
+		}
+		select {
+		case <-sleepFor.C:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	overloaded := false
+	// waitOverload waits while Overloaded reports true; false: ctx ended meanwhile.
+	waitOverload := func() bool {
+		for l.overloaded(&overloaded) {
+			if !sleep(overloadRetry) {
+				return false
+			}
+		}
+		return true
+	}
 	for {
+		if !waitOverload() {
+			l.Close()
+			return nil
+		}
 		select {
 		case l.sem <- struct{}{}:
 		default:
@@ -444,22 +481,39 @@ func (l *Listener) acceptLoop(ctx context.Context) error {
 				l.log.Warn("accept failed; backing off", zap.Error(err), zap.Duration("backoff", backoff),
 					zap.Int("suppressed", n))
 			}
-			if sleepFor == nil {
-				sleepFor = time.NewTimer(backoff)
-			} else {
-				sleepFor.Reset(backoff)
-			}
-			select {
-			case <-sleepFor.C:
-			case <-ctx.Done():
+			if !sleep(backoff) {
 				l.Close()
 				return nil
 			}
 			continue
 		}
 		backoff = 0
+		// Accept was already waiting when the overload began: hold this one connection,
+		// unserved, until it ends.
+		if !waitOverload() {
+			raw.Close()
+			<-l.sem
+			l.Close()
+			return nil
+		}
 		l.accept(raw)
 	}
+}
+
+// overloaded reports whether the listener must not accept now (ListenerConfig.
+// Overloaded); *paused is the caller's state, so that each pause is counted and logged
+// once.
+func (l *Listener) overloaded(paused *bool) bool {
+	if l.cfg.Overloaded == nil || !l.cfg.Overloaded() {
+		*paused = false
+		return false
+	}
+	if !*paused {
+		*paused = true
+		l.overloadPauses.Inc()
+		l.log.Warn("memory near its limit; accepting paused")
+	}
+	return true
 }
 
 // limiter allows one log line per logEvery and counts the ones it suppressed. Used by one

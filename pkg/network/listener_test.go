@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -448,4 +449,48 @@ func TestConnGoroutinesReused(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 5*time.Second, "idle goroutines to exit after close", func() bool { return l.workers.idle.Load() == 0 })
+}
+
+// TestOverloadPausesAccepting: while Overloaded reports true the listener accepts
+// nothing (a client's connection waits in the kernel backlog, unserved), counting the
+// pause once; once it reports false the waiting connection is served. On goroutines and
+// on an event loop.
+func TestOverloadPausesAccepting(t *testing.T) {
+	for _, loops := range []bool{false, true} {
+		t.Run(map[bool]string{false: "goroutines", true: "loops"}[loops], func(t *testing.T) {
+			var over atomic.Bool
+			var cfg ListenerConfig
+			if loops {
+				cfg, _ = loopConfig(t, "over", 1)
+			} else {
+				cfg = testConfig(t, "over", nil)
+				cfg.Handler = echo(cfg.Conn.Pool)
+			}
+			cfg.Overloaded = over.Load
+			l := serve(t, cfg)
+			pauses := cfg.Metrics.AcceptOverload.WithLabelValues("over")
+			c1 := dial(t, l.Addr())
+			if got, err := roundTrip(c1, "x", 5*time.Second); err != nil || got != "x" {
+				t.Fatalf("before overload: %q, %v", got, err)
+			}
+			over.Store(true)
+			time.Sleep(2 * overloadRetry) // let a paused accept loop or loop timer see it
+			c2 := dial(t, l.Addr())       // completes in the kernel backlog
+			if _, err := roundTrip(c2, "y", 300*time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("a connection was served while overloaded: err %v", err)
+			}
+			if got, err := roundTrip(c1, "z", 5*time.Second); err != nil || got != "z" {
+				t.Fatalf("an open connection stopped being served while overloaded: %q, %v", got, err)
+			}
+			if n := value(pauses); n != 1 {
+				t.Fatalf("overload pauses = %v, want 1 (one per pause, not per retry)", n)
+			}
+			over.Store(false)
+			c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got := make([]byte, 1)
+			if _, err := io.ReadFull(c2, got); err != nil || string(got) != "y" {
+				t.Fatalf("the waiting connection after the overload ended: %q, %v", got, err)
+			}
+		})
+	}
 }

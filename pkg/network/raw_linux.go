@@ -42,7 +42,8 @@ type acceptor struct {
 	loop   *evloop.Loop
 	fd     int
 	tok    evloop.Token
-	paused bool // at max_connections or backing off after an accept error
+	paused bool // at max_connections, overloaded, or backing off after an accept error
+	over   bool // paused by ListenerConfig.Overloaded (counted once per pause)
 	full   bool // paused at max_connections (counted once per pause)
 	// noDelay: accepted sockets inherit TCP_NODELAY from the listening socket.
 	noDelay bool
@@ -174,6 +175,10 @@ func (a *acceptor) accept() {
 	l := a.l
 	for range acceptBatch {
 		if a.fd < 0 {
+			return
+		}
+		if l.overloaded(&a.over) {
+			a.pause(overloadRetry)
 			return
 		}
 		select {

@@ -592,7 +592,7 @@ func TestReload(t *testing.T) {
 	_, body := get(t, admin+"/metrics")
 	for _, want := range []string{`mosnlite_config_reloads_total{result="success"} 1`, `mosnlite_config_reloads_total{result="failure"} 2`, "mosnlite_config_last_reload_success_timestamp_seconds 1"} {
 		if !strings.Contains(body, want) {
-			t.Errorf("/metrics lacks %q:\n%s", want, grep(body, "reload"))
+			t.Errorf("/metrics lacks %q:\n%s", want, testutil.Lines(body, "reload"))
 		}
 	}
 	// POST /api/v1/reload without a source fails (and says so); GET is refused.

@@ -161,6 +161,9 @@ func (s *Server) buildFilter(lc *config.Listener, ext *extension.Set) (network.L
 		Metrics: s.metrics,
 		Log:     lg,
 	}
+	if s.mem != nil {
+		lcfg.Overloaded = s.mem.Overloaded
+	}
 	switch netw {
 	case "udp", "udp4", "udp6":
 		ph, ok := nf.(network.PacketHandler)

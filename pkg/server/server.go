@@ -33,6 +33,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/metrics"
 	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/network/evloop"
+	"github.com/mosnlite/mosnlite/pkg/overload"
 	"github.com/mosnlite/mosnlite/pkg/router"
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 )
@@ -70,6 +71,7 @@ type Server struct {
 	load    func() (*config.Config, error)
 
 	clusters *cluster.Manager
+	mem      *overload.Memory // nil without a memory limit (GOMEMLIMIT)
 	routers  *router.Tables
 	index    *network.Index
 	admin    *admin
@@ -131,6 +133,11 @@ func New(cfg *config.Config, o Options) (_ *Server, err error) {
 			s.closeAll()
 		}
 	}()
+	if lim := overload.Limit(); lim > 0 {
+		// With a memory limit, listeners stop accepting near it (overload.PauseAt).
+		s.mem = overload.NewMemory(lim, o.Log.Named("overload"), o.Metrics.MemoryOverloaded)
+		o.Log.Info("memory limit set: listeners pause accepting near it", zap.Uint64("limit_bytes", lim))
+	}
 	s.clusters = cluster.NewManager(cluster.Options{
 		LBs:     o.Extensions.LoadBalancers,
 		Metrics: o.Metrics,
@@ -252,6 +259,9 @@ func (s *Server) Run(ctx context.Context) error {
 	bg.Go(func() error { return s.runRegistry(bgCtx) }) // registry.go
 	if s.admin != nil {
 		bg.Go(func() error { return s.admin.run(bgCtx) })
+	}
+	if s.mem != nil {
+		bg.Go(func() error { s.mem.Run(bgCtx); return nil })
 	}
 	s.running.Store(true)
 	s.log.Info("mosnlite serving", zap.Int("listeners", len(lls)),

@@ -94,7 +94,7 @@ func TestServeAdminAndDrain(t *testing.T) {
 		t.Fatalf("echo = %q, %v", buf, err)
 	}
 	if _, body := get(t, admin+"/metrics"); !strings.Contains(body, `mosnlite_tcp_proxy_bytes_total{cluster="up",direction="rx",listener="l4"} 4`) {
-		t.Fatalf("/metrics lacks the rx byte count:\n%s", grep(body, "tcp_proxy"))
+		t.Fatalf("/metrics lacks the rx byte count:\n%s", testutil.Lines(body, "tcp_proxy"))
 	}
 	// Runtime log level.
 	req, _ := http.NewRequest(http.MethodPut, admin+"/logging", strings.NewReader(`{"level":"debug"}`))
@@ -130,16 +130,6 @@ func TestServeAdminAndDrain(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after the drain")
 	}
-}
-
-func grep(s, sub string) string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, sub) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
 }
 
 func TestDrainTimeoutClosesSessions(t *testing.T) {

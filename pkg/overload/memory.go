@@ -1,0 +1,122 @@
+// Package overload keeps the proxy under its memory limit the way an overload manager
+// does: when the memory the Go runtime counts against its limit (GOMEMLIMIT) nears the
+// limit, listeners stop accepting new connections, so that the connections already open
+// can finish instead of the process being OOM-killed; accepting resumes once use falls
+// back. Pending connections wait in the kernel's accept backlog meanwhile.
+package overload
+
+import (
+	"context"
+	"math"
+	"runtime/debug"
+	"runtime/metrics"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+const (
+	// PauseAt and ResumeAt are the shares of the limit at which accepting stops and
+	// starts again; the gap keeps a process near the limit from flapping.
+	PauseAt  = 0.95
+	ResumeAt = 0.85
+	// Interval is how often memory is sampled: coarse, as reading the runtime's
+	// metrics is not free and memory does not climb a whole limit in a quarter second
+	// under connection backpressure.
+	Interval = 250 * time.Millisecond
+)
+
+// Limit returns the process's memory limit (GOMEMLIMIT or debug.SetMemoryLimit), or 0
+// when there is none.
+func Limit() uint64 {
+	l := debug.SetMemoryLimit(-1)
+	if l <= 0 || l == math.MaxInt64 {
+		return 0
+	}
+	return uint64(l)
+}
+
+// Memory watches memory use against a limit. Its methods may be called from any
+// goroutine; Check and Run must not run concurrently with each other.
+type Memory struct {
+	limit             uint64
+	pauseAt, resumeAt uint64
+	over              atomic.Bool
+	samples           []metrics.Sample
+	log               *zap.Logger
+	gauge             prometheus.Gauge // 1 while overloaded; nil: none
+}
+
+// NewMemory watches memory against limit (bytes, > 0). gauge, when set, reads 1 while
+// accepting is paused.
+func NewMemory(limit uint64, log *zap.Logger, gauge prometheus.Gauge) *Memory {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Memory{
+		limit:    limit,
+		pauseAt:  uint64(float64(limit) * PauseAt),
+		resumeAt: uint64(float64(limit) * ResumeAt),
+		samples:  []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}},
+		log:      log,
+		gauge:    gauge,
+	}
+}
+
+// Overloaded reports whether listeners should not accept now. A nil Memory never is.
+func (m *Memory) Overloaded() bool { return m != nil && m.over.Load() }
+
+// Used returns the memory the runtime counts against its limit: everything it has mapped
+// less what it returned to the OS.
+func (m *Memory) Used() uint64 {
+	metrics.Read(m.samples)
+	total, released := m.samples[0].Value.Uint64(), m.samples[1].Value.Uint64()
+	if released > total {
+		return 0
+	}
+	return total - released
+}
+
+// Check samples memory once, updates the state and returns it.
+func (m *Memory) Check() bool {
+	used := m.Used()
+	was := m.over.Load()
+	now := was
+	switch {
+	case !was && used >= m.pauseAt:
+		now = true
+		m.log.Warn("memory near its limit: listeners stop accepting new connections",
+			zap.Uint64("used_bytes", used), zap.Uint64("limit_bytes", m.limit))
+	case was && used <= m.resumeAt:
+		now = false
+		m.log.Info("memory back under its limit: listeners accept again",
+			zap.Uint64("used_bytes", used), zap.Uint64("limit_bytes", m.limit))
+	}
+	if now != was {
+		m.over.Store(now)
+		if m.gauge != nil {
+			v := 0.0
+			if now {
+				v = 1
+			}
+			m.gauge.Set(v)
+		}
+	}
+	return now
+}
+
+// Run checks every Interval until ctx ends.
+func (m *Memory) Run(ctx context.Context) {
+	t := time.NewTicker(Interval)
+	defer t.Stop()
+	for {
+		m.Check()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
