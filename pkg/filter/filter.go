@@ -28,6 +28,9 @@ type Deps struct {
 	// Codecs is the xprotocol codec registry (extension.Set.Codecs); the proxy filter takes
 	// the codec for a bolt, boltv2 or dubbo listener from it.
 	Codecs CodecRegistry
+	// Overloaded, when set, reports memory near its limit (overload.Memory): the proxy
+	// then refuses new requests (503, or the RPC codec's server-busy status).
+	Overloaded func() bool
 }
 
 // CodecRegistry looks RPC codecs up by protocol name (extension.Set.Codecs).

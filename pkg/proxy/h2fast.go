@@ -37,7 +37,8 @@ type h2Conn struct {
 // routes, then hands the stream to a goroutine of its own.
 func (hc *h2Conn) ServeStream(st *h2stream.ServerStream) {
 	p := hc.h.p
-	if p.cfg.StreamFilters.Len() == 0 && fastFields(st) {
+	// Overloaded: the full path answers 503 (serveH2Stream).
+	if p.cfg.StreamFilters.Len() == 0 && !p.overloaded() && fastFields(st) {
 		if tbl, ok := p.cfg.Routers.Get(p.cfg.RouterName); ok {
 			if rt, ok := tbl.Match(h2View{st}); ok && fastRoute(p, rt) {
 				go hc.serveFast(st, rt)

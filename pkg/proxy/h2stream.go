@@ -242,6 +242,11 @@ func (p *Proxy) serveH2Stream(w http.ResponseWriter, r *http.Request) {
 		h2Local(w, dr.Status, dr.Body)
 		return
 	}
+	if p.overloaded() {
+		st.answered(http.StatusServiceUnavailable, msgOverloaded, accesslog.FlagLocalReply)
+		h2Local(w, http.StatusServiceUnavailable, msgOverloaded)
+		return
+	}
 	t := h2Target{rt: rt, start: time.Now()}
 	// The route timeout bounds the wait for the response head (as for HTTP/1); a
 	// streaming body after it is not cut. A downstream reset cancels r.Context().

@@ -652,6 +652,11 @@ func (c *loopConn) request(n int) bool {
 	if k, ok := rt.HashKey(view, c.rip); ok {
 		c.lr.HashKey, c.lr.HasHash = k, true
 	}
+	if c.p.overloaded() {
+		c.in.Drain(total)
+		c.keepAlive = false // a body still unread is not taken; the connection's buffers go
+		return c.localDone(http.StatusServiceUnavailable, msgOverloaded)
+	}
 	if !cl.TryAcquire(cluster.MaxRequests) {
 		c.in.Drain(total)
 		return c.localDone(statusOverflow, "upstream overflow")

@@ -130,3 +130,54 @@ func TestIdleH2UpstreamToDownHostClosed(t *testing.T) {
 		t.Fatalf("after the host came back: %d connections opened; want 2", o.conns.Load())
 	}
 }
+
+// TestOverloadedRefusesRequests: while Overloaded reports true, an HTTP/1 request is
+// answered 503 "overloaded" with Connection: close and does not reach the upstream, on
+// both paths; requests are served again once it reports false.
+func TestOverloadedRefusesRequests(t *testing.T) {
+	bothPaths(t, func(t *testing.T, p path) {
+		o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
+		var over atomic.Bool
+		e := p.start(t, o.addr(), func(c *proxy.Config) { c.Overloaded = over.Load })
+		const req = "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+		if resp, body := roundTrip(t, e.addr, req); resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("before overload: %d %q", resp.StatusCode, body)
+		}
+		over.Store(true)
+		for _, r := range []string{req, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"} {
+			resp, body := roundTrip(t, e.addr, r)
+			if resp.StatusCode != 503 || body != "overloaded" || !resp.Close {
+				t.Fatalf("overloaded: %d %q close %v; want 503 overloaded, close", resp.StatusCode, body, resp.Close)
+			}
+		}
+		if n := o.reqs.Load(); n != 1 {
+			t.Fatalf("the upstream saw %d requests; want 1 (none while overloaded)", n)
+		}
+		over.Store(false)
+		if resp, body := roundTrip(t, e.addr, req); resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("after overload: %d %q", resp.StatusCode, body)
+		}
+	})
+}
+
+// TestOverloadedRefusesH2Streams: an HTTP/2 stream gets 503 while Overloaded reports
+// true, on the direct HTTP/1-upstream path and on the full path alike.
+func TestOverloadedRefusesH2Streams(t *testing.T) {
+	o := h2Origin(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
+	var over atomic.Bool
+	e := startH2Proxy(t, o.addr(), stream.HTTP2, "", func(c *proxy.Config) { c.Overloaded = over.Load })
+	client := &http.Client{Transport: h2cTransport(t), Timeout: testTimeout}
+	for _, path := range []string{"/", "/h1/x"} {
+		over.Store(false)
+		if resp, body := get(t, client, "GET", "http://"+e.addr+path, ""); resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("%s before overload: %d %q", path, resp.StatusCode, body)
+		}
+		over.Store(true)
+		if resp, body := get(t, client, "GET", "http://"+e.addr+path, ""); resp.StatusCode != 503 || body != "overloaded" {
+			t.Fatalf("%s overloaded: %d %q; want 503 overloaded", path, resp.StatusCode, body)
+		}
+	}
+	if n := o.reqs.Load(); n != 2 {
+		t.Fatalf("the upstream saw %d requests; want 2 (none while overloaded)", n)
+	}
+}

@@ -41,6 +41,9 @@ const (
 
 // Config configures a Proxy.
 type Config struct {
+	// Overloaded, when set, is asked as each request starts: while it reports true the
+	// request is answered 503 "overloaded" and its connection closed (overload.Memory).
+	Overloaded func() bool
 	Listener   string          // listener name, for metrics and logs
 	Downstream stream.Protocol // HTTP1 or Auto; any other protocol closes every connection
 	Upstream   stream.Protocol // proxy-level upstream_protocol ("": same as downstream); routes may override
@@ -139,6 +142,12 @@ func (p *Proxy) ServeConn(ctx context.Context, c *network.Conn) {
 	s.abandonRequest()
 	c.Close("")
 }
+
+// msgOverloaded is the body of the 503 a request gets while memory is near its limit.
+const msgOverloaded = "overloaded"
+
+// overloaded reports whether new requests are refused now (Config.Overloaded).
+func (p *Proxy) overloaded() bool { return p.cfg.Overloaded != nil && p.cfg.Overloaded() }
 
 func (p *Proxy) protocolError(proto string) {
 	if p.cfg.Metrics != nil && p.cfg.Metrics.ProtocolErrors != nil {

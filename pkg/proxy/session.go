@@ -192,6 +192,11 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 		s.localReply(http.StatusNotImplemented, "upgrade and CONNECT are not supported", true, false)
 		return errClose
 	}
+	if s.p.overloaded() {
+		b.Drain(n)
+		s.localReply(http.StatusServiceUnavailable, msgOverloaded, true, s.isHead)
+		return errClose
+	}
 	view := stream.HTTP1Request{Head: h}
 	var rt *router.Route
 	tbl, ok := s.p.cfg.Routers.Get(s.p.cfg.RouterName)

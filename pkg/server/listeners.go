@@ -133,6 +133,7 @@ func (s *Server) buildFilter(lc *config.Listener, ext *extension.Set) (network.L
 
 		StreamFilters: ext.StreamFilters,
 		Codecs:        ext.Codecs,
+		Overloaded:    s.overloaded(),
 	})
 	if err != nil {
 		return lcfg, nil, fmt.Errorf("filter_chains[0].filters[0].config: %w", err)
@@ -161,9 +162,7 @@ func (s *Server) buildFilter(lc *config.Listener, ext *extension.Set) (network.L
 		Metrics: s.metrics,
 		Log:     lg,
 	}
-	if s.mem != nil {
-		lcfg.Overloaded = s.mem.Overloaded
-	}
+	lcfg.Overloaded = s.overloaded()
 	switch netw {
 	case "udp", "udp4", "udp6":
 		ph, ok := nf.(network.PacketHandler)

@@ -232,6 +232,15 @@ func (s *Server) listenersInOrder() []*liveListener {
 	return out
 }
 
+// overloaded is the memory overload check for listeners and proxies; nil without a
+// memory limit.
+func (s *Server) overloaded() func() bool {
+	if s.mem == nil {
+		return nil
+	}
+	return s.mem.Overloaded
+}
+
 // Run serves until ctx ends, then drains as the config's drain block says and returns.
 // Listeners added while it runs are served and drained the same way.
 func (s *Server) Run(ctx context.Context) error {

@@ -104,6 +104,9 @@ const (
 
 // Config configures an Engine.
 type Config struct {
+	// Overloaded, when set, is asked as each request arrives: while it reports true
+	// requests are answered with the codec's server-busy status (overload.Memory).
+	Overloaded func() bool
 	Listener   string          // listener name, for metrics and logs
 	Codec      xprotocol.Codec // the protocol, downstream and upstream
 	Routers    *router.Tables  // looked up per request, so table swaps apply at once

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -483,5 +484,38 @@ func TestLargeFrameFitsDefaultBuffer(t *testing.T) {
 	}
 	if f.ID != 7 || f.Status != bolt.StatusSuccess || !bytes.Equal(bolt.MessageOf(f).Content, body) {
 		t.Fatalf("id %d status %#x, %d content bytes", f.ID, f.Status, len(bolt.MessageOf(f).Content))
+	}
+}
+
+// TestOverloadedAnswersBusy: while Overloaded reports true, requests are answered with
+// the codec's server-busy status and do not reach the upstream; the same connection is
+// served again once it reports false.
+func TestOverloadedAnswersBusy(t *testing.T) {
+	up := startBoltServer(t)
+	var over atomic.Bool
+	v := startEnv(t, bolt.New(bolt.Options{}), up.addr(), func(c *xprotocol.Config) { c.Overloaded = over.Load })
+	c := dial(t, v.addr)
+	r := newFrameReader(c, bolt.New(bolt.Options{}))
+	ask := func(id uint32) uint16 {
+		t.Helper()
+		if _, err := c.Write(boltReq(t, bolt.Message{ID: id, Headers: hdrs("service", "echo")})); err != nil {
+			t.Fatal(err)
+		}
+		f, err := r.next()
+		if err != nil || f.ID != uint64(id) {
+			t.Fatalf("answer to %d: %v %+v", id, err, f)
+		}
+		return f.Status
+	}
+	if st := ask(1); st != bolt.StatusSuccess {
+		t.Fatalf("before overload: status %#x", st)
+	}
+	over.Store(true)
+	if st := ask(2); st != bolt.StatusServerThreadpoolBusy {
+		t.Fatalf("overloaded: status %#x, want busy %#x", st, bolt.StatusServerThreadpoolBusy)
+	}
+	over.Store(false)
+	if st := ask(3); st != bolt.StatusSuccess {
+		t.Fatalf("after overload: status %#x", st)
 	}
 }

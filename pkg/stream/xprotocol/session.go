@@ -242,7 +242,7 @@ func (s *session) handle(f *xprotocol.Frame) {
 	}
 	e.reqs.Inc()
 	oneway := f.Kind == xprotocol.KindOneway
-	if !oneway && s.inflight.Load() >= int64(e.cfg.MaxInFlight) {
+	if !oneway && (s.inflight.Load() >= int64(e.cfg.MaxInFlight) || e.cfg.Overloaded != nil && e.cfg.Overloaded()) {
 		s.fail(f, xprotocol.CauseOverflow, fBusy)
 		return
 	}

@@ -70,6 +70,7 @@ func httpConfig(p Params, downstream stream.Protocol) (proxy.Config, error) {
 		Metrics:              d.Metrics,
 		Log:                  d.Log,
 		Listener:             p.Listener,
+		Overloaded:           d.Overloaded,
 	}, nil
 }
 

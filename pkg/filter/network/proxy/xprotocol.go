@@ -49,5 +49,6 @@ func newXProtocol(p Params, r *stream.Registration[Params]) (stream.ServerConnec
 		Pool:       d.Pool,
 		Metrics:    d.Metrics,
 		Log:        d.Log,
+		Overloaded: d.Overloaded,
 	}), nil
 }
