@@ -779,15 +779,7 @@ func (c *loopConn) encode(h *http1.RequestHead, rt *router.Route, n, total int) 
 	if h.Expect100 {
 		e.Remove = append(e.Remove, "Expect") // answered here (or moot: the body is here)
 	}
-	if p := bstr(h.Target); true {
-		if np := rt.RewritePath(p); np != p {
-			e.Target = []byte(np)
-		}
-	}
-	if hr := rt.HostRewrite(); hr != "" {
-		e.Host = []byte(hr)
-	}
-	rt.ApplyRequestHeaders(editMutator{e})
+	routeEdits(e, rt, h)
 	if c.hb == nil {
 		c.hb = c.p.cfg.Pool.NewBuffer(1024)
 	}

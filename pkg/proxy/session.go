@@ -285,15 +285,7 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 		s.remove[0] = "Expect"
 		e.Remove = append(e.Remove, s.remove[0])
 	}
-	if p := bstr(h.Target); true {
-		if np := rt.RewritePath(p); np != p {
-			e.Target = []byte(np)
-		}
-	}
-	if hr := rt.HostRewrite(); hr != "" {
-		e.Host = []byte(hr)
-	}
-	rt.ApplyRequestHeaders(editMutator{e})
+	routeEdits(e, rt, h)
 	e.Upgrade = s.x.upgrade
 	s.hb.Reset()
 	if err := http1.AppendRequestHead(s.hb, h, e); err != nil {
@@ -708,6 +700,21 @@ func (s *session) dropUpstream() {
 	s.endTunnel()
 	s.h2Abort()
 	s.finishUpstream(false, errors.New("downstream closed"))
+}
+
+// routeEdits adds the route's own edits of an HTTP/1 request head to e: the path
+// rewrite, the host rewrite and the route's request headers. Both HTTP/1 paths (session
+// and loop) make them the same way.
+func routeEdits(e *http1.Edits, rt *router.Route, h *http1.RequestHead) {
+	if p := bstr(h.Target); p != "" {
+		if np := rt.RewritePath(p); np != p {
+			e.Target = []byte(np)
+		}
+	}
+	if hr := rt.HostRewrite(); hr != "" {
+		e.Host = []byte(hr)
+	}
+	rt.ApplyRequestHeaders(editMutator{e})
 }
 
 // localDone answers the current request locally. A request with a body that was not

@@ -354,9 +354,12 @@ func TestAttemptsOverflow(t *testing.T) {
 	}
 }
 
-func TestAttemptsNoHealthyHost(t *testing.T) {
-	live := liveServer(t)
-	m, mt := newManager(t, cluster.Options{})
+// nowAndWait is a manager with two clusters on one live host: "now" (pick_timeout 0, a
+// pick never waits) and "wait" (pick_timeout 10s).
+func nowAndWait(t *testing.T) (live string, m *cluster.Manager, mt *metrics.Set) {
+	t.Helper()
+	live = liveServer(t)
+	m, mt = newManager(t, cluster.Options{})
 	now := simple("now", "", live)
 	now.PickTimeout = dur(0)
 	wait := simple("wait", "", live)
@@ -364,6 +367,11 @@ func TestAttemptsNoHealthyHost(t *testing.T) {
 	if err := m.Apply([]config.Cluster{now, wait}); err != nil {
 		t.Fatal(err)
 	}
+	return live, m, mt
+}
+
+func TestAttemptsNoHealthyHost(t *testing.T) {
+	live, m, mt := nowAndWait(t)
 
 	// pick_timeout 0: the first Next fails at once.
 	c := get(t, m, "now")
@@ -562,15 +570,7 @@ func BenchmarkAttempts(b *testing.B) {
 // PickNow never waits: with no host up it fails with ErrWouldWait when pick_timeout lets
 // a pick wait (counting nothing), and as Pick does when it does not.
 func TestPickNow(t *testing.T) {
-	live := liveServer(t)
-	m, mt := newManager(t, cluster.Options{})
-	now := simple("now", "", live)
-	now.PickTimeout = dur(0)
-	wait := simple("wait", "", live)
-	wait.PickTimeout = dur(10 * time.Second)
-	if err := m.Apply([]config.Cluster{now, wait}); err != nil {
-		t.Fatal(err)
-	}
+	live, m, mt := nowAndWait(t)
 	c := get(t, m, "wait")
 	h, done, err := c.PickNow(&lb.Request{})
 	if err != nil || h.Addr() != live {
