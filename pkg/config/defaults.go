@@ -18,6 +18,10 @@ const (
 	DefaultMaxConnections          = 65536
 	DefaultPerConnBufferLimitBytes = 1 << 20
 	DefaultConnectionIdleTimeout   = time.Hour
+	DefaultSendTimeout             = 5 * time.Minute
+	// MaxSendTimeout is the largest send_timeout the kernel takes (TCP_USER_TIMEOUT is a
+	// signed 32-bit count of milliseconds).
+	MaxSendTimeout = (1<<31 - 1) * time.Millisecond
 
 	// Not written by ApplyDefaults: read by the packages that own these settings.
 	DefaultRouteTimeout          = 15 * time.Second
@@ -75,6 +79,9 @@ func (c *Config) ApplyDefaults() {
 			// raise its read limit, which an explicit setting forbids.
 			if l.ConnectionIdleTimeout == nil {
 				l.ConnectionIdleTimeout = durationPtr(DefaultConnectionIdleTimeout)
+			}
+			if l.SendTimeout == nil {
+				l.SendTimeout = durationPtr(DefaultSendTimeout)
 			}
 		}
 	}

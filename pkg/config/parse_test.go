@@ -318,6 +318,7 @@ func TestApplyDefaults(t *testing.T) {
 		{"explicit network", m.Network, "udp"},
 		{"explicit max connections", m.MaxConnections, 5},
 		{"explicit idle off", m.ConnectionIdleTimeout.D(), time.Duration(0)},
+		{"send timeout", l.SendTimeout.D(), 5 * time.Minute},
 		{"cluster type", a.Type, "SIMPLE"},
 		{"lb type", a.LBType, "LB_ROUNDROBIN"},
 		{"connect timeout", a.ConnectTimeout.D(), 5 * time.Second},

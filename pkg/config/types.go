@@ -66,6 +66,13 @@ type Listener struct {
 	MaxConnections int `json:"max_connections,omitempty"`
 	// ConnectionIdleTimeout closes a downstream connection with no traffic (default 1h; "0s" off).
 	ConnectionIdleTimeout *Duration `json:"connection_idle_timeout,omitempty"`
+	// SendTimeout closes a downstream TCP connection whose peer accepts none of the bytes
+	// sent to it for this long: a client that stopped reading (zero window), or one that
+	// vanished with data unacknowledged. The kernel keeps the clock (TCP_USER_TIMEOUT, set
+	// on the listening socket and inherited by every accepted one), so it costs nothing
+	// per connection and idle connections with nothing to send are never affected.
+	// Default 5m; "0s" off. At least 1ms; tcp listeners only.
+	SendTimeout *Duration `json:"send_timeout,omitempty"`
 	// PerConnBufferLimitBytes bounds what one connection may queue for writing and the
 	// unread bytes it may hold. Unset (0): 1 MiB, except that RPC listeners raise the read
 	// side to their codec's frame limit (bolt 16 MiB, dubbo 8 MiB); set, it bounds frames too.

@@ -570,6 +570,9 @@ func (v *validator) listener(p string, l *Listener, sp string, routers map[strin
 	if l.MaxConnections < 0 {
 		v.rep.fail(field(p, "max_connections"), "must not be negative")
 	}
+	if st := l.SendTimeout.Or(0); st > 0 && st < time.Millisecond || st > MaxSendTimeout {
+		v.rep.fail(field(p, "send_timeout"), fmt.Sprintf("%s is out of range: 1ms to %s, or 0s for off", st, MaxSendTimeout))
+	}
 	v.logLevel(field(p, "log_level"), l.LogLevel)
 	for i, al := range l.AccessLogs {
 		if al.Path == "" {

@@ -33,6 +33,9 @@ const (
 	CloseDrain         CloseReason = "drain"
 	CloseOverflow      CloseReason = "overflow"
 	CloseProtocolError CloseReason = "protocol_error"
+	// CloseSendTimeout: the peer took none of the bytes sent to it for the listener's
+	// send_timeout (the kernel aborted the socket with ETIMEDOUT).
+	CloseSendTimeout CloseReason = "send_timeout"
 )
 
 // Defaults for ConnOptions.
@@ -263,7 +266,9 @@ func (c *Conn) CloseReason() CloseReason {
 //
 // ReadLoop returns nil on EOF and when the connection was closed locally (see
 // CloseReason: idle_timeout, drain, ...), the error onData returned, ErrReadLimit, or a
-// read error. It does not close the connection. Only one ReadLoop may run at a time.
+// read error. It does not close the connection, except after ETIMEDOUT (the listener's
+// send_timeout ran out), which it closes with reason send_timeout. Only one ReadLoop may
+// run at a time.
 func (c *Conn) ReadLoop(onData func(b *buffer.IoBuffer) error) error {
 	b := c.pool.NewBuffer(c.readSize)
 	defer b.Release()
@@ -298,6 +303,11 @@ func (c *Conn) ReadLoop(onData func(b *buffer.IoBuffer) error) error {
 		if err != nil {
 			if c.closed.Load() || errors.Is(err, io.EOF) {
 				return nil
+			}
+			if SendTimedOut(err) {
+				// The kernel aborted the socket: close it with its reason here, before
+				// the caller's generic close.
+				c.Close(CloseSendTimeout)
 			}
 			return err
 		}
@@ -480,11 +490,18 @@ func (c *Conn) waitQueue(busy func() bool) error {
 }
 
 func closeReasonFor(err error) CloseReason {
-	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+	switch {
+	case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE):
 		return CloseRemote
+	case SendTimedOut(err):
+		return CloseSendTimeout
 	}
 	return CloseError
 }
+
+// SendTimedOut reports whether err is a socket's ETIMEDOUT: on a downstream connection,
+// its send_timeout ran out (TCP_USER_TIMEOUT).
+func SendTimedOut(err error) bool { return errors.Is(err, syscall.ETIMEDOUT) }
 
 // Close closes the connection; the first call's reason wins and later calls return nil.
 // Queued buffers are released, blocked writers return ErrClosed, Done is closed, the

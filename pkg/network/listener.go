@@ -88,6 +88,11 @@ type ListenerConfig struct {
 	// listener accepts nothing (new connections wait in the kernel backlog), and looks
 	// again every overloadRetry (overload.Memory.Overloaded).
 	Overloaded func() bool
+	// SendTimeout, for tcp, closes an accepted connection whose peer takes none of the
+	// bytes sent to it for this long (TCP_USER_TIMEOUT on the listening socket, inherited
+	// by every accepted one; the connection's next read or write fails with ETIMEDOUT and
+	// it closes with reason send_timeout). 0: none (the kernel's retransmission limits).
+	SendTimeout time.Duration
 }
 
 // Listener accepts connections and runs each on its own goroutine. New binds; Serve
@@ -253,6 +258,11 @@ func (l *Listener) bind() error {
 	// No TCP keepalive on accepted sockets (Go enables it by default: four setsockopt calls
 	// per connection). Like Envoy, nginx and HAProxy, idle peers are found by idle timeouts.
 	lc := net.ListenConfig{Control: l.control, KeepAlive: -1}
+	// Plain TCP, not the runtime's default MPTCP listening socket: an MPTCP listener
+	// refuses TCP options that accepted sockets should inherit (TCP_USER_TIMEOUT, for
+	// send_timeout), and its accept path costs more for the plain TCP clients a sidecar
+	// serves.
+	lc.SetMultipathTCP(false)
 	ctx := context.Background() // binding is synchronous and not cancellable by design
 	switch {
 	case l.network == "unix":
@@ -279,6 +289,11 @@ func (l *Listener) bind() error {
 			return err
 		}
 		l.ln = ln
+		// Set on an inherited socket too: the new config's value replaces the old one.
+		if err := setSendTimeout(ln, l.cfg.SendTimeout); err != nil {
+			ln.Close()
+			return err
+		}
 		if a, ok := ln.Addr().(*net.TCPAddr); ok {
 			l.key, l.hasKey = normalize(a.AddrPort()), true
 		}
@@ -555,6 +570,12 @@ func (l *Listener) accept(raw net.Conn) {
 				target = t
 				t.cxHandoff.Inc()
 			}
+		}
+	}
+	if target != l && target.cfg.SendTimeout != l.cfg.SendTimeout {
+		// The socket inherited this listener's send_timeout; the one serving it rules.
+		if err := setSendTimeout(raw, target.cfg.SendTimeout); err != nil {
+			l.log.Debug("send_timeout not set on a handed-off connection", zap.Error(err))
 		}
 	}
 	c := newConn(target.wrapTLS(raw), target.cfg.Conn)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -61,6 +62,29 @@ func (l *Listener) control(network, _ string, rc syscall.RawConn) error {
 		return err
 	}
 	return serr
+}
+
+// setSendTimeout sets TCP_USER_TIMEOUT (whole milliseconds; 0 turns it off) on a tcp
+// socket: on a listening one, every socket it accepts inherits it.
+func setSendTimeout(s any, d time.Duration) error {
+	sc, ok := s.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(d/time.Millisecond))
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("send_timeout: set TCP_USER_TIMEOUT: %w", serr)
+	}
+	return nil
 }
 
 // GetOriginalDst returns the destination a connection had before an iptables REDIRECT

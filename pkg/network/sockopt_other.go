@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
+	"time"
 
 	"github.com/mosnlite/mosnlite/pkg/config"
 )
@@ -19,6 +20,9 @@ func (l *Listener) control(_, _ string, _ syscall.RawConn) error {
 	}
 	return nil
 }
+
+// setSendTimeout does nothing here: TCP_USER_TIMEOUT is Linux's.
+func setSendTimeout(any, time.Duration) error { return nil }
 
 // GetOriginalDst is only available on Linux.
 func GetOriginalDst(*net.TCPConn) (netip.AddrPort, error) { return netip.AddrPort{}, errNotLinux }

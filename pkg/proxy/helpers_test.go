@@ -95,7 +95,7 @@ func startProxyRouter(t testing.TB, upstream, routerName string, opts ...func(*p
 type path struct {
 	loops bool
 	n     int
-	conn  func(*network.ConnOptions) // adjusts the listener's connection options; nil: defaults
+	conn  func(*network.ListenerConfig) // adjusts the listener's config; nil: defaults
 }
 
 // bothPaths runs test on each path (the loop one is skipped where there are none).
@@ -141,7 +141,7 @@ func newTestEnv(t testing.TB, routerJSON, clustersJSON, routerName string, loops
 }
 
 // newTestEnvN is newTestEnv served as p says: on goroutines, or on p.n (at least one)
-// event loops, with p.conn adjusting the listener's connection options.
+// event loops, with p.conn adjusting the listener's config.
 func newTestEnvN(t testing.TB, routerJSON, clustersJSON, routerName string, p path, opts ...func(*proxy.Config)) *env {
 	t.Helper()
 	rts := proxytest.Routers(t, routerJSON)

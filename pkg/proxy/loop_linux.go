@@ -511,7 +511,7 @@ func (c *loopConn) readDown() {
 		default: // EOF, or a reset
 			c.readable, c.eof = false, true
 			if err != io.EOF {
-				c.close(network.CloseReason("downstream_reset"), false)
+				c.close(downstreamErrReason(err), false)
 				return
 			}
 		}
@@ -1363,7 +1363,7 @@ func (c *loopConn) flush() bool {
 		case err == syscall.EINTR:
 			continue
 		default:
-			c.close(network.CloseReason("downstream_reset"), false)
+			c.close(downstreamErrReason(err), false)
 			return false
 		}
 		c.last = c.loop.Now()
@@ -1411,6 +1411,15 @@ func (c *loopConn) handoff(reason string) {
 }
 
 // close closes the client connection and drops the request in flight.
+// downstreamErrReason names a failed read or write on the client's socket: its
+// send_timeout ran out, or (anything else) the client reset or vanished.
+func downstreamErrReason(err error) network.CloseReason {
+	if network.SendTimedOut(err) {
+		return network.CloseSendTimeout
+	}
+	return network.CloseReason("downstream_reset")
+}
+
 func (c *loopConn) close(r network.CloseReason, reset bool) {
 	if c.closed {
 		return

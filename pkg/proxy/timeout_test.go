@@ -13,6 +13,7 @@ import (
 
 	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/proxy"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
 // TestRequestHeaderTimeout: a head that stays incomplete longer than
@@ -98,7 +99,7 @@ func TestHeadOverBufferLimit(t *testing.T) {
 			n, _ := io.Copy(io.Discard, r.Body)
 			_, _ = io.WriteString(w, "ok "+strconv.FormatInt(n, 10))
 		})
-		p.conn = func(c *network.ConnOptions) { c.BufferLimit = 8 << 10 }
+		p.conn = func(c *network.ListenerConfig) { c.Conn.BufferLimit = 8 << 10 }
 		e := p.start(t, o.addr())
 		big := "GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + strings.Repeat("b", 40<<10) + "\r\n\r\n"
 		c := dial(t, e.addr)
@@ -120,5 +121,40 @@ func TestHeadOverBufferLimit(t *testing.T) {
 		if resp, body := roundTrip(t, e.addr, post); resp.StatusCode != 200 || body != "ok 40000" {
 			t.Fatalf("40,000-byte body: %d %q", resp.StatusCode, body)
 		}
+	})
+}
+
+// TestSendTimeoutClosesStalledClient (ROBUSTNESS 28b): a client that asks for an endless
+// response and reads none of it is closed after the listener's send_timeout, with that
+// reason, and the upstream connection behind it is closed too (the origin's write
+// fails), long before the connection idle timeout.
+func TestSendTimeoutClosesStalledClient(t *testing.T) {
+	bothPaths(t, func(t *testing.T, p path) {
+		written := make(chan error, 1)
+		o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+			chunk := make([]byte, 64<<10)
+			for {
+				if _, err := w.Write(chunk); err != nil {
+					written <- err
+					return
+				}
+			}
+		})
+		p.conn = func(c *network.ListenerConfig) { c.SendTimeout = 300 * time.Millisecond }
+		e := p.start(t, o.addr())
+		c := dial(t, e.addr)
+		if err := c.(*net.TCPConn).SetReadBuffer(16 << 10); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(c, "GET /big HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-written:
+		case <-time.After(testTimeout):
+			t.Fatal("the origin is still writing: the stalled client's connection was kept")
+		}
+		closes := e.m.ConnCloses.WithLabelValues("l", string(network.CloseSendTimeout))
+		testutil.Eventually(t, testTimeout, "send_timeout close counted", func() bool { return counterValue(t, closes) == 1 })
 	})
 }

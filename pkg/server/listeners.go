@@ -163,6 +163,9 @@ func (s *Server) buildFilter(lc *config.Listener, ext *extension.Set) (network.L
 		Log:     lg,
 	}
 	lcfg.Overloaded = s.overloaded()
+	if strings.HasPrefix(netw, "tcp") {
+		lcfg.SendTimeout = lc.SendTimeout.Or(config.DefaultSendTimeout)
+	}
 	switch netw {
 	case "udp", "udp4", "udp6":
 		ph, ok := nf.(network.PacketHandler)

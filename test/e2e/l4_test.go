@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -132,6 +133,50 @@ func TestTCPProxyUpstreamHalfClose(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("upstream never received the client's bytes sent after its half-close")
+	}
+}
+
+// TestTCPProxySendTimeout: with the listener's send_timeout, a client that reads nothing
+// of an endless stream is closed by the kernel's clock, and the upstream connection
+// behind it closes too (its writes fail), on both serving paths.
+func TestTCPProxySendTimeout(t *testing.T) {
+	for _, mode := range []string{"on", "off"} {
+		t.Run("event-loops-"+mode, func(t *testing.T) {
+			t.Setenv("MOSNLITE_EVENT_LOOPS", mode)
+			writeErr := make(chan error, 1)
+			up := framework.StartTCP(t, func(c *net.TCPConn) {
+				_ = c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+				chunk := make([]byte, 1<<20)
+				for {
+					if _, err := c.Write(chunk); err != nil {
+						writeErr <- err
+						return
+					}
+				}
+			})
+			addr := framework.FreePort(t)
+			var cfg map[string]any
+			if err := json.Unmarshal([]byte(tcpProxyConfig(addr, "LB_ROUNDROBIN", []host{{Address: up.Addr()}}, nil)), &cfg); err != nil {
+				t.Fatal(err)
+			}
+			cfg["servers"].([]any)[0].(map[string]any)["listeners"].([]any)[0].(map[string]any)["send_timeout"] = "300ms"
+			b, _ := json.Marshal(cfg)
+			framework.StartProxy(t, string(b))
+
+			c := framework.Dial(t, addr)
+			defer c.Close()
+			if err := c.SetReadBuffer(16 << 10); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-writeErr:
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Fatalf("upstream: %v: the proxy kept the stalled client's session", err)
+				}
+			case <-time.After(40 * time.Second):
+				t.Fatal("upstream still writing")
+			}
+		})
 	}
 }
 

@@ -58,21 +58,21 @@ func Serve(t testing.TB, h network.Handler, pool *buffer.Pool, m *metrics.Set) s
 	return serve(t, network.ListenerConfig{Handler: h}, pool, m, nil, nil)
 }
 
-// ServeConn is Serve (loops 0) or ServeLoopsN (loops > 0) with conn adjusting the
-// listener's connection options (buffer limit, idle timeout) first.
+// ServeConn is Serve (loops 0) or ServeLoopsN (loops > 0) with adjust changing the
+// listener's config (connection options, send timeout) first.
 func ServeConn(t testing.TB, h interface {
 	network.Handler
 	network.RawHandler
-}, pool *buffer.Pool, m *metrics.Set, loops int, conn func(*network.ConnOptions)) string {
+}, pool *buffer.Pool, m *metrics.Set, loops int, adjust func(*network.ListenerConfig)) string {
 	t.Helper()
 	if loops <= 0 {
-		return serve(t, network.ListenerConfig{Handler: h}, pool, m, nil, conn)
+		return serve(t, network.ListenerConfig{Handler: h}, pool, m, nil, adjust)
 	}
 	g, err := evloop.NewGroup(loops, nil)
 	if err != nil {
 		t.Skipf("event loops: %v", err)
 	}
-	return serve(t, network.ListenerConfig{Handler: h, RawHandler: h, Loops: g}, pool, m, g.Close, conn)
+	return serve(t, network.ListenerConfig{Handler: h, RawHandler: h, Loops: g}, pool, m, g.Close, adjust)
 }
 
 // ServeLoops is Serve on one event loop: h serves the sockets it takes (ServeRaw), the
@@ -95,12 +95,12 @@ func ServeLoopsN(t testing.TB, h interface {
 	return ServeConn(t, h, pool, m, max(n, 1), nil)
 }
 
-func serve(t testing.TB, cfg network.ListenerConfig, pool *buffer.Pool, m *metrics.Set, after func(), conn func(*network.ConnOptions)) string {
+func serve(t testing.TB, cfg network.ListenerConfig, pool *buffer.Pool, m *metrics.Set, after func(), adjust func(*network.ListenerConfig)) string {
 	t.Helper()
 	cfg.Name, cfg.Network, cfg.Address, cfg.BindPort = "l", "tcp", "127.0.0.1:0", true
 	cfg.Conn = network.ConnOptions{Pool: pool, IdleTimeout: time.Minute}
-	if conn != nil {
-		conn(&cfg.Conn)
+	if adjust != nil {
+		adjust(&cfg)
 	}
 	cfg.Metrics = m
 	ln, err := network.NewListener(cfg)

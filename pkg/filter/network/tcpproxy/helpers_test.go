@@ -73,6 +73,8 @@ type env struct {
 	served   sync.WaitGroup
 	stopped  bool
 	loops    *evloop.Group // the listeners' event loops, in loop mode (modes)
+	// sendTimeout is the send_timeout of listeners started after it is set.
+	sendTimeout time.Duration
 }
 
 const lnName = "tp"
@@ -141,6 +143,8 @@ func (e *env) listen(name string, h network.Handler) *network.Listener {
 		Handler:  h,
 		Metrics:  e.m,
 		Log:      e.log(),
+
+		SendTimeout: e.sendTimeout,
 	}
 	if rh, ok := h.(network.RawHandler); ok && e.loops != nil {
 		cfg.RawHandler, cfg.Loops = rh, e.loops

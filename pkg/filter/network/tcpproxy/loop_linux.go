@@ -544,6 +544,8 @@ func (s *loopSession) broken(h *loopHalf, fromSrc bool, err error) {
 		reason = reasonUpstreamReset
 	case reset:
 		reason = reasonDownstreamRset
+	case !upBroke && network.SendTimedOut(err):
+		reason = network.CloseSendTimeout
 	}
 	var upErr error
 	if upBroke {

@@ -364,7 +364,8 @@ const (
 	endDownstreamReset
 	endUpstreamError
 	endDownstreamError
-	endError // a splice failed and neither socket shows which side broke
+	endDownstreamSendTimeout // the client took nothing for the listener's send_timeout
+	endError                 // a splice failed and neither socket shows which side broke
 )
 
 var endReasons = [...]network.CloseReason{
@@ -377,6 +378,8 @@ var endReasons = [...]network.CloseReason{
 	endUpstreamError:   network.CloseError,
 	endDownstreamError: network.CloseError,
 	endError:           network.CloseError,
+
+	endDownstreamSendTimeout: network.CloseSendTimeout,
 }
 
 // errUpstream is the DoneInfo error of a session the upstream broke.
@@ -621,7 +624,8 @@ func (h *half) classify(err error, from side) int32 {
 			return endError
 		}
 	}
-	reset := errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || from == sideUnknown
+	timedOut := network.SendTimedOut(err)
+	reset := errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || from == sideUnknown && !timedOut
 	switch {
 	case broken == h.s.up && reset:
 		return endUpstreamReset
@@ -629,6 +633,8 @@ func (h *half) classify(err error, from side) int32 {
 		return endUpstreamError
 	case reset:
 		return endDownstreamReset
+	case timedOut:
+		return endDownstreamSendTimeout
 	}
 	return endDownstreamError
 }

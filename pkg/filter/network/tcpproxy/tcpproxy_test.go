@@ -354,9 +354,22 @@ func testIdleTimeoutSparesOneWayTrickle(t *testing.T) {
 // down its write side and never reads the (large) response. Nothing moves once the
 // buffers are full; idle_timeout must still end the session, although the only direction
 // left is blocked writing to the client.
-func TestIdleTimeoutClosesStuckReader(t *testing.T) { modes(t, testIdleTimeoutClosesStuckReader) }
+func TestIdleTimeoutClosesStuckReader(t *testing.T) {
+	modes(t, func(t *testing.T) { stuckReader(t, 0, `{"cluster":"c1","idle_timeout":"300ms"}`, "idle_timeout") })
+}
 
-func testIdleTimeoutClosesStuckReader(t *testing.T) {
+// TestSendTimeoutClosesStuckReader (ROBUSTNESS 28b): as above, but with the default
+// idle_timeout (1h) and the listener's send_timeout: the kernel gives up on the client
+// that takes nothing, and the session ends with both sides closed and reason
+// send_timeout.
+func TestSendTimeoutClosesStuckReader(t *testing.T) {
+	modes(t, func(t *testing.T) { stuckReader(t, 300*time.Millisecond, `{"cluster":"c1"}`, "send_timeout") })
+}
+
+// stuckReader runs a client that never reads an endless response through a tcp_proxy
+// built from tpJSON on a listener with sendTimeout, and expects the session to end (the
+// upstream's write fails) with reason.
+func stuckReader(t *testing.T, sendTimeout time.Duration, tpJSON, reason string) {
 	upErr := make(chan error, 1)
 	u := startUpstream(t, func(c net.Conn) {
 		c.SetDeadline(time.Now().Add(testTimeout))
@@ -370,21 +383,22 @@ func testIdleTimeoutClosesStuckReader(t *testing.T) {
 		}
 	})
 	e := newEnv(t, simpleCluster("c1", "", u.addr()))
-	ln, _ := e.proxy(lnName, `{"cluster":"c1","idle_timeout":"300ms"}`)
+	e.sendTimeout = sendTimeout
+	ln, _ := e.proxy(lnName, tpJSON)
 	c := dial(t, ln)
 	c.SetReadBuffer(64 << 10)
 	c.Write([]byte("request"))
 	c.CloseWrite()
 	select {
 	case err := <-upErr:
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ETIMEDOUT) {
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("upstream write timed out in the test (%v): the proxy kept the session", err)
 		}
 	case <-time.After(testTimeout):
 		t.Fatal("upstream still writing")
 	}
 	idle(t, ln)
-	e.waitCloses(lnName, "idle_timeout", 1)
+	e.waitCloses(lnName, reason, 1)
 }
 
 // TestDrainEndsSessions: a forced drain (the listener's drain deadline passed) ends open
