@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -41,6 +43,13 @@ type ConvertedListener struct {
 	// (for a debug log).
 	Ignored []string
 }
+
+// Linux's numbers for a listener's socket_options (the control plane writes them for
+// Linux proxies): IPPROTO_TCP and TCP_USER_TIMEOUT.
+const (
+	solTCP         = 6
+	tcpUserTimeout = 18
+)
 
 // InlineRouterName is the router name given to a listener's inline route_config.
 func InlineRouterName(listener string) string { return "xds-inline/" + listener }
@@ -90,6 +99,22 @@ func ConvertListener(l *listenerv3.Listener) (ConvertedListener, error) {
 	lc.ReusePort = l.GetEnableReusePort().GetValue()
 	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
 		lc.PerConnBufferLimitBytes = v.GetValue()
+	}
+	for i, so := range l.GetSocketOptions() {
+		// TCP_USER_TIMEOUT, the option a control plane sets to bound how long a peer may
+		// leave sent bytes untaken, is mosnlite's send_timeout; others change nothing here.
+		if so.GetLevel() == solTCP && so.GetName() == tcpUserTimeout && so.GetValue() != nil {
+			if _, ok := so.GetValue().(*corev3.SocketOption_IntValue); ok {
+				ms := so.GetIntValue()
+				if ms < 0 || ms > int64(config.MaxSendTimeout/time.Millisecond) {
+					return fail("socket_options[%d]: TCP_USER_TIMEOUT %d ms out of range", i, ms)
+				}
+				d := config.Duration(time.Duration(ms) * time.Millisecond)
+				lc.SendTimeout = &d
+				continue
+			}
+		}
+		out.Ignored = append(out.Ignored, fmt.Sprintf("socket_options[%d] level %d name %d", i, so.GetLevel(), so.GetName()))
 	}
 	for i, lf := range l.GetListenerFilters() {
 		url := lf.GetTypedConfig().GetTypeUrl()

@@ -379,6 +379,25 @@ func TestConvertListener(t *testing.T) {
 		t.Fatalf("tcp listener: %+v %+v", cl, tcfg)
 	}
 
+	// socket_options: TCP_USER_TIMEOUT is the send_timeout; other options are listed as
+	// ignored; an out-of-range timeout is refused.
+	so := xdstest.HTTPListener("so", "127.0.0.1:8082", "routes")
+	so.SocketOptions = []*corev3.SocketOption{
+		{Level: 1, Name: 9, Value: &corev3.SocketOption_IntValue{IntValue: 1}}, // SO_KEEPALIVE
+		{Level: 6, Name: 18, Value: &corev3.SocketOption_IntValue{IntValue: 20000}},
+	}
+	cl, err = ConvertListener(so)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := cl.Listener.SendTimeout; st == nil || st.D() != 20*time.Second || !reflect.DeepEqual(cl.Ignored, []string{"socket_options[0] level 1 name 9"}) {
+		t.Fatalf("socket options: send_timeout %v, ignored %q", st, cl.Ignored)
+	}
+	so.SocketOptions[1].Value = &corev3.SocketOption_IntValue{IntValue: -1}
+	if _, err := ConvertListener(so); err == nil || !strings.Contains(err.Error(), "TCP_USER_TIMEOUT") {
+		t.Fatalf("negative TCP_USER_TIMEOUT: err = %v", err)
+	}
+
 	// Errors.
 	two := xdstest.HTTPListener("two", "127.0.0.1:1", "r")
 	two.FilterChains = append(two.FilterChains, two.FilterChains[0])
