@@ -183,6 +183,35 @@ func table(rs []result) string {
 // roundRatios lists, for mosnlite against each nginx target, the proxy CPU ratios of
 // each round's windows, which ran close together in time: the spread between rounds
 // shows how much of a difference between two targets is the machine's drift.
+// medianInterval is a distribution-free confidence interval for the median of the
+// population xs were drawn from: the k-th smallest and k-th largest of them, with k the
+// largest for which the interval still covers the median with probability conf >= 90 %
+// (a sign-test interval: each draw falls below the median with probability 1/2). Paired
+// rounds need no assumption about the shape of their noise. ok is false under 5 values,
+// too few for 90 %.
+func medianInterval(xs []float64) (lo, hi, conf float64, ok bool) {
+	n := len(xs)
+	if n < 5 {
+		return 0, 0, 0, false
+	}
+	v := slices.Clone(xs)
+	slices.Sort(v)
+	// cover(k) = 1 - 2 P(Binomial(n, 1/2) <= k-1).
+	cover := func(k int) float64 {
+		tail, c := 0.0, 1.0 // c = C(n, i)
+		for i := range k {
+			tail += c
+			c = c * float64(n-i) / float64(i+1)
+		}
+		return 1 - 2*tail/math.Pow(2, float64(n))
+	}
+	k := 1
+	for k+1 <= n/2 && cover(k+1) >= 0.90 {
+		k++
+	}
+	return v[k-1], v[n-k], cover(k), true
+}
+
 func roundRatios(rs []result) string {
 	find := func(t string) *result {
 		for i := range rs {
@@ -216,7 +245,11 @@ func roundRatios(rs []result) string {
 			if len(xs) == 0 {
 				return "—"
 			}
-			return fmt.Sprintf("%s (median %.2f)", strings.Join(parts, ", "), median(xs))
+			out := fmt.Sprintf("%s (median %.2f", strings.Join(parts, ", "), median(xs))
+			if lo, hi, conf, ok := medianInterval(xs); ok {
+				out += fmt.Sprintf("; %.0f %% interval for the median %.2f–%.2f", 100*conf, lo, hi)
+			}
+			return out + ")"
 		}
 		fmt.Fprintf(&b, "\nPer-round proxy CPU ratios, mosnlite / %s: per connection %s; per MiB %s.\n",
 			ng, list(m.Conn, n.Conn, 1), list(m.Bulk, n.Bulk, mib))
