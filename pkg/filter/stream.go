@@ -134,6 +134,30 @@ func (c *StreamChain) Len() int {
 	return len(c.Factories)
 }
 
+// HeadersOnly is implemented by a factory whose filters act on heads alone: they use
+// OnRequestHeaders and OnResponseHeaders (reading the request through Request only in
+// the first), never call Delay, return Continue from every body and trailer phase, and
+// are pure, so that running the chain again on the same request (an engine that hands
+// the request to another) gives the same result. An engine that cannot call the body
+// phases or wait (the HTTP/1 event loop) serves a chain of such filters.
+type HeadersOnly interface {
+	HeadersOnly()
+}
+
+// HeadersOnly reports whether every filter of the chain is HeadersOnly (true for an
+// empty chain).
+func (c *StreamChain) HeadersOnly() bool {
+	if c == nil {
+		return true
+	}
+	for _, f := range c.Factories {
+		if _, ok := f.(HeadersOnly); !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // BuildStreamChain builds the chain from a listener's stream_filters. Types MOSN has
 // retired (config.RetiredStreamFilterTypes) are skipped (validation warned); a type the
 // registry does not have is an error naming the entry and the known types.

@@ -21,19 +21,85 @@ import (
 // request. It implements filter.StreamHandler; everything runs on the connection's
 // goroutine. Its slices and timer are kept across requests and connections (putSession).
 type filterState struct {
+	h1Chain
 	s       *session
+	timer   *time.Timer
+	remote  netip.AddrPort
+	info    accesslog.Info
+	active  bool // a request began and has not been logged / destroyed yet
+	logging bool // the listener has access logs
+}
+
+// h1Chain is one request's stream filters over HTTP/1 heads, shared by the goroutine
+// path (filterState) and the event loop (loopFilters): the instances, the route they
+// run for, the header views and the answer a filter asked for.
+type h1Chain struct {
 	filters []filter.StreamFilter
 	route   *router.Route
 	reqH    h1Headers
 	respH   h1Headers
+	local   localAnswer
 	rng     rand.PCG
 	seeded  bool
-	timer   *time.Timer
-	remote  netip.AddrPort
-	local   localAnswer
-	info    accesslog.Info
-	active  bool // a request began and has not been logged / destroyed yet
-	logging bool // the listener has access logs
+}
+
+// begin makes the chain's instances for a request on route rt, with h their handler.
+func (ch *h1Chain) begin(chain *filter.StreamChain, h filter.StreamHandler, rt *router.Route) {
+	ch.route, ch.local = rt, localAnswer{}
+	for _, f := range chain.Factories {
+		ch.filters = append(ch.filters, f.NewStreamFilter(h))
+	}
+}
+
+// requestHead runs the receive phase on a request head (hs, edited through e); true: a
+// filter stopped the request (ch.local holds the answer).
+func (ch *h1Chain) requestHead(hs *http1.Headers, e *http1.Edits, end bool) bool {
+	ch.reqH = h1Headers{hs: hs, e: e}
+	for _, f := range ch.filters {
+		if f.OnRequestHeaders(&ch.reqH, end) == filter.Stop {
+			return ch.stopped()
+		}
+	}
+	return false
+}
+
+// responseHead runs the send phase on a response head; true: a filter stopped it.
+func (ch *h1Chain) responseHead(status int, hs *http1.Headers, e *http1.Edits, end bool) bool {
+	if len(ch.filters) == 0 {
+		return false
+	}
+	ch.respH = h1Headers{hs: hs, e: e}
+	for _, f := range ch.filters {
+		if f.OnResponseHeaders(status, &ch.respH, end) == filter.Stop {
+			return ch.stopped()
+		}
+	}
+	return false
+}
+
+// setLocal records the answer a filter asked for (StreamHandler.SendLocalReply).
+func (ch *h1Chain) setLocal(status int, headers []filter.Header, body string) {
+	ch.local = localAnswer{set: true, status: status, headers: headers, body: body}
+}
+
+// stopped makes sure a Stop carries an answer.
+func (ch *h1Chain) stopped() bool {
+	if !ch.local.set {
+		ch.setLocal(http.StatusInternalServerError, nil, "stream filter stopped the request")
+	}
+	return true
+}
+
+// end ends the request's filter instances (OnDestroy, once each) and forgets the request;
+// the answer a filter asked for stays readable until the next begin.
+func (ch *h1Chain) end() {
+	for i, f := range ch.filters {
+		f.OnDestroy()
+		ch.filters[i] = nil
+	}
+	ch.filters = ch.filters[:0]
+	ch.route = nil
+	ch.reqH, ch.respH = h1Headers{}, h1Headers{}
 }
 
 // localAnswer is the reply a filter asked for.
@@ -48,7 +114,7 @@ type localAnswer struct {
 func (fs *filterState) keep() filterState {
 	clear(fs.filters[:cap(fs.filters)])
 	fs.info.Reset()
-	return filterState{filters: fs.filters[:0], timer: fs.timer, info: fs.info}
+	return filterState{h1Chain: h1Chain{filters: fs.filters[:0]}, timer: fs.timer, info: fs.info}
 }
 
 var _ filter.StreamHandler = (*filterState)(nil)
@@ -70,18 +136,19 @@ func (fs *filterState) RemoteAddr() netip.AddrPort {
 	return fs.remote
 }
 
-// Rand implements filter.StreamHandler.
-func (fs *filterState) Rand() uint64 {
-	if !fs.seeded {
-		fs.rng = filter.NewRand()
-		fs.seeded = true
+// Rand implements filter.StreamHandler (for filterState and loopFilters): the
+// connection's own generator, seeded on first use.
+func (ch *h1Chain) Rand() uint64 {
+	if !ch.seeded {
+		ch.rng = filter.NewRand()
+		ch.seeded = true
 	}
-	return fs.rng.Uint64()
+	return ch.rng.Uint64()
 }
 
-// SendLocalReply implements filter.StreamHandler.
-func (fs *filterState) SendLocalReply(status int, headers []filter.Header, body string) {
-	fs.local = localAnswer{set: true, status: status, headers: headers, body: body}
+// SendLocalReply implements filter.StreamHandler (for filterState and loopFilters).
+func (ch *h1Chain) SendLocalReply(status int, headers []filter.Header, body string) {
+	ch.setLocal(status, headers, body)
 }
 
 // Delay implements filter.StreamHandler: the connection's goroutine waits (HTTP/1 is
@@ -125,34 +192,15 @@ func addrPort(a net.Addr) netip.AddrPort {
 // s.edits must be initialised: header changes become head edits.
 func (s *session) requestFilters(rt *router.Route) (stopped bool) {
 	fs := &s.fs
-	chain := s.p.cfg.StreamFilters
-	fs.route = rt
-	for _, f := range chain.Factories {
-		fs.filters = append(fs.filters, f.NewStreamFilter(fs))
-	}
-	fs.reqH = h1Headers{hs: &s.head.Headers, e: &s.edits}
-	end := s.head.Body == http1.BodyNone
-	for _, f := range fs.filters {
-		if f.OnRequestHeaders(&fs.reqH, end) == filter.Stop {
-			return s.stopped()
-		}
-	}
-	return false
-}
-
-// stopped makes sure a Stop carries an answer.
-func (s *session) stopped() bool {
-	if !s.fs.local.set {
-		s.fs.SendLocalReply(http.StatusInternalServerError, nil, "stream filter stopped the request")
-	}
-	return true
+	fs.begin(s.p.cfg.StreamFilters, fs, rt)
+	return fs.requestHead(&s.head.Headers, &s.edits, s.head.Body == http1.BodyNone)
 }
 
 // requestData runs the receive phase on a body piece; true: a filter stopped it.
 func (s *session) requestData(p []byte, end bool) bool {
 	for _, f := range s.fs.filters {
 		if f.OnRequestData(p, end) == filter.Stop {
-			return s.stopped()
+			return s.fs.stopped()
 		}
 	}
 	return false
@@ -160,18 +208,7 @@ func (s *session) requestData(p []byte, end bool) bool {
 
 // responseFilters runs the send phase on the response head (s.rhead, edits s.redits).
 func (s *session) responseFilters() (stopped bool) {
-	fs := &s.fs
-	if len(fs.filters) == 0 {
-		return false
-	}
-	fs.respH = h1Headers{hs: &s.rhead.Headers, e: &s.redits}
-	end := s.rhead.Body == http1.BodyNone
-	for _, f := range fs.filters {
-		if f.OnResponseHeaders(s.rhead.Status, &fs.respH, end) == filter.Stop {
-			return s.stopped()
-		}
-	}
-	return false
+	return s.fs.responseHead(s.rhead.Status, &s.rhead.Headers, &s.redits, s.rhead.Body == http1.BodyNone)
 }
 
 // responseData runs the send phase on a response body piece; true: a filter stopped it.
@@ -185,23 +222,27 @@ func (s *session) responseData(p []byte, end bool) bool {
 }
 
 // destroyFilters ends the request's filter instances.
-func (s *session) destroyFilters() {
-	fs := &s.fs
-	for i, f := range fs.filters {
-		f.OnDestroy()
-		fs.filters[i] = nil
-	}
-	fs.filters = fs.filters[:0]
-	fs.route = nil
-	fs.local = localAnswer{}
-	fs.reqH, fs.respH = h1Headers{}, h1Headers{}
-}
+func (s *session) destroyFilters() { s.fs.end() }
 
 // filterReply writes the answer a filter asked for and ends the request. A request whose
 // body was not read (or is half forwarded) closes the connection.
 func (s *session) filterReply(closeConn bool) error {
-	a := s.fs.local
 	closeConn = closeConn || !s.keepAlive
+	ob := localAnswerBuffer(s.p.cfg.Pool, &s.fs.local, closeConn, s.isHead)
+	s.fs.info.ResponseCode = s.fs.local.status
+	s.fs.info.BytesSent += uint64(ob.Len())
+	_ = s.c.Write(ob)
+	s.endRequest()
+	if closeConn {
+		return errClose
+	}
+	return nil
+}
+
+// localAnswerBuffer encodes the answer a filter asked for (a status out of range becomes
+// 500, and a's status with it); closeConn adds Connection: close; a HEAD request gets no
+// body.
+func localAnswerBuffer(pool *buffer.Pool, a *localAnswer, closeConn, isHead bool) *buffer.IoBuffer {
 	if a.status < 100 || a.status > 599 {
 		a.status = http.StatusInternalServerError
 	}
@@ -209,7 +250,7 @@ func (s *session) filterReply(closeConn bool) error {
 	for _, h := range a.headers {
 		size += len(h.Name) + len(h.Value) + 4
 	}
-	ob := s.p.cfg.Pool.NewBuffer(size)
+	ob := pool.NewBuffer(size)
 	var num [20]byte
 	_, _ = ob.WriteString("HTTP/1.1 ")
 	_, _ = ob.Write(strconv.AppendInt(num[:0], int64(a.status), 10))
@@ -230,17 +271,10 @@ func (s *session) filterReply(closeConn bool) error {
 		_, _ = ob.WriteString("\r\nConnection: close")
 	}
 	_, _ = ob.WriteString("\r\n\r\n")
-	if !s.isHead {
+	if !isHead {
 		_, _ = ob.WriteString(a.body)
 	}
-	s.fs.info.ResponseCode = a.status
-	s.fs.info.BytesSent += uint64(ob.Len())
-	_ = s.c.Write(ob)
-	s.endRequest()
-	if closeConn {
-		return errClose
-	}
-	return nil
+	return ob
 }
 
 func validHeader(h filter.Header) bool {

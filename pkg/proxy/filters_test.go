@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,7 +20,9 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/filter/stream/ipaccess"
 	"github.com/mosnlite/mosnlite/pkg/filter/stream/payloadlimit"
 	"github.com/mosnlite/mosnlite/pkg/log/accesslog"
+	"github.com/mosnlite/mosnlite/pkg/network/evloop"
 	"github.com/mosnlite/mosnlite/pkg/proxy"
+	"github.com/mosnlite/mosnlite/pkg/stream"
 )
 
 var testFactories = map[string]filter.StreamFactory{
@@ -107,26 +111,45 @@ func TestPayloadLimitAndIPAccess(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(body, "12345678") {
 		t.Fatalf("under the limit: %d %q", resp.StatusCode, body)
 	}
-
-	d := startProxyRouter(t, o.addr(), "r", withFilters(t, "ip_access",
-		`{"default_action":"allow","ips":[{"action":"deny","addrs":["127.0.0.0/8"]}]}`))
-	resp, _ = roundTrip(t, d.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-	if resp.StatusCode != 403 {
-		t.Fatalf("ip_access: %d", resp.StatusCode)
-	}
-	if n := o.reqs.Load(); n != 1 {
-		t.Fatalf("upstream saw %d requests, want the one under the limit", n)
-	}
 }
 
-func TestHeaderMutation(t *testing.T) {
+// TestIPAccess: a denied client gets 403 from the filter, on both paths (ip_access acts
+// on heads alone, so its listener stays on the event loops), and the connection serves
+// the next request: the upstream never sees one.
+func TestIPAccess(t *testing.T) {
+	bothPaths(t, func(t *testing.T, p path) {
+		o := startOrigin(t, echo)
+		d := p.start(t, o.addr(), withFilters(t, "ip_access",
+			`{"default_action":"allow","ips":[{"action":"deny","addrs":["127.0.0.0/8"]}]}`))
+		c := dial(t, d.addr)
+		br := bufio.NewReader(c)
+		for range 2 {
+			if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			if resp, body := readResp(t, br, http.MethodGet); resp.StatusCode != 403 || body != "ip access denied" {
+				t.Fatalf("ip_access: %d %q", resp.StatusCode, body)
+			}
+		}
+		if n := o.reqs.Load(); n != 0 {
+			t.Fatalf("upstream saw %d requests", n)
+		}
+		if p.loops {
+			d.noHandoffs(t)
+		}
+	})
+}
+
+func TestHeaderMutation(t *testing.T) { bothPaths(t, testHeaderMutation) }
+
+func testHeaderMutation(t *testing.T, p path) {
 	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Server", "origin")
 		w.Header().Set("X-Seen-Secret", r.Header.Get("X-Secret"))
 		w.Header().Set("X-Seen-Added", r.Header.Get("X-Added"))
 		w.Header().Set("X-Seen-Replaced", strings.Join(r.Header.Values("X-Replaced"), ","))
 	})
-	e := startProxyRouter(t, o.addr(), "r", withFilters(t, "header_mutation", `{
+	e := p.start(t, o.addr(), withFilters(t, "header_mutation", `{
 		"request_headers_to_add":[{"header":{"key":"X-Added","value":"yes"}},{"header":{"key":"X-Replaced","value":"new"},"append":false}],
 		"request_headers_to_remove":["X-Secret"],
 		"response_headers_to_add":[{"header":{"key":"X-Resp","value":"1"}}],
@@ -139,6 +162,105 @@ func TestHeaderMutation(t *testing.T) {
 	if h.Get("Server") != "" || h.Get("X-Resp") != "1" {
 		t.Fatalf("downstream got Server=%q X-Resp=%q", h.Get("Server"), h.Get("X-Resp"))
 	}
+	if p.loops {
+		e.noHandoffs(t)
+	}
+}
+
+// TestLoopCapableWithHeadersOnlyFilters: a chain of filters that act on heads alone keeps
+// an HTTP/1 listener on the event loops; one that may wait or read bodies (fault) does not.
+func TestLoopCapableWithHeadersOnlyFilters(t *testing.T) {
+	if !evloop.Supported {
+		t.Skip("no event loops here")
+	}
+	for _, tc := range []struct {
+		pairs []string
+		want  bool
+	}{
+		{nil, true},
+		{[]string{"ip_access", `{"default_action":"allow"}`, "header_mutation", `{"request_headers_to_remove":["x"]}`}, true},
+		{[]string{"header_mutation", `{}`, "fault", `{"delay":{"fixed_delay":"1s","percentage":1}}`}, false},
+		{[]string{"payload_limit", `{"max_entity_size":8}`}, false},
+	} {
+		cfg := proxy.Config{Downstream: stream.HTTP1}
+		withFilters(t, tc.pairs...)(&cfg)
+		px := proxy.New(cfg)
+		if got := px.LoopCapable(); got != tc.want {
+			t.Errorf("filters %v: LoopCapable = %v, want %v", tc.pairs, got, tc.want)
+		}
+		_ = px.Close()
+	}
+}
+
+// headFilter is a HeadersOnly test filter: it counts its instances and their ends, and
+// replaces a 500 response with its own 502 answer.
+type headFilter struct {
+	made, ended atomic.Int64
+}
+
+func (f *headFilter) HeadersOnly() {}
+
+func (f *headFilter) NewStreamFilter(h filter.StreamHandler) filter.StreamFilter {
+	f.made.Add(1)
+	return &headInstance{f: f, h: h}
+}
+
+type headInstance struct {
+	filter.Passthrough
+	f *headFilter
+	h filter.StreamHandler
+}
+
+func (in *headInstance) OnResponseHeaders(status int, hs stream.Headers, _ bool) filter.Status {
+	if status != http.StatusInternalServerError {
+		hs.Set("X-Head-Filter", "seen")
+		return filter.Continue
+	}
+	in.h.SendLocalReply(http.StatusBadGateway, []filter.Header{{Name: "X-Head-Filter", Value: "replaced"}}, "replaced")
+	return filter.Stop
+}
+
+func (in *headInstance) OnDestroy() { in.f.ended.Add(1) }
+
+// TestFilterStopsResponseHead: a filter that stops the response head answers in the
+// upstream's place, on both paths; the connection serves the next request, and every
+// filter instance is ended exactly once.
+func TestFilterStopsResponseHead(t *testing.T) {
+	bothPaths(t, func(t *testing.T, p path) {
+		o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/fail" {
+				w.WriteHeader(http.StatusInternalServerError)
+				_, _ = io.WriteString(w, "origin failure")
+				return
+			}
+			_, _ = io.WriteString(w, "ok")
+		})
+		hf := &headFilter{}
+		e := p.start(t, o.addr(), func(c *proxy.Config) {
+			c.StreamFilters = &filter.StreamChain{Types: []string{"head"}, Factories: []filter.StreamFilterFactory{hf}}
+		})
+		c := dial(t, e.addr)
+		br := bufio.NewReader(c)
+		for _, tc := range []struct{ path, status, header, body string }{
+			{"/ok", "200", "seen", "ok"},
+			{"/fail", "502", "replaced", "replaced"},
+			{"/ok", "200", "seen", "ok"},
+		} {
+			if _, err := io.WriteString(c, "GET "+tc.path+" HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			resp, body := readResp(t, br, http.MethodGet)
+			if strconv.Itoa(resp.StatusCode) != tc.status || resp.Header.Get("X-Head-Filter") != tc.header || body != tc.body {
+				t.Fatalf("%s: %d %q %q; want %s %q %q", tc.path, resp.StatusCode, resp.Header.Get("X-Head-Filter"), body, tc.status, tc.header, tc.body)
+			}
+		}
+		if made, ended := hf.made.Load(), hf.ended.Load(); made != 3 || ended != 3 {
+			t.Fatalf("filter instances: %d made, %d ended; want 3 and 3", made, ended)
+		}
+		if p.loops {
+			e.noHandoffs(t)
+		}
+	})
 }
 
 func TestAccessLog(t *testing.T) {

@@ -308,7 +308,7 @@ func (s *session) h2ResponseHead(resp *http.Response) bool {
 	end := resp.ContentLength == 0 || resp.Body == http.NoBody
 	for _, f := range fs.filters {
 		if f.OnResponseHeaders(resp.StatusCode, &hv, end) == filter.Stop {
-			return s.stopped()
+			return s.fs.stopped()
 		}
 	}
 	return false

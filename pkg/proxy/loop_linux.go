@@ -59,12 +59,12 @@ const (
 
 // rawOK reports whether this proxy's connections may be served on event loops.
 func (p *Proxy) rawOK() bool {
-	return p.cfg.Downstream == stream.HTTP1 && p.cfg.StreamFilters.Len() == 0
+	return p.cfg.Downstream == stream.HTTP1 && p.cfg.StreamFilters.HeadersOnly()
 }
 
 // LoopCapable reports whether ServeRaw may take this proxy's connections: HTTP/1
-// downstream and no stream filters. The listener gives a proxy that is not capable only
-// goroutines.
+// downstream, and stream filters (if any) that act on heads alone (filter.HeadersOnly).
+// The listener gives a proxy that is not capable only goroutines.
 func (p *Proxy) LoopCapable() bool { return evloop.Supported && p.rawOK() }
 
 // ServeRaw implements network.RawHandler.
@@ -204,6 +204,8 @@ type loopConn struct {
 	remain   int64
 	cr       http1.ChunkedReader
 	closeOut bool // the client connection closes after this response
+
+	lf loopFilters // the request's stream filters (loop_filters_linux.go)
 }
 
 // loopUp is an upstream HTTP/1 connection on a loop: owned by a loopConn while a request
@@ -657,6 +659,11 @@ func (c *loopConn) request(n int) bool {
 		c.keepAlive = false // a body still unread is not taken; the connection's buffers go
 		return c.localDone(http.StatusServiceUnavailable, msgOverloaded)
 	}
+	c.resetEdits()
+	if c.p.cfg.StreamFilters.Len() > 0 && c.requestFilters(rt) {
+		c.in.Drain(total)
+		return c.filterAnswer()
+	}
 	if !cl.TryAcquire(cluster.MaxRequests) {
 		c.in.Drain(total)
 		return c.localDone(statusOverflow, "upstream overflow")
@@ -766,14 +773,19 @@ func (c *loopConn) loopRoute(rt *router.Route) string {
 	return ""
 }
 
-// encode writes the upstream request into hb: the head of n bytes with the proxy's edits
-// (as session.request makes them), then the body up to total.
-func (c *loopConn) encode(h *http1.RequestHead, rt *router.Route, n, total int) bool {
+// resetEdits starts the request head's edits; the stream filters add theirs first.
+func (c *loopConn) resetEdits() {
 	e := &c.edits
 	*e = http1.Edits{XForwardedFor: c.xff, Add: e.Add[:0], Remove: e.Remove[:0]}
 	if len(c.xff) == 0 {
 		e.XForwardedFor = nil
 	}
+}
+
+// encode writes the upstream request into hb: the head of n bytes with the proxy's edits
+// (as session.request makes them), then the body up to total.
+func (c *loopConn) encode(h *http1.RequestHead, rt *router.Route, n, total int) bool {
+	e := &c.edits // reset by resetEdits, then edited by the stream filters
 	fillRequestID(&c.rid)
 	e.RequestID = c.rid[:]
 	if h.Expect100 {
@@ -1064,6 +1076,14 @@ func (c *loopConn) responseHead() (n int, ok bool) {
 	if c.logging {
 		c.logResponse()
 	}
+	if c.responseFilters() {
+		// The filter's answer replaces the upstream's, which is not reused.
+		c.finish(false, errStoppedByFilter)
+		if c.filterAnswer() {
+			c.serve()
+		}
+		return 0, false
+	}
 	hb := c.p.cfg.Pool.NewBuffer(n + 256)
 	if err := http1.AppendResponseHead(hb, rh, re); err != nil {
 		hb.Release()
@@ -1196,6 +1216,7 @@ func (c *loopConn) finish(reuse bool, err error) {
 	}
 	c.cl.Release(cluster.MaxRequests)
 	c.route, c.host, c.cl = nil, nil, nil
+	c.endFilters()
 	c.rearm()
 }
 
@@ -1329,6 +1350,7 @@ func (c *loopConn) answer(status int, body string) {
 
 // localReply queues a response made by the proxy and writes it.
 func (c *loopConn) localReply(status int, body string, closeConn bool) {
+	c.endFilters()
 	ob := localReplyBuffer(c.p.cfg.Pool, status, body, closeConn, c.isHead)
 	if c.logged {
 		c.logLocal(status, body, ob.Len())
@@ -1405,6 +1427,7 @@ func (c *loopConn) handoff(reason string) {
 		return
 	}
 	c.closed = true
+	c.endFilters() // the goroutine path runs the chain again on the request
 	c.loop.Cancel(&c.timer)
 	c.rc.Handoff(c.in.Bytes())
 	c.release()
@@ -1426,6 +1449,7 @@ func (c *loopConn) close(r network.CloseReason, reset bool) {
 	}
 	c.closed = true
 	c.finish(false, errors.New("downstream closed"))
+	c.endFilters()
 	c.logEnd(accesslog.FlagDownstreamReset)
 	c.loop.Forget(c.tok)
 	c.loop.Cancel(&c.timer)

@@ -454,6 +454,16 @@ func BenchmarkLoopProxyGETLog(b *testing.B) {
 	benchGET(b, startLoopEnv(b, fastOrigin(b), withAccessLog(b, path, "")).addr)
 }
 
+// BenchmarkLoopProxyGETFilters is BenchmarkProxyGETFilters on the event loop: a
+// header_mutation filter (one request header added, one response header removed) and an
+// access log to a file.
+func BenchmarkLoopProxyGETFilters(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "access.log")
+	benchGET(b, startLoopEnv(b, fastOrigin(b),
+		withFilters(b, "header_mutation", `{"request_headers_to_add":[{"header":{"key":"x-bench","value":"1"}}],"response_headers_to_remove":["content-type"]}`),
+		withAccessLog(b, path, "")).addr)
+}
+
 // The access log on the loop writes the lines the goroutine path writes for the same
 // requests: served, connect failure, upstream timeout, upstream cut mid-body.
 func TestLoopAccessLog(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -181,5 +182,66 @@ func TestStreamFilterConfigErrors(t *testing.T) {
 				t.Fatalf("exit %d, output:\n%s\nwant %q", code, out, tc.want)
 			}
 		})
+	}
+}
+
+// TestHeadersOnlyFiltersOnEventLoops: a listener whose stream filters act on heads alone
+// (ip_access, header_mutation) is served on the event loops, and the filters work there.
+func TestHeadersOnlyFiltersOnEventLoops(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Internal", "secret")
+		w.Header().Set("X-Seen-Added", r.Header.Get("X-Added"))
+		w.Header().Set("X-Seen-Secret", r.Header.Get("X-Secret"))
+		_, _ = io.WriteString(w, "app "+r.URL.Path)
+	}))
+	defer app.Close()
+	addr := framework.FreePort(t)
+	cfg := fmt.Sprintf(`{
+  "servers": [{
+    "listeners": [{
+      "name": "filters", "address": %q,
+      "filter_chains": [{"filters": [{"type": "proxy", "config": {
+        "downstream_protocol": "Http1", "upstream_protocol": "Http1", "router_config_name": "r"}}]}],
+      "stream_filters": [
+        {"type": "ip_access", "config": {"default_action": "allow"}},
+        {"type": "header_mutation", "config": {
+          "request_headers_to_add": [{"header": {"key": "X-Added", "value": "by-filter"}}],
+          "request_headers_to_remove": ["X-Secret"],
+          "response_headers_to_add": [{"header": {"key": "X-Resp", "value": "1"}}],
+          "response_headers_to_remove": ["X-Internal"]}}
+      ]
+    }],
+    "routers": [{"router_config_name": "r", "virtual_hosts": [{"name": "vh", "domains": ["*"], "routers": [
+      {"match": {"prefix": "/deny"}, "route": {"cluster_name": "app"},
+       "per_filter_config": {"ip_access": {"default_action": "allow", "ips": [{"action": "deny", "addrs": ["127.0.0.1"]}]}}},
+      {"match": {"prefix": "/"}, "route": {"cluster_name": "app"}}
+    ]}]}]
+  }],
+  "cluster_manager": {"clusters": [{"name": "app", "type": "SIMPLE", "hosts": [{"address": %q}]}]}
+}`, addr, app.Listener.Addr().String())
+	p := framework.StartProxy(t, cfg)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
+	defer c.CloseIdleConnections()
+	get := func(path string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+		req.Header.Set("X-Secret", "s")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	resp := get("/plain")
+	if h := resp.Header; resp.StatusCode != 200 || h.Get("X-Seen-Added") != "by-filter" || h.Get("X-Seen-Secret") != "" || h.Get("X-Internal") != "" || h.Get("X-Resp") != "1" {
+		t.Fatalf("header_mutation: %d %v", resp.StatusCode, h)
+	}
+	if resp := get("/deny"); resp.StatusCode != 403 {
+		t.Fatalf("ip_access: %d", resp.StatusCode)
+	}
+	if runtime.GOOS == "linux" && !strings.Contains(p.Logs(), "listener serving on event loops") {
+		t.Fatal("the listener is not on the event loops")
 	}
 }

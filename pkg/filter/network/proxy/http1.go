@@ -27,7 +27,8 @@ func newHTTP1(p Params, r *stream.Registration[Params]) (stream.ServerConnection
 }
 
 // loopHTTPServer is an httpServer whose connections may be served on event loops
-// (network.RawHandler): an HTTP/1 listener with no stream filters.
+// (network.RawHandler): an HTTP/1 listener whose stream filters, if any, act on heads
+// alone (filter.HeadersOnly).
 type loopHTTPServer struct {
 	httpServer
 	p *proxy.Proxy

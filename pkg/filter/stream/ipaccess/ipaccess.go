@@ -167,6 +167,9 @@ type factory struct {
 	pool   sync.Pool
 }
 
+// HeadersOnly implements filter.HeadersOnly: the filter acts on heads alone and is pure.
+func (f *factory) HeadersOnly() {}
+
 func (f *factory) NewStreamFilter(h filter.StreamHandler) filter.StreamFilter {
 	in := f.pool.Get().(*instance)
 	in.h = h
