@@ -204,6 +204,12 @@ func cmdValidate(g *globals, args []string, stdout, stderr io.Writer) int {
 		printProblems(stderr, *path, err)
 		return 1
 	}
+	// What start builds beyond the config package's checks (filter configs, route
+	// domains, TLS, balancer settings, the registry entry), without binding anything.
+	if err := server.Check(cfg, ext); err != nil {
+		printProblems(stderr, *path, err)
+		return 1
+	}
 	fmt.Fprintf(stdout, "%s: valid\n", *path)
 	return 0
 }

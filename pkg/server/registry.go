@@ -40,23 +40,32 @@ func (s *Server) initRegistry(prev error) error {
 	return nil
 }
 
-func (s *Server) buildRegistry() (*dubbo.Service, error) {
-	i := -1
-	for j, e := range s.cfg.Extends {
+// registryConfig finds the config's dubbo_registry entry and decodes it: i is its index in
+// extends, -1 when there is none.
+func registryConfig(cfg *config.Config) (i int, c dubbo.Config, err error) {
+	i = -1
+	for j, e := range cfg.Extends {
 		if e.Type != dubbo.ExtendType {
 			continue
 		}
 		if i >= 0 {
-			return nil, fmt.Errorf("extends[%d]: a second %s entry; one registry endpoint serves them all", j, dubbo.ExtendType)
+			return i, c, fmt.Errorf("extends[%d]: a second %s entry; one registry endpoint serves them all", j, dubbo.ExtendType)
 		}
 		i = j
 	}
 	if i < 0 {
-		return nil, nil
+		return i, c, nil
 	}
-	c, err := dubbo.ParseConfig(s.cfg.Extends[i].Config)
-	if err != nil {
-		return nil, fmt.Errorf("extends[%d].config: %w", i, err)
+	if c, err = dubbo.ParseConfig(cfg.Extends[i].Config); err != nil {
+		return i, c, fmt.Errorf("extends[%d].config: %w", i, err)
+	}
+	return i, c, nil
+}
+
+func (s *Server) buildRegistry() (*dubbo.Service, error) {
+	i, c, err := registryConfig(s.cfg)
+	if err != nil || i < 0 {
+		return nil, err
 	}
 	if !c.Enabled() {
 		s.log.Info("dubbo registry: enable is false; not started")

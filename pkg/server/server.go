@@ -99,19 +99,9 @@ type runState struct {
 	failed chan error      // first listener failure
 }
 
-// New builds everything the config describes and binds its sockets (the static owner's
-// clusters, routers and listeners). On error nothing is left open.
-func New(cfg *config.Config, o Options) (_ *Server, err error) {
-	if o.Extensions == nil {
-		return nil, errors.New("server: no extensions")
-	}
-	if o.Log == nil {
-		o.Log = zap.NewNop()
-	}
-	if o.Metrics == nil {
-		o.Metrics = metrics.New()
-	}
-	s := &Server{
+// emptyServer is a Server for cfg with nothing built yet; o has its defaults filled in.
+func emptyServer(cfg *config.Config, o Options) *Server {
+	return &Server{
 		cfg:         cfg,
 		opts:        o,
 		ext:         o.Extensions,
@@ -128,6 +118,21 @@ func New(cfg *config.Config, o Options) (_ *Server, err error) {
 		order:       map[string][]string{},
 		drain:       cfg.Drain,
 	}
+}
+
+// New builds everything the config describes and binds its sockets (the static owner's
+// clusters, routers and listeners). On error nothing is left open.
+func New(cfg *config.Config, o Options) (_ *Server, err error) {
+	if o.Extensions == nil {
+		return nil, errors.New("server: no extensions")
+	}
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	if o.Metrics == nil {
+		o.Metrics = metrics.New()
+	}
+	s := emptyServer(cfg, o)
 	defer func() {
 		if err != nil {
 			s.closeAll()

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -114,5 +115,35 @@ func TestCLIValidateChecksXDSBootstrap(t *testing.T) {
 	code, out = framework.RunCLI(t, "start", "-c", path)
 	if code != 1 || !strings.Contains(out, "xds_missing") {
 		t.Fatalf("start exit %d; want 1\n%s", code, out)
+	}
+}
+
+// TestCLIValidateRefusesWhatStartRefuses: configs the config checks pass but start
+// refuses (a stream filter's config, a route domain) are refused by validate too, with the
+// same JSON path.
+func TestCLIValidateRefusesWhatStartRefuses(t *testing.T) {
+	doc := func(domain, streamFilters string) string {
+		return fmt.Sprintf(`{"servers":[{
+		  "routers":[{"router_config_name":"r","virtual_hosts":[{"name":"v","domains":[%q],
+		    "routers":[{"match":{"prefix":"/"},"route":{"cluster_name":"c"}}]}]}],
+		  "listeners":[{"name":"l","address":%q,"stream_filters":%s,
+		    "filter_chains":[{"filters":[{"type":"proxy","config":{"downstream_protocol":"Http1","router_config_name":"r"}}]}]}]}],
+		  "cluster_manager":{"clusters":[{"name":"c","hosts":[{"address":"127.0.0.1:8080"}]}]}}`, domain, framework.FreePort(t), streamFilters)
+	}
+	for _, tc := range []struct{ name, doc, want string }{
+		{"fault status", doc("*", `[{"type":"fault","config":{"abort":{"status":1000,"percentage":1}}}]`), "stream_filters[0].config (fault): abort.status"},
+		{"domain", doc("a*b.com", `[]`), "servers[0].routers: router \"r\": virtual_hosts[0].domains[0]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "c.json")
+			if err := os.WriteFile(path, []byte(tc.doc), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			for _, cmd := range []string{"validate", "start"} {
+				if code, out := framework.RunCLI(t, cmd, "-c", path); code != 1 || !strings.Contains(out, tc.want) {
+					t.Fatalf("%s: exit %d; want 1 naming %q\n%s", cmd, code, tc.want, out)
+				}
+			}
+		})
 	}
 }
