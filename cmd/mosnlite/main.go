@@ -164,7 +164,7 @@ func unavailable(cfg *config.Config, ext *extension.Set) []string {
 		for j, l := range s.Listeners {
 			for k, f := range l.StreamFilters {
 				if _, err := ext.StreamFilters.Get(f.Type); err != nil && !slices.Contains(config.RetiredStreamFilterTypes, f.Type) && slices.Contains(config.StreamFilterTypes, f.Type) {
-					out = append(out, fmt.Sprintf("servers[%d].listeners[%d].stream_filters[%d].type: %q is not available in this build; start refuses it on listeners serving HTTP/1", i, j, k, f.Type))
+					out = append(out, fmt.Sprintf("servers[%d].listeners[%d].stream_filters[%d].type: %q is not available in this build; start refuses it on HTTP listeners", i, j, k, f.Type))
 				}
 			}
 			for k, fc := range l.FilterChains {

@@ -2,7 +2,8 @@ package config
 
 import "time"
 
-// Defaults (DESIGN.md "Defaults and limits"). ApplyDefaults writes the ones that live in
+// Defaults (the project's design notes, "Defaults and limits"; docs/config.md lists them
+// by field). ApplyDefaults writes the ones that live in
 // typed fields; the others are for the packages that decode their own config (filters,
 // router, balancers) to use when a field is absent.
 const (

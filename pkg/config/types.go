@@ -140,8 +140,9 @@ type TypedConfig struct {
 	Config RawMessage `json:"config,omitempty"`
 }
 
-// ProxyConfig is the "proxy" network filter's config. The proxy itself lands with the L7
-// issue; its fields are typed here so validation can check protocols and router names.
+// ProxyConfig is the "proxy" network filter's config (pkg/filter/network/proxy decodes it
+// again with its extend_config); its fields are typed here so validation can check
+// protocols and router names.
 type ProxyConfig struct {
 	Name               string         `json:"name,omitempty"`
 	DownstreamProtocol string         `json:"downstream_protocol"`
@@ -492,7 +493,7 @@ type OutlierDetection struct {
 type Host struct {
 	Address    string            `json:"address"`
 	Hostname   string            `json:"hostname,omitempty"`
-	Weight     uint32            `json:"weight,omitempty"` // default 1; 0 is invalid
+	Weight     uint32            `json:"weight,omitempty"` // default 1 (0 means 1)
 	MetaData   map[string]string `json:"metadata,omitempty"`
 	TLSDisable bool              `json:"tls_disable,omitempty"`
 }

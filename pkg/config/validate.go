@@ -166,8 +166,10 @@ func (v *validator) cluster(p string, cl *Cluster) {
 			v.rep.warn(field(p, "type"), "EDS cluster but no dynamic_resources: it will have no hosts")
 		}
 	case ClusterOriginalDst:
-		if len(cl.Hosts) > 0 {
-			v.rep.warn(hp, "an ORIGINAL_DST cluster connects to each connection's original destination; these hosts are ignored")
+		if len(cl.Hosts) == 0 {
+			// Hosts are not created on demand (pkg/upstream/cluster): only a listed host
+			// that is a connection's original destination is chosen.
+			v.rep.warn(hp, "an ORIGINAL_DST cluster chooses among its listed hosts (the one that is the original destination); with none, every pick fails")
 		}
 	}
 	seen := map[string]int{}

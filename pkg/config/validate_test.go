@@ -340,6 +340,8 @@ func TestWarnings(t *testing.T) {
 			"cluster_manager.clusters[0].circuit_breakers[0].max_connections", "0 refuses every upstream connection"},
 		{"breaker max_requests 0", clusterDoc(`{"name":"c","circuit_breakers":[{"priority":"DEFAULT","max_requests":0}],"hosts":[{"address":"127.0.0.1:1"}]}`),
 			"cluster_manager.clusters[0].circuit_breakers[0].max_requests", "0 refuses every request"},
+		{"ORIGINAL_DST without hosts", clusterDoc(`{"name":"c","type":"ORIGINAL_DST"}`),
+			"cluster_manager.clusters[0].hosts", "chooses among its listed hosts"},
 		{"second filter chain", doc(`{"name":"l","address":"127.0.0.1:1","filter_chains":[{"filters":[{"type":"tcp_proxy","config":{"cluster":"c1"}}]},{"filters":[{"type":"tcp_proxy","config":{"cluster":"c1"}}]}]}`, "", c1),
 			"servers[0].listeners[0].filter_chains[1]", "filter_chains[0] only"},
 	} {

@@ -131,8 +131,8 @@ type Options struct {
 	// ChoiceCount is the number of random hosts compared by LB_LEAST_REQUEST,
 	// LB_LEAST_CONNECTION and LB_PEAK_EWMA (default 2, at most MaxChoiceCount).
 	ChoiceCount int
-	// TableSize is LB_MAGLEV's lookup table size, a prime (default 65537). A non-prime is
-	// rounded up to the next prime (Validate reports it).
+	// TableSize is LB_MAGLEV's lookup table size, a prime (default 65537). Validate
+	// refuses a non-prime; config validation also caps it at config.MaxMaglevTableSize.
 	TableSize uint64
 	// Decay is the peak-EWMA decay time constant (default 10s); DefaultRTT the estimate of
 	// a host before its first sample (default 30ms).
