@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 
 	"go.uber.org/zap"
@@ -36,6 +37,9 @@ func Check(cfg *config.Config, ext *extension.Set) error {
 		if err != nil {
 			return fmt.Errorf("servers[0].routers: %w", err)
 		}
+		if err := checkPerFilter(cfg.Servers[0].Routers, ext, "servers[0].routers"); err != nil {
+			return err
+		}
 		s.routers.Replace(tables)
 		ls := cfg.Servers[0].Listeners
 		for i := range ls {
@@ -62,4 +66,28 @@ func unbuilt(ext *extension.Set, typ string) bool {
 	}
 	_, err := ext.StreamFilters.Get(typ)
 	return err != nil
+}
+
+// checkPerFilter decodes every route's per_filter_config entry with its stream filter's
+// own decoder. At run time an entry that does not decode is skipped (the listener's config
+// applies, pkg/filter.RouteConfigs), so this is where it is refused, with its JSON path.
+// Types this build does not have are left to validation's warnings.
+func checkPerFilter(rs []config.RouterCfg, ext *extension.Set, path string) error {
+	for i, rc := range rs {
+		for j, vh := range rc.VirtualHosts {
+			for k, r := range vh.Routers {
+				names := slices.Sorted(maps.Keys(r.PerFilterConfig))
+				for _, name := range names {
+					mk, err := ext.StreamFilters.Get(name)
+					if err != nil {
+						continue
+					}
+					if _, err := mk(r.PerFilterConfig[name]); err != nil {
+						return fmt.Errorf("%s[%d].virtual_hosts[%d].routers[%d].per_filter_config.%s: %w", path, i, j, k, name, err)
+					}
+				}
+			}
+		}
+	}
+	return nil
 }

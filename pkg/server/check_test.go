@@ -74,3 +74,45 @@ func TestCheckRefusesWhatNewRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestPerFilterConfigRefused: a route's per_filter_config that its filter cannot decode
+// (skipped at run time, the listener's config applying) is refused by Check, New and a
+// reload, with its JSON path.
+func TestPerFilterConfigRefused(t *testing.T) {
+	ext, err := builtin.NewSet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := func(status int) *config.Config {
+		js := fmt.Sprintf(`{"servers":[{
+		  "routers":[{"router_config_name":"r","virtual_hosts":[{"name":"v","domains":["*"],"routers":[
+		    {"match":{"prefix":"/"},"route":{"cluster_name":"c"},"per_filter_config":{"fault":{"abort":{"status":%d,"percentage":10}}}}]}]}],
+		  "listeners":[{"name":"l","address":"127.0.0.1:0","stream_filters":[{"type":"fault","config":{}}],
+		    "filter_chains":[{"filters":[{"type":"proxy","config":{"downstream_protocol":"Http1","router_config_name":"r"}}]}]}]}],
+		  "cluster_manager":{"clusters":[{"name":"c","hosts":[{"address":"127.0.0.1:8080"}]}]}}`, status)
+		cfg, _, err := config.Parse([]byte(js), config.ParseOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.ApplyDefaults()
+		return cfg
+	}
+	const want = "servers[0].routers[0].virtual_hosts[0].routers[0].per_filter_config.fault: abort.status: 1000"
+	if err := Check(doc(1000), ext); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Check = %v; want %q", err, want)
+	}
+	if s, err := New(doc(1000), Options{Extensions: ext}); err == nil || !strings.Contains(err.Error(), want) {
+		if s != nil {
+			s.closeAll()
+		}
+		t.Fatalf("New = %v; want %q", err, want)
+	}
+	s, err := New(doc(503), Options{Extensions: ext})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.closeAll()
+	if err := s.Reload(doc(1000)); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Reload = %v; want %q", err, want)
+	}
+}

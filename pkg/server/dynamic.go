@@ -256,6 +256,9 @@ func (s *Server) reload(cfg *config.Config) error {
 	if len(cfg.Servers) > 0 {
 		rs, ls = cfg.Servers[0].Routers, cfg.Servers[0].Listeners
 	}
+	if err := checkPerFilter(rs, s.ext, "servers[0].routers"); err != nil {
+		return err
+	}
 	if err := s.applyStatic(cfg.ClusterManager.Clusters, rs, ls, cfg.Drain); err != nil {
 		return err
 	}

@@ -160,6 +160,9 @@ func New(cfg *config.Config, o Options) (_ *Server, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("servers[0].routers: %w", err)
 		}
+		if err := checkPerFilter(rs, o.Extensions, "servers[0].routers"); err != nil {
+			return nil, err
+		}
 		s.routers.Replace(tables)
 		s.routerCfgs[OwnerStatic] = rs
 		s.addRegistryRouter() // registry.go: before the listeners that name it
