@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -17,7 +18,8 @@ import (
 // Check builds what New builds from cfg, short of binding sockets and starting anything:
 // the clusters (as Apply would take them), the routers, every static listener's network
 // filter with its stream filter chain, TLS contexts and timeouts, and the dubbo_registry
-// entry. It returns the first error New would return, with its JSON path, so that
+// entry. It returns the errors New would stop at (every listener's, not only the first),
+// each with its JSON path, one per line, so that
 // `mosnlite validate` refuses what `start` refuses, with one exception: a stream filter
 // type the format knows but this build lacks (MOSN's mirror) is left out here, for the
 // caller to warn about (MOSN's own sample configs name it; start refuses it). Certificate
@@ -29,18 +31,19 @@ func Check(cfg *config.Config, ext *extension.Set) error {
 	}
 	s := emptyServer(cfg, Options{Extensions: ext, NoEventLoops: true, Log: zap.NewNop(), Metrics: metrics.New()})
 	s.clusters = cluster.NewManager(cluster.Options{LBs: ext.LoadBalancers, Metrics: s.metrics, Log: s.log})
+	var errs []error
 	if err := s.clusters.Check(cloneClusters(cfg.ClusterManager.Clusters)); err != nil {
-		return fmt.Errorf("cluster_manager: %w", err)
+		errs = append(errs, fmt.Errorf("cluster_manager: %w", err))
 	}
 	if len(cfg.Servers) > 0 {
-		tables, err := router.Build(slices.Clone(cfg.Servers[0].Routers))
-		if err != nil {
-			return fmt.Errorf("servers[0].routers: %w", err)
+		if tables, err := router.Build(slices.Clone(cfg.Servers[0].Routers)); err != nil {
+			errs = append(errs, fmt.Errorf("servers[0].routers: %w", err))
+		} else {
+			s.routers.Replace(tables)
 		}
 		if err := checkPerFilter(cfg.Servers[0].Routers, ext, "servers[0].routers"); err != nil {
-			return err
+			errs = append(errs, err)
 		}
-		s.routers.Replace(tables)
 		ls := cfg.Servers[0].Listeners
 		for i := range ls {
 			lc := withDefaults(&ls[i])
@@ -50,12 +53,14 @@ func Check(cfg *config.Config, ext *extension.Set) error {
 			_, nf, err := s.buildFilter(lc, ext)
 			closeFilter(nf)
 			if err != nil {
-				return fmt.Errorf("servers[0].listeners[%d] (%s): %w", i, lc.Name, err)
+				errs = append(errs, fmt.Errorf("servers[0].listeners[%d] (%s): %w", i, lc.Name, err))
 			}
 		}
 	}
-	_, _, err := registryConfig(cfg)
-	return err
+	if _, _, err := registryConfig(cfg); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // unbuilt reports whether typ is a stream filter type the config format knows and this
@@ -73,21 +78,21 @@ func unbuilt(ext *extension.Set, typ string) bool {
 // applies, pkg/filter.RouteConfigs), so this is where it is refused, with its JSON path.
 // Types this build does not have are left to validation's warnings.
 func checkPerFilter(rs []config.RouterCfg, ext *extension.Set, path string) error {
+	var errs []error
 	for i, rc := range rs {
 		for j, vh := range rc.VirtualHosts {
 			for k, r := range vh.Routers {
-				names := slices.Sorted(maps.Keys(r.PerFilterConfig))
-				for _, name := range names {
+				for _, name := range slices.Sorted(maps.Keys(r.PerFilterConfig)) {
 					mk, err := ext.StreamFilters.Get(name)
 					if err != nil {
 						continue
 					}
 					if _, err := mk(r.PerFilterConfig[name]); err != nil {
-						return fmt.Errorf("%s[%d].virtual_hosts[%d].routers[%d].per_filter_config.%s: %w", path, i, j, k, name, err)
+						errs = append(errs, fmt.Errorf("%s[%d].virtual_hosts[%d].routers[%d].per_filter_config.%s: %w", path, i, j, k, name, err))
 					}
 				}
 			}
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }

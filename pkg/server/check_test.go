@@ -101,6 +101,16 @@ func TestPerFilterConfigRefused(t *testing.T) {
 	if err := Check(doc(1000), ext); err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Check = %v; want %q", err, want)
 	}
+	// Check reports every problem it finds, one per line, not only the first.
+	bad := doc(1000)
+	bad.Servers[0].Routers[0].VirtualHosts[0].Domains = []string{"a*b.com"}
+	bad.Servers[0].Listeners[0].StreamFilters[0].Config = config.RawMessage(`{"abort":{"status":1,"percentage":1}}`)
+	err = Check(bad, ext)
+	for _, w := range []string{want, "servers[0].routers: ", "servers[0].listeners[0] (l): "} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("Check of a config with three problems = %v; want %q among them", err, w)
+		}
+	}
 	if s, err := New(doc(1000), Options{Extensions: ext}); err == nil || !strings.Contains(err.Error(), want) {
 		if s != nil {
 			s.closeAll()
