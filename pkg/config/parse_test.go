@@ -339,3 +339,32 @@ func TestApplyDefaults(t *testing.T) {
 		}
 	}
 }
+
+// schemaTestConfig is the config type of the stream filter TestStreamFilterConfigSchema
+// registers.
+type schemaTestConfig struct {
+	Limit int `json:"limit"`
+}
+
+// TestStreamFilterConfigSchema: a stream filter that registered its config type gets the
+// inside of stream_filters[].config and of a route's per_filter_config entry checked like
+// the rest of the file: unknown keys are warnings (errors under strict), wrong JSON types
+// errors, each with its path.
+func TestStreamFilterConfigSchema(t *testing.T) {
+	config.RegisterStreamFilterConfig("schema_test", schemaTestConfig{})
+	data := []byte(`{"servers":[{
+	  "listeners":[{"name":"l","address":"127.0.0.1:1","stream_filters":[{"type":"schema_test","config":{"limt":1}}]}],
+	  "routers":[{"router_config_name":"r","virtual_hosts":[{"name":"v","domains":["*"],"routers":[
+	    {"match":{"prefix":"/"},"route":{"cluster_name":"c"},"per_filter_config":{"schema_test":{"limit":"x"},"other":{"anything":1}}}]}]}]}]}`)
+	_, warnings, err := config.Parse(data, config.ParseOptions{})
+	if !find(warnings, "servers[0].listeners[0].stream_filters[0].config.limt", "did you mean limit?") {
+		t.Errorf("no warning for the misspelt key; warnings %v", warnings)
+	}
+	if err == nil || !strings.Contains(err.Error(), `servers[0].routers[0].virtual_hosts[0].routers[0].per_filter_config.schema_test.limit: expected`) {
+		t.Errorf("per_filter_config with a string for an int: err = %v", err)
+	}
+	_, _, err = config.Parse(data, config.ParseOptions{Strict: true})
+	if err == nil || !strings.Contains(err.Error(), "stream_filters[0].config.limt: unknown field") {
+		t.Errorf("strict: err = %v; want the unknown key as an error", err)
+	}
+}

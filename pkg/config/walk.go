@@ -30,7 +30,21 @@ var (
 // knows: for those, Parse also checks the inside of "config" (unknown keys, JSON types).
 var typedSchemas = map[reflect.Type]map[string]map[string]reflect.Type{
 	reflect.TypeFor[FilterChain](): {"filters": networkFilterConfigTypes},
-	reflect.TypeFor[Listener]():    {"listener_filters": listenerFilterConfigTypes},
+	reflect.TypeFor[Listener]():    {"listener_filters": listenerFilterConfigTypes, "stream_filters": streamFilterConfigTypes},
+	// A route's per_filter_config maps a stream filter's type to a config of that filter.
+	reflect.TypeFor[Route](): {"per_filter_config": streamFilterConfigTypes},
+}
+
+// streamFilterConfigTypes is filled by RegisterStreamFilterConfig: the stream filters
+// live in their own packages, which this one cannot import.
+var streamFilterConfigTypes = map[string]reflect.Type{}
+
+// RegisterStreamFilterConfig tells Parse the type a stream filter's "config" decodes into
+// (cfg is a zero value of it), so that unknown keys and wrong JSON types inside
+// stream_filters[].config and a route's per_filter_config entry for it are reported with
+// their JSON path, as everywhere else in the file. Filter packages call it from init.
+func RegisterStreamFilterConfig(name string, cfg any) {
+	streamFilterConfigTypes[name] = reflect.TypeOf(cfg)
 }
 
 var networkFilterConfigTypes = map[string]reflect.Type{
@@ -142,6 +156,13 @@ func (w *walker) walk(n *node, t reflect.Type, path string, typed map[string]ref
 			w.out = appendString(w.out, m.key)
 			w.out = append(w.out, ':')
 			w.walk(m.val, t.Elem(), p, nil)
+			if ct, ok := typed[m.key]; ok && t.Elem() == rawMessageType {
+				// A map from a filter type to its config: check the config as that type
+				// (problems only; the raw config is kept as written).
+				sub := &walker{data: w.data, strict: w.strict, unknown: w.unknown}
+				sub.walk(m.val, ct, p, nil)
+				w.rep.merge(sub.rep)
+			}
 		}
 		w.out = append(w.out, '}')
 	case reflect.Slice, reflect.Array:

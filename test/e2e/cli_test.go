@@ -118,8 +118,8 @@ func TestCLIValidateChecksXDSBootstrap(t *testing.T) {
 	}
 }
 
-// TestCLIValidateRefusesWhatStartRefuses: configs the config checks pass but start
-// refuses (a stream filter's config, a route domain) are refused by validate too, with the
+// TestCLIValidateRefusesWhatStartRefuses: configs start refuses (a stream filter's config,
+// a wrong JSON type inside one, a route domain) are refused by validate too, with the
 // same JSON path.
 func TestCLIValidateRefusesWhatStartRefuses(t *testing.T) {
 	doc := func(domain, streamFilters string) string {
@@ -132,6 +132,7 @@ func TestCLIValidateRefusesWhatStartRefuses(t *testing.T) {
 	}
 	for _, tc := range []struct{ name, doc, want string }{
 		{"fault status", doc("*", `[{"type":"fault","config":{"abort":{"status":1000,"percentage":1}}}]`), "stream_filters[0].config (fault): abort.status"},
+		{"fault key type", doc("*", `[{"type":"fault","config":{"abort":{"status":503,"percentage":"all"}}}]`), "servers[0].listeners[0].stream_filters[0].config.abort.percentage: expected"},
 		{"domain", doc("a*b.com", `[]`), "servers[0].routers: router \"r\": virtual_hosts[0].domains[0]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -66,6 +66,8 @@ type headerMatch struct {
 	re    *regexp.Regexp
 }
 
+func init() { config.RegisterStreamFilterConfig(Name, Config{}) }
+
 func parse(raw config.RawMessage) (*rule, error) {
 	var c Config
 	if len(raw) > 0 {

@@ -53,6 +53,8 @@ func ops(field string, in []config.HeaderValueOption) ([]op, error) {
 	return out, nil
 }
 
+func init() { config.RegisterStreamFilterConfig(Name, Config{}) }
+
 func parse(raw config.RawMessage) (*rule, error) {
 	var c Config
 	if len(raw) > 0 {

@@ -55,6 +55,8 @@ type rule struct {
 	entries      []entry
 }
 
+func init() { config.RegisterStreamFilterConfig(Name, Config{}) }
+
 func parse(raw config.RawMessage) (*rule, error) {
 	var c Config
 	if len(raw) > 0 {

@@ -33,6 +33,8 @@ type rule struct {
 	body   string
 }
 
+func init() { config.RegisterStreamFilterConfig(Name, Config{}) }
+
 func parse(raw config.RawMessage) (*rule, error) {
 	var c Config
 	if len(raw) > 0 {
