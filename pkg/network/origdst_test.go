@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
 	"github.com/mosnlite/mosnlite/pkg/buffer"
 	"github.com/mosnlite/mosnlite/pkg/metrics"
@@ -299,41 +298,4 @@ func netnsChild(t *testing.T) {
 		t.Fatalf("handoff{app4} = %v; want 1", n)
 	}
 	fmt.Println("netns child ok")
-}
-
-// TestSendTimeoutFollowsHandoff: a connection handed by original_dst to another listener
-// gets that listener's send_timeout, not the accepting socket's.
-func TestSendTimeoutFollowsHandoff(t *testing.T) {
-	t.Parallel()
-	x := NewIndex()
-	cfg := testConfig(t, "outbound", tagHandler("direct"))
-	cfg.Index, cfg.SendTimeout = x, 3*time.Second
-	l := tproxyListener(t, cfg)
-	port := l.Addr().(*net.TCPAddr).Port
-	vc := testConfig(t, "app", handlerFunc(func(_ context.Context, c *Conn) {
-		opt := -1
-		if rc, err := c.Raw().(syscall.Conn).SyscallConn(); err == nil {
-			_ = rc.Control(func(fd uintptr) { opt, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT) })
-		}
-		b := buffer.NewPool().NewBuffer(0)
-		fmt.Fprintf(b, "%d\n", opt)
-		c.Write(b)
-		c.Close(CloseLocal)
-	}))
-	vc.BindPort, vc.Address, vc.SendTimeout = false, fmt.Sprintf("0.0.0.0:%d", port), 7*time.Second
-	v, err := NewListener(vc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range []*Listener{l, v} {
-		if err := x.Add(l); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if got := readAll(t, dial(t, l.Addr())); got != "7000" {
-		t.Fatalf("handed-off connection's TCP_USER_TIMEOUT = %q ms; want 7000 (the target listener's)", got)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	v.Drain(ctx)
 }

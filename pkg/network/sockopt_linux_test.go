@@ -2,6 +2,8 @@ package network
 
 import (
 	"context"
+	"crypto/tls"
+	"fmt"
 	"net"
 	"runtime"
 	"strings"
@@ -79,13 +81,7 @@ func TestSendTimeout(t *testing.T) {
 		c.ReadLoop(func(b *buffer.IoBuffer) error {
 			if string(b.Bytes()) == "flood" {
 				b.Drain(b.Len())
-				for {
-					out := pool.NewBuffer(64 << 10)
-					out.Write(make([]byte, 64<<10))
-					if err := c.Write(out); err != nil {
-						return err
-					}
-				}
+				return flood(c, pool)
 			}
 			out := pool.NewBuffer(0)
 			out.Write(b.Bytes())
@@ -172,4 +168,96 @@ func TestSendTimeoutFollowsInheritedSocket(t *testing.T) {
 		}
 	}
 	l.Close()
+}
+
+// flood writes 64 KiB buffers to c until a write fails.
+func flood(c *Conn, pool *buffer.Pool) error {
+	for {
+		out := pool.NewBuffer(64 << 10)
+		out.Write(make([]byte, 64<<10))
+		if err := c.Write(out); err != nil {
+			return err
+		}
+	}
+}
+
+// TestTLSSendTimeout: send_timeout holds behind TLS too: a client that completes the
+// handshake, asks for a flood and reads none of it is closed with reason send_timeout
+// (the ETIMEDOUT comes wrapped by crypto/tls).
+func TestTLSSendTimeout(t *testing.T) {
+	t.Parallel()
+	pool := buffer.NewPool()
+	reasons := make(chan CloseReason, 1)
+	h := handlerFunc(func(ctx context.Context, c *Conn) {
+		c.ReadLoop(func(b *buffer.IoBuffer) error {
+			b.Drain(b.Len())
+			return flood(c, pool)
+		})
+		reasons <- c.CloseReason()
+	})
+	l, ccfg := tlsListener(t, h, nil, func(c *ListenerConfig) {
+		c.SendTimeout = 200 * time.Millisecond
+		c.Conn.BufferLimit = 256 << 10
+	})
+	raw, err := net.DialTimeout("tcp", l.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if err := raw.(*net.TCPConn).SetReadBuffer(4 << 10); err != nil {
+		t.Fatal(err)
+	}
+	c := tls.Client(raw, ccfg)
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("flood")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-reasons:
+		if r != CloseSendTimeout {
+			t.Fatalf("closed with %q; want send_timeout", r)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a TLS client that reads nothing was not closed")
+	}
+}
+
+// TestSendTimeoutFollowsHandoff: a connection handed by original_dst to another listener
+// gets that listener's send_timeout, not the accepting socket's.
+func TestSendTimeoutFollowsHandoff(t *testing.T) {
+	t.Parallel()
+	x := NewIndex()
+	cfg := testConfig(t, "outbound", tagHandler("direct"))
+	cfg.Index, cfg.SendTimeout = x, 3*time.Second
+	l := tproxyListener(t, cfg)
+	port := l.Addr().(*net.TCPAddr).Port
+	vc := testConfig(t, "app", handlerFunc(func(_ context.Context, c *Conn) {
+		opt := -1
+		if rc, err := c.Raw().(syscall.Conn).SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) { opt, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT) })
+		}
+		b := buffer.NewPool().NewBuffer(0)
+		fmt.Fprintf(b, "%d\n", opt)
+		c.Write(b)
+		c.Close(CloseLocal)
+	}))
+	vc.BindPort, vc.Address, vc.SendTimeout = false, fmt.Sprintf("0.0.0.0:%d", port), 7*time.Second
+	v, err := NewListener(vc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []*Listener{l, v} {
+		if err := x.Add(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := readAll(t, dial(t, l.Addr())); got != "7000" {
+		t.Fatalf("handed-off connection's TCP_USER_TIMEOUT = %q ms; want 7000 (the target listener's)", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	v.Drain(ctx)
 }

@@ -205,3 +205,19 @@ func readResp(t testing.TB, br *bufio.Reader, method string) (*http.Response, st
 func client() *http.Client {
 	return &http.Client{Timeout: testTimeout, Transport: &http.Transport{DisableCompression: true}}
 }
+
+// handoffs is how many of the loop's connections went to goroutines for reason.
+func (e *env) handoffs(t *testing.T, reason string) float64 {
+	return counterValue(t, e.m.HTTPLoopHandoffs.WithLabelValues("l", reason))
+}
+
+// noHandoffs fails the test when the loop handed any connection to the goroutine path.
+func (e *env) noHandoffs(t *testing.T) {
+	t.Helper()
+	for _, r := range []string{"upgrade", "chunked_body", "large_body", "large_head", "no_route",
+		"local_answer", "mirror", "upstream_protocol", "no_cluster", "pick_wait", "cluster_dialer", "protocol"} {
+		if n := e.handoffs(t, r); n != 0 {
+			t.Fatalf("%v connections handed off (%s); the loop should have served them", n, r)
+		}
+	}
+}

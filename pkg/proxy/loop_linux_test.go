@@ -34,20 +34,6 @@ func startLoopEnv(t testing.TB, upstream string, opts ...func(*proxy.Config)) *e
 	return path{loops: true}.start(t, upstream, opts...)
 }
 
-func (e *env) handoffs(t *testing.T, reason string) float64 {
-	return counterValue(t, e.m.HTTPLoopHandoffs.WithLabelValues("l", reason))
-}
-
-func (e *env) noHandoffs(t *testing.T) {
-	t.Helper()
-	for _, r := range []string{"upgrade", "chunked_body", "large_body", "large_head", "no_route",
-		"local_answer", "mirror", "upstream_protocol", "no_cluster", "pick_wait", "cluster_dialer", "protocol"} {
-		if n := e.handoffs(t, r); n != 0 {
-			t.Fatalf("%v connections handed off (%s); the loop should have served them", n, r)
-		}
-	}
-}
-
 // Keep-alive requests on one client connection share one upstream connection, and the
 // proxy's request edits arrive.
 func TestLoopKeepAliveReuse(t *testing.T) {
