@@ -36,10 +36,13 @@ func Check(cfg *config.Config, ext *extension.Set) error {
 		errs = append(errs, fmt.Errorf("cluster_manager: %w", err))
 	}
 	if len(cfg.Servers) > 0 {
-		if tables, err := router.Build(slices.Clone(cfg.Servers[0].Routers)); err != nil {
+		rs := slices.Clone(cfg.Servers[0].Routers)
+		if tables, err := router.Build(rs); err != nil {
 			errs = append(errs, fmt.Errorf("servers[0].routers: %w", err))
 		} else {
 			s.routers.Replace(tables)
+			s.routerCfgs[OwnerStatic] = rs
+			s.addRegistryRouter() // as New: the listener that names the registry's router builds
 		}
 		if err := checkPerFilter(cfg.Servers[0].Routers, ext, "servers[0].routers"); err != nil {
 			errs = append(errs, err)

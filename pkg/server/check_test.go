@@ -54,6 +54,8 @@ func TestCheckRefusesWhatNewRefuses(t *testing.T) {
 		{"missing certificate", checkDoc(addr, "*", "", "", `,"tls_context":{"status":true,"cert_chain":"/nonexistent.pem","private_key":"/nonexistent.key"}`, "", ""),
 			"filter_chains[0].tls_context.cert_chain"},
 		{"registry without server_port", checkDoc(addr, "*", "", "", "", "", `,"extends":[{"type":"dubbo_registry","config":{}}]`), "extends[0].config: server_port"},
+		{"listener naming the registry's router", strings.Replace(checkDoc(addr, "*", "", "", "", "", `,"extends":[{"type":"dubbo_registry","config":{"server_port":20882}}]`),
+			`"router_config_name":"r"}`, `"router_config_name":"dubbo"}`, 1), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, _, err := config.Parse([]byte(tc.doc), config.ParseOptions{})
