@@ -368,3 +368,17 @@ func TestStreamFilterConfigSchema(t *testing.T) {
 		t.Errorf("strict: err = %v; want the unknown key as an error", err)
 	}
 }
+
+// TestExtendConfigSchema: an extends type that registered its config type gets the inside
+// of its "config" checked: an unknown key is a warning with its path, an error under strict.
+func TestExtendConfigSchema(t *testing.T) {
+	config.RegisterExtendConfig("schema_test_extend", schemaTestConfig{})
+	data := []byte(`{"extends":[{"type":"schema_test_extend","config":{"limt":1}}]}`)
+	_, warnings, _ := config.Parse(data, config.ParseOptions{})
+	if !find(warnings, "extends[0].config.limt", "did you mean limit?") {
+		t.Errorf("no warning for the misspelt key; warnings %v", warnings)
+	}
+	if _, _, err := config.Parse(data, config.ParseOptions{Strict: true}); err == nil || !strings.Contains(err.Error(), "extends[0].config.limt: unknown field") {
+		t.Errorf("strict: err = %v", err)
+	}
+}

@@ -32,12 +32,23 @@ var typedSchemas = map[reflect.Type]map[string]map[string]reflect.Type{
 	reflect.TypeFor[FilterChain](): {"filters": networkFilterConfigTypes},
 	reflect.TypeFor[Listener]():    {"listener_filters": listenerFilterConfigTypes, "stream_filters": streamFilterConfigTypes},
 	// A route's per_filter_config maps a stream filter's type to a config of that filter.
-	reflect.TypeFor[Route](): {"per_filter_config": streamFilterConfigTypes},
+	reflect.TypeFor[Route]():  {"per_filter_config": streamFilterConfigTypes},
+	reflect.TypeFor[Config](): {"extends": extendConfigTypes},
 }
 
-// streamFilterConfigTypes is filled by RegisterStreamFilterConfig: the stream filters
-// live in their own packages, which this one cannot import.
-var streamFilterConfigTypes = map[string]reflect.Type{}
+// streamFilterConfigTypes and extendConfigTypes are filled by RegisterStreamFilterConfig
+// and RegisterExtendConfig: the stream filters and the extends live in their own
+// packages, which this one cannot import.
+var (
+	streamFilterConfigTypes = map[string]reflect.Type{}
+	extendConfigTypes       = map[string]reflect.Type{}
+)
+
+// RegisterExtendConfig is RegisterStreamFilterConfig for an extends[] entry's "config"
+// (dubbo_registry).
+func RegisterExtendConfig(typ string, cfg any) {
+	extendConfigTypes[typ] = reflect.TypeOf(cfg)
+}
 
 // RegisterStreamFilterConfig tells Parse the type a stream filter's "config" decodes into
 // (cfg is a zero value of it), so that unknown keys and wrong JSON types inside

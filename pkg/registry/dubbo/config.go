@@ -51,6 +51,9 @@ type Config struct {
 	SessionTimeout *config.Duration `json:"session_timeout,omitempty"`
 }
 
+// Parse checks the inside of the entry's config (unknown keys, JSON types) with its path.
+func init() { config.RegisterExtendConfig(ExtendType, Config{}) }
+
 // ParseConfig decodes and checks an extends entry's config, filling defaults. Errors name
 // the field.
 func ParseConfig(raw config.RawMessage) (Config, error) {
