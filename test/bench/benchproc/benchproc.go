@@ -261,7 +261,7 @@ func Launch(name string, cmd *exec.Cmd, logPath string) (*Proc, error) {
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	cmd.SysProcAttr = deathSignal()
 	if err := cmd.Start(); err != nil {
 		lf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
