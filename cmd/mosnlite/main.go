@@ -20,7 +20,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"slices"
 	"strings"
 	"syscall"
 
@@ -163,7 +162,7 @@ func unavailable(cfg *config.Config, ext *extension.Set) []string {
 	for i, s := range cfg.Servers {
 		for j, l := range s.Listeners {
 			for k, f := range l.StreamFilters {
-				if _, err := ext.StreamFilters.Get(f.Type); err != nil && !slices.Contains(config.RetiredStreamFilterTypes, f.Type) && slices.Contains(config.StreamFilterTypes, f.Type) {
+				if server.Unbuilt(ext, f.Type) {
 					out = append(out, fmt.Sprintf("servers[%d].listeners[%d].stream_filters[%d].type: %q is not available in this build; start refuses it on HTTP listeners", i, j, k, f.Type))
 				}
 			}

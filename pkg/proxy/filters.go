@@ -397,10 +397,13 @@ func sbytes(s string) []byte {
 }
 
 // resetEdits starts the request head's edits; the stream filters add theirs first.
-func (s *session) resetEdits() {
-	e := &s.edits
-	*e = http1.Edits{XForwardedFor: s.xff, Add: e.Add[:0], Remove: e.Remove[:0]}
-	if len(s.xff) == 0 {
+func (s *session) resetEdits() { freshEdits(&s.edits, s.xff) }
+
+// freshEdits empties e for a new request head, keeping its slices' storage, with xff (the
+// client's address) to append to X-Forwarded-For when there is one.
+func freshEdits(e *http1.Edits, xff []byte) {
+	*e = http1.Edits{XForwardedFor: xff, Add: e.Add[:0], Remove: e.Remove[:0]}
+	if len(xff) == 0 {
 		e.XForwardedFor = nil
 	}
 }

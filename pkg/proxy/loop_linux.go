@@ -774,13 +774,7 @@ func (c *loopConn) loopRoute(rt *router.Route) string {
 }
 
 // resetEdits starts the request head's edits; the stream filters add theirs first.
-func (c *loopConn) resetEdits() {
-	e := &c.edits
-	*e = http1.Edits{XForwardedFor: c.xff, Add: e.Add[:0], Remove: e.Remove[:0]}
-	if len(c.xff) == 0 {
-		e.XForwardedFor = nil
-	}
-}
+func (c *loopConn) resetEdits() { freshEdits(&c.edits, c.xff) }
 
 // encode writes the upstream request into hb: the head of n bytes with the proxy's edits
 // (as session.request makes them), then the body up to total.

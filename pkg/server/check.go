@@ -51,7 +51,7 @@ func Check(cfg *config.Config, ext *extension.Set) error {
 		for i := range ls {
 			lc := withDefaults(&ls[i])
 			lc.StreamFilters = slices.DeleteFunc(slices.Clone(lc.StreamFilters), func(f config.TypedConfig) bool {
-				return unbuilt(ext, f.Type)
+				return Unbuilt(ext, f.Type)
 			})
 			_, nf, err := s.buildFilter(lc, ext)
 			closeFilter(nf)
@@ -66,9 +66,10 @@ func Check(cfg *config.Config, ext *extension.Set) error {
 	return errors.Join(errs...)
 }
 
-// unbuilt reports whether typ is a stream filter type the config format knows and this
-// build does not implement (retired types are skipped by every build).
-func unbuilt(ext *extension.Set, typ string) bool {
+// Unbuilt reports whether typ is a stream filter type the config format knows and this
+// build does not implement (retired types are skipped by every build): validate warns
+// about it, start refuses it.
+func Unbuilt(ext *extension.Set, typ string) bool {
 	if slices.Contains(config.RetiredStreamFilterTypes, typ) || !slices.Contains(config.StreamFilterTypes, typ) {
 		return false
 	}
