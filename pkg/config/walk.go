@@ -24,6 +24,7 @@ var (
 	unmarshalerType = reflect.TypeFor[unmarshaler]()
 	rawMessageType  = reflect.TypeFor[RawMessage]()
 	typedConfigType = reflect.TypeFor[TypedConfig]()
+	configType      = reflect.TypeFor[Config]()
 )
 
 // typedSchemas says which lists of TypedConfig hold built-in types whose config this package
@@ -34,6 +35,51 @@ var typedSchemas = map[reflect.Type]map[string]map[string]reflect.Type{
 	// A route's per_filter_config maps a stream filter's type to a config of that filter.
 	reflect.TypeFor[Route]():  {"per_filter_config": streamFilterConfigTypes},
 	reflect.TypeFor[Config](): {"extends": extendConfigTypes},
+}
+
+// A KeyProblem is a key that a section check (RegisterSectionCheck) reports.
+type KeyProblem struct {
+	Path string // the key's full JSON path
+	// Ignored is empty for a key the section's schema does not have; Parse reports it as
+	// it reports unknown keys elsewhere (a warning, an error under strict), with Suggest,
+	// when not empty, as its "did you mean". For a key the schema has but mosnlite does not
+	// read, Ignored says so, and Parse reports it as a warning, strict or not.
+	Ignored string
+	Suggest string
+}
+
+// sectionChecks are the checks RegisterSectionCheck adds, by top-level key.
+var sectionChecks = map[string]func(raw []byte, path string) []KeyProblem{}
+
+// RegisterSectionCheck gives Parse a check for the inside of a top-level section that this
+// package keeps as raw JSON for another package to decode (dynamic_resources and
+// static_resources, which are Envoy's protobuf JSON, read by the xDS client). fn gets the
+// section's JSON and its path, and returns the keys to report, with paths built from path
+// by FieldPath and IndexPath. Packages call it from init.
+func RegisterSectionCheck(key string, fn func(raw []byte, path string) []KeyProblem) {
+	sectionChecks[key] = fn
+}
+
+// FieldPath and IndexPath build JSON paths as Parse writes them: FieldPath("a", "b") is
+// "a.b" (a key that is not a plain identifier is quoted in brackets), IndexPath("a", 2)
+// is "a[2]".
+func FieldPath(parent, key string) string { return field(parent, key) }
+
+// IndexPath: see FieldPath.
+func IndexPath(parent string, i int) string { return index(parent, i) }
+
+// Suggest returns the one of names closest to key (by edit distance over lower-case
+// letters and digits, at most 2 edits, and only for keys longer than 3), or "".
+func Suggest(key string, names []string) string {
+	k := squash(key)
+	best, bestD := "", 3
+	for _, n := range names {
+		d := editDistance(k, squash(n))
+		if d < bestD && (d == 0 || len(k) > 3) {
+			best, bestD = n, d
+		}
+	}
+	return best
 }
 
 // streamFilterConfigTypes and extendConfigTypes are filled by RegisterStreamFilterConfig
@@ -88,6 +134,18 @@ func (w *walker) note(path, msg string) {
 	} else {
 		w.rep.warn(path, msg)
 	}
+}
+
+// unknownKey reports a key the schema does not have, with suggest as its "did you mean".
+func (w *walker) unknownKey(path, suggest string) {
+	msg := "unknown field, ignored"
+	if w.strict {
+		msg = "unknown field"
+	}
+	if suggest != "" {
+		msg += " (did you mean " + suggest + "?)"
+	}
+	w.note(path, msg)
 }
 
 func (w *walker) mismatch(n *node, path, want string) {
@@ -293,14 +351,7 @@ func (w *walker) walkStruct(n *node, t reflect.Type, path string, typed map[stri
 		i := fs.lookup(m.key)
 		if i < 0 {
 			if w.unknown {
-				msg := "unknown field, ignored"
-				if w.strict {
-					msg = "unknown field"
-				}
-				if s := fs.suggest(m.key); s != "" {
-					msg += " (did you mean " + s + "?)"
-				}
-				w.note(field(path, m.key), msg)
+				w.unknownKey(field(path, m.key), fs.suggest(m.key))
 			}
 			continue
 		}
@@ -320,6 +371,17 @@ func (w *walker) walkStruct(n *node, t reflect.Type, path string, typed map[stri
 		w.out = appendString(w.out, f.name)
 		w.out = append(w.out, ':')
 		w.walk(m.val, f.typ, p, schemas[f.name])
+		if t == configType && w.unknown && m.val.kind == kindObject {
+			if check := sectionChecks[f.name]; check != nil {
+				for _, k := range check(w.raw(m.val), p) {
+					if k.Ignored != "" {
+						w.rep.warn(k.Path, k.Ignored)
+					} else {
+						w.unknownKey(k.Path, k.Suggest)
+					}
+				}
+			}
+		}
 		if t == typedConfigType {
 			switch f.name {
 			case "type":
@@ -399,15 +461,11 @@ func (fs *structFields) lookup(key string) int {
 
 // suggest returns a known key close to an unknown one (camelCase, a typo), or "".
 func (fs *structFields) suggest(key string) string {
-	k := squash(key)
-	best, bestD := "", 3
-	for _, f := range fs.list {
-		d := editDistance(k, squash(f.name))
-		if d < bestD && (d == 0 || len(k) > 3) {
-			best, bestD = f.name, d
-		}
+	names := make([]string, len(fs.list))
+	for i, f := range fs.list {
+		names[i] = f.name
 	}
-	return best
+	return Suggest(key, names)
 }
 
 // foldKey folds case as encoding/json matches keys: ASCII to upper case, other letters to
