@@ -555,7 +555,9 @@ func (s *session) respond() error {
 		s.c.Close("error")
 		return errClose
 	}
-	s.finishUpstream(reuse && rh.KeepAlive, nil)
+	// After a refused upgrade the upstream connection is not reused either: whether the
+	// upstream still parses it as HTTP/1 is in doubt (ROBUSTNESS 5b, Envoy CVE-2023-27493).
+	s.finishUpstream(reuse && rh.KeepAlive && !s.x.upgrade, nil)
 	s.endRequest()
 	if closeDown {
 		return errClose

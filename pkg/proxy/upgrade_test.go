@@ -60,3 +60,39 @@ func TestUpgradeTunnelUpstreamCloses(t *testing.T) {
 		t.Fatalf("echo and close: %q %v", rest, err)
 	}
 }
+
+// TestUpgradeRefused: an upstream that answers an upgrade request with a plain 200 ends
+// the downstream connection after the answer (bytes the client sent ahead of the switch
+// are never parsed as a request, here or upstream), and its own connection is not
+// returned to the pool: the next request opens a new one (ROBUSTNESS 5b).
+func TestUpgradeRefused(t *testing.T) { bothPaths(t, upgradeRefused) }
+
+func upgradeRefused(t *testing.T, p path) {
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "no switch") })
+	e := p.start(t, o.addr())
+	c := dial(t, e.addr)
+	early := "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+	if _, err := io.WriteString(c, "GET /up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: x-test\r\n\r\n"+early); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+	if err != nil || resp.StatusCode != 200 || !resp.Close {
+		t.Fatalf("refused upgrade: %v %v; want 200 with Connection: close", resp, err)
+	}
+	if body, err := io.ReadAll(resp.Body); err != nil || string(body) != "no switch" {
+		t.Fatalf("body %q %v", body, err)
+	}
+	if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
+		t.Fatalf("after the answer: %q %v; want EOF", rest, err)
+	}
+	if resp, body := roundTrip(t, e.addr, "GET /next HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != 200 || body != "no switch" {
+		t.Fatalf("next request: %d %q", resp.StatusCode, body)
+	}
+	if n := o.reqs.Load(); n != 2 {
+		t.Errorf("upstream served %d requests, want 2 (the early bytes must not reach it)", n)
+	}
+	if n := o.conns.Load(); n != 2 {
+		t.Errorf("upstream saw %d connections, want 2: the connection behind a refused upgrade was reused", n)
+	}
+}
