@@ -42,6 +42,32 @@ func TestMaxRequestsBreaker(t *testing.T) {
 	}
 }
 
+// TestMaxConnectionsBreaker: with the cluster's one max_connections unit taken, a request
+// that needs a new upstream connection is answered 503 "upstream overflow" (flag UO), not
+// "upstream connect failed", on both HTTP/1 paths, and the breaker counts it.
+func TestMaxConnectionsBreaker(t *testing.T) { bothPaths(t, maxConnectionsBreaker) }
+
+func maxConnectionsBreaker(t *testing.T, p path) {
+	o := startOrigin(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
+	e := newTestEnvN(t, retryRoutes, `[{"name":"c","type":"SIMPLE","hosts":[{"address":"`+o.addr()+`"}],
+	 "circuit_breakers":[{"max_connections":1}]},{"name":"dead","type":"SIMPLE","hosts":[{"address":"127.0.0.1:1"}]}]`, "r", p)
+	cl, ok := e.clusters.Get("c")
+	if !ok || !cl.TryAcquire(cluster.MaxConnections) {
+		t.Fatal("cannot take the max_connections unit")
+	}
+	resp, body := roundTrip(t, e.addr, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp.StatusCode != http.StatusServiceUnavailable || body != "upstream overflow" || o.conns.Load() != 0 {
+		t.Fatalf("max_connections reached: %d %q, %d upstream connections", resp.StatusCode, body, o.conns.Load())
+	}
+	if v := counterValue(t, e.m.UpstreamOverflow.WithLabelValues("c", "connections")); v != 1 {
+		t.Fatalf("upstream_overflow_total{breaker=connections} = %v for one refused dial", v)
+	}
+	cl.Release(cluster.MaxConnections)
+	if resp, body := roundTrip(t, e.addr, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("with the unit free: %d %q", resp.StatusCode, body)
+	}
+}
+
 // TestMaxPendingRequestsZero: with max_pending_requests 0 no request may wait for a
 // healthy host, so with the only host down the answer is an immediate 503 "upstream
 // overflow" instead of a wait of pick_timeout (10 s here).

@@ -149,6 +149,15 @@ func pickError(err error) *errLocal {
 	return errNoHealthy
 }
 
+// dialError is the local answer to a failed dial: an overflow when the cluster's
+// max_connections refused it (its breaker counted it), else a connect failure.
+func dialError(err error) *errLocal {
+	if errors.Is(err, cluster.ErrOverflow) {
+		return errOverflow
+	}
+	return errConnect
+}
+
 // overflow counts a refusal that no cluster breaker counted (the HTTP/2 pool's connection
 // limit per host); a breaker's TryAcquire and the cluster's Dial count their own.
 func (p *Proxy) overflow(cl string, b cluster.Breaker) {
@@ -188,10 +197,7 @@ func (p *Proxy) h2Conn(ctx context.Context, t *h2Target) (*http2.ClientConn, err
 func (p *Proxy) h2DialRaw(ctx context.Context, t *h2Target) (net.Conn, string, func(), error) {
 	raw, host, done, err := t.cl.DialHost(ctx, &t.lr, t.host)
 	if err != nil {
-		if errors.Is(err, cluster.ErrOverflow) { // counted by the cluster's breaker
-			return nil, "", nil, errOverflow
-		}
-		return nil, "", nil, errConnect
+		return nil, "", nil, dialError(err)
 	}
 	return raw, host.PoolKey(), func() { done(lb.DoneInfo{}) }, nil
 }
@@ -581,10 +587,7 @@ func (p *Proxy) h1Conn(ctx context.Context, t *h2Target) (*upConn, error) {
 	}
 	raw, host, done, err := t.cl.DialHost(ctx, &t.lr, t.host)
 	if err != nil {
-		if errors.Is(err, cluster.ErrOverflow) { // counted by the cluster's breaker
-			return nil, errOverflow
-		}
-		return nil, errConnect
+		return nil, dialError(err)
 	}
 	return newUpConn(raw, host, done), nil
 }

@@ -695,7 +695,8 @@ func (c *loopConn) request(n int) bool {
 				return false
 			}
 			c.in.Drain(total)
-			return c.localDone(statusNoHealthy, "upstream connect failed")
+			le := dialError(err)
+			return c.localDone(le.status, le.body)
 		}
 	}
 	c.busy, c.route, c.cl, c.host, c.pickDone = true, rt, cl, host, done

@@ -265,7 +265,8 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 			pickDone(lb.DoneInfo{Err: err})
 			cl.Release(cluster.MaxRequests)
 			b.Drain(n)
-			return s.localDone(statusNoHealthy, "upstream connect failed", hasBody)
+			le := dialError(err)
+			return s.localDone(le.status, le.body, hasBody)
 		}
 		up = newUpConn(raw, h2, done)
 	}
