@@ -105,6 +105,7 @@ type Conn struct {
 	last      atomic.Int64 // monoNow of the last read, write or Touch
 	idleTimer *time.Timer
 	closed    atomic.Bool
+	between   atomic.Int32 // connBusy, connBetween or connDrained (SetIdle, Busy)
 	done      chan struct{}
 
 	// Set by the owning listener before the connection is started.
@@ -507,6 +508,43 @@ func SendTimedOut(err error) bool { return errors.Is(err, syscall.ETIMEDOUT) }
 // Queued buffers are released, blocked writers return ErrClosed, Done is closed, the
 // NotifyClose notifier is told and, for a listener's connection, its max_connections slot
 // is freed and the handler's context is cancelled. An empty reason means "local".
+// The states of Conn.between.
+const (
+	connBusy    int32 = iota // a request is being read or answered (or SetIdle is unused)
+	connBetween              // between requests: a drain may close it
+	connDrained              // closed by a drain while between requests
+)
+
+// SetIdle tells the listener that the connection is between requests: everything read
+// was answered, nothing is buffered. (HTTP/1 calls it after each answered request, not
+// before the first, which its client is likely about to send.) A draining listener closes such connections at once
+// (Listener.Drain) instead of waiting for the client to close them. A handler that calls
+// it must call Busy before it acts on bytes read afterwards. Handlers with no notion of
+// requests (tcp_proxy) never call it. Reader goroutine only; bytes handed back with
+// Unread and not read yet keep the connection busy.
+func (c *Conn) SetIdle() {
+	if len(c.unread) == 0 {
+		c.between.CompareAndSwap(connBusy, connBetween)
+	}
+}
+
+// Busy ends SetIdle: the handler is about to act on newly read bytes. It reports false
+// when a drain closed the connection while it was between requests; the handler must
+// then drop what it read (the client sees its request refused by the close, before any
+// of it was acted on).
+func (c *Conn) Busy() bool {
+	return c.between.CompareAndSwap(connBetween, connBusy) || c.between.Load() != connDrained
+}
+
+// closeIfIdle closes c with reason r when it is between requests (SetIdle).
+func (c *Conn) closeIfIdle(r CloseReason) bool {
+	if !c.between.CompareAndSwap(connBetween, connDrained) {
+		return false
+	}
+	_ = c.Close(r)
+	return true
+}
+
 func (c *Conn) Close(r CloseReason) error {
 	if r == "" {
 		r = CloseLocal

@@ -757,11 +757,16 @@ func (l *Listener) ActiveConns() int {
 	return len(l.conns) + int(l.rawLive.Load())
 }
 
-// Drain waits until every connection goroutine of this listener has returned. When ctx
-// ends first, it closes the remaining connections with reason drain and waits for their
-// goroutines (handlers must return once their connection is closed). Call it after Serve
-// returned.
+// Drain waits until every connection goroutine of this listener has returned. It first
+// closes, with reason drain, the connections whose handler says they are between requests
+// (Conn.SetIdle, RawIdleCloser): a client that keeps a connection open for more requests
+// would otherwise hold the drain until its deadline. When ctx ends first, it closes the
+// remaining connections with reason drain and waits for their goroutines (handlers must
+// return once their connection is closed). Call it after Serve returned, and after the
+// handlers were told to stop keeping connections open (their GoAway), so that a
+// connection that finishes a request later closes itself.
 func (l *Listener) Drain(ctx context.Context) {
+	l.closeIdle()
 	if l.waitIdle(ctx.Done()) {
 		return
 	}
@@ -787,6 +792,37 @@ func (l *Listener) Drain(ctx context.Context) {
 		}
 	}
 	l.waitIdle(nil)
+}
+
+// closeIdle closes the connections between requests (see Drain).
+func (l *Listener) closeIdle() {
+	l.mu.Lock()
+	open := make([]*Conn, 0, len(l.conns))
+	for c := range l.conns {
+		open = append(open, c)
+	}
+	l.mu.Unlock()
+	n := 0
+	for _, c := range open {
+		if c.closeIfIdle(CloseDrain) {
+			n++
+		}
+	}
+	if n > 0 {
+		l.log.Info("draining: closed connections between requests", zap.Int("connections", n))
+	}
+	if l.rawLive.Load() > 0 {
+		var wg sync.WaitGroup
+		for i, lp := range l.cfg.Loops.Loops() {
+			if i < len(l.rawLists) {
+				wg.Add(1)
+				if !lp.Post(func() { l.rawLists[i].closeIdle(CloseDrain); wg.Done() }) {
+					wg.Done() // the loop is gone, and closed its connections
+				}
+			}
+		}
+		wg.Wait()
+	}
 }
 
 // waitIdle waits until no connection goroutine runs (true) or stop is closed (false).

@@ -1,6 +1,7 @@
 package network
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -352,6 +353,84 @@ func TestServeReturnsAndDrainWaitsThenForceCloses(t *testing.T) {
 	}
 	if n := l.ActiveConns(); n != 0 {
 		t.Errorf("ActiveConns = %d; want 0", n)
+	}
+}
+
+// TestDrainClosesConnectionsBetweenRequests: Drain closes at once, with reason drain, a
+// connection whose handler marked it between requests (SetIdle), and waits for one in the
+// middle of a request; a handler that acts on bytes it read later first asks Busy.
+func TestDrainClosesConnectionsBetweenRequests(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, "drain_idle", nil)
+	refused, started := make(chan struct{}, 2), make(chan struct{}, 1)
+	pool := buffer.NewPool()
+	cfg.Handler = handlerFunc(func(ctx context.Context, c *Conn) {
+		// A line is a request, answered at once; "slow" is answered when "go" follows.
+		c.SetIdle()
+		c.ReadLoop(func(b *buffer.IoBuffer) error {
+			if !c.Busy() {
+				refused <- struct{}{}
+				return io.EOF
+			}
+			line := string(b.Bytes())
+			if line == "slow\n" {
+				started <- struct{}{}
+			}
+			if !strings.HasSuffix(line, "\n") || line == "slow\n" {
+				return nil // the request is not complete
+			}
+			b.Drain(b.Len())
+			buf := pool.NewBuffer(8)
+			buf.Write([]byte("ok\n"))
+			if err := c.Write(buf); err != nil {
+				return err
+			}
+			c.SetIdle()
+			return nil
+		})
+	})
+	l, cancel, errc := serveTest(t, cfg)
+	idle, busy := dial(t, l.Addr()), dial(t, l.Addr())
+	br := bufio.NewReader(idle)
+	idle.Write([]byte("one\n"))
+	if line, err := br.ReadString('\n'); err != nil || line != "ok\n" {
+		t.Fatalf("first request: %q %v", line, err)
+	}
+	busy.Write([]byte("slow\n"))
+	select {
+	case <-started: // the handler is in the middle of a request
+	case <-time.After(5 * time.Second):
+		t.Fatal("the slow request did not arrive")
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	drained := make(chan struct{})
+	go func() { l.Drain(context.Background()); close(drained) }()
+	if err := waitClosedByPeer(idle, 5*time.Second); err != nil {
+		t.Fatalf("the connection between requests was not closed by the drain: %v", err)
+	}
+	select {
+	case <-drained:
+		t.Fatal("Drain returned while a request is in progress")
+	case <-time.After(50 * time.Millisecond):
+	}
+	busy.Write([]byte("go\n"))
+	if line, err := bufio.NewReader(busy).ReadString('\n'); err != nil || line != "ok\n" {
+		t.Fatalf("the request in progress during the drain: %q %v", line, err)
+	}
+	busy.Close()
+	select {
+	case <-drained:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Drain did not return after the last connection ended")
+	}
+	if n := closes(cfg.Metrics, "drain_idle", CloseDrain); n != 1 {
+		t.Errorf("closes{reason=drain} = %v; want 1 (the idle connection)", n)
+	}
+	if len(refused) != 0 {
+		t.Error("a handler was refused (Busy false) though no bytes came after the drain closed it")
 	}
 }
 

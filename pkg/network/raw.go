@@ -27,6 +27,13 @@ type RawOwner interface {
 	ForceClose(r CloseReason)
 }
 
+// RawIdleCloser is a RawOwner that knows when its connection is between requests (the
+// RawConn form of Conn.SetIdle): a draining listener calls CloseIfIdle on its loop, and the
+// owner closes the connection if nothing it read is unanswered and nothing is buffered.
+type RawIdleCloser interface {
+	CloseIfIdle(r CloseReason)
+}
+
 // Accepted is a socket a listener accepted on an event loop: non-blocking, close-on-exec,
 // TCP_NODELAY set, registered with no loop yet.
 type Accepted struct {
@@ -161,6 +168,18 @@ func (s *rawList) remove(c *RawConn) {
 		c.next.prev = c.prev
 	}
 	c.prev, c.next = nil, nil
+}
+
+// closeIdle asks the owners that can tell (RawIdleCloser) to close their connections that
+// are between requests.
+func (s *rawList) closeIdle(r CloseReason) {
+	for c := s.head; c != nil; {
+		next := c.next // CloseIfIdle may remove c
+		if o, ok := c.owner.(RawIdleCloser); ok {
+			o.CloseIfIdle(r)
+		}
+		c = next
+	}
 }
 
 // forceClose tells the owner of every connection on the list to close.

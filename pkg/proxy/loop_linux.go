@@ -179,6 +179,7 @@ type loopConn struct {
 	up        *loopUp
 	reused    bool  // up came from the idle pool (a failure before any response byte may be retried once)
 	start     int64 // loop clock at the request's start
+	served    bool  // a request began on the connection: between requests, a drain closes it
 	tryStart  int64 // loop clock at the start of the try in flight (retry_policy)
 	attempt   int   // retries made for the request
 	retrySlot bool  // a max_retries unit is held for the try in flight
@@ -296,10 +297,12 @@ func (lp *loopPool) closeStale() {
 // closeLoopPools closes the idle upstream connections on every loop (Proxy.Close).
 func (p *Proxy) closeLoopPools() {
 	p.loopWatch.Do(func() {}) // no watcher starts after this
-	if p.loopStop != nil {
-		close(p.loopStop)
-		<-p.loopDone
-	}
+	p.loopStopOnce.Do(func() {
+		if p.loopStop != nil {
+			close(p.loopStop)
+			<-p.loopDone
+		}
+	})
 	var wg sync.WaitGroup
 	p.loops.Range(func(k, v any) bool {
 		lp := v.(*loopPool)
@@ -336,7 +339,7 @@ func (lp *loopPool) get(key string) *loopUp {
 // put keeps u idle, or closes it when its host has maxIdle idle connections already.
 func (lp *loopPool) put(u *loopUp) {
 	l := lp.idle[u.key]
-	if lp.closed || len(l) >= lp.p.cfg.MaxIdlePerHost || u.host.Removed() {
+	if lp.closed || len(l) >= lp.p.cfg.MaxIdlePerHost || u.host.Removed() || lp.p.draining.Load() {
 		u.close()
 		return
 	}
@@ -485,6 +488,15 @@ func (c *loopConn) OnEvents(ev uint32) {
 // ForceClose implements network.RawOwner (the listener's drain time ran out).
 func (c *loopConn) ForceClose(r network.CloseReason) { c.close(r, false) }
 
+// CloseIfIdle implements network.RawIdleCloser: the connection closes when it is between
+// requests, with nothing read and unanswered and nothing left to write. A connection that
+// has not begun a request yet is left to serve the one its client is likely about to send.
+func (c *loopConn) CloseIfIdle(r network.CloseReason) {
+	if c.served && !c.closed && !c.busy && !c.closing && len(c.out) == 0 && c.in.Len() == 0 && !c.readable {
+		c.close(r, false)
+	}
+}
+
 // LoopClosed implements evloop.Closer.
 func (c *loopConn) LoopClosed() { c.close(network.CloseDrain, false) }
 
@@ -528,6 +540,10 @@ func (c *loopConn) serve() {
 			c.headAt, c.inBody = 0, false
 			if c.eof {
 				c.close("", false)
+				return
+			}
+			if c.served && !c.readable && c.p.draining.Load() {
+				c.close(network.CloseDrain, false) // between requests while draining
 				return
 			}
 			// An idle keep-alive connection holds no buffer: the next request takes them
@@ -642,11 +658,11 @@ func (c *loopConn) request(n int) bool {
 	continued := c.continued
 	c.continued = false
 	c.headAt, c.inBody = 0, false
-	c.start = c.loop.Now()
+	c.start, c.served = c.loop.Now(), true
 	c.tryStart, c.attempt = c.start, 0
 	// A local answer to a request whose body was not read closes the connection, so that
 	// no body byte is taken for a request.
-	c.keepAlive, c.isHead, c.minor = h.KeepAlive && !streaming, string(h.Method) == "HEAD", h.ProtoMinor
+	c.keepAlive, c.isHead, c.minor = h.KeepAlive && !streaming && !c.p.draining.Load(), string(h.Method) == "HEAD", h.ProtoMinor
 	if c.logging {
 		c.logBegin(view, rt, total)
 	}
@@ -1060,7 +1076,7 @@ func (c *loopConn) responseHead() (n int, ok bool) {
 	}
 	re := &c.redits
 	*re = http1.Edits{Add: re.Add[:0], Remove: re.Remove[:0]}
-	c.closeOut = !c.keepAlive || rh.Body == http1.BodyClose
+	c.closeOut = !c.keepAlive || rh.Body == http1.BodyClose || c.p.draining.Load()
 	switch {
 	case c.closeOut:
 		re.Connection = http1.ConnClose

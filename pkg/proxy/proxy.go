@@ -14,6 +14,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -86,6 +87,11 @@ type Proxy struct {
 	loops              sync.Map
 	loopWatch          sync.Once
 	loopStop, loopDone chan struct{}
+	loopStopOnce       sync.Once
+
+	// draining is set by GoAway: responses close their connections, connections between
+	// requests close, and upstream connections are not pooled.
+	draining atomic.Bool
 }
 
 // New returns a Proxy.
@@ -112,13 +118,26 @@ func New(cfg Config) *Proxy {
 	return &Proxy{cfg: cfg, idle: idle, h2up: newH2Pool(cfg)}
 }
 
-// Close closes the idle upstream connections; connections in use are closed when their
-// request ends.
-func (p *Proxy) Close() error {
-	p.stopExt()
+// GoAway starts a graceful drain of the HTTP/1 connections and returns at once: from now
+// on every response carries "Connection: close" and its connection closes after it, a
+// connection that is between requests closes at once when the listener drains
+// (network.Listener.Drain), and upstream connections are closed instead of pooled (the
+// idle ones now), so that the next hop, often this same process, can drain too.
+func (p *Proxy) GoAway() {
+	if p.draining.Swap(true) {
+		return
+	}
 	p.closeLoopPools()
 	_ = p.idle.Close()
 	_ = p.h2up.Close()
+}
+
+// Close is GoAway, then it stops the mirror workers and closes the access logs: call it
+// once the listener drained, so that the requests that finish during the drain are
+// logged. Upstream connections in use are closed when their request ends.
+func (p *Proxy) Close() error {
+	p.GoAway()
+	p.stopExt()
 	return p.cfg.AccessLog.Close()
 }
 

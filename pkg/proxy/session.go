@@ -105,9 +105,19 @@ func putSession(s *session) {
 // onData is the ReadLoop callback: it handles every complete request in b, and bounds
 // the wait for the rest of a request body it left incomplete.
 func (s *session) onData(b *buffer.IoBuffer) error {
+	if !s.c.Busy() {
+		return errClose // a drain closed the connection between requests
+	}
 	err := s.requests(b)
 	if err == nil {
 		s.bodyPartial(s.inBody && s.x.tunnel == nil)
+		if b.Len() == 0 && !s.inBody && s.x.tunnel == nil {
+			// Every request read is answered: between requests.
+			if s.p.draining.Load() {
+				return errClose
+			}
+			s.c.SetIdle()
+		}
 	}
 	return err
 }
@@ -181,7 +191,7 @@ func hasPrefix(b []byte, p string) bool { return len(b) >= len(p) && string(b[:l
 func (s *session) request(b *buffer.IoBuffer, n int) error {
 	h := &s.head
 	s.isHead = string(h.Method) == "HEAD"
-	s.keepAlive = h.KeepAlive
+	s.keepAlive = h.KeepAlive && !s.p.draining.Load()
 	s.minor = h.ProtoMinor
 	s.start = time.Now()
 	s.beginRequest(n)
@@ -527,7 +537,7 @@ func (s *session) respond() error {
 	}
 	re := &s.redits
 	*re = http1.Edits{Add: re.Add[:0], Remove: re.Remove[:0]}
-	closeDown := !s.keepAlive || rh.Body == http1.BodyClose
+	closeDown := !s.keepAlive || rh.Body == http1.BodyClose || s.p.draining.Load()
 	switch {
 	case closeDown:
 		re.Connection = http1.ConnClose

@@ -391,15 +391,7 @@ func httpCfg(t *testing.T, body string) *config.Config {
 	      "filter_chains":[{"filters":[{"type":"proxy","config":{"downstream_protocol":"Http1","router_config_name":"r"}}]}]}]}],
 	  "admin":{"address":{"socket_address":{"address":"127.0.0.1","port_value":0}}},
 	  "drain":{"timeout":"1s"}}`, body, freePort(t))
-	cfg, _, err := config.Parse([]byte(js), config.ParseOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ApplyDefaults()
-	if _, err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+	return parseConfig(t, js)
 }
 
 func directRoute(prefix, body string) config.Route {

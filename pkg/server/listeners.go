@@ -412,6 +412,7 @@ func (s *Server) retire(ll *liveListener) {
 		return
 	}
 	ll.cancel()
+	goAwayFilters([]*liveListener{ll})
 	timeout := s.drainTimeout()
 	s.drains.Add(1)
 	go func() {

@@ -313,9 +313,11 @@ func (s *Server) Run(ctx context.Context) error {
 	stopServing()
 	r.wg.Wait()
 	s.log.Info("draining: stopped accepting, waiting for open sessions", zap.Duration("timeout", timeout))
-	// Idle upstream connections would keep the next hop's sessions (often this same
-	// process) open for the whole drain.
-	closeFilters(lls)
+	// The filters tell their clients first (HTTP/2 GOAWAY, Connection: close, ...) and
+	// drop their idle upstream connections, which would keep the next hop's sessions
+	// (often this same process) open for the whole drain. They are closed (access logs
+	// with them) once their sessions ended.
+	goAwayFilters(lls)
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	var drains sync.WaitGroup
 	for _, ll := range lls {
@@ -323,6 +325,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	drains.Wait()
 	cancel()
+	closeFilters(lls)
 	s.drains.Wait() // listeners removed earlier, each bounded by the drain timeout
 	s.closeLoops()
 	stopBg()
@@ -331,6 +334,15 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("mosnlite stopped")
 	return runErr
+}
+
+// goAwayFilters starts the graceful drain of the filters that have one (GoAway).
+func goAwayFilters(lls []*liveListener) {
+	for _, ll := range lls {
+		if g, ok := ll.closer.(interface{ GoAway() }); ok {
+			g.GoAway()
+		}
+	}
 }
 
 // closeFilters closes the filters that hold resources of their own.

@@ -31,6 +31,12 @@ func cfgFor(t *testing.T, upstream, drain string) *config.Config {
 	  "cluster_manager":{"clusters":[{"name":"up","hosts":[{"address":%q}]}]},
 	  "admin":{"address":{"socket_address":{"address":"127.0.0.1","port_value":0}}},
 	  "drain":%s}`, upstream, drain)
+	return parseConfig(t, js)
+}
+
+// parseConfig parses js, applies the defaults and validates it.
+func parseConfig(t *testing.T, js string) *config.Config {
+	t.Helper()
 	cfg, _, err := config.Parse([]byte(js), config.ParseOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -46,13 +52,19 @@ func echoUpstream(t *testing.T) string {
 	return testutil.EchoServer(t, "").Addr()
 }
 
-func newServer(t *testing.T, cfg *config.Config) *Server {
+// newServer builds cfg with the built-in extensions and a test logger; opts adjust the
+// options.
+func newServer(t *testing.T, cfg *config.Config, opts ...func(*Options)) *Server {
 	t.Helper()
 	ext, err := builtin.NewSet()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(cfg, Options{Extensions: ext, Log: zaptest.NewLogger(t), Level: zap.NewAtomicLevel()})
+	o := Options{Extensions: ext, Log: zaptest.NewLogger(t), Level: zap.NewAtomicLevel()}
+	for _, f := range opts {
+		f(&o)
+	}
+	s, err := New(cfg, o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -278,12 +278,17 @@ func (a *auto) protocolError() {
 	}
 }
 
-// Close drains and closes the servers: all of them are told to go away first, so their
-// drains overlap, then each is closed.
-func (a *auto) Close() error {
+// GoAway tells every server to start a graceful drain (stream.ServerConnection.GoAway).
+func (a *auto) GoAway() {
 	for _, h := range a.handlers {
 		h.GoAway()
 	}
+}
+
+// Close drains and closes the servers: all of them are told to go away first, so their
+// drains overlap, then each is closed.
+func (a *auto) Close() error {
+	a.GoAway()
 	var errs []error
 	for _, h := range a.handlers {
 		errs = append(errs, h.Close())
