@@ -4,9 +4,13 @@ import (
 	"strings"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/mosnlite/mosnlite/pkg/config"
 	"github.com/mosnlite/mosnlite/pkg/router"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // req is a Request: an HTTP request when host or path is set, an RPC one otherwise.
 type req struct {

@@ -68,8 +68,9 @@ func (r *frameReader) next() (*xproto.Frame, error) {
 
 // boltServer is a real bolt upstream built from the codec. By the request's service:
 // "hang" is never answered, "close" closes the connection, "goaway" sends a go-away
-// first; others are answered (after the "delay" header's milliseconds, in a goroutine, so
-// responses come back out of order) with the request's content and an "up-id" header.
+// first, "gated" is answered once the test calls release; others are answered (after the
+// "delay" header's milliseconds, in a goroutine, so responses come back out of order)
+// with the request's content and an "up-id" header (the id the request arrived with).
 type boltServer struct {
 	ln          net.Listener
 	xp          *bolt.Codec
@@ -77,6 +78,8 @@ type boltServer struct {
 	reqs        atomic.Int64
 	heartbeats  atomic.Int64
 	noHeartbeat atomic.Bool // do not answer heartbeats
+	gate        chan struct{}
+	gateOnce    sync.Once
 	wg          sync.WaitGroup
 	mu          sync.Mutex
 	open        map[net.Conn]struct{}
@@ -89,7 +92,7 @@ func startBoltServer(t testing.TB) *boltServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &boltServer{ln: ln, xp: bolt.New(bolt.Options{}), open: map[net.Conn]struct{}{}}
+	s := &boltServer{ln: ln, xp: bolt.New(bolt.Options{}), open: map[net.Conn]struct{}{}, gate: make(chan struct{})}
 	s.wg.Add(1)
 	go s.serve()
 	t.Cleanup(s.close)
@@ -98,7 +101,11 @@ func startBoltServer(t testing.TB) *boltServer {
 
 func (s *boltServer) addr() string { return s.ln.Addr().String() }
 
+// release answers the "gated" requests, those held and those to come.
+func (s *boltServer) release() { s.gateOnce.Do(func() { close(s.gate) }) }
+
 func (s *boltServer) close() {
+	s.release()
 	_ = s.ln.Close()
 	s.mu.Lock()
 	s.closed = true
@@ -198,13 +205,17 @@ func (s *boltServer) serveConn(c net.Conn) {
 			Ver2: req.Ver2, ID: req.ID, Codec: req.Codec, Class: []byte("resp"),
 			Headers: []xproto.Header{{Key: []byte("up-id"), Value: []byte(strconv.FormatUint(f.ID, 10))}},
 			Content: req.Content}
-		if delay == 0 {
+		gated := string(f.Service) == "gated"
+		if delay == 0 && !gated {
 			write(resp)
 			continue
 		}
 		inner.Add(1)
 		go func() {
 			defer inner.Done()
+			if gated {
+				<-s.gate
+			}
 			time.Sleep(time.Duration(delay) * time.Millisecond)
 			write(resp)
 		}()

@@ -9,10 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/mosnlite/mosnlite/pkg/config"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb/lbtest"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func pickAddr(t testing.TB, p lb.Picker, r *lb.Request) string {
 	t.Helper()
