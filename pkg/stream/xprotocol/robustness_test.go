@@ -323,18 +323,17 @@ func TestUpstreamNeverAnswersReleasesPending(t *testing.T) {
 	c := dial(t, v.addr)
 	_ = c.SetDeadline(time.Now().Add(waitBound))
 	r := newFrameReader(c, bolt.New(bolt.Options{}))
-	// A first request opens the upstream connection, whose own pick stays active as long
-	// as it is open (cluster.Dial): the requests' counts are measured from there. Its short
-	// timeout lets its id leave the deadline wheel soon (an answered request's id stays
-	// there until its slot comes round).
+	// A first request opens the upstream connection. Its short timeout lets its id leave
+	// the deadline wheel soon (an answered request's id stays there until its slot comes
+	// round). Once it is answered the host's active-request count is 0: the open
+	// connection holds no pick of its own (the dial starts at the request's host).
 	if f := roundTrip(t, c, r, bolt.Message{ID: 100, Timeout: 50, Headers: hdrs("service", "echo")}); f.Status != bolt.StatusSuccess {
 		t.Fatalf("status %#x", f.Status)
 	}
-	var baseActive int64
 	waitFor(t, "the first request's bookkeeping to be released", func() (bool, string) {
-		st := v.e.UpstreamStats()
-		baseActive = host.Stats().Active()
-		return st.Pending == 0 && st.Wheel == 0 && v.e.InFlight() == 0, fmt.Sprintf("%+v", st)
+		st, active := v.e.UpstreamStats(), host.Stats().Active()
+		return st.Pending == 0 && st.Wheel == 0 && v.e.InFlight() == 0 && active == 0,
+			fmt.Sprintf("%+v, host active %d", st, active)
 	})
 	const n = 50
 	var all []byte
@@ -361,7 +360,7 @@ func TestUpstreamNeverAnswersReleasesPending(t *testing.T) {
 	waitFor(t, "the timed-out requests' bookkeeping to be released", func() (bool, string) {
 		st, inflight := v.e.UpstreamStats(), v.e.InFlight()
 		inUse, _ := cl.Usage(cluster.MaxRequests)
-		active := host.Stats().Active() - baseActive
+		active := host.Stats().Active()
 		return st.Pending == 0 && st.Wheel == 0 && inflight == 0 && inUse == 0 && active == 0,
 			fmt.Sprintf("pending %d, wheel ids %d, in flight %d, max_requests in use %d, host active %+d",
 				st.Pending, st.Wheel, inflight, inUse, active)

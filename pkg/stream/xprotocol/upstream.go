@@ -104,7 +104,7 @@ func (e *Engine) conn(s *session, cl *cluster.Cluster, host *cluster.Host, lr *l
 			return u, nil
 		}
 	}
-	return e.dial(s, cl, cp, hp, lr)
+	return e.dial(s, cl, cp, hp, host, lr)
 }
 
 func (e *Engine) poolSize(cl *cluster.Cluster) int {
@@ -115,10 +115,13 @@ func (e *Engine) poolSize(cl *cluster.Cluster) int {
 	return min(n, MaxConnPoolSize)
 }
 
-// dial is conn's slow path: prune dead connections, and dial while the host has fewer
+// dial is conn's slow path: prune dead connections, and dial host while it has fewer
 // than its pool size. Dialling holds hp.mu, so concurrent requests for the host wait for
-// the one connection rather than each dialling its own.
-func (e *Engine) dial(s *session, cl *cluster.Cluster, cp *clusterPool, hp *hostPool, lr *lb.Request) (*upConn, error) {
+// the one connection rather than each dialling its own. The dial starts at the host the
+// request's pick chose (DialHost): a pick of the dial's own would hold a second unit of
+// the balancer's load on a host for the connection's whole life, and might connect to
+// another host than the one the request is accounted to.
+func (e *Engine) dial(s *session, cl *cluster.Cluster, cp *clusterPool, hp *hostPool, host *cluster.Host, lr *lb.Request) (*upConn, error) {
 	if e.isShut.Load() {
 		return nil, errEngineClosed
 	}
@@ -136,7 +139,7 @@ func (e *Engine) dial(s *session, cl *cluster.Cluster, cp *clusterPool, hp *host
 		hp.mu.Unlock()
 		return u, nil
 	}
-	raw, h, done, err := cl.Dial(s.waitCtx(cl), lr)
+	raw, h, done, err := cl.DialHost(s.waitCtx(cl), lr, host)
 	if err != nil {
 		hp.mu.Unlock()
 		return nil, err
