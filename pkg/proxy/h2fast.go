@@ -224,6 +224,7 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 		rb.Reset()
 		uc, reused, err := hc.tryFast(st, f, hb, rb, &r)
 		if err == nil {
+			t.reportTry(f.rhead.Status, nil)
 			if r.retryStatus(p, t, f.rhead.Status) {
 				uc.close()
 				if err := p.nextHost(hc.ctx, t, uc.addr); err != nil {
@@ -252,7 +253,9 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 				return errDownstreamWrite
 			}
 			continue
-		case !r.retryStatus(p, t, 0):
+		}
+		t.reportTry(0, le)
+		if !r.retryStatus(p, t, 0) {
 			return le
 		}
 		if err := p.nextHost(hc.ctx, t, t.host.Addr()); err != nil {

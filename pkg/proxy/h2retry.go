@@ -54,6 +54,7 @@ func (p *Proxy) roundTripH2(ctx context.Context, t *h2Target, out *http.Request)
 		} else if le, ok := err.(*errLocal); ok && le == errOverflow {
 			return nil, err // a breaker refused the try: no retry
 		}
+		t.reportTry(status, err)
 		if rp != nil && !rp.retriable() {
 			return resp, err
 		}

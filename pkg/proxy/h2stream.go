@@ -70,6 +70,22 @@ type h2Target struct {
 	unpooled []*http2.ClientConn // connections made after the pool closed, closed by release
 }
 
+// reportTry feeds the host's outlier detection (cluster.Host.ReportResult) with the outcome
+// of a try: with a response, a failure when its status is 5xx; without one (err), a
+// failure when the proxy timed the try out or the upstream reset it. A failed connect is
+// counted by the dial, and a try refused or abandoned by the client is nobody's failure.
+func (t *h2Target) reportTry(status int, err error) {
+	if t.host == nil {
+		return
+	}
+	switch {
+	case err == nil:
+		t.host.ReportResult(status < 500)
+	case err == errTimeout || err == errReset:
+		t.host.ReportResult(false)
+	}
+}
+
 // errLocal is a request answered by the proxy: status and body.
 type errLocal struct {
 	status int
@@ -552,7 +568,11 @@ func (p *Proxy) h2ToH1(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	bw.Reset(nil)
 	bufWriters.Put(bw)
 	if err != nil {
-		return classifyUpstreamErr(t, err)
+		err = classifyUpstreamErr(t, err)
+		if ctx.Err() == nil {
+			t.reportTry(0, err)
+		}
+		return err
 	}
 	br := bufReaders.Get().(*bufio.Reader)
 	br.Reset(uc.raw)
@@ -563,8 +583,13 @@ func (p *Proxy) h2ToH1(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	}
 	t.headDone()
 	if err != nil {
-		return classifyUpstreamErr(t, err)
+		err = classifyUpstreamErr(t, err)
+		if ctx.Err() == nil {
+			t.reportTry(0, err)
+		}
+		return err
 	}
+	t.reportTry(resp.StatusCode, nil)
 	if err := p.writeH2Response(ctx, w, resp, t.rt, st); err != nil {
 		return err
 	}

@@ -1055,6 +1055,7 @@ func (c *loopConn) responseHead() (n int, ok bool) {
 			err = errors.New("101 to a request that asked for no upgrade")
 		}
 		if err != nil {
+			c.report(false)
 			c.finish(false, err)
 			c.answer(http.StatusBadGateway, "invalid upstream response")
 			return 0, false
@@ -1071,6 +1072,7 @@ func (c *loopConn) responseHead() (n int, ok bool) {
 		}
 		break
 	}
+	c.report(rh.Status < 500)
 	if c.retry(rh.Status) {
 		return 0, false
 	}
@@ -1192,14 +1194,26 @@ func (c *loopConn) upFailed(eof bool) {
 			return
 		}
 		c.connectNext()
-	case c.retry(0):
 	default:
+		c.report(false)
+		if c.retry(0) {
+			return
+		}
 		msg := "upstream write failed"
 		if eof || c.hbOff == c.hb.Len() {
 			msg = "upstream closed before the response"
 		}
 		c.finish(false, errors.New(msg))
 		c.answer(statusReset, msg)
+	}
+}
+
+// report feeds the host of the try in flight to outlier detection
+// (cluster.Host.ReportResult): ok false for a 5xx answer, or for no answer by the
+// upstream's doing (timeout, reset, an invalid response).
+func (c *loopConn) report(ok bool) {
+	if c.host != nil {
+		c.host.ReportResult(ok)
 	}
 }
 
@@ -1578,6 +1592,7 @@ func (c *loopConn) OnTimer() {
 	case c.busy && c.connAt != 0 && now >= c.connAt+int64(c.att.ConnectTimeout()):
 		c.connectFailed(nil, true)
 	case c.busy && !c.started:
+		c.report(false)
 		if c.retry(0) { // the per-try timeout passed, and the route's allows another try
 			return
 		}

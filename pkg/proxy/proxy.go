@@ -186,6 +186,15 @@ type upConn struct {
 	sio   *network.SockIO
 }
 
+// report feeds the host's outlier detection (cluster.Host.ReportResult) with the outcome
+// of a try on u: ok false for a 5xx answer, or for no answer by the upstream's doing
+// (timeout, reset, an invalid response).
+func (u *upConn) report(ok bool) {
+	if u != nil && u.host != nil {
+		u.host.ReportResult(ok)
+	}
+}
+
 // deadline bounds raw's reads and writes by t; a zero t lifts the bound.
 //
 // Bounds are coarse. Each SetDeadline is runtime timer work on two timers, and with a

@@ -456,6 +456,7 @@ func (s *session) retryFresh() bool {
 // respond reads the response from the upstream and writes it downstream.
 func (s *session) respond() error {
 	if s.upFailed && (s.upTimeout || !s.retryFresh()) {
+		s.up.report(false)
 		s.retryTry(0)
 	}
 	up := s.up
@@ -491,6 +492,7 @@ func (s *session) respond() error {
 		if err != nil {
 			rb.Release()
 			s.retryDone()
+			s.up.report(false)
 			s.finishUpstream(false, err)
 			return s.localDone(http.StatusBadGateway, "invalid upstream response", false)
 		}
@@ -499,6 +501,7 @@ func (s *session) respond() error {
 			continue
 		}
 		if n > 0 {
+			s.up.report(rh.Status < 500)
 			if s.retryTry(rh.Status) {
 				rb.Reset()
 				n = 0
@@ -514,6 +517,7 @@ func (s *session) respond() error {
 				up.deadline(deadline)
 				continue
 			}
+			s.up.report(false)
 			if s.retryTry(0) {
 				rb.Reset()
 				n = 0
