@@ -6,6 +6,7 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -164,15 +165,27 @@ type ServerConn struct {
 	peerAway  bool // the peer sent GOAWAY
 	dead      bool // the connection ended
 
+	// Outbound control frames (on mu): see controlLocked.
+	queuedBytes int64       // bytes handed to the write queue so far
+	ctrl        ctrlRing    // where the control frames not known written end
+	ctrlInline  [8]int64    // ctrl's first ring
+	dataFrames  int         // DATA frames sent
+	ctrlFlood   atomic.Bool // over maxOutboundControlFrames: the reader ends the connection
+
 	// Abuse accounting (reader goroutine).
-	opened      int // streams handed to the handler
-	peerResets  int // of those, reset by the peer before the response ended
-	localResets int // stream errors this side sent
-	empty       int // DATA without payload or END_STREAM, CONTINUATION without payload
+	opened        int // streams handed to the handler
+	peerResets    int // of those, reset by the peer before the response ended
+	localResets   int // stream errors this side sent
+	empty         int // DATA without payload or END_STREAM, CONTINUATION without payload
+	headerBlocks  int // HEADERS frames
+	priorities    int // PRIORITY frames
+	windowUpdates int // WINDOW_UPDATE frames
 }
 
 // Abuse limits (ROBUSTNESS.md cases 10-13). A connection over one is closed with
-// GOAWAY(ENHANCE_YOUR_CALM); other connections are not affected.
+// GOAWAY(ENHANCE_YOUR_CALM), and counted through OnProtocolError with the limit's kind
+// (rapid_reset, too_many_stream_errors, too_many_empty_frames, control_frame_flood,
+// priority_flood, window_update_flood); other connections are not affected.
 const (
 	// More than this many premature resets, when they are also over half the streams
 	// opened, is a rapid-reset attack (CVE-2023-44487).
@@ -181,7 +194,75 @@ const (
 	maxLocalResets = 1024
 	// Frames that carry nothing (CVE-2019-9518).
 	maxEmptyFrames = 1024
+	// Control frames the peer made us queue (PING and SETTINGS ACKs, RST_STREAM, a
+	// WINDOW_UPDATE that answers a DATA frame at once) that are queued and not yet
+	// written: a peer that sends PINGs or SETTINGS and does not read the answers
+	// (CVE-2019-9512, CVE-2019-9515). Envoy's max_outbound_control_frames default.
+	maxOutboundControlFrames = 1000
+	// PRIORITY frames: at most this many per HEADERS frame received, plus as many again
+	// (CVE-2019-9513 priority churn; we keep no priority tree, but each frame is read and
+	// parsed for nothing). Envoy's max_inbound_priority_frames_per_stream default, with
+	// its limit of max × (1 + streams).
+	maxPriorityPerStream = 100
+	// WINDOW_UPDATE frames: at most windowUpdateBase + 2 × (HEADERS frames received +
+	// maxWindowUpdatesPerData × DATA frames sent); each wakes every writer waiting for a
+	// window. The ratio is Envoy's max_inbound_window_update_frames_per_data_frame_sent
+	// default and the formula its ProtocolConstraints'; Envoy's base is 1, ours (our
+	// choice) leaves room for clients that send a few updates before any response.
+	maxWindowUpdatesPerData = 10
+	windowUpdateBase        = 100
 )
+
+// ctrlRing holds, oldest first, where in the connection's output (counted in bytes
+// since it began) each control frame not known to be written ends.
+type ctrlRing struct {
+	buf     []int64
+	head, n int
+}
+
+// controlLocked notes a control frame just appended to out (see maxOutboundControlFrames).
+// Once more than the limit are queued and not yet written, it marks the connection for
+// the reader, which ends it at the next frame.
+func (sc *ServerConn) controlLocked() {
+	if sc.out == nil {
+		return
+	}
+	r := &sc.ctrl
+	if r.n == len(r.buf) {
+		sc.popWrittenLocked()
+		if r.n == maxOutboundControlFrames {
+			sc.ctrlFlood.Store(true)
+			return
+		}
+		if r.n == len(r.buf) {
+			buf := make([]int64, min(2*len(r.buf), maxOutboundControlFrames))
+			for i := range r.n {
+				buf[i] = r.buf[(r.head+i)%len(r.buf)]
+			}
+			r.buf, r.head = buf, 0
+		}
+	}
+	r.buf[(r.head+r.n)%len(r.buf)] = sc.queuedBytes + int64(sc.out.Len())
+	r.n++
+}
+
+// popWrittenLocked forgets the control frames the socket has taken: those that end before
+// the bytes still in the write queue. Only this ServerConn queues on c, so what it handed
+// to the queue minus what the queue holds has been written.
+func (sc *ServerConn) popWrittenLocked() {
+	written := sc.queuedBytes - int64(sc.c.Queued())
+	r := &sc.ctrl
+	for r.n > 0 && r.buf[r.head] <= written {
+		r.head = (r.head + 1) % len(r.buf)
+		r.n--
+	}
+}
+
+// rstLocked appends RST_STREAM(id, code), a control frame.
+func (sc *ServerConn) rstLocked(id uint32, code ErrCode) {
+	appendRSTStream(sc.out, id, uint32(code))
+	sc.controlLocked()
+}
 
 type closedID struct {
 	id       uint32
@@ -212,6 +293,7 @@ func Serve(c *network.Conn, pool *buffer.Pool, opts ServerOptions, h Handler, tr
 		recvConn:  int64(opts.ConnWindow),
 	}
 	sc.cond.L = &sc.mu
+	sc.ctrl.buf = sc.ctrlInline[:]
 	sc.dec = hpack.NewDecoder(4096, sc.onField)
 	// A string over the list limit still decodes (the block is answered 431); one over
 	// twice the limit ends the connection, which bounds what a block can make us hold.
@@ -317,6 +399,7 @@ func (sc *ServerConn) unlockFlush() {
 	if sc.out != nil && sc.out.Len() > 0 {
 		b = sc.out
 		sc.out = sc.pool.NewBuffer(0)
+		sc.queuedBytes += int64(b.Len())
 		_ = sc.c.Queue(b)
 	}
 	sc.mu.Unlock()
@@ -333,9 +416,14 @@ func (sc *ServerConn) onData(b *buffer.IoBuffer) error {
 	}
 	sc.mu.Lock()
 	idleAway := sc.peerAway && len(sc.streams) == 0
+	if sc.ctrl.n > 0 {
+		sc.popWrittenLocked()
+	}
 	sc.unlockFlush()
 	if sc.c.Queued() > 4*(1<<20) {
-		// The peer keeps sending (pings, settings, resets) without reading the answers.
+		// The peer keeps sending requests we answer at once (431s) without reading the
+		// answers; the control frames it makes us send are bounded sooner
+		// (maxOutboundControlFrames).
 		return sc.protoErr(&connError{ErrCodeEnhanceCalm, "write_queue_overflow"})
 	}
 	if idleAway {
@@ -390,6 +478,8 @@ func (sc *ServerConn) checkAbuse() error {
 		return sc.protoErr(&connError{ErrCodeEnhanceCalm, "too_many_stream_errors"})
 	case sc.empty > maxEmptyFrames:
 		return sc.protoErr(&connError{ErrCodeEnhanceCalm, "too_many_empty_frames"})
+	case sc.ctrlFlood.Load():
+		return sc.protoErr(&connError{ErrCodeEnhanceCalm, "control_frame_flood"})
 	}
 	if sc.peerResets > maxPrematureResets && 2*sc.peerResets > sc.opened {
 		return sc.protoErr(&connError{ErrCodeEnhanceCalm, "rapid_reset"})
@@ -428,6 +518,10 @@ func (sc *ServerConn) frame(fh frameHeader, p []byte) error {
 	case frameContinuation:
 		return sc.onContinuation(fh, p)
 	case framePriority:
+		sc.priorities++
+		if sc.priorities > maxPriorityPerStream*(1+sc.headerBlocks) {
+			return sc.protoErr(&connError{ErrCodeEnhanceCalm, "priority_flood"})
+		}
 		if fh.streamID == 0 {
 			return sc.protoErr(&connError{ErrCodeProtocol, "priority_stream_0"})
 		}
@@ -456,6 +550,7 @@ func (sc *ServerConn) frame(fh frameHeader, p []byte) error {
 			sc.mu.Lock()
 			appendFrameHeader(sc.out, 8, framePing, flagAck, 0)
 			_, _ = sc.out.Write(p)
+			sc.controlLocked()
 			sc.mu.Unlock()
 		}
 		return nil
@@ -484,7 +579,7 @@ func (sc *ServerConn) streamErr(id uint32, code ErrCode, kind string) {
 	}
 	sc.mu.Lock()
 	st := sc.streams[id]
-	appendRSTStream(sc.out, id, uint32(code))
+	sc.rstLocked(id, code)
 	var hook func()
 	if st != nil {
 		hook = sc.closeStreamLocked(st, true)
@@ -610,6 +705,9 @@ func (sc *ServerConn) giveConnLocked(n int64, now bool) {
 		appendWindowUpdate(sc.out, 0, uint32(sc.connAck))
 		sc.recvConn += sc.connAck
 		sc.connAck = 0
+		if now {
+			sc.controlLocked() // in answer to a DATA frame that was not consumed
+		}
 	}
 }
 
@@ -682,6 +780,7 @@ func (sc *ServerConn) onSettings(fh frameHeader, p []byte) error {
 		}
 	}
 	appendFrameHeader(sc.out, 0, frameSettings, flagAck, 0)
+	sc.controlLocked()
 	return nil
 }
 
@@ -690,6 +789,10 @@ func (sc *ServerConn) onWindowUpdate(fh frameHeader, p []byte) error {
 		return sc.protoErr(&connError{ErrCodeFrameSize, "window_update_size"})
 	}
 	incr := int64(binary.BigEndian.Uint32(p) & (1<<31 - 1))
+	sc.windowUpdates++
+	if sc.windowUpdates > windowUpdateBase+2*sc.headerBlocks && sc.windowUpdateFlood() {
+		return sc.protoErr(&connError{ErrCodeEnhanceCalm, "window_update_flood"})
+	}
 	if fh.streamID == 0 {
 		if incr == 0 {
 			return sc.protoErr(&connError{ErrCodeProtocol, "window_update_zero"})
@@ -728,6 +831,15 @@ func (sc *ServerConn) onWindowUpdate(fh frameHeader, p []byte) error {
 	return nil
 }
 
+// windowUpdateFlood reports whether the peer sent more WINDOW_UPDATE frames than the
+// DATA frames we sent justify (see maxWindowUpdatesPerData).
+func (sc *ServerConn) windowUpdateFlood() bool {
+	sc.mu.Lock()
+	data := sc.dataFrames
+	sc.mu.Unlock()
+	return sc.windowUpdates > windowUpdateBase+2*(sc.headerBlocks+maxWindowUpdatesPerData*data)
+}
+
 // headerBlock is the state of the header block being decoded (HEADERS + CONTINUATION).
 type headerBlock struct {
 	active     bool
@@ -747,6 +859,7 @@ type headerBlock struct {
 }
 
 func (sc *ServerConn) onHeaders(fh frameHeader, p []byte) error {
+	sc.headerBlocks++
 	id := fh.streamID
 	if id == 0 {
 		return sc.protoErr(&connError{ErrCodeProtocol, "headers_stream_0"})
@@ -1004,7 +1117,7 @@ func (sc *ServerConn) endHeaders() error {
 		st.discard = true
 		sc.writeHeadersLocked(st, 431, true, nil)
 		if !st.recvDone {
-			appendRSTStream(sc.out, id, uint32(ErrCodeNo))
+			sc.rstLocked(id, ErrCodeNo)
 			sc.closeStreamLocked(st, true)
 		}
 		sc.mu.Unlock()
@@ -1212,7 +1325,7 @@ func (st *ServerStream) checkBody() {
 		return
 	}
 	st.timedOut = true
-	appendRSTStream(sc.out, st.id, uint32(ErrCodeCancel))
+	sc.rstLocked(st.id, ErrCodeCancel)
 	st.onReset = nil // the handler learns it from Read
 	sc.closeStreamLocked(st, true)
 	sc.unlockFlush()
@@ -1337,6 +1450,7 @@ func (st *ServerStream) WriteResponse(status int, fn func(FieldWriter), p []byte
 	}
 	appendFrameHeader(sc.out, len(p), frameData, flags, st.id)
 	_, _ = sc.out.Write(p)
+	sc.dataFrames++
 	st.sendWin -= n
 	sc.sendConn -= n
 	return sc.unlockSent(st, end)
@@ -1422,7 +1536,7 @@ func (st *ServerStream) WriteData(p []byte, end bool) error {
 			if !sc.waitWindowLocked(st) {
 				// The peer kept the window shut for SendStallTimeout: the stream is
 				// reset rather than held (with its goroutine and upstream) for ever.
-				appendRSTStream(sc.out, st.id, uint32(ErrCodeFlowControl))
+				sc.rstLocked(st.id, ErrCodeFlowControl)
 				st.onReset = nil
 				sc.closeStreamLocked(st, true)
 				sc.unlockFlush()
@@ -1438,6 +1552,7 @@ func (st *ServerStream) WriteData(p []byte, end bool) error {
 		}
 		appendFrameHeader(sc.out, int(n), frameData, flags, st.id)
 		_, _ = sc.out.Write(p[:n])
+		sc.dataFrames++
 		st.sendWin -= n
 		sc.sendConn -= n
 		p = p[n:]
@@ -1512,7 +1627,7 @@ func (st *ServerStream) Reset(code ErrCode) {
 		sc.mu.Unlock()
 		return
 	}
-	appendRSTStream(sc.out, st.id, uint32(code))
+	sc.rstLocked(st.id, code)
 	st.onReset = nil // the handler resets it itself
 	sc.closeStreamLocked(st, true)
 	sc.unlockFlush()
@@ -1534,7 +1649,7 @@ func (st *ServerStream) Done() {
 		if st.sentEnd {
 			code = ErrCodeNo
 		}
-		appendRSTStream(sc.out, st.id, uint32(code))
+		sc.rstLocked(st.id, code)
 		st.onReset = nil
 		sc.closeStreamLocked(st, true)
 		sc.unlockFlush()

@@ -29,7 +29,7 @@ func (f handlerFunc) ServeStream(st *h2.ServerStream) {
 
 // rawClient is an HTTP/2 client driven frame by frame with x/net's Framer.
 type rawClient struct {
-	t   *testing.T
+	t   testing.TB
 	c   net.Conn
 	fr  *http2.Framer
 	enc *hpack.Encoder
@@ -40,9 +40,15 @@ type rawClient struct {
 // serve starts Serve on one end of a loopback TCP connection and returns a client on
 // the other, preface and SETTINGS sent and the server's SETTINGS read. extra are the
 // client's SETTINGS.
-func serve(t *testing.T, opts h2.ServerOptions, h h2.Handler, extra ...http2.Setting) (*rawClient, chan *h2.ServerConn) {
+func serve(t testing.TB, opts h2.ServerOptions, h h2.Handler, extra ...http2.Setting) (*rawClient, chan *h2.ServerConn) {
 	t.Helper()
 	cli, srv := tcpPair(t)
+	return serveConn(t, cli, srv, opts, h, extra...)
+}
+
+// serveConn is serve on a given connection pair (cli the client's end, srv the server's).
+func serveConn(t testing.TB, cli, srv net.Conn, opts h2.ServerOptions, h h2.Handler, extra ...http2.Setting) (*rawClient, chan *h2.ServerConn) {
+	t.Helper()
 	pool := buffer.NewPool()
 	nc := network.NewConn(srv, network.ConnOptions{Pool: pool})
 	scs := make(chan *h2.ServerConn, 1)
@@ -64,12 +70,19 @@ func serve(t *testing.T, opts h2.ServerOptions, h h2.Handler, extra ...http2.Set
 			t.Error("Serve did not return")
 		}
 	})
-	_ = cli.SetDeadline(time.Now().Add(10 * time.Second))
-	rc := &rawClient{t: t, c: cli, fr: http2.NewFramer(cli, cli)}
+	return newRawClient(t, cli, extra...), scs
+}
+
+// newRawClient starts the client side of HTTP/2 on c (a 10s deadline): preface and
+// SETTINGS (extra) sent, the server's SETTINGS read.
+func newRawClient(t testing.TB, c net.Conn, extra ...http2.Setting) *rawClient {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	rc := &rawClient{t: t, c: c, fr: http2.NewFramer(c, c)}
 	rc.enc = hpack.NewEncoder(&rc.hb)
 	rc.dec = hpack.NewDecoder(4096, nil)
 	rc.fr.ReadMetaHeaders = rc.dec
-	if _, err := io.WriteString(cli, h2.ClientPreface); err != nil {
+	if _, err := io.WriteString(c, h2.ClientPreface); err != nil {
 		t.Fatal(err)
 	}
 	if err := rc.fr.WriteSettings(extra...); err != nil {
@@ -79,7 +92,7 @@ func serve(t *testing.T, opts h2.ServerOptions, h h2.Handler, extra ...http2.Set
 	if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
 		t.Fatalf("first server frame: %v, want SETTINGS", f)
 	}
-	return rc, scs
+	return rc
 }
 
 // next reads frames, answering SETTINGS, until one that is not a SETTINGS (ACK) or
@@ -395,44 +408,85 @@ func TestServerShutdownDrainsThenCloses(t *testing.T) {
 	}
 }
 
+// TestServerProtocolErrors: each peer misbehaviour ends the connection with GOAWAY and
+// the expected code, then a close; where debug is set, the GOAWAY's debug data (the kind
+// reported to OnProtocolError) names the rule that ended it. Cases whose flood the server
+// would otherwise accept end with the client's own GOAWAY, so that without the rule the
+// server closes gracefully at once (no GOAWAY of its own) and the case fails fast.
 func TestServerProtocolErrors(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		send func(rc *rawClient)
-		code http2.ErrCode
+		name  string
+		send  func(rc *rawClient)
+		code  http2.ErrCode
+		debug string
 	}{
-		{"data on idle stream", func(rc *rawClient) { _ = rc.fr.WriteData(5, true, []byte("x")) }, http2.ErrCodeProtocol},
-		{"even stream id", func(rc *rawClient) { rc.headers(2, true, get("/")...) }, http2.ErrCodeProtocol},
+		{"data on idle stream", func(rc *rawClient) { _ = rc.fr.WriteData(5, true, []byte("x")) }, http2.ErrCodeProtocol, ""},
+		{"even stream id", func(rc *rawClient) { rc.headers(2, true, get("/")...) }, http2.ErrCodeProtocol, ""},
 		{"push promise", func(rc *rawClient) {
 			_ = rc.fr.WritePushPromise(http2.PushPromiseParam{StreamID: 1, PromiseID: 2, EndHeaders: true})
-		}, http2.ErrCodeProtocol},
-		{"window overflow", func(rc *rawClient) { _ = rc.fr.WriteWindowUpdate(0, 1<<31-1) }, http2.ErrCodeFlowControl},
+		}, http2.ErrCodeProtocol, ""},
+		{"window overflow", func(rc *rawClient) { _ = rc.fr.WriteWindowUpdate(0, 1<<31-1) }, http2.ErrCodeFlowControl, ""},
+		// RFC 9113 §6.9: an increment of 0 on the connection is a connection error.
+		{"window update zero", func(rc *rawClient) {
+			rc.fr.AllowIllegalWrites = true
+			_ = rc.fr.WriteWindowUpdate(0, 0)
+			_ = rc.fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+		}, http2.ErrCodeProtocol, "window_update_zero"},
+		// RFC 9113 §6.10: a header block is contiguous; a CONTINUATION for another stream
+		// in the middle of one is a connection error (ROBUSTNESS.md case 15).
+		{"continuation on another stream", func(rc *rawClient) {
+			rc.hb.Reset()
+			fields := get("/")
+			for i := 0; i+1 < len(fields); i += 2 {
+				_ = rc.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+			}
+			blk := rc.hb.Bytes()
+			_ = rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: blk[:2], EndStream: true})
+			_ = rc.fr.WriteContinuation(3, true, blk[2:])
+			_ = rc.fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+		}, http2.ErrCodeProtocol, "continuation_unexpected"},
+		// PRIORITY churn (CVE-2019-9513): no stream opened, so 100 PRIORITY frames at most.
+		{"priority flood", func(rc *rawClient) {
+			for i := range uint32(1000) {
+				_ = rc.fr.WritePriority(2*i+3, http2.PriorityParam{StreamDep: 2*i + 1, Weight: uint8(i)})
+			}
+			_ = rc.fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+		}, http2.ErrCodeEnhanceYourCalm, "priority_flood"},
+		// WINDOW_UPDATE frames that no DATA we sent justifies.
+		{"window update flood", func(rc *rawClient) {
+			for range 1000 {
+				_ = rc.fr.WriteWindowUpdate(0, 1)
+			}
+			_ = rc.fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+		}, http2.ErrCodeEnhanceYourCalm, "window_update_flood"},
 		{"rapid reset", func(rc *rawClient) {
 			for id := uint32(1); id < 2*300; id += 2 {
 				_ = rc.tryHeaders(id, true, get("/")...)
 				_ = rc.fr.WriteRSTStream(id, http2.ErrCodeCancel)
 			}
-		}, http2.ErrCodeEnhanceYourCalm},
+		}, http2.ErrCodeEnhanceYourCalm, "rapid_reset"},
 		{"invalid request flood", func(rc *rawClient) {
 			for id := uint32(1); id < 2*1100; id += 2 {
 				_ = rc.tryHeaders(id, true, append(get("/"), "Upper", "x")...)
 			}
-		}, http2.ErrCodeEnhanceYourCalm},
+			// Either too_many_stream_errors, or first control_frame_flood when the
+			// RST_STREAMs pile up unread.
+		}, http2.ErrCodeEnhanceYourCalm, ""},
 		{"empty data flood", func(rc *rawClient) {
 			_ = rc.tryHeaders(1, false, post("/")...)
 			for range 1100 {
 				_ = rc.fr.WriteData(1, false, nil)
 			}
-		}, http2.ErrCodeEnhanceYourCalm},
+		}, http2.ErrCodeEnhanceYourCalm, "too_many_empty_frames"},
 		{"continuation flood", func(rc *rawClient) {
 			_ = rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0x82}})
 			for range 300 {
 				_ = rc.fr.WriteContinuation(1, false, []byte{0x82})
 			}
-		}, http2.ErrCodeEnhanceYourCalm},
+		}, http2.ErrCodeEnhanceYourCalm, "continuation_flood"},
 		{"bad hpack", func(rc *rawClient) {
 			_ = rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0xff, 0xff, 0xff}, EndHeaders: true})
-		}, http2.ErrCodeCompression},
+		}, http2.ErrCodeCompression, "hpack"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var kinds []string
@@ -459,7 +513,10 @@ func TestServerProtocolErrors(t *testing.T) {
 				}
 				if ga, ok := f.(*http2.GoAwayFrame); ok {
 					if ga.ErrCode != tc.code {
-						t.Fatalf("GOAWAY %v, want %v", ga.ErrCode, tc.code)
+						t.Fatalf("GOAWAY %v %q, want %v", ga.ErrCode, ga.DebugData(), tc.code)
+					}
+					if tc.debug != "" && string(ga.DebugData()) != tc.debug {
+						t.Fatalf("GOAWAY debug data %q, want %q", ga.DebugData(), tc.debug)
 					}
 					break
 				}
@@ -472,7 +529,7 @@ func TestServerProtocolErrors(t *testing.T) {
 }
 
 // tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (cli, srv net.Conn) {
+func tcpPair(t testing.TB) (cli, srv net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
