@@ -230,3 +230,43 @@ func TestNewReleasesSocketsOnError(t *testing.T) {
 	}
 	ln.Close()
 }
+
+// TestAdminMethodsAndCase: the admin endpoint's mutations take only their own method (a GET
+// of a mutating path is 405 and changes nothing), and paths match case-sensitively (a
+// /API/... path is not the /api/... one) (ROBUSTNESS 46).
+func TestAdminMethodsAndCase(t *testing.T) {
+	s := newServer(t, cfgFor(t, echoUpstream(t), `{"timeout":"1s"}`))
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- s.Run(ctx) }()
+	defer func() { cancel(); <-errc }()
+	testutil.Eventually(t, 10*time.Second, "ready", s.Ready)
+	admin := "http://" + s.AdminAddr().String()
+	c := http.Client{Timeout: 5 * time.Second}
+	for _, tc := range []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", "/api/v1/reload", http.StatusMethodNotAllowed},
+		{"POST", "/logging", http.StatusMethodNotAllowed},
+		{"DELETE", "/logging", http.StatusMethodNotAllowed},
+		{"POST", "/ready", http.StatusMethodNotAllowed},
+		{"GET", "/API/v1/get_loglevel", http.StatusNotFound},
+		{"POST", "/API/v1/reload", http.StatusNotFound},
+		{"GET", "/Metrics", http.StatusNotFound},
+		{"GET", "/api/v1/get_loglevel", http.StatusOK},
+	} {
+		req, _ := http.NewRequest(tc.method, admin+tc.path, strings.NewReader(`{"level":"debug"}`))
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", tc.method, tc.path, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s %s = %d; want %d", tc.method, tc.path, resp.StatusCode, tc.want)
+		}
+	}
+	if _, body := get(t, admin+"/logging"); strings.Contains(body, "debug") {
+		t.Fatalf("a refused request changed the log level: %s", body)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -99,6 +100,38 @@ func TestReloadSIGHUP(t *testing.T) {
 		if !strings.Contains(metrics, want) {
 			t.Fatalf("/metrics lacks %s", want)
 		}
+	}
+
+	// Not JSON at all (a file cut short), and a certificate that cannot be read: refused
+	// the same way, each naming where, and the last good config keeps serving.
+	whole := reloadConfig(listen, admin, "three", extra)
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	tlsExtra := strings.Replace(extra, `"filter_chains":[{"filters"`,
+		fmt.Sprintf(`"filter_chains":[{"tls_context":{"status":true,"cert_chain":%q,"private_key":%q},"filters"`, missing, missing), 1)
+	for _, bad := range []struct{ file, want string }{
+		{whole[:len(whole)/2], "syntax error at line"},
+		{reloadConfig(listen, admin, "three", tlsExtra), "tls_context.cert_chain"},
+	} {
+		if err := os.WriteFile(p.Config, []byte(bad.file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		if !p.WaitLog(bad.want, 10*time.Second) {
+			t.Fatalf("the log does not say %q:\n%s", bad.want, p.Logs())
+		}
+		for _, addr := range []string{listen, second} {
+			if _, body := getBody(t, "http://"+addr+"/"); body != "two" {
+				t.Fatalf("after a reload of a broken file (%s), %s answers %q; want two", bad.want, addr, body)
+			}
+		}
+	}
+	if _, metrics := getBody(t, "http://"+admin+"/metrics"); !strings.Contains(metrics, `mosnlite_config_reloads_total{result="failure"} 3`) {
+		t.Fatalf("/metrics does not count the three failed reloads:\n%s", metrics)
+	}
+	if err := os.WriteFile(p.Config, []byte(broken), 0o600); err != nil {
+		t.Fatal(err)
 	}
 
 	// POST /api/v1/reload does the same: the error comes back as JSON; GET is refused.
