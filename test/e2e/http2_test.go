@@ -654,18 +654,19 @@ type junitReport struct {
 	} `xml:"testsuite"`
 }
 
-// TestH2Spec runs h2spec against an Http2 listener whose route forwards to an upstream
-// (a second listener of the same process answering directly), once over h2c and once
-// over HTTP/1 (the HTTP/2 driver's two paths), and compares the failing cases with the
-// ones docs/h2spec.md explains.
+// TestH2Spec runs h2spec, strict mode (-S), against an Http2 listener whose route forwards
+// to an upstream (a second listener of the same process answering directly), once over
+// h2c and once over HTTP/1 (the HTTP/2 driver's two paths), then over TLS (ALPN h2), and
+// compares the failing cases with the ones docs/h2spec.md explains.
 func TestH2Spec(t *testing.T) {
 	bin := h2specBinary(t)
 	for _, up := range []string{"Http2", "Http1"} {
-		t.Run("upstream "+up, func(t *testing.T) { runH2Spec(t, bin, up) })
+		t.Run("upstream "+up, func(t *testing.T) { runH2Spec(t, bin, up, false) })
 	}
+	t.Run("tls", func(t *testing.T) { runH2Spec(t, bin, "Http2", true) })
 }
 
-func runH2Spec(t *testing.T, bin, upstream string) {
+func runH2Spec(t *testing.T, bin, upstream string, tls bool) {
 	front, back := framework.FreePort(t), framework.FreePort(t)
 	var cfg map[string]any
 	if err := json.Unmarshal([]byte(httpProxyConfig(front, "Http2", upstream, []any{routeTo("/", nil)}, back)), &cfg); err != nil {
@@ -684,6 +685,12 @@ func runH2Spec(t *testing.T, bin, upstream string) {
 			"type": "proxy", "config": map[string]any{"downstream_protocol": upstream, "router_config_name": "d"},
 		}}}},
 	})
+	args := []string{"-S"}
+	if tls {
+		_, tc := tlsFiles(t)
+		srv["listeners"].([]any)[0].(map[string]any)["filter_chains"].([]any)[0].(map[string]any)["tls_context"] = tc
+		args = append(args, "-t", "-k") // TLS; the test CA is not the system's
+	}
 	raw, _ := json.Marshal(cfg)
 	framework.StartProxy(t, string(raw))
 
@@ -691,7 +698,8 @@ func runH2Spec(t *testing.T, bin, upstream string) {
 	report := filepath.Join(t.TempDir(), "h2spec.xml")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, "-h", host, "-p", port, "-o", "5", "-j", report).CombinedOutput()
+	args = append(args, "-h", host, "-p", port, "-o", "5", "-j", report)
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
 		t.Fatalf("h2spec: %v\n%s", err, out)
