@@ -161,6 +161,7 @@ type ServerConn struct {
 	recvConn  int64 // connection receive window left
 	connAck   int64 // consumed connection bytes not yet given back by WINDOW_UPDATE
 	goAway    bool  // GOAWAY sent (graceful): no new streams above lastID
+	notice    bool  // the shutdown notice (GOAWAY 2^31-1) sent: the final GOAWAY follows
 	lastID    uint32
 	peerAway  bool // the peer sent GOAWAY
 	dead      bool // the connection ended
@@ -365,9 +366,36 @@ func lingerClose(c *network.Conn, reason network.CloseReason) {
 // Conn returns the network connection.
 func (sc *ServerConn) Conn() *network.Conn { return sc.c }
 
-// Shutdown starts a graceful close: GOAWAY with the last stream id seen, no new streams;
-// the connection closes once the streams in flight have ended.
+// Shutdown starts a graceful close in two steps (RFC 9113 §6.8): a shutdown notice,
+// GOAWAY with the last stream id 2^31-1, tells the client to open no more streams while
+// the ones it already sent are still served; a PING follows it, and once the client
+// acknowledges the PING (a round trip later, so nothing it sent before the notice can
+// still be on its way), or after shutdownAckWait, the final GOAWAY names the last stream
+// id seen. The connection closes once the streams in flight have ended. Shutdown does
+// not wait.
 func (sc *ServerConn) Shutdown() {
+	sc.mu.Lock()
+	if sc.dead || sc.goAway || sc.notice {
+		sc.mu.Unlock()
+		return
+	}
+	sc.notice = true
+	appendGoAway(sc.out, 1<<31-1, uint32(ErrCodeNo), "")
+	appendFrameHeader(sc.out, 8, framePing, 0, 0)
+	_, _ = sc.out.Write(shutdownPing[:])
+	sc.unlockFlush()
+	time.AfterFunc(shutdownAckWait, sc.finishShutdown)
+}
+
+// shutdownPing is the payload of Shutdown's PING; shutdownAckWait bounds the wait for its
+// acknowledgement.
+var shutdownPing = [8]byte{'s', 'h', 'u', 't', 'd', 'o', 'w', 'n'}
+
+const shutdownAckWait = time.Second
+
+// finishShutdown is Shutdown's second step: the final GOAWAY; the connection closes now if
+// no stream is open.
+func (sc *ServerConn) finishShutdown() {
 	sc.mu.Lock()
 	if sc.dead || sc.goAway {
 		sc.mu.Unlock()
@@ -552,6 +580,8 @@ func (sc *ServerConn) frame(fh frameHeader, p []byte) error {
 			_, _ = sc.out.Write(p)
 			sc.controlLocked()
 			sc.mu.Unlock()
+		} else if [8]byte(p) == shutdownPing {
+			sc.finishShutdown() // the client has seen the shutdown notice
 		}
 		return nil
 	case frameGoAway:

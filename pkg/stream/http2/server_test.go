@@ -385,26 +385,83 @@ func TestServerHeaderListTooLarge(t *testing.T) {
 	}
 }
 
+// TestServerShutdownDrainsThenCloses: Shutdown sends the shutdown notice (GOAWAY with
+// last stream 2^31-1) and a PING; a stream the client opened before it saw the notice is
+// still served; the PING's acknowledgement brings the final GOAWAY naming that stream;
+// the streams in flight complete, then the connection closes.
 func TestServerShutdownDrainsThenCloses(t *testing.T) {
 	release := make(chan struct{})
 	rc, scs := serve(t, h2.ServerOptions{}, handlerFunc(func(st *h2.ServerStream) {
 		<-release
-		_ = st.WriteResponse(200, nil, []byte("done"), true)
+		_ = st.WriteResponse(200, nil, []byte("done "+st.Path), true)
 	}))
-	rc.headers(1, true, get("/")...)
+	rc.headers(1, true, get("/1")...)
 	sc := <-scs
-	time.Sleep(10 * time.Millisecond)
 	go sc.Shutdown()
 	ga, ok := rc.next().(*http2.GoAwayFrame)
-	if !ok || ga.ErrCode != http2.ErrCodeNo || ga.LastStreamID != 1 {
-		t.Fatalf("got %v, want GOAWAY(last 1, NO_ERROR)", ga)
+	if !ok || ga.ErrCode != http2.ErrCodeNo || ga.LastStreamID != 1<<31-1 {
+		t.Fatalf("got %v, want the shutdown notice GOAWAY(last 2^31-1, NO_ERROR)", ga)
+	}
+	ping, ok := rc.next().(*http2.PingFrame)
+	if !ok || ping.IsAck() {
+		t.Fatalf("got %v, want a PING after the notice", ping)
+	}
+	rc.headers(3, true, get("/3")...) // sent before the client read the notice
+	if err := rc.fr.WritePing(true, ping.Data); err != nil {
+		t.Fatal(err)
+	}
+	ga, ok = rc.next().(*http2.GoAwayFrame)
+	if !ok || ga.ErrCode != http2.ErrCodeNo || ga.LastStreamID != 3 {
+		t.Fatalf("got %v, want the final GOAWAY(last 3, NO_ERROR)", ga)
 	}
 	close(release)
-	if _, _, body, _ := rc.response(1); body != "done" {
-		t.Fatalf("in-flight stream: %q", body)
+	got := map[uint32]string{}
+	for len(got) < 2 {
+		switch f := rc.next().(type) {
+		case *http2.DataFrame:
+			got[f.StreamID] += string(f.Data())
+		case *http2.MetaHeadersFrame:
+		default:
+			t.Fatalf("unexpected %v", f)
+		}
+	}
+	if got[1] != "done /1" || got[3] != "done /3" {
+		t.Fatalf("streams in flight: %v", got)
 	}
 	if _, err := rc.fr.ReadFrame(); err == nil {
 		t.Fatal("connection still open after the last stream")
+	}
+}
+
+// TestServerShutdownWithoutPingAck: a client that never acknowledges the shutdown PING
+// still gets the final GOAWAY after shutdownAckWait, and an idle connection then closes.
+func TestServerShutdownWithoutPingAck(t *testing.T) {
+	rc, scs := serve(t, h2.ServerOptions{}, handlerFunc(func(st *h2.ServerStream) {
+		_ = st.WriteResponse(200, nil, []byte("ok"), true)
+	}))
+	rc.headers(1, true, get("/")...)
+	if _, _, body, _ := rc.response(1); body != "ok" {
+		t.Fatalf("body %q", body)
+	}
+	sc := <-scs
+	go sc.Shutdown()
+	var final *http2.GoAwayFrame
+	for final == nil {
+		switch f := rc.next().(type) {
+		case *http2.GoAwayFrame:
+			if f.LastStreamID != 1<<31-1 {
+				final = f
+			}
+		case *http2.PingFrame: // not acknowledged
+		default:
+			t.Fatalf("unexpected %v", f)
+		}
+	}
+	if final.LastStreamID != 1 {
+		t.Fatalf("final GOAWAY last stream %d, want 1", final.LastStreamID)
+	}
+	if _, err := rc.fr.ReadFrame(); err == nil {
+		t.Fatal("idle connection still open after the final GOAWAY")
 	}
 }
 
