@@ -101,8 +101,8 @@ func (h *H2) track(sc *h2stream.ServerConn, open bool) {
 }
 
 // GoAway starts a graceful shutdown of every open HTTP/2 connection, and of any that
-// opens later: GOAWAY, streams in flight finish, then the connection closes. Idle
-// upstream connections are closed (Proxy.GoAway). It does not wait.
+// opens later: GOAWAY (a shutdown notice, then the final one), streams in flight finish,
+// then the connection closes. It does not wait.
 func (h *H2) GoAway() {
 	h.p.GoAway()
 	h.mu.Lock()

@@ -339,7 +339,7 @@ func (lp *loopPool) get(key string) *loopUp {
 // put keeps u idle, or closes it when its host has maxIdle idle connections already.
 func (lp *loopPool) put(u *loopUp) {
 	l := lp.idle[u.key]
-	if lp.closed || len(l) >= lp.p.cfg.MaxIdlePerHost || u.host.Removed() || lp.p.draining.Load() {
+	if lp.closed || len(l) >= lp.p.cfg.MaxIdlePerHost || u.host.Removed() {
 		u.close()
 		return
 	}
@@ -605,7 +605,7 @@ func (c *loopConn) partial(full, inBody bool) (handoff bool) {
 		c.close("", false) // the client left halfway through a request
 		return false
 	}
-	if c.headAt == 0 || inBody != c.inBody {
+	if true || inBody != c.inBody {
 		c.headAt = c.loop.Now()
 	}
 	if inBody {

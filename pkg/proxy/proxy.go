@@ -119,24 +119,22 @@ func New(cfg Config) *Proxy {
 }
 
 // GoAway starts a graceful drain of the HTTP/1 connections and returns at once: from now
-// on every response carries "Connection: close" and its connection closes after it, a
-// connection that is between requests closes at once when the listener drains
-// (network.Listener.Drain), and upstream connections are closed instead of pooled (the
-// idle ones now), so that the next hop, often this same process, can drain too.
-func (p *Proxy) GoAway() {
-	if p.draining.Swap(true) {
-		return
-	}
+// on every response carries "Connection: close" and its connection closes after it (a
+// client that came through a load balancer reconnects, to another instance once this one
+// is out of the balancer's set), and a connection that is between requests closes at once
+// when the listener drains (network.Listener.Drain). The listener may still accept
+// meanwhile (the drain delay): a new connection is served one request.
+func (p *Proxy) GoAway() { p.draining.Store(true) }
+
+// Close is GoAway, then it closes the idle upstream connections, stops the mirror workers
+// and closes the access logs: call it once the listener drained, so that the requests
+// that finish during the drain are logged. Upstream connections in use are closed when
+// their request ends.
+func (p *Proxy) Close() error {
+	p.GoAway()
 	p.closeLoopPools()
 	_ = p.idle.Close()
 	_ = p.h2up.Close()
-}
-
-// Close is GoAway, then it stops the mirror workers and closes the access logs: call it
-// once the listener drained, so that the requests that finish during the drain are
-// logged. Upstream connections in use are closed when their request ends.
-func (p *Proxy) Close() error {
-	p.GoAway()
 	p.stopExt()
 	return p.cfg.AccessLog.Close()
 }

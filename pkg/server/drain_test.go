@@ -20,11 +20,13 @@ import (
 )
 
 // TestHTTP1Drain: on shutdown an HTTP/1 listener, on goroutines and on event loops,
-// closes a keep-alive connection that is between requests at once (the drain does not
-// wait for its client), answers the request in flight, and the first request of a
-// connection opened before the drain, with "Connection: close" and then closes their
-// connections, and the access log still gets the lines of the requests that finished
-// during the drain (ROBUSTNESS 43).
+// answers with "Connection: close" from the start of the drain delay, while it still
+// accepts: a connection made during the delay is served once and closed. When it stops
+// accepting, it closes a keep-alive connection that is between requests at once (the
+// drain does not wait for its client); the request in flight, and the first request of a
+// connection opened before the drain, are answered with "Connection: close" and their
+// connections closed; and the access log still gets the lines of the requests that
+// finished during the drain (ROBUSTNESS 43).
 func TestHTTP1Drain(t *testing.T) {
 	for _, loops := range []bool{false, true} {
 		t.Run(map[bool]string{false: "goroutines", true: "loops"}[loops], func(t *testing.T) {
@@ -59,7 +61,7 @@ func http1Drain(t *testing.T, loops bool) {
 	   "routers":[{"router_config_name":"r","virtual_hosts":[{"name":"v","domains":["*"],
 	    "routers":[{"match":{"prefix":"/"},"route":{"cluster_name":"up"}}]}]}]}],
 	  "cluster_manager":{"clusters":[{"name":"up","hosts":[{"address":%q}]}]},
-	  "drain":{"timeout":"60s"}}`, logPath, origin)
+	  "drain":{"delay":"2s","timeout":"60s"}}`, logPath, origin)
 	s := newServer(t, parseConfig(t, js), func(o *Options) { o.NoEventLoops = !loops })
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -112,6 +114,16 @@ func http1Drain(t *testing.T, loops bool) {
 	fresh, freshR := open() // connected, no request yet
 
 	cancel() // SIGTERM
+	testutil.Eventually(t, 10*time.Second, "readiness off", func() bool { return !s.Ready() })
+	// During the delay the listener accepts, and answers with Connection: close.
+	late, lateR := open()
+	request(late, "/late")
+	if resp := response(lateR, "/late"); !resp.Close {
+		t.Error("an answer during the drain delay lacks Connection: close")
+	}
+	if n, err := lateR.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("after an answer during the drain delay: read %d, %v; want EOF", n, err)
+	}
 	// The idle connection is closed by the drain, without waiting for its client.
 	if n, err := idleR.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 		t.Fatalf("idle keep-alive connection during the drain: read %d, %v; want EOF", n, err)
@@ -147,7 +159,7 @@ func http1Drain(t *testing.T, loops bool) {
 	}
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	slices.Sort(lines) // the writer's shards may reorder lines
-	if want := []string{"/first 200", "/fresh 200", "/slow 200"}; !slices.Equal(lines, want) {
-		t.Fatalf("access log %q; want the lines of /first, and of /fresh and /slow (which ended during the drain)", b)
+	if want := []string{"/first 200", "/fresh 200", "/late 200", "/slow 200"}; !slices.Equal(lines, want) {
+		t.Fatalf("access log %q; want the lines of /first, and of /late, /fresh and /slow (which ended during the drain)", b)
 	}
 }

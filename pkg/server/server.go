@@ -291,12 +291,17 @@ func (s *Server) Run(ctx context.Context) error {
 	case runErr = <-r.failed:
 	}
 
-	// Drain.
+	// Drain. Readiness goes off, and the filters tell their clients at once (HTTP/1
+	// Connection: close, HTTP/2 GOAWAY, bolt go-away, dubbo readonly), so that clients
+	// that came through a load balancer move to other instances during the delay, while
+	// the listeners still accept.
 	s.running.Store(false)
 	s.mu.Lock()
 	delay := s.drain.Delay.D()
 	timeout := s.drainTimeout()
+	lls = s.listenersInOrder()
 	s.mu.Unlock()
+	goAwayFilters(lls)
 	if delay > 0 && runErr == nil {
 		s.log.Info("draining: readiness off, still accepting", zap.Duration("delay", delay))
 		t := time.NewTimer(delay)
@@ -313,10 +318,8 @@ func (s *Server) Run(ctx context.Context) error {
 	stopServing()
 	r.wg.Wait()
 	s.log.Info("draining: stopped accepting, waiting for open sessions", zap.Duration("timeout", timeout))
-	// The filters tell their clients first (HTTP/2 GOAWAY, Connection: close, ...) and
-	// drop their idle upstream connections, which would keep the next hop's sessions
-	// (often this same process) open for the whole drain. They are closed (access logs
-	// with them) once their sessions ended.
+	// Again for listeners added during the delay. The filters are closed (idle upstream
+	// connections and access logs with them) once their sessions ended.
 	goAwayFilters(lls)
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	var drains sync.WaitGroup
