@@ -605,7 +605,7 @@ func (c *loopConn) partial(full, inBody bool) (handoff bool) {
 		c.close("", false) // the client left halfway through a request
 		return false
 	}
-	if true || inBody != c.inBody {
+	if c.headAt == 0 || inBody != c.inBody {
 		c.headAt = c.loop.Now()
 	}
 	if inBody {
