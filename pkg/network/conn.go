@@ -105,7 +105,7 @@ type Conn struct {
 	last      atomic.Int64 // monoNow of the last read, write or Touch
 	idleTimer *time.Timer
 	closed    atomic.Bool
-	between   atomic.Int32 // connBusy, connBetween or connDrained (SetIdle, Busy)
+	between   atomic.Int32 // connFresh, connBusy, connBetween or connDrained (Busy, SetIdle)
 	done      chan struct{}
 
 	// Set by the owning listener before the connection is started.
@@ -188,6 +188,11 @@ func (c *Conn) onIdle() {
 		return
 	}
 	quiet := time.Duration(monoNow() - c.last.Load())
+	if quiet >= c.idle && c.between.Load() == connBusy {
+		// A request in progress (Busy): waiting for its upstream is not idleness.
+		c.idleTimer.Reset(c.idle)
+		return
+	}
 	if quiet >= c.idle {
 		if ce := c.log.Check(zap.DebugLevel, "connection idle timeout"); ce != nil {
 			ce.Write(zap.Uint64(log.FieldConnID, c.id), zap.Duration("idle", quiet))
@@ -504,36 +509,46 @@ func closeReasonFor(err error) CloseReason {
 // its send_timeout ran out (TCP_USER_TIMEOUT).
 func SendTimedOut(err error) bool { return errors.Is(err, syscall.ETIMEDOUT) }
 
-// Close closes the connection; the first call's reason wins and later calls return nil.
-// Queued buffers are released, blocked writers return ErrClosed, Done is closed, the
-// NotifyClose notifier is told and, for a listener's connection, its max_connections slot
-// is freed and the handler's context is cancelled. An empty reason means "local".
-// The states of Conn.between.
+// The states of Conn.between, for handlers that serve requests (Busy, SetIdle).
 const (
-	connBusy    int32 = iota // a request is being read or answered (or SetIdle is unused)
+	connFresh   int32 = iota // no request yet (or a handler that does not use Busy)
+	connBusy                 // a request is being read or answered
 	connBetween              // between requests: a drain may close it
 	connDrained              // closed by a drain while between requests
 )
 
 // SetIdle tells the listener that the connection is between requests: everything read
-// was answered, nothing is buffered. (HTTP/1 calls it after each answered request, not
-// before the first, which its client is likely about to send.) A draining listener closes such connections at once
-// (Listener.Drain) instead of waiting for the client to close them. A handler that calls
-// it must call Busy before it acts on bytes read afterwards. Handlers with no notion of
-// requests (tcp_proxy) never call it. Reader goroutine only; bytes handed back with
-// Unread and not read yet keep the connection busy.
+// was answered, nothing is buffered. A draining listener closes such connections at once
+// (Listener.Drain) instead of waiting for the client to close them. (HTTP/1 calls it
+// after each answered request, not before the first, which its client is likely about
+// to send.) A handler that calls it must call Busy before it acts on bytes read
+// afterwards. Handlers with no notion of requests (tcp_proxy) call neither. Reader
+// goroutine only; bytes handed back with Unread and not read yet keep the connection
+// busy.
 func (c *Conn) SetIdle() {
 	if len(c.unread) == 0 {
 		c.between.CompareAndSwap(connBusy, connBetween)
 	}
 }
 
-// Busy ends SetIdle: the handler is about to act on newly read bytes. It reports false
-// when a drain closed the connection while it was between requests; the handler must
-// then drop what it read (the client sees its request refused by the close, before any
-// of it was acted on).
+// Busy marks the connection as in a request: the handler is about to act on newly read
+// bytes. While a request is in progress the idle timeout does not close the connection
+// (the request's own timeouts bound it). Busy reports false when a drain closed the
+// connection while it was between requests; the handler must then drop what it read (the
+// client sees its request refused by the close, before any of it was acted on).
 func (c *Conn) Busy() bool {
-	return c.between.CompareAndSwap(connBetween, connBusy) || c.between.Load() != connDrained
+	for {
+		switch s := c.between.Load(); s {
+		case connBusy:
+			return true
+		case connDrained:
+			return false
+		default:
+			if c.between.CompareAndSwap(s, connBusy) {
+				return true
+			}
+		}
+	}
 }
 
 // closeIfIdle closes c with reason r when it is between requests (SetIdle).
@@ -545,6 +560,10 @@ func (c *Conn) closeIfIdle(r CloseReason) bool {
 	return true
 }
 
+// Close closes the connection; the first call's reason wins and later calls return nil.
+// Queued buffers are released, blocked writers return ErrClosed, Done is closed, the
+// NotifyClose notifier is told and, for a listener's connection, its max_connections slot
+// is freed and the handler's context is cancelled. An empty reason means "local".
 func (c *Conn) Close(r CloseReason) error {
 	if r == "" {
 		r = CloseLocal

@@ -362,6 +362,37 @@ func listenerIdleTimeout(t *testing.T, p path) {
 	}
 }
 
+// TestIdleTimeoutSparesRequestInProgress: a request whose upstream takes longer than the
+// listener's idle timeout to answer is answered: the idle timeout closes connections with
+// nothing in progress, and a request's wait is bounded by its route timeout (both paths;
+// the goroutine path used to close the connection under the waiting request).
+func TestIdleTimeoutSparesRequestInProgress(t *testing.T) {
+	bothPaths(t, idleTimeoutSparesRequestInProgress)
+}
+
+func idleTimeoutSparesRequestInProgress(t *testing.T, p path) {
+	const idle = 300 * time.Millisecond
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(3 * idle)
+		_, _ = io.WriteString(w, "late")
+	})
+	p.conn = func(c *network.ListenerConfig) { c.Conn.IdleTimeout = idle }
+	e := p.start(t, o.addr())
+	c := dial(t, e.addr)
+	br := bufio.NewReader(c)
+	for i := range 2 { // the first request of a connection, then one after it was between requests
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		if resp, body := readResp(t, br, http.MethodGet); resp.StatusCode != 200 || body != "late" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	if rest := readClosed(t, br, c); len(rest) != 0 { // then idle: closed
+		t.Fatalf("idle connection: %q before the close", rest)
+	}
+}
+
 // --- Row 31: the upstream dies in the middle of its response -------------------------------
 
 // cutOrigin is an upstream whose first connection answers its first request with a
