@@ -423,7 +423,8 @@ func cloneClusters(cs []config.Cluster) []config.Cluster {
 }
 
 // relabel rewrites the path prefix of validation problems made on a synthetic config so
-// they name the caller's argument.
+// they name the caller's argument, in the path and in the message (which may name another
+// path: "already bound by the listener at ...").
 func relabel(err error, from, to string) error {
 	var ps config.Problems
 	if !errors.As(err, &ps) {
@@ -434,6 +435,7 @@ func relabel(err error, from, to string) error {
 		if rest, ok := strings.CutPrefix(p.Path, from); ok {
 			p.Path = to + rest
 		}
+		p.Msg = strings.ReplaceAll(p.Msg, from, to)
 		out[i] = p
 	}
 	return out

@@ -40,8 +40,12 @@ type Bootstrap struct {
 	// Targets are gRPC dial targets (host:port), tried in turn on each reconnect.
 	Targets []string
 	// CDS and LDS say which wildcard subscriptions to open (cds_config / lds_config).
-	CDS, LDS            bool
-	ConnectTimeout      time.Duration
+	CDS, LDS       bool
+	ConnectTimeout time.Duration
+	// KeepaliveInterval and KeepaliveTimeout are the ADS cluster's
+	// http2_protocol_options.connection_keepalive: a ping after this much silence, and the
+	// stream given up when it goes unanswered this long. grpc-go raises an interval under
+	// 10s to 10s.
 	KeepaliveInterval   time.Duration
 	KeepaliveTimeout    time.Duration
 	InitialFetchTimeout time.Duration

@@ -12,17 +12,20 @@
 // rejected version again, the NACK waits a growing delay (up to 10s) so a control plane that
 // answers every NACK with the same resources does not spin.
 //
-// Connection. gRPC keepalive pings notice a half-open connection; a broken stream is retried
-// with jittered exponential back-off (500ms doubling up to 30s, reset after a stream that got
-// a response). On reconnect the client sends its accepted versions and current resource names
-// so the control plane can resend only what changed. While the control plane is unreachable
-// the last applied config keeps serving.
+// Connection. gRPC keepalive pings notice a half-open connection (no answer to a ping within
+// the keepalive timeout ends the stream; grpc-go pings no more often than every 10s). A
+// broken stream is retried on the next of the ADS cluster's addresses, with jittered
+// exponential back-off (500ms doubling up to 30s, each wait drawn from [d/2, d]; reset after
+// a stream that got a response). On reconnect the client sends its accepted versions and
+// current resource names so the control plane can resend only what changed. While the
+// control plane is unreachable the last applied config keeps serving.
 //
 // Readiness. The client holds the server's readiness ("xds") from New until the first full
 // set is applied: CDS, a load assignment for every EDS cluster, LDS and every route
-// configuration the listeners reference. EDS and RDS resources still missing after the
+// configuration the listeners reference. CDS and LDS hold it however long they take. The
 // initial fetch timeout (15s, or the bootstrap's initial_fetch_timeout; 0 waits forever)
-// no longer hold readiness once CDS and LDS are in.
+// starts once CDS and LDS are in, when the EDS and RDS subscriptions they imply start (as
+// Envoy's does); EDS and RDS resources still missing when it ends no longer hold readiness.
 package xds
 
 import (
@@ -110,13 +113,16 @@ type Client struct {
 	connects, acks, nacks, responses atomic.Uint64
 
 	// Everything below is owned by the Run goroutine.
-	types        map[string]*typeState
-	clusters     map[string]ConvertedCluster  // applied CDS, by cluster name
-	assignments  map[string][]config.Host     // applied EDS, by service name
-	listeners    map[string]ConvertedListener // applied LDS, by listener name
-	rds          map[string]config.RouterCfg  // applied RDS, by route configuration name
-	routers      []config.RouterCfg           // last router set given to SetRouters
-	ready        bool
+	types       map[string]*typeState
+	clusters    map[string]ConvertedCluster  // applied CDS, by cluster name
+	assignments map[string][]config.Host     // applied EDS, by service name
+	listeners   map[string]ConvertedListener // applied LDS, by listener name
+	rds         map[string]config.RouterCfg  // applied RDS, by route configuration name
+	routers     []config.RouterCfg           // last router set given to SetRouters
+	ready       bool
+	// fetchTimer is the initial fetch timeout: started when CDS and LDS are first in; nil
+	// before, and after it fired (fetchExpired) or readiness was released.
+	fetchTimer   *time.Timer
 	fetchExpired bool
 }
 
@@ -191,38 +197,73 @@ func (c *Client) Stats() Stats {
 
 // Run connects and keeps the stream up until ctx ends. It returns nil on ctx end.
 func (c *Client) Run(ctx context.Context) error {
-	var fetchTimer <-chan time.Time
-	if c.b.InitialFetchTimeout > 0 {
-		t := time.NewTimer(c.b.InitialFetchTimeout)
-		defer t.Stop()
-		fetchTimer = t.C
-	}
-	backoff := c.o.BackoffBase
+	defer c.stopFetchTimer()
+	bo := reconnectBackoff{base: c.o.BackoffBase, max: c.o.BackoffMax}
 	for attempt := 0; ; attempt++ {
 		target := c.b.Targets[attempt%len(c.b.Targets)]
-		got, err := c.session(ctx, target, &fetchTimer)
+		got, err := c.session(ctx, target)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if got {
-			backoff = c.o.BackoffBase
+			bo.reset()
 		}
-		// Full jitter over [backoff/2, backoff).
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := bo.next()
 		c.log.Warn("xds: stream to the control plane ended; retrying",
 			zap.String("target", target), zap.Error(err), zap.Duration("in", wait))
-		backoff = min(backoff*2, c.o.BackoffMax)
-		t := time.NewTimer(wait)
+		if !c.sleep(ctx, wait) {
+			return nil
+		}
+	}
+}
+
+// sleep waits d (serving the initial fetch timeout meanwhile); false when ctx ended.
+func (c *Client) sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			return nil
+			return false
 		case <-t.C:
-		case <-fetchTimer:
-			t.Stop()
+			return true
+		case <-c.fetchC():
 			c.expireFetch()
-			fetchTimer = nil
 		}
+	}
+}
+
+// reconnectBackoff is the wait before the next ADS stream: exponential from base, doubling
+// after each attempt, capped at max, each wait drawn uniformly from [d/2, d] (equal jitter:
+// never under half, so a dead control plane is not hammered, and spread so that proxies that
+// lost the same control plane do not come back in step). reset returns to base.
+type reconnectBackoff struct {
+	base, max, cur time.Duration
+}
+
+func (b *reconnectBackoff) next() time.Duration {
+	if b.cur <= 0 {
+		b.cur = b.base
+	}
+	d := min(b.cur, b.max)
+	b.cur = min(b.cur*2, b.max)
+	return d/2 + rand.N(d/2+1)
+}
+
+func (b *reconnectBackoff) reset() { b.cur = b.base }
+
+// fetchC is the initial fetch timer's channel (nil, never ready, while none runs).
+func (c *Client) fetchC() <-chan time.Time {
+	if c.fetchTimer == nil {
+		return nil
+	}
+	return c.fetchTimer.C
+}
+
+func (c *Client) stopFetchTimer() {
+	if c.fetchTimer != nil {
+		c.fetchTimer.Stop()
+		c.fetchTimer = nil
 	}
 }
 
@@ -239,7 +280,7 @@ type recvResult struct {
 }
 
 // session runs one ADS stream; got reports whether a response arrived on it.
-func (c *Client) session(ctx context.Context, target string, fetchTimer *<-chan time.Time) (got bool, err error) {
+func (c *Client) session(ctx context.Context, target string) (got bool, err error) {
 	conn, err := grpc.NewClient("passthrough:///"+target,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
@@ -315,8 +356,7 @@ func (c *Client) session(ctx context.Context, target string, fetchTimer *<-chan 
 		select {
 		case <-ctx.Done():
 			return got, ctx.Err()
-		case <-*fetchTimer:
-			*fetchTimer = nil
+		case <-c.fetchC():
 			c.expireFetch()
 		case <-nackTimer.C:
 		case r := <-recv:
@@ -686,14 +726,31 @@ func (c *Client) checkReady() {
 		return
 	}
 	if missing := c.missing(); len(missing) > 0 {
+		// CDS and LDS are in: the EDS and RDS wait, bounded by the initial fetch timeout,
+		// starts now.
+		if c.primaryApplied() && c.fetchTimer == nil && !c.fetchExpired && c.b.InitialFetchTimeout > 0 {
+			c.fetchTimer = time.NewTimer(c.b.InitialFetchTimeout)
+		}
 		return
 	}
 	c.ready = true
+	c.stopFetchTimer()
 	c.log.Info("xds: first full config applied", zap.Int("clusters", len(c.clusters)), zap.Int("listeners", len(c.listeners)))
 	c.releaseReady()
 }
 
-// missing lists what the first full set still lacks.
+// primaryApplied reports whether the subscribed wildcard types (CDS, LDS) were applied.
+func (c *Client) primaryApplied() bool {
+	for _, url := range []string{ClusterType, ListenerType} {
+		if ts := c.types[url]; ts != nil && !ts.applied {
+			return false
+		}
+	}
+	return true
+}
+
+// missing lists what the first full set still lacks. CDS and LDS are always waited for;
+// EDS and RDS until the initial fetch timeout.
 func (c *Client) missing() []string {
 	var out []string
 	for _, url := range []string{ClusterType, ListenerType} {
@@ -729,6 +786,7 @@ func (c *Client) expireFetch() {
 	c.log.Warn("xds: initial fetch timeout; readiness no longer waits for missing EDS/RDS resources",
 		zap.String("missing", strings.Join(c.missing(), ", ")))
 	c.fetchExpired = true
+	c.fetchTimer = nil
 	c.checkReady()
 }
 

@@ -151,16 +151,28 @@ type fixture struct {
 
 func start(t *testing.T, b *Bootstrap) *fixture {
 	t.Helper()
+	cp := startCP(t)
+	return startClient(t, b, cp, cp.Addr())
+}
+
+// startCP serves a control plane on an ephemeral port until the test ends.
+func startCP(t *testing.T) *xdstest.ControlPlane {
+	t.Helper()
 	cp := xdstest.New()
-	addr, err := cp.Start("127.0.0.1:0")
-	if err != nil {
+	if _, err := cp.Start("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(cp.Stop)
+	return cp
+}
+
+// startClient runs a client of b (nil: CDS and LDS) to targets, recorded by the fixture's cp.
+func startClient(t *testing.T, b *Bootstrap, cp *xdstest.ControlPlane, targets ...string) *fixture {
+	t.Helper()
 	if b == nil {
 		b = &Bootstrap{CDS: true, LDS: true}
 	}
-	b.Targets = []string{addr}
+	b.Targets = targets
 	b.KeepaliveInterval, b.KeepaliveTimeout, b.ConnectTimeout = 10*time.Second, 5*time.Second, time.Second
 	rec := newRecorder()
 	c, err := New(b, rec, Options{NodeID: node, NodeCluster: "test", Log: zaptest.NewLogger(t),
@@ -377,5 +389,121 @@ func TestADSInitialFetchTimeout(t *testing.T) {
 	case <-f.rec.released:
 	case <-time.After(wait):
 		t.Fatal("readiness still held after the initial fetch timeout")
+	}
+}
+
+// TestADSReconnectOtherAddress: the ADS cluster (a static_resources cluster with two
+// endpoints) gives two addresses. The client uses the first; when that control plane dies
+// and stays dead, it reconnects to the second, resubscribes there with the versions it
+// accepted, ACKs, and takes updates from it. Meanwhile the config stays applied and
+// readiness, released once, is not taken again.
+func TestADSReconnectOtherAddress(t *testing.T) {
+	cp1, cp2 := startCP(t), startCP(t)
+	endpoint := func(addr string) string {
+		host, port, _ := strings.Cut(addr, ":")
+		return fmt.Sprintf(`{"endpoint": {"address": {"socket_address": {"address": %q, "port_value": %s}}}}`, host, port)
+	}
+	cfg, _, err := config.Parse([]byte(`{
+	  "dynamic_resources": {"lds_config": {"ads": {}}, "cds_config": {"ads": {}},
+	    "ads_config": {"api_type": "GRPC", "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]}},
+	  "static_resources": {"clusters": [{"name": "xds-grpc", "type": "STATIC", "connect_timeout": "1s",
+	    "load_assignment": {"cluster_name": "xds-grpc", "endpoints": [{"lb_endpoints": [`+
+		endpoint(cp1.Addr())+`, `+endpoint(cp2.Addr())+`]}]}}]}}`), config.ParseOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ParseBootstrap(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(b.Targets, []string{cp1.Addr(), cp2.Addr()}) {
+		t.Fatalf("targets %v", b.Targets)
+	}
+	f := startClient(t, b, cp1, b.Targets...)
+	snapshot(t, cp1, "v1", "127.0.0.1:9001")
+	snapshot(t, cp2, "v1", "127.0.0.1:9001")
+	mustWait(t, cp1, 0, "CDS ACK", xdstest.ACKOf(ClusterType, "v1"))
+	mustWait(t, cp1, 0, "RDS ACK", xdstest.ACKOf(RouteType, "v1"))
+	select {
+	case <-f.rec.released:
+	case <-time.After(wait):
+		t.Fatal("readiness not released")
+	}
+	if n := len(cp2.Requests()); n != 0 {
+		t.Fatalf("the second address got %d requests while the first served", n)
+	}
+
+	cp1.Stop()
+	first, _ := mustWait(t, cp2, 0, "resubscribe on the second address", func(r xdstest.Request) bool { return r.TypeURL == ClusterType })
+	if first.Version != "v1" || first.Nonce != "" {
+		t.Fatalf("resubscription %+v: want the accepted version v1 and no nonce", first)
+	}
+	mustWait(t, cp2, 0, "EDS resubscribe with names", func(r xdstest.Request) bool {
+		return r.TypeURL == EndpointType && slices.Equal(r.Names, []string{"svc"})
+	})
+	for _, typ := range []string{ClusterType, EndpointType, ListenerType, RouteType} {
+		mustWait(t, cp2, 0, "ACK on the second address "+typ, xdstest.ACKOf(typ, "v1"))
+	}
+	if got := f.rec.Hosts("svc"); !slices.Equal(got, []string{"127.0.0.1:9001"}) {
+		t.Fatalf("hosts after the failover: %v", got)
+	}
+	snapshot(t, cp2, "v2", "127.0.0.1:9002")
+	mustWait(t, cp2, 0, "EDS ACK v2", xdstest.ACKOf(EndpointType, "v2"))
+	if got := f.rec.Hosts("svc"); !slices.Equal(got, []string{"127.0.0.1:9002"}) {
+		t.Fatalf("hosts after v2 from the second address: %v", got)
+	}
+	f.rec.mu.Lock()
+	holds := f.rec.holds
+	f.rec.mu.Unlock()
+	if holds != 1 {
+		t.Fatalf("readiness held %d times; want once (at New)", holds)
+	}
+	if s := f.c.Stats(); s.Connects < 2 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// TestReconnectBackoffJitteredAndBounded: the waits between reconnects grow from the base,
+// double per attempt, never exceed the cap (nor does a base above it), are spread over
+// [d/2, d] rather than all alike (so proxies that lost the same control plane do not
+// reconnect in step), and start over from the base after a reset (a stream that got a
+// response).
+func TestReconnectBackoffJitteredAndBounded(t *testing.T) {
+	const base, limit = 100 * time.Millisecond, 800 * time.Millisecond
+	for range 50 {
+		b := reconnectBackoff{base: base, max: limit}
+		for k := range 8 {
+			d := min(base<<k, limit)
+			if w := b.next(); w < d/2 || w > d {
+				t.Fatalf("wait %d = %v; want within [%v, %v]", k, w, d/2, d)
+			}
+		}
+		b.reset()
+		if w := b.next(); w < base/2 || w > base {
+			t.Fatalf("wait after reset = %v; want within [%v, %v]", w, base/2, base)
+		}
+	}
+	// At the cap: 200 waits, nearly all distinct, in both halves of [cap/2, cap].
+	b := reconnectBackoff{base: limit, max: limit}
+	seen := map[time.Duration]bool{}
+	var low, high int
+	for range 200 {
+		w := b.next()
+		if w < limit/2 || w > limit {
+			t.Fatalf("wait at the cap = %v", w)
+		}
+		seen[w] = true
+		if w < 3*limit/4 {
+			low++
+		} else {
+			high++
+		}
+	}
+	if len(seen) < 150 || low == 0 || high == 0 {
+		t.Fatalf("waits not jittered: %d distinct of 200, %d in the lower half, %d in the upper", len(seen), low, high)
+	}
+	b = reconnectBackoff{base: time.Minute, max: limit}
+	if w := b.next(); w > limit {
+		t.Fatalf("a base above the cap waits %v", w)
 	}
 }

@@ -21,8 +21,9 @@ import (
 // dynamic_resources) against go-control-plane's server in this process. It receives a
 // listener, its RDS routes, an EDS cluster and its endpoints, and proxies HTTP/1; the
 // endpoint moves and traffic follows; an invalid cluster is NACKed while the old config keeps
-// serving; the control plane goes away (traffic keeps flowing) and comes back on the same
-// port, where the proxy reconnects, ACKs again and takes new updates.
+// serving; the control plane goes away (traffic keeps flowing, /ready stays 200,
+// mosnlite_xds_connected reads 0) and comes back on the same port, where the proxy
+// reconnects, ACKs again and takes new updates.
 func TestXDSADS(t *testing.T) {
 	const node = "mosnlite-e2e"
 	upstream := func(name string) string {
@@ -145,14 +146,41 @@ func TestXDSADS(t *testing.T) {
 	push("v4", upB)
 	waitReq(0, "CDS ACK v4", xdstest.ACKOf(xds.ClusterType, "v4"))
 
-	// The control plane goes away: traffic keeps flowing.
+	// The control plane goes away: traffic keeps flowing, /ready stays 200 (readiness is
+	// not taken back once the first config is in) and mosnlite_xds_connected reads 0.
 	cp.Stop()
+	admin := func(path string) (int, string) {
+		t.Helper()
+		resp, err := client.Get("http://" + adminAddr + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		if _, m := admin("/metrics"); strings.Contains(m, "\nmosnlite_xds_connected 0\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mosnlite_xds_connected not 0 with the control plane down\n%s", p.Logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	end := time.Now().Add(1500 * time.Millisecond)
 	for time.Now().Before(end) {
 		if got := get(); got != "200 B" {
 			t.Fatalf("control plane down: %q", got)
 		}
+		if code, _ := admin("/ready"); code != 200 {
+			t.Fatalf("/ready with the control plane down: %d\n%s", code, p.Logs())
+		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	if _, m := admin("/metrics"); !strings.Contains(m, "\nmosnlite_xds_connected 0\n") {
+		t.Fatal("mosnlite_xds_connected not 0 during the outage")
 	}
 	// Back on the same port: the proxy reconnects, ACKs again and takes new updates.
 	n := len(cp.Requests())

@@ -89,8 +89,11 @@ func (cp *ControlPlane) Start(addr string) (string, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cb := serverv3.CallbackFuncs{StreamRequestFunc: cp.record}
 	xs := serverv3.NewServer(ctx, cp.Cache, cb)
+	// Tests ping as often as every few hundred milliseconds (short keepalive settings so a
+	// half-open connection is noticed quickly): the server must not answer that with a
+	// too_many_pings GOAWAY.
 	srv := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-		MinTime: time.Second, PermitWithoutStream: true,
+		MinTime: 50 * time.Millisecond, PermitWithoutStream: true,
 	}))
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(srv, xs)
 	cp.srv, cp.addr, cp.cancel = srv, ln.Addr().String(), cancel
