@@ -199,6 +199,43 @@ func TestUpstreamClosedMidRequest(t *testing.T) {
 	}
 }
 
+// TestUpstreamCutMidResponseFrame: an upstream that sends half of a response frame and
+// then closes its connection: that request and the others pending on the connection are
+// answered with the connection-closed status (never with a truncated frame), and the next
+// request goes out on a new connection (ROBUSTNESS 31).
+func TestUpstreamCutMidResponseFrame(t *testing.T) {
+	up := startBoltServer(t)
+	v := startEnv(t, bolt.New(bolt.Options{}), up.addr(), nil)
+	c := dial(t, v.addr)
+	r := newFrameReader(c, bolt.New(bolt.Options{}))
+	var all []byte
+	for i := 1; i <= 5; i++ {
+		all = append(all, boltReq(t, bolt.Message{ID: uint32(i), Timeout: 60000, Headers: hdrs("service", "hang")})...)
+	}
+	if _, err := c.Write(all); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, testTimeout, "upstream to see the requests", func() bool { return up.reqs.Load() == 5 })
+	if _, err := c.Write(boltReq(t, bolt.Message{ID: 6, Timeout: 60000, Headers: hdrs("service", "halfresp")})); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint64]bool{}
+	for len(seen) < 6 {
+		f, err := r.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Status != bolt.StatusConnectionClosed || seen[f.ID] || f.ID < 1 || f.ID > 6 {
+			t.Fatalf("id %d status %#x", f.ID, f.Status)
+		}
+		seen[f.ID] = true
+	}
+	f := roundTrip(t, c, r, bolt.Message{ID: 7, Headers: hdrs("service", "echo"), Content: []byte("x")})
+	if m := bolt.MessageOf(f); f.Status != bolt.StatusSuccess || string(m.Content) != "x" || up.conns.Load() != 2 {
+		t.Fatalf("after the cut: status %#x %q, upstream conns %d", f.Status, m.Content, up.conns.Load())
+	}
+}
+
 // TestFrameTooLarge: a header declaring more than the codec's limit closes the connection
 // before the body arrives, and is counted.
 func TestFrameTooLarge(t *testing.T) {

@@ -191,6 +191,17 @@ func (s *boltServer) serveConn(c net.Conn) {
 			continue
 		case "close":
 			return
+		case "halfresp": // half of a response frame, then the connection closes
+			b := buffer.NewPool().NewBuffer(256)
+			if err := s.xp.EncodeMessage(b, &bolt.Message{Kind: xproto.KindResponse, Version: req.Version, Ver1: req.Ver1,
+				Ver2: req.Ver2, ID: req.ID, Codec: req.Codec, Class: []byte("resp"), Content: []byte("0123456789abcdef")}); err != nil {
+				panic(err)
+			}
+			wmu.Lock()
+			_, _ = c.Write(b.Bytes()[:b.Len()/2])
+			wmu.Unlock()
+			b.Release()
+			return
 		case "goaway":
 			write(&bolt.Message{Kind: xproto.KindGoAway, Version: 1, Ver2: 1, Codec: 1, Timeout: -1})
 		}
