@@ -37,9 +37,8 @@ import (
 // Idle pooled upstream connections legitimately outlive a round: the upstreams closing
 // their connections is what ends them, and the proxy must notice. Dropping the upstreams'
 // connections also ends any upstream request the proxy failed to cancel, so that is
-// checked on its own, before any drop (TestLeakClientAbortWhileWaiting). Known gaps are
-// kept as skipped checks with the reason: TestLeakHTTP1PoolPeerClose/event-loops-off and
-// three cases of TestLeakClientAbortWhileWaiting.
+// checked on its own, before any drop (TestLeakClientAbortWhileWaiting). A known gap is
+// kept as skipped checks with the reason: three cases of TestLeakClientAbortWhileWaiting.
 
 // leakRounds runs round as a warm-up, takes the baseline, then runs it three times,
 // checking after each. round closes the clients it opened; drop has the upstreams close
@@ -237,26 +236,12 @@ func http1Round(listen string) func(t *testing.T) {
 	}
 }
 
-// dropHTTP1 makes the upstreams close their connections. The goroutine path's pool
-// (connpool.PingPong) does not notice an idle connection's peer closing it: the
-// connection waits in CLOSE_WAIT, holding its descriptor, until a request to the host
-// probes it (idle for a second or more) or the pool's 90 s idle timeout
-// (TestLeakHTTP1PoolPeerClose). With loops off, a request after that second, answered
-// with "Connection: close" (so that its own connection is not pooled), has the pool probe
-// and close them.
-func dropHTTP1(listen string, loops bool, ups ...interface{ CloseClientConnections() }) func(t *testing.T) {
+// dropHTTP1 makes the upstreams close their connections; the proxy notices (on loops the
+// socket's EOF, on goroutines the pool's probe of its idle connections every 2 s).
+func dropHTTP1(ups ...interface{ CloseClientConnections() }) func(t *testing.T) {
 	return func(t *testing.T) {
 		for _, u := range ups {
 			u.CloseClientConnections()
-		}
-		if loops {
-			return
-		}
-		time.Sleep(1100 * time.Millisecond)
-		tr := &http.Transport{DisableKeepAlives: true}
-		defer tr.CloseIdleConnections()
-		if err := leakDo(&http.Client{Transport: tr, Timeout: 10 * time.Second}, "GET", "http://"+listen+"/close", nil, "closing"); err != nil {
-			t.Error(err)
 		}
 	}
 }
@@ -270,23 +255,18 @@ func TestLeakHTTP1(t *testing.T) {
 			listen := framework.FreePort(t)
 			p := framework.StartProxy(t, leakHTTPConfig(t, listen, "Http1", "Http1",
 				[]any{clusterRoute("/", "up", nil)}, map[string]string{"up": hostOf(up.Server)}))
-			leakRounds(t, p, http1Round(listen), dropHTTP1(listen, mode == "on", up))
+			leakRounds(t, p, http1Round(listen), dropHTTP1(up))
 		})
 	}
 }
 
 // TestLeakHTTP1PoolPeerClose: an idle pooled upstream connection whose upstream closed it
 // is closed by the proxy within the bound, with no further request to that host. On event
-// loops the socket's EOF closes it; the goroutine path's pool (connpool.PingPong) keeps it
-// in CLOSE_WAIT until a request probes it or its 90 s idle timeout.
+// loops the socket's EOF closes it; the goroutine path's pool (connpool.PingPong) probes
+// its idle connections every 2 s.
 func TestLeakHTTP1PoolPeerClose(t *testing.T) {
 	for _, mode := range []string{"on", "off"} {
 		t.Run("event-loops-"+mode, func(t *testing.T) {
-			if mode == "off" {
-				t.Skip("known: with --event-loops off, connpool.PingPong does not watch its idle connections; " +
-					"one whose upstream closed it stays in CLOSE_WAIT, holding a descriptor, until a request to the " +
-					"host probes it (idle 1 s or more) or its 90 s idle timeout")
-			}
 			t.Setenv("MOSNLITE_EVENT_LOOPS", mode)
 			up := leakUpstream(t)
 			listen := framework.FreePort(t)
@@ -313,7 +293,7 @@ func TestLeakCheckFailsOnHeldConnection(t *testing.T) {
 			p := framework.StartProxy(t, leakHTTPConfig(t, listen, "Http1", "Http1",
 				[]any{clusterRoute("/", "up", nil)}, map[string]string{"up": hostOf(up.Server)}))
 			http1Round(listen)(t)
-			dropHTTP1(listen, mode == "on", up)(t)
+			dropHTTP1(up)(t)
 			lc := framework.NewLeakCheck(t, p)
 
 			held := framework.Dial(t, listen)
@@ -336,7 +316,7 @@ func TestLeakCheckFailsOnHeldConnection(t *testing.T) {
 				t.Errorf("the report does not list the goroutine serving the held connection:\n%v", err)
 			}
 			held.Close()
-			dropHTTP1(listen, mode == "on", up)(t)
+			dropHTTP1(up)(t)
 			lc.Wait = 0
 			lc.Check(t)
 		})
@@ -439,7 +419,7 @@ func TestLeakClientAbortWhileWaiting(t *testing.T) {
 				if st, err := leakStatus(listen, "/"); err != nil || st != 200 { // warm-up
 					t.Fatal(st, err)
 				}
-				dropHTTP1(listen, tc.loops == "on", up)(t)
+				dropHTTP1(up)(t)
 				var conns []*net.TCPConn
 				wait = func() {
 					for i := 0; i < n; i++ {
@@ -774,7 +754,7 @@ func TestLeakFailures(t *testing.T) {
 			leakRounds(t, p, round, func(t *testing.T) {
 				rst.CloseConns()
 				hang.CloseConns()
-				dropHTTP1(listen, mode == "on", up)(t)
+				dropHTTP1(up)(t)
 			})
 		})
 	}

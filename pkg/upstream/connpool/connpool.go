@@ -21,6 +21,9 @@ const (
 	DefaultIdleTimeout     = 90 * time.Second
 	DefaultMaxIdlePerHost  = 64
 	DefaultAliveCheckAfter = time.Second
+	// DefaultProbeIdleEvery is how often a PingPong pool's sweeper probes its idle
+	// connections (PingPongOptions.ProbeIdleEvery).
+	DefaultProbeIdleEvery = 2 * time.Second
 )
 
 // ErrFull is returned by Multiplex.Acquire when every connection to the host is busy and

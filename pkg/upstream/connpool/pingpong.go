@@ -42,6 +42,12 @@ type PingPongOptions struct {
 	// closes it instead of returning it when the peer closed it. 0:
 	// DefaultAliveCheckAfter; negative: never probe.
 	AliveCheckAfter time.Duration
+	// ProbeIdleEvery is how often the sweeper probes the idle connections (those idle for
+	// AliveCheckAfter or more) and closes the ones whose peer closed them, so that an
+	// upstream that closes an idle connection does not leave its socket in CLOSE_WAIT
+	// until the connection is next taken or expires. Each probe is a syscall. 0:
+	// DefaultProbeIdleEvery; negative, or AliveCheckAfter negative: never.
+	ProbeIdleEvery time.Duration
 	// Stale reports an idle connection that must not be reused although it is alive:
 	// its host left its cluster (config, xDS/EDS update) or is down. Get closes such a
 	// connection instead of returning it, and the sweeper closes every stale idle one at
@@ -99,9 +105,18 @@ func NewPingPong[C Conn](o PingPongOptions) *PingPong[C] {
 	if o.AliveCheckAfter == 0 {
 		o.AliveCheckAfter = DefaultAliveCheckAfter
 	}
+	if o.ProbeIdleEvery == 0 {
+		o.ProbeIdleEvery = DefaultProbeIdleEvery
+	}
+	if o.AliveCheckAfter < 0 {
+		o.ProbeIdleEvery = -1
+	}
 	p := &PingPong[C]{o: o}
 	p.watch.changed, p.watch.pass = o.HostsChanged, p.CloseStale
 	p.sweeper.every, p.sweeper.sweep = sweepEvery(o.IdleTimeout), p.sweepIdle
+	if o.ProbeIdleEvery > 0 {
+		p.sweeper.every = min(p.sweeper.every, max(o.ProbeIdleEvery, minSweep))
+	}
 	return p
 }
 
@@ -261,6 +276,9 @@ func (p *PingPong[C]) sweepIdle() {
 			h.idle = h.idle[:rest]
 		}
 		p.takeStaleLocked(h)
+		if p.o.ProbeIdleEvery > 0 {
+			p.takeDeadLocked(h, now)
+		}
 		if len(h.idle) == 0 && now.Sub(h.last) >= p.o.IdleTimeout {
 			p.hosts.forgetLocked(addr, h)
 		}
@@ -280,6 +298,22 @@ func (p *PingPong[C]) takeStaleLocked(h *ppHost[C]) {
 	kept := h.idle[:0]
 	for _, e := range h.idle {
 		if p.o.Stale(e.c) {
+			p.swept = append(p.swept, e.c)
+			continue
+		}
+		kept = append(kept, e)
+	}
+	clear(h.idle[len(kept):])
+	h.idle = kept
+}
+
+// takeDeadLocked moves h's idle connections that fail their probe (the peer closed them,
+// or sent bytes nobody asked for) to the sweep's list; only those idle for
+// AliveCheckAfter or more are probed. h's lock and sweepMu are held.
+func (p *PingPong[C]) takeDeadLocked(h *ppHost[C], now time.Time) {
+	kept := h.idle[:0]
+	for _, e := range h.idle {
+		if now.Sub(e.since) >= p.o.AliveCheckAfter && !probe(e.c) {
 			p.swept = append(p.swept, e.c)
 			continue
 		}

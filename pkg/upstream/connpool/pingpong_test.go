@@ -150,6 +150,28 @@ func TestPingPongSweeperClosesIdle(t *testing.T) {
 	}
 }
 
+// TestPingPongSweeperProbesIdle: an idle connection whose peer closed it is closed by the
+// sweeper's probe, without waiting for a Get or for IdleTimeout (no socket left in
+// CLOSE_WAIT); a live idle connection is kept.
+func TestPingPongSweeperProbesIdle(t *testing.T) {
+	srv := newPeer(t)
+	p := newPingPong(t, connpool.PingPongOptions{IdleTimeout: time.Hour, AliveCheckAfter: 50 * time.Millisecond,
+		ProbeIdleEvery: 50 * time.Millisecond})
+	dead, deadPeer := srv.dial(t)
+	live, _ := srv.dial(t)
+	now := time.Now()
+	p.Put(srv.addr, dead, now)
+	p.Put(srv.addr, live, now)
+	_ = deadPeer.Close()
+	testutil.Eventually(t, testTimeout, "the sweeper closed the connection its peer closed", dead.closed)
+	if live.closed() || p.Len(srv.addr) != 1 {
+		t.Fatalf("live connection closed %v, pooled %d; want kept, 1", live.closed(), p.Len(srv.addr))
+	}
+	if got, ok := p.Get(srv.addr, time.Now()); !ok || got != live {
+		t.Fatalf("Get = %p, %v; want the live connection", got, ok)
+	}
+}
+
 func TestPingPongMaxIdlePerHost(t *testing.T) {
 	srv := newPeer(t)
 	p := newPingPong(t, connpool.PingPongOptions{MaxIdlePerHost: 2})
