@@ -247,10 +247,13 @@ func declaredTrailers(h http.Header) http.Header {
 }
 
 // h2ReqBody is the request body of the full path: it reads the stream and, at its end,
-// fills the request's trailers.
+// fills the request's trailers. With t (set before the body is read) it times the upload
+// of the request t forwards: each piece read is progress, and its end starts the route
+// timeout (h2Upload).
 type h2ReqBody struct {
 	st *h2stream.ServerStream
 	r  *http.Request
+	t  *h2Target
 }
 
 func (b *h2ReqBody) Read(p []byte) (int, error) {
@@ -259,6 +262,14 @@ func (b *h2ReqBody) Read(p []byte) (int, error) {
 		for _, f := range b.st.Trailer() {
 			k := http.CanonicalHeaderKey(f.Name)
 			b.r.Trailer[k] = append(b.r.Trailer[k], f.Value)
+		}
+	}
+	if b.t != nil {
+		switch {
+		case err == io.EOF:
+			b.t.received()
+		case n > 0:
+			b.t.progress()
 		}
 	}
 	return n, err

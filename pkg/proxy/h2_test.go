@@ -294,7 +294,8 @@ func TestH1ToH2Upstream(t *testing.T) {
 			t.Fatalf("%s: %d %q", tc.path, resp.StatusCode, body)
 		}
 	}
-	// A slow request with a body: the route timeout also bounds the upload phase.
+	// A slow request with a body: the route timeout bounds the wait for the answer once
+	// the body is in.
 	if resp, body := get(t, c, "POST", "http://"+e.addr+"/slow", "body"); resp.StatusCode != 504 {
 		t.Fatalf("slow POST: %d %q", resp.StatusCode, body)
 	}

@@ -49,9 +49,10 @@ func (s *session) h2Request(b *buffer.IoBuffer, n int, rt *router.Route, view ro
 	t := &x.t
 	ctx, cancel := context.WithCancel(s.ctx)
 	x.cancel = cancel
-	if d := rt.Timeout(); d > 0 {
-		t.timer = time.AfterFunc(d, func() { t.timedOut.Store(true); cancel() })
-	}
+	// The route timeout runs from when the request is in: at once for a bodiless one; for
+	// one with a body, from its end (h2Body), the upload being bounded by the body
+	// timeout meanwhile (h2Upload; the client's reads by bodyPartial).
+	t.startTimer(p, hasBody, cancel)
 	fail := func(err error) error {
 		t.headDone()
 		cancel()
@@ -245,6 +246,7 @@ func (s *session) h2Body(b *buffer.IoBuffer) error {
 		return nil
 	}
 	s.inBody = false
+	x.t.received()
 	if s.chunked && len(s.cr.Trailers) > 0 && x.out.Trailer != nil {
 		for _, f := range s.cr.Trailers {
 			k := textproto.CanonicalMIMEHeaderKey(string(f.Name))
@@ -336,7 +338,9 @@ func (s *session) h2Piece(p []byte) {
 	}
 	if _, err := x.pw.Write(p); err != nil {
 		x.failed = true
+		return
 	}
+	x.t.progress() // the upstream took the piece: the upload's stall bound moves on
 }
 
 // h2Abort ends a forwarded request whose body will not complete (the downstream closed

@@ -200,6 +200,7 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 	}
 	body := st.HasBody()
 	if !body {
+		t.recvd.Store(1) // in at its head: the route timeout starts now
 		p.mirror(t.rt, hb.Bytes())
 	}
 	rb := p.cfg.Pool.NewBuffer(readSize)
@@ -328,8 +329,10 @@ func (r *fastRetry) retryStatus(p *Proxy, t *h2Target, status int) bool {
 		return false
 	}
 	now := time.Now()
-	if d := rt.Timeout(); d > 0 && now.Sub(t.start) >= d {
-		return false
+	if at, ok := t.receivedAt(); ok {
+		if d := rt.Timeout(); d > 0 && now.Sub(at) >= d {
+			return false // the route timeout runs from when the request was in
+		}
 	}
 	if !pol.ShouldRetry(r.attempt, status, false, t.cl) {
 		return false
@@ -383,15 +386,35 @@ func (r *fastRetry) release(t *h2Target) {
 	}
 }
 
-// deadline is the try's deadline: the route timeout from the request's start, tightened
-// by the per-try timeout.
-func (r *fastRetry) deadline(rt *router.Route, start time.Time) time.Time {
+// deadline is the try's upstream bound (the direct path). Once the request is in
+// (t.receivedAt), it is the route timeout from then, tightened by the per-try timeout
+// (the first try's also runs from then). While the body still arrives, the route timeout
+// has not started: the upload's writes are bounded by the request body timeout from now
+// (the upload's latest progress; zero: the clock), as the stream's reads are (the
+// server's BodyTimeout), so an upstream that stops reading cannot hold the stream.
+func (r *fastRetry) deadline(p *Proxy, t *h2Target, now time.Time) time.Time {
+	at, ok := t.receivedAt()
+	if !ok {
+		bt := p.requestBodyTimeout()
+		if bt < 0 {
+			return time.Time{}
+		}
+		if now.IsZero() {
+			now = time.Now()
+		}
+		return now.Add(bt)
+	}
 	var d time.Time
+	rt := t.rt
 	if to := rt.Timeout(); to > 0 {
-		d = start.Add(to)
+		d = at.Add(to)
 	}
 	if pt := rt.Retry().PerTryTimeout(); pt > 0 {
-		if td := r.tryStart.Add(pt); d.IsZero() || td.Before(d) {
+		ts := r.tryStart
+		if r.attempt == 0 {
+			ts = at
+		}
+		if td := ts.Add(pt); d.IsZero() || td.Before(d) {
 			d = td
 		}
 	}
@@ -441,11 +464,10 @@ func (hc *h2Conn) tryFast(st *h2stream.ServerStream, f *h2Fast, hb, rb *buffer.I
 	if !st.OnReset(func() { _ = raw.SetDeadline(time.Unix(1, 0)) }) {
 		return uc, reused, errDownstreamWrite
 	}
-	deadline := r.deadline(t.rt, t.start)
-	uc.deadline(deadline)
+	uc.deadline(r.deadline(hc.h.p, t, time.Time{}))
 	_, err = uc.io().Write(hb.Bytes())
 	if err == nil && r.body {
-		err = hc.sendBody(st, f, raw, r)
+		err = hc.sendBody(st, f, uc, r)
 	}
 	if err == nil {
 		runtime.Gosched() // as session.respond: the answer has often arrived by then
@@ -471,9 +493,13 @@ func (hc *h2Conn) tryFast(st *h2stream.ServerStream, f *h2Fast, hb, rb *buffer.I
 // is known, else chunked, with the request's trailers in the last chunk. The stream's
 // flow-control window is given back as pieces are read, so the body is never held
 // whole beyond the retry buffer: a retry first sends again what r kept, then reads on.
-// A reset stream is errDownstreamWrite; a failed write is the upstream's.
-func (hc *h2Conn) sendBody(st *h2stream.ServerStream, f *h2Fast, w io.Writer, r *fastRetry) error {
-	pool := hc.h.p.cfg.Pool
+// Each piece read moves the upload's bound on (fastRetry.deadline), and the body's end
+// starts the route timeout. A reset stream is errDownstreamWrite; a failed write is the
+// upstream's.
+func (hc *h2Conn) sendBody(st *h2stream.ServerStream, f *h2Fast, uc *upConn, r *fastRetry) error {
+	p := hc.h.p
+	pool := p.cfg.Pool
+	w := uc.raw
 	chunked := st.ContentLength < 0
 	buf := pool.NewBuffer(bodyPiece + 32)
 	defer buf.Release()
@@ -503,11 +529,16 @@ func (hc *h2Conn) sendBody(st *h2stream.ServerStream, f *h2Fast, w io.Writer, r 
 	}
 	for {
 		buf.Reset()
-		p := buf.Alloc(bodyPiece)
-		n, err := st.Read(p)
-		out := p[:n]
-		r.keepBody(hc.h.p, &f.t, out)
+		b := buf.Alloc(bodyPiece)
+		n, err := st.Read(b)
+		out := b[:n]
+		r.keepBody(p, &f.t, out)
 		r.bodyEOF = err == io.EOF
+		now := time.Now()
+		if r.bodyEOF && f.t.recvd.Load() == 0 {
+			f.t.recvd.Store(int64(now.Sub(f.t.start)) + 1) // the request is in
+		}
+		uc.deadline(r.deadline(p, &f.t, now))
 		if chunked {
 			frame := pool.NewBuffer(n + 32)
 			if n > 0 {

@@ -86,7 +86,11 @@ func (p *Proxy) tryH2(ctx context.Context, t *h2Target, out *http.Request, r *fa
 	req, timer := out, (*time.Timer)(nil)
 	if pt := t.rt.Retry().PerTryTimeout(); pt > 0 {
 		tctx, cancel := context.WithCancel(ctx) // cancelled with ctx when the request ends
-		timer = time.AfterFunc(time.Until(r.tryStart.Add(pt)), cancel)
+		if r.attempt == 0 {
+			timer = t.firstTryTimer(pt, cancel) // from when the request is in
+		} else {
+			timer = time.AfterFunc(time.Until(r.tryStart.Add(pt)), cancel)
+		}
 		req = out.WithContext(tctx)
 	}
 	if rp != nil {
@@ -106,7 +110,7 @@ func (p *Proxy) tryH2(ctx context.Context, t *h2Target, out *http.Request, r *fa
 			resp, err = cc.RoundTrip(req)
 		}
 	}
-	if timer != nil && !timer.Stop() && err != nil {
+	if timer != nil && !t.stopTry(timer) && err != nil {
 		return nil, errTimeout // the try outlived retry_timeout
 	}
 	if err != nil {

@@ -65,9 +65,141 @@ type h2Target struct {
 	pickDone func(lb.DoneInfo)
 	host     *cluster.Host
 	start    time.Time
-	timer    *time.Timer // route timeout until the response head
+	timer    *time.Timer // the upload's stall bound, then the route timeout until the response head (startTimer)
 	timedOut atomic.Bool
+	headIn   atomic.Bool  // the response head arrived: the timer no longer times the request out
+	recvd    atomic.Int64 // when the request was in full, as time since start plus 1; 0: its body is arriving
+	up       h2Upload
 	unpooled []*http2.ClientConn // connections made after the pool closed, closed by release
+}
+
+// h2Upload is the timing of a request body still arriving while the request is being
+// forwarded (startTimer). The route timeout starts only once the body's end has been
+// read (received), as in MOSN and Envoy. Until then the target's timer bounds a stall of
+// the upload instead: it is armed for the request body timeout plus a slack, and pushed
+// back as pieces go through (progress), at most once per slack, so a body in many small
+// pieces costs no timer work for most of them; a stall therefore times out between the
+// body timeout and that plus the slack after the last piece. The per-try timer of the
+// first try (tryH2) waits for the end too.
+type h2Upload struct {
+	mu       sync.Mutex
+	active   bool          // the body is arriving
+	stall    time.Duration // the request body timeout; <= 0: no stall bound (set before the body is read)
+	slack    time.Duration
+	pushed   time.Time     // when the stall bound was last pushed back
+	route    time.Duration // the route timeout, armed at the body's end
+	tryTimer *time.Timer   // the first try's per-try timer, armed at the body's end
+	tryPT    time.Duration
+}
+
+// startTimer arms the target's timer, which times the request out (cancel) unless the
+// response head arrived first (headDone). A bodiless request is in at its head: the timer
+// is its route timeout. For one whose body is still to come (body), the timer is the
+// upload's stall bound until the body's end (h2Upload).
+func (t *h2Target) startTimer(p *Proxy, body bool, cancel context.CancelFunc) {
+	d := t.rt.Timeout()
+	fire := func() {
+		if !t.headIn.Load() { // a late push of a bound after the head is moot
+			t.timedOut.Store(true)
+			cancel()
+		}
+	}
+	if !body {
+		t.recvd.Store(1)
+		if d > 0 {
+			t.timer = time.AfterFunc(d, fire)
+		}
+		return
+	}
+	u := &t.up
+	u.active, u.route, u.stall = true, d, p.requestBodyTimeout()
+	switch {
+	case u.stall > 0:
+		u.slack = min(u.stall/16, maxDeadlineSlack)
+		u.pushed = time.Now()
+		t.timer = time.AfterFunc(u.stall+u.slack, fire)
+	case d > 0:
+		t.timer = time.AfterFunc(time.Hour, fire) // armed at the body's end
+		t.timer.Stop()
+	}
+}
+
+// progress notes a piece of the request body that went through: the stall bound moves
+// on (at most once per slack).
+func (t *h2Target) progress() {
+	u := &t.up
+	if u.stall <= 0 {
+		return
+	}
+	now := time.Now()
+	u.mu.Lock()
+	if u.active && now.Sub(u.pushed) >= u.slack {
+		u.pushed = now
+		t.timer.Reset(u.stall + u.slack)
+	}
+	u.mu.Unlock()
+}
+
+// received notes that the request body's end has been read: the route timeout starts,
+// and so does the first try's per-try timeout if it waits for it.
+func (t *h2Target) received() {
+	u := &t.up
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !u.active {
+		return
+	}
+	u.active = false
+	t.recvd.Store(int64(time.Since(t.start)) + 1)
+	if t.timer != nil {
+		if u.route > 0 {
+			t.timer.Reset(u.route)
+		} else {
+			t.timer.Stop()
+		}
+	}
+	if u.tryTimer != nil {
+		u.tryTimer.Reset(u.tryPT)
+		u.tryTimer = nil
+	}
+}
+
+// receivedAt is when the request was in full; false while its body is arriving.
+func (t *h2Target) receivedAt() (time.Time, bool) {
+	n := t.recvd.Load()
+	if n == 0 {
+		return time.Time{}, false
+	}
+	return t.start.Add(time.Duration(n - 1)), true
+}
+
+// firstTryTimer is the per-try timer (pt, calling cancel) of a request's first try: from
+// when the request was in, or, while its body is arriving, armed at the body's end
+// (received). stopTry stops it.
+func (t *h2Target) firstTryTimer(pt time.Duration, cancel func()) *time.Timer {
+	u := &t.up
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !u.active {
+		at, _ := t.receivedAt()
+		return time.AfterFunc(time.Until(at.Add(pt)), cancel)
+	}
+	tm := time.AfterFunc(time.Hour, cancel)
+	tm.Stop()
+	u.tryTimer, u.tryPT = tm, pt
+	return tm
+}
+
+// stopTry stops a try's per-try timer; false: it fired.
+func (t *h2Target) stopTry(tm *time.Timer) bool {
+	u := &t.up
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.tryTimer == tm { // never armed: the body had not ended
+		u.tryTimer = nil
+		return true
+	}
+	return tm.Stop()
 }
 
 // reportTry feeds the host's outlier detection (cluster.Host.ReportResult) with the outcome
@@ -270,14 +402,18 @@ func (p *Proxy) serveH2Stream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := h2Target{rt: rt, start: time.Now()}
-	// The route timeout bounds the wait for the response head (as for HTTP/1); a
-	// streaming body after it is not cut. A downstream reset cancels r.Context().
+	// The route timeout bounds the wait for the response head (as for HTTP/1) from when
+	// the request is in: a body still arriving is bounded by the body timeout instead,
+	// on either side (h2Upload, and the server's BodyTimeout). A streaming response body
+	// is not cut. A downstream reset cancels r.Context().
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	if d := rt.Timeout(); d > 0 {
-		t.timer = time.AfterFunc(d, func() { t.timedOut.Store(true); cancel() })
-		defer t.headDone()
+	body := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 // as outRequest
+	if rb, ok := r.Body.(*h2ReqBody); ok && body {
+		rb.t = &t
 	}
+	t.startTimer(p, body, cancel)
+	defer t.headDone()
 	ap, _ := netip.ParseAddrPort(r.RemoteAddr)
 	if err := p.pickTarget(ctx, &t, view, ap.Addr().Unmap()); err != nil {
 		p.h2Fail(w, r, &t, err, st)
@@ -313,6 +449,7 @@ func (p *Proxy) serveH2Stream(w http.ResponseWriter, r *http.Request) {
 // headDone stops the route timeout once the response head arrived.
 func (t *h2Target) headDone() {
 	if t.timer != nil {
+		t.headIn.Store(true)
 		t.timer.Stop()
 	}
 }

@@ -179,6 +179,7 @@ type loopConn struct {
 	up        *loopUp
 	reused    bool  // up came from the idle pool (a failure before any response byte may be retried once)
 	start     int64 // loop clock at the request's start
+	recvAt    int64 // loop clock when the request was in full (route timeout's start); 0: its body is arriving
 	served    bool  // a request began on the connection: between requests, a drain closes it
 	tryStart  int64 // loop clock at the start of the try in flight (retry_policy)
 	attempt   int   // retries made for the request
@@ -190,6 +191,7 @@ type loopConn struct {
 	reqBody   bool  // body bytes are still to come from the client or to go upstream
 	bodyDone  bool  // the body's end has been read (reqBody until it is written)
 	bodyReady int   // body bytes at the start of `in`, framed and not yet written
+	upSent    int64 // loop clock of the upload's latest progress upstream (its write-stall bound)
 	reqRemain int64 // Content-Length bytes not yet framed
 	reqChunk  bool
 	rcr       http1.ChunkedReader
@@ -660,6 +662,12 @@ func (c *loopConn) request(n int) bool {
 	c.headAt, c.inBody = 0, false
 	c.start, c.served = c.loop.Now(), true
 	c.tryStart, c.attempt = c.start, 0
+	// The route timeout starts once the request is in: now, unless its body streams
+	// (then at the body's end, frameBody).
+	c.recvAt, c.upSent = c.start, c.start
+	if streaming {
+		c.recvAt = 0
+	}
 	// A local answer to a request whose body was not read closes the connection, so that
 	// no body byte is taken for a request.
 	c.keepAlive, c.isHead, c.minor = h.KeepAlive && !streaming && !c.p.draining.Load(), string(h.Method) == "HEAD", h.ProtoMinor
@@ -872,6 +880,7 @@ func (c *loopConn) connected() {
 	if c.logging {
 		c.logUpstream(u)
 	}
+	c.upSent = c.loop.Now()
 	c.rearm()
 	c.writeUp()
 }
@@ -894,8 +903,10 @@ func (c *loopConn) writeUp() {
 		switch {
 		case err == nil:
 			c.hbOff += n
+			c.upSent = c.loop.Now()
 		case err == syscall.EAGAIN:
 			u.blocked = true
+			c.rearm() // an upload's write-stall bound (uploadDeadline)
 			return
 		case err == syscall.EINTR:
 		default:
@@ -948,12 +959,14 @@ func (c *loopConn) pumpBody() {
 			case err == nil:
 				c.in.Drain(n)
 				c.bodyReady -= n
+				c.upSent = c.loop.Now()
 				if c.logged {
 					c.info.BytesReceived += uint64(n)
 				}
 				continue
 			case err == syscall.EAGAIN:
 				u.blocked = true
+				c.rearm() // the upload's write-stall bound (uploadDeadline)
 				return
 			case err == syscall.EINTR:
 				continue
@@ -987,6 +1000,12 @@ func (c *loopConn) frameBody() error {
 	k, done, err := frameBody(body, c.in.Bytes()[c.bodyReady:], &c.reqRemain, &c.rcr)
 	c.bodyReady += k
 	c.bodyDone = done
+	if done && c.recvAt == 0 {
+		// The request is in: its route timeout (and its only try's per-try timeout) starts.
+		c.recvAt = c.loop.Now()
+		c.tryStart = c.recvAt
+		c.rearm()
+	}
 	return err
 }
 
@@ -1271,12 +1290,16 @@ func (c *loopConn) dropTry(reuse bool) {
 	}
 }
 
-// tryDeadline is when the try in flight times out: the route timeout from the request's
-// start, tightened by the retry policy's per-try timeout; 0: none.
+// tryDeadline is when the try in flight times out: the route timeout from when the
+// request was in (recvAt), tightened by the retry policy's per-try timeout; 0: none, as
+// while a streamed body still arrives (uploadDeadline bounds that).
 func (c *loopConn) tryDeadline() int64 {
+	if c.recvAt == 0 {
+		return 0
+	}
 	var d int64
 	if t := c.route.Timeout(); t > 0 {
-		d = c.start + int64(t)
+		d = c.recvAt + int64(t)
 	}
 	if pt := c.route.Retry().PerTryTimeout(); pt > 0 {
 		if td := c.tryStart + int64(pt); d == 0 || td < d {
@@ -1299,7 +1322,7 @@ func (c *loopConn) retry(status int) bool {
 		return false
 	}
 	now := c.loop.Now()
-	if t := rt.Timeout(); t > 0 && now-c.start >= int64(t) {
+	if t := rt.Timeout(); t > 0 && now-c.recvAt >= int64(t) {
 		return false
 	}
 	if !pol.ShouldRetry(c.attempt, status, false, cl) {
@@ -1515,9 +1538,10 @@ func (c *loopConn) rearm() {
 	c.loop.Schedule(&c.timer, at)
 }
 
-// deadline is when the current wait ends: the connect timeout, the route timeout (to the
-// response head, then between two reads of the body), the request header or body timeout
-// of a partial request, the idle timeout of a connection with nothing to do; 0: none.
+// deadline is when the current wait ends: the connect timeout, the route timeout (from
+// the request's end to the response head, then between two reads of the body), the
+// request header or body timeout of a partial request or a streamed body (either side
+// of it), the idle timeout of a connection with nothing to do; 0: none.
 func (c *loopConn) deadline() int64 {
 	switch {
 	case c.sniff != nil:
@@ -1536,6 +1560,9 @@ func (c *loopConn) deadline() int64 {
 		}
 		if bd := c.bodyDeadline(); bd != 0 && (d == 0 || bd < d) {
 			d = bd
+		}
+		if ud := c.uploadDeadline(); ud != 0 && (d == 0 || ud < d) {
+			d = ud
 		}
 		return d
 	case c.headAt != 0:
@@ -1568,6 +1595,21 @@ func (c *loopConn) bodyDeadline() int64 {
 		return 0
 	}
 	return c.last + int64(t)
+}
+
+// uploadDeadline bounds the upstream's side of a streamed request body: while the
+// upstream does not take the bytes (its socket is blocked; the client is not read
+// meanwhile, so bodyDeadline is off), the request body timeout after the upload's latest
+// progress. It passes as an upstream timeout (504). 0: none.
+func (c *loopConn) uploadDeadline() int64 {
+	if !c.reqBody || c.up == nil || !c.up.blocked {
+		return 0
+	}
+	t := c.p.requestBodyTimeout()
+	if t < 0 {
+		return 0
+	}
+	return c.upSent + int64(t)
 }
 
 // OnTimer applies the bound that passed, if one did.

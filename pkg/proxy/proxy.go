@@ -70,7 +70,10 @@ type Config struct {
 	// RequestBodyTimeout bounds the wait for more of a request body: the gap between two
 	// reads while the body is incomplete (nginx's client_body_timeout). On expiry the
 	// upstream request is dropped and the client gets 408 (connection closed); for HTTP/2
-	// clients the stream is reset. 0: DefaultRequestBodyTimeout, negative: none.
+	// clients the stream is reset. It also bounds the upstream's side of the upload: an
+	// upstream that leaves the body unread that long gets the request cut (504). The
+	// route timeout starts only once the request is in. 0: DefaultRequestBodyTimeout,
+	// negative: none.
 	RequestBodyTimeout time.Duration
 }
 

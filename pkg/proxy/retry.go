@@ -17,6 +17,10 @@ type sessExt struct {
 	attempt   int  // retries made for the current request
 	retrySlot bool // a max_retries breaker slot is held for the try in flight
 	tryStart  time.Time
+	// recvAt is when the request was received in full (its head, for a bodiless one):
+	// the route timeout, and the first try's per-try timeout, run from then, as in MOSN
+	// and Envoy. Zero while the body is still arriving.
+	recvAt    time.Time
 	headArmed bool // the read deadline bounds a partial request head
 	upgrade   bool // the current request asks for a protocol upgrade
 	tunnel    *tunnel
@@ -30,6 +34,16 @@ func (s *session) beginTries() {
 	s.retryDone()
 	s.x.attempt = 0
 	s.x.tryStart = s.start
+	s.x.recvAt = time.Time{}
+}
+
+// received notes that the request has been received in full at now: its route timeout
+// starts, and so does the per-try timeout of its first try.
+func (s *session) received(now time.Time) {
+	s.x.recvAt = now
+	if s.x.attempt == 0 {
+		s.x.tryStart = now
+	}
 }
 
 // retryDone releases the max_retries slot held by the try that just ended.
@@ -42,12 +56,26 @@ func (s *session) retryDone() {
 	}
 }
 
-// tryDeadline is the read deadline of the try in flight: the route timeout from the
-// start of the request, tightened by the retry policy's per-try timeout.
-func (s *session) tryDeadline() time.Time {
+// tryDeadline is the upstream bound of the try in flight. Once the request is in
+// (received), it is the route timeout from then, tightened by the retry policy's
+// per-try timeout. While the body still arrives, the route timeout has not started: the
+// upload's writes are bounded by the request body timeout from now (the time of its
+// latest progress; zero: the clock), as the client's reads are (bodyPartial), so an
+// upstream that stops reading the body cannot hold the request forever.
+func (s *session) tryDeadline(now time.Time) time.Time {
+	if s.x.recvAt.IsZero() {
+		bt := s.p.requestBodyTimeout()
+		if bt < 0 {
+			return time.Time{}
+		}
+		if now.IsZero() {
+			now = time.Now()
+		}
+		return now.Add(bt)
+	}
 	var d time.Time
 	if t := s.route.Timeout(); t > 0 {
-		d = s.start.Add(t)
+		d = s.x.recvAt.Add(t)
 	}
 	if pt := s.route.Retry().PerTryTimeout(); pt > 0 {
 		if td := s.x.tryStart.Add(pt); d.IsZero() || td.Before(d) {
@@ -75,7 +103,7 @@ func (s *session) retryTry(status int) bool {
 		return false
 	}
 	now := time.Now()
-	if t := rt.Timeout(); t > 0 && now.Sub(s.start) >= t {
+	if t := rt.Timeout(); t > 0 && now.Sub(s.x.recvAt) >= t {
 		return false
 	}
 	if !pol.ShouldRetry(s.x.attempt, status, false, cl) {
@@ -102,7 +130,7 @@ func (s *session) retryTry(status int) bool {
 	s.reused = up.since != (time.Time{})
 	s.x.tryStart = now
 	s.upFailed, s.upTimeout = false, false
-	up.deadline(s.tryDeadline()) // before the write, as for the first try
+	up.deadline(s.tryDeadline(now)) // before the write, as for the first try
 	_ = s.writeUp(s.hb.Bytes())
 	if s.upFailed {
 		// The read that follows fails at once and decides about the next retry.
@@ -160,7 +188,7 @@ func (s *session) nextTry(cl *cluster.Cluster, now time.Time) (*upConn, func(lb.
 func (s *session) dial(rt *router.Route, cl *cluster.Cluster, host *cluster.Host, hasBody bool) (net.Conn, *cluster.Host, func(lb.DoneInfo), error) {
 	raw, h, done, err := cl.DialHost(s.ctx, &s.lr, host)
 	for err != nil && !hasBody && !errors.Is(err, cluster.ErrOverflow) {
-		if t := rt.Timeout(); t > 0 && time.Since(s.start) >= t {
+		if t := rt.Timeout(); t > 0 && time.Since(s.start) >= t { // bodiless: in at its head
 			break
 		}
 		if !rt.Retry().ShouldRetry(s.x.attempt, 0, false, cl) {

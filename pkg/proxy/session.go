@@ -283,8 +283,12 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 	s.reused = up.since != (time.Time{})
 	s.up, s.route, s.pickDone, s.cl, s.reqSlot = up, rt, pickDone, cl, true
 	// The request's own bound, before anything is written: a coarse bound left by the
-	// connection's previous request may fire earlier.
-	up.deadline(s.tryDeadline())
+	// connection's previous request may fire earlier. A bodiless request is in with its
+	// head, so its route timeout starts now; one with a body starts its upload.
+	if !hasBody {
+		s.received(s.start)
+	}
+	up.deadline(s.tryDeadline(s.start))
 
 	s.noteUpstream(host, cl, up)
 
@@ -377,6 +381,15 @@ func (s *session) body(b *buffer.IoBuffer) error {
 	if s.requestBody(piece, s.chunked, done) {
 		return s.stopInBody()
 	}
+	// The upload made progress: its write-stall bound moves on (coarse, so mostly
+	// nothing to do), or, with the body's end read, the route timeout starts.
+	now := time.Now()
+	if done {
+		s.received(now)
+	}
+	if s.up != nil {
+		s.up.deadline(s.tryDeadline(now))
+	}
 	s.mirrorBody(piece, done)
 	if first {
 		if k <= 8<<10 {
@@ -405,8 +418,10 @@ func (s *session) body(b *buffer.IoBuffer) error {
 }
 
 // writeUp writes to the upstream; a failure is remembered and answered once the request
-// has been read (the body is still drained so the reply lines up): 504 when the try's
-// time ran out during the write (an upload slower than the route timeout), else 502.
+// has been read (the body is still drained so the reply lines up): 504 when the write
+// ran out of time, else 502. While the body arrives, a write may block for the request
+// body timeout (an upstream that stopped reading it; tryDeadline); the route timeout
+// starts only once the request is in, so a slow upload alone is never cut by it.
 func (s *session) writeUp(p []byte) error {
 	if s.upFailed || len(p) == 0 {
 		return nil
@@ -469,7 +484,7 @@ func (s *session) respond() error {
 		return s.localDone(statusReset, "upstream write failed", false)
 	}
 	pool := s.p.cfg.Pool
-	deadline := s.tryDeadline()
+	deadline := s.tryDeadline(time.Time{})
 	up.deadline(deadline)
 	rh := &s.rhead
 	rb := pool.NewBuffer(readSize)
@@ -505,7 +520,7 @@ func (s *session) respond() error {
 			if s.retryTry(rh.Status) {
 				rb.Reset()
 				n = 0
-				up, deadline = s.up, s.tryDeadline()
+				up, deadline = s.up, s.tryDeadline(time.Time{})
 				up.deadline(deadline)
 				continue
 			}
@@ -521,7 +536,7 @@ func (s *session) respond() error {
 			if s.retryTry(0) {
 				rb.Reset()
 				n = 0
-				up, deadline = s.up, s.tryDeadline()
+				up, deadline = s.up, s.tryDeadline(time.Time{})
 				up.deadline(deadline)
 				continue
 			}
