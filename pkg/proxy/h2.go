@@ -86,7 +86,7 @@ func (h *H2) track(sc *h2stream.ServerConn, open bool) {
 	if open {
 		h.conns[sc] = struct{}{}
 		if h.closing {
-			go sc.Shutdown()
+			go sc.ShutdownAfterFirstStream()
 		}
 		return
 	}
@@ -102,10 +102,14 @@ func (h *H2) track(sc *h2stream.ServerConn, open bool) {
 
 // GoAway starts a graceful shutdown of every open HTTP/2 connection, and of any that
 // opens later: GOAWAY (a shutdown notice, then the final one), streams in flight finish,
-// then the connection closes. It does not wait.
+// then the connection closes. A connection with no stream yet, and one that opens later
+// (the listener may still accept during the drain delay), is shut down once its first
+// stream opens, and that stream is served; a second GoAway (accepting stopped) shuts down
+// every connection at once. It does not wait.
 func (h *H2) GoAway() {
 	h.p.GoAway()
 	h.mu.Lock()
+	force := h.closing
 	h.closing = true
 	conns := make([]*h2stream.ServerConn, 0, len(h.conns))
 	for sc := range h.conns {
@@ -120,7 +124,11 @@ func (h *H2) GoAway() {
 	}
 	h.mu.Unlock()
 	for _, sc := range conns {
-		sc.Shutdown()
+		if force {
+			sc.Shutdown()
+		} else {
+			sc.ShutdownAfterFirstStream()
+		}
 	}
 }
 

@@ -162,9 +162,12 @@ type ServerConn struct {
 	connAck   int64 // consumed connection bytes not yet given back by WINDOW_UPDATE
 	goAway    bool  // GOAWAY sent (graceful): no new streams above lastID
 	notice    bool  // the shutdown notice (GOAWAY 2^31-1) sent: the final GOAWAY follows
-	lastID    uint32
-	peerAway  bool // the peer sent GOAWAY
-	dead      bool // the connection ended
+	// shutdownOnStream: Shutdown when the client opens its first stream
+	// (ShutdownAfterFirstStream).
+	shutdownOnStream bool
+	lastID           uint32
+	peerAway         bool // the peer sent GOAWAY
+	dead             bool // the connection ended
 
 	// Outbound control frames (on mu): see controlLocked.
 	queuedBytes int64       // bytes handed to the write queue so far
@@ -385,6 +388,22 @@ func (sc *ServerConn) Shutdown() {
 	_, _ = sc.out.Write(shutdownPing[:])
 	sc.unlockFlush()
 	time.AfterFunc(shutdownAckWait, sc.finishShutdown)
+}
+
+// ShutdownAfterFirstStream is Shutdown for a connection the client has not opened a
+// stream on yet: the shutdown starts when it opens its first one, which is served. A
+// client whose brand-new connection goes away before it could send anything may fail
+// that request rather than retry it (Go's HTTP/2 client does). On a connection that has
+// had a stream it is Shutdown.
+func (sc *ServerConn) ShutdownAfterFirstStream() {
+	sc.mu.Lock()
+	if sc.maxClientID > 0 {
+		sc.mu.Unlock()
+		sc.Shutdown()
+		return
+	}
+	sc.shutdownOnStream = true
+	sc.mu.Unlock()
 }
 
 // shutdownPing is the payload of Shutdown's PING; shutdownAckWait bounds the wait for its
@@ -913,13 +932,17 @@ func (sc *ServerConn) onHeaders(fh frameHeader, p []byte) error {
 	sc.mu.Lock()
 	st := sc.streams[id]
 	fresh := st == nil && id > sc.maxClientID
-	var closed, self bool
+	var closed, self, shutdown bool
 	if fresh {
 		sc.maxClientID = id // written under mu: Shutdown reads it from other goroutines
+		shutdown, sc.shutdownOnStream = sc.shutdownOnStream, false
 	} else if st == nil {
 		closed, self = sc.wasClosedLocked(id)
 	}
 	sc.mu.Unlock()
+	if shutdown {
+		sc.Shutdown() // the stream just opened is below the final GOAWAY's last id
+	}
 	switch {
 	case st != nil && st.recvDone:
 		hb.closedErr = ErrCodeStreamClosed

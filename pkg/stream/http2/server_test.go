@@ -433,6 +433,70 @@ func TestServerShutdownDrainsThenCloses(t *testing.T) {
 	}
 }
 
+// TestServerShutdownAfterFirstStream: a connection told to shut down before its client
+// opened a stream sends nothing until the first stream opens; that stream is served,
+// and the shutdown (notice, then the final GOAWAY naming it) follows.
+func TestServerShutdownAfterFirstStream(t *testing.T) {
+	rc, scs := serve(t, h2.ServerOptions{}, handlerFunc(func(st *h2.ServerStream) {
+		_ = st.WriteResponse(200, nil, []byte("first"), true)
+	}))
+	sc := <-scs
+	sc.ShutdownAfterFirstStream()
+	// Nothing is sent while the client has not opened a stream (SETTINGS aside).
+	_ = rc.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	for {
+		f, err := rc.fr.ReadFrame()
+		if err != nil {
+			break // the deadline: nothing came
+		}
+		if sf, ok := f.(*http2.SettingsFrame); ok {
+			if !sf.IsAck() {
+				_ = rc.fr.WriteSettingsAck()
+			}
+			continue
+		}
+		if wu, ok := f.(*http2.WindowUpdateFrame); ok && wu.StreamID == 0 {
+			continue
+		}
+		t.Fatalf("sent before the first stream: %v", f)
+	}
+	_ = rc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	rc.headers(1, true, get("/")...)
+	var status, body string
+	var notice, final *http2.GoAwayFrame
+	ended := false
+	for final == nil || !ended {
+		switch f := rc.next().(type) {
+		case *http2.MetaHeadersFrame:
+			status = f.PseudoValue("status")
+		case *http2.DataFrame:
+			body += string(f.Data())
+			ended = f.StreamEnded()
+		case *http2.GoAwayFrame:
+			if notice == nil {
+				notice = f
+			} else {
+				final = f
+			}
+		case *http2.PingFrame:
+			if err := rc.fr.WritePing(true, f.Data); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			t.Fatalf("unexpected %v", f)
+		}
+	}
+	if status != "200" || body != "first" {
+		t.Fatalf("first stream: %s %q; want it served", status, body)
+	}
+	if notice.LastStreamID != 1<<31-1 || final.LastStreamID != 1 {
+		t.Fatalf("GOAWAYs last stream %d then %d; want 2^31-1 then 1", notice.LastStreamID, final.LastStreamID)
+	}
+	if _, err := rc.fr.ReadFrame(); err == nil {
+		t.Fatal("connection still open after the final GOAWAY")
+	}
+}
+
 // TestServerShutdownWithoutPingAck: a client that never acknowledges the shutdown PING
 // still gets the final GOAWAY after shutdownAckWait, and an idle connection then closes.
 func TestServerShutdownWithoutPingAck(t *testing.T) {
