@@ -395,14 +395,7 @@ func (r *fastRetry) release(t *h2Target) {
 func (r *fastRetry) deadline(p *Proxy, t *h2Target, now time.Time) time.Time {
 	at, ok := t.receivedAt()
 	if !ok {
-		bt := p.requestBodyTimeout()
-		if bt < 0 {
-			return time.Time{}
-		}
-		if now.IsZero() {
-			now = time.Now()
-		}
-		return now.Add(bt)
+		return p.uploadBound(now)
 	}
 	var d time.Time
 	rt := t.rt

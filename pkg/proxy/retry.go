@@ -64,14 +64,7 @@ func (s *session) retryDone() {
 // upstream that stops reading the body cannot hold the request forever.
 func (s *session) tryDeadline(now time.Time) time.Time {
 	if s.x.recvAt.IsZero() {
-		bt := s.p.requestBodyTimeout()
-		if bt < 0 {
-			return time.Time{}
-		}
-		if now.IsZero() {
-			now = time.Now()
-		}
-		return now.Add(bt)
+		return s.p.uploadBound(now)
 	}
 	var d time.Time
 	if t := s.route.Timeout(); t > 0 {

@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,24 +53,7 @@ func (e *env) upActive(t *testing.T) float64 {
 
 // sessionGoroutines counts the goroutines serving a downstream connection of the
 // goroutine path (Proxy.ServeConn on their stack).
-func sessionGoroutines() int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	k := 0
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "pkg/proxy.(*Proxy).ServeConn(") {
-			k++
-		}
-	}
-	return k
-}
+func sessionGoroutines() int { return testutil.Goroutines("pkg/proxy.(*Proxy).ServeConn") }
 
 // isReset reports whether err is a connection reset (or broken pipe): a peer that closed
 // with unread bytes, or aborted.

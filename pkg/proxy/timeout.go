@@ -19,6 +19,21 @@ const DefaultRequestHeaderTimeout = 10 * time.Second
 // body (nginx's client_body_timeout default).
 const DefaultRequestBodyTimeout = 60 * time.Second
 
+// uploadBound is the upstream socket's bound while a request body is still being
+// forwarded: the request body timeout from now (the upload's latest progress; zero: the
+// clock), as the client's side has (the gap between its reads); zero when the body
+// timeout is off. The route timeout starts only once the request is in.
+func (p *Proxy) uploadBound(now time.Time) time.Time {
+	bt := p.requestBodyTimeout()
+	if bt < 0 {
+		return time.Time{}
+	}
+	if now.IsZero() {
+		now = time.Now()
+	}
+	return now.Add(bt)
+}
+
 // headPartial arms the connection's read deadline when a request head has started
 // arriving but is not complete (pending), and disarms it once the head is parsed. No
 // timer per request: the socket's own deadline is set at most once per partial head, so

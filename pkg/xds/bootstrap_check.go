@@ -23,43 +23,49 @@ func init() {
 	config.RegisterSectionCheck("static_resources", checkStaticResources)
 }
 
-// dynamicRead are the dynamic_resources fields ParseBootstrap reads.
-var dynamicRead = []string{"ads_config", "lds_config", "cds_config"}
+var (
+	dynamicResources = section{
+		md:   (&bootstrapv3.Bootstrap_DynamicResources{}).ProtoReflect().Descriptor(),
+		read: []string{"ads_config", "lds_config", "cds_config"},
+		why:  "not supported, ignored (mosnlite reads ads_config, lds_config and cds_config)",
+	}
+	staticResources = section{
+		md:   (&bootstrapv3.Bootstrap_StaticResources{}).ProtoReflect().Descriptor(),
+		read: []string{"clusters"},
+		why:  "not supported, ignored (only clusters is read, to find the ADS cluster)",
+	}
+)
 
 func checkDynamicResources(raw []byte, path string) []config.KeyProblem {
-	obj, ok := decodeObject(raw)
-	if !ok {
-		return nil // not an object: ParseBootstrap reports it
-	}
-	var out []config.KeyProblem
-	md := (&bootstrapv3.Bootstrap_DynamicResources{}).ProtoReflect().Descriptor()
-	for _, k := range sortedKeys(obj) {
-		fd := fieldByJSONKey(md, k)
-		if fd != nil && !slices.Contains(dynamicRead, string(fd.Name())) {
-			out = append(out, config.KeyProblem{Path: config.FieldPath(path, k),
-				Ignored: "not supported, ignored (mosnlite reads ads_config, lds_config and cds_config)"})
-			continue
-		}
-		out = checkKey(out, md, obj, k, path)
-	}
-	return out
+	return dynamicResources.check(raw, path)
 }
 
 func checkStaticResources(raw []byte, path string) []config.KeyProblem {
+	return staticResources.check(raw, path)
+}
+
+// section is a top-level section of Envoy's Bootstrap message: its message, the fields
+// ParseBootstrap reads from it, and what a field it does not read is told.
+type section struct {
+	md   protoreflect.MessageDescriptor
+	read []string
+	why  string
+}
+
+// check reports the section's unknown keys (at any depth) and the fields of its own that
+// mosnlite does not read. A section that is not an object is left to ParseBootstrap.
+func (sec section) check(raw []byte, path string) []config.KeyProblem {
 	obj, ok := decodeObject(raw)
 	if !ok {
 		return nil
 	}
 	var out []config.KeyProblem
-	md := (&bootstrapv3.Bootstrap_StaticResources{}).ProtoReflect().Descriptor()
 	for _, k := range sortedKeys(obj) {
-		fd := fieldByJSONKey(md, k)
-		if fd != nil && fd.Name() != "clusters" {
-			out = append(out, config.KeyProblem{Path: config.FieldPath(path, k),
-				Ignored: "not supported, ignored (only clusters is read, to find the ADS cluster)"})
+		if fd := fieldByJSONKey(sec.md, k); fd != nil && !slices.Contains(sec.read, string(fd.Name())) {
+			out = append(out, config.KeyProblem{Path: config.FieldPath(path, k), Ignored: sec.why})
 			continue
 		}
-		out = checkKey(out, md, obj, k, path)
+		out = checkKey(out, sec.md, obj, k, path)
 	}
 	return out
 }

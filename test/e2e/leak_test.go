@@ -23,7 +23,6 @@ import (
 	hessian "github.com/apache/dubbo-go-hessian2"
 	"golang.org/x/net/http2"
 
-	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol/bolt"
 	"github.com/mosnlite/mosnlite/test/framework"
 	"github.com/mosnlite/mosnlite/test/framework/rpcpeer"
 )
@@ -246,15 +245,22 @@ func dropHTTP1(ups ...interface{ CloseClientConnections() }) func(t *testing.T) 
 	}
 }
 
+// startLeakHTTP1 starts mosnlite (event loops "on" or "off") with an HTTP/1 listener in
+// front of a leakUpstream.
+func startLeakHTTP1(t *testing.T, loops string) (p *framework.Proxy, listen string, up *leakServer) {
+	t.Setenv("MOSNLITE_EVENT_LOOPS", loops)
+	up = leakUpstream(t)
+	listen = framework.FreePort(t)
+	p = framework.StartProxy(t, leakHTTPConfig(t, listen, "Http1", "Http1",
+		[]any{clusterRoute("/", "up", nil)}, map[string]string{"up": hostOf(up.Server)}))
+	return p, listen, up
+}
+
 // TestLeakHTTP1: HTTP/1 to HTTP/1, on event loops and with a goroutine per connection.
 func TestLeakHTTP1(t *testing.T) {
 	for _, mode := range []string{"on", "off"} {
 		t.Run("event-loops-"+mode, func(t *testing.T) {
-			t.Setenv("MOSNLITE_EVENT_LOOPS", mode)
-			up := leakUpstream(t)
-			listen := framework.FreePort(t)
-			p := framework.StartProxy(t, leakHTTPConfig(t, listen, "Http1", "Http1",
-				[]any{clusterRoute("/", "up", nil)}, map[string]string{"up": hostOf(up.Server)}))
+			p, listen, up := startLeakHTTP1(t, mode)
 			leakRounds(t, p, http1Round(listen), dropHTTP1(up))
 		})
 	}
@@ -267,11 +273,7 @@ func TestLeakHTTP1(t *testing.T) {
 func TestLeakHTTP1PoolPeerClose(t *testing.T) {
 	for _, mode := range []string{"on", "off"} {
 		t.Run("event-loops-"+mode, func(t *testing.T) {
-			t.Setenv("MOSNLITE_EVENT_LOOPS", mode)
-			up := leakUpstream(t)
-			listen := framework.FreePort(t)
-			p := framework.StartProxy(t, leakHTTPConfig(t, listen, "Http1", "Http1",
-				[]any{clusterRoute("/", "up", nil)}, map[string]string{"up": hostOf(up.Server)}))
+			p, listen, up := startLeakHTTP1(t, mode)
 			lc := framework.NewLeakCheck(t, p) // before any traffic: nothing pooled yet
 			lc.GoroutineSlack = 1              // the pool's host watcher, started by its first use, stays
 			http1Round(listen)(t)
@@ -287,11 +289,7 @@ func TestLeakHTTP1PoolPeerClose(t *testing.T) {
 func TestLeakCheckFailsOnHeldConnection(t *testing.T) {
 	for _, mode := range []string{"on", "off"} {
 		t.Run("event-loops-"+mode, func(t *testing.T) {
-			t.Setenv("MOSNLITE_EVENT_LOOPS", mode)
-			up := leakUpstream(t)
-			listen := framework.FreePort(t)
-			p := framework.StartProxy(t, leakHTTPConfig(t, listen, "Http1", "Http1",
-				[]any{clusterRoute("/", "up", nil)}, map[string]string{"up": hostOf(up.Server)}))
+			p, listen, up := startLeakHTTP1(t, mode)
 			http1Round(listen)(t)
 			dropHTTP1(up)(t)
 			lc := framework.NewLeakCheck(t, p)
@@ -798,7 +796,7 @@ func TestLeakFailures(t *testing.T) {
 			})
 			// Slow calls in flight when the client goes away.
 			for i := 0; i < 4; i++ {
-				if _, err := cl.Send(mustBolt(t, rpcpeer.BoltRequest(1, "svc.a", rpcpeer.MethodSlow, []byte("x")))); err != nil {
+				if _, err := cl.Send(encodeBolt(t, rpcpeer.BoltRequest(1, "svc.a", rpcpeer.MethodSlow, []byte("x")))); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -831,15 +829,6 @@ func TestLeakFailures(t *testing.T) {
 		}
 		leakRounds(t, p, round, func(*testing.T) { rst.CloseConns() })
 	})
-}
-
-func mustBolt(t *testing.T, m bolt.Message) []byte {
-	t.Helper()
-	b, err := rpcpeer.EncodeBolt(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // wantStatus sends GET path on a connection of its own and wants one of the statuses.

@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"net"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -47,27 +46,6 @@ func waitFor(t testing.TB, what string, cond func() (bool, string)) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-}
-
-// goroutines returns how many goroutines have fn (a function name as runtime stacks
-// print it, e.g. "xprotocol.(*upConn).tickLoop") on their stack.
-func goroutines(fn string) int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	count := 0
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, fn+"(") {
-			count++
-		}
-	}
-	return count
 }
 
 // Goroutines of the engine, by a function on their stack.
@@ -129,7 +107,7 @@ func TestTruncatedFrameThenClose(t *testing.T) {
 				t.Fatalf("read %q, %v: want the proxy to close its side without answering", got, err)
 			}
 			waitFor(t, "the session and its goroutines to end", func() (bool, string) {
-				s, r, w := v.e.Sessions(), goroutines(gServe), goroutines(gWriter)
+				s, r, w := v.e.Sessions(), testutil.Goroutines(gServe), testutil.Goroutines(gWriter)
 				return s == 0 && r == 0 && w == 0, fmt.Sprintf("sessions %d, readers %d, writers %d", s, r, w)
 			})
 		})
@@ -471,12 +449,12 @@ func TestUpstreamConnGoroutinesEnd(t *testing.T) {
 			if f := roundTrip(t, c, r, bolt.Message{ID: 1, Headers: hdrs("service", "echo")}); f.Status != bolt.StatusSuccess {
 				t.Fatalf("status %#x", f.Status)
 			}
-			if rd, tk := goroutines(gUpReader), goroutines(gUpTicker); rd != 1 || tk != 1 {
+			if rd, tk := testutil.Goroutines(gUpReader), testutil.Goroutines(gUpTicker); rd != 1 || tk != 1 {
 				t.Fatalf("one upstream connection: %d readers, %d tickers", rd, tk)
 			}
 			tc.close(t, up, c, r)
 			waitFor(t, "the closed connection's goroutines to end", func() (bool, string) {
-				rd, tk, st := goroutines(gUpReader), goroutines(gUpTicker), v.e.UpstreamStats()
+				rd, tk, st := testutil.Goroutines(gUpReader), testutil.Goroutines(gUpTicker), v.e.UpstreamStats()
 				return rd == 0 && tk == 0 && st.Conns == 0 && st.Pooled == 0,
 					fmt.Sprintf("readers %d, tickers %d, %+v", rd, tk, st)
 			})
@@ -484,9 +462,9 @@ func TestUpstreamConnGoroutinesEnd(t *testing.T) {
 			if f := roundTrip(t, c, r, bolt.Message{ID: 3, Headers: hdrs("service", "echo")}); f.Status != bolt.StatusSuccess {
 				t.Fatalf("after the close: status %#x", f.Status)
 			}
-			if up.conns.Load() != 2 || goroutines(gUpReader) != 1 || goroutines(gUpTicker) != 1 {
+			if up.conns.Load() != 2 || testutil.Goroutines(gUpReader) != 1 || testutil.Goroutines(gUpTicker) != 1 {
 				t.Fatalf("after the close: %d upstream connections accepted, %d readers, %d tickers",
-					up.conns.Load(), goroutines(gUpReader), goroutines(gUpTicker))
+					up.conns.Load(), testutil.Goroutines(gUpReader), testutil.Goroutines(gUpTicker))
 			}
 		})
 	}
