@@ -530,6 +530,14 @@ func (c *loopConn) readDown() {
 				c.close(downstreamErrReason(err), false)
 				return
 			}
+			if c.busy && !c.started {
+				// The client left while its request waits for the response head: drop
+				// the upstream request, as nginx, Envoy and Go's server do (see
+				// clientWatch). A FIN read with the request, before it was sent, is a
+				// half-close: that request is still served.
+				c.close(network.CloseRemote, false)
+				return
+			}
 		}
 	}
 }

@@ -70,8 +70,9 @@ type session struct {
 	cl        *cluster.Cluster
 	h2        *h1h2 // request forwarded to an HTTP/2 upstream while its body arrives (h2conv.go)
 
-	fs filterState // stream filters and access log (filters.go, accesslog.go)
-	x  sessExt     // retries, upgrade tunnel, request header timeout (retry.go, upgrade.go, timeout.go)
+	fs    filterState  // stream filters and access log (filters.go, accesslog.go)
+	x     sessExt      // retries, upgrade tunnel, request header timeout (retry.go, upgrade.go, timeout.go)
+	watch *clientWatch // the client while a request waits for its response head (clientwatch.go)
 }
 
 var sessions = sync.Pool{New: func() any { return new(session) }}
@@ -98,7 +99,7 @@ func putSession(s *session) {
 	clear(hdrs[:cap(hdrs)]) // drop references into read buffers
 	clear(rhdrs[:cap(rhdrs)])
 	fs := s.fs.keep()
-	*s = session{hb: hb, xff: xff, hdrs: hdrs[:0], rhdrs: rhdrs[:0], fs: fs}
+	*s = session{hb: hb, xff: xff, hdrs: hdrs[:0], rhdrs: rhdrs[:0], fs: fs, watch: s.watch}
 	sessions.Put(s)
 }
 
@@ -485,7 +486,10 @@ func (s *session) respond() error {
 	}
 	pool := s.p.cfg.Pool
 	deadline := s.tryDeadline(time.Time{})
-	up.deadline(deadline)
+	if !s.waitOn(up, deadline) {
+		s.unwatch()
+		return s.clientLeft()
+	}
 	rh := &s.rhead
 	rb := pool.NewBuffer(readSize)
 	var n int
@@ -505,6 +509,7 @@ func (s *session) respond() error {
 			}
 		}
 		if err != nil {
+			s.unwatch()
 			rb.Release()
 			s.retryDone()
 			s.up.report(false)
@@ -521,15 +526,22 @@ func (s *session) respond() error {
 				rb.Reset()
 				n = 0
 				up, deadline = s.up, s.tryDeadline(time.Time{})
-				up.deadline(deadline)
+				if !s.waitOn(up, deadline) {
+					break
+				}
 				continue
 			}
 			break
 		}
 		if _, err := rb.ReadOnce(up.io()); err != nil {
+			if s.watch.left() {
+				break // the client left (clientwatch.go); no retry
+			}
 			if rb.Len() == 0 && !errors.Is(err, os.ErrDeadlineExceeded) && s.retryFresh() {
 				up = s.up
-				up.deadline(deadline)
+				if !s.waitOn(up, deadline) {
+					break
+				}
 				continue
 			}
 			s.up.report(false)
@@ -537,9 +549,12 @@ func (s *session) respond() error {
 				rb.Reset()
 				n = 0
 				up, deadline = s.up, s.tryDeadline(time.Time{})
-				up.deadline(deadline)
+				if !s.waitOn(up, deadline) {
+					break
+				}
 				continue
 			}
+			s.unwatch()
 			rb.Release()
 			s.finishUpstream(false, err)
 			if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -547,6 +562,10 @@ func (s *session) respond() error {
 			}
 			return s.localDone(statusReset, "upstream closed before the response", false)
 		}
+	}
+	if s.unwatch() {
+		rb.Release()
+		return s.clientLeft()
 	}
 	if s.route.Timeout() <= 0 {
 		up.deadline(time.Time{}) // the body's reads are unbounded (forwardBody)

@@ -36,8 +36,7 @@ import (
 // Idle pooled upstream connections legitimately outlive a round: the upstreams closing
 // their connections is what ends them, and the proxy must notice. Dropping the upstreams'
 // connections also ends any upstream request the proxy failed to cancel, so that is
-// checked on its own, before any drop (TestLeakClientAbortWhileWaiting). A known gap is
-// kept as skipped checks with the reason: three cases of TestLeakClientAbortWhileWaiting.
+// checked on its own, before any drop (TestLeakClientAbortWhileWaiting).
 
 // leakRounds runs round as a warm-up, takes the baseline, then runs it three times,
 // checking after each. round closes the clients it opened; drop has the upstreams close
@@ -358,23 +357,14 @@ func waitingUpstream(t *testing.T) (*httptest.Server, *atomic.Int64) {
 // the HTTP/1 proxy ends an upstream request by closing its connection, HTTP/2 resets the
 // stream.
 func TestLeakClientAbortWhileWaiting(t *testing.T) {
-	for _, tc := range []struct{ name, proto, loops, skip string }{
+	for _, tc := range []struct{ name, proto, loops string }{
 		{name: "http1-reset-event-loops-on", proto: "Http1", loops: "on"},
-		{name: "http1-close-event-loops-on", proto: "Http1", loops: "on", skip: "known: on event loops a client's FIN " +
-			"while its request waits is taken for a half-close (loopConn.readDown sets eof, the request goes on): the " +
-			"client socket (CLOSE_WAIT) and the upstream request stay until the upstream answers or the route timeout " +
-			"(15 s default); nginx and Envoy abort the upstream request"},
-		{name: "http1-reset-event-loops-off", proto: "Http1", loops: "off", skip: "known: with --event-loops off, an " +
-			"HTTP/1 session blocked reading the upstream's response (proxy.session.respond, on the connection's only " +
-			"goroutine) does not notice its client going away, reset or closed: the client socket, the upstream " +
-			"request and connection and the goroutine stay until the upstream answers or the route timeout (15 s default)"},
-		{name: "http1-close-event-loops-off", proto: "Http1", loops: "off", skip: "known: as http1-reset-event-loops-off"},
+		{name: "http1-close-event-loops-on", proto: "Http1", loops: "on"},
+		{name: "http1-reset-event-loops-off", proto: "Http1", loops: "off"},
+		{name: "http1-close-event-loops-off", proto: "Http1", loops: "off"},
 		{name: "http2-cancel", proto: "Http2", loops: "on"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.skip != "" {
-				t.Skip(tc.skip)
-			}
 			t.Setenv("MOSNLITE_EVENT_LOOPS", tc.loops)
 			up, inflight := waitingUpstream(t)
 			listen := framework.FreePort(t)

@@ -1,0 +1,8 @@
+//go:build !linux
+
+package network
+
+import "net"
+
+// Peer is PeerOpen where the socket cannot be looked at without reading it.
+func Peer(c net.Conn) PeerState { return PeerOpen }
