@@ -60,8 +60,9 @@ type Set struct {
 	ConfigLastReload prometheus.Gauge       // unix time of the last successful reload
 
 	// xDS.
-	XDSUpdates   *prometheus.CounterVec // type (CDS | EDS | LDS | RDS), result (ack | nack)
-	XDSConnected prometheus.Gauge       // 1 while the ADS stream is open
+	XDSUpdates     *prometheus.CounterVec // type (CDS | EDS | LDS | RDS), result (ack | nack)
+	XDSConnected   prometheus.Gauge       // 1 while the ADS stream is open
+	XDSDisconnects prometheus.Counter     // ADS streams that ended after opening, other than at shutdown
 
 	// Dubbo registry endpoint.
 	RegistryRequests *prometheus.CounterVec // op (pub | unpub | sub | unsub), result (success | failure)
@@ -111,6 +112,7 @@ func New() *Set {
 		ConfigLastReload:      f.plainGauge("config_last_reload_success_timestamp_seconds", "Unix time of the last successful config reload."),
 		XDSUpdates:            f.counter("xds_updates_total", "xDS responses by type (CDS, EDS, LDS, RDS) and result: ack (applied) or nack (rejected).", "type", "result"),
 		XDSConnected:          f.plainGauge("xds_connected", "1 while the ADS stream to the control plane is open."),
+		XDSDisconnects:        f.plainCounter("xds_disconnects_total", "ADS streams to the control plane that ended after opening (broken, reset, given up by keepalive), not counting shutdown; the client reconnects after each."),
 		RegistryRequests:      f.counter("dubbo_registry_requests_total", "Dubbo registry API calls by op (pub, unpub, sub, unsub) and result (success, failure).", "op", "result"),
 		RegistryUpdates:       f.counter("dubbo_registry_updates_total", "Provider changes the Dubbo registry applied to its clusters, by result.", "result"),
 	}
@@ -124,6 +126,12 @@ func (f factory) counter(name, help string, labels ...string) *prometheus.Counte
 	v := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mosnlite", Name: name, Help: help}, labels)
 	f.r.MustRegister(v)
 	return v
+}
+
+func (f factory) plainCounter(name, help string) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "mosnlite", Name: name, Help: help})
+	f.r.MustRegister(c)
+	return c
 }
 
 func (f factory) plainGauge(name, help string) prometheus.Gauge {

@@ -91,14 +91,15 @@ type Options struct {
 	NackDelayMax time.Duration
 	// UserAgent is the node's user_agent_version (default "dev").
 	UserAgent string
-	// Metrics, when set, counts updates (mosnlite_xds_updates_total) and shows the stream
-	// state (mosnlite_xds_connected).
+	// Metrics, when set, counts updates (mosnlite_xds_updates_total) and lost streams
+	// (mosnlite_xds_disconnects_total), and shows the stream state (mosnlite_xds_connected).
 	Metrics *metrics.Set
 }
 
 // Stats are counters for tests and the admin endpoint.
 type Stats struct {
 	Connects, ACKs, NACKs, Responses uint64
+	Disconnects                      uint64 // open streams that ended while the client ran
 }
 
 // Client is one ADS client. Run it once.
@@ -110,7 +111,7 @@ type Client struct {
 	node    *corev3.Node
 	release func()
 
-	connects, acks, nacks, responses atomic.Uint64
+	connects, disconnects, acks, nacks, responses atomic.Uint64
 
 	// Everything below is owned by the Run goroutine.
 	types       map[string]*typeState
@@ -192,7 +193,7 @@ func New(b *Bootstrap, t Target, o Options) (*Client, error) {
 
 // Stats returns the client's counters.
 func (c *Client) Stats() Stats {
-	return Stats{Connects: c.connects.Load(), ACKs: c.acks.Load(), NACKs: c.nacks.Load(), Responses: c.responses.Load()}
+	return Stats{Connects: c.connects.Load(), Disconnects: c.disconnects.Load(), ACKs: c.acks.Load(), NACKs: c.nacks.Load(), Responses: c.responses.Load()}
 }
 
 // Run connects and keeps the stream up until ctx ends. It returns nil on ctx end.
@@ -301,10 +302,23 @@ func (c *Client) session(ctx context.Context, target string) (got bool, err erro
 		return false, err
 	}
 	c.connects.Add(1)
-	if m := c.o.Metrics; m != nil {
+	m := c.o.Metrics
+	if m != nil {
 		m.XDSConnected.Set(1)
-		defer m.XDSConnected.Set(0)
 	}
+	defer func() {
+		// An open stream that ends while the client still runs is a disconnect.
+		lost := ctx.Err() == nil
+		if lost {
+			c.disconnects.Add(1)
+		}
+		if m != nil {
+			m.XDSConnected.Set(0)
+			if lost {
+				m.XDSDisconnects.Inc()
+			}
+		}
+	}()
 	c.log.Info("xds: ADS stream open", zap.String("target", target), zap.String("node", c.o.NodeID))
 
 	recv := make(chan recvResult, 1)

@@ -240,6 +240,9 @@ func TestADSHalfOpenDetectedByKeepalive(t *testing.T) {
 		t.Fatalf("half-open stream not given up %v after the black hole (keepalive %v+%v)", time.Since(holed), interval, timeout)
 	}
 	t.Logf("half-open stream given up after %v", time.Since(holed))
+	if d := metricValue(p.m.XDSDisconnects); d != 1 || p.c.Stats().Disconnects != 1 {
+		t.Fatalf("mosnlite_xds_disconnects_total %v, stats %+v; want 1", d, p.c.Stats())
+	}
 	// The client keeps trying (through the black hole, where no stream forms) while the
 	// data plane serves the last config and stays ready.
 	accepted := relay.Accepted()
@@ -275,8 +278,8 @@ func TestADSHalfOpenDetectedByKeepalive(t *testing.T) {
 	if !poll(10*time.Second, func() bool { return p.connected() == 1 }) {
 		t.Fatal("mosnlite_xds_connected not back to 1 after the reconnect")
 	}
-	if s := p.c.Stats(); s.Connects != connects+1 {
-		t.Fatalf("stats %+v; want one more connect than %d", s, connects)
+	if s := p.c.Stats(); s.Connects != connects+1 || s.Disconnects != 1 {
+		t.Fatalf("stats %+v; want one more connect than %d, one disconnect", s, connects)
 	}
 	setSnapshot(t, cp, "v2", full(listen, upB, "svc"))
 	waitReq(t, cp, n, "EDS ACK v2", xdstest.ACKOf(xds.EndpointType, "v2"))
