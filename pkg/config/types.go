@@ -250,7 +250,10 @@ type VarMatcher struct {
 	Regex string `json:"regex,omitempty"`
 }
 
-// RouteAction forwards to a cluster.
+// RouteAction forwards to a cluster. MaxGrpcTimeout, when set, times a gRPC request
+// (content-type application/grpc...) by its grpc-timeout header instead of Timeout,
+// capped at this value ("0s": no cap); GrpcTimeoutOffset is taken off the header's value
+// first. Envoy's semantics.
 type RouteAction struct {
 	ClusterName             string              `json:"cluster_name,omitempty"`
 	ClusterHeader           string              `json:"cluster_header,omitempty"`
@@ -261,6 +264,8 @@ type RouteAction struct {
 	HostRewrite             string              `json:"host_rewrite,omitempty"`
 	AutoHostRewrite         bool                `json:"auto_host_rewrite,omitempty"`
 	Timeout                 *Duration           `json:"timeout,omitempty"`
+	MaxGrpcTimeout          *Duration           `json:"max_grpc_timeout,omitempty"`
+	GrpcTimeoutOffset       *Duration           `json:"grpc_timeout_offset,omitempty"`
 	RetryPolicy             *RetryPolicy        `json:"retry_policy,omitempty"`
 	HashPolicy              []HashPolicy        `json:"hash_policy,omitempty"`
 	MetadataMatch           RawMessage          `json:"metadata_match,omitempty"`

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mosnlite/mosnlite/pkg/network"
+	"github.com/mosnlite/mosnlite/pkg/router"
 	"github.com/mosnlite/mosnlite/pkg/stream"
 	"github.com/mosnlite/mosnlite/pkg/stream/http1"
 	h2stream "github.com/mosnlite/mosnlite/pkg/stream/http2"
@@ -169,6 +170,83 @@ func h2Local(w http.ResponseWriter, status int, body string) {
 }
 
 var textPlain = []string{"text/plain"}
+
+// h2Reply answers r with a local reply. A gRPC request (content-type application/grpc...)
+// gets a trailers-only gRPC answer, HTTP 200 with grpc-status and grpc-message, as Envoy
+// gives: a gRPC client reads a bare HTTP error as UNKNOWN or INTERNAL without the
+// proxy's reason. The status follows gRPC's HTTP-to-gRPC mapping, except that timeout
+// (the route timeout ran out, or the client's own deadline under max_grpc_timeout)
+// answers DEADLINE_EXCEEDED.
+func h2Reply(w http.ResponseWriter, r *http.Request, status int, body string, timeout bool) {
+	if !router.IsGRPC(r.Header.Get("Content-Type")) {
+		h2Local(w, status, body)
+		return
+	}
+	code := grpcStatus(status)
+	if timeout {
+		code = grpcDeadlineExceeded
+	}
+	hd := w.Header()
+	hd["Content-Type"] = grpcContentType
+	hd["Grpc-Status"] = []string{strconv.Itoa(code)}
+	hd["Grpc-Message"] = []string{grpcMessage(body)}
+	w.WriteHeader(http.StatusOK)
+}
+
+var grpcContentType = []string{"application/grpc"}
+
+// gRPC status codes the proxy answers with.
+const (
+	grpcUnknown          = 2
+	grpcDeadlineExceeded = 4
+	grpcPermissionDenied = 7
+	grpcUnimplemented    = 12
+	grpcInternal         = 13
+	grpcUnavailable      = 14
+	grpcUnauthenticated  = 16
+)
+
+// grpcStatus maps an HTTP status to a gRPC code (gRPC's http-grpc-status-mapping).
+func grpcStatus(status int) int {
+	switch status {
+	case http.StatusBadRequest:
+		return grpcInternal
+	case http.StatusUnauthorized:
+		return grpcUnauthenticated
+	case http.StatusForbidden:
+		return grpcPermissionDenied
+	case http.StatusNotFound:
+		return grpcUnimplemented
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return grpcUnavailable
+	}
+	return grpcUnknown
+}
+
+// grpcMessage percent-encodes a grpc-message value: bytes outside printable ASCII, and
+// '%', become %XX (gRPC over HTTP/2).
+func grpcMessage(s string) string {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '%' {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	const hex = "0123456789ABCDEF"
+	b := make([]byte, 0, len(s)+8)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '%' {
+			b = append(b, '%', hex[c>>4], hex[c&15])
+		} else {
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
 
 // serveFull runs a stream through the full path: the request as a net/http request whose
 // body reads the stream, the response through an http.ResponseWriter on the stream.

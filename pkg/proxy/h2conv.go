@@ -45,7 +45,7 @@ type h2result struct {
 // parsed and routed to rt, to an HTTP/2 upstream. It drains the head from b.
 func (s *session) h2Request(b *buffer.IoBuffer, n int, rt *router.Route, view router.Request, hasBody bool) error {
 	p := s.p
-	x := &h1h2{t: h2Target{rt: rt, start: s.start}}
+	x := &h1h2{t: h2Target{rt: rt, timeout: rt.Timeout(), start: s.start}}
 	t := &x.t
 	ctx, cancel := context.WithCancel(s.ctx)
 	x.cancel = cancel
@@ -61,7 +61,7 @@ func (s *session) h2Request(b *buffer.IoBuffer, n int, rt *router.Route, view ro
 		if !errors.As(err, &le) {
 			le = errReset
 		}
-		if t.timedOut.Load() {
+		if t.timesUp() {
 			le = errTimeout
 		}
 		return s.localDone(le.status, le.body, hasBody)

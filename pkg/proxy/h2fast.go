@@ -131,7 +131,7 @@ func (hc *h2Conn) serveFast(st *h2stream.ServerStream, rt *router.Route) {
 	f := h2Fasts.Get().(*h2Fast)
 	defer h2Fasts.Put(f)
 	t := &f.t
-	*t = h2Target{rt: rt, start: time.Now()}
+	*t = h2Target{rt: rt, timeout: rt.RequestTimeout(h2View{st}), start: time.Now()}
 	f.log = p.cfg.AccessLog.Enabled()
 	if f.log {
 		hc.logStart(st, f)
@@ -330,7 +330,7 @@ func (r *fastRetry) retryStatus(p *Proxy, t *h2Target, status int) bool {
 	}
 	now := time.Now()
 	if at, ok := t.receivedAt(); ok {
-		if d := rt.Timeout(); d > 0 && now.Sub(at) >= d {
+		if d := t.timeout; d > 0 && now.Sub(at) >= d {
 			return false // the route timeout runs from when the request was in
 		}
 	}
@@ -398,11 +398,10 @@ func (r *fastRetry) deadline(p *Proxy, t *h2Target, now time.Time) time.Time {
 		return p.uploadBound(now)
 	}
 	var d time.Time
-	rt := t.rt
-	if to := rt.Timeout(); to > 0 {
+	if to := t.timeout; to > 0 {
 		d = at.Add(to)
 	}
-	if pt := rt.Retry().PerTryTimeout(); pt > 0 {
+	if pt := t.rt.Retry().PerTryTimeout(); pt > 0 {
 		ts := r.tryStart
 		if r.attempt == 0 {
 			ts = at
@@ -476,7 +475,7 @@ func (hc *h2Conn) tryFast(st *h2stream.ServerStream, f *h2Fast, hb, rb *buffer.I
 		}
 		return uc, reused, err
 	}
-	if t.rt.Timeout() <= 0 {
+	if t.timeout <= 0 {
 		uc.deadline(time.Time{}) // the body's reads are unbounded (readBody)
 	}
 	return uc, reused, nil
@@ -806,7 +805,7 @@ func (hc *h2Conn) relay(st *h2stream.ServerStream, f *h2Fast, uc *upConn, rb *bu
 // as on the HTTP/1 path, so an upstream that stalls mid-body cannot hold the stream and
 // its connection.
 func (f *h2Fast) readBody(uc *upConn, rb *buffer.IoBuffer) (int, error) {
-	if d := f.t.rt.Timeout(); d > 0 {
+	if d := f.t.timeout; d > 0 {
 		uc.deadline(time.Now().Add(d))
 	}
 	return rb.ReadOnce(uc.io())

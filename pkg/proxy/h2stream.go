@@ -60,6 +60,7 @@ func (p *Proxy) upstreamProtocol(rt *router.Route, down stream.Protocol) stream.
 // h2Target is where one request goes: the route, cluster and picked host.
 type h2Target struct {
 	rt       *router.Route
+	timeout  time.Duration // the request's route timeout (router.Route.RequestTimeout)
 	cl       *cluster.Cluster
 	lr       lb.Request
 	pickDone func(lb.DoneInfo)
@@ -97,7 +98,7 @@ type h2Upload struct {
 // is its route timeout. For one whose body is still to come (body), the timer is the
 // upload's stall bound until the body's end (h2Upload).
 func (t *h2Target) startTimer(p *Proxy, body bool, cancel context.CancelFunc) {
-	d := t.rt.Timeout()
+	d := t.timeout
 	fire := func() {
 		if !t.headIn.Load() { // a late push of a bound after the head is moot
 			t.timedOut.Store(true)
@@ -171,6 +172,17 @@ func (t *h2Target) receivedAt() (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return t.start.Add(time.Duration(n - 1)), true
+}
+
+// timesUp reports whether the request's route timeout ran out: its timer fired, or a
+// failure came at or after the deadline before the timer's goroutine ran (an upstream
+// told the same deadline, a gRPC server under max_grpc_timeout, resets as it passes).
+func (t *h2Target) timesUp() bool {
+	if t.timedOut.Load() {
+		return true
+	}
+	at, ok := t.receivedAt()
+	return ok && t.timeout > 0 && time.Since(at) >= t.timeout
 }
 
 // firstTryTimer is the per-try timer (pt, calling cancel) of a request's first try: from
@@ -388,7 +400,7 @@ func (p *Proxy) serveH2Stream(w http.ResponseWriter, r *http.Request) {
 	}
 	if !ok {
 		st.answered(errNoRoute.status, errNoRoute.body, accesslog.FlagNoRoute)
-		h2Local(w, errNoRoute.status, errNoRoute.body)
+		h2Reply(w, r, errNoRoute.status, errNoRoute.body, false)
 		return
 	}
 	if dr, ok := rt.DirectResponse(); ok {
@@ -398,10 +410,10 @@ func (p *Proxy) serveH2Stream(w http.ResponseWriter, r *http.Request) {
 	}
 	if p.overloaded() {
 		st.answered(http.StatusServiceUnavailable, msgOverloaded, accesslog.FlagLocalReply)
-		h2Local(w, http.StatusServiceUnavailable, msgOverloaded)
+		h2Reply(w, r, http.StatusServiceUnavailable, msgOverloaded, false)
 		return
 	}
-	t := h2Target{rt: rt, start: time.Now()}
+	t := h2Target{rt: rt, timeout: rt.RequestTimeout(view), start: time.Now()}
 	// The route timeout bounds the wait for the response head (as for HTTP/1) from when
 	// the request is in: a body still arriving is bounded by the body timeout instead,
 	// on either side (h2Upload, and the server's BodyTimeout). A streaming response body
@@ -465,11 +477,11 @@ func (p *Proxy) h2Fail(w http.ResponseWriter, r *http.Request, t *h2Target, err 
 	if !errors.As(err, &le) {
 		le = errReset
 	}
-	if t.timedOut.Load() {
+	if t.timesUp() {
 		le = errTimeout
 	}
 	st.answered(le.status, le.body, h2Flag(le))
-	h2Local(w, le.status, le.body)
+	h2Reply(w, r, le.status, le.body, le == errTimeout)
 }
 
 // errAbort marks a failure after the response head was sent: the downstream stream is
@@ -524,6 +536,10 @@ func (p *Proxy) outRequest(ctx context.Context, r *http.Request, t *h2Target, ip
 		fillRequestID(&rid)
 		out.Header["X-Request-Id"] = []string{string(rid[:])}
 	}
+	if rt.GRPCTimeouts() && t.timeout > 0 && router.IsGRPC(r.Header.Get("Content-Type")) {
+		// The upstream learns the deadline the proxy keeps (Envoy does the same).
+		out.Header["Grpc-Timeout"] = []string{router.FormatGRPCTimeout(t.timeout)}
+	}
 	rt.ApplyRequestHeaders(h2stream.Mutator{H: out.Header})
 	return out.WithContext(ctx)
 }
@@ -550,7 +566,7 @@ func (p *Proxy) h2ToH2(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	resp, err := p.roundTripH2(ctx, t, out)
 	t.headDone()
 	if err != nil {
-		if t.timedOut.Load() {
+		if t.timesUp() {
 			return errTimeout
 		}
 		return err
@@ -575,7 +591,7 @@ func retryFresh(ctx context.Context, out *http.Request, err error) bool {
 
 // classifyUpstreamErr maps a failure before the response head to a local answer.
 func classifyUpstreamErr(t *h2Target, err error) error {
-	if t.timedOut.Load() || errors.Is(err, os.ErrDeadlineExceeded) {
+	if t.timesUp() || errors.Is(err, os.ErrDeadlineExceeded) {
 		return errTimeout
 	}
 	var ne net.Error

@@ -38,6 +38,9 @@ type Route struct {
 	hostRewrite   string
 	autoHost      bool
 	timeout       time.Duration
+	grpcTimeouts  bool          // max_grpc_timeout set: gRPC requests are timed by grpc-timeout
+	grpcMax       time.Duration // max_grpc_timeout; 0: no cap
+	grpcOffset    time.Duration // grpc_timeout_offset
 	retry         *RetryPolicy
 	hash          []hashPolicy
 	mirror        *Mirror
@@ -380,6 +383,10 @@ func (rt *Route) compileAction(a *config.RouteAction) error {
 	}
 	rt.hostRewrite, rt.autoHost = a.HostRewrite, a.AutoHostRewrite
 	rt.timeout = a.Timeout.Or(config.DefaultRouteTimeout)
+	if a.MaxGrpcTimeout != nil {
+		rt.grpcTimeouts, rt.grpcMax = true, a.MaxGrpcTimeout.D()
+		rt.grpcOffset = a.GrpcTimeoutOffset.Or(0)
+	}
 	rt.retry = newRetryPolicy(a.RetryPolicy)
 	hp, err := newHashPolicies(a.HashPolicy)
 	if err != nil {

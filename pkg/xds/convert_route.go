@@ -341,6 +341,18 @@ func convertRouteAction(a *routev3.RouteAction, vhRetry *routev3.RetryPolicy) (*
 		d := config.Duration(t.AsDuration())
 		out.Timeout = &d
 	}
+	// gRPC deadlines: max_stream_duration's grpc_timeout_header_max and _offset (the
+	// successors of the deprecated max_grpc_timeout and grpc_timeout_offset, same meaning).
+	if msd := a.GetMaxStreamDuration(); msd != nil {
+		if t := msd.GetGrpcTimeoutHeaderMax(); t != nil {
+			d := config.Duration(t.AsDuration())
+			out.MaxGrpcTimeout = &d
+		}
+		if t := msd.GetGrpcTimeoutHeaderOffset(); t != nil {
+			d := config.Duration(t.AsDuration())
+			out.GrpcTimeoutOffset = &d
+		}
+	}
 	rp := a.GetRetryPolicy()
 	if rp == nil {
 		rp = vhRetry

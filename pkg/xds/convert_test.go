@@ -90,6 +90,7 @@ func TestConvertRoute(t *testing.T) {
 			PrefixRewrite:        "/new",
 			HostRewriteSpecifier: &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: "up.example"},
 			Timeout:              durationpb.New(3 * time.Second),
+			MaxStreamDuration:    &routev3.RouteAction_MaxStreamDuration{GrpcTimeoutHeaderMax: durationpb.New(30 * time.Second), GrpcTimeoutHeaderOffset: durationpb.New(50 * time.Millisecond)},
 			RetryPolicy:          &routev3.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(2), PerTryTimeout: durationpb.New(time.Second), RetriableStatusCodes: []uint32{503}},
 			HashPolicy: []*routev3.RouteAction_HashPolicy{
 				{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: "x-user"}}},
@@ -98,6 +99,7 @@ func TestConvertRoute(t *testing.T) {
 		}}},
 			want: config.Route{Match: config.RouteMatch{Prefix: "/"}, Route: &config.RouteAction{
 				ClusterHeader: "x-cluster", PrefixRewrite: "/new", HostRewrite: "up.example", Timeout: dur(3 * time.Second),
+				MaxGrpcTimeout: dur(30 * time.Second), GrpcTimeoutOffset: dur(50 * time.Millisecond),
 				RetryPolicy: &config.RetryPolicy{RetryOn: true, NumRetries: 2, RetryTimeout: dur(time.Second), RetriableStatusCodes: []uint32{503}},
 				HashPolicy: []config.HashPolicy{
 					{Header: &struct {

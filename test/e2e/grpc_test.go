@@ -119,34 +119,47 @@ var echoDesc = grpc.ServiceDesc{
 	},
 }
 
-// TestGRPCThroughProxy: grpc-go client → mosnlite (Http2) → grpc-go server over h2c:
-// unary, client, server and bidi streaming, headers, trailers and non-OK statuses.
-func TestGRPCThroughProxy(t *testing.T) {
+// startRawGRPC serves desc (raw-bytes codec) on a loopback port until the test ends and
+// returns its address.
+func startRawGRPC(t *testing.T, desc *grpc.ServiceDesc) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}))
-	srv.RegisterService(&echoDesc, echoService{})
+	srv.RegisterService(desc, echoService{})
 	served := make(chan struct{})
 	go func() { defer close(served); _ = srv.Serve(ln) }()
-	defer func() { srv.Stop(); <-served }()
+	t.Cleanup(func() { srv.Stop(); <-served })
+	return ln.Addr().String()
+}
 
-	addr := framework.FreePort(t)
-	framework.StartProxy(t, httpProxyConfig(addr, "Http2", "Http2", []any{
-		map[string]any{
-			"match": map[string]any{"prefix": "/mosnlite.test.Echo/", "headers": []any{map[string]any{"name": "content-type", "value": "application/grpc+raw", "regex": false}}},
-			"route": map[string]any{"cluster_name": "up", "timeout": "20s"},
-		},
-	}, ln.Addr().String()))
-
+// dialRawGRPC is a grpc-go client of addr (h2c, raw-bytes codec), closed when the test ends.
+func dialRawGRPC(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
 	cc, err := grpc.NewClient("passthrough:///"+addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cc.Close()
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// TestGRPCThroughProxy: grpc-go client → mosnlite (Http2) → grpc-go server over h2c:
+// unary, client, server and bidi streaming, headers, trailers and non-OK statuses.
+func TestGRPCThroughProxy(t *testing.T) {
+	up := startRawGRPC(t, &echoDesc)
+	addr := framework.FreePort(t)
+	framework.StartProxy(t, httpProxyConfig(addr, "Http2", "Http2", []any{
+		map[string]any{
+			"match": map[string]any{"prefix": "/mosnlite.test.Echo/", "headers": []any{map[string]any{"name": "content-type", "value": "application/grpc+raw", "regex": false}}},
+			"route": map[string]any{"cluster_name": "up", "timeout": "20s"},
+		},
+	}, up))
+	cc := dialRawGRPC(t, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -165,7 +178,7 @@ func TestGRPCThroughProxy(t *testing.T) {
 	// Unary with a non-OK status and a trailer.
 	in = []byte("fail-1")
 	tr = nil
-	err = cc.Invoke(ctx, "/mosnlite.test.Echo/Unary", &in, &out, grpc.Trailer(&tr))
+	err := cc.Invoke(ctx, "/mosnlite.test.Echo/Unary", &in, &out, grpc.Trailer(&tr))
 	if st, _ := status.FromError(err); st.Code() != codes.NotFound || st.Message() != "no such thing: fail-1" {
 		t.Fatalf("failing unary: %v", err)
 	}
