@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"net"
 	"sync"
@@ -39,11 +40,23 @@ var errClientGone = errors.New("proxy: the client left while its request waited 
 // look costs a timer reset and stop and two uncontended lock pairs.
 type clientWatch struct {
 	mu   sync.Mutex
-	down net.Conn // the client's connection while up is set
-	up   *upConn  // the upstream connection waited on; nil: not waiting
+	down net.Conn // the client's connection while cut is set
+	cut  waitCut  // ends the wait; nil: not waiting
 	gone network.PeerState
 	t    *time.Timer
 }
+
+// waitCut ends a session's wait for its upstream from the watch's goroutine.
+type waitCut interface{ cutWait() }
+
+// cutWait ends a blocked read of the response head with an expired deadline. The
+// connection is closed, not pooled, after this.
+func (u *upConn) cutWait() { _ = u.raw.SetReadDeadline(time.Unix(1, 0)) }
+
+// cancelCut ends a wait on an HTTP/2 upstream stream (h1h2) by cancelling it.
+type cancelCut context.CancelFunc
+
+func (c cancelCut) cutWait() { c() }
 
 func newClientWatch() *clientWatch {
 	w := &clientWatch{}
@@ -56,7 +69,7 @@ func newClientWatch() *clientWatch {
 func (w *clientWatch) look() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.up == nil {
+	if w.cut == nil {
 		return
 	}
 	st := network.Peer(w.down)
@@ -65,8 +78,7 @@ func (w *clientWatch) look() {
 		return
 	}
 	w.gone = st
-	// Cut the session's wait. The connection is closed, not pooled, after this.
-	_ = w.up.raw.SetReadDeadline(time.Unix(1, 0))
+	w.cut.cutWait()
 }
 
 // waitOn bounds up by deadline and watches the client while the session waits on up
@@ -74,14 +86,20 @@ func (w *clientWatch) look() {
 // connection). It reports false when the client has already been seen leaving.
 func (s *session) waitOn(up *upConn, deadline time.Time) bool {
 	up.deadline(deadline)
+	return s.watchWait(up)
+}
+
+// watchWait starts or moves the watch of the client while the session waits; cut
+// ends the wait. It reports false when the client has already been seen leaving.
+func (s *session) watchWait(cut waitCut) bool {
 	w := s.watch
 	if w == nil {
 		w = newClientWatch()
 		s.watch = w
 	}
 	w.mu.Lock()
-	first := w.up == nil
-	w.up, w.down = up, s.c.Raw()
+	first := w.cut == nil
+	w.cut, w.down = cut, s.c.Raw()
 	gone := w.gone
 	w.mu.Unlock()
 	if first {
@@ -107,7 +125,7 @@ func (s *session) unwatch() (gone bool) {
 	w.t.Stop()
 	w.mu.Lock()
 	gone = w.gone != network.PeerOpen
-	w.up, w.down, w.gone = nil, nil, network.PeerOpen
+	w.cut, w.down, w.gone = nil, nil, network.PeerOpen
 	w.mu.Unlock()
 	return gone
 }

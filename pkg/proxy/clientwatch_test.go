@@ -23,10 +23,12 @@ import (
 // FIN comes behind a pipelined request, and through TLS (goroutine path).
 func TestClientLeavesWhileWaiting(t *testing.T) {
 	routes := `{"router_config_name":"r","virtual_hosts":[{"name":"vh","domains":["*"],"routers":[
+ {"match":{"prefix":"/h2/"},"route":{"cluster_name":"c","upstream_protocol":"Http2","retry_policy":{"retry_on":true,"num_retries":3}}},
  {"match":{"prefix":"/"},"route":{"cluster_name":"c","retry_policy":{"retry_on":true,"num_retries":3}}}]}]}`
 	cases := []struct {
 		name string
 		tls  bool
+		req  string // default: a GET to an HTTP/1 upstream
 		quit func(c net.Conn)
 	}{
 		{name: "reset", quit: func(c net.Conn) { c.(*net.TCPConn).SetLinger(0); c.Close() }},
@@ -36,6 +38,10 @@ func TestClientLeavesWhileWaiting(t *testing.T) {
 			c.Close()
 		}},
 		{name: "tls-close", tls: true, quit: func(c net.Conn) { c.Close() }},
+		// An HTTP/2 upstream (goroutine path on either listener): the stream is cancelled.
+		{name: "h2-upstream-close", req: "GET /h2/wait HTTP/1.1\r\nHost: a\r\n\r\n", quit: func(c net.Conn) { c.Close() }},
+		{name: "h2-upstream-body-reset", req: "POST /h2/wait HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+			quit: func(c net.Conn) { c.(*net.TCPConn).SetLinger(0); c.Close() }},
 	}
 	bothPaths(t, func(t *testing.T, p path) {
 		for _, tc := range cases {
@@ -44,7 +50,7 @@ func TestClientLeavesWhileWaiting(t *testing.T) {
 					t.Skip("TLS listeners are served on goroutines")
 				}
 				var got, cancelled atomic.Int32
-				o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+				o := h2Origin(t, func(w http.ResponseWriter, r *http.Request) {
 					got.Add(1)
 					select {
 					case <-r.Context().Done():
@@ -56,6 +62,7 @@ func TestClientLeavesWhileWaiting(t *testing.T) {
 				js := `[{"name":"c","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","hosts":[{"address":"` + o.addr() + `"}]}]`
 				logPath := filepath.Join(t.TempDir(), "access.log")
 				var ca *tlstest.CA
+				p := p // this case's listener
 				if tc.tls {
 					ca = tlstest.NewCA(t)
 					cert := ca.Leaf(t, "a").TLS(t)
@@ -72,7 +79,11 @@ func TestClientLeavesWhileWaiting(t *testing.T) {
 					}
 					c = tc
 				}
-				io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n")
+				req := tc.req
+				if req == "" {
+					req = "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n"
+				}
+				io.WriteString(c, req)
 				testutil.Eventually(t, testTimeout, "the request at the origin", func() bool { return got.Load() == 1 })
 				tc.quit(c)
 				deadline := time.Now().Add(2 * time.Second)

@@ -77,8 +77,12 @@ func (s *session) h2Request(b *buffer.IoBuffer, n int, rt *router.Route, view ro
 		out.Host = t.host.Addr()
 	}
 	if !hasBody {
+		s.watchWait(cancelCut(cancel))
 		resp, err := p.roundTripH2(ctx, t, out)
 		t.headDone()
+		if s.unwatch() {
+			return s.h2ClientLeft(x, resp)
+		}
 		if err != nil {
 			return fail(err)
 		}
@@ -256,9 +260,13 @@ func (s *session) h2Body(b *buffer.IoBuffer) error {
 		}
 	}
 	_ = x.pw.Close()
+	s.watchWait(cancelCut(x.cancel))
 	r := <-x.res
 	s.h2 = nil
 	x.t.headDone()
+	if s.unwatch() {
+		return s.h2ClientLeft(x, r.resp)
+	}
 	if r.err != nil {
 		x.cancel()
 		err := classifyUpstreamErr(&x.t, r.err)
@@ -267,6 +275,17 @@ func (s *session) h2Body(b *buffer.IoBuffer) error {
 		return s.localDone(le.status, le.body, false)
 	}
 	return s.h2Respond(x, r.resp)
+}
+
+// h2ClientLeft ends a request whose client left while it waited for the HTTP/2
+// upstream's response head (clientWatch cancelled the stream).
+func (s *session) h2ClientLeft(x *h1h2, resp *http.Response) error {
+	if resp != nil {
+		_ = resp.Body.Close()
+	}
+	x.cancel()
+	x.t.release(errClientGone)
+	return s.clientLeft()
 }
 
 // h2StopInBody answers a request stopped by a filter while its body was being forwarded
