@@ -56,10 +56,12 @@
 //
 // # Drain
 //
-// Close (the server calls it when the listener drains) sends every client a go-away (bolt
-// cmdcode 100, dubbo's readonly event), answers what is in flight, closes each client
-// connection once nothing is pending on it, and waits up to DrainWait for that before
-// closing the upstream connections.
+// GoAway (the server calls it when the drain starts) sends every client a go-away (bolt
+// cmdcode 100, dubbo's readonly event), answers what is in flight, and closes each client
+// connection once nothing is pending on it and GoAwayGrace has passed since its go-away:
+// requests a client sent before the go-away reached it are read and answered, not reset by
+// the close. Close does the same and waits up to DrainWait for it before closing the
+// upstream connections.
 //
 // # Timeouts
 //
@@ -98,6 +100,7 @@ const (
 	DefaultWriteLimit        = 1 << 20
 	DefaultHardWriteLimit    = 64 << 20
 	DefaultDrainWait         = 5 * time.Second
+	DefaultGoAwayGrace       = time.Second
 	// MaxConnPoolSize caps conn_pool_size.
 	MaxConnPoolSize = 64
 )
@@ -133,6 +136,11 @@ type Config struct {
 	// DrainWait bounds how long Close waits for clients to finish their requests after
 	// the go-away. 0: DefaultDrainWait.
 	DrainWait time.Duration
+	// GoAwayGrace is how long a client connection stays open at least after its go-away,
+	// so that the requests the client sent before it saw the go-away are still served
+	// (neither bolt nor dubbo says which requests crossed it). 0: DefaultGoAwayGrace;
+	// negative: closed as soon as nothing is pending.
+	GoAwayGrace time.Duration
 	// WriteLimit: above this many bytes of answers queued for one downstream connection
 	// (beyond what its Conn queues itself) the engine stops reading that connection's
 	// requests until the queue drains. 0: DefaultWriteLimit.
@@ -231,6 +239,9 @@ func New(cfg Config) *Engine {
 	}
 	if cfg.DrainWait <= 0 {
 		cfg.DrainWait = DefaultDrainWait
+	}
+	if cfg.GoAwayGrace == 0 {
+		cfg.GoAwayGrace = DefaultGoAwayGrace
 	}
 	if cfg.WriteLimit <= 0 {
 		cfg.WriteLimit = DefaultWriteLimit

@@ -46,7 +46,9 @@ type session struct {
 	wdone   chan struct{}
 	wroom   chan struct{} // the writer took answers off the queue: a paused reader may go on
 
-	draining atomic.Bool // the engine is closing: the client got a go-away
+	// drainAt is when the client was sent the go-away (monoNow, 0: not yet): the engine
+	// is closing.
+	drainAt atomic.Int64
 
 	// A pick or connect that failed makes the next second's picks and connects for that
 	// cluster on this connection fail at once instead of each waiting pick_timeout or
@@ -78,9 +80,11 @@ func (s *session) kick() {
 }
 
 // startDrain tells the client to go away (bolt go-away, dubbo readonly event) and makes
-// the writer close the connection once nothing is in flight.
+// the writer close the connection once nothing is in flight and Config.GoAwayGrace has
+// passed: requests the client sent before the go-away reached it are still on their way,
+// and a close as soon as the connection is idle would reset them unanswered.
 func (s *session) startDrain() {
-	if s.draining.Swap(true) {
+	if !s.drainAt.CompareAndSwap(0, max(monoNow(), 1)) {
 		return
 	}
 	ob := s.e.cfg.Pool.NewBuffer(32)
@@ -89,6 +93,15 @@ func (s *session) startDrain() {
 	}
 	s.deliver(ob)
 	s.kick()
+	if g := s.e.cfg.GoAwayGrace; g > 0 {
+		time.AfterFunc(g, s.kick) // the writer looks again once the grace is over
+	}
+}
+
+// drained reports whether the client was told to go away at least GoAwayGrace ago.
+func (s *session) drained() bool {
+	at := s.drainAt.Load()
+	return at != 0 && monoNow()-at >= int64(s.e.cfg.GoAwayGrace)
 }
 
 // deliver queues b (an answer batch) for the client without waiting. Above
@@ -158,7 +171,7 @@ func (s *session) writer() {
 		case s.wroom <- struct{}{}:
 		default:
 		}
-		if idle && s.draining.Load() && s.inflight.Load() == 0 {
+		if idle && s.inflight.Load() == 0 && s.drained() {
 			_ = s.c.Flush()
 			s.c.Close(network.CloseDrain)
 		}

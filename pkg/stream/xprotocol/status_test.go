@@ -75,3 +75,32 @@ func TestGoAwayDoesNotWait(t *testing.T) {
 	}
 	expectDrained(t, r)
 }
+
+// TestGoAwayGraceServesCrossingRequests: a client with nothing in flight reads the
+// go-away only after it sent one more request (the two crossed on the wire). The
+// connection stays open for GoAwayGrace, that request is answered, and only then is the
+// connection closed, instead of the idle connection being closed under the request.
+func TestGoAwayGraceServesCrossingRequests(t *testing.T) {
+	const grace = 300 * time.Millisecond
+	up := startBoltServer(t)
+	v := startEnv(t, bolt.New(bolt.Options{}), up.addr(), func(c *xprotocol.Config) { c.GoAwayGrace = grace })
+	c := dial(t, v.addr)
+	r := newFrameReader(c, bolt.New(bolt.Options{}))
+	if f := roundTrip(t, c, r, bolt.Message{ID: 1, Headers: hdrs("service", "echo")}); f.Status != 0 {
+		t.Fatalf("before the go-away: status %#x", f.Status)
+	}
+	start := time.Now()
+	v.e.GoAway()
+	if f, err := r.next(); err != nil || f.Kind != xproto.KindGoAway {
+		t.Fatalf("want a go-away: %v %+v", err, f)
+	}
+	if f := roundTrip(t, c, r, bolt.Message{ID: 2, Headers: hdrs("service", "echo")}); f.Status != 0 {
+		t.Fatalf("request crossing the go-away: status %#x", f.Status)
+	}
+	if _, err := r.next(); !isEOF(err) {
+		t.Fatalf("want the connection closed after the grace, got %v", err)
+	}
+	if d := time.Since(start); d < grace {
+		t.Fatalf("closed %v after the go-away, grace %v", d, grace)
+	}
+}

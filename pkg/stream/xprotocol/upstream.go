@@ -549,7 +549,7 @@ func (bt *batch) flush() {
 	for i := range bt.outs {
 		o := &bt.outs[i]
 		o.s.deliver(o.b)
-		if o.s.inflight.Add(-o.done) == 0 && o.s.draining.Load() {
+		if o.s.inflight.Add(-o.done) == 0 && o.s.drainAt.Load() != 0 {
 			o.s.kick()
 		}
 		bt.outs[i] = downOut{}

@@ -229,6 +229,7 @@ type BoltClient struct {
 	pending map[uint32]chan *BoltResponse
 	err     error
 	done    chan struct{}
+	goAway  chan struct{}
 	// Unmatched counts frames whose id matched no pending request.
 	Unmatched atomic.Int64
 }
@@ -240,7 +241,7 @@ func DialBolt(addr string, timeout time.Duration) (*BoltClient, error) {
 		return nil, err
 	}
 	c := &BoltClient{conn: &lockedConn{Conn: nc}, codec: bolt.New(bolt.Options{}),
-		pending: map[uint32]chan *BoltResponse{}, done: make(chan struct{})}
+		pending: map[uint32]chan *BoltResponse{}, done: make(chan struct{}), goAway: make(chan struct{})}
 	go c.readLoop()
 	return c, nil
 }
@@ -248,6 +249,7 @@ func DialBolt(addr string, timeout time.Duration) (*BoltClient, error) {
 func (c *BoltClient) readLoop() {
 	fr := newFrameReader(c.conn, c.codec)
 	var err error
+	gone := false
 	for {
 		var f *xprotocol.Frame
 		f, err = fr.next()
@@ -258,6 +260,13 @@ func (c *BoltClient) readLoop() {
 		if _, derr := c.codec.Decode(r.Raw, &r.Frame); derr != nil {
 			err = derr
 			break
+		}
+		if r.Frame.Kind == xprotocol.KindGoAway {
+			if !gone {
+				gone = true
+				close(c.goAway)
+			}
+			continue
 		}
 		id := uint32(r.Frame.ID)
 		c.mu.Lock()
@@ -276,6 +285,10 @@ func (c *BoltClient) readLoop() {
 	c.mu.Unlock()
 	close(c.done)
 }
+
+// GoAway is closed when the peer sent a go-away (cmdcode 100): it asks for no new
+// requests on this connection; the ones in flight are still answered.
+func (c *BoltClient) GoAway() <-chan struct{} { return c.goAway }
 
 // Done is closed when the connection is closed and the reader ended.
 func (c *BoltClient) Done() <-chan struct{} { return c.done }

@@ -285,6 +285,21 @@ func DecodeDubboRequest(frame []byte) (h hessian.DubboHeader, req *DubboRequest,
 	return h, req, nil
 }
 
+// IsDubboReadonly reports whether frame is Dubbo's readonly event: an event request whose
+// body the library decodes to the string "R" (what a closing provider sends its consumers).
+func IsDubboReadonly(frame []byte) (ok bool) {
+	if len(frame) < DubboHeaderLen || frame[2]&hessian.FLAG_REQUEST == 0 || frame[2]&hessian.FLAG_EVENT == 0 {
+		return false
+	}
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	v, err := hessian.NewDecoder(frame[DubboHeaderLen:]).Decode()
+	return err == nil && v == "R"
+}
+
 // DubboResult is one decoded response.
 type DubboResult struct {
 	ID          int64
@@ -381,6 +396,7 @@ type DubboClient struct {
 	pending map[int64]chan *DubboResult
 	err     error
 	done    chan struct{}
+	goAway  chan struct{}
 	// Unmatched counts responses whose id matched no pending request; Undecodable counts
 	// responses the library could not decode.
 	Unmatched   atomic.Int64
@@ -393,7 +409,8 @@ func DialDubbo(addr string, timeout time.Duration) (*DubboClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &DubboClient{conn: &lockedConn{Conn: nc}, pending: map[int64]chan *DubboResult{}, done: make(chan struct{})}
+	c := &DubboClient{conn: &lockedConn{Conn: nc}, pending: map[int64]chan *DubboResult{}, done: make(chan struct{}),
+		goAway: make(chan struct{})}
 	go c.readLoop()
 	return c, nil
 }
@@ -401,11 +418,19 @@ func DialDubbo(addr string, timeout time.Duration) (*DubboClient, error) {
 func (c *DubboClient) readLoop() {
 	r := bufio.NewReaderSize(c.conn, 64<<10)
 	var err error
+	gone := false
 	for {
 		var frame []byte
 		frame, err = ReadDubboFrame(r, DubboMaxBody)
 		if err != nil {
 			break
+		}
+		if IsDubboReadonly(frame) {
+			if !gone {
+				gone = true
+				close(c.goAway)
+			}
+			continue
 		}
 		res, derr := DecodeDubboResponse(frame)
 		if res == nil {
@@ -432,6 +457,10 @@ func (c *DubboClient) readLoop() {
 	c.mu.Unlock()
 	close(c.done)
 }
+
+// GoAway is closed when the provider sent Dubbo's readonly event: a consumer sends no new
+// requests on the connection; the ones in flight are still answered.
+func (c *DubboClient) GoAway() <-chan struct{} { return c.goAway }
 
 // Done is closed when the connection is closed (by either side) and the reader ended.
 func (c *DubboClient) Done() <-chan struct{} { return c.done }

@@ -1,10 +1,13 @@
 package rpcpeer
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -404,5 +407,91 @@ func TestBoltPeers(t *testing.T) {
 	}
 	if _, err := c.Call(ctx, closeReq); !errors.Is(err, ErrClosed) {
 		t.Fatalf("close: %v", err)
+	}
+}
+
+// TestBoltClientGoAway: a go-away (mosnlite's codec, id 0) closes GoAway; the response
+// that follows it still answers the request in flight, and nothing counts as unmatched.
+func TestBoltClientGoAway(t *testing.T) {
+	codec := bolt.New(bolt.Options{})
+	s := startBolt(t, BoltServerOptions{Handler: func(raw []byte, f *xprotocol.Frame) ([]byte, bool) {
+		m := bolt.MessageOf(f)
+		b := buffer.NewPool().NewBuffer(256)
+		defer b.Release()
+		if err := codec.GoAway(b, 0); err != nil {
+			return nil, false
+		}
+		resp := bolt.Message{Kind: xprotocol.KindResponse, Version: m.Version, Ver1: m.Ver1, Ver2: m.Ver2,
+			ID: m.ID, Codec: m.Codec, Class: []byte(SofaResponseClass), Content: m.Content}
+		if err := codec.EncodeMessage(b, &resp); err != nil {
+			return nil, false
+		}
+		return append([]byte(nil), b.Bytes()...), true
+	}})
+	c := dialBolt(t, s.Addr())
+	select {
+	case <-c.GoAway():
+		t.Fatal("GoAway closed before any go-away")
+	default:
+	}
+	r, err := c.Call(ctxT(t, 10*time.Second), BoltRequest(1, "svc", "echo", []byte("in flight")))
+	if err != nil || string(r.Message().Content) != "in flight" {
+		t.Fatalf("call: %+v %v", r, err)
+	}
+	select {
+	case <-c.GoAway():
+	case <-time.After(10 * time.Second):
+		t.Fatal("GoAway not closed after the go-away")
+	}
+	if u := c.Unmatched.Load(); u != 0 {
+		t.Fatalf("%d unmatched frames", u)
+	}
+}
+
+// TestDubboClientReadonly: the readonly event mosnlite's dubbo codec writes is what the
+// library decodes as "R"; it closes GoAway, is not counted as undecodable, and the
+// response after it still answers the request in flight. A heartbeat is no readonly event.
+func TestDubboClientReadonly(t *testing.T) {
+	ro := buffer.NewPool().NewBuffer(64)
+	defer ro.Release()
+	if err := dubbo.New(dubbo.Options{}).GoAway(ro, 0); err != nil {
+		t.Fatal(err)
+	}
+	readonly := append([]byte(nil), ro.Bytes()...)
+	hb, err := EncodeDubboHeartbeat(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !IsDubboReadonly(readonly) || IsDubboReadonly(hb) || IsDubboReadonly(readonly[:DubboHeaderLen]) {
+		t.Fatal("IsDubboReadonly: wrong answer for the readonly event, a heartbeat or an empty body")
+	}
+	srv := testutil.StartTCP(t, func(nc *net.TCPConn) {
+		frame, err := ReadDubboFrame(bufio.NewReader(nc), DubboMaxBody)
+		if err != nil {
+			return
+		}
+		_, req, err := DecodeDubboRequest(frame)
+		if err != nil {
+			return
+		}
+		resp, err := EncodeDubboResponse(req.ID, hessian.Response_OK, req.Args[0], nil)
+		if err != nil {
+			return
+		}
+		_, _ = nc.Write(append(append([]byte(nil), readonly...), resp...))
+		_, _ = io.Copy(io.Discard, nc)
+	})
+	c := dialDubbo(t, srv.Addr())
+	res, err := c.Call(ctxT(t, 10*time.Second), echoSvc, []any{"in flight"}, nil)
+	if err != nil || res.Status != hessian.Response_OK || res.Value != "in flight" {
+		t.Fatalf("call: %+v %v", res, err)
+	}
+	select {
+	case <-c.GoAway():
+	case <-time.After(10 * time.Second):
+		t.Fatal("GoAway not closed after the readonly event")
+	}
+	if c.Undecodable.Load() != 0 || c.Unmatched.Load() != 0 {
+		t.Fatalf("%d undecodable, %d unmatched frames", c.Undecodable.Load(), c.Unmatched.Load())
 	}
 }
