@@ -59,6 +59,21 @@ func newAdmin(addr string, s *Server, level zap.AtomicLevel) (*admin, error) {
 		w.WriteHeader(http.StatusBadRequest)
 		json.NewEncoder(w).Encode(body)
 	})
+	// Start the graceful shutdown SIGTERM starts (Server.Drain); the answer says what
+	// follows. Only POST.
+	mux.HandleFunc("POST /api/v1/drain", func(w http.ResponseWriter, _ *http.Request) {
+		s.mu.Lock()
+		delay, timeout := s.drain.Delay.D(), s.drainTimeout()
+		s.mu.Unlock()
+		s.Drain()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		json.NewEncoder(w).Encode(struct {
+			Status  string `json:"status"`
+			Delay   string `json:"delay"`
+			Timeout string `json:"timeout"`
+		}{"draining", delay.String(), timeout.String()})
+	})
 	// Profiling, as Envoy's and MOSN's admin offer it; admin binds loopback by default.
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)

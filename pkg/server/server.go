@@ -80,6 +80,9 @@ type Server struct {
 	running atomic.Bool  // Run serves and is not draining
 	holds   atomic.Int64 // HoldReady holders not yet released
 
+	drainOnce sync.Once
+	drainReq  chan struct{} // closed by Drain: Run drains as on ctx's end
+
 	mu          sync.Mutex                           // serializes configuration changes; guards the fields below
 	clusterCfgs map[string][]config.Cluster          // owner → clusters
 	routerCfgs  map[string][]config.RouterCfg        // owner → router configs
@@ -110,6 +113,7 @@ func emptyServer(cfg *config.Config, o Options) *Server {
 		pool:        buffer.NewPool(),
 		load:        o.Load,
 		index:       network.NewIndex(),
+		drainReq:    make(chan struct{}),
 		routers:     new(router.Tables),
 		clusterCfgs: map[string][]config.Cluster{},
 		routerCfgs:  map[string][]config.RouterCfg{},
@@ -288,6 +292,8 @@ func (s *Server) Run(ctx context.Context) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
+	case <-s.drainReq:
+		s.log.Info("drain requested through the admin endpoint")
 	case runErr = <-r.failed:
 	}
 
@@ -338,6 +344,13 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("mosnlite stopped")
 	return runErr
 }
+
+// Drain starts the graceful shutdown that the end of Run's context (SIGTERM) starts:
+// readiness off, clients told to go, listeners closed after drain.delay, sessions given
+// drain.timeout, then Run returns (and the process exits). For a pod's preStop hook,
+// through the admin endpoint POST /api/v1/drain. It returns at once; more calls do
+// nothing more.
+func (s *Server) Drain() { s.drainOnce.Do(func() { close(s.drainReq) }) }
 
 // goAwayFilters starts the graceful drain of the filters that have one (GoAway).
 func goAwayFilters(lls []*liveListener) {

@@ -122,6 +122,9 @@ func TestServeAdminAndDrain(t *testing.T) {
 	if code, _ := get(t, admin+"/api/v1/nope"); code != 404 {
 		t.Fatalf("unknown admin path = %d", code)
 	}
+	if code, _ := get(t, admin+"/api/v1/drain"); code != http.StatusMethodNotAllowed || !s.Ready() {
+		t.Fatalf("GET /api/v1/drain = %d, ready %v; want 405 and no drain", code, s.Ready())
+	}
 
 	cancel() // SIGTERM: readiness off at once, still accepting during the delay
 	testutil.Eventually(t, 10*time.Second, "not ready", func() bool { return !s.Ready() })
