@@ -40,6 +40,13 @@ const (
 	DefaultCircuitMaxRequests    = 1024
 	DefaultCircuitMaxRetries     = 3
 
+	// Retry budget (retry_budget), Linkerd's defaults; the ttl is bounded.
+	DefaultRetryBudgetRatio        = 0.2
+	DefaultRetryBudgetMinPerSecond = 10
+	DefaultRetryBudgetTTL          = 10 * time.Second
+	MinRetryBudgetTTL              = time.Second
+	MaxRetryBudgetTTL              = time.Minute
+
 	// Active health checks (health_check): MOSN's timeout and interval; thresholds of 2 up
 	// and 3 down (MOSN's 1 and 1 let a single lost SYN take a host out).
 	DefaultHealthCheckTimeout  = time.Second

@@ -370,6 +370,9 @@ type Cluster struct {
 	// CircuitBreakers: the DEFAULT priority's thresholds apply (defaults 1024 connections,
 	// 1024 pending, 1024 requests, 3 retries for absent fields; 0 is a limit).
 	CircuitBreakers []CircuitBreaker `json:"circuit_breakers,omitempty"`
+	// RetryBudget bounds the rate of retries to the cluster (Linkerd's retry budget); absent:
+	// the default budget (20 % of requests plus 10 per second over 10s) applies.
+	RetryBudget *RetryBudget `json:"retry_budget,omitempty"`
 	// HealthCheck enables active health checks of every host (MOSN's block).
 	HealthCheck *HealthCheck `json:"health_check,omitempty"`
 	// OutlierDetection enables passive outlier detection (Envoy's fields); absent: off.
@@ -406,6 +409,26 @@ type CircuitBreaker struct {
 	MaxPendingRequests *uint32 `json:"max_pending_requests,omitempty"` // default 1024
 	MaxRequests        *uint32 `json:"max_requests,omitempty"`         // default 1024
 	MaxRetries         *uint32 `json:"max_retries,omitempty"`          // default 3
+}
+
+// RetryBudget is a cluster's rate-based retry budget (Linkerd's retryBudget; mosnlite
+// extension). Every request to the cluster deposits into it and every retry withdraws;
+// over the last ttl a retry is allowed while the retries made stay below retry_ratio ×
+// the requests made plus min_retries_per_second × ttl, so a failing upstream sees at
+// most that many extra tries, whatever num_retries says. It applies on top of the
+// max_retries circuit breaker, which bounds retries in flight: a retry needs both.
+// Absent, the defaults apply; {"disabled": true} turns it off (then only max_retries
+// bounds retries) and allows no other field.
+type RetryBudget struct {
+	Disabled bool `json:"disabled,omitempty"`
+	// RetryRatio: retries allowed per request, 0 to 1 (default 0.2); 0 leaves only the
+	// min_retries_per_second reserve.
+	RetryRatio *float64 `json:"retry_ratio,omitempty"`
+	// MinRetriesPerSecond: retries allowed whatever the traffic (default 10), so a cluster
+	// with little traffic can still retry; 0 leaves only the ratio.
+	MinRetriesPerSecond *uint32 `json:"min_retries_per_second,omitempty"`
+	// TTL is the window over which requests and retries are counted, 1s to 60s (default 10s).
+	TTL *Duration `json:"ttl,omitempty"`
 }
 
 // HealthCheck is MOSN's cluster health_check block. Every host is probed every interval

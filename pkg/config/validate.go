@@ -228,6 +228,10 @@ func (v *validator) cluster(p string, cl *Cluster) {
 	if od := cl.OutlierDetection; od != nil {
 		v.sub(field(p, "outlier_detection"), od.Check(), nil)
 	}
+	if rb := cl.RetryBudget; rb != nil {
+		errs, warns := rb.Check()
+		v.sub(field(p, "retry_budget"), errs, warns)
+	}
 	if lc := cl.LBConfig; lc != nil {
 		lp := field(p, "lbconfig")
 		switch n := lc.MaglevTableSize; {
@@ -244,6 +248,32 @@ func (v *validator) cluster(p string, cl *Cluster) {
 	if cl.TLSContext != nil {
 		v.tls(field(p, "tls_context"), cl.TLSContext, false)
 	}
+}
+
+// Check reports b's problems, each with its path relative to the retry_budget block.
+func (b *RetryBudget) Check() (errs, warns []Problem) {
+	var r report
+	if b.Disabled {
+		for _, f := range []struct {
+			key string
+			set bool
+		}{{"retry_ratio", b.RetryRatio != nil}, {"min_retries_per_second", b.MinRetriesPerSecond != nil}, {"ttl", b.TTL != nil}} {
+			if f.set {
+				r.fail(f.key, "set with disabled true, which turns the budget off (remove one of them)")
+			}
+		}
+		return r.errors, nil
+	}
+	if x := b.RetryRatio; x != nil && !(*x >= 0 && *x <= 1) {
+		r.fail("retry_ratio", fmt.Sprintf("%v is outside 0-1", *x))
+	}
+	if d := b.TTL; d != nil && (d.D() < MinRetryBudgetTTL || d.D() > MaxRetryBudgetTTL) {
+		r.fail("ttl", fmt.Sprintf("%v is outside %v-%v", d.D(), MinRetryBudgetTTL, MaxRetryBudgetTTL))
+	}
+	if x, n := b.RetryRatio, b.MinRetriesPerSecond; x != nil && *x == 0 && n != nil && *n == 0 {
+		r.warn("retry_ratio", `0 with min_retries_per_second 0 allows no retry to the cluster (to lift the budget, write {"disabled":true})`)
+	}
+	return r.errors, r.warnings
 }
 
 // sub reports problems whose paths are relative to the block at p.

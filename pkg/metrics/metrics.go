@@ -38,7 +38,7 @@ type Set struct {
 	UpstreamHealthChecks  *prometheus.CounterVec // cluster, result (success | failure)
 	UpstreamEjections     *prometheus.CounterVec // cluster: hosts ejected by outlier detection
 	UpstreamHostsEjected  *prometheus.GaugeVec   // cluster: hosts ejected now
-	UpstreamOverflow      *prometheus.CounterVec // cluster, breaker (connections | pending | requests | retries)
+	UpstreamOverflow      *prometheus.CounterVec // cluster, breaker (connections | pending | requests | retries | retry_budget)
 	UpstreamRetries       *prometheus.CounterVec // cluster: HTTP retries made by the proxy
 	UpstreamMirrors       *prometheus.CounterVec // cluster, result (sent | dropped | failed): mirrored requests
 

@@ -20,8 +20,10 @@ type RetryPolicy struct {
 	codes      [10]uint64 // bit set of listed status codes 0..639
 }
 
-// RetryBudget is the cluster's max_retries circuit breaker. TryAcquireRetry takes a slot
-// when one is free; the caller releases it when the retried try ends.
+// RetryBudget is the cluster's bound on retries (*cluster.Cluster): its retry budget,
+// which bounds their rate, and its max_retries circuit breaker, which bounds those in
+// flight. TryAcquireRetry allows a retry when both do and takes a breaker slot; the
+// caller releases it when the retried try ends.
 type RetryBudget interface{ TryAcquireRetry() bool }
 
 func newRetryPolicy(c *config.RetryPolicy) *RetryPolicy {
@@ -71,8 +73,8 @@ func (p *RetryPolicy) Retriable(status int) bool {
 // ended with status (0: no response). It never retries once any of the response has been
 // sent downstream, after NumRetries retries, or on a status that is not retriable. Only
 // when all of that allows a retry is budget asked (nil: unlimited), so a refused budget —
-// the max_retries breaker is open — means no retry, and a slot is taken only for a retry
-// that happens.
+// the retry budget is spent or the max_retries breaker is open — means no retry, and
+// budget is drawn on only for a retry that happens.
 func (p *RetryPolicy) ShouldRetry(attempt, status int, responseStarted bool, budget RetryBudget) bool {
 	if p == nil || responseStarted || attempt < 0 || attempt >= int(p.numRetries) || !p.Retriable(status) {
 		return false

@@ -26,7 +26,8 @@ const (
 	MaxPendingRequests
 	// MaxRequests bounds requests in flight to the cluster (L7 proxy).
 	MaxRequests
-	// MaxRetries bounds retries in flight (router.RetryBudget, see TryAcquireRetry).
+	// MaxRetries bounds retries in flight (router.RetryBudget, see TryAcquireRetry); the
+	// retry budget (retrybudget.go) bounds their rate.
 	MaxRetries
 	numBreakers
 )
@@ -68,14 +69,22 @@ type breaker struct {
 	_        [40]byte // keep each breaker's hot counter on its own cache line
 }
 
+// budgetLabel is the breaker label of retries refused by the retry budget.
+const budgetLabel = "retry_budget"
+
 // TryAcquire takes one unit of b if fewer than its limit are in use. It never blocks and
-// does not allocate. Every successful TryAcquire must be matched by one Release.
+// does not allocate. Every successful TryAcquire must be matched by one Release. A unit of
+// MaxRequests taken is a request sent to the cluster: it is a deposit into the retry
+// budget (retrybudget.go), so the L7 proxies take one per request and none per retry.
 func (c *Cluster) TryAcquire(b Breaker) bool {
 	br := &c.breakers[b]
 	if br.n.Add(1) > br.limit.Load() {
 		br.n.Add(-1)
 		br.overflow.Inc()
 		return false
+	}
+	if b == MaxRequests {
+		c.budget.deposit()
 	}
 	return true
 }
@@ -94,9 +103,23 @@ func (c *Cluster) Usage(b Breaker) (inUse, limit int64) {
 	return c.breakers[b].n.Load(), c.breakers[b].limit.Load()
 }
 
-// TryAcquireRetry takes a max_retries slot; with ReleaseRetry it makes *Cluster a
-// router.RetryBudget. Release the slot when the retried try ends.
-func (c *Cluster) TryAcquireRetry() bool { return c.TryAcquire(MaxRetries) }
+// TryAcquireRetry allows a retry if both the retry budget and the max_retries breaker do:
+// it withdraws from the budget and takes a max_retries slot; with ReleaseRetry it makes
+// *Cluster a router.RetryBudget. Release the slot when the retried try ends; the
+// withdrawal stays (the budget bounds the rate of retries, not those in flight). A refusal
+// counts upstream_overflow_total with breaker "retry_budget" or "retries", whichever
+// refused; the budget is asked first, and a withdrawal the breaker then refuses is refunded.
+func (c *Cluster) TryAcquireRetry() bool {
+	e, ok := c.budget.withdraw()
+	if !ok {
+		return false
+	}
+	if !c.TryAcquire(MaxRetries) {
+		c.budget.refund(e)
+		return false
+	}
+	return true
+}
 
 // ReleaseRetry returns a slot taken by TryAcquireRetry.
 func (c *Cluster) ReleaseRetry() { c.Release(MaxRetries) }

@@ -152,6 +152,7 @@ type Cluster struct {
 	lastWarn  atomic.Int64 // unix nanos of the last connect-failure warning
 	muted     atomic.Int64 // connect failures logged at debug only since then
 	breakers  [numBreakers]breaker
+	budget    retryBudget // retry_budget (retrybudget.go)
 
 	mu      sync.Mutex // guards the fields below and serializes rebuilds
 	set     *settings
@@ -199,6 +200,7 @@ func newCluster(m *Manager, name string) *Cluster {
 	for b := range c.breakers {
 		c.breakers[b].overflow = mt.UpstreamOverflow.WithLabelValues(name, Breaker(b).String())
 	}
+	c.budget.init(m.o.Now, mt.UpstreamOverflow.WithLabelValues(name, budgetLabel))
 	return c
 }
 
@@ -224,6 +226,7 @@ func (c *Cluster) update(s *settings) (restartDNS bool) {
 	for b := range c.breakers {
 		c.breakers[b].limit.Store(s.limits[b])
 	}
+	c.budget.configure(s.budget)
 	if s.hc == nil { // checks off: their verdicts no longer hold
 		for _, st := range c.states {
 			st.down.Store(st.down.Load() &^ downActive)

@@ -37,6 +37,7 @@ type settings struct {
 	hc             *healthcheck.Checker // nil: no active health checks
 	outlier        *outlierSettings     // nil: no outlier detection
 	limits         [numBreakers]int64   // circuit breakers
+	budget         *budgetParams        // retry_budget; nil: off
 	tls            *network.ClientTLS   // tls_context with status true (tls.go)
 }
 
@@ -128,6 +129,9 @@ func prepare(cfg config.Cluster, o *Options) (*settings, error) {
 		}
 	}
 	if s.limits, err = breakerLimits(cfg.CircuitBreakers); err != nil {
+		return fail("%v", err)
+	}
+	if s.budget, err = newBudget(cfg.RetryBudget); err != nil {
 		return fail("%v", err)
 	}
 	if cfg.HealthCheck != nil {
