@@ -2,7 +2,9 @@
 // does: when the memory the Go runtime counts against its limit (GOMEMLIMIT) nears the
 // limit, listeners stop accepting new connections, so that the connections already open
 // can finish instead of the process being OOM-killed; accepting resumes once use falls
-// back. Pending connections wait in the kernel's accept backlog meanwhile.
+// back. Pending connections wait in the kernel's accept backlog meanwhile. While paused,
+// the heap is collected and its free pages returned to the OS every ShrinkEvery (Envoy's
+// shrink_heap action), so that use can fall back at all.
 package overload
 
 import (
@@ -26,6 +28,15 @@ const (
 	// metrics is not free and memory does not climb a whole limit in a quarter second
 	// under connection backpressure.
 	Interval = 250 * time.Millisecond
+	// ShrinkEvery is how often, while paused above ResumeAt, the heap is collected and
+	// its free pages returned to the OS (debug.FreeOSMemory). On its own the runtime
+	// does neither soon enough for use to fall to ResumeAt: a paused proxy whose
+	// connections closed allocates little, so the next collection may be minutes away
+	// (the forced one every two minutes), and until then the buffer pools and the
+	// garbage keep what those connections held; and once collected, free pages go back
+	// to the OS at the runtime's pace and only down to its own targets (95 % of the
+	// limit, or 10 % over the next heap goal), which can stay above ResumeAt.
+	ShrinkEvery = time.Second
 )
 
 // Limit returns the process's memory limit (GOMEMLIMIT or debug.SetMemoryLimit), or 0
@@ -47,6 +58,8 @@ type Memory struct {
 	samples           []metrics.Sample
 	log               *zap.Logger
 	gauge             prometheus.Gauge // 1 while overloaded; nil: none
+	shrink            func()           // debug.FreeOSMemory; tests replace it
+	shrunk            time.Time        // the last shrink; zero: none yet
 }
 
 // NewMemory watches memory against limit (bytes, > 0). gauge, when set, reads 1 while
@@ -62,6 +75,7 @@ func NewMemory(limit uint64, log *zap.Logger, gauge prometheus.Gauge) *Memory {
 		samples:  []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}},
 		log:      log,
 		gauge:    gauge,
+		shrink:   debug.FreeOSMemory,
 	}
 }
 
@@ -79,10 +93,21 @@ func (m *Memory) Used() uint64 {
 	return total - released
 }
 
-// Check samples memory once, updates the state and returns it.
+// Check samples memory once, updates the state and returns it. While paused above
+// ResumeAt it first shrinks the heap, at most once every ShrinkEvery.
 func (m *Memory) Check() bool {
 	used := m.Used()
 	was := m.over.Load()
+	if was && used > m.resumeAt {
+		if t := time.Now(); t.Sub(m.shrunk) >= ShrinkEvery {
+			m.shrunk = t
+			m.shrink()
+			after := m.Used()
+			m.log.Debug("memory over its resume mark while paused: heap collected and free pages returned",
+				zap.Uint64("used_bytes_before", used), zap.Uint64("used_bytes", after), zap.Uint64("limit_bytes", m.limit))
+			used = after
+		}
+	}
 	now := was
 	switch {
 	case !was && used >= m.pauseAt:

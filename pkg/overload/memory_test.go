@@ -61,12 +61,70 @@ func TestMemoryHysteresis(t *testing.T) {
 	used := m.Used()
 	// A limit that puts use between ResumeAt and PauseAt.
 	m = NewMemory(uint64(float64(used)/0.9), nil, nil)
+	m.shrink = func() {} // a collection here could take use under ResumeAt
 	if m.Check() {
 		t.Fatal("paused below PauseAt")
 	}
 	m.over.Store(true)
 	if !m.Check() {
 		t.Fatal("resumed above ResumeAt")
+	}
+}
+
+// Memory freed while paused (garbage no collection has seen yet, as a closed connection's
+// buffers are) lets accepting resume without anything else collecting: Check shrinks the
+// heap itself.
+func TestMemoryShrinksWhilePaused(t *testing.T) {
+	runtime.GC()
+	debug.FreeOSMemory()
+	probe := NewMemory(1, nil, nil)
+	m := NewMemory(probe.Used()+40<<20, nil, nil)
+	shrinks := 0
+	m.shrink = func() { shrinks++; debug.FreeOSMemory() }
+	sink = make([]byte, 48<<20)
+	for i := 0; i < len(sink); i += 4096 {
+		sink[i] = 1
+	}
+	if !m.Check() {
+		t.Fatalf("not overloaded at %d of %d bytes (pause at %d)", m.Used(), m.limit, m.pauseAt)
+	}
+	if shrinks != 0 {
+		t.Fatalf("shrank %d times on pausing; want none before the next check", shrinks)
+	}
+	sink = nil
+	if m.Check() || m.Overloaded() {
+		t.Fatalf("still overloaded at %d of %d bytes (resume at %d) after %d shrinks", m.Used(), m.limit, m.resumeAt, shrinks)
+	}
+	if shrinks != 1 {
+		t.Fatalf("shrank %d times, want 1", shrinks)
+	}
+}
+
+// While paused above ResumeAt, the heap is shrunk at most once a ShrinkEvery; never while
+// accepting.
+func TestMemoryShrinkRate(t *testing.T) {
+	m := NewMemory(1<<40, nil, nil)
+	shrinks := 0
+	m.shrink = func() { shrinks++ }
+	m.Check()
+	m.Check()
+	if shrinks != 0 {
+		t.Fatalf("shrank %d times while accepting", shrinks)
+	}
+	m = NewMemory(1, nil, nil) // always over
+	m.shrink = func() { shrinks++ }
+	for range 5 {
+		if !m.Check() {
+			t.Fatal("resumed above ResumeAt")
+		}
+	}
+	if shrinks != 1 {
+		t.Fatalf("shrank %d times in five checks within %v, want 1", shrinks, ShrinkEvery)
+	}
+	m.shrunk = m.shrunk.Add(-ShrinkEvery)
+	m.Check()
+	if shrinks != 2 {
+		t.Fatalf("shrank %d times, want 2 once %v passed", shrinks, ShrinkEvery)
 	}
 }
 
