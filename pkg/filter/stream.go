@@ -158,6 +158,33 @@ func (c *StreamChain) HeadersOnly() bool {
 	return true
 }
 
+// SizedBodiesOnly is implemented by a factory whose filters act on heads alone, as
+// HeadersOnly says, for every request whose head declares its body's length
+// (Content-Length, or no body), and use the body phase only for a body of undeclared
+// length (chunked): payload_limit refuses a declared length over its limit from the head
+// and has to count a chunked body. An engine that cannot call body phases serves the
+// first kind of request and hands a chunked one to an engine that can.
+type SizedBodiesOnly interface {
+	SizedBodiesOnly()
+}
+
+// HeadersOnlyWhenSized reports whether every filter of the chain is HeadersOnly or
+// SizedBodiesOnly: the chain acts on heads alone for a request whose body length is
+// declared, and on every request when HeadersOnly also holds.
+func (c *StreamChain) HeadersOnlyWhenSized() bool {
+	if c == nil {
+		return true
+	}
+	for _, f := range c.Factories {
+		_, h := f.(HeadersOnly)
+		_, s := f.(SizedBodiesOnly)
+		if !h && !s {
+			return false
+		}
+	}
+	return true
+}
+
 // BuildStreamChain builds the chain from a listener's stream_filters. Types MOSN has
 // retired (config.RetiredStreamFilterTypes) are skipped (validation warned); a type the
 // registry does not have is an error naming the entry and the known types.

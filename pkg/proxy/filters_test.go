@@ -93,24 +93,38 @@ func TestFilterDelay(t *testing.T) {
 	}
 }
 
-func TestPayloadLimitAndIPAccess(t *testing.T) {
-	o := startOrigin(t, echo)
-	e := startProxyRouter(t, o.addr(), "r", withFilters(t, "payload_limit", `{"max_entity_size":8}`))
-	resp, _ := roundTrip(t, e.addr, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\n123456789")
-	if resp.StatusCode != 413 {
-		t.Fatalf("declared length: %d", resp.StatusCode)
-	}
-	resp, _ = roundTrip(t, e.addr, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n12345\r\n5\r\n67890\r\n0\r\n\r\n")
-	if resp.StatusCode != 413 {
-		t.Fatalf("chunked: %d", resp.StatusCode)
-	}
-	if n := o.reqs.Load(); n != 0 {
-		t.Fatalf("upstream saw %d requests", n)
-	}
-	resp, body := roundTrip(t, e.addr, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\n\r\n12345678")
-	if resp.StatusCode != 200 || !strings.Contains(body, "12345678") {
-		t.Fatalf("under the limit: %d %q", resp.StatusCode, body)
-	}
+// TestPayloadLimit: a declared length over max_entity_size is refused from the head and a
+// chunked body is counted as it arrives, on both paths; nothing reaches the upstream. On
+// the event loops (payload_limit is filter.SizedBodiesOnly) requests with a declared
+// length stay there, and only the chunked one is handed to a goroutine.
+func TestPayloadLimit(t *testing.T) {
+	bothPaths(t, func(t *testing.T, p path) {
+		o := startOrigin(t, echo)
+		e := p.start(t, o.addr(), withFilters(t, "payload_limit", `{"max_entity_size":8}`))
+		resp, _ := roundTrip(t, e.addr, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\n123456789")
+		if resp.StatusCode != 413 {
+			t.Fatalf("declared length: %d", resp.StatusCode)
+		}
+		resp, body := roundTrip(t, e.addr, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\n\r\n12345678")
+		if resp.StatusCode != 200 || !strings.Contains(body, "12345678") {
+			t.Fatalf("under the limit: %d %q", resp.StatusCode, body)
+		}
+		if p.loops {
+			e.noHandoffs(t)
+		}
+		resp, _ = roundTrip(t, e.addr, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n12345\r\n5\r\n67890\r\n0\r\n\r\n")
+		if resp.StatusCode != 413 {
+			t.Fatalf("chunked: %d", resp.StatusCode)
+		}
+		if n := o.reqs.Load(); n != 1 {
+			t.Fatalf("upstream saw %d requests; want 1 (the one under the limit)", n)
+		}
+		if p.loops {
+			if n := e.handoffs(t, "filter_body"); n != 1 {
+				t.Fatalf("filter_body handoffs %v; want 1 (the chunked request)", n)
+			}
+		}
+	})
 }
 
 // TestIPAccess: a denied client gets 403 from the filter, on both paths (ip_access acts
@@ -168,7 +182,8 @@ func testHeaderMutation(t *testing.T, p path) {
 }
 
 // TestLoopCapableWithHeadersOnlyFilters: a chain of filters that act on heads alone keeps
-// an HTTP/1 listener on the event loops; one that may wait or read bodies (fault) does not.
+// an HTTP/1 listener on the event loops, also with payload_limit (heads alone unless the
+// body is chunked); one that may wait (fault) does not.
 func TestLoopCapableWithHeadersOnlyFilters(t *testing.T) {
 	if !evloop.Supported {
 		t.Skip("no event loops here")
@@ -180,7 +195,9 @@ func TestLoopCapableWithHeadersOnlyFilters(t *testing.T) {
 		{nil, true},
 		{[]string{"ip_access", `{"default_action":"allow"}`, "header_mutation", `{"request_headers_to_remove":["x"]}`}, true},
 		{[]string{"header_mutation", `{}`, "fault", `{"delay":{"fixed_delay":"1s","percentage":1}}`}, false},
-		{[]string{"payload_limit", `{"max_entity_size":8}`}, false},
+		{[]string{"payload_limit", `{"max_entity_size":8}`}, true},
+		{[]string{"payload_limit", `{"max_entity_size":8}`, "ip_access", `{"default_action":"allow"}`}, true},
+		{[]string{"payload_limit", `{"max_entity_size":8}`, "fault", `{"delay":{"fixed_delay":"1s","percentage":1}}`}, false},
 	} {
 		cfg := proxy.Config{Downstream: stream.HTTP1}
 		withFilters(t, tc.pairs...)(&cfg)

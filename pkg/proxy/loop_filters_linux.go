@@ -12,7 +12,8 @@ import (
 )
 
 // loopFilters runs a listener's stream filters on the event loop. Only a chain of
-// filter.HeadersOnly filters is served there (rawOK): the receive phase runs on the
+// filter.HeadersOnly filters is served there (rawOK), or of filter.SizedBodiesOnly ones
+// for requests without a chunked body (the others are handed off): the receive phase runs on the
 // request head after routing and before the cluster is picked, the send phase on the
 // upstream's response head before it is queued for the client. Header changes become head
 // edits, as on the goroutine path (h1Headers). A request handed to the goroutine path

@@ -59,12 +59,14 @@ const (
 
 // rawOK reports whether this proxy's connections may be served on event loops.
 func (p *Proxy) rawOK() bool {
-	return p.cfg.Downstream == stream.HTTP1 && p.cfg.StreamFilters.HeadersOnly()
+	return p.cfg.Downstream == stream.HTTP1 && p.cfg.StreamFilters.HeadersOnlyWhenSized()
 }
 
 // LoopCapable reports whether ServeRaw may take this proxy's connections: HTTP/1
-// downstream, and stream filters (if any) that act on heads alone (filter.HeadersOnly).
-// The listener gives a proxy that is not capable only goroutines.
+// downstream, and stream filters (if any) that act on heads alone (filter.HeadersOnly),
+// or do so for every request whose body length is declared (filter.SizedBodiesOnly:
+// a chunked request is then handed to a goroutine, reason "filter_body"). The listener
+// gives a proxy that is not capable only goroutines.
 func (p *Proxy) LoopCapable() bool { return evloop.Supported && p.rawOK() }
 
 // ServeRaw implements network.RawHandler.
@@ -636,6 +638,9 @@ func (c *loopConn) request(n int) bool {
 	switch {
 	case h.Upgrade || string(h.Method) == "CONNECT":
 		c.handoff("upgrade")
+		return false
+	case h.Body == http1.BodyChunked && c.p.chunkedOff:
+		c.handoff("filter_body") // a stream filter counts the chunked body (OnRequestData)
 		return false
 	case h.Body == http1.BodyChunked || h.ContentLength > loopBodyMax || n+int(h.ContentLength) > c.inMax:
 		// The body streams to the upstream as it arrives (pumpBody); it is not replayed.

@@ -95,6 +95,10 @@ type Proxy struct {
 	// draining is set by GoAway: responses close their connections, connections between
 	// requests close, and upstream connections are not pooled.
 	draining atomic.Bool
+
+	// chunkedOff: the stream filters need the body phase for a chunked request body
+	// (filter.SizedBodiesOnly), so the event loop hands such a request to a goroutine.
+	chunkedOff bool
 }
 
 // New returns a Proxy.
@@ -118,7 +122,7 @@ func New(cfg Config) *Proxy {
 		Stale:           staleUpConn,
 		HostsChanged:    hostsChanged(cfg.Clusters),
 	})
-	return &Proxy{cfg: cfg, idle: idle, h2up: newH2Pool(cfg)}
+	return &Proxy{cfg: cfg, idle: idle, h2up: newH2Pool(cfg), chunkedOff: !cfg.StreamFilters.HeadersOnly()}
 }
 
 // GoAway starts a graceful drain of the HTTP/1 connections and returns at once: from now

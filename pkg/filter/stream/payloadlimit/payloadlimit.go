@@ -74,6 +74,11 @@ type factory struct {
 	pool   sync.Pool
 }
 
+// SizedBodiesOnly implements filter.SizedBodiesOnly: a declared length is refused from the
+// head (OnRequestHeaders); only a chunked body is counted (OnRequestData). The filter is
+// pure: run again on the same request, it decides the same.
+func (f *factory) SizedBodiesOnly() {}
+
 func (f *factory) NewStreamFilter(h filter.StreamHandler) filter.StreamFilter {
 	in := f.pool.Get().(*instance)
 	in.h, in.r, in.seen = h, f.rule, 0
