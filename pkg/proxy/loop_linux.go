@@ -548,6 +548,14 @@ func (c *loopConn) readDown() {
 // to the last one is read and written.
 func (c *loopConn) serve() {
 	for !c.closed && !c.busy && !c.closing && len(c.out) == 0 {
+		if c.readable && !c.eof && c.in.Len() < c.inMax {
+			// Bytes left in the socket when `in` was full (a pipeline behind a streamed
+			// body, say): no new edge will tell of them.
+			c.readDown()
+			if c.closed {
+				return
+			}
+		}
 		if c.in.Len() == 0 {
 			c.headAt, c.inBody = 0, false
 			if c.eof {

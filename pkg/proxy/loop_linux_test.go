@@ -741,3 +741,30 @@ func keepAliveOrigin(t *testing.T, serve func(c net.Conn, req *http.Request) boo
 		}
 	})
 }
+
+// Requests pipelined behind a streamed body (one over the loop's in-memory body size) are
+// answered: the body fills the connection's input, so the requests behind it stay in
+// the socket, and no new edge tells of them once the client has sent everything.
+func TestLoopPipelinedAfterStreamedBody(t *testing.T) {
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %d", r.URL.Path, len(b))
+	})
+	e := startLoopEnv(t, o.addr())
+	c := dial(t, e.addr)
+	sizes := []int{100000, 40000, 40000, 40000}
+	var sb strings.Builder
+	for i, n := range sizes {
+		fmt.Fprintf(&sb, "POST /r%d HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s", i, n, strings.Repeat("z", n))
+	}
+	if _, err := io.WriteString(c, sb.String()); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	for i, n := range sizes {
+		_, body := readResp(t, br, http.MethodPost)
+		if want := fmt.Sprintf("/r%d %d", i, n); body != want {
+			t.Fatalf("response %d = %q, want %q", i, body, want)
+		}
+	}
+}
