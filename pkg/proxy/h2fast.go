@@ -39,7 +39,7 @@ func (hc *h2Conn) ServeStream(st *h2stream.ServerStream) {
 	p := hc.h.p
 	// Overloaded: the full path answers 503 (serveH2Stream).
 	if p.cfg.StreamFilters.Len() == 0 && !p.overloaded() && fastFields(st) {
-		if tbl, ok := p.cfg.Routers.Get(p.cfg.RouterName); ok {
+		if tbl, ok := p.table(); ok {
 			if rt, ok := tbl.Match(h2View{st}); ok && fastRoute(p, rt) {
 				go hc.serveFast(st, rt)
 				return

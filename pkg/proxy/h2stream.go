@@ -390,7 +390,7 @@ func (p *Proxy) serveH2Stream(w http.ResponseWriter, r *http.Request) {
 	}
 	view := h2stream.Request{R: r}
 	var rt *router.Route
-	tbl, ok := p.cfg.Routers.Get(p.cfg.RouterName)
+	tbl, ok := p.table()
 	if ok {
 		rt, ok = tbl.Match(view)
 	}

@@ -783,7 +783,7 @@ func (c *loopConn) request(n int) bool {
 // (a handoff reason).
 func (c *loopConn) routeFor(view stream.HTTP1Request) (*router.Route, *cluster.Cluster, string) {
 	p := c.p
-	tbl, ok := p.cfg.Routers.Get(p.cfg.RouterName)
+	tbl, ok := p.table()
 	var rt *router.Route
 	if ok {
 		rt, ok = tbl.Match(view)

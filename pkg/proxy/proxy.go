@@ -95,6 +95,11 @@ type Proxy struct {
 	// draining is set by GoAway: responses close their connections, connections between
 	// requests close, and upstream connections are not pooled.
 	draining atomic.Bool
+	// drainTable is the route table the proxy had when GoAway began its drain: a
+	// listener replaced by a config change drains, and the change may drop the router it
+	// names (an LDS update to another route configuration) while its connections still
+	// carry requests. Those are routed by the table they were served with (table).
+	drainTable atomic.Pointer[router.Table]
 
 	// chunkedOff: the stream filters need the body phase for a chunked request body
 	// (filter.SizedBodiesOnly), so the event loop hands such a request to a goroutine.
@@ -131,7 +136,26 @@ func New(cfg Config) *Proxy {
 // is out of the balancer's set), and a connection that is between requests closes at once
 // when the listener drains (network.Listener.Drain). The listener may still accept
 // meanwhile (the drain delay): a new connection is served one request.
-func (p *Proxy) GoAway() { p.draining.Store(true) }
+func (p *Proxy) GoAway() {
+	if p.cfg.Routers != nil {
+		if t, ok := p.cfg.Routers.Get(p.cfg.RouterName); ok {
+			p.drainTable.Store(t)
+		}
+	}
+	p.draining.Store(true)
+}
+
+// table is the route table requests are matched in: the router's current one, or once
+// the proxy drains and its router is gone, the one it had when the drain began.
+func (p *Proxy) table() (*router.Table, bool) {
+	if t, ok := p.cfg.Routers.Get(p.cfg.RouterName); ok {
+		return t, true
+	}
+	if t := p.drainTable.Load(); t != nil && p.draining.Load() {
+		return t, true
+	}
+	return nil, false
+}
 
 // Close is GoAway, then it closes the idle upstream connections, stops the mirror workers
 // and closes the access logs: call it once the listener drained, so that the requests

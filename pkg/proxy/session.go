@@ -210,7 +210,7 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 	}
 	view := stream.HTTP1Request{Head: h}
 	var rt *router.Route
-	tbl, ok := s.p.cfg.Routers.Get(s.p.cfg.RouterName)
+	tbl, ok := s.p.table()
 	if ok {
 		rt, ok = tbl.Match(view)
 	}

@@ -320,6 +320,9 @@ func (s *Server) applyStatic(cs []config.Cluster, rs []config.RouterCfg, ls []co
 	}
 	prevClusters := s.clusterCfgs[owner]
 	s.clusterCfgs = nextClusters
+	// The listeners this change replaces drain with the routes they have: they are told
+	// to go before their routers may be dropped (a draining proxy keeps the table it had).
+	goAwayFilters(p.retire)
 	s.routers.Replace(tables)
 	s.routerCfgs = nextRouters
 	s.drain = drain
