@@ -118,9 +118,15 @@ type Client struct {
 	clusters    map[string]ConvertedCluster  // applied CDS, by cluster name
 	assignments map[string][]config.Host     // applied EDS, by service name
 	listeners   map[string]ConvertedListener // applied LDS, by listener name
-	rds         map[string]config.RouterCfg  // applied RDS, by route configuration name
-	routers     []config.RouterCfg           // last router set given to SetRouters
-	ready       bool
+	// wantListeners is the LDS set last accepted. It differs from listeners while a changed
+	// listener warms: the one it replaces keeps serving until the route configurations the
+	// new one names have all arrived (warming), or warmTimer fires.
+	wantListeners map[string]ConvertedListener
+	warming       []string // names of the listeners warming
+	warmTimer     *time.Timer
+	rds           map[string]config.RouterCfg // applied RDS, by route configuration name
+	routers       []config.RouterCfg          // last router set given to SetRouters
+	ready         bool
 	// fetchTimer is the initial fetch timeout: started when CDS and LDS are first in; nil
 	// before, and after it fired (fetchExpired) or readiness was released.
 	fetchTimer   *time.Timer
@@ -199,6 +205,7 @@ func (c *Client) Stats() Stats {
 // Run connects and keeps the stream up until ctx ends. It returns nil on ctx end.
 func (c *Client) Run(ctx context.Context) error {
 	defer c.stopFetchTimer()
+	defer c.stopWarmTimer()
 	bo := reconnectBackoff{base: c.o.BackoffBase, max: c.o.BackoffMax}
 	for attempt := 0; ; attempt++ {
 		target := c.b.Targets[attempt%len(c.b.Targets)]
@@ -230,6 +237,8 @@ func (c *Client) sleep(ctx context.Context, d time.Duration) bool {
 			return true
 		case <-c.fetchC():
 			c.expireFetch()
+		case <-c.warmC():
+			c.expireWarm() // its subscription change goes out with the next stream's
 		}
 	}
 }
@@ -372,6 +381,12 @@ func (c *Client) session(ctx context.Context, target string) (got bool, err erro
 			return got, ctx.Err()
 		case <-c.fetchC():
 			c.expireFetch()
+		case <-c.warmC():
+			for _, url := range c.expireWarm() {
+				if err := send(c.request(c.types[url])); err != nil {
+					return got, err
+				}
+			}
 		case <-nackTimer.C:
 		case r := <-recv:
 			if r.err != nil {
@@ -445,7 +460,7 @@ func (c *Client) handle(resp *discoveryv3.DiscoveryResponse) []*discoveryv3.Disc
 	case ListenerType:
 		subs, err = c.applyListeners(resp)
 	case RouteType:
-		err = c.applyRoutes(resp)
+		subs, err = c.applyRoutes(resp)
 	}
 	log := c.log.With(zap.String("type", shortType(ts.url)), zap.String("version", resp.GetVersionInfo()),
 		zap.Int("resources", len(resp.GetResources())))
@@ -474,7 +489,9 @@ func (c *Client) handle(resp *discoveryv3.DiscoveryResponse) []*discoveryv3.Disc
 	c.acks.Add(1)
 	reqs := []*discoveryv3.DiscoveryRequest{c.request(ts)}
 	for _, url := range subs {
-		reqs = append(reqs, c.request(c.types[url]))
+		if url != ts.url { // the ACK carries its own type's subscription already
+			reqs = append(reqs, c.request(c.types[url]))
+		}
 	}
 	c.checkReady()
 	return reqs
@@ -616,11 +633,34 @@ func (c *Client) applyListeners(resp *discoveryv3.DiscoveryResponse) ([]string, 
 		}
 		next[cl.Listener.Name] = cl
 	}
+	return c.setListeners(next, false)
+}
+
+// setListeners applies the LDS set want. A listener that replaces one in place and names
+// RDS route configurations not received yet warms, as Envoy's do: the old one keeps
+// serving (and its route configurations stay subscribed) until they have all arrived, so
+// that no request on the changed listener meets the placeholder router (every request
+// 404) meanwhile; force (the warm timer fired) applies it without them. It returns the
+// types whose subscription changed.
+func (c *Client) setListeners(want map[string]ConvertedListener, force bool) ([]string, error) {
+	next := make(map[string]ConvertedListener, len(want))
+	var warming []string
+	for name, cl := range want {
+		if old, ok := c.listeners[name]; ok && !force && !reflect.DeepEqual(old, cl) && !c.routesIn(cl) {
+			next[name] = old
+			warming = append(warming, name)
+			continue
+		}
+		next[name] = cl
+	}
+	sort.Strings(warming)
 	var names []string
-	for _, cl := range next {
-		for _, n := range cl.RDSNames {
-			if !slices.Contains(names, n) {
-				names = append(names, n)
+	for _, set := range []map[string]ConvertedListener{next, want} {
+		for _, cl := range set {
+			for _, n := range cl.RDSNames {
+				if !slices.Contains(names, n) {
+					names = append(names, n)
+				}
 			}
 		}
 	}
@@ -647,7 +687,21 @@ func (c *Client) applyListeners(resp *discoveryv3.DiscoveryResponse) ([]string, 
 			c.log.Warn("xds: removing unused routers failed", zap.Error(err))
 		}
 	}
-	c.listeners = next
+	if !slices.Equal(warming, c.warming) {
+		if len(warming) > 0 {
+			c.log.Info("xds: changed listeners wait for their route configurations; the old ones keep serving",
+				zap.Strings("listeners", warming))
+		} else {
+			c.log.Info("xds: no listener waits for its route configurations any more", zap.Strings("were", c.warming), zap.Bool("timed_out", force))
+		}
+	}
+	c.listeners, c.wantListeners, c.warming = next, want, warming
+	switch {
+	case len(warming) == 0:
+		c.stopWarmTimer()
+	case c.warmTimer == nil && c.b.InitialFetchTimeout > 0:
+		c.warmTimer = time.NewTimer(c.b.InitialFetchTimeout)
+	}
 	for n := range c.rds {
 		if !slices.Contains(names, n) {
 			delete(c.rds, n)
@@ -661,8 +715,48 @@ func (c *Client) applyListeners(resp *discoveryv3.DiscoveryResponse) ([]string, 
 	return nil, nil
 }
 
+// routesIn reports whether every RDS route configuration cl names has arrived.
+func (c *Client) routesIn(cl ConvertedListener) bool {
+	for _, n := range cl.RDSNames {
+		if _, ok := c.rds[n]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// warmC is the warm timer's channel (nil, never ready, while no listener warms).
+func (c *Client) warmC() <-chan time.Time {
+	if c.warmTimer == nil {
+		return nil
+	}
+	return c.warmTimer.C
+}
+
+func (c *Client) stopWarmTimer() {
+	if c.warmTimer != nil {
+		c.warmTimer.Stop()
+		c.warmTimer = nil
+	}
+}
+
+// expireWarm applies the warming listeners without the route configurations still
+// missing (the initial fetch timeout is over, as Envoy's warming ends); it returns the
+// types whose subscription changed.
+func (c *Client) expireWarm() []string {
+	c.warmTimer = nil
+	c.log.Warn("xds: changed listeners replace the old ones before their route configurations arrived",
+		zap.Strings("listeners", c.warming), zap.Duration("timeout", c.b.InitialFetchTimeout))
+	subs, err := c.setListeners(c.wantListeners, true)
+	if err != nil {
+		c.log.Error("xds: applying the warmed listeners failed; the old ones keep serving", zap.Error(err))
+	}
+	return subs
+}
+
 // applyRoutes handles an RDS response (some or all of the subscribed route configurations).
-func (c *Client) applyRoutes(resp *discoveryv3.DiscoveryResponse) error {
+// Listeners warming for these route configurations are applied once all theirs are in.
+func (c *Client) applyRoutes(resp *discoveryv3.DiscoveryResponse) ([]string, error) {
 	rdsState := c.types[RouteType]
 	next := make(map[string]config.RouterCfg, len(c.rds))
 	for k, v := range c.rds {
@@ -671,24 +765,33 @@ func (c *Client) applyRoutes(resp *discoveryv3.DiscoveryResponse) error {
 	for i, a := range resp.GetResources() {
 		var rc routev3.RouteConfiguration
 		if err := a.UnmarshalTo(&rc); err != nil {
-			return fmt.Errorf("resources[%d]: %w", i, err)
+			return nil, fmt.Errorf("resources[%d]: %w", i, err)
 		}
 		if !slices.Contains(rdsState.names, rc.GetName()) {
 			continue
 		}
 		r, err := ConvertRouteConfiguration(rc.GetName(), &rc)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		next[rc.GetName()] = r
 	}
 	if !reflect.DeepEqual(next, c.rds) || !rdsState.applied {
 		if err := c.setRouters(c.routerSet(c.listeners, rdsState.names, next)); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	c.rds = next
-	return nil
+	if len(c.warming) == 0 {
+		return nil, nil
+	}
+	// The LDS update that made them warm was accepted: a listener that cannot be
+	// applied now is logged, not held against this RDS update.
+	subs, err := c.setListeners(c.wantListeners, false)
+	if err != nil {
+		c.log.Error("xds: applying the warmed listeners failed; the old ones keep serving", zap.Error(err))
+	}
+	return subs, nil
 }
 
 // routerSet is the owner's full router list: the listeners' inline route configs, the RDS

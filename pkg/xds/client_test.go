@@ -392,6 +392,87 @@ func TestADSInitialFetchTimeout(t *testing.T) {
 	}
 }
 
+// listenerRouter is the router the recorded listener name uses and whether that router
+// has routes (not the placeholder of a route configuration not received yet).
+func (r *recorder) listenerRouter(name string) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.listeners[name]
+	if !ok {
+		return "", false
+	}
+	var pc config.ProxyConfig
+	_ = config.Unmarshal(l.FilterChains[0].Filters[0].Config, &pc)
+	return pc.RouterConfigName, len(r.routers[pc.RouterConfigName].VirtualHosts) > 0
+}
+
+// TestADSListenerWarmsForItsRoutes: a listener changed to name a route configuration not
+// received yet warms, as Envoy's do: the old one keeps serving (no placeholder router,
+// whose every request is 404, on the listener meanwhile) and both route configurations
+// stay subscribed; once the new one arrives the listener is replaced and the old route
+// configuration unsubscribed. One whose route configuration never comes replaces the old
+// after the initial fetch timeout.
+func TestADSListenerWarmsForItsRoutes(t *testing.T) {
+	f := start(t, &Bootstrap{LDS: true, InitialFetchTimeout: 2 * time.Second})
+	set := func(version, rds string, routes ...string) int {
+		t.Helper()
+		res := xdstest.Resources{}.Add(ListenerType, xdstest.HTTPListener("http", "127.0.0.1:10080", rds))
+		for _, r := range routes {
+			res.Add(RouteType, xdstest.RouteToCluster(r, "svc"))
+		}
+		from := len(f.cp.Requests())
+		if err := f.cp.SetSnapshot(node, version, res); err != nil {
+			t.Fatal(err)
+		}
+		return from
+	}
+	routesNamed := func(names ...string) func(xdstest.Request) bool {
+		return func(r xdstest.Request) bool { return r.TypeURL == RouteType && slices.Equal(r.Names, names) }
+	}
+	uses := func(what, want string) {
+		t.Helper()
+		if got, full := f.rec.listenerRouter("http"); got != want || !full {
+			t.Fatalf("%s: listener uses router %q (with routes: %v), want %q with routes\ncalls: %q", what, got, full, want, f.rec.Calls())
+		}
+	}
+	from := set("v1", "routes", "routes")
+	mustWait(t, f.cp, from, "RDS ACK v1", xdstest.ACKOf(RouteType, "v1"))
+	uses("v1", "routes")
+
+	// v2 names routes-b, which the control plane does not have yet (it still has routes).
+	from = set("v2", "routes-b", "routes")
+	mustWait(t, f.cp, from, "LDS ACK v2", xdstest.ACKOf(ListenerType, "v2"))
+	mustWait(t, f.cp, from, "RDS ACK v2 still subscribed to routes", func(r xdstest.Request) bool {
+		return xdstest.ACKOf(RouteType, "v2")(r) && routesNamed("routes", "routes-b")(r)
+	})
+	uses("warming", "routes")
+	calls := len(f.rec.Calls())
+
+	// routes-b arrives: the listener changes over, routes is unsubscribed.
+	from = set("v3", "routes-b", "routes-b")
+	mustWait(t, f.cp, from, "RDS ACK v3 subscribed to routes-b only", func(r xdstest.Request) bool {
+		return xdstest.ACKOf(RouteType, "v3")(r) && routesNamed("routes-b")(r)
+	})
+	uses("warmed", "routes-b")
+	for _, c := range f.rec.Calls()[calls:] {
+		if strings.Contains(c, "routes-b(empty)") {
+			t.Fatalf("the placeholder for routes-b was put in place after it arrived: %q", f.rec.Calls()[calls:])
+		}
+	}
+
+	// routes-c never comes: after the initial fetch timeout the listener changes over to
+	// the placeholder, and routes-b is unsubscribed.
+	from = set("v4", "routes-c", "routes-b")
+	mustWait(t, f.cp, from, "RDS ACK v4 subscribed to both", func(r xdstest.Request) bool {
+		return xdstest.ACKOf(RouteType, "v4")(r) && routesNamed("routes-b", "routes-c")(r)
+	})
+	uses("warming for routes-c", "routes-b")
+	mustWait(t, f.cp, from, "RDS subscribed to routes-c only after the timeout", routesNamed("routes-c"))
+	if got, full := f.rec.listenerRouter("http"); got != "routes-c" || full {
+		t.Fatalf("after the warm timeout: listener uses router %q (with routes: %v), want the routes-c placeholder", got, full)
+	}
+}
+
 // TestADSReconnectOtherAddress: the ADS cluster (a static_resources cluster with two
 // endpoints) gives two addresses. The client uses the first; when that control plane dies
 // and stays dead, it reconnects to the second, resubscribes there with the versions it

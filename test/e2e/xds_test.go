@@ -62,23 +62,8 @@ func TestXDSADS(t *testing.T) {
 	}
 	push("v1", upA)
 
-	host, port, _ := net.SplitHostPort(cpAddr)
 	adminAddr := framework.FreePort(t)
-	ah, ap, _ := net.SplitHostPort(adminAddr)
-	cfg := fmt.Sprintf(`{
-	  "admin": {"address": {"socket_address": {"address": %q, "port_value": %s}}},
-	  "dynamic_resources": {
-	    "lds_config": {"ads": {}},
-	    "cds_config": {"ads": {}},
-	    "ads_config": {"api_type": "GRPC", "transport_api_version": "V3",
-	      "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]}
-	  },
-	  "static_resources": {"clusters": [{
-	    "name": "xds-grpc", "type": "STATIC", "connect_timeout": "1s",
-	    "load_assignment": {"cluster_name": "xds-grpc", "endpoints": [{"lb_endpoints": [
-	      {"endpoint": {"address": {"socket_address": {"address": %q, "port_value": %s}}}}]}]}
-	  }]}
-	}`, ah, ap, host, port)
+	cfg := adsBootstrap(adminAddr, cpAddr)
 	// StartProxy's extra arguments go before the command; the start flags come from the env.
 	t.Setenv("MOSNLITE_SERVICE_NODE", node)
 	t.Setenv("MOSNLITE_SERVICE_CLUSTER", "e2e")
@@ -203,4 +188,25 @@ func TestXDSADS(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
+}
+
+// adsBootstrap is a config with only an admin endpoint on adminAddr and an ADS bootstrap
+// whose control plane listens on cpAddr.
+func adsBootstrap(adminAddr, cpAddr string) string {
+	ah, ap, _ := net.SplitHostPort(adminAddr)
+	host, port, _ := net.SplitHostPort(cpAddr)
+	return fmt.Sprintf(`{
+	  "admin": {"address": {"socket_address": {"address": %q, "port_value": %s}}},
+	  "dynamic_resources": {
+	    "lds_config": {"ads": {}},
+	    "cds_config": {"ads": {}},
+	    "ads_config": {"api_type": "GRPC", "transport_api_version": "V3",
+	      "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]}
+	  },
+	  "static_resources": {"clusters": [{
+	    "name": "xds-grpc", "type": "STATIC", "connect_timeout": "1s",
+	    "load_assignment": {"cluster_name": "xds-grpc", "endpoints": [{"lb_endpoints": [
+	      {"endpoint": {"address": {"socket_address": {"address": %q, "port_value": %s}}}}]}]}
+	  }]}
+	}`, ah, ap, host, port)
 }

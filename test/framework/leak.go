@@ -106,6 +106,7 @@ func (r Resources) Sockets() int {
 type LeakCheck struct {
 	p     *Proxy
 	admin string
+	peers []string // sockets connected to these are left out (NewLeakCheckExcept)
 	http  *http.Client
 
 	// Baseline is what the process held when the check was made (or Rebase ran).
@@ -137,6 +138,14 @@ type LeakCheck struct {
 // warm-up is not taken for the baseline.
 func NewLeakCheck(t testing.TB, p *Proxy) *LeakCheck {
 	t.Helper()
+	return NewLeakCheckExcept(t, p)
+}
+
+// NewLeakCheckExcept is NewLeakCheck leaving out, as it does the admin endpoint's, the
+// sockets connected to the peers given ("127.0.0.1:N"): a connection the proxy keeps
+// for as long as it runs, such as its xDS stream to the control plane.
+func NewLeakCheckExcept(t testing.TB, p *Proxy, peers ...string) *LeakCheck {
+	t.Helper()
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d/fd", p.Pid())); err != nil {
 		t.Skipf("no /proc/PID/fd to count descriptors: %v", err)
 	}
@@ -145,7 +154,7 @@ func NewLeakCheck(t testing.TB, p *Proxy) *LeakCheck {
 		t.Fatal(err)
 	}
 	tr := &http.Transport{DisableKeepAlives: true}
-	lc := &LeakCheck{p: p, admin: admin, http: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
+	lc := &LeakCheck{p: p, admin: admin, peers: peers, http: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
 	t.Cleanup(tr.CloseIdleConnections)
 	lc.Rebase(t)
 	return lc
@@ -255,7 +264,7 @@ func (lc *LeakCheck) Snapshot() (Resources, error) {
 	}
 	pipes := map[int]string{}
 	for fd, target := range fds {
-		if s, ok := socks[target]; ok && strings.Contains(s, ":"+adminPort+" ->") {
+		if s, ok := socks[target]; ok && (strings.Contains(s, ":"+adminPort+" ->") || lc.toPeer(s)) {
 			delete(fds, fd)
 		}
 		if fd > 2 && strings.HasPrefix(target, "pipe:") {
@@ -264,6 +273,17 @@ func (lc *LeakCheck) Snapshot() (Resources, error) {
 		}
 	}
 	return Resources{FDs: fds, Pipes: pipes, Goroutines: total, Pooled: pooled, Stacks: stacks, sockets: socks}, nil
+}
+
+// toPeer reports a socket ("tcp 127.0.0.1:1 -> 127.0.0.1:2 ESTABLISHED") connected to one
+// of lc.peers.
+func (lc *LeakCheck) toPeer(sock string) bool {
+	for _, peer := range lc.peers {
+		if strings.Contains(sock, "-> "+peer+" ") {
+			return true
+		}
+	}
+	return false
 }
 
 // adminGoroutine reports a goroutine stack that belongs to the admin endpoint's HTTP
