@@ -55,10 +55,13 @@ func (s *Server) SetClusters(owner string, cs []config.Cluster) error {
 	}
 	next := maps.Clone(s.clusterCfgs)
 	next[owner] = cs
-	if err := s.clusters.Apply(flatClusters(next)); err != nil {
+	all := flatClusters(next)
+	linger := s.nextLingering(all, nil, 0)
+	if err := s.clusters.Apply(withLingering(all, linger)); err != nil {
 		return fmt.Errorf("%s clusters: %w", owner, err)
 	}
 	s.clusterCfgs = next
+	s.setLingering(linger)
 	s.warnDangling(prev, cs)
 	return nil
 }
@@ -313,13 +316,19 @@ func (s *Server) applyStatic(cs []config.Cluster, rs []config.RouterCfg, ls []co
 		s.routers.Replace(oldTables)
 		return err
 	}
-	if err := s.clusters.Apply(all); err != nil {
+	// Make before break: the clusters this change drops linger for the drain timeout.
+	// Requests still arrive on the connections of the listeners it replaces, routed by
+	// the tables they had, and a request matched just before the swap looks its cluster
+	// up just after it: neither may find the cluster gone.
+	prevClusters := s.clusterCfgs[owner]
+	linger := s.nextLingering(all, droppedClusters(prevClusters, cs), drainTimeoutOf(drain))
+	if err := s.clusters.Apply(withLingering(all, linger)); err != nil {
 		p.discard()
 		s.routers.Replace(oldTables)
 		return fmt.Errorf("cluster_manager: %w", err)
 	}
-	prevClusters := s.clusterCfgs[owner]
 	s.clusterCfgs = nextClusters
+	s.setLingering(linger)
 	// The listeners this change replaces drain with the routes they have: they are told
 	// to go before their routers may be dropped (a draining proxy keeps the table it had).
 	goAwayFilters(p.retire)
@@ -520,4 +529,114 @@ func (s *Server) warnMissingRouters() {
 			}
 		}
 	}
+}
+
+// lingerCluster is a cluster a static reload dropped, kept in the cluster manager until
+// until (see applyStatic).
+type lingerCluster struct {
+	cfg   config.Cluster
+	until time.Time
+}
+
+// droppedClusters returns the clusters of prev that now does not name.
+func droppedClusters(prev, now []config.Cluster) []config.Cluster {
+	var out []config.Cluster
+	for _, c := range prev {
+		if !slices.ContainsFunc(now, func(n config.Cluster) bool { return n.Name == c.Name }) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// nextLingering returns the lingering set once all is applied: the current one less the
+// clusters all names again, plus dropped, kept for d. s.mu is held.
+func (s *Server) nextLingering(all, dropped []config.Cluster, d time.Duration) map[string]lingerCluster {
+	if len(s.lingering) == 0 && len(dropped) == 0 {
+		return nil
+	}
+	next := make(map[string]lingerCluster, len(s.lingering)+len(dropped))
+	for n, l := range s.lingering {
+		next[n] = l
+	}
+	until := time.Now().Add(d)
+	for _, c := range dropped {
+		next[c.Name] = lingerCluster{cfg: c, until: until}
+	}
+	for _, c := range all {
+		delete(next, c.Name)
+	}
+	return next
+}
+
+// withLingering returns all and then the lingering clusters, in name order.
+func withLingering(all []config.Cluster, linger map[string]lingerCluster) []config.Cluster {
+	if len(linger) == 0 {
+		return all
+	}
+	out := slices.Clone(all)
+	for _, n := range slices.Sorted(maps.Keys(linger)) {
+		out = append(out, linger[n].cfg)
+	}
+	return out
+}
+
+// setLingering makes linger the lingering set, logs the clusters that start to linger,
+// and arms the sweep for the first to expire. s.mu is held.
+func (s *Server) setLingering(linger map[string]lingerCluster) {
+	var started []string
+	for n := range linger {
+		if _, ok := s.lingering[n]; !ok {
+			started = append(started, n)
+		}
+	}
+	if len(started) > 0 {
+		slices.Sort(started)
+		s.log.Info("clusters dropped by the new config stay until its replaced listeners drained",
+			zap.Strings("clusters", started), zap.Time("until", linger[started[0]].until))
+	}
+	s.lingering = linger
+	if s.lingerTimer != nil {
+		s.lingerTimer.Stop()
+		s.lingerTimer = nil
+	}
+	if len(linger) == 0 || s.stopped {
+		return
+	}
+	var first time.Time
+	for _, l := range linger {
+		if first.IsZero() || l.until.Before(first) {
+			first = l.until
+		}
+	}
+	s.lingerTimer = time.AfterFunc(time.Until(first), s.sweepLingering)
+}
+
+// sweepLingering removes the lingering clusters whose time is up.
+func (s *Server) sweepLingering() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return
+	}
+	now := time.Now()
+	next := make(map[string]lingerCluster, len(s.lingering))
+	var gone []string
+	for n, l := range s.lingering {
+		if now.Before(l.until) {
+			next[n] = l
+		} else {
+			gone = append(gone, n)
+		}
+	}
+	if len(gone) > 0 {
+		slices.Sort(gone)
+		if err := s.clusters.Apply(withLingering(flatClusters(s.clusterCfgs), next)); err != nil {
+			// Removals only: not expected. They are tried again at the next change.
+			s.log.Error("removing the clusters dropped by a reload failed", zap.Strings("clusters", gone), zap.Error(err))
+		} else {
+			s.log.Info("clusters dropped by a reload removed", zap.Strings("clusters", gone))
+		}
+	}
+	s.setLingering(next)
 }

@@ -744,3 +744,48 @@ func TestSetListenersRenamedSameAddress(t *testing.T) {
 	exchange(t, dial(t, addr), "2", "A:2")
 	exchange(t, old, "3", "A:3") // x's connection drains
 }
+
+// A reload that drops clusters keeps them for the drain timeout (make before break:
+// requests routed by the tables of the replaced listeners still name them), then removes
+// them; one that a later reload names again is not removed by the sweep.
+func TestReloadDroppedClustersLinger(t *testing.T) {
+	withClusters := func(names ...string) *config.Config {
+		cfg := httpCfg(t, "x")
+		cfg.Drain.Timeout = config.Duration(300 * time.Millisecond)
+		for _, n := range names {
+			cfg.ClusterManager.Clusters = append(cfg.ClusterManager.Clusters, config.Cluster{
+				Name: n, Type: config.ClusterSimple, LBType: "LB_ROUNDROBIN",
+				Hosts: []config.Host{{Address: "127.0.0.1:9"}}})
+		}
+		return cfg
+	}
+	s := newServer(t, withClusters("a", "b", "c"))
+	running(t, s)
+	has := func(name string) bool { _, ok := s.Clusters().Get(name); return ok }
+	if err := s.Reload(withClusters("c")); err != nil {
+		t.Fatal(err)
+	}
+	if !has("a") || !has("b") {
+		t.Fatal("the dropped clusters were removed at once")
+	}
+	if err := s.Reload(withClusters("b", "c")); err != nil { // b is named again
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for has("a") {
+		if time.Now().After(deadline) {
+			t.Fatal("cluster a still there 5s after its 300ms linger")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(400 * time.Millisecond) // past b's linger, had it still lingered
+	if !has("b") || !has("c") {
+		t.Fatalf("b %v, c %v: want both (named by the config)", has("b"), has("c"))
+	}
+	s.mu.Lock()
+	n := len(s.lingering)
+	s.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d clusters still lingering", n)
+	}
+}

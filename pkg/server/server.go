@@ -93,6 +93,8 @@ type Server struct {
 	run         *runState                            // set while Run serves
 	stopped     bool                                 // Run is draining or done: listeners are final
 	drains      sync.WaitGroup                       // background drains of removed listeners
+	lingering   map[string]lingerCluster             // clusters a reload dropped, kept a while (applyStatic)
+	lingerTimer *time.Timer                          // sweeps lingering; nil: none armed
 }
 
 // runState is Run's serving machinery, which listeners added later join.
@@ -223,8 +225,11 @@ func (s *Server) Clusters() *cluster.Manager { return s.clusters }
 // still waiting for its first configuration.
 func (s *Server) Ready() bool { return s.running.Load() && s.holds.Load() == 0 }
 
-func (s *Server) drainTimeout() time.Duration {
-	if t := s.drain.Timeout.D(); t > 0 {
+func (s *Server) drainTimeout() time.Duration { return drainTimeoutOf(s.drain) }
+
+// drainTimeoutOf is d's timeout, or the default.
+func drainTimeoutOf(d config.Drain) time.Duration {
+	if t := d.Timeout.D(); t > 0 {
 		return t
 	}
 	return config.DefaultDrainTimeout
@@ -382,6 +387,10 @@ func (s *Server) closeAll() {
 	}
 	s.live = map[string]*liveListener{}
 	s.stopped = true
+	if s.lingerTimer != nil {
+		s.lingerTimer.Stop()
+		s.lingerTimer = nil
+	}
 	s.mu.Unlock()
 	closeFilters(lls)
 	for _, ll := range lls {

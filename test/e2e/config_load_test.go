@@ -545,9 +545,6 @@ func TestReloadUnderLoad(t *testing.T) { reloadUnderLoad(t, false) }
 // TestReloadUnderLoadDropsRoutedClusters is TestReloadUnderLoad with the route moving to
 // c and a and b removed in one reload (3 reloads).
 func TestReloadUnderLoadDropsRoutedClusters(t *testing.T) {
-	t.Skip("bug: a reload that moves a route off clusters and removes them at once can answer a request " +
-		"503 \"no cluster a\" (about 1 run in 10 under -race): the request matched the old route table and " +
-		"looked its cluster up after the removal (pkg/server/dynamic.go applyStatic; see the report)")
 	reloadUnderLoad(t, true)
 }
 
