@@ -204,6 +204,10 @@ type Engine struct {
 	protoErr prometheus.Counter
 
 	pools atomic.Pointer[map[string]*clusterPool] // copy on write, under mu
+	// drainTable is the route table the engine had when its drain began: a config change
+	// that replaces the listener may also drop the router it names while crossing
+	// requests still arrive. They are routed by it once the router is gone (table).
+	drainTable atomic.Pointer[router.Table]
 
 	mu       sync.Mutex
 	closed   bool
@@ -337,6 +341,9 @@ func (e *Engine) GoAway() { e.goAway() }
 // goAway starts the drain and returns the channel closed when the last client
 // connection has ended (nil when there is none).
 func (e *Engine) goAway() chan struct{} {
+	if t, ok := e.cfg.Routers.Get(e.cfg.RouterName); ok && e.drainTable.Load() == nil {
+		e.drainTable.Store(t)
+	}
 	e.mu.Lock()
 	e.draining = true
 	ss := make([]*session, 0, len(e.sessions))
@@ -355,6 +362,18 @@ func (e *Engine) goAway() chan struct{} {
 		s.startDrain()
 	}
 	return idle
+}
+
+// table is the route table requests are matched in: the router's current one, or once
+// the engine drains and its router is gone, the one it had when the drain began.
+func (e *Engine) table() (*router.Table, bool) {
+	if t, ok := e.cfg.Routers.Get(e.cfg.RouterName); ok {
+		return t, true
+	}
+	if t := e.drainTable.Load(); t != nil {
+		return t, true
+	}
+	return nil, false
 }
 
 // Close implements stream.ServerConnection. It drains and then closes: GoAway, a wait of

@@ -271,7 +271,7 @@ func (s *session) handle(f *xprotocol.Frame) {
 			return
 		}
 	}
-	tbl, ok := e.cfg.Routers.Get(e.cfg.RouterName)
+	tbl, ok := e.table()
 	if !ok {
 		s.fail(f, xprotocol.CauseNoRoute, fNoRoute)
 		return

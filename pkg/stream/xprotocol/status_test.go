@@ -8,6 +8,7 @@ import (
 	xproto "github.com/mosnlite/mosnlite/pkg/protocol/xprotocol"
 	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol/bolt"
 	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol/dubbo"
+	"github.com/mosnlite/mosnlite/pkg/router"
 	"github.com/mosnlite/mosnlite/pkg/stream"
 	"github.com/mosnlite/mosnlite/pkg/stream/xprotocol"
 )
@@ -102,5 +103,33 @@ func TestGoAwayGraceServesCrossingRequests(t *testing.T) {
 	}
 	if d := time.Since(start); d < grace {
 		t.Fatalf("closed %v after the go-away, grace %v", d, grace)
+	}
+}
+
+// TestDrainingKeepsItsRoutes: a config change replaced the listener (the engine drains)
+// and dropped the router it names. A request crossing the go-away is still routed, by
+// the table the engine had when its drain began, rather than answered "no route"; an
+// engine that is not draining has no route once its router is gone.
+func TestDrainingKeepsItsRoutes(t *testing.T) {
+	up := startBoltServer(t)
+	var tables *router.Tables
+	v := startEnv(t, bolt.New(bolt.Options{}), up.addr(), func(c *xprotocol.Config) { tables = c.Routers })
+	c := dial(t, v.addr)
+	r := newFrameReader(c, bolt.New(bolt.Options{}))
+	saved := map[string]*router.Table{}
+	tbl, _ := tables.Get("r")
+	saved["r"] = tbl
+	tables.Replace(nil)
+	if f := roundTrip(t, c, r, bolt.Message{ID: 1, Headers: hdrs("service", "echo")}); f.Status == 0 {
+		t.Fatal("not draining, router gone: the request was routed")
+	}
+	tables.Replace(saved)
+	v.e.GoAway()
+	if f, err := r.next(); err != nil || f.Kind != xproto.KindGoAway {
+		t.Fatalf("want a go-away: %v %+v", err, f)
+	}
+	tables.Replace(nil)
+	if f := roundTrip(t, c, r, bolt.Message{ID: 2, Headers: hdrs("service", "echo")}); f.Status != 0 {
+		t.Fatalf("draining, router gone: status %#x; want the request routed by the table it had", f.Status)
 	}
 }
