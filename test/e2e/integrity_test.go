@@ -58,25 +58,13 @@ import (
 // The requests each worker sends derive from one seed, logged at the start:
 // MOSNLITE_SOAK_SEED=N replays a run's requests (not its timing).
 func TestIntegritySoak(t *testing.T) {
-	seed := uint64(20261124)
-	if s := os.Getenv("MOSNLITE_SOAK_SEED"); s != "" {
-		n, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("MOSNLITE_SOAK_SEED=%q: %v", s, err)
-		}
-		seed = n
-	}
-	t.Logf("seed %d (replay with MOSNLITE_SOAK_SEED=%d)", seed, seed)
+	seed := soakSeed(t)
 	began := time.Now()
 	var phases []string
 	phase := func(name string) {
 		phases = append(phases, fmt.Sprintf("%s %v", name, time.Since(began).Round(10*time.Millisecond)))
 	}
-	data := make([]byte, soakMaxBody+1024)
-	src := rand.New(rand.NewPCG(seed, 0))
-	for i := 0; i+8 <= len(data); i += 8 {
-		binary.LittleEndian.PutUint64(data[i:], src.Uint64())
-	}
+	data := soakData(seed, 0)
 
 	upErrs := &soakNotes{}
 	h1Up := httptest.NewServer(soakHTTPHandler(upErrs))
@@ -748,6 +736,11 @@ func (r *soakReq) appendHTTP1(b []byte) []byte {
 // batches of 1-4 requests at once (a deliberate failure only last in a batch: what comes
 // after it on the connection would be lost with it) and read the answers in order.
 func soakHTTP1(addr string) func(pr *soakProto, round soakRound) {
+	return soakHTTP1Dial(plainDial(addr))
+}
+
+// soakHTTP1Dial is soakHTTP1 over the connections dial makes.
+func soakHTTP1Dial(dial func() (net.Conn, error)) func(pr *soakProto, round soakRound) {
 	return func(pr *soakProto, round soakRound) {
 		pr.each(func(w int) {
 			rng := pr.rng(w)
@@ -769,7 +762,7 @@ func soakHTTP1(addr string) func(pr *soakProto, round soakRound) {
 				}
 				if c == nil {
 					var err error
-					if c, err = net.DialTimeout("tcp", addr, 5*time.Second); err != nil {
+					if c, err = dial(); err != nil {
 						for _, r := range reqs {
 							pr.tally.add(r, outUnexpected, "dial: "+err.Error())
 						}
@@ -923,6 +916,11 @@ func serveSoakTCP(c *net.TCPConn, errs *soakNotes) {
 // soakTCP is one keep-alive connection per worker; it is dialled again after a failure,
 // and now and then after a success.
 func soakTCP(addr string) func(pr *soakProto, round soakRound) {
+	return soakTCPDial(plainDial(addr))
+}
+
+// soakTCPDial is soakTCP over the connections dial makes.
+func soakTCPDial(dial func() (net.Conn, error)) func(pr *soakProto, round soakRound) {
 	return func(pr *soakProto, round soakRound) {
 		pr.each(func(w int) {
 			rng := pr.rng(w)
@@ -938,7 +936,7 @@ func soakTCP(addr string) func(pr *soakProto, round soakRound) {
 				num := uint64(w)<<40 | uint64(i)
 				if c == nil {
 					var err error
-					if c, err = net.DialTimeout("tcp", addr, 5*time.Second); err != nil {
+					if c, err = dial(); err != nil {
 						pr.tally.add(r, outUnexpected, "dial: "+err.Error())
 						return
 					}
@@ -1326,4 +1324,35 @@ func checkDubbo(r *soakReq, res *rpcpeer.DubboResult, err error) (soakOutcome, s
 		return outGarbled, "answer value " + d
 	}
 	return outOK, ""
+}
+
+// plainDial dials addr over TCP.
+func plainDial(addr string) func() (net.Conn, error) {
+	return func() (net.Conn, error) { return net.DialTimeout("tcp", addr, 5*time.Second) }
+}
+
+// soakSeed is the soak's seed: MOSNLITE_SOAK_SEED, or a fixed one; it is logged so that a
+// failure can be replayed.
+func soakSeed(t *testing.T) uint64 {
+	seed := uint64(20261124)
+	if s := os.Getenv("MOSNLITE_SOAK_SEED"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("MOSNLITE_SOAK_SEED=%q: %v", s, err)
+		}
+		seed = n
+	}
+	t.Logf("seed %d (replay with MOSNLITE_SOAK_SEED=%d)", seed, seed)
+	return seed
+}
+
+// soakData is the random buffer request bodies are sliced from, drawn from seed and a
+// stream number of the test's own.
+func soakData(seed, stream uint64) []byte {
+	data := make([]byte, soakMaxBody+1024)
+	src := rand.New(rand.NewPCG(seed, stream))
+	for i := 0; i+8 <= len(data); i += 8 {
+		binary.LittleEndian.PutUint64(data[i:], src.Uint64())
+	}
+	return data
 }
