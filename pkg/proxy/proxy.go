@@ -95,11 +95,9 @@ type Proxy struct {
 	// draining is set by GoAway: responses close their connections, connections between
 	// requests close, and upstream connections are not pooled.
 	draining atomic.Bool
-	// drainTable is the route table the proxy had when GoAway began its drain: a
-	// listener replaced by a config change drains, and the change may drop the router it
-	// names (an LDS update to another route configuration) while its connections still
-	// carry requests. Those are routed by the table they were served with (table).
-	drainTable atomic.Pointer[router.Table]
+	// routes is the router lookup; GoAway holds the table the proxy has, for the requests
+	// its draining connections still carry should a config change drop its router.
+	routes router.Held
 
 	// chunkedOff: the stream filters need the body phase for a chunked request body
 	// (filter.SizedBodiesOnly), so the event loop hands such a request to a goroutine.
@@ -138,24 +136,13 @@ func New(cfg Config) *Proxy {
 // meanwhile (the drain delay): a new connection is served one request.
 func (p *Proxy) GoAway() {
 	if p.cfg.Routers != nil {
-		if t, ok := p.cfg.Routers.Get(p.cfg.RouterName); ok {
-			p.drainTable.Store(t)
-		}
+		p.routes.Hold(p.cfg.Routers, p.cfg.RouterName)
 	}
 	p.draining.Store(true)
 }
 
-// table is the route table requests are matched in: the router's current one, or once
-// the proxy drains and its router is gone, the one it had when the drain began.
-func (p *Proxy) table() (*router.Table, bool) {
-	if t, ok := p.cfg.Routers.Get(p.cfg.RouterName); ok {
-		return t, true
-	}
-	if t := p.drainTable.Load(); t != nil && p.draining.Load() {
-		return t, true
-	}
-	return nil, false
-}
+// table is the route table requests are matched in (router.Held).
+func (p *Proxy) table() (*router.Table, bool) { return p.routes.Get(p.cfg.Routers, p.cfg.RouterName) }
 
 // Close is GoAway, then it closes the idle upstream connections, stops the mirror workers
 // and closes the access logs: call it once the listener drained, so that the requests

@@ -92,3 +92,27 @@ func (ts *Tables) update(f func(map[string]*Table)) {
 	f(next)
 	ts.m.Store(&next)
 }
+
+// Held looks a router up by name and can hold on to the table it has: a server whose
+// listener a config change replaced drains, and the change may drop the router it names
+// while its connections still carry requests. Once Hold ran, those are routed by the table
+// it held when the router is gone. The zero Held holds nothing.
+type Held struct{ held atomic.Pointer[Table] }
+
+// Hold keeps the table ts names name now, if any (the first Hold wins).
+func (h *Held) Hold(ts *Tables, name string) {
+	if t, ok := ts.Get(name); ok {
+		h.held.CompareAndSwap(nil, t)
+	}
+}
+
+// Get returns ts's table name, or when there is none the table held.
+func (h *Held) Get(ts *Tables, name string) (*Table, bool) {
+	if t, ok := ts.Get(name); ok {
+		return t, true
+	}
+	if t := h.held.Load(); t != nil {
+		return t, true
+	}
+	return nil, false
+}

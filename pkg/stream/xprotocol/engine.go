@@ -204,10 +204,9 @@ type Engine struct {
 	protoErr prometheus.Counter
 
 	pools atomic.Pointer[map[string]*clusterPool] // copy on write, under mu
-	// drainTable is the route table the engine had when its drain began: a config change
-	// that replaces the listener may also drop the router it names while crossing
-	// requests still arrive. They are routed by it once the router is gone (table).
-	drainTable atomic.Pointer[router.Table]
+	// routes is the router lookup; goAway holds the table the engine has, for requests
+	// crossing the go-away should a config change drop its router.
+	routes router.Held
 
 	mu       sync.Mutex
 	closed   bool
@@ -341,9 +340,7 @@ func (e *Engine) GoAway() { e.goAway() }
 // goAway starts the drain and returns the channel closed when the last client
 // connection has ended (nil when there is none).
 func (e *Engine) goAway() chan struct{} {
-	if t, ok := e.cfg.Routers.Get(e.cfg.RouterName); ok && e.drainTable.Load() == nil {
-		e.drainTable.Store(t)
-	}
+	e.routes.Hold(e.cfg.Routers, e.cfg.RouterName)
 	e.mu.Lock()
 	e.draining = true
 	ss := make([]*session, 0, len(e.sessions))
@@ -364,17 +361,8 @@ func (e *Engine) goAway() chan struct{} {
 	return idle
 }
 
-// table is the route table requests are matched in: the router's current one, or once
-// the engine drains and its router is gone, the one it had when the drain began.
-func (e *Engine) table() (*router.Table, bool) {
-	if t, ok := e.cfg.Routers.Get(e.cfg.RouterName); ok {
-		return t, true
-	}
-	if t := e.drainTable.Load(); t != nil {
-		return t, true
-	}
-	return nil, false
-}
+// table is the route table requests are matched in (router.Held).
+func (e *Engine) table() (*router.Table, bool) { return e.routes.Get(e.cfg.Routers, e.cfg.RouterName) }
 
 // Close implements stream.ServerConnection. It drains and then closes: GoAway, a wait of
 // up to DrainWait for the clients' requests to be answered, then every upstream
