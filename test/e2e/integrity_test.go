@@ -1136,16 +1136,32 @@ func rpcFailure(r *soakReq, detail string) (soakOutcome, string) {
 }
 
 func soakBolt(addr string) func(pr *soakProto, round soakRound) {
-	return func(pr *soakProto, round soakRound) {
-		conns := &soakRPCConns[*rpcpeer.BoltClient]{tally: pr.tally,
+	conns := func(pr *soakProto) *soakRPCConns[*rpcpeer.BoltClient] {
+		return &soakRPCConns[*rpcpeer.BoltClient]{tally: pr.tally,
 			dial: func() (*rpcpeer.BoltClient, error) { return rpcpeer.DialBolt(addr, 5*time.Second) },
 			done: (*rpcpeer.BoltClient).Done}
-		defer conns.closeAll()
+	}
+	return soakRPC(conns, func(ctx context.Context, c *rpcpeer.BoltClient, r *soakReq, service string) (soakOutcome, string) {
+		m := rpcpeer.BoltRequest(r.version, service, "echo", r.body)
+		m.Headers = append(m.Headers, engHdrs("soak-id", r.id, "soak-mode", strconv.Itoa(int(r.mode)),
+			"soak-delay", strconv.Itoa(r.delay), "soak-sha", r.sum)...)
+		resp, err := c.Call(ctx, m)
+		return checkBolt(r, resp, err)
+	})
+}
+
+// soakRPC is the bolt and dubbo clients' workers: multiplexed connections shared by the
+// workers (conns), each request sent with call to the good or the faulty service.
+func soakRPC[C interface{ Close() error }](conns func(*soakProto) *soakRPCConns[C],
+	call func(ctx context.Context, c C, r *soakReq, service string) (soakOutcome, string)) func(pr *soakProto, round soakRound) {
+	return func(pr *soakProto, round soakRound) {
+		cs := conns(pr)
+		defer cs.closeAll()
 		pr.each(func(w int) {
 			rng := pr.rng(w)
 			for i := 0; round.more(i); i++ {
 				r := genReq(rng, pr.data, pr.id(w, i), kindRPC, round.faults)
-				c, err := conns.get(w)
+				c, err := cs.get(w)
 				if err != nil {
 					pr.tally.add(r, outUnexpected, "dial: "+err.Error())
 					return
@@ -1154,13 +1170,9 @@ func soakBolt(addr string) func(pr *soakProto, round soakRound) {
 				if r.faulty {
 					service = soakFaultyService
 				}
-				m := rpcpeer.BoltRequest(r.version, service, "echo", r.body)
-				m.Headers = append(m.Headers, engHdrs("soak-id", r.id, "soak-mode", strconv.Itoa(int(r.mode)),
-					"soak-delay", strconv.Itoa(r.delay), "soak-sha", r.sum)...)
 				ctx, cancel := context.WithTimeout(context.Background(), soakTimeout)
-				resp, err := c.Call(ctx, m)
+				o, d := call(ctx, c, r, service)
 				cancel()
-				o, d := checkBolt(r, resp, err)
 				pr.tally.add(r, o, d)
 			}
 		})
@@ -1257,33 +1269,16 @@ func serveSoakDubbo(c *net.TCPConn, errs *soakNotes) {
 }
 
 func soakDubbo(addr string) func(pr *soakProto, round soakRound) {
-	return func(pr *soakProto, round soakRound) {
-		conns := &soakRPCConns[*rpcpeer.DubboClient]{tally: pr.tally,
+	conns := func(pr *soakProto) *soakRPCConns[*rpcpeer.DubboClient] {
+		return &soakRPCConns[*rpcpeer.DubboClient]{tally: pr.tally,
 			dial: func() (*rpcpeer.DubboClient, error) { return rpcpeer.DialDubbo(addr, 5*time.Second) },
 			done: (*rpcpeer.DubboClient).Done}
-		defer conns.closeAll()
-		pr.each(func(w int) {
-			rng := pr.rng(w)
-			for i := 0; round.more(i); i++ {
-				r := genReq(rng, pr.data, pr.id(w, i), kindRPC, round.faults)
-				c, err := conns.get(w)
-				if err != nil {
-					pr.tally.add(r, outUnexpected, "dial: "+err.Error())
-					return
-				}
-				service := soakGoodService
-				if r.faulty {
-					service = soakFaultyService
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), soakTimeout)
-				res, err := c.Call(ctx, dubboSvc(service, "", "1.0.0", "echo"), []any{r.body}, map[string]string{
-					"soak-id": r.id, "soak-mode": strconv.Itoa(int(r.mode)), "soak-delay": strconv.Itoa(r.delay), "soak-sha": r.sum})
-				cancel()
-				o, d := checkDubbo(r, res, err)
-				pr.tally.add(r, o, d)
-			}
-		})
 	}
+	return soakRPC(conns, func(ctx context.Context, c *rpcpeer.DubboClient, r *soakReq, service string) (soakOutcome, string) {
+		res, err := c.Call(ctx, dubboSvc(service, "", "1.0.0", "echo"), []any{r.body}, map[string]string{
+			"soak-id": r.id, "soak-mode": strconv.Itoa(int(r.mode)), "soak-delay": strconv.Itoa(r.delay), "soak-sha": r.sum})
+		return checkDubbo(r, res, err)
+	})
 }
 
 func checkDubbo(r *soakReq, res *rpcpeer.DubboResult, err error) (soakOutcome, string) {
