@@ -9,11 +9,15 @@ import (
 	"strings"
 	"time"
 
+	udpatypev1 "github.com/cncf/xds/go/udpa/type/v1"
+	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/mosnlite/mosnlite/pkg/config"
 )
@@ -24,7 +28,15 @@ const (
 	tcpProxyTypeURL    = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 	httpRouterTypeURL  = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 	originalDstTypeURL = "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
+	typedStructURL     = "type.googleapis.com/xds.type.v3.TypedStruct"
+	udpaTypedStructURL = "type.googleapis.com/udpa.type.v1.TypedStruct"
 )
+
+// ProxyTypedStructType is the type a TypedStruct names (the last segment of its type_url,
+// e.g. "mosn.io/proxy") to carry MOSN's own "proxy" network filter config: the way a
+// control plane gives a listener the bolt, dubbo or other RPC proxy, which Envoy's
+// filters cannot express.
+const ProxyTypedStructType = "proxy"
 
 // Listener filters that only feed filter_chain_match; with a single filter chain they change
 // nothing and are skipped.
@@ -58,7 +70,10 @@ func InlineRouterName(listener string) string { return "xds-inline/" + listener 
 // filter chain (or only a default_filter_chain) ending in envoy.filters.network.
 // http_connection_manager (→ the proxy filter, downstream_protocol by codec_type: AUTO →
 // "Http1,Http2", HTTP1 → Http1, HTTP2 → Http2; upstream Http1, Envoy's default) or
-// envoy.filters.network.tcp_proxy (→ tcp_proxy).
+// envoy.filters.network.tcp_proxy (→ tcp_proxy), or a TypedStruct (xds.type.v3 or
+// udpa.type.v1) of type "…/proxy" whose value is MOSN's proxy filter config (any
+// downstream_protocol, bolt and dubbo included); its router_config_name is an RDS route
+// configuration.
 func ConvertListener(l *listenerv3.Listener) (ConvertedListener, error) {
 	var out ConvertedListener
 	lc := &out.Listener
@@ -186,10 +201,53 @@ func ConvertListener(l *listenerv3.Listener) (ConvertedListener, error) {
 		}
 		raw, _ := json.Marshal(tcfg)
 		lc.FilterChains = []config.FilterChain{{Filters: []config.TypedConfig{{Type: config.FilterTCPProxy, Config: raw}}}}
+	case typedStructURL, udpaTypedStructURL:
+		raw, router, err := proxyTypedStruct(tc.GetTypeUrl(), tc.GetValue())
+		if err != nil {
+			return fail("filter %q: %v", f.GetName(), err)
+		}
+		lc.FilterChains = []config.FilterChain{{Filters: []config.TypedConfig{{Type: config.FilterProxy, Config: raw}}}}
+		out.RDSNames = []string{router}
 	default:
-		return fail("filter %q (%s) is not supported (http_connection_manager or tcp_proxy)", f.GetName(), tc.GetTypeUrl())
+		return fail("filter %q (%s) is not supported (http_connection_manager, tcp_proxy, or a TypedStruct of MOSN's proxy)", f.GetName(), tc.GetTypeUrl())
 	}
 	return out, nil
+}
+
+// proxyTypedStruct reads MOSN's proxy filter config, as JSON, from a TypedStruct (url
+// says which of the two) of type ProxyTypedStructType. Its fields are checked where every
+// proxy filter's are (config validation, when the listener is set); here only the router
+// name, which must name an RDS route configuration.
+func proxyTypedStruct(url string, b []byte) (raw config.RawMessage, router string, err error) {
+	var typ string
+	var val *structpb.Struct
+	if url == typedStructURL {
+		var ts xdstypev3.TypedStruct
+		if err := proto.Unmarshal(b, &ts); err != nil {
+			return nil, "", fmt.Errorf("TypedStruct: %v", err)
+		}
+		typ, val = ts.GetTypeUrl(), ts.GetValue()
+	} else {
+		var ts udpatypev1.TypedStruct
+		if err := proto.Unmarshal(b, &ts); err != nil {
+			return nil, "", fmt.Errorf("TypedStruct: %v", err)
+		}
+		typ, val = ts.GetTypeUrl(), ts.GetValue()
+	}
+	if typ[strings.LastIndexByte(typ, '/')+1:] != ProxyTypedStructType {
+		return nil, "", fmt.Errorf("TypedStruct type_url %q is not supported (want …/%s, MOSN's proxy filter)", typ, ProxyTypedStructType)
+	}
+	if val == nil {
+		return nil, "", errors.New("TypedStruct: no value (MOSN's proxy filter config)")
+	}
+	if raw, err = val.MarshalJSON(); err != nil {
+		return nil, "", fmt.Errorf("TypedStruct value: %v", err)
+	}
+	router = val.GetFields()["router_config_name"].GetStringValue()
+	if router == "" {
+		return nil, "", errors.New("TypedStruct value: router_config_name missing (the RDS route configuration of the listener)")
+	}
+	return raw, router, nil
 }
 
 func isEmptyMatch(m *listenerv3.FilterChainMatch) bool {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	udpatypev1 "github.com/cncf/xds/go/udpa/type/v1"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -483,5 +484,54 @@ func TestParseBootstrap(t *testing.T) {
 	// No dynamic_resources: no client.
 	if b, err := ParseBootstrap(&config.Config{}); b != nil || err != nil {
 		t.Fatalf("empty: %v %v", b, err)
+	}
+}
+
+// TestConvertProxyTypedStruct: MOSN's proxy filter in a TypedStruct (xds.type.v3 or
+// udpa.type.v1) becomes the proxy filter with that JSON config as is (validated later, with
+// every other proxy filter), its router name an RDS subscription; a TypedStruct of another
+// type, or without a router name or a value, is refused.
+func TestConvertProxyTypedStruct(t *testing.T) {
+	bolt := map[string]any{"downstream_protocol": "bolt", "extend_config": map[string]any{"x": 1.0}}
+	cl, err := ConvertListener(xdstest.ProxyListener("bolt", "127.0.0.1:12200", "bolt-routes", bolt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := cl.Listener.FilterChains[0].Filters[0]
+	var got map[string]any
+	if err := json.Unmarshal(f.Config, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"downstream_protocol": "bolt", "router_config_name": "bolt-routes", "extend_config": map[string]any{"x": 1.0}}
+	if f.Type != config.FilterProxy || !reflect.DeepEqual(got, want) || !reflect.DeepEqual(cl.RDSNames, []string{"bolt-routes"}) || len(cl.Routers) != 0 {
+		t.Fatalf("typed struct listener: %+v, config %v", cl, got)
+	}
+
+	// The older udpa.type.v1.TypedStruct says the same.
+	val, _ := structpb.NewStruct(map[string]any{"downstream_protocol": "X", "router_config_name": "dubbo-routes",
+		"extend_config": map[string]any{"sub_protocol": "dubbo"}})
+	udpa := func(typeURL string, v *structpb.Struct) *listenerv3.Listener {
+		a, _ := anypb.New(&udpatypev1.TypedStruct{TypeUrl: typeURL, Value: v})
+		l := xdstest.ProxyListener("udpa", "127.0.0.1:20880", "r", nil)
+		l.FilterChains[0].Filters[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: a}
+		return l
+	}
+	if cl, err = ConvertListener(udpa("type.googleapis.com/proxy", val)); err != nil || !reflect.DeepEqual(cl.RDSNames, []string{"dubbo-routes"}) {
+		t.Fatalf("udpa typed struct: %+v, %v", cl, err)
+	}
+
+	noRouter, _ := structpb.NewStruct(map[string]any{"downstream_protocol": "bolt"})
+	for _, c := range []struct {
+		name string
+		l    *listenerv3.Listener
+		want string
+	}{
+		{"other type", udpa("mosn.io/tcp_proxy", val), `type_url "mosn.io/tcp_proxy" is not supported`},
+		{"no router", udpa("mosn.io/proxy", noRouter), "router_config_name missing"},
+		{"no value", udpa("mosn.io/proxy", nil), "no value"},
+	} {
+		if _, err := ConvertListener(c.l); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want %q", c.name, err, c.want)
+		}
 	}
 }

@@ -432,12 +432,14 @@ func (s *session) flush() {
 	s.outs = s.outs[:0]
 }
 
-// view is the router's view of an RPC request: no host, no path (the "*" virtual host
-// serves), headers from the frame, compared by exact name. It does not allocate.
+// view is the router's view of an RPC request: no host (the "*" virtual host serves),
+// the path "/" (so the catch-all prefix "/" of a route written for xDS, where every route
+// has a path match, matches; a route without one matches too), headers from the frame,
+// compared by exact name. It does not allocate.
 type view struct{ f *xprotocol.Frame }
 
 func (v *view) Host() string   { return "" }
-func (v *view) Path() string   { return "" }
+func (v *view) Path() string   { return "/" }
 func (v *view) Method() string { return bstr(v.f.Method) }
 
 func (v *view) Header(name string) (string, bool) {

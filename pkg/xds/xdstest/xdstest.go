@@ -7,10 +7,12 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
 
+	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -19,6 +21,7 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -27,6 +30,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -265,6 +269,55 @@ func HTTPListener(name, addr, routeName string) *listenerv3.Listener {
 			Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: tc},
 		}}}},
 	}
+}
+
+// ProxyListener is a listener on addr whose one filter is MOSN's proxy filter, carried in a
+// TypedStruct (the way a control plane gives a listener an RPC proxy): proxy is its config
+// (downstream_protocol, extend_config, ...) and routeName its RDS route configuration.
+func ProxyListener(name, addr, routeName string, proxy map[string]any) *listenerv3.Listener {
+	cfg := map[string]any{"router_config_name": routeName}
+	for k, v := range proxy {
+		cfg[k] = v
+	}
+	val, err := structpb.NewStruct(cfg)
+	if err != nil {
+		panic(fmt.Sprintf("xdstest: proxy config: %v", err))
+	}
+	tc, _ := anypb.New(&xdstypev3.TypedStruct{TypeUrl: "mosn.io/proxy", Value: val})
+	return &listenerv3.Listener{
+		Name:    name,
+		Address: Address(addr),
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
+			Name: "proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: tc},
+		}}}},
+	}
+}
+
+// RouteByHeader is a route configuration whose "*" virtual host sends a request whose
+// header (an RPC frame's "service", say) equals a key of clusters to that cluster.
+func RouteByHeader(name, header string, clusters map[string]string) *routev3.RouteConfiguration {
+	vh := &routev3.VirtualHost{Name: "all", Domains: []string{"*"}}
+	for _, value := range sortedKeys(clusters) {
+		vh.Routes = append(vh.Routes, &routev3.Route{
+			Match: &routev3.RouteMatch{
+				PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
+				Headers: []*routev3.HeaderMatcher{{Name: header,
+					HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+						MatchPattern: &matcherv3.StringMatcher_Exact{Exact: value}}}}},
+			},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: clusters[value]}}},
+		})
+	}
+	return &routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{vh}}
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // RouteToCluster is a route configuration sending every request for any domain to cluster.
