@@ -14,6 +14,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	dubbov3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/dubbo_proxy/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/proto"
@@ -70,7 +71,8 @@ func InlineRouterName(listener string) string { return "xds-inline/" + listener 
 // filter chain (or only a default_filter_chain) ending in envoy.filters.network.
 // http_connection_manager (→ the proxy filter, downstream_protocol by codec_type: AUTO →
 // "Http1,Http2", HTTP1 → Http1, HTTP2 → Http2; upstream Http1, Envoy's default) or
-// envoy.filters.network.tcp_proxy (→ tcp_proxy), or a TypedStruct (xds.type.v3 or
+// envoy.filters.network.tcp_proxy (→ tcp_proxy), envoy.filters.network.dubbo_proxy with
+// inline routes (→ the proxy filter, dubbo both ways; convertDubboProxy), or a TypedStruct (xds.type.v3 or
 // udpa.type.v1) of type "…/proxy" whose value is MOSN's proxy filter config (any
 // downstream_protocol, bolt and dubbo included); its router_config_name is an RDS route
 // configuration.
@@ -169,7 +171,7 @@ func ConvertListener(l *listenerv3.Listener) (ConvertedListener, error) {
 		for _, f := range filters {
 			names = append(names, f.GetName())
 		}
-		return fail("filter chain has %d filters [%s]: exactly one (http_connection_manager or tcp_proxy) is supported",
+		return fail("filter chain has %d filters [%s]: exactly one (http_connection_manager, tcp_proxy, dubbo_proxy or MOSN's proxy) is supported",
 			len(filters), strings.Join(names, ", "))
 	}
 	f := filters[0]
@@ -201,6 +203,18 @@ func ConvertListener(l *listenerv3.Listener) (ConvertedListener, error) {
 		}
 		raw, _ := json.Marshal(tcfg)
 		lc.FilterChains = []config.FilterChain{{Filters: []config.TypedConfig{{Type: config.FilterTCPProxy, Config: raw}}}}
+	case dubboProxyTypeURL:
+		var d dubbov3.DubboProxy
+		if err := tc.UnmarshalTo(&d); err != nil {
+			return fail("dubbo_proxy: %v", err)
+		}
+		pc, routers, err := convertDubboProxy(lc.Name, &d)
+		if err != nil {
+			return fail("dubbo_proxy: %v", err)
+		}
+		raw, _ := json.Marshal(pc)
+		lc.FilterChains = []config.FilterChain{{Filters: []config.TypedConfig{{Type: config.FilterProxy, Config: raw}}}}
+		out.Routers = routers
 	case typedStructURL, udpaTypedStructURL:
 		raw, router, err := proxyTypedStruct(tc.GetTypeUrl(), tc.GetValue())
 		if err != nil {
@@ -209,7 +223,7 @@ func ConvertListener(l *listenerv3.Listener) (ConvertedListener, error) {
 		lc.FilterChains = []config.FilterChain{{Filters: []config.TypedConfig{{Type: config.FilterProxy, Config: raw}}}}
 		out.RDSNames = []string{router}
 	default:
-		return fail("filter %q (%s) is not supported (http_connection_manager, tcp_proxy, or a TypedStruct of MOSN's proxy)", f.GetName(), tc.GetTypeUrl())
+		return fail("filter %q (%s) is not supported (http_connection_manager, tcp_proxy, dubbo_proxy, or a TypedStruct of MOSN's proxy)", f.GetName(), tc.GetTypeUrl())
 	}
 	return out, nil
 }

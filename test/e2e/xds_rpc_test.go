@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	dubbov3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/dubbo_proxy/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
 	"github.com/mosnlite/mosnlite/pkg/xds"
@@ -25,12 +27,7 @@ func TestXDSRPCListeners(t *testing.T) {
 	boltB := startBoltPeer(t, rpcpeer.BoltServerOptions{Name: "b"})
 	dubboA, dubboB := startDubboPeer(t, "a"), startDubboPeer(t, "b")
 
-	cp := xdstest.New()
-	cpAddr := framework.FreePort(t)
-	if _, err := cp.Start(cpAddr); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cp.Stop)
+	cp, cpAddr := startControlPlane(t)
 	boltL, dubboL := framework.FreePort(t), framework.FreePort(t)
 	boltProxy := map[string]any{"downstream_protocol": "bolt"}
 	dubboProxy := map[string]any{"downstream_protocol": "X", "upstream_protocol": "X",
@@ -62,16 +59,7 @@ func TestXDSRPCListeners(t *testing.T) {
 		return r
 	}
 	push("v1", map[string]string{"svc.a": "bolt-a", "svc.b": "bolt-b"}, map[string]string{echoIface: "dubbo-a"}, boltProxy)
-
-	t.Setenv("MOSNLITE_SERVICE_NODE", node)
-	t.Setenv("MOSNLITE_SERVICE_CLUSTER", "e2e")
-	p := framework.StartProxy(t, adsBootstrap(framework.FreePort(t), cpAddr))
-	for _, typ := range []string{xds.ClusterType, xds.EndpointType, xds.ListenerType, xds.RouteType} {
-		waitReq("ACK v1 "+typ, xdstest.ACKOf(typ, "v1"))
-	}
-	waitUntil(t, "the RPC listeners serving", 20*time.Second, func() bool {
-		return strings.Count(p.Logs(), "\"listener started\"") >= 2
-	})
+	p := startXDSProxy(t, cp, cpAddr, node, 2, xds.ClusterType, xds.EndpointType, xds.ListenerType, xds.RouteType)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -126,5 +114,92 @@ func TestXDSRPCListeners(t *testing.T) {
 	}
 	if got := dubboServer(); got != "b" {
 		t.Fatalf("after the NACK: dubbo served by %q", got)
+	}
+}
+
+func startControlPlane(t *testing.T) (*xdstest.ControlPlane, string) {
+	t.Helper()
+	cp := xdstest.New()
+	addr := framework.FreePort(t)
+	if _, err := cp.Start(addr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cp.Stop)
+	return cp, addr
+}
+
+// startXDSProxy starts mosnlite on an ADS bootstrap as node and waits for its ACKs of v1 of
+// types and for listeners started listeners.
+func startXDSProxy(t *testing.T, cp *xdstest.ControlPlane, cpAddr, node string, listeners int, types ...string) *framework.Proxy {
+	t.Helper()
+	t.Setenv("MOSNLITE_SERVICE_NODE", node)
+	t.Setenv("MOSNLITE_SERVICE_CLUSTER", "e2e")
+	p := framework.StartProxy(t, adsBootstrap(framework.FreePort(t), cpAddr))
+	for _, typ := range types {
+		if _, _, err := cp.WaitRequest(0, 20*time.Second, xdstest.ACKOf(typ, "v1")); err != nil {
+			t.Fatalf("ACK v1 %s: %v\n%s", typ, err, p.Logs())
+		}
+	}
+	waitUntil(t, "the listeners started", 20*time.Second, func() bool {
+		return strings.Count(p.Logs(), "\"listener started\"") >= listeners
+	})
+	return p
+}
+
+// TestXDSDubboProxy: Envoy's dubbo proxy filter, as Aeraki writes it for Dubbo services,
+// with inline routes by interface (exact and wildcard), group, version and method. A real
+// hessian2 client's calls reach the server each route names.
+func TestXDSDubboProxy(t *testing.T) {
+	const node = "mosnlite-e2e-dubbo-proxy"
+	servers := map[string]*rpcpeer.DubboServer{"a": startDubboPeer(t, "a"), "b": startDubboPeer(t, "b"), "c": startDubboPeer(t, "c")}
+	cp, cpAddr := startControlPlane(t)
+	listen := framework.FreePort(t)
+	route := func(method, cluster string) *dubbov3.Route {
+		m := &dubbov3.RouteMatch{}
+		if method != "" {
+			m.Method = &dubbov3.MethodMatch{Name: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: method}}}
+		}
+		return &dubbov3.Route{Match: m, Route: &dubbov3.RouteAction{ClusterSpecifier: &dubbov3.RouteAction_Cluster{Cluster: cluster}}}
+	}
+	d := &dubbov3.DubboProxy{StatPrefix: "dubbo", RouteSpecifier: &dubbov3.DubboProxy_MultipleRouteConfig{
+		MultipleRouteConfig: &dubbov3.MultipleRouteConfiguration{Name: "dubbo", RouteConfig: []*dubbov3.RouteConfiguration{
+			{Interface: echoIface, Group: "g1", Routes: []*dubbov3.Route{route("", "a")}},
+			{Interface: echoIface, Version: "2.0.0", Routes: []*dubbov3.Route{route("other", "c"), route("", "b")}},
+			{Interface: "com.example.*", Routes: []*dubbov3.Route{route("", "c")}},
+		}}}}
+	res := xdstest.Resources{}.Add(xds.ListenerType, xdstest.DubboListener("dubbo", listen, d))
+	for name, s := range servers {
+		res.Add(xds.ClusterType, xdstest.EDSCluster(name))
+		res.Add(xds.EndpointType, xdstest.Assignment(name, s.Addr()))
+	}
+	if err := cp.SetSnapshot(node, "v1", res); err != nil {
+		t.Fatal(err)
+	}
+	p := startXDSProxy(t, cp, cpAddr, node, 1, xds.ClusterType, xds.EndpointType, xds.ListenerType)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl := dialDubboPeer(t, listen)
+	for _, c := range []struct{ iface, group, version, method, want string }{
+		{echoIface, "g1", "2.0.0", "echo", "a"},
+		{echoIface, "", "2.0.0", "echo", "b"},
+		{echoIface, "", "2.0.0", "other", "c"},
+		{echoIface, "", "1.0.0", "echo", "c"}, // the wildcard interface
+		{timeoutSvc, "", "1.0.0", "echo", "c"},
+	} {
+		r, err := cl.Call(ctx, dubboSvc(c.iface, c.group, c.version, c.method), []any{"r"}, nil)
+		if err != nil {
+			t.Fatalf("%+v: %v\n%s", c, err, p.Logs())
+		}
+		if got := r.Attachments[rpcpeer.AttServer]; got != c.want || r.Value != "r" {
+			t.Errorf("%+v: answered by %q (value %v, status %d, exception %v), want %q", c, got, r.Value, r.Status, r.Exception, c.want)
+		}
+	}
+	// A service no route names: the client gets an error answer, and the connection serves on.
+	if r, err := cl.Call(ctx, dubboSvc("org.other.Svc", "", "1.0.0", "echo"), []any{"r"}, nil); err != nil || r.Status == 20 {
+		t.Fatalf("unrouted service: %+v, %v", r, err)
+	}
+	if r, err := cl.Call(ctx, dubboSvc(echoIface, "g1", "", "echo"), []any{"r"}, nil); err != nil || r.Attachments[rpcpeer.AttServer] != "a" {
+		t.Fatalf("after the unrouted call: %+v, %v", r, err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	dubbov3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/dubbo_proxy/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -289,6 +290,18 @@ func ProxyListener(name, addr, routeName string, proxy map[string]any) *listener
 		Address: Address(addr),
 		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
 			Name: "proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: tc},
+		}}}},
+	}
+}
+
+// DubboListener is a listener on addr whose one filter is Envoy's dubbo proxy d.
+func DubboListener(name, addr string, d *dubbov3.DubboProxy) *listenerv3.Listener {
+	tc, _ := anypb.New(d)
+	return &listenerv3.Listener{
+		Name:    name,
+		Address: Address(addr),
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
+			Name: "envoy.filters.network.dubbo_proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: tc},
 		}}}},
 	}
 }
