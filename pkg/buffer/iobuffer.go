@@ -77,6 +77,18 @@ func (b *IoBuffer) Drain(n int) {
 	}
 }
 
+// Truncate keeps the first n unread bytes and discards the rest. n outside 0..Len is a
+// bug and panics.
+func (b *IoBuffer) Truncate(n int) {
+	if n < 0 || n > b.w-b.r {
+		panic(fmt.Sprintf("buffer: Truncate(%d) with %d unread bytes", n, b.w-b.r))
+	}
+	b.w = b.r + n
+	if b.r == b.w {
+		b.r, b.w = 0, 0
+	}
+}
+
 // Reset discards all unread bytes and keeps the storage.
 func (b *IoBuffer) Reset() { b.r, b.w = 0, 0 }
 

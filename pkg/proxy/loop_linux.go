@@ -947,6 +947,7 @@ func (c *loopConn) startBody(h *http1.RequestHead) {
 	c.reqChunk, c.reqRemain = h.Body == http1.BodyChunked, h.ContentLength
 	if c.reqChunk {
 		c.rcr.Reset(c.p.cfg.Limits)
+		c.rcr.Canonical = true
 	}
 }
 
@@ -1018,7 +1019,8 @@ func (c *loopConn) frameBody() error {
 	if c.reqChunk {
 		body = http1.BodyChunked
 	}
-	k, done, err := frameBody(body, c.in.Bytes()[c.bodyReady:], &c.reqRemain, &c.rcr)
+	k, cut, done, err := frameBody(body, c.in.Bytes()[c.bodyReady:], &c.reqRemain, &c.rcr)
+	c.in.Truncate(c.in.Len() - cut)
 	c.bodyReady += k
 	c.bodyDone = done
 	if done && c.recvAt == 0 {
@@ -1150,6 +1152,7 @@ func (c *loopConn) responseHead() (n int, ok bool) {
 	c.body, c.remain = rh.Body, rh.ContentLength
 	if c.body == http1.BodyChunked {
 		c.cr.Reset(c.p.cfg.Limits)
+		c.cr.Canonical = true
 	}
 	c.out = append(c.out, hb)
 	return n, true
@@ -1159,7 +1162,8 @@ func (c *loopConn) responseHead() (n int, ok bool) {
 // writes; at the response's end the upstream connection is released.
 func (c *loopConn) forward() bool {
 	rb := c.rb
-	k, done, err := frameBody(c.body, rb.Bytes(), &c.remain, &c.cr)
+	k, cut, done, err := frameBody(c.body, rb.Bytes(), &c.remain, &c.cr)
+	rb.Truncate(rb.Len() - cut)
 	if err != nil {
 		c.p.cfg.Log.Debug("proxy: invalid chunked response body", zap.Error(err))
 		c.upFailed(false)

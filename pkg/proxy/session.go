@@ -327,6 +327,7 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 	s.upFailed, s.upTimeout = false, false
 	if s.chunked {
 		s.cr.Reset(s.p.cfg.Limits)
+		s.cr.Canonical = true
 	}
 	s.replay = !hasBody
 	if !hasBody {
@@ -352,8 +353,12 @@ func (s *session) body(b *buffer.IoBuffer) error {
 	var k int
 	done := false
 	if s.chunked {
-		for k < b.Len() {
-			data, used, d, err := s.cr.Next(b.Bytes()[k:])
+		// Re-framed in place as it goes (NextCompact): b[:k] is what goes upstream.
+		r := 0
+		for r < b.Len() {
+			prev := r
+			data, nr, nk, d, err := s.cr.NextCompact(b.Bytes(), r, k)
+			r, k = nr, nk
 			if err != nil {
 				s.p.protocolError(string(stream.HTTP1))
 				s.finishUpstream(false, err)
@@ -361,18 +366,19 @@ func (s *session) body(b *buffer.IoBuffer) error {
 				s.localReply(http1.StatusCode(err), err.Error(), true, false)
 				return errClose
 			}
-			k += used
 			if len(s.fs.filters) > 0 && len(data) > 0 && s.requestData(data, d) {
+				dropGap(b, k, r)
 				return s.stopInBody()
 			}
 			if d {
 				done = true
 				break
 			}
-			if used == 0 {
+			if r == prev {
 				break
 			}
 		}
+		dropGap(b, k, r)
 	} else {
 		k = int(min(int64(b.Len()), s.remain))
 		s.remain -= int64(k)
@@ -627,6 +633,7 @@ func (s *session) forwardBody(hb, rb *buffer.IoBuffer) (reuse bool, err error) {
 	if rh.Body == http1.BodyChunked {
 		cr = &s.cr
 		cr.Reset(s.p.cfg.Limits)
+		cr.Canonical = true
 	}
 	send := func(k int) error {
 		var out *buffer.IoBuffer
@@ -670,12 +677,14 @@ func (s *session) forwardBody(hb, rb *buffer.IoBuffer) (reuse bool, err error) {
 			remain -= int64(k)
 			done = remain == 0
 		case http1.BodyChunked:
-			for k < rb.Len() {
-				data, used, d, cerr := cr.Next(rb.Bytes()[k:])
+			r := 0
+			for r < rb.Len() {
+				prev := r
+				data, nr, nk, d, cerr := cr.NextCompact(rb.Bytes(), r, k)
+				r, k = nr, nk
 				if cerr != nil {
 					return false, cerr
 				}
-				k += used
 				if len(s.fs.filters) > 0 && len(data) > 0 && s.responseData(data, d) {
 					return false, errStoppedByFilter
 				}
@@ -683,10 +692,11 @@ func (s *session) forwardBody(hb, rb *buffer.IoBuffer) (reuse bool, err error) {
 					done = true
 					break
 				}
-				if used == 0 {
+				if r == prev {
 					break
 				}
 			}
+			dropGap(rb, k, r)
 		case http1.BodyClose:
 			k = rb.Len()
 		}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"unsafe"
 
+	"github.com/mosnlite/mosnlite/pkg/buffer"
 	"github.com/mosnlite/mosnlite/pkg/stream/http1"
 )
 
@@ -16,31 +17,41 @@ func bstr(b []byte) string {
 
 // frameBody is how many of the bytes b, read after a message head (or after the bytes
 // framed before), belong to a body framed as body, and whether they end it. remain is
-// the Content-Length left (BodyLength), cr the chunked decoder (BodyChunked); a
-// close-delimited body takes everything.
-func frameBody(body http1.Body, b []byte, remain *int64, cr *http1.ChunkedReader) (k int, done bool, err error) {
+// the Content-Length left (BodyLength), cr the chunked decoder (BodyChunked, Canonical
+// set); a close-delimited body takes everything. A chunked body is re-framed in place as
+// it goes (http1.ChunkedReader.NextCompact): b[:k] is what to forward, and the bytes after
+// it moved down by cut, so the caller's buffer ends cut bytes earlier.
+func frameBody(body http1.Body, b []byte, remain *int64, cr *http1.ChunkedReader) (k, cut int, done bool, err error) {
 	switch body {
 	case http1.BodyNone:
-		return 0, true, nil
+		return 0, 0, true, nil
 	case http1.BodyLength:
 		k = int(min(int64(len(b)), *remain))
 		*remain -= int64(k)
-		return k, *remain == 0, nil
+		return k, 0, *remain == 0, nil
 	case http1.BodyChunked:
-		for k < len(b) {
-			_, used, d, err := cr.Next(b[k:])
-			if err != nil {
-				return k, false, err
-			}
-			k += used
-			if d {
-				return k, true, nil
-			}
-			if used == 0 {
+		r, w := 0, 0
+		for r < len(b) {
+			prev := r
+			_, r, w, done, err = cr.NextCompact(b, r, w)
+			if err != nil || done || r == prev {
 				break
 			}
 		}
-		return k, false, nil
+		if w < r {
+			copy(b[w:], b[r:])
+		}
+		return w, r - w, done, err
 	}
-	return len(b), false, nil // BodyClose
+	return len(b), 0, false, nil // BodyClose
+}
+
+// dropGap closes the gap a re-framed chunked body left in b: the bytes framed so far are
+// b's first k, the undecoded rest starts at r (k <= r) and moves down to k.
+func dropGap(b *buffer.IoBuffer, k, r int) {
+	if k < r {
+		p := b.Bytes()
+		n := copy(p[k:], p[r:])
+		b.Truncate(k + n)
+	}
 }

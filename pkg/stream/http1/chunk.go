@@ -40,6 +40,16 @@ type ChunkedReader struct {
 	remain int64 // data bytes left in the current chunk
 	total  int64 // data bytes seen, for MaxBodyBytes
 	limSet bool
+	// Canonical makes Next rewrite a chunk-size line that is not 1 to 16 hex digits
+	// alone (an extension, whitespace, more digits) to the size in lowercase hex and
+	// CRLF, in place at the end of the line; Skip then names the bytes in front of it that
+	// the caller drops (NextCompact does). What a proxy forwards is then framed in the
+	// one form every parser reads alike, as Envoy, nginx and HAProxy re-frame what they
+	// forward. Reset keeps it.
+	Canonical bool
+	skipAt    int // this Next call's bytes to drop: b[skipAt:skipAt+skipN]
+	skipN     int
+	dataAt    int // offset in b of this call's data
 	// Trailers holds the trailer fields once the body is done. They alias the input of
 	// the last Next call; the slice is reused after Reset.
 	Trailers Headers
@@ -48,7 +58,7 @@ type ChunkedReader struct {
 // Reset prepares r for a new body with the given limits (zero fields: defaults).
 func (r *ChunkedReader) Reset(lim Limits) {
 	lim.norm()
-	*r = ChunkedReader{lim: lim, limSet: true, Trailers: r.Trailers[:0]}
+	*r = ChunkedReader{lim: lim, limSet: true, Trailers: r.Trailers[:0], Canonical: r.Canonical}
 }
 
 // BodyBytes returns the number of data bytes decoded so far.
@@ -68,12 +78,16 @@ func (r *ChunkedReader) Next(b []byte) (data []byte, consumed int, done bool, er
 		r.limSet = true
 	}
 	c := 0
+	r.skipN = 0
 	for {
 		switch r.state {
 		case chunkSize:
 			n, size, err := r.sizeLine(b[c:])
 			if err != nil || n == 0 {
 				return nil, c, false, err
+			}
+			if r.Canonical && !plainSizeLine(b[c:c+n]) {
+				r.skipAt, r.skipN = c, n-canonicalSizeLine(b[c:c+n], size)
 			}
 			c += n
 			if size == 0 {
@@ -94,6 +108,7 @@ func (r *ChunkedReader) Next(b []byte) (data []byte, consumed int, done bool, er
 				k = int(r.remain)
 			}
 			data = rest[:k:k]
+			r.dataAt = c
 			c += k
 			r.remain -= int64(k)
 			r.total += int64(k)
@@ -134,6 +149,62 @@ func (r *ChunkedReader) Next(b []byte) (data []byte, consumed int, done bool, er
 			return nil, c, true, nil
 		}
 	}
+}
+
+// Skip returns the bytes of the last Next call's input to drop, b[at:at+n] (n 0: none):
+// the front of a chunk-size line that Canonical rewrote.
+func (r *ChunkedReader) Skip() (at, n int) { return r.skipAt, r.skipN }
+
+// NextCompact is Next for a proxy that forwards the body with Canonical set. b[:w] holds
+// the body decoded so far, in canonical framing, and b[k:] (k >= w) what is left. It
+// decodes from b[k:], moves what it consumed, less the bytes Skip names, down to b[w:],
+// and returns the new k and w and the call's data at its new place. Once the caller
+// stops, it moves the undecoded rest b[k:] down to b[w:] (and its buffer shrinks by k-w).
+// While nothing was dropped, w == k and nothing moves.
+func (r *ChunkedReader) NextCompact(b []byte, k, w int) (data []byte, nk, nw int, done bool, err error) {
+	data, used, done, err := r.Next(b[k:])
+	if r.skipN == 0 && w == k {
+		return data, k + used, w + used, done, err
+	}
+	at, n := used, 0
+	if r.skipN > 0 {
+		at, n = r.skipAt, r.skipN
+	}
+	dataAt := r.dataAt
+	copy(b[w:], b[k:k+at])
+	copy(b[w+at:], b[k+at+n:k+used])
+	if data != nil {
+		if dataAt >= at+n {
+			dataAt -= n
+		}
+		data = b[w+dataAt : w+dataAt+len(data) : w+dataAt+len(data)]
+	}
+	return data, k + used, w + used - n, done, err
+}
+
+// plainSizeLine reports whether a chunk-size line (CRLF included) is 1 to 16 hex digits
+// alone, which every parser reads alike.
+func plainSizeLine(line []byte) bool {
+	digits := len(line) - 2
+	if digits < 1 || digits > 16 {
+		return false
+	}
+	for _, c := range line[:digits] {
+		if unhex(c) < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// canonicalSizeLine writes size in lowercase hex and CRLF at the end of line (a valid
+// chunk-size line, never shorter) and returns its length.
+func canonicalSizeLine(line []byte, size int64) int {
+	var tmp [18]byte
+	t := strconv.AppendInt(tmp[:0], size, 16)
+	t = append(t, '\r', '\n')
+	copy(line[len(line)-len(t):], t)
+	return len(t)
 }
 
 // sizeLine parses chunk-size [chunk-ext] CRLF at the start of p; n is 0 when the line is

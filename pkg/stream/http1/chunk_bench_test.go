@@ -98,3 +98,40 @@ func BenchmarkChunkedEncode1K(b *testing.B) {
 		_ = AppendLastChunk(dst, nil)
 	}
 }
+
+// BenchmarkChunkedForward1KSmallChunks frames a 1 KiB body of 64-byte chunks the way the
+// proxy forwards it (Canonical, NextCompact): plain size lines, nothing moves.
+func BenchmarkChunkedForward1KSmallChunks(b *testing.B) {
+	benchForward(b, chunkedBody(b, 1024, 64))
+}
+
+// BenchmarkChunkedForwardRewritten1KSmallChunks: the same body with an extension on
+// every size line, each rewritten and the rest moved down.
+func BenchmarkChunkedForwardRewritten1KSmallChunks(b *testing.B) {
+	in := bytes.ReplaceAll(chunkedBody(b, 1024, 64), []byte("40\r\n"), []byte("40;ext=value\r\n"))
+	benchForward(b, in)
+}
+
+func benchForward(b *testing.B, in []byte) {
+	var r ChunkedReader
+	buf := make([]byte, len(in))
+	b.ReportAllocs()
+	b.SetBytes(1024)
+	for b.Loop() {
+		copy(buf, in)
+		r.Reset(Limits{})
+		r.Canonical = true
+		k, w := 0, 0
+		for {
+			var done bool
+			var err error
+			_, k, w, done, err = r.NextCompact(buf, k, w)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if done {
+				break
+			}
+		}
+	}
+}
