@@ -1199,6 +1199,7 @@ func (sc *ServerConn) closeStreamLocked(st *ServerStream, selfReset bool) func()
 	sc.closedAt = (sc.closedAt + 1) % closedRing
 	if unread := int64(len(st.body) - st.off); unread > 0 {
 		sc.giveConnLocked(unread, false)
+		st.dropped = true
 	}
 	st.body, st.off = nil, 0
 	sc.cond.Broadcast()
@@ -1259,6 +1260,7 @@ type ServerStream struct {
 	sentHeaders bool
 	sentEnd     bool
 	reset       bool // reset by either side, or the connection ended
+	dropped     bool // closed with body bytes the handler had not read
 	peerReset   bool
 	closed      bool
 	doneCalled  bool
@@ -1334,7 +1336,9 @@ func (st *ServerStream) Read(p []byte) (int, error) {
 		if st.timedOut {
 			return 0, ErrBodyTimeout
 		}
-		if st.reset && !st.recvDone || sc.dead && !st.recvDone {
+		// A body the stream's close dropped unread is cut short, even when its last
+		// DATA frame had come: never a clean EOF for it.
+		if (st.reset || sc.dead) && (!st.recvDone || st.dropped) {
 			return 0, ErrStreamReset
 		}
 		if st.recvDone {
