@@ -456,7 +456,9 @@ func (hc *h2Conn) tryFast(st *h2stream.ServerStream, f *h2Fast, hb, rb *buffer.I
 	if !st.OnReset(func() { _ = raw.SetDeadline(time.Unix(1, 0)) }) {
 		return uc, reused, errDownstreamWrite
 	}
-	uc.deadline(r.deadline(hc.h.p, t, time.Time{}))
+	if err := armFast(st, uc, r.deadline(hc.h.p, t, time.Time{})); err != nil {
+		return uc, reused, err
+	}
 	_, err = uc.io().Write(hb.Bytes())
 	if err == nil && r.body {
 		err = hc.sendBody(st, f, uc, r)
@@ -476,7 +478,10 @@ func (hc *h2Conn) tryFast(st *h2stream.ServerStream, f *h2Fast, hb, rb *buffer.I
 		return uc, reused, err
 	}
 	if t.timeout <= 0 {
-		uc.deadline(time.Time{}) // the body's reads are unbounded (readBody)
+		// The body's reads are unbounded (readBody).
+		if err := armFast(st, uc, time.Time{}); err != nil {
+			return uc, reused, err
+		}
 	}
 	return uc, reused, nil
 }
@@ -530,7 +535,9 @@ func (hc *h2Conn) sendBody(st *h2stream.ServerStream, f *h2Fast, uc *upConn, r *
 		if r.bodyEOF && f.t.recvd.Load() == 0 {
 			f.t.recvd.Store(int64(now.Sub(f.t.start)) + 1) // the request is in
 		}
-		uc.deadline(r.deadline(p, &f.t, now))
+		if aerr := armFast(st, uc, r.deadline(p, &f.t, now)); aerr != nil {
+			return aerr
+		}
 		if chunked {
 			frame := pool.NewBuffer(n + 32)
 			if n > 0 {
@@ -711,7 +718,7 @@ func (hc *h2Conn) relay(st *h2stream.ServerStream, f *h2Fast, uc *upConn, rb *bu
 		rb.Drain(len(piece))
 		for remain > 0 {
 			rb.Reset()
-			if _, err := f.readBody(uc, rb); err != nil && rb.Len() == 0 {
+			if _, err := f.readBody(st, uc, rb); err != nil && rb.Len() == 0 {
 				return errAbort
 			}
 			piece := rb.Bytes()
@@ -755,7 +762,7 @@ func (hc *h2Conn) relay(st *h2stream.ServerStream, f *h2Fast, uc *upConn, rb *bu
 				} else if rb.Available() < 4096 {
 					rb.Compact()
 				}
-				if _, err := f.readBody(uc, rb); err != nil {
+				if _, err := f.readBody(st, uc, rb); err != nil {
 					return errAbort
 				}
 			}
@@ -786,7 +793,7 @@ func (hc *h2Conn) relay(st *h2stream.ServerStream, f *h2Fast, uc *upConn, rb *bu
 			f.sent(rb.Len())
 			rb.Reset()
 		}
-		if _, err := f.readBody(uc, rb); err != nil {
+		if _, err := f.readBody(st, uc, rb); err != nil {
 			if rb.Len() > 0 {
 				continue
 			}
@@ -804,11 +811,25 @@ func (hc *h2Conn) relay(st *h2stream.ServerStream, f *h2Fast, uc *upConn, rb *bu
 // readBody reads more of the response body into rb. The route timeout bounds each read,
 // as on the HTTP/1 path, so an upstream that stalls mid-body cannot hold the stream and
 // its connection.
-func (f *h2Fast) readBody(uc *upConn, rb *buffer.IoBuffer) (int, error) {
+func (f *h2Fast) readBody(st *h2stream.ServerStream, uc *upConn, rb *buffer.IoBuffer) (int, error) {
 	if d := f.t.timeout; d > 0 {
-		uc.deadline(time.Now().Add(d))
+		if err := armFast(st, uc, time.Now().Add(d)); err != nil {
+			return 0, err
+		}
 	}
 	return rb.ReadOnce(uc.io())
+}
+
+// armFast bounds uc by d (upConn.deadline). A downstream reset unblocks the upstream
+// socket through the hook tryFast registers, which sets a deadline in the past; arming
+// anew after the hook ran would undo that and leave the exchange waiting on the
+// upstream (until the route timeout, or for ever without one), so a reset seen once the
+// socket was armed anew ends the exchange here.
+func armFast(st *h2stream.ServerStream, uc *upConn, d time.Time) error {
+	if uc.deadline(d) && st.WasReset() {
+		return errDownstreamWrite
+	}
+	return nil
 }
 
 // responseFields writes an HTTP/1 response head's fields as HTTP/2 fields: hop-by-hop

@@ -220,24 +220,26 @@ func (u *upConn) report(ok bool) {
 // next moments to reuse. A bound therefore fires up to 1/16 of its length late, never
 // early. A bound stays armed while the connection waits in the idle pool; get and Probe
 // lift it once it has passed, so that neither the next request's write nor the liveness
-// probe fails on it.
-func (u *upConn) deadline(t time.Time) {
+// probe fails on it. It reports whether it set the socket's deadline.
+func (u *upConn) deadline(t time.Time) bool {
 	if t.IsZero() {
 		if !u.armed.IsZero() {
 			_ = u.raw.SetDeadline(time.Time{})
 			u.armed = time.Time{}
+			return true
 		}
-		return
+		return false
 	}
 	slack := min(time.Until(t)/16, maxDeadlineSlack)
 	if !u.armed.Before(t) && u.armed.Sub(t) <= max(slack, 0) {
-		return
+		return false
 	}
 	if slack > 0 {
 		t = t.Add(slack)
 	}
 	_ = u.raw.SetDeadline(t)
 	u.armed = t
+	return true
 }
 
 // maxDeadlineSlack caps how late a coarse upstream bound may fire (upConn.deadline).
