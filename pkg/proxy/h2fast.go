@@ -220,7 +220,11 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 		}
 	}
 	defer r.release(t)
+	// A request that cannot be sent again (a body not kept, a POST) looks at an idle
+	// connection before it takes it.
+	idem := idempotent(st.Method)
 	stale := r.once
+	r.look = body || !idem
 	for {
 		rb.Reset()
 		uc, reused, err := hc.tryFast(st, f, hb, rb, &r)
@@ -247,9 +251,9 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 		switch {
 		case le != errTimeout && le != errReset && le != errConnect:
 			return err // overflow, no cluster, a response that is not HTTP/1
-		case reused && !stale && rb.Len() == 0 && le != errTimeout && !r.bodyOver:
+		case reused && !stale && idem && rb.Len() == 0 && le != errTimeout && !r.bodyOver:
 			// The upstream closed the idle connection meanwhile: once more, fresh.
-			stale = true
+			stale, r.fresh = true, true
 			if !st.OnReset(nil) {
 				return errDownstreamWrite
 			}
@@ -310,6 +314,10 @@ type fastRetry struct {
 	slot     bool // a max_retries slot is held for the try in flight
 	tryStart time.Time
 	headLen  int // the response head's length in the read buffer
+
+	// The direct path's connection: look probes an idle one before it is taken; fresh
+	// dials, after a reused one turned out closed.
+	look, fresh bool
 
 	// The direct path's request body: the bytes read from the stream so far while they fit
 	// retryBufferLimit, sent again by a retry.
@@ -443,7 +451,12 @@ func (p *Proxy) nextHost(ctx context.Context, t *h2Target, prev string) error {
 // returned for the caller to close.
 func (hc *h2Conn) tryFast(st *h2stream.ServerStream, f *h2Fast, hb, rb *buffer.IoBuffer, r *fastRetry) (uc *upConn, reused bool, err error) {
 	t := &f.t
-	if uc, err = hc.h.p.h1Conn(hc.ctx, t); err != nil {
+	if r.fresh {
+		uc, err = hc.h.p.h1Dial(hc.ctx, t)
+	} else {
+		uc, err = hc.h.p.h1Conn(hc.ctx, t, r.look)
+	}
+	if err != nil {
 		return nil, false, err
 	}
 	reused = uc.since != (time.Time{})

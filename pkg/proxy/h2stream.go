@@ -679,7 +679,7 @@ func (p *Proxy) copyBody(w io.Writer, fl http.Flusher, src io.Reader, st *h2Stre
 // known, with the request trailers), then the response is read and streamed back.
 func (p *Proxy) h2ToH1(ctx context.Context, w http.ResponseWriter, r *http.Request, t *h2Target, ip netip.Addr, st *h2Stream) error {
 	out := p.outRequest(ctx, r, t, ip, st)
-	uc, err := p.h1Conn(ctx, t)
+	uc, err := p.h1Conn(ctx, t, true) // no second try here: look at an idle one first
 	if err != nil {
 		return err
 	}
@@ -758,11 +758,20 @@ var (
 )
 
 // h1Conn takes an idle HTTP/1 upstream connection to the target's host (the pool probes
-// one idle for a while) or dials one.
-func (p *Proxy) h1Conn(ctx context.Context, t *h2Target) (*upConn, error) {
-	if up := p.get(t.host, time.Now()); up != nil {
-		return up, nil
+// one idle for a while) or dials one. With look, an idle one is probed before it is taken
+// (one the upstream closed is closed, and the next one looked at).
+func (p *Proxy) h1Conn(ctx context.Context, t *h2Target, look bool) (*upConn, error) {
+	for up := p.get(t.host, time.Now()); up != nil; up = p.get(t.host, time.Now()) {
+		if !look || up.Probe() {
+			return up, nil
+		}
+		up.close()
 	}
+	return p.h1Dial(ctx, t)
+}
+
+// h1Dial dials a new HTTP/1 upstream connection to the target's host.
+func (p *Proxy) h1Dial(ctx context.Context, t *h2Target) (*upConn, error) {
 	raw, host, done, err := t.cl.DialHost(ctx, &t.lr, t.host)
 	if err != nil {
 		return nil, dialError(err)

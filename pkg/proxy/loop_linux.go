@@ -180,6 +180,7 @@ type loopConn struct {
 	att       cluster.Attempts
 	up        *loopUp
 	reused    bool  // up came from the idle pool (a failure before any response byte may be retried once)
+	idem      bool  // the method is idempotent (only such a request is retried so)
 	start     int64 // loop clock at the request's start
 	recvAt    int64 // loop clock when the request was in full (route timeout's start); 0: its body is arriving
 	served    bool  // a request began on the connection: between requests, a drain closes it
@@ -692,6 +693,7 @@ func (c *loopConn) request(n int) bool {
 	// A local answer to a request whose body was not read closes the connection, so that
 	// no body byte is taken for a request.
 	c.keepAlive, c.isHead, c.minor = h.KeepAlive && !streaming && !c.p.draining.Load(), string(h.Method) == "HEAD", h.ProtoMinor
+	c.idem = idempotent(bstr(h.Method))
 	if c.logging {
 		c.logBegin(view, rt, total)
 	}
@@ -725,9 +727,10 @@ func (c *loopConn) request(n int) bool {
 		return c.localDone(le.status, le.body)
 	}
 	up := c.pool.get(host.PoolKey())
-	for streaming && up != nil && !evloop.Alive(up.fd) {
-		// A streamed body cannot be sent again if the connection turns out closed, so
-		// look first: the upstream's FIN may be queued behind this request's event.
+	for (streaming || !c.idem) && up != nil && !evloop.Alive(up.fd) {
+		// A streamed body or a non-idempotent request cannot be sent again if the
+		// connection turns out closed, so look first: the upstream's FIN may be queued
+		// behind this request's event.
 		up.close()
 		up = c.pool.get(host.PoolKey())
 	}
@@ -1216,9 +1219,9 @@ func (c *loopConn) upEOF() {
 	}
 }
 
-// upFailed ends a request whose upstream connection broke: before any response byte, a
-// request on a reused connection goes once more on a new one (the upstream may have
-// closed it while it was idle); otherwise the client gets 502, or, once the response has
+// upFailed ends a request whose upstream connection broke: before any response byte, an
+// idempotent request on a reused connection goes once more on a new one (the upstream may
+// have closed it while it was idle); otherwise the client gets 502, or, once the response has
 // started, the connection closes.
 func (c *loopConn) upFailed(eof bool) {
 	switch {
@@ -1226,7 +1229,7 @@ func (c *loopConn) upFailed(eof bool) {
 		c.finish(false, errors.New("upstream reset"))
 		c.logEnd(accesslog.FlagUpstreamReset)
 		c.close(network.CloseReason("upstream_reset"), false)
-	case c.reused && !c.streamed && (c.rb == nil || c.rb.Len() == 0):
+	case c.reused && c.idem && !c.streamed && (c.rb == nil || c.rb.Len() == 0):
 		c.reused = false
 		host := c.host
 		c.up.close()

@@ -66,6 +66,7 @@ type session struct {
 	upFailed  bool // an upstream write failed while the body was forwarded
 	upTimeout bool // ... because the try's time ran out (answered 504, not 502)
 	reused    bool // s.up came from the idle pool
+	idem      bool // the method is idempotent: retryFresh may send the request again
 	replay    bool // the request has no body and s.hb still holds its head
 	cl        *cluster.Cluster
 	h2        *h1h2 // request forwarded to an HTTP/2 upstream while its body arrives (h2conv.go)
@@ -192,6 +193,7 @@ func hasPrefix(b []byte, p string) bool { return len(b) >= len(p) && string(b[:l
 func (s *session) request(b *buffer.IoBuffer, n int) error {
 	h := &s.head
 	s.isHead = string(h.Method) == "HEAD"
+	s.idem = idempotent(bstr(h.Method))
 	s.keepAlive = h.KeepAlive && !s.p.draining.Load()
 	s.minor = h.ProtoMinor
 	s.start = time.Now()
@@ -264,9 +266,10 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 		return s.localDone(le.status, le.body, hasBody)
 	}
 	up := s.p.get(host, s.start) // probed by the pool when idle for a while
-	for up != nil && hasBody && !up.Probe() {
+	for up != nil && (hasBody || !s.idem) && !up.Probe() {
 		// A body may stream through and then cannot be sent again if the connection
-		// turns out closed (retryFresh replays bodiless requests only): look first.
+		// turns out closed (retryFresh replays idempotent requests with their head and
+		// body in s.hb only): look first.
 		up.close()
 		up = s.p.get(host, s.start)
 	}
@@ -452,7 +455,7 @@ func (s *session) alive(up *upConn) bool { return up.Probe() }
 // with a new one and writes the (bodiless) request again: the upstream may have closed the
 // idle connection while it was being taken. It reports whether the request was re-sent.
 func (s *session) retryFresh() bool {
-	if !s.reused || !s.replay {
+	if !s.reused || !s.replay || !s.idem {
 		return false
 	}
 	s.reused = false

@@ -7,6 +7,18 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/stream/http1"
 )
 
+// idempotent reports whether a request method is idempotent (RFC 9110 9.2.2). Only such
+// a request is sent again on a new connection after a reused one broke before any answer
+// byte: the upstream may have read the request and acted on it, and Go's Transport and
+// nginx do not resend a POST then either.
+func idempotent(method string) bool {
+	switch method {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
+}
+
 // bstr views b as a string without copying; valid while b is unchanged.
 func bstr(b []byte) string {
 	if len(b) == 0 {
