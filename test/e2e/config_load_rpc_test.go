@@ -282,13 +282,7 @@ func (l *rpcLoad) record(proto string, r result) {
 func (l *rpcLoad) finish(t *testing.T) (map[string]int, map[string]int) {
 	t.Helper()
 	l.stop.Store(true)
-	done := make(chan struct{})
-	go func() { l.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		t.Fatal("load workers still running 15s after stop")
-	}
+	waitWorkers(t, &l.wg)
 	redialed := map[string]int{}
 	for proto, ss := range l.slots {
 		for _, s := range ss {

@@ -134,18 +134,24 @@ func (l *configLoad) get(c *http.Client, id string) (string, error) {
 	return name, nil
 }
 
-// finish stops the workers, waits for them (bounded), closes the clients' connections
-// and fails t if any request failed.
-func (l *configLoad) finish(t *testing.T) {
+// waitWorkers waits for a load's stopped workers, failing t after 15 s.
+func waitWorkers(t *testing.T, wg *sync.WaitGroup) {
 	t.Helper()
-	l.stop.Store(true)
 	done := make(chan struct{})
-	go func() { l.wg.Wait(); close(done) }()
+	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(15 * time.Second):
 		t.Fatal("load workers still running 15s after stop")
 	}
+}
+
+// finish stops the workers, waits for them (bounded), closes the clients' connections
+// and fails t if any request failed.
+func (l *configLoad) finish(t *testing.T) {
+	t.Helper()
+	l.stop.Store(true)
+	waitWorkers(t, &l.wg)
 	l.h1.CloseIdleConnections()
 	for _, c := range l.h2 {
 		c.CloseIdleConnections()
