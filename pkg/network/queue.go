@@ -21,6 +21,27 @@ func (c *Conn) Kick() error {
 	return c.kickLocked()
 }
 
+// KickAsync is Kick for a connection's reader: it never writes on the caller's
+// goroutine. When no other goroutine is writing the queue, it starts one that does.
+// A reader that wrote itself would stop reading while its peer does not read, and a
+// peer that must write before it reads on (Go's HTTP/2 client sends a WINDOW_UPDATE or a
+// PING ack under the same lock its request-body writer holds while its socket is full)
+// then waits for us as we wait for it: both connections' windows stay full for good.
+func (c *Conn) KickAsync() {
+	c.mu.Lock()
+	if c.flushing || len(c.queue) == 0 || c.reason != "" {
+		c.mu.Unlock()
+		return
+	}
+	c.flushing = true
+	c.mu.Unlock()
+	go func() {
+		c.mu.Lock()
+		c.flushing = false // kickLocked takes the flush over
+		_ = c.kickLocked()
+	}()
+}
+
 // Queued returns the bytes waiting to be written, including a batch being written.
 func (c *Conn) Queued() int {
 	c.mu.Lock()

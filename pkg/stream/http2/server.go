@@ -442,6 +442,23 @@ func (sc *ServerConn) closeDrained() {
 // unlockFlush hands the output buffer to the connection's write queue, drops mu and
 // writes the queue unless another goroutine is writing it.
 func (sc *ServerConn) unlockFlush() {
+	if sc.unlockQueue() {
+		_ = sc.c.Kick()
+	}
+}
+
+// unlockFlushAsync is unlockFlush for the reader: the socket write happens on another
+// goroutine (network.Conn.KickAsync), so that reading never waits for a peer that is not
+// reading, which may be waiting for us to read.
+func (sc *ServerConn) unlockFlushAsync() {
+	if sc.unlockQueue() {
+		sc.c.KickAsync()
+	}
+}
+
+// unlockQueue hands the output buffer to the connection's write queue and drops mu. It
+// reports whether there was anything to write.
+func (sc *ServerConn) unlockQueue() bool {
 	var b *buffer.IoBuffer
 	if sc.out != nil && sc.out.Len() > 0 {
 		b = sc.out
@@ -450,9 +467,7 @@ func (sc *ServerConn) unlockFlush() {
 		_ = sc.c.Queue(b)
 	}
 	sc.mu.Unlock()
-	if b != nil {
-		_ = sc.c.Kick()
-	}
+	return b != nil
 }
 
 // onData parses every whole frame in b.
@@ -466,7 +481,7 @@ func (sc *ServerConn) onData(b *buffer.IoBuffer) error {
 	if sc.ctrl.n > 0 {
 		sc.popWrittenLocked()
 	}
-	sc.unlockFlush()
+	sc.unlockFlushAsync()
 	if sc.c.Queued() > 4*(1<<20) {
 		// The peer keeps sending requests we answer at once (431s) without reading the
 		// answers; the control frames it makes us send are bounded sooner
