@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -296,6 +297,10 @@ func TestLoopHalfCloseAndHTTP10(t *testing.T) {
 	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "fine") })
 	e := startLoopEnv(t, o.addr())
 	c := dial(t, e.addr)
+	// The request and the FIN in one segment (corked), so that the loop reads them
+	// together: a FIN read after the request went upstream is the client leaving, and
+	// that request is dropped (readDown).
+	cork(t, c.(*net.TCPConn), true)
 	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	_ = c.(*net.TCPConn).CloseWrite()
 	br := bufio.NewReader(c)
@@ -323,6 +328,24 @@ func TestLoopHalfCloseAndHTTP10(t *testing.T) {
 		t.Fatalf("HTTP/1.0 without keep-alive: connection not closed: %v", err)
 	}
 	e.noHandoffs(t)
+}
+
+// cork sets TCP_CORK on c: what is written is held back until it is unset or the socket
+// is shut down for writing, which then sends it with the FIN.
+func cork(t *testing.T, c *net.TCPConn, on bool) {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := 0
+	if on {
+		v = 1
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK, v) }); err != nil || serr != nil {
+		t.Fatalf("TCP_CORK: %v %v", err, serr)
+	}
 }
 
 // Many clients at once on two loops, each with many requests, with an access log and
