@@ -551,6 +551,12 @@ func (c *Conn) Busy() bool {
 	}
 }
 
+// Tunnel tells the connection that it carries a tunnel from now on (an upgraded HTTP/1
+// connection), no request: the idle timeout applies again, to bytes either way, and a
+// drain leaves it to the drain timeout as before. The handler calls neither Busy nor
+// SetIdle afterwards. Reader goroutine only.
+func (c *Conn) Tunnel() { c.between.CompareAndSwap(connBusy, connFresh) }
+
 // closeIfIdle closes c with reason r when it is between requests (SetIdle).
 func (c *Conn) closeIfIdle(r CloseReason) bool {
 	if !c.between.CompareAndSwap(connBetween, connDrained) {

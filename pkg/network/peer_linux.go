@@ -12,6 +12,10 @@ import (
 // peer's FIN arrived and the socket has not been closed here.
 const tcpCloseWait = 8
 
+// tcpClose is the kernel's TCP_CLOSE state: a connected socket not closed here is in it
+// after its peer reset it.
+const tcpClose = 7
+
 // Peer looks at c's socket, without reading from it or waiting, for a sign that its peer
 // went away: a reset (or another pending error), or a FIN, also one queued behind bytes
 // not yet read (a pipelined request). A TLS connection is looked at below TLS, where a
@@ -48,11 +52,16 @@ func peekPeer(fd int) PeerState {
 	case n == 0:
 		return PeerClosed
 	}
-	// Bytes wait to be read; a FIN behind them shows in the TCP state (not a TCP
-	// socket: nothing more to learn).
+	// Bytes wait to be read; a FIN or a reset behind them shows in the TCP state (not a
+	// TCP socket: nothing more to learn). A reset leaves the unread bytes readable and
+	// the socket in TCP_CLOSE.
 	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-	if err == nil && info.State == tcpCloseWait {
+	switch {
+	case err != nil:
+	case info.State == tcpCloseWait:
 		return PeerClosed
+	case info.State == tcpClose:
+		return PeerReset
 	}
 	return PeerOpen
 }

@@ -107,7 +107,7 @@ func putSession(s *session) {
 // onData is the ReadLoop callback: it handles every complete request in b, and bounds
 // the wait for the rest of a request body it left incomplete.
 func (s *session) onData(b *buffer.IoBuffer) error {
-	if !s.c.Busy() {
+	if s.x.tunnel == nil && !s.c.Busy() {
 		return errClose // a drain closed the connection between requests
 	}
 	err := s.requests(b)

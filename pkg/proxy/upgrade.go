@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net"
 	"net/http"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 type tunnel struct {
 	up   *upConn
 	done chan struct{} // closed when the upstream reader returned
+	cut  waitCut       // ends a write upstream whose client left (tunnelData)
 }
 
 // upgradeRequest decides what to do with a request that asks for a protocol upgrade. It
@@ -76,8 +78,9 @@ func (s *session) startTunnel(rb *buffer.IoBuffer, n int) error {
 	s.up, s.pickDone, s.route = nil, nil, nil
 	s.endRequestSlot() // a tunnel is a connection, not a request in flight
 	s.endRequest()
-	t := &tunnel{up: up, done: make(chan struct{})}
+	t := &tunnel{up: up, done: make(chan struct{}), cut: writeCut{up.raw}}
 	s.x.tunnel = t
+	s.c.Tunnel() // connection_idle_timeout applies to the tunnel's bytes
 	go t.pump(s.p.cfg.Pool, s.c)
 	return nil
 }
@@ -105,14 +108,25 @@ func (t *tunnel) pump(pool *buffer.Pool, c *network.Conn) {
 	}
 }
 
-// tunnelData forwards downstream bytes of an upgraded connection upstream.
+// tunnelData forwards downstream bytes of an upgraded connection upstream. While an
+// upstream that stopped reading blocks the write, nothing reads the client, so the
+// client is watched as a request waiting for its response head is (clientwatch.go): a
+// client that left ends the write and the tunnel.
 func (s *session) tunnelData(b *buffer.IoBuffer) error {
-	if _, err := s.x.tunnel.up.raw.Write(b.Bytes()); err != nil {
+	t := s.x.tunnel
+	s.watchWait(t.cut)
+	_, err := t.up.raw.Write(b.Bytes())
+	if s.unwatch() || err != nil {
 		return errClose
 	}
 	b.Drain(b.Len())
 	return nil
 }
+
+// writeCut ends a blocked write with an expired deadline; the connection is closed after.
+type writeCut struct{ raw net.Conn }
+
+func (w writeCut) cutWait() { _ = w.raw.SetWriteDeadline(time.Unix(1, 0)) }
 
 // endTunnel closes the upstream side of a tunnel and waits for its reader.
 func (s *session) endTunnel() {
