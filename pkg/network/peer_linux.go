@@ -65,3 +65,15 @@ func peekPeer(fd int) PeerState {
 	}
 	return PeerOpen
 }
+
+// inputPending reports whether fd's receive queue holds bytes (SIOCINQ).
+func inputPending(fd int) bool {
+	n, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+	return err == nil && n > 0
+}
+
+// outputPending reports whether fd's send queue holds bytes not acknowledged (SIOCOUTQ).
+func outputPending(fd int) bool {
+	n, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
+	return err == nil && n > 0
+}

@@ -140,6 +140,11 @@ type loopConn struct {
 	blocked  bool // the client's socket said EAGAIN; waiting for Out
 	closing  bool // close once out is written
 	closed   bool // closed or handed off
+	// lingering: the answer that ended the connection is out and the write side shut;
+	// what the client still sends is read and dropped until it closes or lingerAt
+	// (closeAfterAnswer).
+	lingering bool
+	lingerAt  int64
 
 	timer   evloop.Timer
 	timerAt int64 // when timer is scheduled; 0: not
@@ -468,6 +473,10 @@ func (c *loopConn) OnEvents(ev uint32) {
 	if ev&(evloop.In|evloop.RdHup|evloop.Err|evloop.Hup) != 0 {
 		c.readable = true
 		c.rdhup = c.rdhup || ev&evloop.RdHup != 0
+	}
+	if c.lingering {
+		c.linger()
+		return
 	}
 	if ev&(evloop.Out|evloop.Err|evloop.Hup) != 0 && c.blocked {
 		c.blocked = false
@@ -1484,10 +1493,53 @@ func (c *loopConn) flush() bool {
 		c.out = c.out[:m]
 	}
 	if c.closing && !c.busy {
-		c.close("", false)
+		c.closeAfterAnswer()
 		return false
 	}
 	return true
+}
+
+// closeAfterAnswer closes the connection once the answer that ends it is written. When
+// the client may still be sending (bytes held here or unread in the socket, a request
+// body not read to its end), closing now would reset the connection, and with a reset
+// the kernel drops the part of the answer still in the socket's send queue: the write
+// side is shut instead and the input read and dropped until the client closes, or has
+// taken the whole answer, or network.LingerTime passed (lingering close, as on the
+// goroutine path: network.Conn.CloseLinger).
+func (c *loopConn) closeAfterAnswer() {
+	more := c.in.Len() > 0 || c.reqBody && !c.bodyDone || c.readable || evloop.InputPending(c.fd)
+	if c.eof || !more || evloop.ShutdownWrite(c.fd) != nil {
+		c.close("", false)
+		return
+	}
+	c.lingering = true
+	c.lingerAt = c.loop.Now() + int64(network.LingerTime)
+	c.in.Reset()
+	c.rearm()
+	c.linger()
+}
+
+// linger reads and drops what the client sends after the answer that ended the
+// connection. Its EOF or a read error closes the connection, and so does an empty send
+// queue (the client has the whole answer: a reset can no longer cut it).
+func (c *loopConn) linger() {
+	for c.readable && !c.closed {
+		c.in.Reset()
+		if c.in.Available() < 4<<10 {
+			c.in.Grow(readSize)
+		}
+		_, err := c.in.ReadOnce(&c.dr)
+		switch {
+		case err == syscall.EAGAIN:
+			c.readable = false
+		case err == syscall.EINTR:
+		case err != nil:
+			c.close("", false)
+		}
+	}
+	if !c.closed && !evloop.OutputPending(c.fd) {
+		c.close("", false)
+	}
 }
 
 // handoff gives the connection to the goroutine path with the bytes not yet consumed,
@@ -1572,6 +1624,8 @@ func (c *loopConn) rearm() {
 // of it), the idle timeout of a connection with nothing to do; 0: none.
 func (c *loopConn) deadline() int64 {
 	switch {
+	case c.lingering:
+		return c.lingerAt
 	case c.sniff != nil:
 		return c.sniffBy
 	case c.busy && c.started:
@@ -1653,6 +1707,8 @@ func (c *loopConn) OnTimer() {
 		return
 	}
 	switch {
+	case c.lingering: // the client did not close in time
+		c.close("", false)
 	case c.sniff != nil: // no protocol in time: closed, as the goroutine path does
 		c.close("", false)
 	case c.busy && !c.started && c.bodyDeadline() != 0 && now >= c.bodyDeadline():

@@ -170,11 +170,20 @@ func (p *Proxy) ServeConn(ctx context.Context, c *network.Conn) {
 	}
 	s := getSession(p, ctx, c)
 	defer putSession(s)
-	if err := c.ReadLoop(s.onData); err != nil && !errors.Is(err, errClose) && !s.headTimedOut(err) && !s.bodyTimedOut(err) && !s.headTooLarge(err) {
+	err := c.ReadLoop(s.onData)
+	answered := errors.Is(err, errClose) || s.headTimedOut(err) || s.bodyTimedOut(err) || s.headTooLarge(err)
+	if err != nil && !answered {
 		p.cfg.Log.Debug("proxy: connection ended", zap.Error(err))
 	}
 	s.dropUpstream()
 	s.abandonRequest()
+	if answered {
+		// After an answer that ends the connection, the client may still be sending (the
+		// rest of a body, a pipelined request): close without a reset under the answer,
+		// as Go's server and nginx do.
+		c.CloseLinger("", true)
+		return
+	}
 	c.Close("")
 }
 

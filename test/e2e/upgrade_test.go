@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -439,15 +438,9 @@ func TestUpgradeRefused(t *testing.T) {
 // the upstream refuses with a 400 and a 4 MiB body. The proxy closes the connection
 // after the 400, so the pipelined request may go unanswered, but the 400 must arrive
 // whole, followed by a FIN: closing a socket that still holds unread bytes makes the
-// kernel send a reset and drop what the client has not taken yet.
-//
-// Known bug, not fixed: the proxy closes without a lingering close (pkg/proxy/proxy.go,
-// ServeConn's c.Close), so the client gets a reset and a truncated 400. The test runs
-// with MOSNLITE_E2E_KNOWN_BUGS=1.
+// kernel send a reset and drop what the client has not taken yet (the proxy closes
+// lingering: network.Conn.CloseLinger).
 func TestUpgradeRefusedPipelined(t *testing.T) {
-	if os.Getenv("MOSNLITE_E2E_KNOWN_BUGS") == "" {
-		t.Skip("known bug: no lingering close after a refused upgrade; set MOSNLITE_E2E_KNOWN_BUGS=1 to run")
-	}
 	u := startUpgradeRefuser(t)
 	for _, p := range upgradeProxies(t, hostOf(u.Server), nil, nil) {
 		t.Run(p.name, func(t *testing.T) {

@@ -203,3 +203,18 @@ func epollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
 		uintptr(unsafe.Pointer(ev)), 0, 0)
 	return errno(e)
 }
+
+// InputPending reports whether fd's receive queue holds bytes (SIOCINQ).
+func InputPending(fd int) bool {
+	var n int32
+	_, _, e := syscall.RawSyscall(syscall.SYS_IOCTL, uintptr(fd), unix.SIOCINQ, uintptr(unsafe.Pointer(&n)))
+	return e == 0 && n > 0
+}
+
+// OutputPending reports whether fd's send queue holds bytes not yet acknowledged by the
+// peer (SIOCOUTQ).
+func OutputPending(fd int) bool {
+	var n int32
+	_, _, e := syscall.RawSyscall(syscall.SYS_IOCTL, uintptr(fd), unix.SIOCOUTQ, uintptr(unsafe.Pointer(&n)))
+	return e != 0 || n > 0
+}
