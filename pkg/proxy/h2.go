@@ -259,11 +259,13 @@ func (hc *h2Conn) serveFull(st *h2stream.ServerStream) {
 	}
 	r := hc.request(ctx, st)
 	w := &h2Writer{st: st, hdr: make(http.Header)}
-	aborted := false
+	aborted, cancelled := false, false
 	func() {
 		defer func() {
 			if v := recover(); v != nil {
-				if v != http.ErrAbortHandler {
+				if v == errUpstreamCancel {
+					cancelled = true
+				} else if v != http.ErrAbortHandler {
 					hc.h.p.cfg.Log.Error("proxy: http2 stream handler panic", zap.Any("panic", v))
 				}
 				aborted = true
@@ -272,7 +274,11 @@ func (hc *h2Conn) serveFull(st *h2stream.ServerStream) {
 		hc.h.p.serveH2Stream(w, r)
 	}()
 	if aborted {
-		st.Reset(h2stream.ErrCodeInternal)
+		code := h2stream.ErrCodeInternal
+		if cancelled {
+			code = h2stream.ErrCodeCancel
+		}
+		st.Reset(code)
 		return
 	}
 	w.finish()
@@ -361,7 +367,12 @@ func (b *h2ReqBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *h2ReqBody) Close() error { return nil }
+// Close stops the body: x/net closes it when it abandons the upstream request body (the
+// response ended or the stream was aborted) and waits for a Read in progress to return.
+func (b *h2ReqBody) Close() error {
+	b.st.CloseRead()
+	return nil
+}
 
 // h2Writer is the http.ResponseWriter of the full path. The head is sent with the first
 // body piece (or at Flush, or at the end), so a short response leaves in one write.

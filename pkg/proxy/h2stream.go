@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -450,6 +451,9 @@ func (p *Proxy) serveH2Stream(w http.ResponseWriter, r *http.Request) {
 	}
 	if errors.Is(err, errAbort) {
 		st.flag(accesslog.FlagUpstreamReset)
+		if errors.Is(err, errUpstreamCancel) {
+			panic(errUpstreamCancel) // serveFull resets with CANCEL
+		}
 		// Reset the downstream stream: x/net answers this panic with RST_STREAM.
 		panic(http.ErrAbortHandler)
 	}
@@ -487,6 +491,11 @@ func (p *Proxy) h2Fail(w http.ResponseWriter, r *http.Request, t *h2Target, err 
 // errAbort marks a failure after the response head was sent: the downstream stream is
 // reset (RST_STREAM) instead of answered.
 var errAbort = errors.New("proxy: upstream failed after the response started")
+
+// errUpstreamCancel is errAbort for an upstream that reset its stream with CANCEL (grpc-go
+// does when a call's deadline passes): the downstream stream is reset with CANCEL too,
+// which a gRPC client reads as CANCELLED or DEADLINE_EXCEEDED, not INTERNAL.
+var errUpstreamCancel = fmt.Errorf("%w (upstream cancelled the stream)", errAbort)
 
 // outRequest builds the upstream request for a downstream HTTP/2 request routed by t.
 func (p *Proxy) outRequest(ctx context.Context, r *http.Request, t *h2Target, ip netip.Addr, st *h2Stream) *http.Request {
@@ -628,6 +637,9 @@ func (p *Proxy) writeH2Response(ctx context.Context, w http.ResponseWriter, resp
 			// The downstream stream is gone; the upstream stream is cancelled by ctx.
 			st.flag(accesslog.FlagDownstreamReset)
 			return nil
+		}
+		if se := (http2.StreamError{}); errors.As(err, &se) && se.Code == http2.ErrCodeCancel {
+			return errUpstreamCancel
 		}
 		return errAbort
 	}

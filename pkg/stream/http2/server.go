@@ -55,6 +55,8 @@ var (
 	// ErrBodyTimeout: Read waited BodyTimeout for more of the request body; the stream
 	// was reset (CANCEL).
 	ErrBodyTimeout = errors.New("http2: request body timeout")
+	// ErrBodyClosed: the handler closed the request body (CloseRead).
+	ErrBodyClosed = errors.New("http2: request body closed")
 )
 
 // ServerOptions configures Serve.
@@ -1270,6 +1272,7 @@ type ServerStream struct {
 	recvAck     int64
 	recvDone    bool
 	discard     bool
+	readClosed  bool // CloseRead was called
 	trailer     []hpack.HeaderField
 	sendWin     int64
 	sentHeaders bool
@@ -1351,6 +1354,9 @@ func (st *ServerStream) Read(p []byte) (int, error) {
 		if st.timedOut {
 			return 0, ErrBodyTimeout
 		}
+		if st.readClosed {
+			return 0, ErrBodyClosed
+		}
 		// A body the stream's close dropped unread is cut short, even when its last
 		// DATA frame had come: never a clean EOF for it.
 		if (st.reset || sc.dead) && (!st.recvDone || st.dropped) {
@@ -1361,6 +1367,26 @@ func (st *ServerStream) Read(p []byte) (int, error) {
 		}
 		st.waitLocked()
 	}
+}
+
+// CloseRead tells the connection the handler reads no more of the request body: a Read
+// waiting for it returns ErrBodyClosed, and what is buffered or still arrives goes back
+// to the flow-control windows. It does not end the response.
+func (st *ServerStream) CloseRead() {
+	sc := st.sc
+	sc.mu.Lock()
+	if st.readClosed {
+		sc.mu.Unlock()
+		return
+	}
+	st.readClosed, st.discard = true, true
+	if unread := int64(len(st.body) - st.off); unread > 0 {
+		sc.giveConnLocked(unread, false)
+		st.giveLocked(unread)
+	}
+	st.body, st.off = st.body[:0], 0
+	sc.cond.Broadcast()
+	sc.unlockFlush()
 }
 
 // waitLocked waits for the connection's next event, with the body timeout armed.
