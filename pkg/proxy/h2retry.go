@@ -100,12 +100,18 @@ func (p *Proxy) tryH2(ctx context.Context, t *h2Target, out *http.Request, r *fa
 		req.Body = rp.try()
 	}
 	resp, err := cc.RoundTrip(req)
-	if err != nil && retryFresh(ctx, out, err) && (timer == nil || timer.Stop()) {
+	// A body kept for the route's retries can be sent again on a new connection too:
+	// other pooled connections to an upstream that shuts down get its GOAWAY as well.
+	kept := rp != nil && t.rt.Retry().NumRetries() > 0 && rp.retriable()
+	if err != nil && retryFresh(ctx, out, err, kept) && (timer == nil || timer.Stop()) {
 		// A pooled connection may have been closed by the upstream while it was taken
 		// (GOAWAY, idle close): the request is sent once more on a new connection.
 		if cc, cerr := p.h2Dial(ctx, t); cerr == nil {
 			if timer != nil {
 				timer.Reset(time.Until(r.tryStart.Add(t.rt.Retry().PerTryTimeout())))
+			}
+			if kept {
+				req.Body = rp.try()
 			}
 			resp, err = cc.RoundTrip(req)
 		}

@@ -584,10 +584,11 @@ func (p *Proxy) h2ToH2(ctx context.Context, w http.ResponseWriter, r *http.Reque
 }
 
 // retryFresh reports whether a failed RoundTrip may be repeated on a new connection: the
-// request has no body, the caller is still waiting, and the upstream did not answer the
-// stream itself (a stream reset other than REFUSED_STREAM is an answer).
-func retryFresh(ctx context.Context, out *http.Request, err error) bool {
-	if ctx.Err() != nil || out.Body != http.NoBody {
+// request has no body or its body is kept for a retry (kept), the caller is still
+// waiting, and the upstream did not answer the stream itself (a stream reset other than
+// REFUSED_STREAM is an answer).
+func retryFresh(ctx context.Context, out *http.Request, err error, kept bool) bool {
+	if ctx.Err() != nil || out.Body != http.NoBody && !kept {
 		return false
 	}
 	var se http2.StreamError

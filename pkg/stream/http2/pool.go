@@ -128,12 +128,17 @@ type Dialer func(ctx context.Context) (raw net.Conn, addr string, done func(), e
 // the caller's stream, and the caller closes it when that stream is done.
 func (p *Pool) Acquire(ctx context.Context, addr string, dial Dialer) (cc *http2.ClientConn, pooled bool, err error) {
 	c, pooled, err := p.mp.Acquire(ctx, addr, func(ctx context.Context) (clientConn, string, error) {
-		raw, at, done, err := dial(ctx)
-		if err != nil {
-			return clientConn{}, "", err
+		for again := true; ; again = false {
+			raw, at, done, err := dial(ctx)
+			if err != nil {
+				return clientConn{}, "", err
+			}
+			c, err := p.newClientConn(ctx, raw, at, done)
+			if errors.Is(err, errWentAway) && again {
+				continue // the server shut down as the connection started: once more
+			}
+			return c, at, err
 		}
-		c, err := p.newClientConn(raw, at, done)
-		return c, at, err
 	})
 	return c.cc, pooled, err
 }
@@ -141,9 +146,27 @@ func (p *Pool) Acquire(ctx context.Context, addr string, dial Dialer) (cc *http2
 // ErrHandshake wraps a failure to start HTTP/2 on a new upstream connection.
 var ErrHandshake = errors.New("http2: upstream connection setup failed")
 
-func (p *Pool) newClientConn(raw net.Conn, addr string, done func()) (clientConn, error) {
+// errWentAway: the server sent GOAWAY before the new connection carried a stream.
+var errWentAway = errors.New("http2: upstream went away during connection setup")
+
+// settingsWait bounds the wait for a new connection's first SETTINGS in Add.
+const settingsWait = 10 * time.Second
+
+// newClientConn starts HTTP/2 on raw and waits for the server's first SETTINGS: until
+// they arrive x/net assumes 100 concurrent streams, and the streams of a burst that
+// waited for this connection would exceed a lower limit (the server refuses the rest).
+// The server's SETTINGS come before its answer to a PING.
+func (p *Pool) newClientConn(ctx context.Context, raw net.Conn, addr string, done func()) (clientConn, error) {
 	hc := &hookConn{Conn: raw, done: done, addr: addr}
 	cc, err := p.t.NewClientConn(hc)
+	if err == nil {
+		err = cc.Ping(ctx)
+	}
+	if err == nil {
+		if st := cc.State(); st.Closed || st.Closing {
+			err = errWentAway
+		}
+	}
 	if err != nil {
 		_ = hc.Close()
 		return clientConn{}, fmt.Errorf("%w: %w", ErrHandshake, err)
@@ -164,7 +187,9 @@ func (p *Pool) newClientConn(raw net.Conn, addr string, done func()) (clientConn
 // still arriving while the proxy drains) and the caller closes it when that stream is
 // done.
 func (p *Pool) Add(raw net.Conn, addr string, done func()) (cc *http2.ClientConn, pooled bool, err error) {
-	c, err := p.newClientConn(raw, addr, done)
+	ctx, cancel := context.WithTimeout(context.Background(), settingsWait)
+	defer cancel()
+	c, err := p.newClientConn(ctx, raw, addr, done)
 	if err != nil {
 		return nil, false, err
 	}
