@@ -53,13 +53,19 @@ func NewH2(cfg Config) *H2 {
 	h.opts = h2stream.ServerOptions{
 		MaxConcurrentStreams: H2MaxConcurrentStreams,
 		MaxHeaderListSize:    uint32(maxHdr),
-		StreamWindow:         256 << 10,
-		ConnWindow:           1 << 20,
-		BodyTimeout:          h.p.requestBodyTimeout(),
-		OnProtocolError:      h.countError,
+		StreamWindow:         h2StreamWindow,
+		// Room for every stream's window: a connection window smaller than that lets
+		// a few uploads an upstream holds back stall every other stream of the
+		// connection (head-of-line blocking). Each stream is still bounded by its own.
+		ConnWindow:      H2MaxConcurrentStreams * h2StreamWindow,
+		BodyTimeout:     h.p.requestBodyTimeout(),
+		OnProtocolError: h.countError,
 	}
 	return h
 }
+
+// h2StreamWindow is each downstream stream's receive window.
+const h2StreamWindow = 256 << 10
 
 // Proxy returns the underlying proxy (its pools and config).
 func (h *H2) Proxy() *Proxy { return h.p }

@@ -10,7 +10,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -634,12 +633,9 @@ func TestGRPCStreamSlowReader(t *testing.T) {
 // whose reader stops after the first message until the upstream stops sending (at most
 // 4 s), then reads everything. The
 // proxy's memory must stay bounded (RSS +64 MiB) while all of them are stalled: each
-// stream may be held back by a bounded window, not buffered whole.
-//
-// Known bug, not fixed: x/net's client keeps a 4 MiB receive window per upstream stream
-// (pkg/stream/http2/pool.go NewPool sets none), so each stalled stream holds ~4 MiB.
+// stream may be held back by a bounded window, not buffered whole (x/net's default
+// upstream window of 4 MiB a stream failed it; pkg/stream/http2.StreamWindow).
 func TestGRPCStreamManySlowReaders(t *testing.T) {
-	grpcKnownBug(t, "a stalled response stream holds 4 MiB in the proxy")
 	const streams, total, size = 24, 6 << 20, 32 << 10
 	r := startStreamRig(t)
 	cc := dialRawGRPC(t, r.addr)
@@ -708,13 +704,6 @@ func TestGRPCStreamManySlowReaders(t *testing.T) {
 	}
 	cc.Close()
 	r.finish(t)
-}
-
-// grpcKnownBug skips a test of a bug that is not fixed yet unless MOSNLITE_KNOWN_BUGS=1.
-func grpcKnownBug(t *testing.T, what string) {
-	if os.Getenv("MOSNLITE_KNOWN_BUGS") != "1" {
-		t.Skipf("known bug, not fixed: %s (MOSNLITE_KNOWN_BUGS=1 runs this test)", what)
-	}
 }
 
 // backgroundEcho runs lockstep EchoSum streams one after another on cc until stop is
@@ -1170,13 +1159,10 @@ func earlyOnce(ctx context.Context, cc *grpc.ClientConn, ok, keepSending bool) (
 // that reads their first message and then nothing until the test lets it. While they are
 // held, other streams on the same client connection must still be answered (the held
 // uploads may not take the whole connection's flow-control window) and the proxy's
-// memory must stay bounded; then every upload must arrive whole.
-//
-// Known bug, not fixed: the downstream connection window (1 MiB, pkg/proxy/h2.go NewH2)
-// comes back only as streams' bodies are read (pkg/stream/http2/server.go Read), so four
-// held uploads of 256 KiB windows shut the whole connection.
+// memory must stay bounded; then every upload must arrive whole. (A 1 MiB downstream
+// connection window, given back only as streams' bodies are read, failed it: four held
+// uploads of 256 KiB windows shut the whole connection.)
 func TestGRPCStreamSlowUpstreamReader(t *testing.T) {
-	grpcKnownBug(t, "four uploads held by the upstream stall every stream of their connection")
 	const uploads, total, size = 6, 4 << 20, 32 << 10
 	r := startStreamRig(t)
 	cc := dialRawGRPC(t, r.addr)

@@ -59,6 +59,9 @@ type Pool struct {
 	live sync.Map // *http2.ClientConn → *hookConn
 }
 
+// StreamWindow is the receive window of each upstream response stream.
+const StreamWindow = 256 << 10
+
 // NewPool returns an empty pool.
 func NewPool(o PoolOptions) *Pool {
 	if o.IdleTimeout <= 0 {
@@ -67,17 +70,22 @@ func NewPool(o PoolOptions) *Pool {
 	if o.MaxHeaderListSize == 0 {
 		o.MaxHeaderListSize = DefaultMaxHeaderListSize
 	}
-	t := &http2.Transport{
-		AllowHTTP:          true,
-		DisableCompression: true, // the proxy forwards Accept-Encoding and bodies as they are
-		MaxHeaderListSize:  o.MaxHeaderListSize,
-		ReadIdleTimeout:    o.PingTimeout,
-		PingTimeout:        o.PingTimeout,
-		// An upstream that stops reading cannot hold a connection's writer (and the pool's
-		// sweeper and Close, which ask the connection its state) for ever.
-		WriteByteTimeout: writeByteTimeout,
-		// No IdleConnTimeout: the pool expires idle connections.
+	// x/net's receive window per response stream is 4 MiB unless set through a net/http
+	// Transport's HTTP2 config, and a stream whose client reads slowly holds its window's
+	// worth in the proxy: 100 stalled streams, 400 MiB. StreamWindow matches the
+	// downstream side's (pkg/proxy: 256 KiB), 500 MB/s a stream at a 0.5 ms round trip.
+	t, err := http2.ConfigureTransports(&http.Transport{HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: StreamWindow}})
+	if err != nil {
+		panic(fmt.Sprintf("http2: upstream transport: %v", err)) // only for a transport already configured
 	}
+	t.AllowHTTP = true
+	t.DisableCompression = true // the proxy forwards Accept-Encoding and bodies as they are
+	t.MaxHeaderListSize = o.MaxHeaderListSize
+	t.ReadIdleTimeout, t.PingTimeout = o.PingTimeout, o.PingTimeout
+	// An upstream that stops reading cannot hold a connection's writer (and the pool's
+	// sweeper and Close, which ask the connection its state) for ever.
+	t.WriteByteTimeout = writeByteTimeout
+	// No IdleConnTimeout: the pool expires idle connections.
 	mp := connpool.NewMultiplex[clientConn](connpool.MultiplexOptions{
 		IdleTimeout:     o.IdleTimeout,
 		MaxConnsPerHost: o.MaxConnsPerHost,
