@@ -655,7 +655,7 @@ type junitReport struct {
 }
 
 // TestH2Spec runs h2spec, strict mode (-S), against an Http2 listener whose route forwards
-// to an upstream (a second listener of the same process answering directly), once over
+// to an upstream (a Go server that answers once it has read the request), once over
 // h2c and once over HTTP/1 (the HTTP/2 driver's two paths), then over TLS (ALPN h2), and
 // compares the failing cases with the ones docs/h2spec.md explains.
 func TestH2Spec(t *testing.T) {
@@ -667,24 +667,26 @@ func TestH2Spec(t *testing.T) {
 }
 
 func runH2Spec(t *testing.T, bin, upstream string, tls bool) {
-	front, back := framework.FreePort(t), framework.FreePort(t)
+	// The upstream answers once it has the whole request, as most do. One that answers
+	// early makes http2/5.1/9 a race: the proxy ends such a stream with RST_STREAM
+	// (NO_ERROR) once its answer is out (RFC 9113 §8.1), and when that goes before the
+	// client's own RST_STREAM is read, the client's next HEADERS on the stream is a late
+	// frame on a stream the proxy reset, which §5.1 says to ignore, not STREAM_CLOSED.
+	origin := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, "hello h2spec")
+	}))
+	origin.Config.Protocols = new(http.Protocols)
+	origin.Config.Protocols.SetHTTP1(true)
+	origin.Config.Protocols.SetUnencryptedHTTP2(true)
+	origin.Start()
+	t.Cleanup(origin.Close)
+	front := framework.FreePort(t)
 	var cfg map[string]any
-	if err := json.Unmarshal([]byte(httpProxyConfig(front, "Http2", upstream, []any{routeTo("/", nil)}, back)), &cfg); err != nil {
+	if err := json.Unmarshal([]byte(httpProxyConfig(front, "Http2", upstream, []any{routeTo("/", nil)}, hostOf(origin))), &cfg); err != nil {
 		t.Fatal(err)
 	}
 	srv := cfg["servers"].([]any)[0].(map[string]any)
-	srv["routers"] = append(srv["routers"].([]any), map[string]any{
-		"router_config_name": "d",
-		"virtual_hosts": []any{map[string]any{"name": "v", "domains": []any{"*"}, "routers": []any{
-			map[string]any{"match": map[string]any{"prefix": "/"}, "direct_response": map[string]any{"status": 200, "body": "hello h2spec"}},
-		}}},
-	})
-	srv["listeners"] = append(srv["listeners"].([]any), map[string]any{
-		"name": "back", "address": back, "bind_port": true,
-		"filter_chains": []any{map[string]any{"filters": []any{map[string]any{
-			"type": "proxy", "config": map[string]any{"downstream_protocol": upstream, "router_config_name": "d"},
-		}}}},
-	})
 	args := []string{"-S"}
 	if tls {
 		_, tc := tlsFiles(t)
