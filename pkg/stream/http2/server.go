@@ -327,11 +327,11 @@ func Serve(c *network.Conn, pool *buffer.Pool, opts ServerOptions, h Handler, tr
 		appendGoAway(sc.out, sc.maxClientID, uint32(ce.code), ce.kind)
 		sc.unlockFlush()
 		_ = c.Flush()
-		lingerClose(c, network.CloseProtocolError)
+		c.CloseLinger(network.CloseProtocolError, true) // the GOAWAY is read, not lost to a reset
 	case errors.Is(err, errGoneAway):
 		// Closing with unread bytes would reset the connection: half-close and drain.
 		_ = c.Flush()
-		lingerClose(c, network.CloseReason("peer_goaway"))
+		c.CloseLinger(network.CloseReason("peer_goaway"), true)
 	}
 	sc.mu.Lock()
 	sc.dead = true
@@ -350,23 +350,6 @@ func Serve(c *network.Conn, pool *buffer.Pool, opts ServerOptions, h Handler, tr
 }
 
 var errGoneAway = errors.New("http2: connection drained")
-
-// lingerClose half-closes c and discards what the peer still sends for a moment before
-// closing, so that the GOAWAY is read rather than lost to a reset.
-func lingerClose(c *network.Conn, reason network.CloseReason) {
-	if tc, ok := c.Raw().(interface{ CloseWrite() error }); ok && tc.CloseWrite() == nil {
-		_ = c.Raw().SetReadDeadline(time.Now().Add(time.Second))
-		var buf [512]byte
-		for n := 0; n < 64<<10; {
-			k, err := c.Raw().Read(buf[:])
-			n += k
-			if err != nil {
-				break
-			}
-		}
-	}
-	c.Close(reason)
-}
 
 // Conn returns the network connection.
 func (sc *ServerConn) Conn() *network.Conn { return sc.c }
@@ -504,7 +487,7 @@ func (sc *ServerConn) frames(b *buffer.IoBuffer) error {
 		n := min(len(p), len(ClientPreface))
 		if string(p[:n]) != ClientPreface[:n] {
 			sc.countErr("bad_preface")
-			lingerClose(sc.c, network.CloseProtocolError)
+			sc.c.CloseLinger(network.CloseProtocolError, true)
 			return ErrBadPreface
 		}
 		if n < len(ClientPreface) {
