@@ -16,10 +16,17 @@ import (
 // Read must fail with ErrStreamReset, never end in a clean EOF that passes a truncated
 // (here empty) body for the whole one.
 func TestServerResetDropsUnreadBody(t *testing.T) {
-	start := make(chan struct{})
+	reset := make(chan struct{})
 	got := make(chan string, 1)
 	rc, _ := serve(t, h2.ServerOptions{}, handlerFunc(func(st *h2.ServerStream) {
-		<-start
+		if st.OnReset(func() { close(reset) }) {
+			select { // the reset is in (after the body's frames) before the handler reads
+			case <-reset:
+			case <-time.After(5 * time.Second):
+				got <- "the reset did not arrive"
+				return
+			}
+		}
 		b, err := io.ReadAll(st)
 		if err != nil {
 			got <- "error: " + err.Error()
@@ -40,8 +47,6 @@ func TestServerResetDropsUnreadBody(t *testing.T) {
 	if err := rc.fr.WriteRSTStream(1, http2.ErrCodeCancel); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond) // the frames are in before the handler reads
-	close(start)
 	select {
 	case g := <-got:
 		if g != "error: "+h2.ErrStreamReset.Error() {
