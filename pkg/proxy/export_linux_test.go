@@ -1,5 +1,14 @@
 package proxy
 
+import h2stream "github.com/mosnlite/mosnlite/pkg/stream/http2"
+
+// SetBodyDecided sets the hook the direct HTTP/2 → HTTP/1 path runs once it has decided
+// whether a request has a body; the returned func removes it.
+func SetBodyDecided(fn func(st *h2stream.ServerStream)) (restore func()) {
+	bodyDecided = fn
+	return func() { bodyDecided = nil }
+}
+
 // LoopIdle is the number of idle upstream connections in p's event-loop pools: the
 // event-loop path kept them (the goroutine path pools elsewhere).
 func LoopIdle(p *Proxy) int {

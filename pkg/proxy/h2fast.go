@@ -195,10 +195,15 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 	t := &f.t
 	hb := p.cfg.Pool.NewBuffer(512)
 	defer hb.Release()
-	if err := hc.fastHead(st, f, hb); err != nil {
+	// Asked once: an empty DATA frame that ends the stream can arrive between two asks,
+	// and a head framed for a body must be followed by one (if only its last chunk).
+	body := st.HasBody()
+	if bodyDecided != nil {
+		bodyDecided(st)
+	}
+	if err := hc.fastHead(st, f, hb, body); err != nil {
 		return &errLocal{stream.HTTPStatus(stream.CauseCodecError), "bad request"}
 	}
-	body := st.HasBody()
 	if !body {
 		t.recvd.Store(1) // in at its head: the route timeout starts now
 		p.mirror(t.rt, hb.Bytes())
@@ -597,8 +602,11 @@ func (f *h2Fast) trailerFields(st *h2stream.ServerStream) http1.Headers {
 	return hs
 }
 
-// fastHead writes the HTTP/1 request head for st into hb.
-func (hc *h2Conn) fastHead(st *h2stream.ServerStream, f *h2Fast, hb *buffer.IoBuffer) error {
+// bodyDecided, set by tests only, runs once forwardFast has asked whether st has a body.
+var bodyDecided func(st *h2stream.ServerStream)
+
+// fastHead writes the HTTP/1 request head for st into hb, framed for a body when body.
+func (hc *h2Conn) fastHead(st *h2stream.ServerStream, f *h2Fast, hb *buffer.IoBuffer, body bool) error {
 	t := &f.t
 	rt := t.rt
 	hs := f.hdrs[:0]
@@ -623,7 +631,7 @@ func (hc *h2Conn) fastHead(st *h2stream.ServerStream, f *h2Fast, hb *buffer.IoBu
 	e := &f.edits
 	*e = http1.Edits{Remove: e.Remove[:0], Add: e.Add[:0], Framing: http1.FramingNone}
 	switch {
-	case !st.HasBody():
+	case !body:
 	case st.ContentLength >= 0:
 		e.Framing, e.ContentLength = http1.FramingLength, st.ContentLength
 	default:
