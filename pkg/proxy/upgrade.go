@@ -22,8 +22,10 @@ type tunnel struct {
 }
 
 // upgradeRequest decides what to do with a request that asks for a protocol upgrade. It
-// reports false when the request must be refused (501): CONNECT, or an upgrade request
-// with a body. An accepted one is forwarded with its Upgrade and Connection: upgrade
+// reports false when the request must be refused (501): CONNECT. An upgrade request with
+// a body (curl --http2 -d sends `Upgrade: h2c` with its POST) is served as the plain
+// HTTP/1.1 request it also is: a server may ignore Upgrade (RFC 9110 §7.8), and the
+// field is not forwarded. Another is forwarded with its Upgrade and Connection: upgrade
 // fields; the downstream connection is not reused after a non-101 answer, so bytes the
 // client sent ahead of the switch are never parsed as a pipelined request.
 func (s *session) upgradeRequest(h *http1.RequestHead) bool {
@@ -31,11 +33,11 @@ func (s *session) upgradeRequest(h *http1.RequestHead) bool {
 	if string(h.Method) == "CONNECT" {
 		return false
 	}
+	if h.Upgrade && h.Body != http1.BodyNone {
+		h.Upgrade = false
+	}
 	if !h.Upgrade {
 		return true
-	}
-	if h.Body != http1.BodyNone {
-		return false
 	}
 	s.x.upgrade = true
 	s.keepAlive = false

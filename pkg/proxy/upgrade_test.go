@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -94,5 +95,32 @@ func upgradeRefused(t *testing.T, p path) {
 	}
 	if n := o.conns.Load(); n != 2 {
 		t.Errorf("upstream saw %d connections, want 2: the connection behind a refused upgrade was reused", n)
+	}
+}
+
+// TestUpgradeWithBodyServedPlain: an upgrade request with a body (curl --http2 -d sends
+// `Upgrade: h2c` with its POST) is served as the plain HTTP/1.1 request it also is: the
+// upstream gets the body without the upgrade fields, and the client's connection stays
+// usable for the next request.
+func TestUpgradeWithBodyServedPlain(t *testing.T) { bothPaths(t, upgradeWithBodyServedPlain) }
+
+func upgradeWithBodyServedPlain(t *testing.T, p path) {
+	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		_, _ = fmt.Fprintf(w, "%s %q %q %q", r.URL.Path, b, r.Header.Get("Upgrade"), r.Header.Get("Http2-Settings"))
+	})
+	e := p.start(t, o.addr())
+	c := dial(t, e.addr)
+	const up = "POST /one HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n" +
+		"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nContent-Length: 5\r\n\r\nhello"
+	if _, err := io.WriteString(c, up+"GET /two HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	for _, want := range []string{`/one "hello" "" ""`, `/two "" "" ""`} {
+		resp, body := readResp(t, br, "GET")
+		if resp.StatusCode != 200 || body != want {
+			t.Fatalf("got %d %q, want 200 %q", resp.StatusCode, body, want)
+		}
 	}
 }
