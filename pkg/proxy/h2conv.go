@@ -13,8 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/mosnlite/mosnlite/pkg/buffer"
 	"github.com/mosnlite/mosnlite/pkg/filter"
 	"github.com/mosnlite/mosnlite/pkg/router"
@@ -78,8 +76,9 @@ func (s *session) h2Request(b *buffer.IoBuffer, n int, rt *router.Route, view ro
 	}
 	if !hasBody {
 		s.watchWait(cancelCut(cancel))
-		resp, err := p.roundTripH2(ctx, t, out)
+		resp, err := p.roundTripH2(ctx, t, out, nil)
 		t.headDone()
+		s.noteH2Upstream(t) // a retry may have moved to another host
 		if s.unwatch() {
 			return s.h2ClientLeft(x, resp)
 		}
@@ -101,9 +100,13 @@ func (s *session) h2Request(b *buffer.IoBuffer, n int, rt *router.Route, view ro
 		}
 	}
 	pr, pw := io.Pipe()
-	out.Body, x.pw, x.out = p.mirrorBody(t, out, pr), pw, out
+	out.Body, x.pw, x.out = pr, pw, out
 	x.res = make(chan h2result, 1)
-	go roundTrip(cc, out, x.res)
+	go func() {
+		// Its own goroutine: the body goes through the pipe from this one.
+		resp, err := p.roundTripH2(ctx, t, out, cc)
+		x.res <- h2result{resp, err}
+	}()
 	s.h2 = x
 	s.inBody = true
 	s.chunked = s.head.Body == http1.BodyChunked
@@ -112,11 +115,6 @@ func (s *session) h2Request(b *buffer.IoBuffer, n int, rt *router.Route, view ro
 		s.cr.Reset(p.cfg.Limits)
 	}
 	return nil
-}
-
-func roundTrip(cc *http2.ClientConn, out *http.Request, res chan<- h2result) {
-	resp, err := cc.RoundTrip(out)
-	res <- h2result{resp, err}
 }
 
 // h1OutRequest builds the HTTP/2 upstream request from the parsed HTTP/1 head, copying
@@ -264,6 +262,7 @@ func (s *session) h2Body(b *buffer.IoBuffer) error {
 	r := <-x.res
 	s.h2 = nil
 	x.t.headDone()
+	s.noteH2Upstream(&x.t) // a retry may have moved to another host
 	if s.unwatch() {
 		return s.h2ClientLeft(x, r.resp)
 	}

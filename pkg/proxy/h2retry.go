@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/net/http2"
 
 	"github.com/mosnlite/mosnlite/pkg/buffer"
 )
@@ -21,30 +22,31 @@ const retryBufferLimit = 64 << 10
 
 // roundTripH2 sends a request to the target's HTTP/2 upstream and returns the response,
 // repeating the request while nothing of it has gone downstream: once on a new
-// connection when a pooled one turns out closed (bodiless requests), and as the route's
-// retry policy allows (retry_on, num_retries, retry_timeout per try, the route timeout,
-// the cluster's max_retries breaker) on another host when the cluster has one, after a
+// connection when a pooled one turns out closed or the upstream did not process the
+// stream (REFUSED_STREAM, above a GOAWAY's last stream id), and as the route's retry
+// policy allows (retry_on, num_retries, retry_timeout per try, the route timeout, the
+// cluster's max_retries breaker) on another host when the cluster has one, after a
 // connect failure, a stream reset, a per-try timeout or a retriable status. A request
-// body is kept in a bounded replay buffer (h2Replay) so that a retry sends it again;
-// once it outgrows retryBufferLimit the request is not retried. out.URL.Host follows the
-// host of each try. It also queues the copy for the route's mirror cluster (mirror.go).
-func (p *Proxy) roundTripH2(ctx context.Context, t *h2Target, out *http.Request) (*http.Response, error) {
+// body is kept in a bounded replay buffer (h2Replay) so that a later try sends it again;
+// once it outgrows retryBufferLimit the request is not tried again. out.URL.Host
+// follows the host of each try. It also queues the copy for the route's mirror cluster
+// (mirror.go). first, when not nil, is a connection already acquired for the first try.
+func (p *Proxy) roundTripH2(ctx context.Context, t *h2Target, out *http.Request, first *http2.ClientConn) (*http.Response, error) {
 	r := fastRetry{tryStart: t.start}
 	defer r.release(t)
 	mirror := p.mirrorH2(t.rt, out)
 	var rp *h2Replay
 	if out.Body != nil && out.Body != http.NoBody {
-		if t.rt.Retry().NumRetries() > 0 || mirror != nil {
-			rp = p.newH2Replay(out.Body, t.cl.Name(), mirror)
-			defer rp.settle()
-		} else {
-			r.once = true // a body that is not kept gets one try
-		}
+		// Kept even without a retry policy: an unprocessed stream is sent again.
+		rp = p.newH2Replay(out.Body, t.cl.Name(), mirror)
+		defer rp.settle()
+		r.once = t.rt.Retry().NumRetries() == 0 && mirror == nil
 	} else if mirror != nil {
 		p.queueMirror(mirror, nil)
 	}
 	for {
-		resp, err := p.tryH2(ctx, t, out, &r, rp)
+		resp, err := p.tryH2(ctx, t, out, &r, rp, first)
+		first = nil
 		if ctx.Err() != nil {
 			return resp, err
 		}
@@ -77,11 +79,13 @@ func (p *Proxy) roundTripH2(ctx context.Context, t *h2Target, out *http.Request)
 // tryH2 is one try of roundTripH2. A per-try timeout bounds the wait for the response
 // head only: once the head is in, the body streams under the request's own context. With
 // rp the try sends the body through a reader of its own (rp.try), which replays what
-// earlier tries sent.
-func (p *Proxy) tryH2(ctx context.Context, t *h2Target, out *http.Request, r *fastRetry, rp *h2Replay) (*http.Response, error) {
-	cc, err := p.h2Conn(ctx, t)
-	if err != nil {
-		return nil, err
+// earlier tries sent. cc, when not nil, is the connection to use.
+func (p *Proxy) tryH2(ctx context.Context, t *h2Target, out *http.Request, r *fastRetry, rp *h2Replay, cc *http2.ClientConn) (*http.Response, error) {
+	if cc == nil {
+		var err error
+		if cc, err = p.h2Conn(ctx, t); err != nil {
+			return nil, err
+		}
 	}
 	req, timer := out, (*time.Timer)(nil)
 	if pt := t.rt.Retry().PerTryTimeout(); pt > 0 {
@@ -100,9 +104,11 @@ func (p *Proxy) tryH2(ctx context.Context, t *h2Target, out *http.Request, r *fa
 		req.Body = rp.try()
 	}
 	resp, err := cc.RoundTrip(req)
-	// A body kept for the route's retries can be sent again on a new connection too:
-	// other pooled connections to an upstream that shuts down get its GOAWAY as well.
-	kept := rp != nil && t.rt.Retry().NumRetries() > 0 && rp.retriable()
+	// A kept body can be sent again on a new connection: with a retry policy after any
+	// failure a bodiless request would be, else only when the upstream did not process
+	// the stream. Other pooled connections to an upstream that shuts down get its
+	// GOAWAY as well, hence a new one.
+	kept := rp != nil && (t.rt.Retry().NumRetries() > 0 || unprocessed(err)) && rp.retriable()
 	if err != nil && retryFresh(ctx, out, err, kept) && (timer == nil || timer.Stop()) {
 		// A pooled connection may have been closed by the upstream while it was taken
 		// (GOAWAY, idle close): the request is sent once more on a new connection.

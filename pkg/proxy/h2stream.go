@@ -572,7 +572,7 @@ func fillRequestID(rid *[32]byte) {
 // the response head resets the downstream stream.
 func (p *Proxy) h2ToH2(ctx context.Context, w http.ResponseWriter, r *http.Request, t *h2Target, ip netip.Addr, st *h2Stream) error {
 	out := p.outRequest(ctx, r, t, ip, st)
-	resp, err := p.roundTripH2(ctx, t, out)
+	resp, err := p.roundTripH2(ctx, t, out, nil)
 	t.headDone()
 	if err != nil {
 		if t.timesUp() {
@@ -598,6 +598,32 @@ func retryFresh(ctx context.Context, out *http.Request, err error, kept bool) bo
 	var ne net.Error
 	return !(errors.As(err, &ne) && ne.Timeout())
 }
+
+// unprocessed reports whether err, from x/net's ClientConn.RoundTrip, says the upstream
+// did not process the stream: it refused it (REFUSED_STREAM, RFC 9113 §8.7), its stream
+// id was above a graceful GOAWAY's last stream id, or the connection could not take it.
+// x/net keeps the last two errors unexported (its canRetryError); they are matched by
+// their text, which TestUnprocessedMatchesXNet pins.
+func unprocessed(err error) bool {
+	if err == nil {
+		return false
+	}
+	var se http2.StreamError
+	if errors.As(err, &se) {
+		return se.Code == http2.ErrCodeRefusedStream
+	}
+	switch err.Error() {
+	case xnetGotGoAway, xnetConnUnusable:
+		return true
+	}
+	return false
+}
+
+// The texts of x/net's errClientConnGotGoAway and errClientConnUnusable.
+const (
+	xnetGotGoAway    = "http2: Transport received Server's graceful shutdown GOAWAY"
+	xnetConnUnusable = "http2: client conn not usable"
+)
 
 // classifyUpstreamErr maps a failure before the response head to a local answer.
 func classifyUpstreamErr(t *h2Target, err error) error {

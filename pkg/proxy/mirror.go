@@ -197,21 +197,6 @@ func (p *Proxy) mirrorH2(rt *router.Route, out *http.Request) *mirrorJob {
 	return &mirrorJob{cluster: cl, req: req, timeout: t}
 }
 
-// mirrorBody returns the body to send upstream for out, a request with a body that goes
-// to an HTTP/2 upstream in one try (no retry): body itself, or, when the route mirrors
-// and the draw hits, a reader that keeps what passes (up to retryBufferLimit) and queues
-// the mirror copy with it at the end of the body.
-func (p *Proxy) mirrorBody(t *h2Target, out *http.Request, body io.ReadCloser) io.ReadCloser {
-	j := p.mirrorH2(t.rt, out)
-	if j == nil {
-		return body
-	}
-	rp := p.newH2Replay(body, t.cl.Name(), j)
-	rc := rp.try()
-	rp.settle()
-	return rc
-}
-
 // queueMirror queues j, made by mirrorH2, with a copy of the request body (nil: none).
 func (p *Proxy) queueMirror(j *mirrorJob, body []byte) {
 	if len(body) > 0 {

@@ -160,18 +160,33 @@ var errWentAway = errors.New("http2: upstream went away during connection setup"
 // settingsWait bounds the wait for a new connection's first SETTINGS in Add.
 const settingsWait = 10 * time.Second
 
+// goneWait bounds the wait for a new connection that broke during setup to be closed by
+// x/net's read loop (newClientConn).
+const goneWait = 100 * time.Millisecond
+
 // newClientConn starts HTTP/2 on raw and waits for the server's first SETTINGS: until
 // they arrive x/net assumes 100 concurrent streams, and the streams of a burst that
 // waited for this connection would exceed a lower limit (the server refuses the rest).
 // The server's SETTINGS come before its answer to a PING.
 func (p *Pool) newClientConn(ctx context.Context, raw net.Conn, addr string, done func()) (clientConn, error) {
-	hc := &hookConn{Conn: raw, done: done, addr: addr}
+	hc := &hookConn{Conn: raw, done: done, addr: addr, gone: make(chan struct{})}
 	cc, err := p.t.NewClientConn(hc)
 	if err == nil {
 		err = cc.Ping(ctx)
-	}
-	if err == nil {
-		if st := cc.State(); st.Closed || st.Closing {
+		if err != nil && ctx.Err() == nil {
+			// The connection broke. x/net's read loop closes it once it has handled
+			// what arrived before the break, a GOAWAY among it: wait for that, briefly.
+			t := time.NewTimer(goneWait)
+			select {
+			case <-hc.gone:
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+		}
+		// A GOAWAY (Closing) before the connection carried a stream: the server shut down
+		// as it started, whether or not it answered the PING before it closed.
+		if st := cc.State(); st.Closing || err == nil && st.Closed {
 			err = errWentAway
 		}
 	}
@@ -268,6 +283,7 @@ type hookConn struct {
 	done   func()
 	addr   string // the pool's key
 	closed atomic.Bool
+	gone   chan struct{}            // closed with the connection
 	dead   atomic.Pointer[deadHook] // set once the client connection exists
 }
 
@@ -285,6 +301,7 @@ func (c *hookConn) Close() error {
 		d.p.mp.Dead(c.addr, d.c)
 	}
 	c.once.Do(func() {
+		close(c.gone)
 		if c.done != nil {
 			c.done()
 		}
