@@ -28,14 +28,18 @@ func NodePath(u *URL) string {
 // the client opens a new session and every node registered here is written again; watches
 // are set again and report the list as it is then.
 type zkBackend struct {
-	addr string
-	conn *zk.Conn
-	log  *zap.Logger
+	addr           string
+	log            *zap.Logger
+	sessionTimeout time.Duration
+
+	connMu sync.Mutex
+	conn   *zk.Conn // replaced by renew
+	events <-chan zk.Event
 
 	mu    sync.Mutex
 	nodes map[string][]byte // ephemeral nodes to keep: path → data
+	gone  map[string]bool   // nodes unregistered without a session: deleted on the next one
 
-	events  <-chan zk.Event
 	session chan struct{} // kicked on every new or resumed session
 	quit    chan struct{}
 	wg      sync.WaitGroup
@@ -58,22 +62,15 @@ func (z zkLogger) Printf(format string, args ...any) {
 // session.
 func dialZooKeeper(addr string, timeout, sessionTimeout time.Duration, log *zap.Logger) (*zkBackend, error) {
 	z := &zkBackend{
-		addr:    addr,
-		log:     log,
-		nodes:   map[string][]byte{},
-		session: make(chan struct{}, 1),
-		quit:    make(chan struct{}),
+		addr:           addr,
+		log:            log,
+		sessionTimeout: sessionTimeout,
+		nodes:          map[string][]byte{},
+		gone:           map[string]bool{},
+		session:        make(chan struct{}, 1),
+		quit:           make(chan struct{}),
 	}
-	conn, events, err := zk.Connect(strings.Split(addr, ","), sessionTimeout,
-		zk.WithLogger(zkLogger{log}), zk.WithLogInfo(false),
-		zk.WithEventCallback(func(ev zk.Event) {
-			if ev.Type == zk.EventSession && ev.State == zk.StateHasSession {
-				select {
-				case z.session <- struct{}{}:
-				default:
-				}
-			}
-		}))
+	conn, events, err := z.connect()
 	if err != nil {
 		return nil, fmt.Errorf("zookeeper %s: %w", addr, err)
 	}
@@ -84,13 +81,88 @@ func dialZooKeeper(addr string, timeout, sessionTimeout time.Duration, log *zap.
 		select {
 		case <-z.session:
 		case <-t.C:
-			z.closeConn()
+			closeConn(conn, events)
 			return nil, fmt.Errorf("zookeeper %s: no session within %s", addr, timeout)
 		}
 	}
-	z.wg.Add(1)
+	z.wg.Add(2)
 	go z.keepNodes()
+	go z.watchdog()
 	return z, nil
+}
+
+// connect starts a client; its session events kick z.session.
+func (z *zkBackend) connect() (*zk.Conn, <-chan zk.Event, error) {
+	return zk.Connect(strings.Split(z.addr, ","), z.sessionTimeout,
+		zk.WithLogger(zkLogger{z.log}), zk.WithLogInfo(false),
+		zk.WithEventCallback(func(ev zk.Event) {
+			if ev.Type == zk.EventSession && ev.State == zk.StateHasSession {
+				select {
+				case z.session <- struct{}{}:
+				default:
+				}
+			}
+		}))
+}
+
+// c is the current client.
+func (z *zkBackend) c() *zk.Conn {
+	z.connMu.Lock()
+	defer z.connMu.Unlock()
+	return z.conn
+}
+
+// renew replaces a client that has had no session for longer than the session timeout.
+// ZooKeeper has expired that session by then, or lost it with its data; and a server that
+// lost its data closes every connection of a client that has seen a later zxid than its
+// own, so the old client would never get a session. The new client's session event
+// writes the nodes again; the watches, ended by the old client's close, set themselves
+// again on the new one.
+func (z *zkBackend) renew() {
+	conn, events, err := z.connect()
+	if err != nil {
+		z.log.Warn("dubbo registry: cannot start a new zookeeper client", zap.String("registry", z.addr), zap.Error(err))
+		return
+	}
+	z.connMu.Lock()
+	select {
+	case <-z.quit:
+		z.connMu.Unlock()
+		closeConn(conn, events)
+		return
+	default:
+	}
+	old, oldEvents := z.conn, z.events
+	z.conn, z.events = conn, events
+	z.connMu.Unlock()
+	z.log.Warn("dubbo registry: no zookeeper session for longer than the session timeout; starting a new one",
+		zap.String("registry", z.addr), zap.Duration("session_timeout", z.sessionTimeout))
+	closeConn(old, oldEvents)
+}
+
+// watchdog renews the client when it has had no session for longer than the session
+// timeout. (Not in keepNodes: its requests wait while the client has no session.)
+func (z *zkBackend) watchdog() {
+	defer z.wg.Done()
+	check := time.NewTicker(max(z.sessionTimeout/4, 100*time.Millisecond))
+	defer check.Stop()
+	var noSession time.Time // when the client was first seen without a session
+	for {
+		select {
+		case <-z.quit:
+			return
+		case <-check.C:
+		}
+		switch {
+		case z.c().State() == zk.StateHasSession:
+			noSession = time.Time{}
+		case noSession.IsZero():
+			noSession = time.Now()
+		case time.Since(noSession) > z.sessionTimeout:
+			z.renew()
+			noSession = time.Time{}
+		}
+	}
 }
 
 // keepNodes writes the registered nodes again whenever a session starts (a new session has
@@ -107,6 +179,7 @@ func (z *zkBackend) keepNodes() {
 		case <-z.session:
 		case <-retry.C:
 		}
+		failed := z.deleteGone()
 		z.mu.Lock()
 		paths := make([]string, 0, len(z.nodes))
 		for p := range z.nodes {
@@ -114,7 +187,6 @@ func (z *zkBackend) keepNodes() {
 		}
 		z.mu.Unlock()
 		slices.Sort(paths)
-		failed := 0
 		for _, p := range paths {
 			z.mu.Lock()
 			data, ok := z.nodes[p]
@@ -128,10 +200,35 @@ func (z *zkBackend) keepNodes() {
 					zap.String("registry", z.addr), zap.String("node", p), zap.Error(err))
 			}
 		}
-		if failed > 0 && z.conn.State() == zk.StateHasSession {
+		if failed > 0 && z.c().State() == zk.StateHasSession {
 			retry.Reset(time.Second)
 		}
 	}
+}
+
+// deleteGone deletes the nodes unregistered while there was no session (a resumed session
+// still has them) and returns how many it could not delete. A path registered again
+// meanwhile is written again after it, with the other registered nodes.
+func (z *zkBackend) deleteGone() int {
+	z.mu.Lock()
+	paths := make([]string, 0, len(z.gone))
+	for p := range z.gone {
+		paths = append(paths, p)
+	}
+	z.mu.Unlock()
+	failed := 0
+	for _, p := range paths {
+		if err := z.c().Delete(p, -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
+			failed++
+			z.log.Warn("dubbo registry: cannot delete a node unregistered without a session",
+				zap.String("registry", z.addr), zap.String("node", p), zap.Error(err))
+			continue
+		}
+		z.mu.Lock()
+		delete(z.gone, p)
+		z.mu.Unlock()
+	}
+	return failed
 }
 
 var openACL = zk.WorldACL(zk.PermAll)
@@ -142,7 +239,7 @@ func (z *zkBackend) ensurePersistent(path string) error {
 		if i < len(path) && path[i] != '/' {
 			continue
 		}
-		_, err := z.conn.Create(path[:i], nil, 0, openACL)
+		_, err := z.c().Create(path[:i], nil, 0, openACL)
 		if err != nil && !errors.Is(err, zk.ErrNodeExists) {
 			return fmt.Errorf("create %s: %w", path[:i], err)
 		}
@@ -154,7 +251,7 @@ func (z *zkBackend) ensurePersistent(path string) error {
 // by an older session of ours (not yet expired) is replaced, so it cannot vanish later.
 func (z *zkBackend) ensureEphemeral(path string, data []byte) error {
 	for range 3 {
-		_, err := z.conn.Create(path, data, zk.FlagEphemeral, openACL)
+		_, err := z.c().Create(path, data, zk.FlagEphemeral, openACL)
 		switch {
 		case err == nil:
 			return nil
@@ -163,15 +260,15 @@ func (z *zkBackend) ensureEphemeral(path string, data []byte) error {
 				return err
 			}
 		case errors.Is(err, zk.ErrNodeExists):
-			ok, st, err := z.conn.Exists(path)
+			ok, st, err := z.c().Exists(path)
 			if err != nil {
 				return err
 			}
-			if ok && st.EphemeralOwner == z.conn.SessionID() {
+			if ok && st.EphemeralOwner == z.c().SessionID() {
 				return nil
 			}
 			if ok {
-				if err := z.conn.Delete(path, st.Version); err != nil && !errors.Is(err, zk.ErrNoNode) &&
+				if err := z.c().Delete(path, st.Version); err != nil && !errors.Is(err, zk.ErrNoNode) &&
 					!errors.Is(err, zk.ErrBadVersion) {
 					return err
 				}
@@ -190,7 +287,7 @@ func (z *zkBackend) connected() error {
 		return fmt.Errorf("zookeeper %s: %w", z.addr, errClosed)
 	default:
 	}
-	if s := z.conn.State(); s != zk.StateHasSession {
+	if s := z.c().State(); s != zk.StateHasSession {
 		return fmt.Errorf("zookeeper %s: %w (%s)", z.addr, errNotConnected, s)
 	}
 	return nil
@@ -204,12 +301,17 @@ func (z *zkBackend) Register(u *URL) error {
 	data := []byte(strings.Split(u.Host, ":")[0]) // Curator's default node data: the host
 	z.mu.Lock()
 	_, had := z.nodes[path]
+	wasGone := z.gone[path]
 	z.nodes[path] = data
+	delete(z.gone, path)
 	z.mu.Unlock()
 	if err := z.ensureEphemeral(path, data); err != nil {
 		if !had {
 			z.mu.Lock()
 			delete(z.nodes, path)
+			if wasGone {
+				z.gone[path] = true
+			}
 			z.mu.Unlock()
 		}
 		return fmt.Errorf("zookeeper %s: %w", z.addr, err)
@@ -219,14 +321,22 @@ func (z *zkBackend) Register(u *URL) error {
 
 func (z *zkBackend) Unregister(u *URL) error {
 	path := NodePath(u)
+	if err := z.connected(); err != nil {
+		if errors.Is(err, errClosed) {
+			return err
+		}
+		// The node goes with the session if it expires; if the session resumes, the next
+		// session event deletes it.
+		z.mu.Lock()
+		delete(z.nodes, path)
+		z.gone[path] = true
+		z.mu.Unlock()
+		return nil
+	}
 	z.mu.Lock()
 	delete(z.nodes, path)
 	z.mu.Unlock()
-	if err := z.connected(); err != nil {
-		// Ephemeral: it goes with the session; nothing will write it again.
-		return err
-	}
-	if err := z.conn.Delete(path, -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
+	if err := z.c().Delete(path, -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
 		return fmt.Errorf("zookeeper %s: delete %s: %w", z.addr, path, err)
 	}
 	return nil
@@ -235,7 +345,7 @@ func (z *zkBackend) Unregister(u *URL) error {
 // providers reads the children of dir and sets a watch on it, creating dir when missing.
 func (z *zkBackend) providers(dir string) ([]*URL, <-chan zk.Event, error) {
 	for range 2 {
-		children, _, ch, err := z.conn.ChildrenW(dir)
+		children, _, ch, err := z.c().ChildrenW(dir)
 		if errors.Is(err, zk.ErrNoNode) {
 			if err := z.ensurePersistent(dir); err != nil {
 				return nil, nil, err
@@ -332,13 +442,16 @@ func (z *zkBackend) watch(dir string, last []*URL, ch <-chan zk.Event, done <-ch
 func (z *zkBackend) Close() {
 	z.closing.Do(func() {
 		close(z.quit)
-		z.closeConn()
+		z.connMu.Lock()
+		conn, events := z.conn, z.events
+		z.connMu.Unlock()
+		closeConn(conn, events) // renew closes a client it replaces, and any made after quit
 		z.wg.Wait()
 	})
 }
 
-func (z *zkBackend) closeConn() {
-	z.conn.Close()
-	for range z.events { // closed when the client's goroutines have ended
+func closeConn(conn *zk.Conn, events <-chan zk.Event) {
+	conn.Close()
+	for range events { // closed when the client's goroutines have ended
 	}
 }
