@@ -8,6 +8,7 @@ package zktest
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -75,23 +76,35 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	_, port, _ := net.SplitHostPort(addr)
-	s := &Server{t: t, Addr: addr, port: port, cp: cp}
+	s := &Server{t: t, cp: cp}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("zookeeper output:\n%s", s.Logs())
 		}
 		s.Stop()
 	})
-	s.start(t)
-	return s
+	// The port is free when picked and may be taken again before java binds it: then
+	// another one is picked.
+	for attempt := 1; ; attempt++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Addr = ln.Addr().String()
+		ln.Close()
+		_, s.port, _ = net.SplitHostPort(s.Addr)
+		err = s.run(t)
+		if err == nil {
+			return s
+		}
+		if !errors.Is(err, errPortTaken) || attempt == 3 {
+			t.Fatal(err)
+		}
+	}
 }
+
+// errPortTaken: ZooKeeper exited because its port was in use.
+var errPortTaken = errors.New("zookeeper: port in use")
 
 // Restart stops the server and starts a new one on the same port. fresh: with an empty
 // data directory, so every session and node is gone (clients' sessions expire when they
@@ -108,6 +121,14 @@ func (s *Server) Restart(t testing.TB, fresh bool) {
 }
 
 func (s *Server) start(t testing.TB) {
+	t.Helper()
+	if err := s.run(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// run starts the server on s.port and waits until it answers.
+func (s *Server) run(t testing.TB) error {
 	t.Helper()
 	s.mu.Lock()
 	if s.dir == "" {
@@ -156,17 +177,22 @@ func (s *Server) start(t testing.TB) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if Serving(s.Addr, time.Second) {
-			return
+			return nil
 		}
 		select {
 		case <-done:
-			t.Fatalf("zookeeper exited before answering on %s:\n%s", s.Addr, logs.String())
+			out := logs.String()
+			s.Stop()
+			if strings.Contains(out, "Address already in use") {
+				return fmt.Errorf("%w: %s", errPortTaken, s.Addr)
+			}
+			return fmt.Errorf("zookeeper exited before answering on %s:\n%s", s.Addr, out)
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			out := logs.String()
 			s.Stop()
-			t.Fatalf("zookeeper did not answer on %s within 60s:\n%s", s.Addr, out)
+			return fmt.Errorf("zookeeper did not answer on %s within 60s:\n%s", s.Addr, out)
 		}
 	}
 }
