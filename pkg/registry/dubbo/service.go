@@ -71,6 +71,7 @@ type Service struct {
 	closed  bool
 	local   *local
 	zks     map[string]backend       // ZooKeeper address → session
+	dialing map[string]*dialCall     // ZooKeeper address → its first connection, in progress
 	pubs    map[string]*publication  // registry key + "|" + service key
 	subs    map[string]*subscription // cluster name → subscription
 	applied []config.Cluster         // what the server has, sorted by name
@@ -115,16 +116,17 @@ func New(cfg Config, d Deps) (*Service, error) {
 		return nil, fmt.Errorf("dubbo registry: api: %w", err)
 	}
 	s := &Service{
-		cfg:    cfg,
-		apply:  d.Applier,
-		log:    d.Log,
-		met:    d.Metrics,
-		ln:     ln,
-		local:  newLocal(),
-		zks:    map[string]backend{},
-		pubs:   map[string]*publication{},
-		subs:   map[string]*subscription{},
-		create: d.CreateRouter,
+		cfg:     cfg,
+		apply:   d.Applier,
+		log:     d.Log,
+		met:     d.Metrics,
+		ln:      ln,
+		local:   newLocal(),
+		zks:     map[string]backend{},
+		dialing: map[string]*dialCall{},
+		pubs:    map[string]*publication{},
+		subs:    map[string]*subscription{},
+		create:  d.CreateRouter,
 	}
 	rt := cfg.RegistryTimeout.Or(DefaultRegistryTimeout)
 	st := cfg.SessionTimeout.Or(DefaultSessionTimeout)
@@ -211,23 +213,56 @@ func (r registryRef) key() string {
 	return r.kind + "://" + r.addr
 }
 
-// backend returns the registry r names, connecting on first use. s.mu is held.
+// dialCall is a registry's first connection, shared by the calls that wait for it.
+type dialCall struct {
+	done chan struct{}
+	b    backend
+	err  error
+}
+
+var errShuttingDown = errors.New("the registry is shutting down")
+
+// backend returns the registry r names, connecting on first use. It is called without
+// s.mu: a ZooKeeper that does not answer holds up, for up to registry_timeout, only the
+// calls that use it, not the other registries' calls nor their watches. One connection
+// is made per address; the calls that come meanwhile wait for it and share its result.
 func (s *Service) backend(r registryRef) (backend, error) {
+	s.mu.Lock()
 	if s.closed {
-		return nil, errors.New("the registry is shutting down")
+		s.mu.Unlock()
+		return nil, errShuttingDown
 	}
 	if r.kind == "local" {
+		s.mu.Unlock()
 		return s.local, nil
 	}
 	if b, ok := s.zks[r.addr]; ok {
+		s.mu.Unlock()
 		return b, nil
 	}
-	b, err := s.dial(r.addr)
-	if err != nil {
-		return nil, err
+	if d, ok := s.dialing[r.addr]; ok {
+		s.mu.Unlock()
+		<-d.done
+		return d.b, d.err
 	}
-	s.zks[r.addr] = b
-	return b, nil
+	d := &dialCall{done: make(chan struct{})}
+	s.dialing[r.addr] = d
+	s.mu.Unlock()
+	b, err := s.dial(r.addr)
+	s.mu.Lock()
+	delete(s.dialing, r.addr)
+	switch {
+	case err != nil:
+	case s.closed:
+		b.Close() // shutdown did not see it
+		b, err = nil, errShuttingDown
+	default:
+		s.zks[r.addr] = b
+	}
+	s.mu.Unlock()
+	d.b, d.err = b, err
+	close(d.done)
+	return b, err
 }
 
 // ClusterName is the cluster /sub keeps for a selector: Dubbo's service key.
@@ -277,11 +312,14 @@ func (s *Service) consumerURL(sel Selector, methods string) *URL {
 }
 
 func (s *Service) publish(r registryRef, sel Selector, methods string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	b, err := s.backend(r)
 	if err != nil {
 		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errShuttingDown
 	}
 	id := r.key() + "|" + sel.Key()
 	old := s.pubs[id]
@@ -323,11 +361,14 @@ func (s *Service) unpublish(r registryRef, sel Selector) error {
 }
 
 func (s *Service) subscribe(r registryRef, sel Selector, methods string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	b, err := s.backend(r)
 	if err != nil {
 		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errShuttingDown
 	}
 	name, key := ClusterName(sel), r.key()
 	sub := s.subs[name]
