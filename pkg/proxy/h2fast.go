@@ -73,6 +73,16 @@ func fastFields(st *h2stream.ServerStream) bool {
 	return cookies <= 1
 }
 
+// h2Expects100 reports whether st's request has "expect: 100-continue".
+func h2Expects100(st *h2stream.ServerStream) bool {
+	for i := range st.Header {
+		if st.Header[i].Name == "expect" && strings.EqualFold(strings.TrimSpace(st.Header[i].Value), "100-continue") {
+			return true
+		}
+	}
+	return false
+}
+
 // h2View is the router's view of a decoded HTTP/2 request.
 type h2View struct{ st *h2stream.ServerStream }
 
@@ -207,6 +217,12 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 	if !body {
 		t.recvd.Store(1) // in at its head: the route timeout starts now
 		p.mirror(t.rt, hb.Bytes())
+	}
+	if body && h2Expects100(st) {
+		// The client waits for a go-ahead before its body; the upstream is not asked.
+		if err := st.WriteHeaders(100, false, nil); err != nil {
+			return errDownstreamWrite
+		}
 	}
 	rb := p.cfg.Pool.NewBuffer(readSize)
 	defer rb.Release()
@@ -615,6 +631,8 @@ func (hc *h2Conn) fastHead(st *h2stream.ServerStream, f *h2Fast, hb *buffer.IoBu
 		switch fl.Name {
 		case "host", "te", "content-length":
 			continue // Host is written from :authority; TE is hop-by-hop; no body here
+		case "expect":
+			continue // answered here (forwardFast), as on HTTP/1
 		}
 		hs = append(hs, http1.Header{Name: sbytes(fl.Name), Value: sbytes(fl.Value)})
 	}

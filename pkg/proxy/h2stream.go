@@ -433,6 +433,11 @@ func (p *Proxy) serveH2Stream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st.noteTarget(&t)
+	if body && strings.EqualFold(strings.TrimSpace(r.Header.Get("Expect")), "100-continue") {
+		// The client waits for a go-ahead before its body: given here, as on HTTP/1
+		// (outRequest drops the field).
+		w.WriteHeader(http.StatusContinue)
+	}
 	var err error
 	if p.upstreamProtocol(rt, stream.HTTP2) == stream.HTTP1 {
 		err = p.h2ToH1(ctx, w, r, &t, ap.Addr().Unmap(), st)
@@ -527,6 +532,7 @@ func (p *Proxy) outRequest(ctx context.Context, r *http.Request, t *h2Target, ip
 	if te := h2stream.CopyHeaders(out.Header, r.Header); te {
 		out.Header["Te"] = teTrailers
 	}
+	delete(out.Header, "Expect") // answered by serveH2Stream
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		out.Body = st.requestBody(r.Body)
 	} else {

@@ -669,7 +669,11 @@ func (c *loopConn) request(n int) bool {
 			if h.Expect100 && !c.continued {
 				// The client waits for a go-ahead before its body, once the request is
 				// known to be forwarded from here.
-				if _, _, why := c.routeFor(view); why != "" {
+				_, cl, why := c.routeFor(view)
+				if why == "" && !cl.RawDial() {
+					why = "cluster_dialer" // decided now: the goroutine path sends the 100
+				}
+				if why != "" {
 					c.handoff(why)
 					return false
 				}
@@ -1132,7 +1136,9 @@ func (c *loopConn) responseHead() (n int, ok bool) {
 	}
 	re := &c.redits
 	*re = http1.Edits{Add: re.Add[:0], Remove: re.Remove[:0]}
-	c.closeOut = !c.keepAlive || rh.Body == http1.BodyClose || c.p.draining.Load()
+	// An answer that starts before the request body is all forwarded ends the connection
+	// (finish): it says so.
+	c.closeOut = !c.keepAlive || rh.Body == http1.BodyClose || c.p.draining.Load() || c.reqBody
 	switch {
 	case c.closeOut:
 		re.Connection = http1.ConnClose

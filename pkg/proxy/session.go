@@ -480,6 +480,13 @@ func (s *session) retryFresh() bool {
 
 // respond reads the response from the upstream and writes it downstream.
 func (s *session) respond() error {
+	// A write that failed other than by time (the upstream answered early and closed
+	// without reading the whole body) leaves its answer readable: read it as usual; the
+	// read fails at once when there is none.
+	early := s.upFailed && !s.upTimeout
+	if early {
+		s.upFailed = false
+	}
 	if s.upFailed && (s.upTimeout || !s.retryFresh()) {
 		s.up.report(false)
 		s.retryTry(0)
@@ -527,6 +534,7 @@ func (s *session) respond() error {
 		}
 		if n > 0 && rh.Status >= 100 && rh.Status < 200 && rh.Status != 101 {
 			rb.Drain(n) // interim response: the proxy answered Expect itself
+			n = 0       // not a head any more: read on when rb is now empty
 			continue
 		}
 		if n > 0 {
@@ -615,7 +623,7 @@ func (s *session) respond() error {
 	}
 	// After a refused upgrade the upstream connection is not reused either: whether the
 	// upstream still parses it as HTTP/1 is in doubt (ROBUSTNESS 5b, Envoy CVE-2023-27493).
-	s.finishUpstream(reuse && rh.KeepAlive && !s.x.upgrade, nil)
+	s.finishUpstream(reuse && rh.KeepAlive && !s.x.upgrade && !early, nil)
 	s.endRequest()
 	if closeDown {
 		return errClose

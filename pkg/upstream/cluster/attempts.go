@@ -63,6 +63,13 @@ func (c *Cluster) StartAttempts(a *Attempts, r *lb.Request) error {
 	return nil
 }
 
+// RawDial reports whether StartAttempts takes the cluster now (it does not answer
+// ErrNotRaw).
+func (c *Cluster) RawDial() bool {
+	s := c.snap.Load()
+	return c.fastDial && s.set.tls == nil && !s.named
+}
+
 // StartAttemptsHost is StartAttempts whose first attempt goes to host, which the caller
 // already picked for a request (its pick accounts for the request, as with DialHost); the
 // later attempts pick other hosts.
