@@ -198,6 +198,7 @@ type loopConn struct {
 	streamed  bool  // the request's body streams (it is not in hb: no try can replay it)
 	reqBody   bool  // body bytes are still to come from the client or to go upstream
 	bodyDone  bool  // the body's end has been read (reqBody until it is written)
+	bodyCut   bool  // an early answer ended the request before its body's end was read
 	bodyReady int   // body bytes at the start of `in`, framed and not yet written
 	upSent    int64 // loop clock of the upload's latest progress upstream (its write-stall bound)
 	reqRemain int64 // Content-Length bytes not yet framed
@@ -1289,6 +1290,7 @@ func (c *loopConn) finish(reuse bool, err error) {
 	if c.reqBody {
 		// The rest of the request body will not be read: the connection ends with the
 		// answer.
+		c.bodyCut = !c.bodyDone
 		c.reqBody, c.keepAlive = false, false
 	}
 	c.retryDone()
@@ -1513,7 +1515,7 @@ func (c *loopConn) flush() bool {
 // taken the whole answer, or network.LingerTime passed (lingering close, as on the
 // goroutine path: network.Conn.CloseLinger).
 func (c *loopConn) closeAfterAnswer() {
-	more := c.in.Len() > 0 || c.reqBody && !c.bodyDone || c.readable || evloop.InputPending(c.fd)
+	more := c.in.Len() > 0 || c.bodyCut || c.reqBody && !c.bodyDone || c.readable || evloop.InputPending(c.fd)
 	if c.eof || !more || evloop.ShutdownWrite(c.fd) != nil {
 		c.close("", false)
 		return
@@ -1527,14 +1529,19 @@ func (c *loopConn) closeAfterAnswer() {
 
 // linger reads and drops what the client sends after the answer that ended the
 // connection. Its EOF or a read error closes the connection, and so does an empty send
-// queue (the client has the whole answer: a reset can no longer cut it).
+// queue when the client sent nothing more (it has the whole answer: a reset can no longer
+// cut it). A client whose body the upstream answered early is read until it closes:
+// closing under a client still sending resets the connection, and a client such as Go's
+// then reports its failed write rather than the answer it has. LingerTime bounds both.
 func (c *loopConn) linger() {
+	got := false
 	for c.readable && !c.closed {
 		c.in.Reset()
 		if c.in.Available() < 4<<10 {
 			c.in.Grow(readSize)
 		}
-		_, err := c.in.ReadOnce(&c.dr)
+		n, err := c.in.ReadOnce(&c.dr)
+		got = got || n > 0
 		switch {
 		case err == syscall.EAGAIN:
 			c.readable = false
@@ -1543,7 +1550,7 @@ func (c *loopConn) linger() {
 			c.close("", false)
 		}
 	}
-	if !c.closed && !evloop.OutputPending(c.fd) {
+	if !c.closed && !got && !c.bodyCut && !evloop.OutputPending(c.fd) {
 		c.close("", false)
 	}
 }
