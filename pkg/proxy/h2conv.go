@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/mosnlite/mosnlite/pkg/buffer"
 	"github.com/mosnlite/mosnlite/pkg/filter"
+	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/router"
 	"github.com/mosnlite/mosnlite/pkg/stream"
 	"github.com/mosnlite/mosnlite/pkg/stream/http1"
@@ -220,7 +222,9 @@ func (s *session) h2Body(b *buffer.IoBuffer) error {
 			if len(s.fs.filters) > 0 && len(data) > 0 && s.requestData(data, d) {
 				return s.h2StopInBody()
 			}
-			s.h2Piece(data)
+			if !s.h2Piece(data) {
+				return s.clientLeft()
+			}
 			k += used
 			if d {
 				done = true
@@ -241,7 +245,9 @@ func (s *session) h2Body(b *buffer.IoBuffer) error {
 		if s.requestBody(b.Bytes()[:k], false, done) {
 			return s.h2StopInBody()
 		}
-		s.h2Piece(b.Bytes()[:k])
+		if !s.h2Piece(b.Bytes()[:k]) {
+			return s.clientLeft()
+		}
 		b.Drain(k)
 	}
 	if !done {
@@ -348,17 +354,38 @@ func (s *session) h2ResponseTrailers(t http.Header) bool {
 	return false
 }
 
-// h2Piece writes one body piece into the pipe; after a refusal the rest is dropped.
-func (s *session) h2Piece(p []byte) {
+// h2Piece writes one body piece into the pipe; after a refusal the rest is dropped. The
+// write blocks while the upstream's flow control holds the body back, and the client is
+// not read meanwhile: it is watched instead, and its reset cancels the stream. It
+// reports false when the client left.
+func (s *session) h2Piece(p []byte) bool {
 	x := s.h2
 	if len(p) == 0 || x.failed {
-		return
+		return true
 	}
-	if _, err := x.pw.Write(p); err != nil {
+	s.watchWait(uploadCut{cancel: x.cancel, down: s.c.Raw()})
+	_, err := x.pw.Write(p)
+	gone := s.unwatch()
+	if err != nil {
 		x.failed = true
-		return
+		return !gone || network.Peer(s.c.Raw()) != network.PeerReset
 	}
 	x.t.progress() // the upstream took the piece: the upload's stall bound moves on
+	return true
+}
+
+// uploadCut ends a body write blocked on an HTTP/2 upstream when the client reset its
+// connection. A FIN is not taken as leaving here: it may follow a complete body (a
+// half-close), and it waits behind the body bytes not read yet anyway.
+type uploadCut struct {
+	cancel context.CancelFunc
+	down   net.Conn
+}
+
+func (c uploadCut) cutWait() {
+	if network.Peer(c.down) == network.PeerReset {
+		c.cancel()
+	}
 }
 
 // h2Abort ends a forwarded request whose body will not complete (the downstream closed
@@ -485,6 +512,11 @@ func (s *session) h2Respond(x *h1h2, resp *http.Response) error {
 			hb.Release()
 		}
 		x.t.release(err)
+		if hb != nil && err != errStoppedByFilter {
+			// The upstream failed before the first body byte: nothing went downstream,
+			// so the client gets a clear 502 rather than a connection closed unanswered.
+			return s.localDone(errReset.status, errReset.body, false)
+		}
 		if downFailed {
 			s.abandonRequest()
 		} else {
