@@ -372,7 +372,7 @@ func (u *upConn) onData(b *buffer.IoBuffer) error {
 		case xprotocol.KindHeartbeat:
 			ob := e.cfg.Pool.NewBuffer(32)
 			_ = e.xp.HeartbeatReply(ob, f)
-			_ = u.c.Write(ob)
+			u.sendControl(ob)
 		case xprotocol.KindGoAway:
 			u.goAway("upstream")
 		}
@@ -500,7 +500,21 @@ func (u *upConn) keepalive(now int64) {
 		return
 	}
 	u.lastHB = now
-	_ = u.c.Write(ob)
+	u.sendControl(ob)
+}
+
+// sendControl queues a heartbeat or a heartbeat reply without waiting for room and
+// without writing on the caller's goroutine: the reader and the ticker must not stall
+// behind an upstream that stops reading (a blocked reader leaves answers unread, a
+// blocked ticker leaves requests unexpired). It is dropped when the queue is full.
+func (u *upConn) sendControl(ob *buffer.IoBuffer) {
+	if u.c.Queued() >= u.e.xp.MaxFrameSize() {
+		ob.Release()
+		return
+	}
+	if u.c.Queue(ob) == nil {
+		u.c.KickAsync()
+	}
 }
 
 // batch collects bytes per downstream session during one read or tick, written with one
