@@ -289,11 +289,8 @@ func (p *Proxy) mirrorOne(j mirrorJob) {
 	defer rb.Release()
 	var rh http1.ResponseHead
 	for {
-		if _, err := rb.ReadOnce(raw); err != nil {
-			p.mirrorMetric(j.cluster, "failed")
-			p.cfg.Log.Debug("proxy: mirrored request failed", zap.String("cluster", j.cluster), zap.Error(err))
-			return
-		}
+		// What is buffered is parsed first: an interim answer and the final one can come
+		// in one read.
 		rh = http1.ResponseHead{}
 		n, err := http1.ParseResponseHead(rb.Bytes(), p.cfg.Limits, &rh)
 		if err != nil {
@@ -305,7 +302,13 @@ func (p *Proxy) mirrorOne(j mirrorJob) {
 			return
 		}
 		if n > 0 {
-			rb.Drain(n)
+			rb.Drain(n) // an interim answer
+			continue
+		}
+		if _, err := rb.ReadOnce(raw); err != nil {
+			p.mirrorMetric(j.cluster, "failed")
+			p.cfg.Log.Debug("proxy: mirrored request failed", zap.String("cluster", j.cluster), zap.Error(err))
+			return
 		}
 	}
 }
