@@ -499,7 +499,7 @@ func (hc *h2Conn) tryFast(st *h2stream.ServerStream, f *h2Fast, hb, rb *buffer.I
 	}
 	if err == nil {
 		runtime.Gosched() // as session.respond: the answer has often arrived by then
-		r.headLen, err = hc.readHead(f, uc, rb, st.Method == "HEAD")
+		r.headLen, err = hc.readHead(st, f, uc, rb)
 	}
 	if err != nil {
 		var ne net.Error
@@ -676,13 +676,14 @@ func (hc *h2Conn) fastHead(st *h2stream.ServerStream, f *h2Fast, hb *buffer.IoBu
 	return err
 }
 
-// readHead reads the upstream response head into f.rhead, skipping interim answers; n is
-// the head's length in rb.
-func (hc *h2Conn) readHead(f *h2Fast, uc *upConn, rb *buffer.IoBuffer, isHead bool) (int, error) {
+// readHead reads the upstream response head into f.rhead; interim answers other than
+// 100 go to the client as they come (as interimHead says why); n is the head's length in
+// rb.
+func (hc *h2Conn) readHead(st *h2stream.ServerStream, f *h2Fast, uc *upConn, rb *buffer.IoBuffer) (int, error) {
 	lim := hc.h.p.cfg.Limits
 	rh := &f.rhead
 	for {
-		*rh = http1.ResponseHead{HeadRequest: isHead, Headers: f.rhdrs[:0]}
+		*rh = http1.ResponseHead{HeadRequest: st.Method == "HEAD", Headers: f.rhdrs[:0]}
 		if rb.Len() > 0 {
 			n, err := http1.ParseResponseHead(rb.Bytes(), lim, rh)
 			if cap(rh.Headers) > cap(f.rhdrs) {
@@ -692,6 +693,13 @@ func (hc *h2Conn) readHead(f *h2Fast, uc *upConn, rb *buffer.IoBuffer, isHead bo
 				return 0, &errLocal{statusReset, "invalid upstream response"}
 			}
 			if n > 0 && rh.Status >= 100 && rh.Status < 200 && rh.Status != 101 {
+				if rh.Status != 100 {
+					if err := st.WriteHeaders(rh.Status, false, func(w h2stream.FieldWriter) {
+						responseFields(w, rh, &http1.Edits{})
+					}); err != nil {
+						return 0, errDownstreamWrite
+					}
+				}
 				rb.Drain(n)
 				continue
 			}

@@ -1103,6 +1103,7 @@ func (c *loopConn) response() bool {
 // n == 0 with ok: the head is not complete yet.
 func (c *loopConn) responseHead() (n int, ok bool) {
 	rh := &c.rhead
+	interim := false
 	for {
 		*rh = http1.ResponseHead{HeadRequest: c.isHead, Headers: c.rhdrs[:0]}
 		var err error
@@ -1123,8 +1124,16 @@ func (c *loopConn) responseHead() (n int, ok bool) {
 			return 0, true
 		}
 		if rh.Status >= 100 && rh.Status < 200 {
-			c.rb.Drain(n) // interim responses are not forwarded (see session.respond)
+			if hb := interimHead(c.p.cfg.Pool, rh, c.minor, n); hb != nil {
+				c.sent(hb.Len())
+				c.out = append(c.out, hb)
+				interim = true
+			}
+			c.rb.Drain(n)
 			if c.rb.Len() == 0 {
+				if interim && !c.flush() { // early hints are worth sending early
+					return 0, false
+				}
 				return 0, true
 			}
 			continue

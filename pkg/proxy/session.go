@@ -533,8 +533,12 @@ func (s *session) respond() error {
 			return s.localDone(http.StatusBadGateway, "invalid upstream response", false)
 		}
 		if n > 0 && rh.Status >= 100 && rh.Status < 200 && rh.Status != 101 {
-			rb.Drain(n) // interim response: the proxy answered Expect itself
-			n = 0       // not a head any more: read on when rb is now empty
+			if hb := interimHead(pool, rh, s.minor, n); hb != nil {
+				s.sent(hb, nil)
+				_ = s.c.Write(hb) // a client gone fails the final answer's write too
+			}
+			rb.Drain(n)
+			n = 0 // not a head any more: read on when rb is now empty
 			continue
 		}
 		if n > 0 {
@@ -805,6 +809,22 @@ func (s *session) localReply(status int, body string, closeConn, noBody bool) {
 	ob := localReplyBuffer(s.p.cfg.Pool, status, body, closeConn, noBody)
 	s.localAnswered(status, body, ob.Len())
 	_ = s.c.Write(ob)
+}
+
+// interimHead is the interim (1xx) upstream head rh, n bytes long, to forward to an HTTP/1
+// client of minor version minor, or nil. A proxy forwards 1xx answers it did not ask for
+// (RFC 9110 §15.2): 103 Early Hints and the like, without hop-by-hop fields. A 100 is the
+// proxy's own to give (it answers Expect itself), and an HTTP/1.0 client gets none.
+func interimHead(pool *buffer.Pool, rh *http1.ResponseHead, minor uint8, n int) *buffer.IoBuffer {
+	if rh.Status == http.StatusContinue || minor == 0 {
+		return nil
+	}
+	hb := pool.NewBuffer(n + 32)
+	if err := http1.AppendResponseHead(hb, rh, nil); err != nil {
+		hb.Release()
+		return nil
+	}
+	return hb
 }
 
 // continueBuffer is an interim "100 Continue" response.
