@@ -66,6 +66,9 @@ func (s *session) h2Request(b *buffer.IoBuffer, n int, rt *router.Route, view ro
 		}
 		return s.localDone(le.status, le.body, hasBody)
 	}
+	if s.minor >= 1 {
+		ctx = interimTrace(ctx, s.forwardInterim)
+	}
 	out := s.h1OutRequest(ctx, rt)
 	b.Drain(n)
 	if err := p.pickTarget(ctx, t, view, s.rip); err != nil {
@@ -565,6 +568,28 @@ func (s *session) h2Respond(x *h1h2, resp *http.Response) error {
 		return errClose
 	}
 	return nil
+}
+
+// forwardInterim writes an HTTP/2 upstream's interim answer to the HTTP/1.1 client. It
+// runs on x/net's reader while the session waits for the final answer, which it precedes.
+func (s *session) forwardInterim(code int, h textproto.MIMEHeader) error {
+	hb := s.p.cfg.Pool.NewBuffer(256)
+	rh := http1.ResponseHead{Status: code, Reason: []byte(http.StatusText(code))}
+	for k, vs := range h {
+		if !validH1Field(k) {
+			continue
+		}
+		for _, v := range vs {
+			if validH1Value(v) {
+				rh.Headers = append(rh.Headers, http1.Header{Name: []byte(k), Value: []byte(v)})
+			}
+		}
+	}
+	if err := http1.AppendResponseHead(hb, &rh, nil); err != nil {
+		hb.Release()
+		return nil // not forwardable: dropped
+	}
+	return s.c.Write(hb)
 }
 
 func validH1Field(k string) bool {

@@ -11,7 +11,9 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
+	"net/textproto"
 	"net/url"
 	"os"
 	"strings"
@@ -577,6 +579,21 @@ func fillRequestID(rid *[32]byte) {
 // ways, a downstream reset cancels the upstream stream (ctx) and an upstream reset after
 // the response head resets the downstream stream.
 func (p *Proxy) h2ToH2(ctx context.Context, w http.ResponseWriter, r *http.Request, t *h2Target, ip netip.Addr, st *h2Stream) error {
+	if hw, ok := w.(*h2Writer); ok {
+		ctx = interimTrace(ctx, func(code int, h textproto.MIMEHeader) error {
+			return hw.st.WriteHeaders(code, false, func(fw h2stream.FieldWriter) {
+				for k, vs := range h {
+					if h2stream.HopByHop(k) {
+						continue
+					}
+					lk := lowerName(k)
+					for _, v := range vs {
+						fw.Field(lk, v)
+					}
+				}
+			})
+		})
+	}
 	out := p.outRequest(ctx, r, t, ip, st)
 	resp, err := p.roundTripH2(ctx, t, out, nil)
 	t.headDone()
@@ -603,6 +620,22 @@ func retryFresh(ctx context.Context, out *http.Request, err error, kept bool) bo
 	}
 	var ne net.Error
 	return !(errors.As(err, &ne) && ne.Timeout())
+}
+
+// interimTrace returns ctx with a trace that hands the interim (1xx) answers x/net's
+// client reads from an HTTP/2 upstream to fwd, but 100 (the proxy answers Expect itself):
+// a proxy forwards the 1xx answers it did not ask for (RFC 9110 §15.2). fwd runs on the
+// upstream connection's reader, before the final answer is delivered; its error ends the
+// request (the client is gone).
+func interimTrace(ctx context.Context, fwd func(code int, h textproto.MIMEHeader) error) context.Context {
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			if code == http.StatusContinue {
+				return nil
+			}
+			return fwd(code, h)
+		},
+	})
 }
 
 // unprocessed reports whether err, from x/net's ClientConn.RoundTrip, says the upstream
