@@ -362,6 +362,7 @@ func (p *Proxy) h2DialRaw(ctx context.Context, t *h2Target) (net.Conn, string, f
 	if err != nil {
 		return nil, "", nil, dialError(err)
 	}
+	t.host = host // DialHost may have moved on to another host
 	return raw, host.PoolKey(), func() { done(lb.DoneInfo{}) }, nil
 }
 
@@ -579,24 +580,13 @@ func fillRequestID(rid *[32]byte) {
 // ways, a downstream reset cancels the upstream stream (ctx) and an upstream reset after
 // the response head resets the downstream stream.
 func (p *Proxy) h2ToH2(ctx context.Context, w http.ResponseWriter, r *http.Request, t *h2Target, ip netip.Addr, st *h2Stream) error {
-	if hw, ok := w.(*h2Writer); ok {
-		ctx = interimTrace(ctx, func(code int, h textproto.MIMEHeader) error {
-			return hw.st.WriteHeaders(code, false, func(fw h2stream.FieldWriter) {
-				for k, vs := range h {
-					if h2stream.HopByHop(k) {
-						continue
-					}
-					lk := lowerName(k)
-					for _, v := range vs {
-						fw.Field(lk, v)
-					}
-				}
-			})
-		})
+	if fwd := interimToH2(w); fwd != nil {
+		ctx = interimTrace(ctx, fwd)
 	}
 	out := p.outRequest(ctx, r, t, ip, st)
 	resp, err := p.roundTripH2(ctx, t, out, nil)
 	t.headDone()
+	st.noteTarget(t) // a retry may have moved to another host
 	if err != nil {
 		if t.timesUp() {
 			return errTimeout
@@ -620,6 +610,28 @@ func retryFresh(ctx context.Context, out *http.Request, err error, kept bool) bo
 	}
 	var ne net.Error
 	return !(errors.As(err, &ne) && ne.Timeout())
+}
+
+// interimToH2 returns what writes an upstream's interim answer to the client stream w
+// serves, or nil when w is not the proxy's HTTP/2 writer.
+func interimToH2(w http.ResponseWriter) func(code int, h textproto.MIMEHeader) error {
+	hw, ok := w.(*h2Writer)
+	if !ok {
+		return nil
+	}
+	return func(code int, h textproto.MIMEHeader) error {
+		return hw.st.WriteHeaders(code, false, func(fw h2stream.FieldWriter) {
+			for k, vs := range h {
+				if h2stream.HopByHop(k) {
+					continue
+				}
+				lk := lowerName(k)
+				for _, v := range vs {
+					fw.Field(lk, v)
+				}
+			}
+		})
+	}
 }
 
 // interimTrace returns ctx with a trace that hands the interim (1xx) answers x/net's
@@ -809,7 +821,14 @@ func (p *Proxy) h2ToH1(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	br.Reset(uc.raw)
 	defer func() { br.Reset(nil); bufReaders.Put(br) }()
 	resp, err := http.ReadResponse(br, out)
+	fwd := interimToH2(w)
 	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != 101 {
+		if fwd != nil && resp.StatusCode != http.StatusContinue {
+			// Forwarded as on the other paths (interimTrace); a client gone ends it.
+			if err = fwd(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
+				break
+			}
+		}
 		resp, err = http.ReadResponse(br, out)
 	}
 	t.headDone()
