@@ -1,13 +1,10 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"strconv"
 	"testing"
 	"time"
@@ -73,17 +70,8 @@ func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
 // registryCall POSTs a registry API call and fails the test unless it succeeds.
 func registryCall(t *testing.T, api, path string, body map[string]any) {
 	t.Helper()
-	b, _ := json.Marshal(body)
-	c := http.Client{Timeout: 20 * time.Second}
-	resp, err := c.Post("http://"+api+path, "application/json", bytes.NewReader(b))
-	if err != nil {
-		t.Fatalf("POST %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var r dubbo.Response
-	if err := json.Unmarshal(raw, &r); err != nil || resp.StatusCode != 200 || r.ErrNo != 0 {
-		t.Fatalf("POST %s: %d %s", path, resp.StatusCode, raw)
+	if st, r := registryPost(t, api, path, body); st != 200 || r.ErrNo != 0 {
+		t.Fatalf("POST %s: %d %+v", path, st, r)
 	}
 }
 

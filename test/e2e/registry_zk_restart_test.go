@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -68,32 +67,6 @@ func registryPost(t *testing.T, api, path string, body map[string]any) (int, dub
 	}
 	return resp.StatusCode, r
 }
-
-// zkSession opens a session of another application, closed at cleanup (or earlier with the
-// returned func).
-func zkSession(t *testing.T, addr string) (*zk.Conn, func()) {
-	t.Helper()
-	c, ev, err := zk.Connect([]string{addr}, 10*time.Second, zk.WithLogInfo(false), zk.WithLogger(quietZK{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	closeConn := func() {
-		once.Do(func() {
-			c.Close()
-			for range ev {
-			}
-		})
-	}
-	t.Cleanup(closeConn)
-	waitUntil(t, "a zookeeper session", 15*time.Second, func() bool { return c.State() == zk.StateHasSession })
-	return c, closeConn
-}
-
-// quietZK drops the client library's messages (reconnect attempts while the server is down).
-type quietZK struct{}
-
-func (quietZK) Printf(string, ...any) {}
 
 // zkAddProvider registers hostPort as a provider of regIface, as a Dubbo application does.
 func zkAddProvider(t *testing.T, c *zk.Conn, hostPort string) {
@@ -157,7 +130,7 @@ func allAnswer(t *testing.T, egress, when string, n int) {
 func zkPubSub(t *testing.T, zs *zktest.Server, egress, api string) {
 	t.Helper()
 	a := startDubboPeer(t, "zk-a")
-	other, _ := zkSession(t, zs.Addr)
+	other, _ := zktest.Session(t, zs.Addr, 10*time.Second)
 	zkAddProvider(t, other, a.Addr())
 	body := registryBody(map[string]any{"type": "zookeeper", "addr": zs.Addr})
 	registryCall(t, api, "/pub", body)
@@ -187,7 +160,7 @@ func TestRegistryZKOutageRestart(t *testing.T) {
 		allAnswer(t, egress, "ZooKeeper down for "+down.String(), 10)
 		zs.Restart(t, false)
 
-		c, closeC := zkSession(t, zs.Addr)
+		c, closeC := zktest.Session(t, zs.Addr, 10*time.Second)
 		time.Sleep(zkOutageSession + time.Second) // the old session expires unless resumed
 		if !zkHasNode(t, c, "providers", ingress) || !zkHasNode(t, c, "consumers", "127.0.0.1") {
 			t.Fatalf("outage of %s: the sidecar's provider or consumer node is gone %s after the restart",
@@ -218,7 +191,7 @@ func TestRegistryZKOutageDataLoss(t *testing.T) {
 	zs.Restart(t, true)
 	allAnswer(t, egress, "ZooKeeper back, empty", 10)
 
-	c, _ := zkSession(t, zs.Addr)
+	c, _ := zktest.Session(t, zs.Addr, 10*time.Second)
 	deadline := time.Now().Add(3 * zkOutageSession)
 	calls, failed := 0, 0
 	for !zkHasNode(t, c, "providers", ingress) || !zkHasNode(t, c, "consumers", "127.0.0.1") {
@@ -267,7 +240,7 @@ func TestRegistryZKOutageAtStart(t *testing.T) {
 	zs.Restart(t, false)
 	registryCall(t, api, "/pub", body)
 	registryCall(t, api, "/sub", body)
-	c, _ := zkSession(t, zs.Addr)
+	c, _ := zktest.Session(t, zs.Addr, 10*time.Second)
 	if !zkHasNode(t, c, "providers", ingress) {
 		t.Fatal("no provider node after /pub succeeded")
 	}
@@ -290,7 +263,7 @@ func TestRegistryZKOutageUnpub(t *testing.T) {
 	t.Logf("/unpub with ZooKeeper down: %d %+v", status, r)
 	zs.Restart(t, false)
 
-	c, _ := zkSession(t, zs.Addr)
+	c, _ := zktest.Session(t, zs.Addr, 10*time.Second)
 	// The session resumes with the node in it: the sidecar must delete it. (A session not
 	// resumed would expire within the session timeout and take the node along.)
 	deadline := time.Now().Add(zkOutageSession + time.Second)

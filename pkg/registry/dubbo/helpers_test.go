@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/mosnlite/mosnlite/pkg/config"
+	"github.com/mosnlite/mosnlite/pkg/registry/dubbo/zktest"
 	"github.com/mosnlite/mosnlite/pkg/router"
 )
 
@@ -274,28 +275,7 @@ func req(kind, addr, iface, group, version string, methods ...string) map[string
 // zkClient opens a plain ZooKeeper session, as a Dubbo application would.
 func zkClient(t *testing.T, addr string) *zk.Conn {
 	t.Helper()
-	c, ev, err := zk.Connect([]string{addr}, 4*time.Second, zk.WithLogInfo(false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.After(10 * time.Second)
-	for c.State() != zk.StateHasSession {
-		select {
-		case <-ev:
-		case <-deadline:
-			c.Close()
-			t.Fatalf("no zookeeper session with %s", addr)
-		}
-	}
-	var once sync.Once
-	closeConn := func() {
-		once.Do(func() {
-			c.Close()
-			for range ev {
-			}
-		})
-	}
-	t.Cleanup(closeConn)
+	c, closeConn := zktest.Session(t, addr, 4*time.Second)
 	zkClosers.Store(c, closeConn)
 	return c
 }

@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-zookeeper/zk"
+
 	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
 
@@ -254,3 +256,39 @@ func (s *Server) Logs() string {
 	}
 	return s.logs.String()
 }
+
+// Session opens a plain ZooKeeper session with addr, as another application would, and
+// waits for it (15 s at most). It is closed at the test's cleanup, or earlier by the
+// returned func, which also waits for the client's goroutines. The client library's
+// messages (reconnect attempts while a server is down) are dropped.
+func Session(t testing.TB, addr string, sessionTimeout time.Duration) (*zk.Conn, func()) {
+	t.Helper()
+	c, ev, err := zk.Connect([]string{addr}, sessionTimeout, zk.WithLogInfo(false), zk.WithLogger(quiet{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	closeConn := func() {
+		once.Do(func() {
+			c.Close()
+			for range ev { // closed when the client's goroutines have ended
+			}
+		})
+	}
+	t.Cleanup(closeConn)
+	deadline := time.NewTimer(15 * time.Second)
+	defer deadline.Stop()
+	for c.State() != zk.StateHasSession {
+		select {
+		case <-ev: // a state change
+		case <-deadline.C:
+			closeConn()
+			t.Fatalf("no zookeeper session with %s", addr)
+		}
+	}
+	return c, closeConn
+}
+
+type quiet struct{}
+
+func (quiet) Printf(string, ...any) {}
