@@ -141,32 +141,18 @@ func TestMirrorRequestBodies(t *testing.T) {
 // head behind the interim one is parsed from what was read, not waited for.
 func TestMirrorInterimAndFinalInOneRead(t *testing.T) {
 	o := startOrigin(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "main") })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(testTimeout))
+	shadow := rawOrigin(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		if _, err := http.ReadRequest(br); err != nil {
 			return
 		}
 		_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")
 		_, _ = io.Copy(io.Discard, br) // open until the proxy closes
-	}()
+	})
 	e := startProxyWith(t, `{"router_config_name":"r","virtual_hosts":[{"name":"vh","domains":["*"],"routers":[
 	 {"match":{"prefix":"/"},"route":{"cluster_name":"c"},"request_mirror_policies":{"cluster":"shadow","percent":100}}]}]}`,
 		`[{"name":"c","type":"SIMPLE","hosts":[{"address":"`+o.addr()+`"}]},
-		  {"name":"shadow","type":"SIMPLE","hosts":[{"address":"`+ln.Addr().String()+`"}]}]`)
+		  {"name":"shadow","type":"SIMPLE","hosts":[{"address":"`+shadow+`"}]}]`)
 	if resp, body := roundTrip(t, e.addr, "GET /hints HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != 200 || body != "main" {
 		t.Fatalf("main: %d %q", resp.StatusCode, body)
 	}
