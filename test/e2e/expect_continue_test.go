@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -110,26 +109,13 @@ func startExpectProxy(t *testing.T, up *expectUp, upAddr string) expectAddrs {
 		{name: "h2h1filters", addr: a.h2h1Filters, proxy: px("Http2", "Http1"), routes: routes},
 		{name: "h2h2", addr: a.h2h2, proxy: px("Http2", "Http2"), routes: routes},
 	}, map[string]string{"up": upAddr, "uptls": strings.TrimPrefix(tlsUp.URL, "https://")})
-	var doc map[string]any
-	if err := json.Unmarshal([]byte(cfg), &doc); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range doc["cluster_manager"].(map[string]any)["clusters"].([]any) {
-		if c := c.(map[string]any); c["name"] == "uptls" {
-			c["tls_context"] = map[string]any{"status": true, "ca_cert": tlsCA}
+	framework.StartProxy(t, withNoopFilter(t, cfg, func(doc map[string]any) {
+		for _, c := range doc["cluster_manager"].(map[string]any)["clusters"].([]any) {
+			if c := c.(map[string]any); c["name"] == "uptls" {
+				c["tls_context"] = map[string]any{"status": true, "ca_cert": tlsCA}
+			}
 		}
-	}
-	for _, l := range doc["servers"].([]any)[0].(map[string]any)["listeners"].([]any) {
-		if l := l.(map[string]any); l["name"] == "goroutines" || l["name"] == "h2h1filters" {
-			l["stream_filters"] = []any{map[string]any{"type": "fault",
-				"config": map[string]any{"abort": map[string]any{"status": 500, "percentage": 0}}}}
-		}
-	}
-	b, err := json.Marshal(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	framework.StartProxy(t, string(b))
+	}, "goroutines", "h2h1filters"))
 	return a
 }
 

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -275,21 +276,7 @@ func reuseProxies(t *testing.T, clusters map[string]string, routes []any) reuseA
 		{name: "h2", addr: a.h2, proxy: h2, routes: routes},
 		{name: "h2f", addr: a.h2Filters, proxy: h2, routes: routes},
 	}, clusters)
-	var doc map[string]any
-	if err := json.Unmarshal([]byte(cfg), &doc); err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range doc["servers"].([]any)[0].(map[string]any)["listeners"].([]any) {
-		if l := l.(map[string]any); l["name"] == "h2f" {
-			l["stream_filters"] = []any{map[string]any{"type": "fault",
-				"config": map[string]any{"abort": map[string]any{"status": 500, "percentage": 0}}}}
-		}
-	}
-	b, err := json.Marshal(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	framework.StartProxy(t, string(b))
+	framework.StartProxy(t, withNoopFilter(t, cfg, nil, "h2f"))
 	t.Setenv("MOSNLITE_EVENT_LOOPS", "off")
 	a.h1Off = framework.FreePort(t)
 	framework.StartProxy(t, soakConfig(t, []soakListener{
@@ -490,4 +477,29 @@ func h2cReuseDo(c *http.Client, addr string, r *reuseReq) reuseResult {
 	got, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	return reuseResult{status: resp.StatusCode, body: string(got), err: err}
+}
+
+// withNoopFilter returns cfg (a soakConfig) with a fault filter that never aborts on the
+// listeners named: a listener with a stream filter serves on the goroutine path (HTTP/1)
+// or through the filters (HTTP/2). edit, when not nil, changes the decoded config first.
+func withNoopFilter(t *testing.T, cfg string, edit func(doc map[string]any), names ...string) string {
+	t.Helper()
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(cfg), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if edit != nil {
+		edit(doc)
+	}
+	for _, l := range doc["servers"].([]any)[0].(map[string]any)["listeners"].([]any) {
+		if l := l.(map[string]any); slices.Contains(names, l["name"].(string)) {
+			l["stream_filters"] = []any{map[string]any{"type": "fault",
+				"config": map[string]any{"abort": map[string]any{"status": 500, "percentage": 0}}}}
+		}
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
