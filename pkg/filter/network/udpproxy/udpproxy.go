@@ -140,9 +140,11 @@ func monoNow() int64 { return int64(time.Since(epoch)) }
 // session is one client's flow.
 type session struct {
 	client   netip.AddrPort
+	host     *cluster.Host
 	up       net.Conn
 	done     func(lb.DoneInfo)
 	last     atomic.Int64 // monoNow of the last datagram either way
+	closing  atomic.Bool  // the reader found the session idle; the read loop must not use it
 	start    int64        // monoNow at creation
 	firstRTT atomic.Int64
 	recv     receiver // the reader's state (reader goroutine only)
@@ -232,6 +234,13 @@ func (f *Filter) ServePackets(ctx context.Context, pc net.PacketConn) error {
 		// Twice at most: a session that expired just now is replaced by a new one.
 		for range 2 {
 			s, open := t.get(client)
+			if s != nil && s.host.Removed() {
+				// The host left the cluster (reload, EDS): end the session here, or a
+				// client that keeps talking stays on it past any idle_timeout.
+				t.remove(s)
+				s.up.Close()
+				s, open = nil, open-1
+			}
 			if s == nil {
 				if open >= f.maxSessions {
 					f.m.dropLimit.Inc()
@@ -251,6 +260,10 @@ func (f *Filter) ServePackets(ctx context.Context, pc net.PacketConn) error {
 				}()
 			}
 			s.last.Store(now)
+			if s.closing.Load() {
+				t.remove(s) // expiring: its replies would be lost; start a new session
+				continue
+			}
 			_, err := s.up.Write(buf[:n])
 			if errors.Is(err, net.ErrClosed) && ctx.Err() == nil {
 				t.remove(s) // expired between the lookup and the write
@@ -292,7 +305,7 @@ func (f *Filter) newSession(ctx context.Context, client netip.AddrPort) *session
 	}
 	f.m.sessions.Inc()
 	f.m.active.Inc()
-	s := &session{client: client, up: up, done: done, start: monoNow()}
+	s := &session{client: client, host: h, up: up, done: done, start: monoNow()}
 	s.recv.init(up, f.pool)
 	return s
 }
@@ -310,7 +323,8 @@ func (f *Filter) replyLoop(ctx context.Context, pc net.PacketConn, s *session) {
 				return
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				quiet := time.Duration(monoNow() - s.last.Load())
+				last := s.last.Load()
+				quiet := time.Duration(monoNow() - last)
 				if quiet < f.idle {
 					s.up.SetReadDeadline(time.Now().Add(f.idle - quiet)) // re-arm: the client was active
 					continue
@@ -321,6 +335,15 @@ func (f *Filter) replyLoop(ctx context.Context, pc net.PacketConn, s *session) {
 				if b, n, ok := s.recv.tryRead(); ok {
 					s.up.SetReadDeadline(time.Now().Add(f.idle))
 					f.reply(pc, udp, s, b, n)
+					continue
+				}
+				// Idle. The read loop stores last before it loads closing: either it sees
+				// closing and leaves this session, or last changed here and it may have
+				// written on it, so keep reading for its reply.
+				s.closing.Store(true)
+				if s.last.Load() != last {
+					s.closing.Store(false)
+					s.up.SetReadDeadline(time.Now().Add(f.idle))
 					continue
 				}
 				return // idle
