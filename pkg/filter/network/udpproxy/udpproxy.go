@@ -231,6 +231,17 @@ func (f *Filter) ServePackets(ctx context.Context, pc net.PacketConn) error {
 			return fmt.Errorf("udp_proxy: read: %w", err)
 		}
 		now := monoNow()
+		start := func(s *session) {
+			t.mu.Lock()
+			t.m[client] = s
+			t.mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				f.replyLoop(ctx, pc, s)
+				end(s)
+			}()
+		}
 		// Twice at most: a session that expired just now is replaced by a new one.
 		for range 2 {
 			s, open := t.get(client)
@@ -241,23 +252,26 @@ func (f *Filter) ServePackets(ctx context.Context, pc net.PacketConn) error {
 				s.up.Close()
 				s, open = nil, open-1
 			}
+			if s != nil && !s.host.Healthy() {
+				// Its host failed its health checks or was ejected: a session with a
+				// healthy host replaces it when there is one (as Envoy's does); else the
+				// client stays where it is.
+				if ns := f.newSession(ctx, client, false); ns != nil {
+					t.remove(s)
+					s.up.Close()
+					s = ns
+					start(s)
+				}
+			}
 			if s == nil {
 				if open >= f.maxSessions {
 					f.m.dropLimit.Inc()
 					break
 				}
-				if s = f.newSession(ctx, client); s == nil {
+				if s = f.newSession(ctx, client, true); s == nil {
 					break
 				}
-				t.mu.Lock()
-				t.m[client] = s
-				t.mu.Unlock()
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					f.replyLoop(ctx, pc, s)
-					end(s)
-				}()
+				start(s)
 			}
 			s.last.Store(now)
 			if s.closing.Load() {
@@ -282,23 +296,32 @@ func (f *Filter) ServePackets(ctx context.Context, pc net.PacketConn) error {
 	}
 }
 
-func (f *Filter) newSession(ctx context.Context, client netip.AddrPort) *session {
+// newSession starts a session for client with a host of the cluster; nil when there is
+// none. drop: a failure to pick loses the datagram (counted and logged); else the caller
+// keeps the session it has.
+func (f *Filter) newSession(ctx context.Context, client netip.AddrPort, drop bool) *session {
 	cl, ok := f.clusters.Get(f.cluster)
 	if !ok {
-		f.m.dropNoHost.Inc()
-		f.warn("udp_proxy: cluster not found", zap.String(log.FieldCluster, f.cluster))
+		if drop {
+			f.m.dropNoHost.Inc()
+			f.warn("udp_proxy: cluster not found", zap.String(log.FieldCluster, f.cluster))
+		}
 		return nil
 	}
 	h, done, err := cl.Pick(noWait, &lb.Request{HashKey: lb.HashIP(client.Addr()), HasHash: true})
 	if err != nil {
-		f.m.dropNoHost.Inc()
-		f.warn("udp_proxy: no healthy upstream", zap.String(log.FieldCluster, f.cluster), zap.Error(err))
+		if drop {
+			f.m.dropNoHost.Inc()
+			f.warn("udp_proxy: no healthy upstream", zap.String(log.FieldCluster, f.cluster), zap.Error(err))
+		}
 		return nil
 	}
 	up, err := f.dial(ctx, "udp", h.Addr())
 	if err != nil {
 		done(lb.DoneInfo{Err: err})
-		f.m.dropNoHost.Inc()
+		if drop {
+			f.m.dropNoHost.Inc()
+		}
 		f.warn("udp_proxy: dial upstream", zap.String(log.FieldCluster, f.cluster),
 			zap.String(log.FieldHost, h.Addr()), zap.Error(err))
 		return nil

@@ -528,3 +528,46 @@ func TestFactoryErrors(t *testing.T) {
 		t.Error("empty config accepted")
 	}
 }
+
+// TestSessionLeavesUnhealthyHost: a client whose session's host is marked down moves to
+// a healthy host at its next datagram; while no host is healthy it keeps the session it
+// has rather than losing its datagrams.
+func TestSessionLeavesUnhealthyHost(t *testing.T) {
+	tag := func(name string) func(pc net.PacketConn, b []byte, from net.Addr) {
+		return func(pc net.PacketConn, b []byte, from net.Addr) { pc.WriteTo(append([]byte(name+":"), b...), from) }
+	}
+	a, b := startUDPServer(t, "", tag("a")), startUDPServer(t, "", tag("b"))
+	e := newEnv(t, `{"cluster":"c1"}`, config.Cluster{Name: "c1", LBType: "LB_ROUNDROBIN",
+		Hosts: []config.Host{{Address: a.addr()}, {Address: b.addr()}}})
+	cl, _ := e.clusters.Get("c1")
+	c := e.client()
+	first := string(exchange(t, c, []byte("1")))
+	on, other := a, b
+	if first == "b:1" {
+		on, other = b, a
+	} else if first != "a:1" {
+		t.Fatalf("got %q", first)
+	}
+	// Every host down: the session stays, and so do its replies.
+	cl.SetHostHealth(other.addr(), false)
+	cl.SetHostHealth(on.addr(), false)
+	if got := string(exchange(t, c, []byte("2"))); got != first[:2]+"2" {
+		t.Fatalf("with no healthy host: got %q, want the same host's answer", got)
+	}
+	// The other host is back: the client moves there.
+	cl.SetHostHealth(other.addr(), true)
+	want := "a:3"
+	if on == a {
+		want = "b:3"
+	}
+	if got := string(exchange(t, c, []byte("3"))); got != want {
+		t.Fatalf("after its host went down: got %q, want %q", got, want)
+	}
+	testutil.Eventually(t, testTimeout, "the old session to end", func() bool { return e.active() == 1 })
+	if s := e.sessions(); s != 2 {
+		t.Fatalf("sessions = %v, want 2 (the old one ended, one new)", s)
+	}
+	if d := e.dropped("no_healthy_upstream"); d != 0 {
+		t.Errorf("%v datagrams counted as dropped; none was", d)
+	}
+}
