@@ -295,6 +295,7 @@ func (st *h2Stream) noteUpstreamConn(up *upConn) {
 	}
 	st.mu.Lock()
 	st.sc.info.UpstreamLocal = addrPort(up.raw.LocalAddr())
+	st.sc.info.UpstreamHost = up.addr // a connect retry may have moved to another host
 	st.mu.Unlock()
 }
 

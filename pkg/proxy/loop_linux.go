@@ -873,6 +873,9 @@ func (c *loopConn) connectNext() {
 				return
 			}
 			c.p.cfg.Log.Debug("proxy: upstream connect failed", zap.String("cluster", c.cl.Name()), zap.Error(err))
+			if c.logged {
+				c.info.UpstreamCluster = c.cl.Name() // the cluster that failed, as on HTTP/2
+			}
 			c.finish(false, err)
 			c.answer(statusNoHealthy, "upstream connect failed")
 			return

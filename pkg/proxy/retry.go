@@ -120,6 +120,7 @@ func (s *session) retryTry(status int) bool {
 		s.pickDone(lb.DoneInfo{Err: errRetried})
 	}
 	s.up, s.pickDone = up, pickDone
+	s.noteUpstream(up.host, cl, up) // the retry's host, for the access log
 	s.reused = up.since != (time.Time{})
 	s.x.tryStart = now
 	s.upFailed, s.upTimeout = false, false

@@ -279,6 +279,9 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 			pickDone(lb.DoneInfo{Err: err})
 			cl.Release(cluster.MaxRequests)
 			b.Drain(n)
+			if s.fs.logging {
+				s.fs.info.UpstreamCluster = cl.Name() // the cluster that failed, as on HTTP/2
+			}
 			le := dialError(err)
 			return s.localDone(le.status, le.body, hasBody)
 		}
@@ -294,7 +297,7 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 	}
 	up.deadline(s.tryDeadline(s.start))
 
-	s.noteUpstream(host, cl, up)
+	s.noteUpstream(up.host, cl, up) // a connect retry may have moved to another host
 
 	// Head edits (reset by resetEdits before the stream filters ran).
 	e := &s.edits
