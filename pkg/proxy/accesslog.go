@@ -41,6 +41,28 @@ func (s *session) beginRequest(n int) {
 	s.p.cfg.AccessLog.CaptureRequest(i, stream.HTTP1Request{Head: &s.head})
 }
 
+// beginBadRequest starts the line of a request whose head could not be parsed (n bytes
+// read): logged with its answer, flag BR, and no request fields.
+func (s *session) beginBadRequest(n int) {
+	if !s.p.cfg.AccessLog.Enabled() {
+		return
+	}
+	fs := &s.fs
+	fs.s = s
+	if fs.active {
+		s.endRequest()
+	}
+	fs.logging, fs.active = true, true
+	fs.info.Reset()
+	i := &fs.info
+	i.Start = time.Now()
+	i.BytesReceived = uint64(n)
+	i.Protocol = string(stream.HTTP1)
+	i.DownstreamLocal = addrPort(s.c.LocalAddr())
+	i.DownstreamRemote = fs.RemoteAddr()
+	i.Flags = accesslog.FlagBadRequest
+}
+
 // noteUpstream records the chosen upstream.
 func (s *session) noteUpstream(host *cluster.Host, cl *cluster.Cluster, up *upConn) {
 	if !s.fs.logging {

@@ -348,3 +348,21 @@ func BenchmarkProxyGETFilters(b *testing.B) {
 		once()
 	}
 }
+
+// TestAccessLogBadRequest: a request whose head cannot be parsed is logged with its 400
+// answer and flag BR, on both paths; its method and path are not known.
+func TestAccessLogBadRequest(t *testing.T) { bothPaths(t, accessLogBadRequest) }
+
+func accessLogBadRequest(t *testing.T, p path) {
+	o := startOrigin(t, echo)
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	e := p.start(t, o.addr(), withAccessLog(t, logPath, "%protocol% %response_code% %response_flag% %x-mosn-path% %bytes_received% %upstream_host%"))
+	const bad = "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n"
+	if resp, _ := roundTrip(t, e.addr, bad); resp.StatusCode != 400 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	lines := logLines(t, e.px.AccessLog().Flush, logPath, 1)
+	if want := "Http1 400 BR - " + strconv.Itoa(len(bad)) + " -"; len(lines) != 1 || lines[0] != want {
+		t.Fatalf("log %q, want one line %q", lines, want)
+	}
+}

@@ -610,6 +610,7 @@ func (c *loopConn) serve() {
 		if err != nil {
 			c.p.protocolError(string(stream.HTTP1))
 			c.isHead = false
+			c.logBadRequest(c.in.Len())
 			c.localReply(http1.StatusCode(err), err.Error(), true)
 			return
 		}

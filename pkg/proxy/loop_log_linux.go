@@ -28,6 +28,23 @@ func (c *loopConn) logBegin(r stream.HTTP1Request, rt *router.Route, total int) 
 	c.logged = true
 }
 
+// logBadRequest starts the line of a request whose head could not be parsed (n bytes
+// read): logged with its answer, flag BR, and no request fields.
+func (c *loopConn) logBadRequest(n int) {
+	if !c.p.cfg.AccessLog.Enabled() {
+		return
+	}
+	i := &c.info
+	i.Reset()
+	i.Start = time.Now()
+	i.BytesReceived = uint64(n)
+	i.Protocol = string(stream.HTTP1)
+	i.DownstreamLocal = c.local
+	i.DownstreamRemote = c.rc.Remote
+	i.Flags = accesslog.FlagBadRequest
+	c.logged = true
+}
+
 // logUpstream records the upstream connection the request goes on.
 func (c *loopConn) logUpstream(u *loopUp) {
 	if !c.logged {

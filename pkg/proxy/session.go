@@ -166,6 +166,7 @@ func (s *session) requests(b *buffer.IoBuffer) error {
 		}
 		if err != nil {
 			s.p.protocolError(string(stream.HTTP1))
+			s.beginBadRequest(b.Len())
 			s.localReply(http1.StatusCode(err), err.Error(), true, false)
 			return errClose
 		}
