@@ -314,6 +314,9 @@ func (s *session) noteH2Upstream(t *h2Target) {
 	i := &s.fs.info
 	i.UpstreamHost = t.host.Addr()
 	i.UpstreamCluster = t.cl.Name()
+	if l := s.p.h2Local(t); l.IsValid() {
+		i.UpstreamLocal = l
+	}
 	if t.rt != nil {
 		i.RouteName = t.rt.Name()
 	}

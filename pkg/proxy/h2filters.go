@@ -288,6 +288,17 @@ func (st *h2Stream) noteTarget(t *h2Target) {
 	}
 }
 
+// noteUpstreamLocal records the local address of an HTTP/2 upstream connection, when
+// known.
+func (st *h2Stream) noteUpstreamLocal(local netip.AddrPort) {
+	if st == nil || !st.logging || !local.IsValid() {
+		return
+	}
+	st.mu.Lock()
+	st.sc.info.UpstreamLocal = local
+	st.mu.Unlock()
+}
+
 // noteUpstreamConn records the upstream connection's local address (HTTP/1 upstreams).
 func (st *h2Stream) noteUpstreamConn(up *upConn) {
 	if st == nil || !st.logging {

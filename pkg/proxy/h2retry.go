@@ -87,6 +87,7 @@ func (p *Proxy) tryH2(ctx context.Context, t *h2Target, out *http.Request, r *fa
 			return nil, err
 		}
 	}
+	t.cc = cc
 	req, timer := out, (*time.Timer)(nil)
 	if pt := t.rt.Retry().PerTryTimeout(); pt > 0 {
 		tctx, cancel := context.WithCancel(ctx) // cancelled with ctx when the request ends
@@ -113,6 +114,7 @@ func (p *Proxy) tryH2(ctx context.Context, t *h2Target, out *http.Request, r *fa
 		// A pooled connection may have been closed by the upstream while it was taken
 		// (GOAWAY, idle close): the request is sent once more on a new connection.
 		if cc, cerr := p.h2Dial(ctx, t); cerr == nil {
+			t.cc = cc
 			if timer != nil {
 				timer.Reset(time.Until(r.tryStart.Add(t.rt.Retry().PerTryTimeout())))
 			}

@@ -75,6 +75,16 @@ type h2Target struct {
 	recvd    atomic.Int64 // when the request was in full, as time since start plus 1; 0: its body is arriving
 	up       h2Upload
 	unpooled []*http2.ClientConn // connections made after the pool closed, closed by release
+	cc       *http2.ClientConn   // the HTTP/2 upstream connection of the last try (access log)
+}
+
+// h2Local is the local address of the HTTP/2 upstream connection t's last try used, for
+// the access log; invalid when there is none (an HTTP/1 upstream, a closed connection).
+func (p *Proxy) h2Local(t *h2Target) netip.AddrPort {
+	if t.cc == nil {
+		return netip.AddrPort{}
+	}
+	return addrPort(p.h2up.LocalAddr(t.cc))
 }
 
 // h2Upload is the timing of a request body still arriving while the request is being
@@ -587,6 +597,7 @@ func (p *Proxy) h2ToH2(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	resp, err := p.roundTripH2(ctx, t, out, nil)
 	t.headDone()
 	st.noteTarget(t) // a retry may have moved to another host
+	st.noteUpstreamLocal(p.h2Local(t))
 	if err != nil {
 		if t.timesUp() {
 			return errTimeout

@@ -489,8 +489,7 @@ func alCompare(t *testing.T, proto string, h2Up bool, truths []alTruth, got map[
 		if tr.host != "" && l.up != tr.host {
 			bad("response_header_x-up", tr.host, l.up)
 		}
-		// Known gap, reported: HTTP/2 upstreams log no upstream_local_address ("-").
-		if tr.peer != "" && l.upLocal != tr.peer && !(h2Up && l.upLocal == "-") {
+		if tr.peer != "" && l.upLocal != tr.peer {
 			bad("upstream_local_address", tr.peer, l.upLocal)
 		}
 		if tr.client != "" && l.downRemote != tr.client {

@@ -151,6 +151,15 @@ func (p *Pool) Acquire(ctx context.Context, addr string, dial Dialer) (cc *http2
 	return c.cc, pooled, err
 }
 
+// LocalAddr returns the local address of cc's connection, or nil when cc is not (or no
+// longer) one of the pool's.
+func (p *Pool) LocalAddr(cc *http2.ClientConn) net.Addr {
+	if v, ok := p.live.Load(cc); ok {
+		return v.(*hookConn).LocalAddr()
+	}
+	return nil
+}
+
 // ErrHandshake wraps a failure to start HTTP/2 on a new upstream connection.
 var ErrHandshake = errors.New("http2: upstream connection setup failed")
 
