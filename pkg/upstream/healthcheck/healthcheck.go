@@ -299,9 +299,17 @@ func (c *Checker) probeHTTP(ctx context.Context, addr string) error {
 	}
 	// The limit bounds the status line and headers too: ReadResponse alone would buffer
 	// an endless header section.
-	resp, err := http.ReadResponse(bufio.NewReaderSize(io.LimitReader(conn, maxReply), 4096), req)
-	if err != nil {
-		return fmt.Errorf("http check %s: read response: %w", target, err)
+	br := bufio.NewReaderSize(io.LimitReader(conn, maxReply), 4096)
+	var resp *http.Response
+	for i := 0; ; i++ {
+		if resp, err = http.ReadResponse(br, req); err != nil {
+			return fmt.Errorf("http check %s: read response: %w", target, err)
+		}
+		// Informational answers (103 Early Hints, 100 Continue) come before the final
+		// one, which decides; Go's Transport also reads past up to 5 of them.
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols || i == 4 {
+			break
+		}
 	}
 	io.Copy(io.Discard, resp.Body) // bounded by the limit reader; errors do not matter
 	resp.Body.Close()

@@ -588,7 +588,11 @@ func (s *loopSession) finish(reason network.CloseReason, reset bool, upErr error
 	}
 	switch prev {
 	case stPicking:
-		s.cancel() // picked abandons the attempts once WaitPick returned
+		// picked abandons the attempts once WaitPick returned; on its failure path it has
+		// cleared cancel and connectFailed has abandoned them already.
+		if s.cancel != nil {
+			s.cancel()
+		}
 	case stConnecting:
 		s.att.Abandon()
 	}
