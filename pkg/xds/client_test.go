@@ -348,6 +348,7 @@ func TestADSReconnect(t *testing.T) {
 	snapshot(t, f.cp, "v1", "127.0.0.1:9001")
 	mustWait(t, f.cp, 0, "CDS ACK", xdstest.ACKOf(ClusterType, "v1"))
 	mustWait(t, f.cp, 0, "RDS ACK", xdstest.ACKOf(RouteType, "v1"))
+	mustWait(t, f.cp, 0, "EDS ACK", xdstest.ACKOf(EndpointType, "v1")) // the hosts are in
 	f.cp.Stop()
 	time.Sleep(300 * time.Millisecond) // a few failed reconnects
 	if got := f.rec.Hosts("svc"); !slices.Equal(got, []string{"127.0.0.1:9001"}) {

@@ -465,8 +465,20 @@ func h1h2Raw(t *testing.T, addr string, ex []*h1h2Exchange) {
 	for i, e := range ex {
 		req, _ := http.NewRequest(e.method, "http://h1h2"+e.path, nil)
 		resp, err := http.ReadResponse(br, req)
+		interim := 0
+		for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 {
+			// Forwarded interim answers (/1xx sends one 103 with a Link field).
+			if resp.StatusCode != http.StatusEarlyHints || resp.Header.Get("Link") == "" {
+				t.Fatalf("#%d %s %s: interim answer %d %v", i, e.method, e.path, resp.StatusCode, resp.Header)
+			}
+			interim++
+			resp, err = http.ReadResponse(br, req)
+		}
 		if err != nil {
 			t.Fatalf("#%d %s %s: reading the answer: %v", i, e.method, e.path, err)
+		}
+		if want := strings.Count(e.path, "/1xx"); interim != want {
+			t.Fatalf("#%d %s %s: %d interim answers, want %d", i, e.method, e.path, interim, want)
 		}
 		got, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
