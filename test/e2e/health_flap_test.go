@@ -323,6 +323,7 @@ func flapHTTPCheck(extra map[string]any) map[string]any {
 // picks, gets traffic again when it is back, and when every host is down a request waits
 // (pick_timeout) for one to come up rather than failing at once.
 func TestHealthFlapTCPCheck(t *testing.T) {
+	t.Parallel() // mostly waiting on check intervals: overlaps with the others
 	a, b := newFlapHost(t, "A"), newFlapHost(t, "B")
 	r := startFlapRig(t, []string{a.addr, b.addr}, map[string]any{
 		"pick_timeout": "8s", "max_connect_attempts": 1,
@@ -393,6 +394,7 @@ func TestHealthFlapTCPCheck(t *testing.T) {
 // after unhealthy_threshold such checks, and up again after healthy_threshold passes; a host
 // held down gets no traffic; the checker keeps at most one connection open to a host.
 func TestHealthFlapHTTPVerdicts(t *testing.T) {
+	t.Parallel() // mostly waiting on check intervals: overlaps with the others
 	a, b := newFlapHost(t, "A"), newFlapHost(t, "B")
 	r := startFlapRig(t, []string{a.addr, b.addr}, map[string]any{
 		"pick_timeout": "2s", "health_check": flapHTTPCheck(nil)})
@@ -483,6 +485,7 @@ func (r *flapRig) noTraffic(h *flapHost, n int, what string) {
 // across SIGHUP reloads of the same cluster, of a changed health_check and of a changed host
 // list; reloads do not multiply the checkers; a host that leaves is no longer checked.
 func TestHealthFlapReload(t *testing.T) {
+	t.Parallel() // mostly waiting on check intervals: overlaps with the others
 	a, b, c := newFlapHost(t, "A"), newFlapHost(t, "B"), newFlapHost(t, "C")
 	hc := map[string]any{"pick_timeout": "2s", "health_check": flapHTTPCheck(nil)}
 	r := startFlapRig(t, []string{a.addr, b.addr}, hc)
@@ -560,6 +563,7 @@ func TestHealthFlapReload(t *testing.T) {
 // gets no request; when the ejection ends it gets traffic again; a host whose ejection ends
 // while its active checks hold it down stays out until the checks pass.
 func TestHealthFlapOutlier(t *testing.T) {
+	t.Parallel() // mostly waiting on check intervals: overlaps with the others
 	a, b := newFlapHost(t, "A"), newFlapHost(t, "B")
 	r := startFlapRig(t, []string{a.addr, b.addr}, map[string]any{
 		"pick_timeout": "2s", "health_check": flapHTTPCheck(nil),
@@ -633,6 +637,7 @@ func TestHealthFlapOutlier(t *testing.T) {
 // leave nothing behind, so that later requests may still wait and are served when a host
 // comes up.
 func TestHealthFlapAbandonedPicks(t *testing.T) {
+	t.Parallel() // mostly waiting on check intervals: overlaps with the others
 	a, b := newFlapHost(t, "A"), newFlapHost(t, "B")
 	r := startFlapRig(t, []string{a.addr, b.addr}, map[string]any{
 		"pick_timeout":     "10s",
@@ -709,6 +714,7 @@ func TestHealthFlapAbandonedPicks(t *testing.T) {
 // TestHealthFlapPickTimeoutExpires: with every host down, a request on either listener
 // waits pick_timeout, then fails (503 / closed connection), and the proxy keeps serving.
 func TestHealthFlapPickTimeoutExpires(t *testing.T) {
+	t.Parallel() // mostly waiting on check intervals: overlaps with the others
 	a := newFlapHost(t, "A")
 	r := startFlapRig(t, []string{a.addr}, map[string]any{
 		"pick_timeout": "300ms",
@@ -770,6 +776,7 @@ func waitChecks(t *testing.T, h *flapHost, mode string, n int64) {
 // fail, pass, ...) never take a host down, and passes that never reach healthy_threshold
 // in a row (pass, fail, ...) never bring it up; the transitions are counted in the log.
 func TestHealthFlapThresholds(t *testing.T) {
+	t.Parallel() // mostly waiting on check intervals: overlaps with the others
 	a, b := newFlapHost(t, "A"), newFlapHost(t, "B")
 	r := startFlapRig(t, []string{a.addr, b.addr}, map[string]any{
 		"pick_timeout": "2s", "health_check": flapHTTPCheck(nil)})
@@ -810,6 +817,7 @@ func TestHealthFlapThresholds(t *testing.T) {
 // ejected host's peer then fails its checks, a request waits for the ejection to end
 // instead of failing at once.
 func TestHealthFlapOutlierLastHost(t *testing.T) {
+	t.Parallel() // mostly waiting on check intervals: overlaps with the others
 	a, b := newFlapHost(t, "A"), newFlapHost(t, "B")
 	r := startFlapRig(t, []string{a.addr, b.addr}, map[string]any{
 		"pick_timeout": "8s", "health_check": flapHTTPCheck(nil),
@@ -850,6 +858,7 @@ func TestHealthFlapOutlierLastHost(t *testing.T) {
 // TestHealthFlapEarlyHints: a /healthz that sends 103 Early Hints before its 200 is healthy;
 // the check must read past the informational answer.
 func TestHealthFlapEarlyHints(t *testing.T) {
+	t.Parallel() // mostly waiting on check intervals: overlaps with the others
 	a, b := newFlapHost(t, "A"), newFlapHost(t, "B")
 	r := startFlapRig(t, []string{a.addr, b.addr}, map[string]any{
 		"pick_timeout": "2s", "health_check": flapHTTPCheck(nil)})
@@ -932,6 +941,7 @@ func (r *flapRig) rawGet() (string, error) {
 // pieces, sends it no tcp_proxy session while down, and keeps at most one check connection
 // open to it even when the host never answers.
 func TestHealthFlapTCPPayload(t *testing.T) {
+	t.Parallel() // mostly waiting on check intervals: overlaps with the others
 	a, b := newRawHost(t, "A"), newRawHost(t, "B")
 	r := startFlapRig(t, []string{a.srv.Addr(), b.srv.Addr()}, map[string]any{
 		"pick_timeout": "2s",
@@ -977,6 +987,7 @@ func TestHealthFlapTCPPayload(t *testing.T) {
 // stops the checkers (as documented); one that brings it back takes a failing host down
 // again at its first failed check, with one checker per host.
 func TestHealthFlapReloadChecksOffOn(t *testing.T) {
+	t.Parallel() // mostly waiting on check intervals: overlaps with the others
 	a, b := newFlapHost(t, "A"), newFlapHost(t, "B")
 	hc := map[string]any{"pick_timeout": "2s", "health_check": flapHTTPCheck(nil)}
 	r := startFlapRig(t, []string{a.addr, b.addr}, hc)
@@ -1012,6 +1023,7 @@ func TestHealthFlapReloadChecksOffOn(t *testing.T) {
 // TestHealthFlapStrictDNS: a STRICT_DNS cluster re-resolves its names every 100ms; the
 // rebuilds keep a failing host down, add no checkers, and a recovered host comes back.
 func TestHealthFlapStrictDNS(t *testing.T) {
+	t.Parallel() // mostly waiting on check intervals: overlaps with the others
 	a, b := newFlapHost(t, "A"), newFlapHost(t, "B")
 	_, pa, _ := net.SplitHostPort(a.addr)
 	_, pb, _ := net.SplitHostPort(b.addr)
@@ -1044,6 +1056,7 @@ func TestHealthFlapStrictDNS(t *testing.T) {
 // served by a healthy host that a reload adds; an outlier ejection survives a reload of the
 // same cluster.
 func TestHealthFlapReloadWhileWaiting(t *testing.T) {
+	t.Parallel() // mostly waiting on check intervals: overlaps with the others
 	a, b, c := newFlapHost(t, "A"), newFlapHost(t, "B"), newFlapHost(t, "C")
 	extra := map[string]any{"pick_timeout": "8s", "health_check": flapHTTPCheck(nil),
 		"outlier_detection": map[string]any{"consecutive_5xx": 3, "base_ejection_time": "5s",
@@ -1105,6 +1118,7 @@ func TestHealthFlapReloadWhileWaiting(t *testing.T) {
 // TestHealthFlapBalancers: under each balancer a host that fails its checks gets no
 // traffic and gets traffic again once it passes.
 func TestHealthFlapBalancers(t *testing.T) {
+	t.Parallel() // mostly waiting on check intervals: overlaps with the others
 	a, b := newFlapHost(t, "A"), newFlapHost(t, "B")
 	for _, lbType := range []string{"LB_RANDOM", "LB_WEIGHTED_ROUNDROBIN", "LB_LEAST_REQUEST", "LB_LEAST_CONNECTION", "LB_PEAK_EWMA"} {
 		t.Run(lbType, func(t *testing.T) {
@@ -1151,6 +1165,7 @@ func TestHealthFlapBalancers(t *testing.T) {
 // up: only the first pick waits) without taking the proxy down; once both are up, a pick
 // of the refusing host goes on to C (max_connect_attempts).
 func TestHealthFlapWaitThenRefused(t *testing.T) {
+	t.Parallel() // mostly waiting on check intervals: overlaps with the others
 	health, c := newFlapHost(t, "H"), newFlapHost(t, "C")
 	_, hp, _ := net.SplitHostPort(health.addr)
 	port, _ := strconv.Atoi(hp)
