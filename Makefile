@@ -77,7 +77,7 @@ run: build demoupstream ## start the demo upstream on 127.0.0.1:8080 and mosnlit
 	$(BIN)/mosnlite start -c $(CONFIG)
 
 test: deps $(H2SPEC) ## run all tests with the race detector (unit, fuzz seeds, e2e, h2spec)
-	H2SPEC=$(H2SPEC) $(GO) test -race -timeout 12m ./...
+	H2SPEC=$(H2SPEC) $(GO) test -race -timeout 20m ./...
 
 # Tools the tests need beyond Go, installed here (never by hand) so a fresh clone's
 # `make test` has them: iptables and iproute2 for pkg/network's SO_ORIGINAL_DST test, which

@@ -149,6 +149,7 @@ func zkPubSub(t *testing.T, zs *zktest.Server, egress, api string) {
 // timeout (a node of a session nobody resumed would go), and a provider added then
 // reaches the subscribed cluster.
 func TestRegistryZKOutageRestart(t *testing.T) {
+	t.Parallel() // mostly waiting on ZooKeeper sessions and outages
 	zs := zktest.Start(t)
 	egress, ingress, api, _ := zkOutageProxy(t)
 	zkPubSub(t, zs, egress, api)
@@ -182,6 +183,7 @@ func TestRegistryZKOutageRestart(t *testing.T) {
 // watch again; calls to the last known providers go on during the outage. Calls while it
 // recovers are counted and logged, not judged: ZooKeeper then lists fewer providers.
 func TestRegistryZKOutageDataLoss(t *testing.T) {
+	t.Parallel() // mostly waiting on ZooKeeper sessions and outages
 	zs := zktest.Start(t)
 	egress, ingress, api, p := zkOutageProxy(t)
 	zkPubSub(t, zs, egress, api)
@@ -222,6 +224,7 @@ func TestRegistryZKOutageDataLoss(t *testing.T) {
 // /sub. They answer err_no 1 naming the registry (no hang past registry_timeout); once
 // ZooKeeper runs, the same calls succeed and the node is there.
 func TestRegistryZKOutageAtStart(t *testing.T) {
+	t.Parallel() // mostly waiting on ZooKeeper sessions and outages
 	zs := zktest.Start(t)
 	zs.Stop() // its port, with nothing listening
 	egress, ingress, api, _ := zkOutageProxy(t)
@@ -253,6 +256,7 @@ func TestRegistryZKOutageAtStart(t *testing.T) {
 // ZooKeeper is back (with its data) the provider node must not be there, and the
 // subscribed cluster must drop the provider.
 func TestRegistryZKOutageUnpub(t *testing.T) {
+	t.Parallel() // mostly waiting on ZooKeeper sessions and outages
 	zs := zktest.Start(t)
 	egress, ingress, api, _ := zkOutageProxy(t)
 	zkPubSub(t, zs, egress, api)

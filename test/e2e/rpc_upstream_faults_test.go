@@ -645,6 +645,7 @@ func procRSS(t *testing.T, pid int) int64 {
 // anything) still gets the timeout status: the connection's timer must not be stuck
 // behind the full queue either.
 func TestRPCUpstreamStopsReading(t *testing.T) {
+	t.Parallel() // mostly waiting out the 15 s keepalive
 	for _, kit := range []faultKit{boltKit, dubboKit} {
 		t.Run(kit.name, func(t *testing.T) {
 			t.Parallel()
