@@ -1,5 +1,7 @@
 package proxy
 
+//lint:file-ignore SA1019 x/net/http2 is the HTTP/2 implementation by design (docs/l7-plan.md); its ClientConn API is deprecated in favour of net/http, which has no per-connection RoundTrip.
+
 import (
 	"bytes"
 	"errors"
