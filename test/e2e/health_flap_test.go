@@ -291,6 +291,39 @@ func (r *flapRig) get(tcp bool, timeout time.Duration) (int, string, error) {
 	return resp.StatusCode, string(b), err
 }
 
+// flapAnswer is the outcome of one of getAll's requests.
+type flapAnswer struct {
+	tcp  bool
+	code int
+	body string
+	err  error
+}
+
+// getAll sends n requests at once, alternating the HTTP and the tcp_proxy listener (HTTP
+// first), each with a 15 s bound; their answers come on the channel as they end.
+func (r *flapRig) getAll(n int) <-chan flapAnswer {
+	out := make(chan flapAnswer, n)
+	for i := range n {
+		tcp := i%2 == 1
+		go func() {
+			code, body, err := r.get(tcp, 15*time.Second)
+			out <- flapAnswer{tcp, code, body, err}
+		}()
+	}
+	return out
+}
+
+// stillWaiting fails t when one of the requests on results ended within 500 ms: with no
+// host up they must wait for one.
+func stillWaiting(t *testing.T, results <-chan flapAnswer, what string) {
+	t.Helper()
+	select {
+	case x := <-results:
+		t.Fatalf("%s: a request ended at once: %d %q %v", what, x.code, x.body, x.err)
+	case <-time.After(500 * time.Millisecond):
+	}
+}
+
 // spread sends n requests on each listener and returns the answers by body; failures
 // fail the test.
 func (r *flapRig) spread(n int, what string) map[string]int {
@@ -363,23 +396,8 @@ func TestHealthFlapTCPCheck(t *testing.T) {
 	if d := r.metrics()[failed] - f0; d < 2 || d > 44 {
 		t.Errorf("2 hosts refusing, interval 100ms: %v failed checks in a second", d)
 	}
-	type res struct {
-		code int
-		body string
-		err  error
-	}
-	results := make(chan res, 2)
-	for _, tcp := range []bool{false, true} {
-		go func() {
-			code, body, err := r.get(tcp, 15*time.Second)
-			results <- res{code, body, err}
-		}()
-	}
-	select {
-	case x := <-results:
-		t.Fatalf("with no host up and pick_timeout 8s, a request ended at once: %d %q %v", x.code, x.body, x.err)
-	case <-time.After(500 * time.Millisecond):
-	}
+	results := r.getAll(2)
+	stillWaiting(t, results, "no host up, pick_timeout 8s")
 	a.start()
 	for range 2 {
 		x := <-results
@@ -677,23 +695,8 @@ func TestHealthFlapAbandonedPicks(t *testing.T) {
 	of := r.metrics()[overflow]
 	tr := a.traffic.Load()
 
-	type res struct {
-		code int
-		body string
-		err  error
-	}
-	results := make(chan res, 2)
-	for _, tcp := range []bool{false, true} {
-		go func() {
-			code, body, err := r.get(tcp, 15*time.Second)
-			results <- res{code, body, err}
-		}()
-	}
-	select {
-	case x := <-results:
-		t.Fatalf("a request ended at once while no host was up: %d %q %v", x.code, x.body, x.err)
-	case <-time.After(500 * time.Millisecond):
-	}
+	results := r.getAll(2)
+	stillWaiting(t, results, "no host up")
 	a.start()
 	for range 2 {
 		if x := <-results; x.err != nil || x.code != 200 || x.body != "A" {
@@ -1067,19 +1070,8 @@ func TestHealthFlapReloadWhileWaiting(t *testing.T) {
 	b.setMode("503")
 	r.waitHealthy(0, "A and B failing")
 
-	type res struct {
-		code int
-		body string
-		err  error
-	}
-	results := make(chan res, 2)
-	for _, tcp := range []bool{false, true} {
-		go func() {
-			code, body, err := r.get(tcp, 15*time.Second)
-			results <- res{code, body, err}
-		}()
-	}
-	time.Sleep(300 * time.Millisecond)
+	results := r.getAll(2)
+	time.Sleep(300 * time.Millisecond) // the requests are waiting for a host
 	r.reload([]string{a.addr, b.addr, c.addr}, extra)
 	for range 2 {
 		if x := <-results; x.err != nil || x.code != 200 || x.body != "C" {
@@ -1180,20 +1172,7 @@ func TestHealthFlapWaitThenRefused(t *testing.T) {
 	health.setMode("503")
 	r.waitHealthy(0, "health port failing")
 
-	type res struct {
-		tcp  bool
-		code int
-		body string
-		err  error
-	}
-	results := make(chan res, 8)
-	for i := 0; i < 8; i++ {
-		tcp := i%2 == 1
-		go func() {
-			code, body, err := r.get(tcp, 15*time.Second)
-			results <- res{tcp, code, body, err}
-		}()
-	}
+	results := r.getAll(8)
 	time.Sleep(500 * time.Millisecond)
 	health.setMode("ok")
 	for range 8 {
