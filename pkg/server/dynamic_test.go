@@ -107,16 +107,7 @@ func addrOf(t *testing.T, s *Server, name string) string {
 	return a.String()
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := ln.Addr().String()
-	ln.Close()
-	return a
-}
+func freePort(t *testing.T) string { return testutil.FreeAddr(t) }
 
 func TestSetClusters(t *testing.T) {
 	s := newServer(t, cfgFor(t, echoUpstream(t), `{"timeout":"1s"}`))

@@ -3,6 +3,7 @@ package testutil_test
 import (
 	"io"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -77,5 +78,30 @@ func TestBufferConcurrentWriteAndRead(t *testing.T) {
 	<-done
 	if got := len(b.String()); got != 100 {
 		t.Fatalf("len = %d, want 100", got)
+	}
+}
+
+func TestFreeAddrNeverRepeats(t *testing.T) {
+	seen := map[string]bool{}
+	for range 200 {
+		for _, a := range []string{testutil.FreeAddr(t), "udp " + testutil.FreeUDPAddr(t)} {
+			if seen[a] {
+				t.Fatalf("%s handed out twice", a)
+			}
+			seen[a] = true
+		}
+	}
+}
+
+func TestRefusedAddrRefuses(t *testing.T) {
+	a, b := testutil.RefusedAddr(t), testutil.RefusedAddr(t)
+	if a == b {
+		t.Fatalf("two calls returned %s", a)
+	}
+	if c, err := net.DialTimeout("tcp", a, time.Second); err == nil {
+		c.Close()
+		t.Fatalf("connect to %s succeeded", a)
+	} else if !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("connect to %s: %v; want connection refused", a, err)
 	}
 }

@@ -3,7 +3,6 @@ package xds_test
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -24,19 +23,12 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/config"
 	"github.com/mosnlite/mosnlite/pkg/extension/builtin"
 	"github.com/mosnlite/mosnlite/pkg/server"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 	"github.com/mosnlite/mosnlite/pkg/xds"
 	"github.com/mosnlite/mosnlite/pkg/xds/xdstest"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freeAddr(t *testing.T) string { return testutil.FreeAddr(t) }
 
 // TestRealServerAcceptsConvertedConfig pushes a broad set of resources (every cluster type,
 // an inline route configuration using most route features, a tcp_proxy listener) through

@@ -71,27 +71,12 @@ func RepoPath(parts ...string) string {
 	return filepath.Join(append([]string{repoRoot()}, parts...)...)
 }
 
-// FreePort returns a loopback port that was free a moment ago ("127.0.0.1:N").
-func FreePort(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// FreePort returns a loopback port that was free a moment ago ("127.0.0.1:N") and that no
+// earlier call in this test binary returned.
+func FreePort(t testing.TB) string { t.Helper(); return testutil.FreeAddr(t) }
 
-// FreeUDPPort returns a loopback UDP address that was free a moment ago.
-func FreeUDPPort(t testing.TB) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	return pc.LocalAddr().String()
-}
+// FreeUDPPort is FreePort for UDP.
+func FreeUDPPort(t testing.TB) string { t.Helper(); return testutil.FreeUDPAddr(t) }
 
 // Proxy is a running mosnlite process.
 type Proxy struct {

@@ -502,17 +502,8 @@ func liveServer(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// deadAddr is a loopback port with nothing listening.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := ln.Addr().String()
-	ln.Close()
-	return a
-}
+// deadAddr is a loopback port that refuses connects; it stays reserved until the test ends.
+func deadAddr(t *testing.T) string { return testutil.RefusedAddr(t) }
 
 func TestDialSkipsDeadHost(t *testing.T) {
 	dead, live := deadAddr(t), liveServer(t)

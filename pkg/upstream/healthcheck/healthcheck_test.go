@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/mosnlite/mosnlite/pkg/config"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 	"github.com/mosnlite/mosnlite/pkg/upstream/healthcheck"
 )
 
@@ -90,16 +91,8 @@ func server(t *testing.T, handle func(net.Conn)) string {
 	return ln.Addr().String()
 }
 
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := ln.Addr().String()
-	ln.Close()
-	return a
-}
+// deadAddr is a loopback port that refuses connects; it stays reserved until the test ends.
+func deadAddr(t *testing.T) string { return testutil.RefusedAddr(t) }
 
 func TestProbeTCP(t *testing.T) {
 	pingPong := server(t, func(c net.Conn) {
