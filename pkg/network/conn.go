@@ -48,6 +48,8 @@ const (
 var (
 	ErrClosed    = errors.New("network: connection closed")
 	ErrReadLimit = errors.New("network: read buffer limit exceeded")
+	// ErrNoRoom: WaitRoomUntil's deadline passed with the write queue still full.
+	ErrNoRoom = errors.New("network: write queue still full at the deadline")
 )
 
 // minRead is the smallest free tail ReadLoop reads into.
@@ -120,7 +122,9 @@ type Conn struct {
 	queue    []*buffer.IoBuffer // waiting to be written
 	spare    []*buffer.IoBuffer // the other half of the double-buffered queue
 	notify   CloseNotifier      // told by Close (NotifyClose)
-	queued   int                // bytes in queue plus the batch being written
+	queued   int                // bytes in queue plus the batch being written (addQueued)
+	full     atomic.Bool        // queued >= limit, readable without mu (Full)
+	sent     int64              // bytes written so far
 	flushing bool
 	werr     error
 
@@ -401,7 +405,7 @@ func (c *Conn) enqueueLocked(bufs []*buffer.IoBuffer) error {
 			continue
 		}
 		c.queue = append(c.queue, b)
-		c.queued += b.Len()
+		c.addQueued(b.Len())
 	}
 	return nil
 }
@@ -438,7 +442,8 @@ func (c *Conn) flushLocked() error {
 		c.mu.Lock()
 		clear(batch)
 		c.spare = batch[:0]
-		c.queued -= n
+		c.addQueued(-n)
+		c.sent += int64(n)
 		c.cond.Broadcast()
 		if err != nil {
 			if c.reason != "" {
@@ -486,6 +491,12 @@ func (c *Conn) waitQueue(busy func() bool) error {
 	for busy() && c.reason == "" && c.werr == nil {
 		c.cond.Wait()
 	}
+	return c.closedErrLocked()
+}
+
+// closedErrLocked is the error of a connection that cannot be written any more: the write
+// error, ErrClosed, or nil while it is open. c.mu is held.
+func (c *Conn) closedErrLocked() error {
 	if c.werr != nil {
 		return c.werr
 	}
@@ -584,7 +595,7 @@ func (c *Conn) Close(r CloseReason) error {
 	notify := c.notify
 	c.notify = nil
 	for i, b := range c.queue {
-		c.queued -= b.Len()
+		c.addQueued(-b.Len())
 		b.Release()
 		c.queue[i] = nil
 	}

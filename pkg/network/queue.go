@@ -1,6 +1,10 @@
 package network
 
-import "github.com/mosnlite/mosnlite/pkg/buffer"
+import (
+	"time"
+
+	"github.com/mosnlite/mosnlite/pkg/buffer"
+)
 
 // Queue appends bufs to the write queue without writing and without waiting for room,
 // taking ownership of them as Write does. A multiplexing protocol that must keep the
@@ -54,4 +58,160 @@ func (c *Conn) Queued() int {
 // drains below that or the connection closes (ErrClosed).
 func (c *Conn) WaitWritable() error {
 	return c.waitQueue(func() bool { return c.queued >= c.limit })
+}
+
+// addQueued changes the queued byte count by n; c.mu is held.
+func (c *Conn) addQueued(n int) {
+	c.queued += n
+	c.full.Store(c.queued >= c.limit)
+}
+
+// Full reports whether the write queue holds BufferLimit bytes or more: a Write now
+// would wait. It takes no lock.
+func (c *Conn) Full() bool { return c.full.Load() }
+
+// Sent returns the bytes written to the socket so far. Two equal readings mean the peer
+// took nothing in between.
+func (c *Conn) Sent() int64 {
+	c.mu.Lock()
+	n := c.sent
+	c.mu.Unlock()
+	return n
+}
+
+// WaitRoomUntil is WaitWritable bounded by deadline: it returns ErrNoRoom when the queue
+// still holds BufferLimit bytes or more then, ErrClosed (or the write error) when the
+// connection closed, nil when there is room.
+func (c *Conn) WaitRoomUntil(deadline time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var wake *time.Timer
+	for c.queued >= c.limit && c.reason == "" && c.werr == nil {
+		d := time.Until(deadline)
+		if d <= 0 {
+			return ErrNoRoom
+		}
+		if wake == nil { // the slow path only: a queue that is full
+			wake = time.AfterFunc(d, func() {
+				c.mu.Lock()
+				c.cond.Broadcast()
+				c.mu.Unlock()
+			})
+			defer wake.Stop()
+		}
+		c.cond.Wait()
+	}
+	return c.closedErrLocked()
+}
+
+// KickNoWait is Kick for a goroutine that must never wait on this connection's peer,
+// such as a reader that forwards many clients' requests onto one shared upstream
+// connection: whatever the socket's send buffer takes now is written on the caller's
+// goroutine, and when that buffer is full the rest is left to a goroutine that waits for
+// room. A socket written through its own Write (TLS) gets that goroutine at once
+// (KickAsync).
+func (c *Conn) KickNoWait() {
+	c.mu.Lock()
+	c.kickNoWaitLocked()
+}
+
+// WriteNoWait queues bufs (as Queue: never waiting for room) and kicks as KickNoWait does,
+// under one lock. It returns ErrClosed (or the last write error) when the connection is
+// closed.
+func (c *Conn) WriteNoWait(bufs ...*buffer.IoBuffer) error {
+	c.mu.Lock()
+	if err := c.enqueueLocked(bufs); err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	c.kickNoWaitLocked()
+	return nil
+}
+
+// kickNoWaitLocked is KickNoWait with c.mu held; it drops it.
+func (c *Conn) kickNoWaitLocked() {
+	if !c.sio.CanTryWrite() {
+		c.mu.Unlock()
+		c.KickAsync()
+		return
+	}
+	if c.flushing || len(c.queue) == 0 || c.reason != "" {
+		c.mu.Unlock()
+		return
+	}
+	c.flushing = true
+	for len(c.queue) > 0 && c.reason == "" {
+		batch := c.queue
+		c.queue = c.spare[:0]
+		c.mu.Unlock()
+		n, rest, err := c.tryBatch(batch)
+		c.mu.Lock()
+		c.addQueued(-n)
+		c.sent += int64(n)
+		c.cond.Broadcast()
+		if n > 0 {
+			c.last.Store(monoNow())
+		}
+		if err != nil {
+			// Nothing of the batch is kept: the connection is closing.
+			for _, b := range rest {
+				c.addQueued(-b.Len())
+				b.Release()
+			}
+			clear(batch)
+			c.spare = batch[:0]
+			c.flushing = false
+			if c.reason == "" {
+				c.werr = err
+			}
+			c.mu.Unlock()
+			c.Close(closeReasonFor(err))
+			return
+		}
+		if len(rest) > 0 {
+			// The socket is full: what is left goes first, then what was queued meanwhile,
+			// and a goroutine takes the flush over (flushing stays set for it).
+			q := make([]*buffer.IoBuffer, 0, len(rest)+len(c.queue))
+			q = append(append(q, rest...), c.queue...)
+			clear(batch)
+			c.spare = batch[:0]
+			c.queue = q
+			c.mu.Unlock()
+			go func() {
+				c.mu.Lock()
+				c.flushing = false
+				_ = c.kickLocked()
+			}()
+			return
+		}
+		clear(batch)
+		c.spare = batch[:0]
+	}
+	c.flushing = false
+	c.cond.Broadcast()
+	c.mu.Unlock()
+}
+
+// tryBatch writes batch without waiting for room. It releases the buffers written in
+// full, drains the written part of the first one left, and returns the bytes written and
+// the buffers left (a tail of batch).
+func (c *Conn) tryBatch(batch []*buffer.IoBuffer) (int, []*buffer.IoBuffer, error) {
+	iov := c.iov[:0]
+	for _, b := range batch {
+		iov = append(iov, b.Bytes())
+	}
+	c.iov = iov
+	n64, _, err := c.sio.TryWritev(iov)
+	clear(iov)
+	n, left := int(n64), int(n64)
+	for i, b := range batch {
+		l := b.Len()
+		if left < l {
+			b.Drain(left)
+			return n, batch[i:], err
+		}
+		left -= l
+		b.Release()
+	}
+	return n, nil, err
 }

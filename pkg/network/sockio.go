@@ -51,4 +51,19 @@ func (s *SockIO) Writev(bufs [][]byte) (int64, error) {
 	return s.writev(bufs)
 }
 
+// TryWritev is Writev that does not wait for room: it writes what the socket's send
+// buffer takes now and reports full when it stopped because that buffer was full. It
+// needs a socket written with raw calls (CanTryWrite); others are written in full, as
+// Writev does.
+func (s *SockIO) TryWritev(bufs [][]byte) (n int64, full bool, err error) {
+	if !s.raw() {
+		n, err = s.Writev(bufs)
+		return n, false, err
+	}
+	return s.tryWritev(bufs)
+}
+
+// CanTryWrite reports whether TryWritev can stop at a full send buffer.
+func (s *SockIO) CanTryWrite() bool { return s.raw() }
+
 var _ io.ReadWriter = (*SockIO)(nil)

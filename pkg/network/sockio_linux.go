@@ -34,6 +34,9 @@ type sockIO struct {
 	iov  []syscall.Iovec
 	wfn  func(uintptr) bool
 	wvfn func(uintptr) bool
+
+	nowait bool // TryWritev: a full send buffer ends the call instead of waiting
+	full   bool // the last TryWritev stopped at a full send buffer
 }
 
 func (s *SockIO) init(c net.Conn) {
@@ -144,6 +147,10 @@ func (s *SockIO) wrote(n int, err error) (stop, done bool) {
 	case syscall.EINTR:
 		return false, false
 	case syscall.EAGAIN:
+		if s.nowait {
+			s.full = true
+			return true, true
+		}
 		return true, false
 	default:
 		s.werr = err
@@ -170,6 +177,14 @@ func (s *SockIO) writev(bufs [][]byte) (int64, error) {
 		return int64(n), s.opError("write", err)
 	}
 	return int64(n), nil
+}
+
+// tryWritev is writev that returns at a full send buffer instead of waiting there.
+func (s *SockIO) tryWritev(bufs [][]byte) (int64, bool, error) {
+	s.nowait, s.full = true, false
+	n, err := s.writev(bufs)
+	s.nowait = false
+	return n, s.full, err
 }
 
 func (s *SockIO) writevCall(fd uintptr) bool {

@@ -19,3 +19,5 @@ func (s *SockIO) Read(p []byte) (int, error) { return s.c.Read(p) }
 func (s *SockIO) Write(p []byte) (int, error) { return s.c.Write(p) }
 
 func (s *SockIO) writev([][]byte) (int64, error) { panic("unreachable") }
+
+func (s *SockIO) tryWritev([][]byte) (int64, bool, error) { panic("unreachable") }

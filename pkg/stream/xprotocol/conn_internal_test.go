@@ -50,7 +50,7 @@ func TestClientConnection(t *testing.T) {
 	}
 
 	s := &session{e: e, ctx: context.Background(), c: network.NewConn(sink{}, network.ConnOptions{Pool: pool})}
-	s.wsig, s.wdone = make(chan struct{}, 1), make(chan struct{})
+	s.wsig, s.wroom, s.wdone = make(chan struct{}, 1), make(chan struct{}, 1), make(chan struct{})
 	go s.writer()
 	defer func() { s.c.Close(""); <-s.wdone }()
 	p := pending{s: s, start: monoNow(), deadline: monoNow() + int64(time.Minute), pickDone: func(lb.DoneInfo) {}, cl: cl}

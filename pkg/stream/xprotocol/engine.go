@@ -163,6 +163,7 @@ const (
 	fFrameTooLarge
 	fProtocol
 	fSlowClient
+	fStalled
 	nFailures
 )
 
@@ -177,6 +178,7 @@ var failureLabels = [nFailures]string{
 	fFrameTooLarge: "frame_too_large",
 	fProtocol:      "protocol_error",
 	fSlowClient:    "downstream_write_overflow",
+	fStalled:       "upstream_write_stalled",
 }
 
 // Optional codec capabilities (dubbo).
@@ -309,7 +311,7 @@ func (e *Engine) ServeConn(ctx context.Context, c *network.Conn) {
 	case errors.Is(err, network.ErrReadLimit):
 		e.fails[fFrameTooLarge].Inc()
 		e.log.Info("xprotocol: downstream read buffer limit reached, closing connection",
-			zap.String("listener", e.cfg.Listener), zap.Stringer("remote", c.RemoteAddr()))
+			zap.Stringer("remote", c.RemoteAddr()))
 		c.Close(network.CloseOverflow)
 	default:
 		e.log.Debug("xprotocol: downstream connection ended", zap.Error(err))
@@ -374,8 +376,7 @@ func (e *Engine) Close() error {
 		select {
 		case <-idle:
 		case <-t.C:
-			e.log.Info("xprotocol: drain wait over, closing upstream connections with requests pending",
-				zap.String("listener", e.cfg.Listener))
+			e.log.Info("xprotocol: drain wait over, closing upstream connections with requests pending")
 		}
 		t.Stop()
 	}
@@ -406,6 +407,7 @@ var errStop = errors.New("xprotocol: connection closed")
 var (
 	errTimeout = errors.New("xprotocol: request timed out")
 	errClosed  = errors.New("xprotocol: upstream connection closed")
+	errStalled = errors.New("xprotocol: upstream connection takes no requests")
 )
 
 // hijack messages (dubbo sends them; bolt has no text field).

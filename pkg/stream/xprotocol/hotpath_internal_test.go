@@ -92,7 +92,7 @@ func benchHotPath(b *testing.B, xp xproto.Codec, req, resp []byte) {
 
 	s := &session{e: e, ctx: context.Background(), c: network.NewConn(sink{}, network.ConnOptions{Pool: pool})}
 	s.view.f = &s.f
-	s.wsig, s.wdone = make(chan struct{}, 1), make(chan struct{})
+	s.wsig, s.wroom, s.wdone = make(chan struct{}, 1), make(chan struct{}, 1), make(chan struct{})
 	go s.writer()
 	defer func() { s.c.Close(""); <-s.wdone }()
 

@@ -122,7 +122,7 @@ func (s *session) deliver(b *buffer.IoBuffer) {
 		b.Release()
 		s.e.fails[fSlowClient].Inc()
 		s.e.log.Info("xprotocol: downstream client is not reading its responses, closing connection",
-			zap.String("listener", s.e.cfg.Listener), zap.Stringer("remote", s.c.RemoteAddr()))
+			zap.Stringer("remote", s.c.RemoteAddr()))
 		s.c.Close(network.CloseOverflow)
 		return
 	}
@@ -224,7 +224,7 @@ func (s *session) onData(b *buffer.IoBuffer) error {
 			e.fails[kind].Inc()
 			e.protoErr.Inc()
 			e.log.Info("xprotocol: bad frame from downstream, closing connection",
-				zap.String("listener", e.cfg.Listener), zap.String("protocol", e.xp.Name()),
+				zap.String("protocol", e.xp.Name()),
 				zap.Stringer("remote", s.c.RemoteAddr()), zap.Error(err))
 			s.c.Close(network.CloseProtocolError)
 			return errStop
@@ -335,6 +335,12 @@ func (s *session) handle(f *xprotocol.Frame) {
 			}
 			return
 		}
+		if ok, cause := s.roomOn(u, p.deadline); !ok {
+			pickDone(lb.DoneInfo{Err: errStalled})
+			cl.Release(cluster.MaxRequests)
+			s.fail(f, cause, fStalled)
+			return
+		}
 		id, ok := u.register(&p, !oneway)
 		if !ok {
 			if try < 3 {
@@ -370,7 +376,7 @@ func (s *session) mirror(f *xprotocol.Frame, name string) {
 	}
 	defer done(lb.DoneInfo{})
 	u, err := s.e.conn(s, cl, host, &lr)
-	if err != nil {
+	if err != nil || u.c.Full() { // a copy never waits for room
 		return
 	}
 	if id, ok := u.register(nil, false); ok {
@@ -383,7 +389,7 @@ func (s *session) mirror(f *xprotocol.Frame, name string) {
 
 func (s *session) codecError(f *xprotocol.Frame, err error) {
 	if ce := s.e.log.Check(zap.DebugLevel, "xprotocol: request body unreadable"); ce != nil {
-		ce.Write(zap.String("listener", s.e.cfg.Listener), zap.Error(err))
+		ce.Write(zap.Error(err))
 	}
 	s.fail(f, xprotocol.CauseCodecError, fCodec)
 }
@@ -407,7 +413,7 @@ func (s *session) queue(u *upConn, raw []byte) {
 		if o.u == u {
 			_, _ = o.b.Write(raw)
 			if o.b.Len() >= flushAt {
-				_ = u.c.Write(o.b)
+				send(u, o.b)
 				o.b = s.e.cfg.Pool.NewBuffer(4096)
 			}
 			return
@@ -416,7 +422,7 @@ func (s *session) queue(u *upConn, raw []byte) {
 	b := s.e.cfg.Pool.NewBuffer(max(len(raw), 4096))
 	_, _ = b.Write(raw)
 	if b.Len() >= flushAt {
-		_ = u.c.Write(b)
+		send(u, b)
 		return
 	}
 	s.outs = append(s.outs, upOut{u: u, b: b})
@@ -426,10 +432,43 @@ func (s *session) queue(u *upConn, raw []byte) {
 // problem: its reader sees the close and answers what is pending.
 func (s *session) flush() {
 	for i := range s.outs {
-		_ = s.outs[i].u.c.Write(s.outs[i].b)
+		send(s.outs[i].u, s.outs[i].b)
 		s.outs[i] = upOut{}
 	}
 	s.outs = s.outs[:0]
+}
+
+// send hands b to u's connection without ever waiting on the upstream: the session's
+// reader serves every request of its client, to every cluster, so an upstream that stops
+// reading must not stop it. Room is checked before a request is taken (roomOn), which
+// bounds the queue to its limit plus what the sessions forwarding to it batch in one read.
+func send(u *upConn, b *buffer.IoBuffer) { _ = u.c.WriteNoWait(b) }
+
+// roomOn reports whether u's write queue has room for another request. When it is full,
+// the reader waits for room up to the request's deadline (backpressure, bounded): the
+// client's other requests wait behind it no longer than this request's own timeout. A
+// wait that ends with nothing written at all marks the connection stalled, and while it
+// stays so (still full, not a byte written since) requests for it are refused at once
+// instead of each waiting out its timeout.
+func (s *session) roomOn(u *upConn, deadline int64) (ok bool, cause xprotocol.Cause) {
+	if !u.c.Full() {
+		return true, 0
+	}
+	sent := u.c.Sent()
+	if u.stalled.Load() == sent+1 {
+		return false, xprotocol.CauseOverflow
+	}
+	s.flush() // requests already taken go out before this one waits
+	err := u.c.WaitRoomUntil(time.Now().Add(time.Duration(deadline - monoNow())))
+	if !errors.Is(err, network.ErrNoRoom) {
+		return true, 0 // room, or closed: the request is answered as the connection's others are
+	}
+	if u.c.Sent() == sent && u.stalled.Swap(sent+1) != sent+1 {
+		s.e.log.Warn("xprotocol: upstream connection takes no requests; refusing new ones for it until it does",
+			zap.String("cluster", u.cl.Name()),
+			zap.String("host", u.host.Addr()), zap.Int("queued", u.c.Queued()))
+	}
+	return false, xprotocol.CauseTimeout
 }
 
 // view is the router's view of an RPC request: no host (the "*" virtual host serves),
