@@ -65,9 +65,14 @@ func BenchmarkProxyGET(b *testing.B) {
 
 // benchGET sends keep-alive GETs to the proxy at addr, one at a time.
 func benchGET(b *testing.B, addr string) {
+	benchRequests(b, addr, []byte("GET /bench HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"))
+}
+
+// benchRequests sends req on one keep-alive connection to addr, one at a time, and reads
+// each answer up to its "hello" body.
+func benchRequests(b *testing.B, addr string, req []byte) {
 	c := dial(b, addr)
 	_ = c.SetDeadline(time.Time{})
-	req := []byte("GET /bench HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
 	buf := make([]byte, 4096)
 	once := func() {
 		if _, err := c.Write(req); err != nil {
@@ -82,7 +87,7 @@ func benchGET(b *testing.B, addr string) {
 			n += m
 		}
 	}
-	for i := 0; i < 100; i++ {
+	for range 100 {
 		once()
 	}
 	b.ReportAllocs()

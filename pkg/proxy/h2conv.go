@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mosnlite/mosnlite/pkg/buffer"
@@ -27,6 +29,16 @@ import (
 // arrives: the body pieces go through a pipe that the HTTP/2 client's body writer reads
 // (so at most one piece is held), RoundTrip runs on its own goroutine (only for requests
 // with a body) and the session goroutine collects the response when the body is done.
+//
+// An upstream may answer before it has read the body, and may read no more of it until
+// its answer is read. When the response head comes while the body is still arriving
+// (state h2Uploading), the RoundTrip goroutine writes the answer to the client itself
+// (h2Early) while the session goroutine goes on with the upload. Once the answer is
+// written the stream is done: the rest of the body is read and dropped, so the
+// connection's framing holds and it stays open for the next request (as after an
+// answer that came after the body), unless the answer closes it. While both run, the
+// session goroutine writes nothing to the client, and mu orders their use of the
+// filters and access log state (s.fs).
 type h1h2 struct {
 	t      h2Target
 	out    *http.Request
@@ -34,6 +46,54 @@ type h1h2 struct {
 	res    chan h2result
 	cancel context.CancelFunc
 	failed bool // the pipe refused a body piece: drain the rest
+
+	state    atomic.Int32 // h2Uploading, then h2Done or h2Early, whichever comes first
+	answered atomic.Bool  // the early answer is written (or failed): h2Early is done with the client
+	closing  atomic.Bool  // ... and the connection closes after it (set before answered)
+	hooks    bool         // the request has filters or an access log line (s.fs.active)
+	locked   bool         // the RoundTrip goroutine holds mu (early answer; its own field)
+	mu       sync.Mutex
+}
+
+// The states of h1h2.state.
+const (
+	h2Uploading int32 = iota // the body is arriving and no response head came
+	h2Done                   // the session goroutine takes the response (body done, or abort)
+	h2Early                  // the RoundTrip goroutine writes the response (h2Early)
+)
+
+// claim makes the session goroutine the one that takes the response, unless the
+// RoundTrip goroutine took it first (h2Early); it reports whether the session has it.
+func (x *h1h2) claim() bool {
+	return x.state.CompareAndSwap(h2Uploading, h2Done) || x.state.Load() == h2Done
+}
+
+// lockFS and unlockFS guard a session goroutine's use of s.fs while an early answer may
+// be written beside it; nothing to do for a request without filters or access log.
+func (x *h1h2) lockFS() {
+	if x.hooks {
+		x.mu.Lock()
+	}
+}
+
+func (x *h1h2) unlockFS() {
+	if x.hooks {
+		x.mu.Unlock()
+	}
+}
+
+// ioStart and ioEnd drop mu around a blocking read or write of the early answer, so the
+// upload is not held behind it.
+func (x *h1h2) ioStart() {
+	if x.locked {
+		x.mu.Unlock()
+	}
+}
+
+func (x *h1h2) ioEnd() {
+	if x.locked {
+		x.mu.Lock()
+	}
 }
 
 type h2result struct {
@@ -107,9 +167,14 @@ func (s *session) h2Request(b *buffer.IoBuffer, n int, rt *router.Route, view ro
 	pr, pw := io.Pipe()
 	out.Body, x.pw, x.out = pr, pw, out
 	x.res = make(chan h2result, 1)
+	x.hooks = s.fs.active
 	go func() {
 		// Its own goroutine: the body goes through the pipe from this one.
 		resp, err := p.roundTripH2(ctx, t, out, cc)
+		if err == nil && x.state.CompareAndSwap(h2Uploading, h2Early) {
+			s.h2Early(x, resp)
+			return
+		}
 		x.res <- h2result{resp, err}
 	}()
 	s.h2 = x
@@ -217,12 +282,17 @@ func (s *session) h2Body(b *buffer.IoBuffer) error {
 			data, used, d, err := s.cr.Next(b.Bytes()[k:])
 			if err != nil {
 				s.p.protocolError(string(stream.HTTP1))
-				s.h2Abort()
+				early := s.h2Abort()
 				s.inBody = false
-				s.localReply(http1.StatusCode(err), err.Error(), true, false)
+				if !early { // an early answer was cut or written instead
+					s.localReply(http1.StatusCode(err), err.Error(), true, false)
+				}
 				return errClose
 			}
-			if len(s.fs.filters) > 0 && len(data) > 0 && s.requestData(data, d) {
+			x.lockFS()
+			stop := len(s.fs.filters) > 0 && len(data) > 0 && s.requestData(data, d)
+			x.unlockFS()
+			if stop {
 				return s.h2StopInBody()
 			}
 			if !s.h2Piece(data) {
@@ -237,7 +307,10 @@ func (s *session) h2Body(b *buffer.IoBuffer) error {
 				break
 			}
 		}
-		if s.requestBody(b.Bytes()[:k], true, done) {
+		x.lockFS()
+		stop := s.requestBody(b.Bytes()[:k], true, done)
+		x.unlockFS()
+		if stop {
 			return s.h2StopInBody()
 		}
 		b.Drain(k)
@@ -245,7 +318,10 @@ func (s *session) h2Body(b *buffer.IoBuffer) error {
 		k := int(min(int64(b.Len()), s.remain))
 		s.remain -= int64(k)
 		done = s.remain == 0
-		if s.requestBody(b.Bytes()[:k], false, done) {
+		x.lockFS()
+		stop := s.requestBody(b.Bytes()[:k], false, done)
+		x.unlockFS()
+		if stop {
 			return s.h2StopInBody()
 		}
 		if !s.h2Piece(b.Bytes()[:k]) {
@@ -268,6 +344,16 @@ func (s *session) h2Body(b *buffer.IoBuffer) error {
 	}
 	_ = x.pw.Close()
 	s.watchWait(cancelCut(x.cancel))
+	if !x.claim() {
+		// The answer came first and is being written (h2Early): once it is, the
+		// connection goes on as that answer says.
+		r := <-x.res
+		s.h2 = nil
+		if s.unwatch() {
+			return s.clientLeft()
+		}
+		return r.err
+	}
 	r := <-x.res
 	s.h2 = nil
 	x.t.headDone()
@@ -300,9 +386,11 @@ func (s *session) h2ClientLeft(x *h1h2, resp *http.Response) error {
 // to the HTTP/2 upstream: the upstream stream is cancelled and the connection closes
 // after the answer.
 func (s *session) h2StopInBody() error {
-	s.h2Abort()
+	early := s.h2Abort()
 	s.inBody = false
-	_ = s.filterReply(true)
+	if !early { // an early answer was cut or written instead
+		_ = s.filterReply(true)
+	}
 	return errClose
 }
 
@@ -396,24 +484,111 @@ func (c uploadCut) cutWait() {
 
 // h2Abort ends a forwarded request whose body will not complete (the downstream closed
 // or sent a bad body): the upstream stream is cancelled and its goroutine waited for.
-func (s *session) h2Abort() {
+// It reports whether the response had come early (h2EarlyEnd ended it): then nothing
+// more may be written to the client.
+func (s *session) h2Abort() (early bool) {
 	x := s.h2
 	if x == nil {
-		return
+		return false
+	}
+	if !x.claim() {
+		s.h2EarlyEnd()
+		return true
 	}
 	s.h2 = nil
 	x.t.headDone()
-	_ = x.pw.CloseWithError(errors.New("proxy: downstream request body incomplete"))
+	_ = x.pw.CloseWithError(errBodyIncomplete)
 	x.cancel()
 	if r := <-x.res; r.resp != nil {
 		_ = r.resp.Body.Close()
 	}
 	x.t.release(errors.New("downstream closed"))
+	return false
+}
+
+// errBodyIncomplete ends the upstream request body when the client's body will not come.
+var errBodyIncomplete = errors.New("proxy: downstream request body incomplete")
+
+// h2Early runs on the RoundTrip goroutine when the response head came while the request
+// body is still arriving: it writes the answer to the client at once, while the session
+// goroutine goes on reading the body (h1h2). An answer that closes the connection wakes
+// the session goroutine if it waits for more of the body, so that the connection closes
+// right after the answer (RFC 9112 §9.6; h2EarlyClose).
+func (s *session) h2Early(x *h1h2, resp *http.Response) {
+	x.t.headDone()
+	if x.hooks {
+		x.mu.Lock()
+		x.locked = true
+	}
+	s.noteH2Upstream(&x.t)
+	err := s.h2Respond(x, resp)
+	if x.locked {
+		x.locked = false
+		x.mu.Unlock()
+	}
+	x.closing.Store(err != nil)
+	x.answered.Store(true)
+	if err != nil {
+		_ = s.c.Raw().SetReadDeadline(time.Unix(1, 0))
+	}
+	x.res <- h2result{err: err}
+}
+
+// h2EarlyEnd ends, on the session goroutine, a request whose answer came early (h2Early):
+// unless that answer is written, it is cut (the stream cancelled and the connection
+// closed, which also ends a write blocked on the client); then the RoundTrip goroutine is
+// waited for. It reports whether the answer was written in full (or ended as its own
+// failure decided).
+func (s *session) h2EarlyEnd() bool {
+	x := s.h2
+	s.h2, s.inBody = nil, false
+	done := x.answered.Load()
+	if !done {
+		_ = x.pw.CloseWithError(errBodyIncomplete)
+		x.cancel()
+		s.c.Close("error")
+	}
+	<-x.res
+	return done
+}
+
+// h2EarlyClose closes the connection after an early answer, written in full, while the
+// client may still be sending its body. The write side is shut at once (the client
+// reads the answer, then EOF: RFC 9112 §9.6), and what arrives is read and dropped until
+// the client closes, for up to network.LingerTime. Unlike CloseLinger, it does not stop
+// once the answer is acknowledged: a reset under a client still uploading can make it
+// report the failed upload instead of the answer (Go's HTTP/1 client does).
+func (s *session) h2EarlyClose() {
+	type closeWriter interface{ CloseWrite() error }
+	raw := s.c.Raw()
+	cw, ok := raw.(closeWriter)
+	deadline := time.Now().Add(network.LingerTime)
+	_ = raw.SetWriteDeadline(deadline)
+	if !ok || s.c.Flush() != nil || cw.CloseWrite() != nil {
+		s.c.Close("")
+		return
+	}
+	_ = raw.SetReadDeadline(deadline)
+	var buf [4096]byte
+	for {
+		if _, err := raw.Read(buf[:]); err != nil {
+			break
+		}
+	}
+	s.c.Close("")
+}
+
+// h2EarlyClosing reports whether an early answer (h2Early) that closes the connection
+// has been written while the request body is still arriving: the rest of the body is
+// then not read.
+func (s *session) h2EarlyClosing() bool {
+	return s.h2 != nil && s.h2.answered.Load() && s.h2.closing.Load()
 }
 
 // h2Respond writes an HTTP/2 upstream response to the HTTP/1 downstream: head, body in
 // pooled pieces (chunked when the length is unknown and the client speaks HTTP/1.1, with
-// the upstream's trailers), then releases the request.
+// the upstream's trailers), then releases the request. It runs on the RoundTrip goroutine
+// for an early answer (h2Early), with x.mu held but around blocking reads and writes.
 func (s *session) h2Respond(x *h1h2, resp *http.Response) error {
 	defer x.cancel()
 	defer resp.Body.Close()
@@ -466,7 +641,9 @@ func (s *session) h2Respond(x *h1h2, resp *http.Response) error {
 	downFailed := false // a downstream write failed (not the upstream)
 	for !noBody {
 		rb := pool.NewBuffer(readSize)
+		x.ioStart()
 		_, rerr := rb.ReadOnce(resp.Body)
+		x.ioEnd()
 		if len(s.fs.filters) > 0 && (rb.Len() > 0 || rerr == io.EOF) && s.responseData(rb.Bytes(), rerr == io.EOF) {
 			rb.Release()
 			err = errStoppedByFilter
@@ -486,17 +663,22 @@ func (s *session) h2Respond(x *h1h2, resp *http.Response) error {
 			case hb != nil && pre != nil:
 				s.sent(hb, pre)
 				s.sent(rb, nil)
+				x.ioStart()
 				err = s.c.Write(hb, pre, rb)
 			case hb != nil:
 				s.sent(hb, rb)
+				x.ioStart()
 				err = s.c.Write(hb, rb)
 			case pre != nil:
 				s.sent(pre, rb)
+				x.ioStart()
 				err = s.c.Write(pre, rb)
 			default:
 				s.sent(rb, nil)
+				x.ioStart()
 				err = s.c.Write(rb)
 			}
+			x.ioEnd()
 			downFailed = err != nil
 			hb = nil
 		} else {
@@ -533,7 +715,9 @@ func (s *session) h2Respond(x *h1h2, resp *http.Response) error {
 	}
 	if hb != nil {
 		s.sent(hb, nil)
+		x.ioStart()
 		err = s.c.Write(hb)
+		x.ioEnd()
 	}
 	if err == nil && s.h2ResponseTrailers(resp.Trailer) {
 		x.t.release(errStoppedByFilter)
@@ -559,7 +743,9 @@ func (s *session) h2Respond(x *h1h2, resp *http.Response) error {
 			_ = http1.AppendLastChunk(end, nil)
 		}
 		s.sent(end, nil)
+		x.ioStart()
 		err = s.c.Write(end)
+		x.ioEnd()
 	}
 	x.t.release(err)
 	if err != nil {

@@ -171,6 +171,19 @@ func (p *Proxy) ServeConn(ctx context.Context, c *network.Conn) {
 	s := getSession(p, ctx, c)
 	defer putSession(s)
 	err := c.ReadLoop(s.onData)
+	if s.h2 != nil && !s.h2.claim() {
+		// The upload ended beside an early answer (h2conv.go): no local answer may
+		// follow it, and a complete one is not cut by a reset.
+		answered := s.h2EarlyEnd()
+		s.dropUpstream()
+		s.abandonRequest()
+		if answered {
+			s.h2EarlyClose()
+		} else {
+			c.Close("")
+		}
+		return
+	}
 	answered := errors.Is(err, errClose) || s.headTimedOut(err) || s.bodyTimedOut(err) || s.headTooLarge(err)
 	if err != nil && !answered {
 		p.cfg.Log.Debug("proxy: connection ended", zap.Error(err))

@@ -113,6 +113,10 @@ func (s *session) onData(b *buffer.IoBuffer) error {
 	err := s.requests(b)
 	if err == nil {
 		s.bodyPartial(s.inBody && s.x.tunnel == nil)
+		if s.h2EarlyClosing() {
+			// Looked at after the read deadline was set: h2Early's wake-up is not lost.
+			return errClose
+		}
 		if b.Len() == 0 && !s.inBody && s.x.tunnel == nil {
 			// Every request read is answered: between requests.
 			if s.p.draining.Load() {

@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -201,8 +200,10 @@ func qInt(r *http.Request, k string) int {
 func (o *h2Origin) serve(w http.ResponseWriter, r *http.Request) {
 	size := qInt(r, "size")
 	switch r.URL.Path {
-	case "/early": // answers without reading the request body
-		w.Header().Set("Content-Length", strconv.Itoa(size))
+	case "/early": // answers without reading the request body (nolen=1: no Content-Length)
+		if qInt(r, "nolen") != 1 {
+			w.Header().Set("Content-Length", strconv.Itoa(size))
+		}
 		_, _ = w.Write(h1h2Data[:size])
 		return
 	case "/wait": // holds the request until it is cancelled
@@ -678,61 +679,141 @@ func TestH1ToH2UpstreamAnswers(t *testing.T) {
 	}
 }
 
-// TestH1ToH2EarlyLargeAnswer (known bug; runs with MOSNLITE_E2E_KNOWN_BUGS=1): an
-// upstream that answers with more than a stream window before reading a large request
-// body. A direct HTTP/1 or HTTP/2 client reads the answer while it uploads; the proxy
-// reads the upstream's answer only once the request body is in (h2conv.go h2Body), while
-// the upstream stops reading the body until its answer is read: both wait. The stream
-// ends only at request_body_timeout (60 s by default). The unread body also takes the
-// upstream connection's whole receive window (x/net's server: 1 MiB a connection), so
-// another client's upload on the same upstream connection stalls too.
+// TestH1ToH2EarlyLargeAnswer: an upstream that answers with more than a stream window
+// before reading a large request body, and reads no more of the body until its answer
+// is read. A direct client reads the answer while it uploads; so does the proxy's
+// client: the proxy writes the answer as it comes while the body is still arriving
+// (h2conv.go h2Early), then drops the rest of the body and keeps the connection, or
+// closes it right after the answer when the request asked for that. (It used to read
+// the answer only once the body was in: both sides waited for request_body_timeout,
+// 60 s, and the unread body held the upstream connection's receive window, stalling
+// other clients' uploads on it.)
 func TestH1ToH2EarlyLargeAnswer(t *testing.T) {
-	if os.Getenv("MOSNLITE_E2E_KNOWN_BUGS") == "" {
-		t.Skip("known bug: an HTTP/2 upstream's early answer larger than a stream window deadlocks with the upload; MOSNLITE_E2E_KNOWN_BUGS=1 runs it")
-	}
 	o := startH2Origin(t)
-	_, addr := h1h2Proxy(t, o, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	p, addr := h1h2Proxy(t, o, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		c := &http.Client{Transport: &http.Transport{DisableCompression: true}}
-		defer c.CloseIdleConnections()
-		req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+addr+"/early?size=2097152", bytes.NewReader(h1h2Data[:4<<20]))
-		resp, err := c.Do(req)
-		if err == nil {
-			var got []byte
-			got, err = io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err == nil && (resp.StatusCode != 200 || !bytes.Equal(got, h1h2Data[:2<<20])) {
-				err = fmt.Errorf("status %d, %d bytes", resp.StatusCode, len(got))
+	warm := h1h2Client(t)
+	mustDo(t, warm, newReq(t, "POST", "http://"+addr+"/data?size=10&cl=1", strings.NewReader("warm")))
+	warm.CloseIdleConnections()
+	o.drop()
+	lc := framework.NewLeakCheck(t, p)
+
+	const up, down = 4 << 20, 2 << 20
+	for _, tc := range []struct {
+		name    string
+		chunked bool // the upload has no Content-Length
+		nolen   bool // the answer has no Content-Length: chunked to the client
+	}{
+		{"length", false, false},
+		{"chunked-upload", true, false},
+		{"chunked-answer", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			done := make(chan error, 1)
+			go func() {
+				c := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+				defer c.CloseIdleConnections()
+				var body io.Reader = bytes.NewReader(h1h2Data[:up])
+				if tc.chunked {
+					body = opaqueReader{body}
+				}
+				u := fmt.Sprintf("http://%s/early?size=%d", addr, down)
+				if tc.nolen {
+					u += "&nolen=1"
+				}
+				req, _ := http.NewRequestWithContext(ctx, "POST", u, body)
+				resp, err := c.Do(req)
+				if err != nil {
+					done <- err
+					return
+				}
+				got, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				switch {
+				case err != nil:
+				case resp.StatusCode != 200 || !bytes.Equal(got, h1h2Data[:down]):
+					err = fmt.Errorf("status %d, %d bytes (want %d)", resp.StatusCode, len(got), down)
+				case resp.Close:
+					err = errors.New("the proxy closes the connection")
+				case tc.nolen && (resp.ContentLength != -1 || len(resp.TransferEncoding) == 0):
+					err = fmt.Errorf("answer of unknown length: Content-Length %d, Transfer-Encoding %v", resp.ContentLength, resp.TransferEncoding)
+				case !tc.nolen && resp.ContentLength != down:
+					err = fmt.Errorf("Content-Length %d, want %d", resp.ContentLength, down)
+				}
+				done <- err
+			}()
+			// Another client's small upload, on another connection, once the first is
+			// under way: it shares the upstream connection.
+			time.Sleep(300 * time.Millisecond)
+			c := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+			defer c.CloseIdleConnections()
+			req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+addr+"/data?size=10&cl=1", strings.NewReader("small"))
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Errorf("a small upload beside it: %v", err)
+			} else {
+				got, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != 200 || resp.Header.Get("X-Req-Len") != "5" || !bytes.Equal(got, h1h2Data[:10]) {
+					t.Errorf("a small upload beside it: status %d, X-Req-Len %q, %d bytes, %v", resp.StatusCode, resp.Header.Get("X-Req-Len"), len(got), err)
+				}
 			}
-		}
-		done <- err
-	}()
-	// Another client's small upload, on another connection, once the first is under way.
-	time.Sleep(500 * time.Millisecond)
-	c := &http.Client{Transport: &http.Transport{DisableCompression: true}}
-	defer c.CloseIdleConnections()
-	gctx, gcancel := context.WithTimeout(ctx, 3*time.Second)
-	defer gcancel()
-	req, _ := http.NewRequestWithContext(gctx, "GET", "http://"+addr+"/data?size=10&cl=1", nil)
-	if resp, err := c.Do(req); err != nil {
-		t.Logf("a bodiless GET beside it: %v", err)
-	} else {
-		t.Logf("a bodiless GET beside it: %d (HEADERS are not flow-controlled)", resp.StatusCode)
-		resp.Body.Close()
+			if err := <-done; err != nil {
+				t.Errorf("upstream answered %d bytes without reading a %d-byte body: %v", down, up, err)
+			}
+		})
 	}
-	req, _ = http.NewRequestWithContext(ctx, "POST", "http://"+addr+"/data?size=10&cl=1", strings.NewReader("small"))
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Errorf("a small upload beside it: %v", err)
-	} else {
-		resp.Body.Close()
+	// Raw clients that send part of the body, then read the whole answer before they go
+	// on. Kept alive: the rest of the body is dropped and the next request on the
+	// connection is answered. With Connection: close: the connection ends right after
+	// the answer (not at request_body_timeout, a minute later).
+	for _, closing := range []bool{false, true} {
+		t.Run(fmt.Sprintf("raw/close=%v", closing), func(t *testing.T) {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+			head := fmt.Sprintf("POST /early?size=%d HTTP/1.1\r\nHost: h1h2\r\nContent-Length: %d\r\n", down, up)
+			if closing {
+				head += "Connection: close\r\n"
+			}
+			if _, err := conn.Write(append([]byte(head+"\r\n"), h1h2Data[:64<<10]...)); err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			got, err := io.ReadAll(resp.Body)
+			if err != nil || resp.StatusCode != 200 || resp.Close != closing || !bytes.Equal(got, h1h2Data[:down]) {
+				t.Fatalf("status %d, close %v, %d bytes, %v", resp.StatusCode, resp.Close, len(got), err)
+			}
+			if closing {
+				if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+					t.Fatalf("after the answer: %d bytes, %v; want the connection closed", n, err)
+				}
+				return
+			}
+			next := append(h1h2Data[64<<10:up:up], "GET /data?size=7&cl=1 HTTP/1.1\r\nHost: h1h2\r\n\r\n"...)
+			if _, err := conn.Write(next); err != nil {
+				t.Fatal(err)
+			}
+			resp, err = http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("the request after the dropped body: %v", err)
+			}
+			got, err = io.ReadAll(resp.Body)
+			if err != nil || resp.StatusCode != 200 || !bytes.Equal(got, h1h2Data[:7]) {
+				t.Fatalf("the request after the dropped body: status %d, %q, %v", resp.StatusCode, got, err)
+			}
+		})
 	}
-	if err := <-done; err != nil {
-		t.Errorf("upstream answered 2 MiB without reading a 4 MiB body: %v", err)
-	}
+	o.drop()
+	lc.Check(t)
 }
 
 // TestH1ToH2ClientAborts: a client that leaves mid-upload, mid-download or while waiting
