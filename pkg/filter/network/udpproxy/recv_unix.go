@@ -87,3 +87,16 @@ func (r *receiver) tryRead() (*[]byte, int, bool) {
 func (r *receiver) done(b *[]byte) { r.pool.Put(b) }
 
 func (r *receiver) release() {}
+
+// readBuffer is the socket's SO_RCVBUF as the kernel reports it (0 if unknown).
+func readBuffer(c *net.UDPConn) int {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	rc.Control(func(fd uintptr) {
+		n, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF)
+	})
+	return n
+}

@@ -205,6 +205,7 @@ func (f *Filter) ServePackets(ctx context.Context, pc net.PacketConn) error {
 	defer f.pool.Put(bp)
 	buf := *bp
 	udp, _ := pc.(*net.UDPConn)
+	f.growReadBuffer(udp)
 	for {
 		var (
 			n      int
@@ -296,6 +297,42 @@ func (f *Filter) ServePackets(ctx context.Context, pc net.PacketConn) error {
 	}
 }
 
+// listenerReadBuffer is the SO_RCVBUF asked for the listener's socket. Every client's
+// datagrams queue on that one socket while the read loop forwards them one at a time (and
+// dials a socket for each new client), so a burst overflows the default buffer
+// (net.core.rmem_default, usually 208 KiB: about 256 small datagrams on loopback, 832
+// bytes of kernel memory each). Linux caps the value at net.core.rmem_max and doubles it;
+// 4 MiB gives 8 MiB, about 10000 small or 3500 1500-byte datagrams. The memory is used only
+// while datagrams wait. quic-go asks 7 MiB for the same reason.
+const listenerReadBuffer = 4 << 20
+
+// sessionReadBuffer is the SO_RCVBUF asked for each session's upstream socket (2 MiB
+// granted, about 2500 small datagrams). It holds one client's replies while the session's
+// reader sends earlier ones on; with the default (about 256) a client that sends a burst
+// of a few hundred datagrams loses replies there, which a direct client would not.
+// Memory is used only while replies wait, and net.ipv4.udp_mem bounds all sockets'.
+const sessionReadBuffer = 1 << 20
+
+// growReadBuffer raises the listener socket's receive buffer to listenerReadBuffer and
+// logs what the kernel granted (less when net.core.rmem_max is lower).
+func (f *Filter) growReadBuffer(udp *net.UDPConn) {
+	if udp == nil {
+		return
+	}
+	old := readBuffer(udp)
+	if err := udp.SetReadBuffer(listenerReadBuffer); err != nil {
+		f.log.Warn("udp_proxy: set listener receive buffer", zap.Error(err))
+		return
+	}
+	got := readBuffer(udp)
+	lvl := zap.InfoLevel
+	if got > 0 && got < listenerReadBuffer {
+		lvl = zap.WarnLevel // capped by net.core.rmem_max: bursts are dropped sooner
+	}
+	f.log.Log(lvl, "udp_proxy: listener receive buffer",
+		zap.Int("asked", listenerReadBuffer), zap.Int("was", old), zap.Int("got", got))
+}
+
 // newSession starts a session for client with a host of the cluster; nil when there is
 // none. drop: a failure to pick loses the datagram (counted and logged); else the caller
 // keeps the session it has.
@@ -328,6 +365,9 @@ func (f *Filter) newSession(ctx context.Context, client netip.AddrPort, drop boo
 	}
 	f.m.sessions.Inc()
 	f.m.active.Inc()
+	if uc, ok := up.(*net.UDPConn); ok {
+		_ = uc.SetReadBuffer(sessionReadBuffer) // best effort: on failure the default stays
+	}
 	s := &session{client: client, host: h, up: up, done: done, start: monoNow()}
 	s.recv.init(up, f.pool)
 	return s
