@@ -634,6 +634,9 @@ func (c *loopConn) partial(full, inBody bool) (handoff bool) {
 		return true
 	}
 	if c.eof {
+		if inBody && c.logging {
+			c.logLeftBody()
+		}
 		c.close("", false) // the client left halfway through a request
 		return false
 	}

@@ -28,6 +28,27 @@ func (c *loopConn) logBegin(r stream.HTTP1Request, rt *router.Route, total int) 
 	c.logged = true
 }
 
+// logLeftBody starts the line of a request whose client left before its body was in:
+// the loop routes (and so logs) a request only once its whole body is read, so without
+// it such a request would leave no line. close writes it with flag DC; code 0.
+func (c *loopConn) logLeftBody() {
+	view := stream.HTTP1Request{Head: &c.head}
+	i := &c.info
+	i.Reset()
+	i.Start = time.Now()
+	i.BytesReceived = uint64(c.in.Len())
+	i.Protocol = string(stream.HTTP1)
+	i.DownstreamLocal = c.local
+	i.DownstreamRemote = c.rc.Remote
+	if tbl, ok := c.p.table(); ok {
+		if rt, ok := tbl.Match(view); ok {
+			i.RouteName = rt.Name()
+		}
+	}
+	c.p.cfg.AccessLog.CaptureRequest(i, view)
+	c.logged = true
+}
+
 // logBadRequest starts the line of a request whose head could not be parsed (n bytes
 // read): logged with its answer, flag BR, and no request fields.
 func (c *loopConn) logBadRequest(n int) {
