@@ -69,6 +69,9 @@ type stats struct {
 	sessions                             prometheus.Counter
 	active                               prometheus.Gauge
 	dropLimit, dropNoHost, dropUpstream  prometheus.Counter
+	// Datagrams the kernel dropped at a full receive buffer: the listener's socket (from
+	// clients) and the sessions' upstream sockets (replies).
+	dropListenerBuf, dropSessionBuf prometheus.Counter
 }
 
 // Factory builds a udp_proxy from its raw config.
@@ -122,11 +125,14 @@ func Factory(raw config.RawMessage, d filter.Deps) (filter.NetworkFilter, error)
 			dropLimit:    m.UDPProxyDropped.WithLabelValues(l, cl, "max_sessions"),
 			dropNoHost:   m.UDPProxyDropped.WithLabelValues(l, cl, "no_healthy_upstream"),
 			dropUpstream: m.UDPProxyDropped.WithLabelValues(l, cl, "upstream_write"),
+
+			dropListenerBuf: m.UDPProxyDropped.WithLabelValues(l, cl, "listener_receive_buffer"),
+			dropSessionBuf:  m.UDPProxyDropped.WithLabelValues(l, cl, "session_receive_buffer"),
 		}
 	} else {
 		c := prometheus.NewCounter(prometheus.CounterOpts{Name: "discard"})
 		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "discard"})
-		f.m = stats{c, c, c, c, c, g, c, c, c}
+		f.m = stats{c, c, c, c, c, g, c, c, c, c, c}
 	}
 	return f, nil
 }
@@ -147,7 +153,8 @@ type session struct {
 	closing  atomic.Bool  // the reader found the session idle; the read loop must not use it
 	start    int64        // monoNow at creation
 	firstRTT atomic.Int64
-	recv     receiver // the reader's state (reader goroutine only)
+	closed   atomic.Bool // closeUp ran
+	recv     receiver    // the reader's state (reader goroutine only)
 }
 
 // table is the listener's sessions by client address.
@@ -189,14 +196,14 @@ func (f *Filter) ServePackets(ctx context.Context, pc net.PacketConn) error {
 		stop()
 		t.mu.Lock()
 		for _, s := range t.m {
-			s.up.Close()
+			f.closeUp(s)
 		}
 		t.mu.Unlock()
 		wg.Wait()
 	}()
 	end := func(s *session) {
 		t.remove(s)
-		s.up.Close()
+		f.closeUp(s)
 		s.done(lb.DoneInfo{Latency: time.Duration(s.firstRTT.Load())})
 		f.m.active.Dec()
 	}
@@ -206,6 +213,11 @@ func (f *Filter) ServePackets(ctx context.Context, pc net.PacketConn) error {
 	buf := *bp
 	udp, _ := pc.(*net.UDPConn)
 	f.growReadBuffer(udp)
+	if udp != nil {
+		quit := make(chan struct{})
+		wg.Go(func() { f.watchDrops(quit, udp) })
+		defer close(quit) // before the deferred wg.Wait above
+	}
 	for {
 		var (
 			n      int
@@ -250,7 +262,7 @@ func (f *Filter) ServePackets(ctx context.Context, pc net.PacketConn) error {
 				// The host left the cluster (reload, EDS): end the session here, or a
 				// client that keeps talking stays on it past any idle_timeout.
 				t.remove(s)
-				s.up.Close()
+				f.closeUp(s)
 				s, open = nil, open-1
 			}
 			if s != nil && !s.host.Healthy() {
@@ -259,7 +271,7 @@ func (f *Filter) ServePackets(ctx context.Context, pc net.PacketConn) error {
 				// client stays where it is.
 				if ns := f.newSession(ctx, client, false); ns != nil {
 					t.remove(s)
-					s.up.Close()
+					f.closeUp(s)
 					s = ns
 					start(s)
 				}
@@ -331,6 +343,50 @@ func (f *Filter) growReadBuffer(udp *net.UDPConn) {
 	}
 	f.log.Log(lvl, "udp_proxy: listener receive buffer",
 		zap.Int("asked", listenerReadBuffer), zap.Int("was", old), zap.Int("got", got))
+}
+
+// dropPoll is how often the listener socket's kernel drop count is read into the
+// listener_receive_buffer drop counter.
+const dropPoll = time.Second
+
+// watchDrops counts the datagrams the kernel drops at the listener socket's full receive
+// buffer (SO_MEMINFO), every dropPoll and once more when quit closes.
+func (f *Filter) watchDrops(quit <-chan struct{}, udp *net.UDPConn) {
+	last, ok := socketDrops(udp)
+	if !ok {
+		return
+	}
+	count := func() {
+		if cur, ok := socketDrops(udp); ok {
+			f.m.dropListenerBuf.Add(float64(uint32(cur - last))) // the kernel's count is 32 bits
+			last = cur
+		}
+	}
+	t := time.NewTicker(dropPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			count()
+		case <-quit:
+			count()
+			return
+		}
+	}
+}
+
+// closeUp closes a session's upstream socket, first counting the replies the kernel
+// dropped there at a full receive buffer. Later calls do nothing.
+func (f *Filter) closeUp(s *session) {
+	if !s.closed.CompareAndSwap(false, true) {
+		return
+	}
+	if uc, ok := s.up.(*net.UDPConn); ok {
+		if d, ok := socketDrops(uc); ok {
+			f.m.dropSessionBuf.Add(float64(d))
+		}
+	}
+	s.up.Close()
 }
 
 // newSession starts a session for client with a host of the cluster; nil when there is

@@ -614,3 +614,44 @@ func BenchmarkRoundTrip(b *testing.B) {
 		}
 	}
 }
+
+// TestReceiveBufferDropsCounted: an upstream answers one datagram with a burst of large
+// replies, faster than the session's reader can hand them on, so the kernel drops some at
+// the session socket's full receive buffer. Every reply is accounted for: forwarded (tx)
+// or counted as dropped with reason session_receive_buffer when the session closes. The
+// listener's socket drops nothing here, and its counter says so.
+func TestReceiveBufferDropsCounted(t *testing.T) {
+	const burst, size = 400, 60000
+	reply := bytes.Repeat([]byte("r"), size)
+	up := startUDPServer(t, "", func(pc net.PacketConn, _ []byte, from net.Addr) {
+		for range burst {
+			pc.WriteTo(reply, from)
+		}
+	})
+	e := newEnv(t, `{"cluster":"c1"}`, cluster1(up.addr()))
+	c := e.client()
+	if _, err := c.Write([]byte("go")); err != nil {
+		t.Fatal(err)
+	}
+	tx := func() float64 { return e.counter(e.m.UDPProxyDatagrams, "tx") }
+	// The burst is over once tx has not moved for a while.
+	last, still := -1.0, time.Now()
+	testutil.Eventually(t, testTimeout, "the replies forwarded", func() bool {
+		if n := tx(); n != last {
+			last, still = n, time.Now()
+		}
+		return last > 0 && time.Since(still) > 300*time.Millisecond
+	})
+	e.stop() // closes the session: its drops are counted then
+	dropped := e.dropped("session_receive_buffer")
+	t.Logf("burst of %d: %v forwarded, %v dropped at the session socket", burst, tx(), dropped)
+	if dropped == 0 {
+		t.Fatalf("no drops counted; the burst of %d × %d bytes should overflow a session socket", burst, size)
+	}
+	if got := tx() + dropped; got != burst {
+		t.Fatalf("forwarded %v + dropped %v = %v; want all %d replies accounted for", tx(), dropped, got, burst)
+	}
+	if d := e.dropped("listener_receive_buffer"); d != 0 {
+		t.Fatalf("listener_receive_buffer = %v; want 0 (one datagram came in)", d)
+	}
+}
