@@ -279,6 +279,7 @@ func (c *Cluster) remove() {
 	mt.UpstreamHosts.DeleteLabelValues(c.name)
 	mt.UpstreamHostsHealthy.DeleteLabelValues(c.name)
 	mt.UpstreamHostsEjected.DeleteLabelValues(c.name)
+	mt.UpstreamCxConnectFail.DeletePartialMatch(prometheus.Labels{"cluster": c.name})
 }
 
 // rebuildLocked recomputes the host list from settings and DNS answers, keeps the state
@@ -331,6 +332,8 @@ func (c *Cluster) rebuildLocked() {
 		}
 		c.endEjectionLocked(st) // a host that leaves takes its ejection with it
 		st.removed.Store(true)
+		// and its per-host series: under endpoint churn they would pile up for good
+		c.m.o.Metrics.UpstreamCxConnectFail.DeleteLabelValues(c.name, a)
 		return true
 	})
 	var healthy []lb.Host

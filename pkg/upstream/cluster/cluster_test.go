@@ -726,3 +726,52 @@ func BenchmarkClusterPick(b *testing.B) {
 		}
 	}
 }
+
+// TestConnectFailureSeriesLeaveWithHost: upstream_connect_failures_total has a series per
+// host; one for a host that leaves its cluster (EDS churn), or for any host of a removed
+// cluster, is deleted, so the series do not pile up.
+func TestConnectFailureSeriesLeaveWithHost(t *testing.T) {
+	dead, live := deadAddr(t), liveServer(t)
+	m, mt := newManager(t, cluster.Options{})
+	series := func() int {
+		ch := make(chan prometheus.Metric, 16)
+		mt.UpstreamCxConnectFail.Collect(ch)
+		close(ch)
+		return len(ch)
+	}
+	fail := func() {
+		t.Helper()
+		c := get(t, m, "x")
+		for i := range 4 {
+			conn, _, done, err := c.Dial(t.Context(), &lb.Request{})
+			if err != nil {
+				t.Fatalf("Dial %d: %v", i, err)
+			}
+			conn.Close()
+			done(lb.DoneInfo{})
+		}
+		if v := value(mt.UpstreamCxConnectFail.WithLabelValues("x", dead)); v == 0 {
+			t.Fatal("no connect failure counted for the dead host")
+		}
+	}
+	if err := m.Apply([]config.Cluster{simple("x", lb.RoundRobin, dead, live)}); err != nil {
+		t.Fatal(err)
+	}
+	fail()
+	if err := m.Apply([]config.Cluster{simple("x", lb.RoundRobin, live)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := series(); n != 0 {
+		t.Fatalf("%d connect-failure series after the dead host left; want 0", n)
+	}
+	if err := m.Apply([]config.Cluster{simple("x", lb.RoundRobin, dead, live)}); err != nil {
+		t.Fatal(err)
+	}
+	fail()
+	if err := m.Apply(nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := series(); n != 0 {
+		t.Fatalf("%d connect-failure series after the cluster was removed; want 0", n)
+	}
+}
