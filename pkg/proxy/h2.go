@@ -79,9 +79,9 @@ func (h *H2) ServeConn(ctx context.Context, c *network.Conn) {
 	switch {
 	case errors.Is(err, h2stream.ErrBadPreface):
 		h.p.cfg.Log.Info("proxy: invalid HTTP/2 client preface, closing connection",
-			zap.String("listener", h.p.cfg.Listener), zap.Stringer("remote", c.RemoteAddr()))
+			zap.Stringer("remote", c.RemoteAddr()))
 	case err != nil:
-		h.p.cfg.Log.Debug("proxy: http2 connection ended", zap.String("listener", h.p.cfg.Listener), zap.Error(err))
+		h.p.cfg.Log.Debug("proxy: http2 connection ended", zap.Error(err))
 	}
 	c.Close("")
 }
@@ -152,7 +152,7 @@ func (h *H2) Close() error {
 
 func (h *H2) countError(kind string) {
 	h.p.protocolError(string(stream.HTTP2))
-	h.p.cfg.Log.Debug("proxy: http2 protocol error", zap.String("listener", h.p.cfg.Listener), zap.String("error", kind))
+	h.p.cfg.Log.Debug("proxy: http2 protocol error", zap.String("error", kind))
 }
 
 // h2Answer answers a stream locally with a text/plain body.

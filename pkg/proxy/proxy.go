@@ -164,7 +164,7 @@ func (p *Proxy) ServeConn(ctx context.Context, c *network.Conn) {
 	default:
 		p.protocolError(string(p.cfg.Downstream))
 		p.cfg.Log.Warn("proxy: downstream protocol not supported, closing connection",
-			zap.String("listener", p.cfg.Listener), zap.String("protocol", string(p.cfg.Downstream)))
+			zap.String("protocol", string(p.cfg.Downstream)))
 		c.Close(network.CloseReason("protocol_error"))
 		return
 	}

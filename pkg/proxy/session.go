@@ -14,8 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/mosnlite/mosnlite/pkg/buffer"
 	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/router"
@@ -138,8 +136,7 @@ func (s *session) requests(b *buffer.IoBuffer) error {
 		}
 		if !ok || hasPrefix(b.Bytes(), "PRI * HTTP/2") {
 			s.p.protocolError(string(stream.Auto))
-			s.p.cfg.Log.Info("proxy: Auto found no supported protocol, closing connection",
-				zap.String("listener", s.p.cfg.Listener))
+			s.p.cfg.Log.Info("proxy: Auto found no supported protocol, closing connection")
 			return errClose
 		}
 		s.sniffed = true

@@ -6,8 +6,6 @@ import (
 	"os"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/mosnlite/mosnlite/pkg/network"
 	"github.com/mosnlite/mosnlite/pkg/stream"
 )
@@ -92,7 +90,7 @@ func (s *session) bodyTimedOut(err error) bool {
 	}
 	s.bodyArmed = false
 	s.p.protocolError(string(stream.HTTP1))
-	s.p.cfg.Log.Debug("proxy: request body timeout", zap.String("listener", s.p.cfg.Listener))
+	s.p.cfg.Log.Debug("proxy: request body timeout")
 	s.dropUpstream()
 	s.inBody = false
 	s.keepAlive = false
@@ -115,7 +113,7 @@ func (s *session) headTimedOut(err error) bool {
 	}
 	s.x.headArmed = false
 	s.p.protocolError(string(stream.HTTP1))
-	s.p.cfg.Log.Debug("proxy: request header timeout", zap.String("listener", s.p.cfg.Listener))
+	s.p.cfg.Log.Debug("proxy: request header timeout")
 	s.keepAlive = false
 	s.localReply(http.StatusRequestTimeout, "request header timeout", true, false)
 	return true
@@ -129,7 +127,7 @@ func (s *session) headTooLarge(err error) bool {
 		return false
 	}
 	s.p.protocolError(string(stream.HTTP1))
-	s.p.cfg.Log.Debug("proxy: request head over the connection buffer limit", zap.String("listener", s.p.cfg.Listener))
+	s.p.cfg.Log.Debug("proxy: request head over the connection buffer limit")
 	s.keepAlive = false
 	s.localReply(http.StatusRequestHeaderFieldsTooLarge, "request head over per_connection_buffer_limit_bytes", true, false)
 	return true

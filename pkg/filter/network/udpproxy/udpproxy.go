@@ -505,5 +505,5 @@ func (f *Filter) reply(pc net.PacketConn, udp *net.UDPConn, s *session, b *[]byt
 // warn logs at warn level at most once a second per filter (a flood of new clients with
 // no upstream would otherwise log once per datagram); the rest go to debug.
 func (f *Filter) warn(msg string, fields ...zap.Field) {
-	f.warns.Log(f.log, zap.WarnLevel, msg, append(fields, zap.String(log.FieldListener, f.listener))...)
+	f.warns.Log(f.log, zap.WarnLevel, msg, fields...) // f.log names the listener
 }
