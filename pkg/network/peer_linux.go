@@ -72,6 +72,13 @@ func inputPending(fd int) bool {
 	return err == nil && n > 0
 }
 
+// unacked returns how many bytes fd's send queue holds that the peer has not
+// acknowledged (SIOCOUTQ).
+func unacked(fd int) (int, bool) {
+	n, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
+	return n, err == nil
+}
+
 // outputPending reports whether fd's send queue holds bytes not acknowledged (SIOCOUTQ).
 func outputPending(fd int) bool {
 	n, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)

@@ -9,3 +9,5 @@ func Peer(c net.Conn) PeerState { return PeerOpen }
 
 func inputPending(int) bool  { return false }
 func outputPending(int) bool { return false }
+
+func unacked(int) (int, bool) { return 0, false }

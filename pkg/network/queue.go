@@ -79,6 +79,20 @@ func (c *Conn) Sent() int64 {
 	return n
 }
 
+// Acked returns the bytes of the connection's stream the peer has acknowledged: Sent less
+// what the socket still holds unacknowledged (SIOCOUTQ), or Sent where that is unknown
+// (TLS, other systems). Sent stays put while the socket's send buffer drains (the kernel
+// reports room again only once a good part of it is free): a peer that reads slowly moves
+// Acked, not Sent. Only on slow paths: the call is a system call.
+func (c *Conn) Acked() int64 {
+	q, ok := c.sio.unacked() // before Sent: a write in between then reads as progress
+	sent := c.Sent()
+	if !ok {
+		return sent
+	}
+	return sent - int64(q)
+}
+
 // WaitRoomUntil is WaitWritable bounded by deadline: it returns ErrNoRoom when the queue
 // still holds BufferLimit bytes or more then, ErrClosed (or the write error) when the
 // connection closed, nil when there is room.
@@ -140,11 +154,28 @@ func (c *Conn) kickNoWaitLocked() {
 		return
 	}
 	c.flushing = true
+	c.flushPartsLocked(false)
+}
+
+// handOffChunk bounds what the hand-off goroutine writes per wait for room.
+const handOffChunk = 64 << 10
+
+// flushPartsLocked writes the queue for KickNoWait (flushing is set, c.mu held; it drops
+// it). Without wait it returns at a full socket and leaves the rest to a hand-off
+// goroutine, which runs it with wait: what the socket takes now, then at most
+// handOffChunk bytes per wait for room. Each part is counted as it is written: one Writev
+// of the whole queue (flushLocked) would leave Sent, Queued and Full unchanged until up to
+// the queue's limit reached a slow peer, seconds maybe, and a reader waiting for room
+// would take a connection that is being read for a stalled one.
+func (c *Conn) flushPartsLocked(wait bool) {
 	for len(c.queue) > 0 && c.reason == "" {
 		batch := c.queue
 		c.queue = c.spare[:0]
 		c.mu.Unlock()
 		n, rest, err := c.tryBatch(batch)
+		if wait && n == 0 && len(rest) > 0 && err == nil {
+			n, rest, err = c.chunkBatch(rest)
+		}
 		c.mu.Lock()
 		c.addQueued(-n)
 		c.sent += int64(n)
@@ -152,44 +183,69 @@ func (c *Conn) kickNoWaitLocked() {
 		if n > 0 {
 			c.last.Store(monoNow())
 		}
-		if err != nil {
-			// Nothing of the batch is kept: the connection is closing.
+		if err != nil { // nothing of the batch is kept: the connection is closing
 			for _, b := range rest {
 				c.addQueued(-b.Len())
 				b.Release()
 			}
-			clear(batch)
-			c.spare = batch[:0]
-			c.flushing = false
+			rest = nil
 			if c.reason == "" {
 				c.werr = err
 			}
+		}
+		if len(rest) > 0 { // what is left goes first, then what was queued meanwhile
+			q := make([]*buffer.IoBuffer, 0, len(rest)+len(c.queue))
+			c.queue = append(append(q, rest...), c.queue...)
+		}
+		clear(batch)
+		c.spare = batch[:0]
+		if err != nil {
+			c.flushing = false
 			c.mu.Unlock()
 			c.Close(closeReasonFor(err))
 			return
 		}
-		if len(rest) > 0 {
-			// The socket is full: what is left goes first, then what was queued meanwhile,
-			// and a goroutine takes the flush over (flushing stays set for it).
-			q := make([]*buffer.IoBuffer, 0, len(rest)+len(c.queue))
-			q = append(append(q, rest...), c.queue...)
-			clear(batch)
-			c.spare = batch[:0]
-			c.queue = q
+		if len(rest) > 0 && !wait { // the socket is full: flushing stays set for the hand-off
 			c.mu.Unlock()
 			go func() {
 				c.mu.Lock()
-				c.flushing = false
-				_ = c.kickLocked()
+				c.flushPartsLocked(true)
 			}()
 			return
 		}
-		clear(batch)
-		c.spare = batch[:0]
+	}
+	if c.reason != "" { // closed meanwhile: Close released the queue of its time, not rest
+		for i, b := range c.queue {
+			c.addQueued(-b.Len())
+			b.Release()
+			c.queue[i] = nil
+		}
+		c.queue = c.queue[:0]
 	}
 	c.flushing = false
 	c.cond.Broadcast()
 	c.mu.Unlock()
+}
+
+// chunkBatch writes the first handOffChunk bytes of batch (or all of it), waiting for room,
+// and returns as tryBatch does.
+func (c *Conn) chunkBatch(batch []*buffer.IoBuffer) (int, []*buffer.IoBuffer, error) {
+	iov := c.iov[:0]
+	left := handOffChunk
+	for _, b := range batch {
+		p := b.Bytes()
+		if len(p) >= left {
+			iov = append(iov, p[:left])
+			break
+		}
+		iov = append(iov, p)
+		left -= len(p)
+	}
+	c.iov = iov
+	n64, err := c.sio.Writev(iov)
+	clear(iov)
+	n, rest := written(batch, int(n64))
+	return n, rest, err
 }
 
 // tryBatch writes batch without waiting for room. It releases the buffers written in
@@ -203,15 +259,22 @@ func (c *Conn) tryBatch(batch []*buffer.IoBuffer) (int, []*buffer.IoBuffer, erro
 	c.iov = iov
 	n64, _, err := c.sio.TryWritev(iov)
 	clear(iov)
-	n, left := int(n64), int(n64)
+	n, rest := written(batch, int(n64))
+	return n, rest, err
+}
+
+// written releases the buffers of batch that the first n bytes written cover, drains the
+// written part of the first one left, and returns n and the buffers left.
+func written(batch []*buffer.IoBuffer, n int) (int, []*buffer.IoBuffer) {
+	left := n
 	for i, b := range batch {
 		l := b.Len()
 		if left < l {
 			b.Drain(left)
-			return n, batch[i:], err
+			return n, batch[i:]
 		}
 		left -= l
 		b.Release()
 	}
-	return n, nil, err
+	return n, nil
 }

@@ -179,6 +179,17 @@ func (s *SockIO) writev(bufs [][]byte) (int64, error) {
 	return int64(n), nil
 }
 
+// unacked is the socket's SIOCOUTQ: bytes sent and not acknowledged yet.
+func (s *SockIO) unacked() (n int, ok bool) {
+	if s.rc == nil {
+		return 0, false
+	}
+	if s.rc.Control(func(fd uintptr) { n, ok = unacked(int(fd)) }) != nil {
+		return 0, false
+	}
+	return n, ok
+}
+
 // tryWritev is writev that returns at a full send buffer instead of waiting there.
 func (s *SockIO) tryWritev(bufs [][]byte) (int64, bool, error) {
 	s.nowait, s.full = true, false

@@ -21,3 +21,5 @@ func (s *SockIO) Write(p []byte) (int, error) { return s.c.Write(p) }
 func (s *SockIO) writev([][]byte) (int64, error) { panic("unreachable") }
 
 func (s *SockIO) tryWritev([][]byte) (int64, bool, error) { panic("unreachable") }
+
+func (s *SockIO) unacked() (int, bool) { return 0, false }

@@ -447,15 +447,15 @@ func send(u *upConn, b *buffer.IoBuffer) { _ = u.c.WriteNoWait(b) }
 // roomOn reports whether u's write queue has room for another request. When it is full,
 // the reader waits for room up to the request's deadline (backpressure, bounded): the
 // client's other requests wait behind it no longer than this request's own timeout. A
-// wait that ends with nothing written at all marks the connection stalled, and while it
-// stays so (still full, not a byte written since) requests for it are refused at once
-// instead of each waiting out its timeout.
+// wait that ends with not a byte taken by the upstream (Acked: written and acknowledged)
+// marks the connection stalled, and while it stays so (still full, nothing taken since)
+// requests for it are refused at once instead of each waiting out its timeout.
 func (s *session) roomOn(u *upConn, deadline int64) (ok bool, cause xprotocol.Cause) {
 	if !u.c.Full() {
 		return true, 0
 	}
-	sent := u.c.Sent()
-	if u.stalled.Load() == sent+1 {
+	acked := u.c.Acked()
+	if u.stalled.Load() == acked+1 {
 		return false, xprotocol.CauseOverflow
 	}
 	s.flush() // requests already taken go out before this one waits
@@ -463,7 +463,7 @@ func (s *session) roomOn(u *upConn, deadline int64) (ok bool, cause xprotocol.Ca
 	if !errors.Is(err, network.ErrNoRoom) {
 		return true, 0 // room, or closed: the request is answered as the connection's others are
 	}
-	if u.c.Sent() == sent && u.stalled.Swap(sent+1) != sent+1 {
+	if u.c.Acked() == acked && u.stalled.Swap(acked+1) != acked+1 {
 		s.e.log.Warn("xprotocol: upstream connection takes no requests; refusing new ones for it until it does",
 			zap.String("cluster", u.cl.Name()),
 			zap.String("host", u.host.Addr()), zap.Int("queued", u.c.Queued()))

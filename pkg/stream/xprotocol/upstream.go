@@ -187,7 +187,7 @@ type upConn struct {
 	gone     atomic.Bool // torn down
 	draining atomic.Bool // go-away received: no new requests
 	lastRead atomic.Int64
-	stalled  atomic.Int64 // c.Sent()+1 when a wait for room ended with nothing written (roomOn)
+	stalled  atomic.Int64 // c.Acked()+1 when a wait for room ended with nothing taken (roomOn)
 
 	mu      sync.Mutex
 	dead    bool
