@@ -20,9 +20,9 @@ const LingerTime = 5 * time.Second
 // still being sent, a large answer with a pipelined request behind it. So when bytes wait
 // unread or more may come (more), the queue is written, the write side shut (the client
 // reads the answer, then EOF), and what arrives is read and dropped until the client
-// closes or has taken the whole answer, for up to LingerTime, as nginx's lingering close
-// does. Otherwise, and for a connection that is not TCP, it is Close. It blocks for up
-// to about LingerTime; only the reader calls it.
+// closes, or has taken the whole answer and sent nothing for a moment, for up to
+// LingerTime, as nginx's lingering close does. Otherwise, and for a connection that is
+// not TCP, it is Close. It blocks for up to about LingerTime; only the reader calls it.
 func (c *Conn) CloseLinger(r CloseReason, more bool) {
 	type closeWriter interface{ CloseWrite() error }
 	cw, ok := c.raw.(closeWriter)
@@ -37,7 +37,7 @@ func (c *Conn) CloseLinger(r CloseReason, more bool) {
 		return
 	}
 	var buf [4096]byte
-	for OutputPending(c.raw) && time.Now().Before(deadline) {
+	for time.Now().Before(deadline) {
 		// A short read deadline: the send queue is looked at again when the client
 		// stops sending but still reads.
 		d := time.Now().Add(100 * time.Millisecond)
@@ -45,7 +45,14 @@ func (c *Conn) CloseLinger(r CloseReason, more bool) {
 			d = deadline
 		}
 		_ = c.raw.SetReadDeadline(d)
-		if _, err := c.raw.Read(buf[:]); err != nil && !os.IsTimeout(err) {
+		n, err := c.raw.Read(buf[:])
+		if err != nil && !os.IsTimeout(err) {
+			break
+		}
+		// Done once the client has the whole answer and has stopped sending. Not while
+		// it still sends (the rest of an upload): the reset would fail its write, and a
+		// client such as Go's then reports that instead of the answer it has.
+		if n == 0 && !OutputPending(c.raw) {
 			break
 		}
 	}

@@ -711,6 +711,10 @@ func (c *loopConn) request(n int) bool {
 	// A local answer to a request whose body was not read closes the connection, so that
 	// no body byte is taken for a request.
 	c.keepAlive, c.isHead, c.minor = h.KeepAlive && !streaming && !c.p.draining.Load(), string(h.Method) == "HEAD", h.ProtoMinor
+	// Until the body streams (startBody), a local answer leaves it unread while the
+	// client may still be sending it (unless it waits for a 100 Continue):
+	// closeAfterAnswer then reads until the client closes.
+	c.bodyCut = streaming && (!h.Expect100 || continued)
 	c.idem = idempotent(bstr(h.Method))
 	if c.logging {
 		c.logBegin(view, rt, total)
@@ -964,10 +968,25 @@ func (c *loopConn) writeUp() {
 	}
 }
 
+// sendFailed ends a request whose streamed body could not be written whole to the
+// upstream. An upstream that answered early and closed without reading the rest leaves
+// its answer readable under the reset: nothing more is sent (blocked), and the answer is
+// read and forwarded as any early answer (finish: bodyCut), as on the goroutine path
+// (session.respond). Otherwise the upstream failed (upFailed).
+func (c *loopConn) sendFailed() {
+	u := c.up
+	if c.started || !evloop.InputPending(u.fd) {
+		c.upFailed(false)
+		return
+	}
+	u.blocked, u.readable = true, true
+	c.readUp()
+}
+
 // startBody starts streaming the body of request head h: the bytes already read go
 // upstream after the head (pumpBody), the rest as they arrive.
 func (c *loopConn) startBody(h *http1.RequestHead) {
-	c.reqBody, c.bodyDone, c.bodyReady = true, false, 0
+	c.reqBody, c.bodyDone, c.bodyReady, c.bodyCut = true, false, 0, false
 	c.reqChunk, c.reqRemain = h.Body == http1.BodyChunked, h.ContentLength
 	if c.reqChunk {
 		c.rcr.Reset(c.p.cfg.Limits)
@@ -1017,7 +1036,7 @@ func (c *loopConn) pumpBody() {
 			case err == syscall.EINTR:
 				continue
 			}
-			c.upFailed(false)
+			c.sendFailed()
 			return
 		}
 		if c.bodyDone {
