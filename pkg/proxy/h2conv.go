@@ -343,10 +343,11 @@ func (s *session) h2Body(b *buffer.IoBuffer) error {
 		}
 	}
 	_ = x.pw.Close()
-	s.watchWait(cancelCut(x.cancel))
 	if !x.claim() {
 		// The answer came first and is being written (h2Early): once it is, the
-		// connection goes on as that answer says.
+		// connection goes on as that answer says. A reset cuts it; a FIN (a client
+		// that half-closes after its body) must not cut an answer that has started.
+		s.watchWait(uploadCut{cancel: x.cancel, down: s.c.Raw()})
 		r := <-x.res
 		s.h2 = nil
 		if s.unwatch() {
@@ -354,6 +355,7 @@ func (s *session) h2Body(b *buffer.IoBuffer) error {
 		}
 		return r.err
 	}
+	s.watchWait(cancelCut(x.cancel))
 	r := <-x.res
 	s.h2 = nil
 	x.t.headDone()
