@@ -12,7 +12,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/mosnlite/mosnlite/test/framework"
 )
@@ -141,25 +140,9 @@ func udpBurst(t *testing.T, cs []net.Conn, up *udpTagUp, listenPort uint64, burs
 			for _, m := range msgs {
 				c.Write(m)
 			}
-			buf := make([]byte, 2048)
-			seen := map[int]bool{}
-			for len(seen) < burst {
-				c.SetReadDeadline(time.Now().Add(time.Second))
-				n, err := c.Read(buf)
-				if err != nil {
-					break
-				}
-				_, id, seq, ok := udpReply(string(buf[:n]))
-				if !ok || id != i {
-					t.Errorf("client %d got %q", i, buf[:n])
-					continue
-				}
-				if seq >= round*burst {
-					seen[seq] = true
-				}
-			}
+			got, _ := readBurst(t, c, i, round*burst, burst)
 			mu.Lock()
-			back += len(seen)
+			back += got
 			mu.Unlock()
 		}()
 	}

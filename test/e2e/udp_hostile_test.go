@@ -111,6 +111,31 @@ func udpHostileConfig(t *testing.T, listen, idle string, hosts ...string) string
 	return framework.WithAdmin(t, string(b))
 }
 
+// readBurst reads client id's echoes until it has burst distinct ones with sequence
+// numbers from first on, or a second passes without one. Echoes meant for another client
+// fail the test and are counted in wrong.
+func readBurst(t *testing.T, c net.Conn, id, first, burst int) (got, wrong int) {
+	buf := make([]byte, 2048)
+	seen := map[int]bool{}
+	for len(seen) < burst {
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		n, err := c.Read(buf)
+		if err != nil {
+			break
+		}
+		_, gid, seq, ok := udpReply(string(buf[:n]))
+		if !ok || gid != id {
+			wrong++
+			t.Errorf("client %d got %q", id, buf[:n])
+			continue
+		}
+		if seq >= first {
+			seen[seq] = true
+		}
+	}
+	return len(seen), wrong
+}
+
 // udpReply splits "<name>@<port>|c<id>-s<seq>".
 func udpReply(s string) (tag string, id, seq int, ok bool) {
 	tag, payload, ok := strings.Cut(s, "|")
@@ -281,25 +306,9 @@ func TestUDPHostileManyClients(t *testing.T) {
 			for seq := 0; seq < burst; seq++ {
 				c.Write([]byte(fmt.Sprintf("c%d-s%d", i, 1000+seq)))
 			}
-			buf := make([]byte, 2048)
-			seen := map[int]bool{}
-			for len(seen) < burst {
-				c.SetReadDeadline(time.Now().Add(time.Second))
-				n, err := c.Read(buf)
-				if err != nil {
-					return
-				}
-				_, gid, gseq, ok := udpReply(string(buf[:n]))
-				if !ok || gid != i {
-					wrong.Add(1)
-					t.Errorf("burst: client %d got %q", i, buf[:n])
-					continue
-				}
-				if gseq >= 1000 && !seen[gseq] {
-					seen[gseq] = true
-					got.Add(1)
-				}
-			}
+			g, w := readBurst(t, c, i, 1000, burst)
+			got.Add(int64(g))
+			wrong.Add(int64(w))
 		}()
 	}
 	wg.Wait()
