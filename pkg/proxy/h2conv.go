@@ -494,7 +494,7 @@ func (s *session) h2Abort() (early bool) {
 		return false
 	}
 	if !x.claim() {
-		s.h2EarlyEnd()
+		s.h2EarlyEnd(0)
 		return true
 	}
 	s.h2 = nil
@@ -539,18 +539,32 @@ func (s *session) h2Early(x *h1h2, resp *http.Response) {
 // h2EarlyEnd ends, on the session goroutine, a request whose answer came early (h2Early):
 // unless that answer is written, it is cut (the stream cancelled and the connection
 // closed, which also ends a write blocked on the client); then the RoundTrip goroutine is
-// waited for. It reports whether the answer was written in full (or ended as its own
-// failure decided).
-func (s *session) h2EarlyEnd() bool {
+// waited for. With grace > 0 an answer still being written gets that long to finish
+// first. It reports whether the answer was written in full (or ended as its own failure
+// decided).
+func (s *session) h2EarlyEnd(grace time.Duration) bool {
 	x := s.h2
 	s.h2, s.inBody = nil, false
 	done := x.answered.Load()
+	ended := false
+	if !done && grace > 0 {
+		tm := time.NewTimer(grace)
+		select {
+		case <-x.res:
+			ended = true
+		case <-tm.C:
+		}
+		tm.Stop()
+		done = x.answered.Load()
+	}
 	if !done {
 		_ = x.pw.CloseWithError(errBodyIncomplete)
 		x.cancel()
 		s.c.Close("error")
 	}
-	<-x.res
+	if !ended {
+		<-x.res
+	}
 	return done
 }
 

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -173,8 +174,18 @@ func (p *Proxy) ServeConn(ctx context.Context, c *network.Conn) {
 	err := c.ReadLoop(s.onData)
 	if s.h2 != nil && !s.h2.claim() {
 		// The upload ended beside an early answer (h2conv.go): no local answer may
-		// follow it, and a complete one is not cut by a reset.
-		answered := s.h2EarlyEnd()
+		// follow it, and a complete one is not cut by a reset. A body that stopped
+		// arriving (request_body_timeout) leaves the answer that long again to finish:
+		// the client has its answer coming, and a client that stops uploading once an
+		// answer starts (curl does) is not at fault.
+		var grace time.Duration
+		if s.bodyArmed && errors.Is(err, os.ErrDeadlineExceeded) {
+			s.bodyArmed = false
+			grace = p.requestBodyTimeout()
+			p.cfg.Log.Debug("proxy: request body timeout during an early answer; letting the answer finish",
+				zap.Duration("grace", grace))
+		}
+		answered := s.h2EarlyEnd(grace)
 		s.dropUpstream()
 		s.abandonRequest()
 		if answered {
