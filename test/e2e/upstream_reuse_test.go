@@ -206,6 +206,12 @@ func TestUpstreamReuseClosed(t *testing.T) {
 		{"POST", "POST", 100, false}, {"POST-chunked", "POST", 100, true}, {"POST-big", "POST", 200 << 10, false},
 	}
 	paths := a.paths(h2c, true)
+	readCases, readReused := 0, 0
+	defer func() {
+		if readReused*2 < readCases {
+			t.Errorf("only %d of %d GET/PUT requests to an upstream that reads and closes went on a pooled connection", readReused, readCases)
+		}
+	}()
 	for _, pa := range paths {
 		for _, k := range kinds {
 			for _, target := range []string{"gone-fin", "gone-rst", "read-fin", "read-rst"} {
@@ -232,8 +238,20 @@ func TestUpstreamReuseClosed(t *testing.T) {
 					t.Errorf("%s: 502, and the upstream never read it (the pooled connection was closed 20 ms before)", r)
 				case k.method == "POST" && cnt > 1:
 					t.Errorf("%s: the upstream read it %d times (answered %d): a POST the upstream may have acted on was sent again", r, cnt, res.status)
-				case k.method != "POST" && ok && cnt != 2 && strings.HasPrefix(target, "read"):
-					t.Errorf("%s: answered 200, the upstream read it %d times", r, cnt)
+				case k.method != "POST" && ok && strings.HasPrefix(target, "read"):
+					// 2: read on the pooled connection, then resent on a new one. 1: it
+					// went on a new connection first (the warm-up's connection was not
+					// back in the pool yet, seen under heavy load): fine, but not the
+					// case under test; most must be.
+					readCases++
+					switch cnt {
+					case 2:
+						readReused++
+					case 1:
+						t.Logf("%s: answered on a new connection; the pooled one was not used", r)
+					default:
+						t.Errorf("%s: answered 200, the upstream read it %d times", r, cnt)
+					}
 				}
 			}
 		}
