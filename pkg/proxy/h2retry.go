@@ -14,25 +14,49 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/mosnlite/mosnlite/pkg/buffer"
+	"github.com/mosnlite/mosnlite/pkg/network"
 )
 
-// retryBufferLimit bounds the request body kept to replay on a retry (and to copy to a
-// mirror cluster) on the HTTP/2 paths: 64 KiB. A request whose body outgrows it is no
-// longer retried, since the bytes already sent cannot be sent again. (The HTTP/1 path
-// replays only a body that came whole with the head, at most 8 KiB.)
+// retryBufferLimit bounds the request body a retry_policy retry sends again (and the
+// copy for a mirror cluster) on the HTTP/2 paths: 64 KiB. A request whose body outgrows
+// it is no longer retried by the policy, since the bytes already sent cannot be sent
+// again. (The HTTP/1 path replays only a body that came whole with the head, at most
+// 8 KiB.)
 const retryBufferLimit = 64 << 10
 
+// replayLimit bounds the request body kept for a request to an HTTP/2 upstream, so that
+// a stream the upstream did not process (unprocessedRetries) is sent again whole: the
+// default per-connection buffer limit, 1 MiB, which Envoy also applies to the bodies it
+// buffers for retries. The proxy's Config carries no listener's buffer limit, so the
+// limit is fixed. Memory: each request in flight with a body holds up to this much in a
+// pooled buffer, from its first body byte until its response head arrives (settle), so
+// n concurrent uploads hold up to n MiB; the memory overload check (Config.Overloaded)
+// bounds the total. A body that outgrew it is not sent again; once part of it went
+// upstream a refused stream is answered 502 and counted (upstream_overflow_total,
+// breaker retry_buffer).
+const replayLimit = network.DefaultBufferLimit
+
+// unprocessedRetries bounds the tries a request to an HTTP/2 upstream gets again because
+// the upstream did not process it (REFUSED_STREAM, a stream id above a GOAWAY's last
+// stream id, a connection that could not take the stream): such a request is sent again
+// whatever its method and whether or not the route has a retry policy, on a new
+// connection, or on another host when the cluster has one. The route timeout bounds
+// them too; they count in upstream_retries_total but take no max_retries slot.
+const unprocessedRetries = 3
+
 // roundTripH2 sends a request to the target's HTTP/2 upstream and returns the response,
-// repeating the request while nothing of it has gone downstream: once on a new
-// connection when a pooled one turns out closed or the upstream did not process the
-// stream (REFUSED_STREAM, above a GOAWAY's last stream id), and as the route's retry
-// policy allows (retry_on, num_retries, retry_timeout per try, the route timeout, the
-// cluster's max_retries breaker) on another host when the cluster has one, after a
-// connect failure, a stream reset, a per-try timeout or a retriable status. A request
-// body is kept in a bounded replay buffer (h2Replay) so that a later try sends it again;
-// once it outgrows retryBufferLimit the request is not tried again. out.URL.Host
-// follows the host of each try. It also queues the copy for the route's mirror cluster
-// (mirror.go). first, when not nil, is a connection already acquired for the first try.
+// repeating the request while nothing of it has gone downstream: up to
+// unprocessedRetries times when the upstream did not process the stream (REFUSED_STREAM,
+// above a GOAWAY's last stream id, a connection that could not take it), on another
+// host or a new connection; once on a new connection when a pooled one turns out
+// closed; and as the route's retry policy allows (retry_on, num_retries, retry_timeout
+// per try, the route timeout, the cluster's max_retries breaker) on another host when
+// the cluster has one, after a connect failure, a stream reset, a per-try timeout or a
+// retriable status. A request body is kept in a bounded replay buffer (h2Replay) so that
+// a later try sends it again: up to replayLimit for an unprocessed stream, up to
+// retryBufferLimit for the retry policy. out.URL.Host follows the host of each try. It
+// also queues the copy for the route's mirror cluster (mirror.go). first, when not nil,
+// is a connection already acquired for the first try.
 func (p *Proxy) roundTripH2(ctx context.Context, t *h2Target, out *http.Request, first *http2.ClientConn) (*http.Response, error) {
 	r := fastRetry{tryStart: t.start}
 	defer r.release(t)
@@ -46,9 +70,10 @@ func (p *Proxy) roundTripH2(ctx context.Context, t *h2Target, out *http.Request,
 	} else if mirror != nil {
 		p.queueMirror(mirror, nil)
 	}
+	fresh, again := false, 0
 	for {
-		resp, err := p.tryH2(ctx, t, out, &r, rp, first)
-		first = nil
+		resp, unproc, err := p.tryH2(ctx, t, out, &r, rp, first, fresh)
+		first, fresh = nil, false
 		if ctx.Err() != nil {
 			return resp, err
 		}
@@ -57,6 +82,29 @@ func (p *Proxy) roundTripH2(ctx context.Context, t *h2Target, out *http.Request,
 			status = resp.StatusCode
 		} else if le, ok := err.(*errLocal); ok && le == errOverflow {
 			return nil, err // a breaker refused the try: no retry
+		}
+		// After a stream the upstream did not process, a failed connect of the next try
+		// has not reached an upstream either.
+		if unproc || again > 0 && err == errConnect {
+			if again < unprocessedRetries && !t.timesUp() {
+				if ok, over := rp.replayable(); !ok {
+					if over {
+						p.unreplayable(t.cl.Name())
+					}
+					return nil, err
+				}
+				again++
+				if m := p.cfg.Metrics; m != nil && m.UpstreamRetries != nil {
+					m.UpstreamRetries.WithLabelValues(t.cl.Name()).Inc()
+				}
+				prev := t.host.Addr()
+				if err := p.nextHost(ctx, t, prev); err != nil {
+					return nil, err
+				}
+				fresh = t.host.Addr() == prev // the pooled connections may get a GOAWAY too
+				p.retarget(t, out)
+				continue
+			}
 		}
 		t.reportTry(status, err)
 		if rp != nil && !rp.retriable() {
@@ -71,22 +119,43 @@ func (p *Proxy) roundTripH2(ctx context.Context, t *h2Target, out *http.Request,
 		if err := p.nextHost(ctx, t, t.host.Addr()); err != nil {
 			return nil, err
 		}
-		out.URL.Host = t.host.Addr()
-		if t.rt.AutoHostRewrite() {
-			out.Host = t.host.Addr()
-		}
+		p.retarget(t, out)
+	}
+}
+
+// retarget points out at the host of the next try.
+func (p *Proxy) retarget(t *h2Target, out *http.Request) {
+	out.URL.Host = t.host.Addr()
+	if t.rt.AutoHostRewrite() {
+		out.Host = t.host.Addr()
+	}
+}
+
+// unreplayable counts a request the upstream did not process that is not sent again
+// because its body outgrew replayLimit and part of it went upstream already.
+func (p *Proxy) unreplayable(cl string) {
+	p.cfg.Log.Debug("proxy: upstream did not process a request whose body outgrew the replay buffer",
+		zap.String("cluster", cl), zap.Int("limit", replayLimit))
+	if m := p.cfg.Metrics; m != nil && m.UpstreamOverflow != nil {
+		m.UpstreamOverflow.WithLabelValues(cl, "retry_buffer").Inc()
 	}
 }
 
 // tryH2 is one try of roundTripH2. A per-try timeout bounds the wait for the response
 // head only: once the head is in, the body streams under the request's own context. With
 // rp the try sends the body through a reader of its own (rp.try), which replays what
-// earlier tries sent. cc, when not nil, is the connection to use.
-func (p *Proxy) tryH2(ctx context.Context, t *h2Target, out *http.Request, r *fastRetry, rp *h2Replay, cc *http2.ClientConn) (*http.Response, error) {
+// earlier tries sent. cc, when not nil, is the connection to use; else fresh asks for a
+// new connection rather than a pooled one. unproc reports a failure that says the
+// upstream did not process the stream (unprocessed): roundTripH2 sends it again.
+func (p *Proxy) tryH2(ctx context.Context, t *h2Target, out *http.Request, r *fastRetry, rp *h2Replay, cc *http2.ClientConn, fresh bool) (resp *http.Response, unproc bool, err error) {
 	if cc == nil {
-		var err error
-		if cc, err = p.h2Conn(ctx, t); err != nil {
-			return nil, err
+		if fresh {
+			cc, err = p.h2Dial(ctx, t)
+		} else {
+			cc, err = p.h2Conn(ctx, t)
+		}
+		if err != nil {
+			return nil, false, err
 		}
 	}
 	t.cc = cc
@@ -106,15 +175,13 @@ func (p *Proxy) tryH2(ctx context.Context, t *h2Target, out *http.Request, r *fa
 		}
 		req.Body = rp.try()
 	}
-	resp, err := cc.RoundTrip(req)
-	// A kept body can be sent again on a new connection: with a retry policy after any
-	// failure a bodiless request would be, else only when the upstream did not process
-	// the stream. Other pooled connections to an upstream that shuts down get its
-	// GOAWAY as well, hence a new one.
-	kept := rp != nil && (t.rt.Retry().NumRetries() > 0 || unprocessed(err)) && rp.retriable()
-	if err != nil && retryFresh(ctx, out, err, kept) && (timer == nil || timer.Stop()) {
-		// A pooled connection may have been closed by the upstream while it was taken
-		// (GOAWAY, idle close): the request is sent once more on a new connection.
+	resp, err = cc.RoundTrip(req)
+	unproc = err != nil && unprocessed(err)
+	// Another failure of a pooled connection may have come from the upstream closing it
+	// while it was taken (an idle close): with a retry policy a kept body is sent once
+	// more on a new connection, as a bodiless request always is.
+	kept := rp != nil && t.rt.Retry().NumRetries() > 0 && rp.retriable()
+	if err != nil && !unproc && retryFresh(ctx, out, err, kept) && (timer == nil || timer.Stop()) {
 		if cc, cerr := p.h2Dial(ctx, t); cerr == nil {
 			t.cc = cc
 			if timer != nil {
@@ -124,28 +191,34 @@ func (p *Proxy) tryH2(ctx context.Context, t *h2Target, out *http.Request, r *fa
 				req.Body = rp.try()
 			}
 			resp, err = cc.RoundTrip(req)
+			unproc = err != nil && unprocessed(err)
 		}
 	}
 	if timer != nil && !t.stopTry(timer) && err != nil {
-		return nil, errTimeout // the try outlived retry_timeout
+		return nil, false, errTimeout // the try outlived retry_timeout
 	}
 	if err != nil {
-		return nil, classifyUpstreamErr(t, err)
+		return nil, unproc && ctx.Err() == nil, classifyUpstreamErr(t, err)
 	}
-	return resp, nil
+	return resp, false, nil
 }
 
 // errTryEnded is what an earlier try's body reader returns once the next try started.
 var errTryEnded = errors.New("proxy: request body moved to the next try")
 
+// errReplayLost is what a try's body reader returns when bytes it has to send again
+// were no longer kept.
+var errReplayLost = errors.New("proxy: request body outgrew the replay buffer")
+
 // h2Replay feeds one request body to the tries of roundTripH2. The bytes read from the
 // downstream body are kept in a pooled buffer while the whole body so far fits
-// retryBufferLimit, so that a retry sends the body again from its start; each try reads
+// replayLimit, so that a retry sends the body again from its start; each try reads
 // through its own replayTry, which replays the kept bytes, then reads on from the
 // downstream body. x/net's body writer of an earlier try may still be inside a Read when
 // the next try starts: reads of the downstream body are serialised, and every byte read
 // is kept (or handed to the current try) so none is lost or sent twice. Once the body
-// outgrew the limit, bytes the current try took are dropped and no retry happens. The
+// outgrew the limit, bytes the current try took are dropped and no retry happens (a
+// retry_policy retry stops past retryBufferLimit already: retriable). The
 // buffer goes back to the pool when roundTripH2 returned and every try's body was closed.
 type h2Replay struct {
 	p       *Proxy
@@ -160,6 +233,7 @@ type h2Replay struct {
 	reading bool  // a Read of src is in progress
 	err     error // src's final error; io.EOF at the end of the body
 	over    bool  // nothing more is kept: no retry from here on
+	big     bool  // the body outgrew retryBufferLimit: no retry_policy retry
 	cur     *replayTry
 	refs    int        // roundTripH2 and each try whose body is not closed yet
 	settled bool       // roundTripH2 returned: no further try starts
@@ -191,12 +265,25 @@ func (rp *h2Replay) try() io.ReadCloser {
 	return t
 }
 
-// retriable reports whether the next try can send the whole body again: it was all
-// kept, and reading it has not failed (a downstream reset, a filter that stopped it).
+// retriable reports whether a retry_policy retry can send the whole body again: it was
+// all kept, it fits retryBufferLimit, and reading it has not failed (a downstream reset,
+// a filter that stopped it).
 func (rp *h2Replay) retriable() bool {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
-	return !rp.over && (rp.err == nil || rp.err == io.EOF)
+	return !rp.big && !rp.over && (rp.err == nil || rp.err == io.EOF)
+}
+
+// replayable reports whether a try of a request the upstream did not process can send
+// the whole body again (as retriable, but up to replayLimit; a bodiless request, rp nil,
+// always can), and whether the body outgrew the limit.
+func (rp *h2Replay) replayable() (ok, over bool) {
+	if rp == nil {
+		return true, false
+	}
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	return !rp.over && (rp.err == nil || rp.err == io.EOF), rp.over
 }
 
 // settle is roundTripH2's end: no further try starts, so nothing more needs keeping
@@ -253,21 +340,25 @@ func (rp *h2Replay) unref() {
 	}
 }
 
-// keep records b, just read from src at offset rp.n-len(b), unless the body outgrew the
-// limit: then the request stops being retriable and only bytes the current try has not
-// read yet stay. rp.mu is held.
+// keep records b, just read from src at offset rp.n-len(b), unless the body outgrew
+// replayLimit: then the request stops being retriable and only bytes the current try has
+// not read yet stay. Past retryBufferLimit the retry policy and the mirror copy give up.
+// rp.mu is held.
 func (rp *h2Replay) keep(b []byte, forCur bool) {
 	if rp.freed {
 		return
 	}
-	if !rp.over && rp.n > retryBufferLimit {
-		rp.over = true
-		rp.p.cfg.Log.Debug("proxy: request body outgrew the retry buffer, no retry",
-			zap.String("cluster", rp.cluster), zap.Int("limit", retryBufferLimit))
+	if !rp.big && rp.n > retryBufferLimit {
+		rp.big = true
 		if rp.mirror != nil {
 			rp.p.mirrorMetric(rp.mirror.cluster, "dropped")
 			rp.mirror = nil
 		}
+	}
+	if !rp.over && rp.n > replayLimit {
+		rp.over = true
+		rp.p.cfg.Log.Debug("proxy: request body outgrew the replay buffer, no retry",
+			zap.String("cluster", rp.cluster), zap.Int("limit", replayLimit))
 	}
 	if rp.over {
 		rp.dropRead()
@@ -279,7 +370,7 @@ func (rp *h2Replay) keep(b []byte, forCur bool) {
 		return
 	}
 	if rp.buf == nil {
-		rp.buf = rp.p.cfg.Pool.NewBuffer(min(max(len(b), 4<<10), retryBufferLimit))
+		rp.buf = rp.p.cfg.Pool.NewBuffer(min(max(len(b), 4<<10), replayLimit))
 		if rp.over {
 			rp.base = rp.n - int64(len(b))
 		}
@@ -295,6 +386,12 @@ func (t *replayTry) Read(p []byte) (int, error) {
 	for {
 		if t.closed || t != rp.cur {
 			return 0, errTryEnded
+		}
+		if t.off < rp.base {
+			// The body outgrew the limit while an earlier try still read it, after this
+			// try was decided: bytes it must send are gone. The try fails (its stream
+			// is reset) rather than send a truncated body.
+			return 0, errReplayLost
 		}
 		if t.off < rp.n {
 			// Bytes an earlier try (or this one's earlier reads) took from src.
