@@ -347,10 +347,12 @@ func (lp *loopPool) get(key string) *loopUp {
 	return nil
 }
 
-// put keeps u idle, or closes it when its host has maxIdle idle connections already.
+// put keeps u idle, or closes it when its host has maxIdle idle connections already, has
+// left its cluster or is down (the hosts watcher's pass, which ran while u was busy, did
+// not see it).
 func (lp *loopPool) put(u *loopUp) {
 	l := lp.idle[u.key]
-	if lp.closed || len(l) >= lp.p.cfg.MaxIdlePerHost || u.host.Removed() {
+	if lp.closed || len(l) >= lp.p.cfg.MaxIdlePerHost || u.host.Removed() || !u.host.Healthy() {
 		u.close()
 		return
 	}

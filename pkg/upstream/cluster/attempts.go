@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -38,7 +39,7 @@ type Attempts struct {
 	tried   []*Host
 	errs    []error
 	noMore  bool // no untried healthy host was left
-	wait    bool // the first pick found no host and pick_timeout allows WaitPick
+	wait    bool // a pick found no host and pick_timeout allows WaitPick
 	slot    bool // a max_connections unit is held
 	max     int  // attempts allowed; 0: the cluster's max_connect_attempts
 }
@@ -123,7 +124,9 @@ func (a *Attempts) limit() int {
 }
 
 // next picks the host of the next attempt: Dial's policy. The first pick waits as Pick does
-// if block is set; otherwise, when Pick would wait, it fails and sets a.wait.
+// if block is set; otherwise, when Pick would wait, it fails and sets a.wait. A later pick
+// that finds no untried healthy host while an untried host is down waits likewise
+// (waitUntried) for one to come up, or fails with the attempts' error and sets a.wait.
 func (a *Attempts) next(ctx context.Context, block bool) (*Host, error) {
 	c := a.c
 	switch {
@@ -157,8 +160,17 @@ func (a *Attempts) next(ctx context.Context, block bool) (*Host, error) {
 			a.retry = &cp
 		}
 		if h, done = c.pickUntried(ctx, a.retry, a.tried); h == nil {
-			a.noMore = true
-			return nil, a.Err()
+			switch {
+			case block:
+				h, done = c.waitUntried(ctx, a.retry, a.tried)
+			case c.mayWaitUntried(c.snap.Load(), a.tried):
+				a.wait = true
+				return nil, &DialError{Cluster: c.name, Attempts: a.errs, NoMoreHosts: true}
+			}
+			if h == nil {
+				a.noMore = true
+				return nil, a.Err()
+			}
 		}
 	}
 	a.h, a.done = h, done
@@ -181,18 +193,32 @@ func (a *Attempts) pickNow(ctx context.Context) (*Host, func(lb.DoneInfo), error
 		c.name, ErrNoHealthyUpstream, len(s.hosts), len(s.healthy), s.set.pickTimeout)
 }
 
-// CanWait reports whether Next's first pick found no host up while the cluster's
-// pick_timeout is positive: WaitPick, on a goroutine other than the caller's loop, may then
-// wait for a host (a caller that fails instead need not call it).
+// CanWait reports whether Next's last failure was a pick that may wait while the
+// cluster's pick_timeout is positive: the first pick found no host up, or a later one found
+// no untried host up while an untried host is down. WaitPick, on a goroutine other than
+// the caller's loop, may then wait for a host (a caller that fails instead need not call
+// it).
 func (a *Attempts) CanWait() bool { return a.wait }
 
-// WaitPick is the first pick of a dial as Pick makes it, waiting up to pick_timeout and
-// ctx's end for a host to come up; it blocks, so it runs on a goroutine other than the
+// WaitPick is the pick CanWait allows, as Dial makes it: the first pick as Pick makes it,
+// waiting up to pick_timeout and ctx's end for a host to come up; a later pick waiting as
+// long for an untried host to come up. It blocks, so it runs on a goroutine other than the
 // caller's loop, which must not use a meanwhile. On nil the next Next returns that host;
-// otherwise the error is Pick's (wrapping ErrNoHealthyUpstream) and the caller Abandons.
+// otherwise the error is Pick's (wrapping ErrNoHealthyUpstream) or, for a later pick, the
+// attempts' *DialError, and the caller Abandons.
 func (a *Attempts) WaitPick(ctx context.Context) error {
-	if a.c == nil || a.done != nil || len(a.tried) > 0 {
-		return errors.New("cluster: WaitPick is for the first pick of started Attempts")
+	if a.c == nil || a.done != nil || (len(a.tried) > 0 && !a.wait) {
+		return errors.New("cluster: WaitPick without a pick that may wait (CanWait)")
+	}
+	if len(a.tried) > 0 {
+		a.wait = false
+		h, done := a.c.waitUntried(ctx, a.retry, a.tried)
+		if h == nil {
+			a.noMore = true
+			return a.Err()
+		}
+		a.h, a.done, a.pending = h, done, true
+		return nil
 	}
 	h, done, err := a.c.Pick(ctx, a.r)
 	if err != nil {
@@ -200,6 +226,53 @@ func (a *Attempts) WaitPick(ctx context.Context) error {
 	}
 	a.h, a.done, a.pending, a.wait = h, done, true, false
 	return nil
+}
+
+// mayWaitUntried reports whether a pick that found no untried healthy host in s may wait
+// for one: pick_timeout is positive, the cluster is not removed and some host not yet
+// tried is down (a host that could come up). With every host tried there is nothing to
+// wait for, and the dial fails at once as before.
+func (c *Cluster) mayWaitUntried(s *snapshot, tried []*Host) bool {
+	if s.set.pickTimeout <= 0 || s.removed {
+		return false
+	}
+	for _, h := range s.hosts {
+		if !h.Healthy() && !slices.ContainsFunc(tried, func(t *Host) bool { return t.addr == h.addr }) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitUntried is a later pick of a dial that found no untried healthy host: while
+// mayWaitUntried holds it waits, up to pick_timeout and ctx's end, for the host set to
+// change and picks again; nil when no untried host came up. As a first pick's wait, it
+// holds a max_pending_requests unit meanwhile (none free: no wait).
+func (c *Cluster) waitUntried(ctx context.Context, req *lb.Request, tried []*Host) (*Host, func(lb.DoneInfo)) {
+	s := c.snap.Load()
+	if !c.mayWaitUntried(s, tried) || ctx.Err() != nil || !c.TryAcquire(MaxPendingRequests) {
+		return nil, nil
+	}
+	defer c.Release(MaxPendingRequests)
+	t := time.NewTimer(s.set.pickTimeout)
+	defer t.Stop()
+	for {
+		// s is loaded before the pick: a change after it closes s.changed.
+		if h, done := c.pickUntried(ctx, req, tried); h != nil {
+			return h, done
+		}
+		if !c.mayWaitUntried(s, tried) {
+			return nil, nil
+		}
+		select {
+		case <-s.changed:
+		case <-t.C:
+			return nil, nil
+		case <-ctx.Done():
+			return nil, nil
+		}
+		s = c.snap.Load()
+	}
 }
 
 // ConnectTimeout is the cluster's connect_timeout when the attempts started: the caller

@@ -287,10 +287,15 @@ func (c *Cluster) remove() {
 func (c *Cluster) rebuildLocked() {
 	s := c.set
 	var prev map[string]*Host
+	var wasHealthy map[*hostState]bool // in the previous snapshot's healthy set
 	if old := c.snap.Load(); old != nil {
 		prev = make(map[string]*Host, len(old.hosts))
 		for _, h := range old.hosts {
 			prev[h.addr] = h
+		}
+		wasHealthy = make(map[*hostState]bool, len(old.healthy))
+		for _, h := range old.healthy {
+			wasHealthy[h.(*Host).st] = true
 		}
 	}
 	var hosts []*Host
@@ -341,6 +346,9 @@ func (c *Cluster) rebuildLocked() {
 	for _, h := range hosts {
 		if h.Healthy() {
 			healthy = append(healthy, h)
+			if prev[h.addr] != nil && !wasHealthy[h.st] {
+				h.st.stats.ResetPeakEWMA() // back up: its old latency estimate is stale
+			}
 		}
 		named = named || !h.ap.IsValid()
 	}
@@ -487,8 +495,9 @@ func (c *Cluster) noHost(s *snapshot, why string) error {
 // counted (upstream_connect_failures_total{cluster,host}), logged at debug (and at warn at
 // most every warnEvery), and the next pick skips the hosts already tried
 // (Request.Attempt is incremented for each pick) until max_connect_attempts distinct hosts
-// have failed or no untried healthy host is left; the error then lists every attempt.
-// Only the first pick waits for a host (see Pick).
+// have failed or no untried host is left; the error then lists every attempt. The first
+// pick waits for a host as Pick does; a later pick that finds no untried host up while an
+// untried host is down waits as long (pick_timeout, and ctx) for one to come up.
 //
 // On success the connection counts as active (upstream_connections_active, the host's
 // Conns, which LB_LEAST_CONNECTION reads, and the max_connections circuit breaker) until

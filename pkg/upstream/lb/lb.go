@@ -94,6 +94,12 @@ func (s *HostStats) PeakEWMA() (est time.Duration, sampled bool) {
 	return time.Duration(math.Abs(v)), v > 0
 }
 
+// ResetPeakEWMA forgets the peak-EWMA estimate: the next LB_PEAK_EWMA picker built over
+// the host gives it a fresh prior (see NewPeakEWMA). The cluster calls it when the host
+// comes back up, whose old estimate (from when it was slow, failing or ejected) no longer
+// says anything about it.
+func (s *HostStats) ResetPeakEWMA() { s.ewma.Store(0) }
+
 // Request carries what a balancer may use to choose.
 type Request struct {
 	HashKey uint64 // LB_MAGLEV: the consistent-hash key, when HasHash

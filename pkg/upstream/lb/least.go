@@ -3,6 +3,7 @@ package lb
 import (
 	"context"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -28,10 +29,13 @@ func NewLeastConnection(hosts []Host, o Options) Picker {
 // blends in with weight 1−exp(−Δt/Decay), Δt being the time since the last update. When
 // read for a pick it is decayed toward zero by exp(−Δt/Decay), as linkerd does, so a host
 // that stopped getting traffic because it was slow is eventually tried again. Before any
-// sample a host's estimate is the DefaultRTT prior (set when the first LB_PEAK_EWMA picker
-// over the host is built, and decaying from then); the first sample replaces the prior
-// outright, so a fast host is known as fast from its first answer rather than after
-// several decay periods of blending down from the prior. Samples are DoneInfo.Latency.
+// sample a host's estimate is a prior, set when the first LB_PEAK_EWMA picker over the
+// host is built and decaying from then: the median of the current estimates of the
+// picker's hosts that have samples, or DefaultRTT when none has. The first sample replaces
+// the prior outright, so a fast host is known as fast from its first answer rather than
+// after several decay periods of blending down from the prior. A host that comes back up
+// (HostStats.ResetPeakEWMA, called by the cluster) starts again from such a prior rather
+// than from the estimate it had when it went down. Samples are DoneInfo.Latency.
 //
 // The estimate and its time stamp share one 64-bit word updated by compare-and-swap: a
 // float32 nanosecond value and a 32-bit millisecond clock that wraps every 49.7 days, so
@@ -42,11 +46,30 @@ func NewPeakEWMA(hosts []Host, o Options) Picker {
 	p := newP2C(hosts, o, costEWMA, ew)
 	if p, ok := p.(*p2c); ok {
 		now := ew.millis()
+		prior := ew.prior(p.es, now)
 		for _, e := range p.es {
-			e.st.ewma.CompareAndSwap(0, packEWMA(-ew.def, now)) // negative: prior
+			e.st.ewma.CompareAndSwap(0, packEWMA(-prior, now)) // negative: prior
 		}
 	}
 	return p
+}
+
+// prior is the estimate given to a host without one: the median of the current estimates
+// of the hosts in es that have samples (lower middle for an even count), so that a host
+// joining a warm set neither waits out a DefaultRTT above every other host's nor takes
+// all the traffic; DefaultRTT when no host has a sample.
+func (p *ewmaParams) prior(es []*entry, now uint32) float64 {
+	var est []float64
+	for _, e := range es {
+		if v, _ := unpackEWMA(e.st.ewma.Load()); v > 0 {
+			est = append(est, p.estimate(e.st, now))
+		}
+	}
+	if len(est) == 0 {
+		return p.def
+	}
+	slices.Sort(est)
+	return est[(len(est)-1)/2]
 }
 
 type costKind uint8
