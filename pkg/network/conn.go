@@ -430,6 +430,9 @@ func (c *Conn) kickLocked() error {
 // flushLocked writes batches until the queue is empty. Called and returns with c.mu held;
 // the lock is dropped around each write.
 func (c *Conn) flushLocked() error {
+	if !c.sio.CanTryWrite() {
+		return c.flushPartsTLSLocked()
+	}
 	for len(c.queue) > 0 && c.reason == "" {
 		batch := c.queue
 		c.queue = c.spare[:0]

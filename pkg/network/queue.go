@@ -81,11 +81,15 @@ func (c *Conn) Sent() int64 {
 
 // Acked returns the bytes of the connection's stream the peer has acknowledged: Sent less
 // what the socket still holds unacknowledged (SIOCOUTQ), or Sent where that is unknown
-// (TLS, other systems). Sent stays put while the socket's send buffer drains (the kernel
+// (other systems). For TLS it is a mark of progress rather than a byte count (see
+// tlsUnacked). Sent stays put while the socket's send buffer drains (the kernel
 // reports room again only once a good part of it is free): a peer that reads slowly moves
 // Acked, not Sent. Only on slow paths: the call is a system call.
 func (c *Conn) Acked() int64 {
 	q, ok := c.sio.unacked() // before Sent: a write in between then reads as progress
+	if !ok {
+		q, ok = c.tlsUnacked()
+	}
 	sent := c.Sent()
 	if !ok {
 		return sent
@@ -177,12 +181,7 @@ func (c *Conn) flushPartsLocked(wait bool) {
 			n, rest, err = c.chunkBatch(rest)
 		}
 		c.mu.Lock()
-		c.addQueued(-n)
-		c.sent += int64(n)
-		c.cond.Broadcast()
-		if n > 0 {
-			c.last.Store(monoNow())
-		}
+		c.wroteLocked(n)
 		if err != nil { // nothing of the batch is kept: the connection is closing
 			for _, b := range rest {
 				c.addQueued(-b.Len())
@@ -225,6 +224,17 @@ func (c *Conn) flushPartsLocked(wait bool) {
 	c.flushing = false
 	c.cond.Broadcast()
 	c.mu.Unlock()
+}
+
+// wroteLocked counts n bytes of the queue as written and wakes those waiting for room.
+// c.mu is held.
+func (c *Conn) wroteLocked(n int) {
+	c.addQueued(-n)
+	c.sent += int64(n)
+	c.cond.Broadcast()
+	if n > 0 {
+		c.last.Store(monoNow())
+	}
 }
 
 // chunkBatch writes the first handOffChunk bytes of batch (or all of it), waiting for room,

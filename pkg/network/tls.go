@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -438,3 +439,69 @@ func cipherSuite(name string) (uint16, bool) {
 
 // errNotTLSNetwork is returned for a TLS config on a packet listener.
 var errNotTLSNetwork = errors.New("tls_context needs a stream listener (tcp or unix), not udp")
+
+// flushPartsTLSLocked is flushLocked for a connection written through its own Write
+// (TLS), which returns only once all it was given is written: each batch goes out in
+// parts of at most handOffChunk bytes, and each part is counted as written (Sent,
+// Queued, Full) and wakes those waiting for room before the next is written. Written as
+// one batch, up to the queue's limit, a peer that reads slowly showed no progress and no
+// room for seconds, and a connection still being read was marked stalled (xprotocol's
+// roomOn). Called and returns with c.mu held; the lock is dropped around each write.
+func (c *Conn) flushPartsTLSLocked() error {
+	for len(c.queue) > 0 && c.reason == "" {
+		batch := c.queue
+		c.queue = c.spare[:0]
+		rest := batch
+		var err error
+		for len(rest) > 0 && err == nil && c.reason == "" {
+			c.mu.Unlock()
+			var n int
+			n, rest, err = c.chunkBatch(rest)
+			c.mu.Lock()
+			c.wroteLocked(n)
+		}
+		cut := len(rest) > 0
+		for _, b := range rest { // closed or failed: what is left is not written
+			c.addQueued(-b.Len())
+			b.Release()
+		}
+		clear(batch)
+		c.spare = batch[:0]
+		if err == nil && cut {
+			return ErrClosed
+		}
+		if err != nil {
+			if c.reason != "" {
+				return ErrClosed
+			}
+			c.werr = err
+			return err
+		}
+	}
+	return nil
+}
+
+// tlsUnacked is SockIO.unacked for a TLS connection: the ciphertext the socket under it
+// holds unacknowledged; ok is false for other connections. Sent counts plaintext, so Sent
+// less this is a mark of progress, not a byte count: two equal readings mean the peer took
+// nothing in between. Sent alone stays put while a slow peer drains the socket's send
+// buffer (the kernel reports room again only once a good part of it is free), and such a
+// peer looked stalled.
+func (c *Conn) tlsUnacked() (n int, ok bool) {
+	tc, isTLS := c.raw.(*tls.Conn)
+	if !isTLS {
+		return 0, false
+	}
+	sc, isSock := tc.NetConn().(syscall.Conn)
+	if !isSock {
+		return 0, false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	if rc.Control(func(fd uintptr) { n, ok = unacked(int(fd)) }) != nil {
+		return 0, false
+	}
+	return n, ok
+}

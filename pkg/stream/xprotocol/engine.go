@@ -164,6 +164,7 @@ const (
 	fProtocol
 	fSlowClient
 	fStalled
+	fWriteTimeout
 	nFailures
 )
 
@@ -178,7 +179,8 @@ var failureLabels = [nFailures]string{
 	fFrameTooLarge: "frame_too_large",
 	fProtocol:      "protocol_error",
 	fSlowClient:    "downstream_write_overflow",
-	fStalled:       "upstream_write_stalled",
+	fStalled:       "upstream_write_stalled", // refused at once: the connection is marked stalled
+	fWriteTimeout:  "upstream_write_timeout", // waited for room on the connection up to its deadline
 }
 
 // Optional codec capabilities (dubbo).

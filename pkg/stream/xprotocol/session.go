@@ -335,10 +335,10 @@ func (s *session) handle(f *xprotocol.Frame) {
 			}
 			return
 		}
-		if ok, cause := s.roomOn(u, p.deadline); !ok {
+		if ok, cause, kind := s.roomOn(u, p.deadline); !ok {
 			pickDone(lb.DoneInfo{Err: errStalled})
 			cl.Release(cluster.MaxRequests)
-			s.fail(f, cause, fStalled)
+			s.fail(f, cause, kind)
 			return
 		}
 		id, ok := u.register(&p, !oneway)
@@ -449,26 +449,28 @@ func send(u *upConn, b *buffer.IoBuffer) { _ = u.c.WriteNoWait(b) }
 // client's other requests wait behind it no longer than this request's own timeout. A
 // wait that ends with not a byte taken by the upstream (Acked: written and acknowledged)
 // marks the connection stalled, and while it stays so (still full, nothing taken since)
-// requests for it are refused at once instead of each waiting out its timeout.
-func (s *session) roomOn(u *upConn, deadline int64) (ok bool, cause xprotocol.Cause) {
+// requests for it are refused at once instead of each waiting out its timeout. A refused
+// request is answered with cause and counted as kind: busy and fStalled when refused at
+// once, the timeout status and fWriteTimeout when it waited out its deadline.
+func (s *session) roomOn(u *upConn, deadline int64) (ok bool, cause xprotocol.Cause, kind int) {
 	if !u.c.Full() {
-		return true, 0
+		return true, 0, 0
 	}
 	acked := u.c.Acked()
 	if u.stalled.Load() == acked+1 {
-		return false, xprotocol.CauseOverflow
+		return false, xprotocol.CauseOverflow, fStalled
 	}
 	s.flush() // requests already taken go out before this one waits
 	err := u.c.WaitRoomUntil(time.Now().Add(time.Duration(deadline - monoNow())))
 	if !errors.Is(err, network.ErrNoRoom) {
-		return true, 0 // room, or closed: the request is answered as the connection's others are
+		return true, 0, 0 // room, or closed: the request is answered as the connection's others are
 	}
 	if u.c.Acked() == acked && u.stalled.Swap(acked+1) != acked+1 {
 		s.e.log.Warn("xprotocol: upstream connection takes no requests; refusing new ones for it until it does",
 			zap.String("cluster", u.cl.Name()),
 			zap.String("host", u.host.Addr()), zap.Int("queued", u.c.Queued()))
 	}
-	return false, xprotocol.CauseTimeout
+	return false, xprotocol.CauseTimeout, fWriteTimeout
 }
 
 // view is the router's view of an RPC request: no host (the "*" virtual host serves),
