@@ -67,12 +67,16 @@ type Set struct {
 	// Dubbo registry endpoint.
 	RegistryRequests *prometheus.CounterVec // op (pub | unpub | sub | unsub), result (success | failure)
 	RegistryUpdates  *prometheus.CounterVec // result: provider changes applied to clusters (success | failure)
+
+	// Vectors by the entity whose removal deletes their series (lifecycle.go), filled by
+	// the factory from each vector's labels.
+	byCluster, byListener []scopedVec
 }
 
 // New builds a Set on a fresh registry (with the Go and process collectors).
 func New() *Set {
 	r := prometheus.NewRegistry()
-	f := factory{r}
+	f := &factory{r: r}
 	s := &Set{
 		Registry:              r,
 		DownstreamCxTotal:     f.counter("downstream_connections_total", "Downstream connections accepted.", "listener"),
@@ -116,32 +120,38 @@ func New() *Set {
 		RegistryRequests:      f.counter("dubbo_registry_requests_total", "Dubbo registry API calls by op (pub, unpub, sub, unsub) and result (success, failure).", "op", "result"),
 		RegistryUpdates:       f.counter("dubbo_registry_updates_total", "Provider changes the Dubbo registry applied to its clusters, by result.", "result"),
 	}
+	s.byCluster, s.byListener = f.byCluster, f.byListener
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return s
 }
 
-type factory struct{ r *prometheus.Registry }
+type factory struct {
+	r                     *prometheus.Registry
+	byCluster, byListener []scopedVec
+}
 
-func (f factory) counter(name, help string, labels ...string) *prometheus.CounterVec {
+func (f *factory) counter(name, help string, labels ...string) *prometheus.CounterVec {
 	v := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "mosnlite", Name: name, Help: help}, labels)
 	f.r.MustRegister(v)
+	f.scope(scopedVec{vec: v}, labels)
 	return v
 }
 
-func (f factory) plainCounter(name, help string) prometheus.Counter {
+func (f *factory) plainCounter(name, help string) prometheus.Counter {
 	c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "mosnlite", Name: name, Help: help})
 	f.r.MustRegister(c)
 	return c
 }
 
-func (f factory) plainGauge(name, help string) prometheus.Gauge {
+func (f *factory) plainGauge(name, help string) prometheus.Gauge {
 	g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "mosnlite", Name: name, Help: help})
 	f.r.MustRegister(g)
 	return g
 }
 
-func (f factory) gauge(name, help string, labels ...string) *prometheus.GaugeVec {
+func (f *factory) gauge(name, help string, labels ...string) *prometheus.GaugeVec {
 	v := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "mosnlite", Name: name, Help: help}, labels)
 	f.r.MustRegister(v)
+	f.scope(scopedVec{vec: v}, labels)
 	return v
 }

@@ -249,6 +249,11 @@ func (s *Server) planListeners(owner string, ls []config.Listener, path string) 
 	defer func() {
 		if err != nil {
 			p.discard()
+			for _, b := range p.build { // their filters made series for listeners that never served
+				if s.live[b.ll.cfg.Name] == nil {
+					s.metrics.DeleteListener(b.ll.cfg.Name)
+				}
+			}
 		}
 	}()
 	old := map[string]*liveListener{}
@@ -352,8 +357,10 @@ func (s *Server) planListeners(owner string, ls []config.Listener, path string) 
 // error reports deferred sockets that could not be bound (that listener is then down);
 // everything else has been applied. s.mu is held.
 func (s *Server) commitListeners(p *listenerPlan) error {
+	var gone []string // names whose series go unless a listener of that name now serves
 	for _, ll := range p.retire {
 		s.retire(ll)
+		gone = append(gone, ll.cfg.Name)
 	}
 	var errs []error
 	for _, b := range p.build {
@@ -366,6 +373,7 @@ func (s *Server) commitListeners(p *listenerPlan) error {
 				if ll.closer != nil {
 					_ = ll.closer.Close()
 				}
+				gone = append(gone, ll.cfg.Name)
 				continue
 			}
 			ll.ln = ln
@@ -381,6 +389,11 @@ func (s *Server) commitListeners(p *listenerPlan) error {
 			zap.Stringer("address", addrStringer{ll.ln.Addr(), ll.cfg.Address}))
 	}
 	s.order[p.owner] = p.ordered
+	for _, name := range gone {
+		if s.live[name] == nil {
+			s.metrics.DeleteListener(name)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -424,6 +437,13 @@ func (s *Server) retire(ll *liveListener) {
 		if ll.closer != nil {
 			_ = ll.closer.Close()
 		}
+		// Its series went when it was removed; a connection's last update may have made
+		// one again since (a lookup per event). Delete again unless the name serves anew.
+		s.mu.Lock()
+		if s.live[ll.cfg.Name] == nil {
+			s.metrics.DeleteListener(ll.cfg.Name)
+		}
+		s.mu.Unlock()
 		s.log.Info("listener drained", zap.String(log.FieldListener, ll.cfg.Name))
 	}()
 }

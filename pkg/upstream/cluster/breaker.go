@@ -96,6 +96,9 @@ func (c *Cluster) Release(b Breaker) {
 		c.breakers[b].n.Add(1)
 		panic(fmt.Sprintf("cluster %q: circuit breaker %s released more often than acquired", c.name, b.Setting()))
 	}
+	if c.gone.Load() {
+		c.sweepSeries()
+	}
 }
 
 // Usage returns how many units of b are in use and its current limit.

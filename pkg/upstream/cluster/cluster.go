@@ -54,6 +54,9 @@ type hostState struct {
 	checked atomic.Bool   // has passed an active health check
 	fails   atomic.Uint32 // consecutive failures, for outlier detection
 	removed atomic.Bool   // left the cluster (or the cluster was removed): set once, under c.mu
+	// connectFail is the host's upstream_connect_failures_total child, made at its first
+	// failure under c.mu unless the host is removed (its series is then deleted).
+	connectFail atomic.Pointer[prometheus.Counter]
 
 	// Outlier detection, guarded by c.mu.
 	ejections   uint32 // ejection count (the time multiplier), decayed per interval up
@@ -154,6 +157,10 @@ type Cluster struct {
 	breakers  [numBreakers]breaker
 	budget    retryBudget // retry_budget (retrybudget.go)
 
+	// gone is set when the cluster is removed; sweeping while a late sweep of its series
+	// is under way (sweepSeries).
+	gone, sweeping atomic.Bool
+
 	mu      sync.Mutex // guards the fields below and serializes rebuilds
 	set     *settings
 	states  map[string]*hostState
@@ -178,6 +185,7 @@ type snapshot struct {
 
 func newCluster(m *Manager, name string) *Cluster {
 	mt := m.o.Metrics
+	mt.DeleteCluster(name) // a name used again starts at 0, whatever came late for the old one
 	c := &Cluster{
 		name:      name,
 		m:         m,
@@ -275,11 +283,34 @@ func (c *Cluster) remove() {
 		close(old.changed)
 	}
 	c.m.hostsDidChange()
-	mt := c.m.o.Metrics
-	mt.UpstreamHosts.DeleteLabelValues(c.name)
-	mt.UpstreamHostsHealthy.DeleteLabelValues(c.name)
-	mt.UpstreamHostsEjected.DeleteLabelValues(c.name)
-	mt.UpstreamCxConnectFail.DeletePartialMatch(prometheus.Labels{"cluster": c.name})
+	// Its series leave with it. Connections that outlive it update the children c holds,
+	// which are no longer exported, so they do not bring a series back (at -1).
+	c.m.o.Metrics.DeleteCluster(c.name)
+	c.gone.Store(true)
+}
+
+// sweepSeries deletes a removed cluster's series again once no unit of its circuit
+// breakers is held, that is once the requests and connections that outlived it ended:
+// users that count per event with a label lookup (the proxy's upstream_retries_total,
+// upstream_mirrors_total) may have made one again. Release calls it; a name that serves
+// again keeps its series.
+func (c *Cluster) sweepSeries() {
+	for b := range c.breakers {
+		if c.breakers[b].n.Load() != 0 {
+			return
+		}
+	}
+	if !c.sweeping.CompareAndSwap(false, true) {
+		return
+	}
+	go func() { // Release may run under a caller's locks; m.mu orders this with a re-add
+		defer c.sweeping.Store(false)
+		c.m.mu.Lock()
+		defer c.m.mu.Unlock()
+		if _, ok := c.m.clusters.load()[c.name]; !ok {
+			c.m.o.Metrics.DeleteCluster(c.name)
+		}
+	}()
 }
 
 // rebuildLocked recomputes the host list from settings and DNS answers, keeps the state
@@ -778,7 +809,7 @@ func (c *Cluster) connClosed(h *Host, done func(lb.DoneInfo), di lb.DoneInfo) {
 const warnEvery = 10 * time.Second
 
 func (c *Cluster) connectFailed(h *Host, err error) {
-	c.m.o.Metrics.UpstreamCxConnectFail.WithLabelValues(c.name, h.addr).Inc()
+	c.connectFailCounter(h.st).Inc()
 	if ce := c.log.Check(zap.DebugLevel, "upstream connect failed"); ce != nil {
 		ce.Write(zap.String(log.FieldHost, h.addr), zap.Error(err))
 	}
@@ -790,4 +821,26 @@ func (c *Cluster) connectFailed(h *Host, err error) {
 	}
 	c.log.Warn("upstream connect failed", zap.String(log.FieldHost, h.addr), zap.Error(err),
 		zap.Int64("suppressed", c.muted.Swap(0)))
+}
+
+// discardCounter takes the connect failures of a host removed before its first one.
+var discardCounter = prometheus.NewCounter(prometheus.CounterOpts{Name: "discard"})
+
+// connectFailCounter returns st's connect-failure child, made once: a failure that ends
+// after its host left (or its cluster was removed) must not make the deleted series again.
+func (c *Cluster) connectFailCounter(st *hostState) prometheus.Counter {
+	if p := st.connectFail.Load(); p != nil {
+		return *p
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := st.connectFail.Load(); p != nil {
+		return *p
+	}
+	if st.removed.Load() {
+		return discardCounter
+	}
+	ctr := c.m.o.Metrics.UpstreamCxConnectFail.WithLabelValues(c.name, st.addr)
+	st.connectFail.Store(&ctr)
+	return ctr
 }
