@@ -432,6 +432,28 @@ func (s *stallTally) sendAll(t *testing.T, kit faultKit, addr string, all [][]st
 	return &wg
 }
 
+// probeAll sends probes on c one at a time, 150 ms apart, and tallies their answers by
+// status; it stops at the first that gets none.
+func (s *stallTally) probeAll(kit faultKit, c *faultClient, probes []stallReq) {
+	for _, r := range probes {
+		st, err := stallProbe(kit, c, r, 3*time.Second)
+		switch {
+		case err != nil:
+			s.fail("probe %s: %v", r.tag, err)
+			return
+		case st == kit.ok:
+			s.ok.Add(1)
+		case st == kit.busy:
+			s.busy.Add(1)
+		case st == kit.timeout:
+			s.timeout.Add(1)
+		default:
+			s.fail("probe %s: status %d", r.tag, st)
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+}
+
 // stallProbe sends r on c and returns the status of its answer (which must be r's).
 func stallProbe(kit faultKit, c *faultClient, r stallReq, d time.Duration) (uint16, error) {
 	_ = c.c.SetWriteDeadline(time.Now().Add(d))
@@ -473,25 +495,7 @@ func testStallSlowReader(t *testing.T, kit faultKit, mode int32) {
 	c := dialFault(t, kit, addr)
 	read0 := up.bytes.Load()
 	start := time.Now()
-	for _, r := range probes {
-		st, err := stallProbe(kit, c, r, 3*time.Second)
-		switch {
-		case err != nil:
-			pr.fail("probe %s: %v", r.tag, err)
-		case st == kit.ok:
-			pr.ok.Add(1)
-		case st == kit.busy:
-			pr.busy.Add(1)
-		case st == kit.timeout:
-			pr.timeout.Add(1)
-		default:
-			pr.fail("probe %s: status %d", r.tag, st)
-		}
-		if err != nil {
-			break
-		}
-		time.Sleep(150 * time.Millisecond)
-	}
+	pr.probeAll(kit, c, probes)
 	read := up.bytes.Load() - read0
 	el := time.Since(start)
 	wg.Wait()

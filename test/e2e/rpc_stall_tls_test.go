@@ -272,25 +272,7 @@ func testStallTLSSlowReader(t *testing.T, kit faultKit) {
 	time.Sleep(300 * time.Millisecond) // the fillers fill the queue
 	c := dialFault(t, kit, addr)
 	read0 := up.bytes.Load()
-	for _, r := range probes {
-		st, err := stallProbe(kit, c, r, 3*time.Second)
-		switch {
-		case err != nil:
-			pr.fail("probe %s: %v", r.tag, err)
-		case st == kit.ok:
-			pr.ok.Add(1)
-		case st == kit.busy:
-			pr.busy.Add(1)
-		case st == kit.timeout:
-			pr.timeout.Add(1)
-		default:
-			pr.fail("probe %s: status %d", r.tag, st)
-		}
-		if err != nil {
-			break
-		}
-		time.Sleep(150 * time.Millisecond)
-	}
+	pr.probeAll(kit, c, probes)
 	read := up.bytes.Load() - read0
 	wg.Wait()
 	fill.report(t)
