@@ -550,6 +550,7 @@ func TestAccessLogPaths(t *testing.T) {
 	}
 	for _, pth := range paths {
 		t.Run(pth.name, func(t *testing.T) {
+			t.Parallel() // each path has its own proxy and upstreams; most of it is waiting
 			good := alUpstream(t)
 			refusing := framework.FreePort(t)
 			bad5, _ := h2cUpstream(t, func(w http.ResponseWriter, r *http.Request) {
