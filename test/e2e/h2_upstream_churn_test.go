@@ -914,6 +914,7 @@ func TestH2UpstreamGoAwayOnEveryConn(t *testing.T) {
 	}
 	for k, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each case has its own upstream and proxy; it mostly waits
 			seen := newChurnSeen()
 			up := startRefuseUpstream(t, seed, seen)
 			up.maxStreams = 1
