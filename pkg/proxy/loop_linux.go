@@ -1,12 +1,14 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -47,9 +49,10 @@ import (
 // over to the goroutine path (network.RawConn.Handoff) between two requests, with the
 // bytes not yet consumed: that path then serves this and every later request of the
 // connection. So do a route that answers locally (no route, direct_response, redirect)
-// and a pick that must wait for a healthy host (pick_timeout). Listeners with stream
-// filters are not served on loops at all (ServeRaw declines); access logs are written
-// from the loop (loop_log_linux.go).
+// and a first pick that must wait for a healthy host (pick_timeout); a later pick's wait
+// (the host picked first refused) runs on a goroutine while the request stays on the
+// loop (waitPick). Listeners with stream filters are not served on loops at all
+// (ServeRaw declines); access logs are written from the loop (loop_log_linux.go).
 
 const (
 	loopBodyMax = 48 << 10 // largest request body read whole before forwarding; larger ones stream
@@ -183,6 +186,8 @@ type loopConn struct {
 	pickDone  func(lb.DoneInfo)
 	lr        lb.Request
 	att       cluster.Attempts
+	pw        *loopPickWait // a goroutine owns att, waiting for a host (waitPick); nil: none
+	pwTimer   bool          // a bound passed during that wait: it applies once the wait is over
 	up        *loopUp
 	reused    bool  // up came from the idle pool (a failure before any response byte may be retried once)
 	idem      bool  // the method is idempotent (only such a request is retried so)
@@ -873,21 +878,17 @@ func (c *loopConn) encode(h *http1.RequestHead, rt *router.Route, n, total int) 
 	return true
 }
 
-// connectNext connects to the next host of the attempts, or answers 503 when none is left.
+// connectNext connects to the next host of the attempts, waits for one (waitPick), or
+// answers 503 when none is left.
 func (c *loopConn) connectNext() {
 	for {
 		host, ap, err := c.att.Next()
 		if err != nil {
-			c.att.Abandon()
-			if c.retry(0) {
+			if c.att.CanWait() {
+				c.waitPick()
 				return
 			}
-			c.p.cfg.Log.Debug("proxy: upstream connect failed", zap.String("cluster", c.cl.Name()), zap.Error(err))
-			if c.logged {
-				c.info.UpstreamCluster = c.cl.Name() // the cluster that failed, as on HTTP/2
-			}
-			c.finish(false, err)
-			c.answer(statusNoHealthy, "upstream connect failed")
+			c.noConnect(err)
 			return
 		}
 		fd, err := evloop.ConnectTCP(ap)
@@ -907,6 +908,92 @@ func (c *loopConn) connectNext() {
 		c.connAt = c.loop.Now()
 		c.rearm()
 		return
+	}
+}
+
+// noConnect ends the attempts that found no host to connect to (err): the request is
+// retried if its policy allows, or answered 503.
+func (c *loopConn) noConnect(err error) {
+	c.att.Abandon()
+	if c.retry(0) {
+		return
+	}
+	c.p.cfg.Log.Debug("proxy: upstream connect failed", zap.String("cluster", c.cl.Name()), zap.Error(err))
+	if c.logged {
+		c.info.UpstreamCluster = c.cl.Name() // the cluster that failed, as on HTTP/2
+	}
+	c.finish(false, err)
+	c.answer(statusNoHealthy, "upstream connect failed")
+}
+
+// loopPickWait is an Attempts.WaitPick running on a goroutine for a loopConn (waitPick).
+// state tells who abandons the attempts of a request that ended during the wait
+// (endWait): the goroutine when it returns, or the loop if it had returned already.
+type loopPickWait struct {
+	cancel context.CancelFunc
+	state  atomic.Int32 // pwWaiting, then pwReturned (by the goroutine) or pwDropped (by the loop)
+}
+
+const (
+	pwWaiting  int32 = iota
+	pwReturned       // WaitPick returned: the goroutine no longer uses att
+	pwDropped        // the request ended during the wait: the loop no longer uses att
+)
+
+// waitPick waits for a host on a goroutine, as the goroutine path's dial does: a later
+// pick found no untried host up while one is down, and the cluster's pick_timeout allows
+// the wait (Attempts.CanWait). The loop does not touch att meanwhile: a bound that passes
+// (OnTimer) cancels the wait and applies once it is over (picked); the request's end (the
+// client left, a forced close, a drain's end) cancels it too (endWait).
+func (c *loopConn) waitPick() {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &loopPickWait{cancel: cancel}
+	c.pw = w
+	go func() {
+		err := c.att.WaitPick(ctx)
+		if w.state.Swap(pwReturned) == pwDropped {
+			c.att.Abandon() // the loop left att to this goroutine
+			return
+		}
+		// A loop that stopped drops picked; it has closed (or will close) c then
+		// (LoopClosed), and endWait abandons att on the loop.
+		c.loop.Post(func() { c.picked(w, err) })
+	}()
+}
+
+// picked continues on the loop the request whose wait for a host ended (err: no host).
+func (c *loopConn) picked(w *loopPickWait, err error) {
+	if c.pw != w {
+		return // the request ended during the wait (endWait)
+	}
+	c.pw = nil
+	w.cancel()
+	if c.pwTimer {
+		c.pwTimer = false
+		if at := c.deadline(); at != 0 && c.loop.Now() >= at {
+			c.OnTimer() // 504 (408 for a body timeout), or the retry a per-try timeout allows
+			return
+		}
+	}
+	if err != nil {
+		c.noConnect(err)
+		return
+	}
+	c.connectNext()
+}
+
+// endWait ends the wait for a host of a request that ends during it (dropTry): the
+// goroutine, cancelled, abandons the attempts when WaitPick returns, unless it returned
+// already (its picked is then ignored, or dropped by a stopped loop) and the loop does it
+// now. The connection ends with such a request (closed, or closing after a local answer),
+// so that att is not used again before the goroutine is done with it.
+func (c *loopConn) endWait() {
+	w := c.pw
+	c.pw, c.pwTimer = nil, false
+	c.keepAlive = false
+	w.cancel()
+	if w.state.Swap(pwDropped) == pwReturned {
+		c.att.Abandon()
 	}
 }
 
@@ -1363,6 +1450,8 @@ func (c *loopConn) dropTry(reuse bool) {
 		default:
 			u.close()
 		}
+	} else if c.pw != nil {
+		c.endWait()
 	} else {
 		c.att.Abandon()
 	}
@@ -1754,6 +1843,12 @@ func (c *loopConn) OnTimer() {
 	at := c.deadline()
 	if at == 0 || now < at {
 		c.rearm()
+		return
+	}
+	if c.pw != nil {
+		// During a wait for a host, which owns att: the bound applies once it is over.
+		c.pwTimer = true
+		c.pw.cancel()
 		return
 	}
 	switch {
