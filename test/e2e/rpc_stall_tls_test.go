@@ -92,11 +92,7 @@ func TestRPCStallCauses(t *testing.T) {
 	for _, kit := range []faultKit{boltKit, dubboKit} {
 		t.Run(kit.name, func(t *testing.T) {
 			t.Parallel()
-			release := make(chan struct{})
-			stuck := framework.StartTCP(t, func(c *net.TCPConn) {
-				_ = c.SetReadBuffer(4096)
-				<-release
-			})
+			stuck, release := stuckUpstream(t)
 			p, addr := faultProxy(t, kit, "30s", map[string][]string{"stuck": {stuck.Addr()}}, nil)
 			t.Cleanup(func() { close(release) })
 			var fill stallTally

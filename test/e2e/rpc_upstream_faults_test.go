@@ -925,11 +925,7 @@ func TestRPCStuckUpstreamBlocksConnection(t *testing.T) {
 	for _, kit := range []faultKit{boltKit, dubboKit} {
 		t.Run(kit.name, func(t *testing.T) {
 			t.Parallel()
-			release := make(chan struct{})
-			stuck := framework.StartTCP(t, func(c *net.TCPConn) {
-				_ = c.SetReadBuffer(4096)
-				<-release
-			})
+			stuck, release := stuckUpstream(t)
 			echo := startFaultServer(t, kit)
 			echo.onReq = func(fc *faultConn, f *xprotocol.Frame) bool { fc.write(kit.echo(f)); return true }
 			_, addr := faultProxy(t, kit, "30s", map[string][]string{"stuck": {stuck.Addr()}, "echo": {echo.Addr()}}, nil)
@@ -971,4 +967,14 @@ func TestRPCStuckUpstreamBlocksConnection(t *testing.T) {
 			}
 		})
 	}
+}
+
+// stuckUpstream accepts connections and reads nothing (a small receive buffer, so that
+// the proxy's writes fill up soon) until release is closed.
+func stuckUpstream(t *testing.T) (*framework.TCPServer, chan struct{}) {
+	release := make(chan struct{})
+	return framework.StartTCP(t, func(c *net.TCPConn) {
+		_ = c.SetReadBuffer(4096)
+		<-release
+	}), release
 }
