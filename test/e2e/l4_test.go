@@ -20,7 +20,12 @@ import (
 	"github.com/mosnlite/mosnlite/test/framework"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		framework.RemoveBinary()
+		os.Exit(code)
+	}))
+}
 
 type host struct {
 	Address string `json:"address"`
