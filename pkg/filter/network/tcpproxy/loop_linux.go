@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -54,8 +55,8 @@ type loopSession struct {
 	dtok  evloop.Token
 	upFD  int
 	state uint8
-	// cancel ends a WaitPick goroutine (stPicking).
-	cancel context.CancelFunc
+	// pw is the WaitPick goroutine's hand-off (stPicking); nil when no wait is on.
+	pw *pickWait
 
 	name  string
 	cl    *cluster.Cluster
@@ -191,32 +192,64 @@ func (s *loopSession) connectNext() {
 	}
 }
 
+// pickWait is an Attempts.WaitPick running on a goroutine for a session (waitPick).
+// state says who abandons the attempts of a session that ended during the wait (endWait):
+// the goroutine when WaitPick returns, or the loop if it had returned already. The loop
+// cannot rely on picked for that: a loop that stops drops what was posted to it and not
+// yet run, and Post may have accepted picked just before.
+type pickWait struct {
+	cancel context.CancelFunc
+	state  atomic.Int32 // pwWaiting, then pwReturned (by the goroutine) or pwDropped (by the loop)
+}
+
+const (
+	pwWaiting  int32 = iota
+	pwReturned       // WaitPick returned: the goroutine no longer uses att
+	pwDropped        // the session ended during the wait: the loop no longer uses att
+)
+
 // waitPick waits for a healthy host on a goroutine (the cluster's pick_timeout), then
 // continues on the loop. A client that leaves meanwhile cancels the wait.
 func (s *loopSession) waitPick() {
 	s.state = stPicking
 	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
+	w := &pickWait{cancel: cancel}
+	s.pw = w
 	go func() {
 		err := s.att.WaitPick(ctx)
-		if !s.loop.Post(func() { s.picked(err) }) {
-			s.att.Abandon() // the loop stopped, and ended the session without it
+		if w.state.Swap(pwReturned) == pwDropped {
+			s.att.Abandon() // the session ended meanwhile and left att to this goroutine
+			return
 		}
+		// A loop that stopped drops picked (refused, or accepted and never run); it has
+		// ended (or will end) the session then (LoopClosed), and endWait abandons att.
+		s.loop.Post(func() { s.picked(w, err) })
 	}()
 }
 
-func (s *loopSession) picked(err error) {
-	s.cancel()
-	s.cancel = nil
-	if s.state == stClosed {
-		s.att.Abandon()
-		return
+// picked continues on the loop a session whose wait for a host ended (err: no host).
+func (s *loopSession) picked(w *pickWait, err error) {
+	if s.pw != w {
+		return // the session ended during the wait (endWait)
 	}
+	s.pw = nil
+	w.cancel()
 	if err != nil {
 		s.connectFailed(err)
 		return
 	}
 	s.connectNext()
+}
+
+// endWait ends the wait of a session that ends during it: the attempts are abandoned here
+// if WaitPick returned already, else by the goroutine when it does.
+func (s *loopSession) endWait() {
+	w := s.pw
+	s.pw = nil
+	w.cancel()
+	if w.state.Swap(pwDropped) == pwReturned {
+		s.att.Abandon()
+	}
 }
 
 // connectFailed ends a session whose upstream could not be connected.
@@ -586,14 +619,10 @@ func (s *loopSession) finish(reason network.CloseReason, reset bool, upErr error
 			h.hasPipe, h.inPipe = false, 0
 		}
 	}
-	switch prev {
-	case stPicking:
-		// picked abandons the attempts once WaitPick returned; on its failure path it has
-		// cleared cancel and connectFailed has abandoned them already.
-		if s.cancel != nil {
-			s.cancel()
-		}
-	case stConnecting:
+	switch {
+	case s.pw != nil: // stPicking; after picked, connectFailed has abandoned the attempts
+		s.endWait()
+	case prev == stConnecting:
 		s.att.Abandon()
 	}
 	if s.done != nil {
