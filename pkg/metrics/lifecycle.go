@@ -25,8 +25,9 @@ type scopedVec struct {
 }
 
 // scope files v under the entity whose removal deletes its series. A vector labelled with
-// both a listener and a cluster (the L4 filters' series) is a listener's: its filter keeps
-// the children per cluster for the listener's life, so it leaves with the listener.
+// both a listener and a cluster (the L4 filters' series) is a listener's: it leaves with
+// the listener (a tcp_proxy filter also deletes, when it is closed, the series of clusters
+// no open filter of its listener routes to).
 func (f *factory) scope(v scopedVec, labels []string) {
 	v.only = len(labels) == 1
 	switch {

@@ -132,6 +132,7 @@ func Factory(raw config.RawMessage, d filter.Deps) (filter.NetworkFilter, error)
 	if f.clusters == nil {
 		return nil, errors.New("tcp_proxy: no cluster manager")
 	}
+	f.openSeries()
 	return f, nil
 }
 
