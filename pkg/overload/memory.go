@@ -24,10 +24,16 @@ const (
 	// starts again; the gap keeps a process near the limit from flapping.
 	PauseAt  = 0.95
 	ResumeAt = 0.85
-	// Interval is how often memory is sampled: coarse, as reading the runtime's
-	// metrics is not free and memory does not climb a whole limit in a quarter second
-	// under connection backpressure.
+	// Interval is how often memory is sampled while use is below WatchAt: coarse, as
+	// reading the runtime's metrics is not free and memory far from the limit does not
+	// reach it in a quarter second under connection backpressure.
 	Interval = 250 * time.Millisecond
+	// WatchAt is the share of the limit from which memory is sampled every
+	// WatchInterval, and so it is while paused: arrivals fast enough to climb from
+	// WatchAt past the limit within one Interval would otherwise overshoot it before
+	// accepting stops (GOMEMLIMIT is soft), and a paused proxy resumes sooner.
+	WatchAt       = 0.80
+	WatchInterval = 25 * time.Millisecond
 	// ShrinkEvery is how often, while paused above ResumeAt, the heap is collected and
 	// its free pages returned to the OS (debug.FreeOSMemory). On its own the runtime
 	// does neither soon enough for use to fall to ResumeAt: a paused proxy whose
@@ -54,6 +60,7 @@ func Limit() uint64 {
 type Memory struct {
 	limit             uint64
 	pauseAt, resumeAt uint64
+	watchAt           uint64
 	over              atomic.Bool
 	samples           []metrics.Sample
 	log               *zap.Logger
@@ -72,6 +79,7 @@ func NewMemory(limit uint64, log *zap.Logger, gauge prometheus.Gauge) *Memory {
 		limit:    limit,
 		pauseAt:  uint64(float64(limit) * PauseAt),
 		resumeAt: uint64(float64(limit) * ResumeAt),
+		watchAt:  uint64(float64(limit) * WatchAt),
 		samples:  []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}},
 		log:      log,
 		gauge:    gauge,
@@ -96,6 +104,12 @@ func (m *Memory) Used() uint64 {
 // Check samples memory once, updates the state and returns it. While paused above
 // ResumeAt it first shrinks the heap, at most once every ShrinkEvery.
 func (m *Memory) Check() bool {
+	over, _ := m.check()
+	return over
+}
+
+// check is Check, also returning the use it sampled.
+func (m *Memory) check() (bool, uint64) {
 	used := m.Used()
 	was := m.over.Load()
 	if was && used > m.resumeAt {
@@ -129,19 +143,28 @@ func (m *Memory) Check() bool {
 			m.gauge.Set(v)
 		}
 	}
-	return now
+	return now, used
 }
 
-// Run checks every Interval until ctx ends.
+// interval is the wait before the next sample after one that read used (over: paused).
+func (m *Memory) interval(over bool, used uint64) time.Duration {
+	if over || used >= m.watchAt {
+		return WatchInterval
+	}
+	return Interval
+}
+
+// Run checks until ctx ends: every Interval, every WatchInterval from WatchAt and while
+// paused.
 func (m *Memory) Run(ctx context.Context) {
-	t := time.NewTicker(Interval)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
-		m.Check()
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			return
 		}
+		t.Reset(m.interval(m.check()))
 	}
 }

@@ -139,3 +139,25 @@ func TestRunStops(t *testing.T) {
 		t.Fatal("Run did not return after its context ended")
 	}
 }
+
+// From WatchAt of the limit, and while paused, memory is sampled every WatchInterval, so
+// fast arrivals overshoot the limit by at most what they allocate in that time.
+func TestMemoryIntervalNearLimit(t *testing.T) {
+	m := NewMemory(1000, nil, nil)
+	for _, c := range []struct {
+		over bool
+		used uint64
+		want time.Duration
+	}{
+		{false, 0, Interval},
+		{false, 799, Interval},
+		{false, 800, WatchInterval},
+		{false, 949, WatchInterval},
+		{true, 960, WatchInterval},
+		{true, 100, WatchInterval}, // paused: the next sample resumes
+	} {
+		if got := m.interval(c.over, c.used); got != c.want {
+			t.Errorf("interval(over %v, used %d) = %v, want %v", c.over, c.used, got, c.want)
+		}
+	}
+}
