@@ -1,14 +1,12 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -186,8 +184,8 @@ type loopConn struct {
 	pickDone  func(lb.DoneInfo)
 	lr        lb.Request
 	att       cluster.Attempts
-	pw        *loopPickWait // a goroutine owns att, waiting for a host (waitPick); nil: none
-	pwTimer   bool          // a bound passed during that wait: it applies once the wait is over
+	pw        *cluster.PickWait // a goroutine owns att, waiting for a host (waitPick); nil: none
+	pwTimer   bool              // a bound passed during that wait: it applies once the wait is over
 	up        *loopUp
 	reused    bool  // up came from the idle pool (a failure before any response byte may be retried once)
 	idem      bool  // the method is idempotent (only such a request is retried so)
@@ -926,48 +924,26 @@ func (c *loopConn) noConnect(err error) {
 	c.answer(statusNoHealthy, "upstream connect failed")
 }
 
-// loopPickWait is an Attempts.WaitPick running on a goroutine for a loopConn (waitPick).
-// state tells who abandons the attempts of a request that ended during the wait
-// (endWait): the goroutine when it returns, or the loop if it had returned already.
-type loopPickWait struct {
-	cancel context.CancelFunc
-	state  atomic.Int32 // pwWaiting, then pwReturned (by the goroutine) or pwDropped (by the loop)
-}
-
-const (
-	pwWaiting  int32 = iota
-	pwReturned       // WaitPick returned: the goroutine no longer uses att
-	pwDropped        // the request ended during the wait: the loop no longer uses att
-)
-
 // waitPick waits for a host on a goroutine, as the goroutine path's dial does: a later
 // pick found no untried host up while one is down, and the cluster's pick_timeout allows
 // the wait (Attempts.CanWait). The loop does not touch att meanwhile: a bound that passes
 // (OnTimer) cancels the wait and applies once it is over (picked); the request's end (the
 // client left, a forced close, a drain's end) cancels it too (endWait).
 func (c *loopConn) waitPick() {
-	ctx, cancel := context.WithCancel(context.Background())
-	w := &loopPickWait{cancel: cancel}
-	c.pw = w
-	go func() {
-		err := c.att.WaitPick(ctx)
-		if w.state.Swap(pwReturned) == pwDropped {
-			c.att.Abandon() // the loop left att to this goroutine
-			return
-		}
+	c.pw = c.att.GoWaitPick(func(w *cluster.PickWait, err error) {
 		// A loop that stopped drops picked; it has closed (or will close) c then
 		// (LoopClosed), and endWait abandons att on the loop.
 		c.loop.Post(func() { c.picked(w, err) })
-	}()
+	})
 }
 
 // picked continues on the loop the request whose wait for a host ended (err: no host).
-func (c *loopConn) picked(w *loopPickWait, err error) {
+func (c *loopConn) picked(w *cluster.PickWait, err error) {
 	if c.pw != w {
 		return // the request ended during the wait (endWait)
 	}
 	c.pw = nil
-	w.cancel()
+	w.Cancel()
 	if c.pwTimer {
 		c.pwTimer = false
 		if at := c.deadline(); at != 0 && c.loop.Now() >= at {
@@ -991,10 +967,7 @@ func (c *loopConn) endWait() {
 	w := c.pw
 	c.pw, c.pwTimer = nil, false
 	c.keepAlive = false
-	w.cancel()
-	if w.state.Swap(pwDropped) == pwReturned {
-		c.att.Abandon()
-	}
+	w.Drop()
 }
 
 // connectFailed drops the connect in flight and tries the next host.
@@ -1848,7 +1821,7 @@ func (c *loopConn) OnTimer() {
 	if c.pw != nil {
 		// During a wait for a host, which owns att: the bound applies once it is over.
 		c.pwTimer = true
-		c.pw.cancel()
+		c.pw.Cancel()
 		return
 	}
 	switch {

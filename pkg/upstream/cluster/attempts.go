@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
@@ -226,6 +227,54 @@ func (a *Attempts) WaitPick(ctx context.Context) error {
 	}
 	a.h, a.done, a.pending, a.wait = h, done, true, false
 	return nil
+}
+
+// PickWait is a WaitPick running on its own goroutine for a caller on an event loop
+// (GoWaitPick), which does not use the attempts until the wait is over. The caller either
+// takes the delivered result or, when it ends during the wait, drops the wait (Drop); the
+// one of the two that comes last abandons the attempts, exactly once.
+type PickWait struct {
+	a      *Attempts
+	cancel context.CancelFunc
+	state  atomic.Int32 // pwWaiting, then pwReturned (by the goroutine) or pwDropped (Drop)
+}
+
+const (
+	pwWaiting  int32 = iota
+	pwReturned       // WaitPick returned: the goroutine no longer uses the attempts
+	pwDropped        // the caller ended during the wait: it no longer uses them
+)
+
+// GoWaitPick runs WaitPick on a new goroutine, which then calls deliver with its result,
+// unless the caller dropped the wait meanwhile (the goroutine then abandons a). deliver
+// usually posts the result to the caller's loop; a loop that stops may drop it unrun, and
+// the caller's Drop, as its connection ends, abandons a then.
+func (a *Attempts) GoWaitPick(deliver func(w *PickWait, err error)) *PickWait {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &PickWait{a: a, cancel: cancel}
+	go func() {
+		err := a.WaitPick(ctx)
+		if w.state.Swap(pwReturned) == pwDropped {
+			a.Abandon()
+			return
+		}
+		deliver(w, err)
+	}()
+	return w
+}
+
+// Cancel ends the wait early (WaitPick returns ctx's error, delivered as usual); after
+// the caller took the result, it releases the wait's context.
+func (w *PickWait) Cancel() { w.cancel() }
+
+// Drop ends the wait of a caller that ends during it: the attempts are abandoned now if
+// WaitPick returned already (its delivered result is then to be ignored), else by the
+// goroutine when it returns.
+func (w *PickWait) Drop() {
+	w.cancel()
+	if w.state.Swap(pwDropped) == pwReturned {
+		w.a.Abandon()
+	}
 }
 
 // mayWaitUntried reports whether a pick that found no untried healthy host in s may wait

@@ -1,10 +1,8 @@
 package tcpproxy
 
 import (
-	"context"
 	"errors"
 	"net/netip"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -56,7 +54,7 @@ type loopSession struct {
 	upFD  int
 	state uint8
 	// pw is the WaitPick goroutine's hand-off (stPicking); nil when no wait is on.
-	pw *pickWait
+	pw *cluster.PickWait
 
 	name  string
 	cl    *cluster.Cluster
@@ -192,48 +190,24 @@ func (s *loopSession) connectNext() {
 	}
 }
 
-// pickWait is an Attempts.WaitPick running on a goroutine for a session (waitPick).
-// state says who abandons the attempts of a session that ended during the wait (endWait):
-// the goroutine when WaitPick returns, or the loop if it had returned already. The loop
-// cannot rely on picked for that: a loop that stops drops what was posted to it and not
-// yet run, and Post may have accepted picked just before.
-type pickWait struct {
-	cancel context.CancelFunc
-	state  atomic.Int32 // pwWaiting, then pwReturned (by the goroutine) or pwDropped (by the loop)
-}
-
-const (
-	pwWaiting  int32 = iota
-	pwReturned       // WaitPick returned: the goroutine no longer uses att
-	pwDropped        // the session ended during the wait: the loop no longer uses att
-)
-
 // waitPick waits for a healthy host on a goroutine (the cluster's pick_timeout), then
-// continues on the loop. A client that leaves meanwhile cancels the wait.
+// continues on the loop. A client that leaves meanwhile drops the wait (endWait).
 func (s *loopSession) waitPick() {
 	s.state = stPicking
-	ctx, cancel := context.WithCancel(context.Background())
-	w := &pickWait{cancel: cancel}
-	s.pw = w
-	go func() {
-		err := s.att.WaitPick(ctx)
-		if w.state.Swap(pwReturned) == pwDropped {
-			s.att.Abandon() // the session ended meanwhile and left att to this goroutine
-			return
-		}
+	s.pw = s.att.GoWaitPick(func(w *cluster.PickWait, err error) {
 		// A loop that stopped drops picked (refused, or accepted and never run); it has
 		// ended (or will end) the session then (LoopClosed), and endWait abandons att.
 		s.loop.Post(func() { s.picked(w, err) })
-	}()
+	})
 }
 
 // picked continues on the loop a session whose wait for a host ended (err: no host).
-func (s *loopSession) picked(w *pickWait, err error) {
+func (s *loopSession) picked(w *cluster.PickWait, err error) {
 	if s.pw != w {
 		return // the session ended during the wait (endWait)
 	}
 	s.pw = nil
-	w.cancel()
+	w.Cancel()
 	if err != nil {
 		s.connectFailed(err)
 		return
@@ -246,10 +220,7 @@ func (s *loopSession) picked(w *pickWait, err error) {
 func (s *loopSession) endWait() {
 	w := s.pw
 	s.pw = nil
-	w.cancel()
-	if w.state.Swap(pwDropped) == pwReturned {
-		s.att.Abandon()
-	}
+	w.Drop()
 }
 
 // connectFailed ends a session whose upstream could not be connected.
