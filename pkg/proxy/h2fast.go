@@ -199,7 +199,7 @@ func (hc *h2Conn) logStart(st *h2stream.ServerStream, f *h2Fast) {
 // connection when a reused one turns out closed, and as the route's retry policy allows
 // (retry_on, num_retries, per_try_timeout, the cluster's max_retries breaker), on another
 // host when the cluster has one. A request body is kept in a pooled replay buffer while
-// it fits retryBufferLimit, and a retry sends it again; a larger body gets one try.
+// it fits bufferLimit, and a retry sends it again; a larger body gets one try.
 func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 	p := hc.h.p
 	t := &f.t
@@ -341,20 +341,21 @@ type fastRetry struct {
 	look, fresh bool
 
 	// The direct path's request body: the bytes read from the stream so far while they fit
-	// retryBufferLimit, sent again by a retry.
+	// bufferLimit, sent again by a retry.
 	body     bool
 	bodyBuf  *buffer.IoBuffer
 	bodyEOF  bool // the stream's body ended: bodyBuf holds all of it
-	bodyOver bool // the body outgrew retryBufferLimit: no retry
+	bodyOver bool // the body outgrew bufferLimit: no retry
 }
 
 // retryStatus decides whether to try again after a try ended with status (0: no
-// response), taking a max_retries slot when it does.
+// response), taking a max_retries slot when it does. A retry the policy allows is not
+// made for a body that outgrew bufferLimit (counted, unreplayable).
 func (r *fastRetry) retryStatus(p *Proxy, t *h2Target, status int) bool {
 	r.release(t)
 	rt := t.rt
 	pol := rt.Retry()
-	if pol == nil || r.once || r.bodyOver {
+	if pol == nil || r.once {
 		return false
 	}
 	now := time.Now()
@@ -362,6 +363,12 @@ func (r *fastRetry) retryStatus(p *Proxy, t *h2Target, status int) bool {
 		if d := t.timeout; d > 0 && now.Sub(at) >= d {
 			return false // the route timeout runs from when the request was in
 		}
+	}
+	if r.bodyOver {
+		if r.wouldRetry(t, status) {
+			p.unreplayable(t.cl.Name())
+		}
+		return false
 	}
 	if !pol.ShouldRetry(r.attempt, status, false, t.cl) {
 		return false
@@ -375,8 +382,15 @@ func (r *fastRetry) retryStatus(p *Proxy, t *h2Target, status int) bool {
 	return true
 }
 
+// wouldRetry reports whether the route's retry policy allows another try after one that
+// ended with status (0: no response), not asking the cluster's budget: a retry that
+// something else (a body over the buffer) stands in the way of.
+func (r *fastRetry) wouldRetry(t *h2Target, status int) bool {
+	return !r.once && t.rt.Retry().ShouldRetry(r.attempt, status, false, nil)
+}
+
 // keepBody keeps b, just read from the request body, for a retry; once the body outgrows
-// retryBufferLimit nothing is kept and the request is no longer retriable.
+// bufferLimit nothing is kept and the request is no longer retriable.
 func (r *fastRetry) keepBody(p *Proxy, t *h2Target, b []byte) {
 	if r.bodyOver || r.once {
 		return
@@ -385,11 +399,11 @@ func (r *fastRetry) keepBody(p *Proxy, t *h2Target, b []byte) {
 	if r.bodyBuf != nil {
 		kept = r.bodyBuf.Len()
 	}
-	if kept+len(b) > retryBufferLimit {
+	if limit := p.bufferLimit(); kept+len(b) > limit {
 		r.bodyOver = true
 		r.freeBody()
 		p.cfg.Log.Debug("proxy: request body outgrew the retry buffer, no retry",
-			zap.String("cluster", t.cl.Name()), zap.Int("limit", retryBufferLimit))
+			zap.String("cluster", t.cl.Name()), zap.Int("limit", limit))
 		return
 	}
 	if len(b) == 0 {

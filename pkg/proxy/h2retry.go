@@ -17,24 +17,24 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/network"
 )
 
-// retryBufferLimit bounds the request body a retry_policy retry sends again (and the
-// copy for a mirror cluster) on the HTTP/2 paths: 64 KiB. A request whose body outgrows
-// it is no longer retried by the policy, since the bytes already sent cannot be sent
-// again. (The HTTP/1 path replays only a body that came whole with the head, at most
-// 8 KiB.)
-const retryBufferLimit = 64 << 10
-
-// replayLimit bounds the request body kept for a request to an HTTP/2 upstream, so that
-// a stream the upstream did not process (unprocessedRetries) is sent again whole: the
-// default per-connection buffer limit, 1 MiB, which Envoy also applies to the bodies it
-// buffers for retries. The proxy's Config carries no listener's buffer limit, so the
-// limit is fixed. Memory: each request in flight with a body holds up to this much in a
-// pooled buffer, from its first body byte until its response head arrives (settle), so
-// n concurrent uploads hold up to n MiB; the memory overload check (Config.Overloaded)
-// bounds the total. A body that outgrew it is not sent again; once part of it went
-// upstream a refused stream is answered 502 and counted (upstream_overflow_total,
-// breaker retry_buffer).
-const replayLimit = network.DefaultBufferLimit
+// bufferLimit bounds the request body kept for a request on the HTTP/2 paths (to an
+// HTTP/2 upstream, and from an HTTP/2 client to an HTTP/1 upstream), so that a retry or
+// a mirror copy sends it whole: the listener's per_connection_buffer_limit_bytes
+// (Config.BufferLimit), by default network.DefaultBufferLimit (1 MiB), as Envoy bounds
+// the bodies it buffers for retries and shadows. It serves the retry policy, a stream
+// the upstream did not process (unprocessedRetries) and the mirror copy alike. Memory:
+// each request in flight with a body holds up to this much in a pooled buffer, from its
+// first body byte until its response head arrives (and a mirror copy, up to as much,
+// until it is sent); the memory overload check (Config.Overloaded) bounds the total. A
+// body that outgrew it is not sent again: the try's failure is answered and counted
+// (upstream_overflow_total, breaker retry_buffer), and the mirror copy is dropped.
+// (The HTTP/1 path replays only a body that came whole with the head, at most 8 KiB.)
+func (p *Proxy) bufferLimit() int {
+	if p.cfg.BufferLimit > 0 {
+		return p.cfg.BufferLimit
+	}
+	return network.DefaultBufferLimit
+}
 
 // unprocessedRetries bounds the tries a request to an HTTP/2 upstream gets again because
 // the upstream did not process it (REFUSED_STREAM, a stream id above a GOAWAY's last
@@ -53,10 +53,9 @@ const unprocessedRetries = 3
 // per try, the route timeout, the cluster's max_retries breaker) on another host when
 // the cluster has one, after a connect failure, a stream reset, a per-try timeout or a
 // retriable status. A request body is kept in a bounded replay buffer (h2Replay) so that
-// a later try sends it again: up to replayLimit for an unprocessed stream, up to
-// retryBufferLimit for the retry policy. out.URL.Host follows the host of each try. It
-// also queues the copy for the route's mirror cluster (mirror.go). first, when not nil,
-// is a connection already acquired for the first try.
+// a later try sends it again: up to bufferLimit. out.URL.Host follows the host of each
+// try. It also queues the copy for the route's mirror cluster (mirror.go). first, when
+// not nil, is a connection already acquired for the first try.
 func (p *Proxy) roundTripH2(ctx context.Context, t *h2Target, out *http.Request, first *http2.ClientConn) (*http.Response, error) {
 	r := fastRetry{tryStart: t.start}
 	defer r.release(t)
@@ -108,6 +107,9 @@ func (p *Proxy) roundTripH2(ctx context.Context, t *h2Target, out *http.Request,
 		}
 		t.reportTry(status, err)
 		if rp != nil && !rp.retriable() {
+			if rp.outgrew() && r.wouldRetry(t, status) {
+				p.unreplayable(t.cl.Name())
+			}
 			return resp, err
 		}
 		if !r.retryStatus(p, t, status) {
@@ -131,11 +133,12 @@ func (p *Proxy) retarget(t *h2Target, out *http.Request) {
 	}
 }
 
-// unreplayable counts a request the upstream did not process that is not sent again
-// because its body outgrew replayLimit and part of it went upstream already.
+// unreplayable counts a request that is not sent again, though the upstream did not
+// process it or the retry policy would retry it, because its body outgrew bufferLimit
+// and part of it went upstream already.
 func (p *Proxy) unreplayable(cl string) {
-	p.cfg.Log.Debug("proxy: upstream did not process a request whose body outgrew the replay buffer",
-		zap.String("cluster", cl), zap.Int("limit", replayLimit))
+	p.cfg.Log.Debug("proxy: request not sent again: its body outgrew the retry buffer",
+		zap.String("cluster", cl), zap.Int("limit", p.bufferLimit()))
 	if m := p.cfg.Metrics; m != nil && m.UpstreamOverflow != nil {
 		m.UpstreamOverflow.WithLabelValues(cl, "retry_buffer").Inc()
 	}
@@ -212,18 +215,19 @@ var errReplayLost = errors.New("proxy: request body outgrew the replay buffer")
 
 // h2Replay feeds one request body to the tries of roundTripH2. The bytes read from the
 // downstream body are kept in a pooled buffer while the whole body so far fits
-// replayLimit, so that a retry sends the body again from its start; each try reads
+// bufferLimit (limit), so that a retry sends the body again from its start; each try reads
 // through its own replayTry, which replays the kept bytes, then reads on from the
 // downstream body. x/net's body writer of an earlier try may still be inside a Read when
 // the next try starts: reads of the downstream body are serialised, and every byte read
 // is kept (or handed to the current try) so none is lost or sent twice. Once the body
-// outgrew the limit, bytes the current try took are dropped and no retry happens (a
-// retry_policy retry stops past retryBufferLimit already: retriable). The
-// buffer goes back to the pool when roundTripH2 returned and every try's body was closed.
+// outgrew the limit, bytes the current try took are dropped, no retry happens and the
+// mirror copy is dropped. The buffer goes back to the pool when roundTripH2 returned and
+// every try's body was closed.
 type h2Replay struct {
 	p       *Proxy
 	src     io.Reader
 	cluster string
+	limit   int64 // bufferLimit
 
 	mu      sync.Mutex
 	cond    sync.Cond
@@ -233,7 +237,7 @@ type h2Replay struct {
 	reading bool  // a Read of src is in progress
 	err     error // src's final error; io.EOF at the end of the body
 	over    bool  // nothing more is kept: no retry from here on
-	big     bool  // the body outgrew retryBufferLimit: no retry_policy retry
+	big     bool  // the body outgrew limit
 	cur     *replayTry
 	refs    int        // roundTripH2 and each try whose body is not closed yet
 	settled bool       // roundTripH2 returned: no further try starts
@@ -242,7 +246,7 @@ type h2Replay struct {
 }
 
 func (p *Proxy) newH2Replay(src io.Reader, cluster string, mirror *mirrorJob) *h2Replay {
-	rp := &h2Replay{p: p, src: src, cluster: cluster, refs: 1, mirror: mirror}
+	rp := &h2Replay{p: p, src: src, cluster: cluster, limit: int64(p.bufferLimit()), refs: 1, mirror: mirror}
 	rp.cond.L = &rp.mu
 	return rp
 }
@@ -266,24 +270,31 @@ func (rp *h2Replay) try() io.ReadCloser {
 }
 
 // retriable reports whether a retry_policy retry can send the whole body again: it was
-// all kept, it fits retryBufferLimit, and reading it has not failed (a downstream reset,
-// a filter that stopped it).
+// all kept (it fits the limit and the exchange has not ended), and reading it has not
+// failed (a downstream reset, a filter that stopped it).
 func (rp *h2Replay) retriable() bool {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
-	return !rp.big && !rp.over && (rp.err == nil || rp.err == io.EOF)
+	return !rp.over && (rp.err == nil || rp.err == io.EOF)
+}
+
+// outgrew reports whether the body outgrew the limit.
+func (rp *h2Replay) outgrew() bool {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	return rp.big
 }
 
 // replayable reports whether a try of a request the upstream did not process can send
-// the whole body again (as retriable, but up to replayLimit; a bodiless request, rp nil,
-// always can), and whether the body outgrew the limit.
+// the whole body again (as retriable; a bodiless request, rp nil, always can), and
+// whether the body outgrew the limit.
 func (rp *h2Replay) replayable() (ok, over bool) {
 	if rp == nil {
 		return true, false
 	}
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
-	return !rp.over && (rp.err == nil || rp.err == io.EOF), rp.over
+	return !rp.over && (rp.err == nil || rp.err == io.EOF), rp.big
 }
 
 // settle is roundTripH2's end: no further try starts, so nothing more needs keeping
@@ -341,24 +352,20 @@ func (rp *h2Replay) unref() {
 }
 
 // keep records b, just read from src at offset rp.n-len(b), unless the body outgrew
-// replayLimit: then the request stops being retriable and only bytes the current try has
-// not read yet stay. Past retryBufferLimit the retry policy and the mirror copy give up.
-// rp.mu is held.
+// the limit: then the request stops being retriable, the mirror copy gives up, and only
+// bytes the current try has not read yet stay. rp.mu is held.
 func (rp *h2Replay) keep(b []byte, forCur bool) {
 	if rp.freed {
 		return
 	}
-	if !rp.big && rp.n > retryBufferLimit {
-		rp.big = true
+	if !rp.big && rp.n > rp.limit {
+		rp.big, rp.over = true, true
 		if rp.mirror != nil {
 			rp.p.mirrorMetric(rp.mirror.cluster, "dropped")
 			rp.mirror = nil
 		}
-	}
-	if !rp.over && rp.n > replayLimit {
-		rp.over = true
-		rp.p.cfg.Log.Debug("proxy: request body outgrew the replay buffer, no retry",
-			zap.String("cluster", rp.cluster), zap.Int("limit", replayLimit))
+		rp.p.cfg.Log.Debug("proxy: request body outgrew the retry buffer, no retry",
+			zap.String("cluster", rp.cluster), zap.Int64("limit", rp.limit))
 	}
 	if rp.over {
 		rp.dropRead()
@@ -370,7 +377,7 @@ func (rp *h2Replay) keep(b []byte, forCur bool) {
 		return
 	}
 	if rp.buf == nil {
-		rp.buf = rp.p.cfg.Pool.NewBuffer(min(max(len(b), 4<<10), replayLimit))
+		rp.buf = rp.p.cfg.Pool.NewBuffer(int(min(max(int64(len(b)), 4<<10), rp.limit)))
 		if rp.over {
 			rp.base = rp.n - int64(len(b))
 		}

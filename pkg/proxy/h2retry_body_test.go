@@ -139,6 +139,10 @@ func post(t testing.TB, c *http.Client, url string, body []byte, unknown bool) (
 	return resp, string(b)
 }
 
+// limit64K sets the body kept for retries and mirror copies to 64 KiB, so that the
+// bodies over it stay small.
+func limit64K(c *proxy.Config) { c.BufferLimit = 64 << 10 }
+
 func randomBody(n int) []byte {
 	b := make([]byte, n)
 	for i := range b {
@@ -222,11 +226,12 @@ func TestH2BodyRetryExactCount(t *testing.T) {
 	}
 }
 
-// TestH2BodyOverRetryBuffer: a body larger than the retry buffer is not retried: the
-// first answer is passed through. A body just within it still is.
+// TestH2BodyOverRetryBuffer: a body larger than the retry buffer (Config.BufferLimit,
+// 64 KiB here) is not retried: the first answer is passed through. A body just within it
+// still is.
 func TestH2BodyOverRetryBuffer(t *testing.T) {
 	bo := startBodyOrigins(t, 2)
-	e := startRetryEnv(t, bodyRetryRoutes, `[{"name":"c","type":"SIMPLE","hosts":[`+bo.hosts()+`]}]`, stream.HTTP2)
+	e := startRetryEnv(t, bodyRetryRoutes, `[{"name":"c","type":"SIMPLE","hosts":[`+bo.hosts()+`]}]`, stream.HTTP2, limit64K)
 	c := &http.Client{Transport: h2cTransport(t), Timeout: testTimeout}
 	for _, up := range []string{"h1", "h2"} {
 		for _, unknown := range []bool{false, true} {

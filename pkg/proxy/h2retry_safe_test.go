@@ -67,8 +67,8 @@ func safeDo(t testing.TB, c *http.Client, method, url string, body []byte) (int,
 
 // TestH2UnprocessedRetriedWithoutPolicy: on routes without a retry policy, a request to
 // an HTTP/2 upstream that refuses the stream (REFUSED_STREAM) or answers it with a
-// graceful GOAWAY that excludes it, whatever its method and with a body over the 64 KiB
-// of retryBufferLimit, is sent again to the cluster's other hosts, through two
+// graceful GOAWAY that excludes it, whatever its method and with a body of up to the
+// default buffer limit (1 MiB), is sent again to the cluster's other hosts, through two
 // unprocessing hosts in a row, and the serving host gets each request exactly once with
 // its whole body. Each such try counts in upstream_retries_total. HTTP/2 and HTTP/1
 // clients (the HTTP/2 driver, and the HTTP/1 proxy's h2 upstream path).

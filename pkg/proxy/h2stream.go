@@ -811,6 +811,9 @@ func (p *Proxy) h2ToH1(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	bw := bufWriters.Get().(*bufio.Writer)
 	bw.Reset(uc.raw)
 	if mc := p.mirrorCopy(t.rt, bw); mc != nil {
+		if out.Body != nil {
+			out.Body = mc.countBody(out.Body)
+		}
 		err = out.Write(mc)
 		mc.finish(p, err == nil)
 	} else {

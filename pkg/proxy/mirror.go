@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -62,8 +63,8 @@ func (s *session) mirror(rt *router.Route) {
 // mirrorWithBody starts the copy of a request with a body, its head in s.hb, when the
 // route mirrors and the draw hits: mirrorBody adds the body as it is forwarded, as the
 // upstream receives it (chunked framing included), and the job is queued once the body
-// is complete. A body beyond retryBufferLimit is not mirrored (counted as dropped, as on
-// the HTTP/2 paths), so a mirror never holds more than that per request.
+// is complete. A body beyond mirrorH1Limit is not mirrored (counted as dropped, as on
+// the HTTP/2 paths past bufferLimit), so a mirror never holds more than that per request.
 func (s *session) mirrorWithBody(rt *router.Route) {
 	if s.x.upgrade {
 		return
@@ -74,7 +75,7 @@ func (s *session) mirrorWithBody(rt *router.Route) {
 	}
 	hb := s.p.cfg.Pool.NewBuffer(s.hb.Len() + 4096)
 	_, _ = hb.Write(s.hb.Bytes())
-	s.x.mirror = mirrorJob{cluster: cl, head: hb, timeout: t, limit: s.hb.Len() + retryBufferLimit}
+	s.x.mirror = mirrorJob{cluster: cl, head: hb, timeout: t, limit: s.hb.Len() + mirrorH1Limit}
 }
 
 // mirrorBody adds a piece of the request body to the mirror copy; done queues it.
@@ -127,16 +128,44 @@ func (p *Proxy) mirror(rt *router.Route, head []byte) {
 	p.enqueueMirror(mirrorJob{cluster: cl, head: hb, timeout: t})
 }
 
-// mirrorHeadRoom is what a copied request may hold beyond retryBufferLimit: its head.
+// mirrorH1Limit bounds the request body copied for the mirror cluster on the HTTP/1
+// path (HTTP/1 client, HTTP/1 upstream): 64 KiB. The HTTP/2 paths keep up to
+// bufferLimit.
+const mirrorH1Limit = 64 << 10
+
+// mirrorHeadRoom is what a copied request may hold beyond bufferLimit: its head and the
+// body's chunk framing.
 const mirrorHeadRoom = 16 << 10
 
 // mirrorCopier passes an HTTP/1 request, as net/http writes it (head, body framed,
 // trailers), through to w and keeps a copy for the route's mirror cluster: the full
-// path's HTTP/2-to-HTTP/1 requests (h2ToH1), whose bytes exist only as that write.
+// path's HTTP/2-to-HTTP/1 requests (h2ToH1), whose bytes exist only as that write. A
+// request whose body, read through countBody, outgrows bufferLimit is not copied.
 type mirrorCopier struct {
 	w    io.Writer
 	j    mirrorJob
 	over bool
+	body mirrorBody
+	max  int64 // the most body bytes a copy may carry: bufferLimit
+}
+
+// mirrorBody counts the bytes read from a request body.
+type mirrorBody struct {
+	io.ReadCloser
+	n atomic.Int64 // atomic: net/http may read a body's first byte on a goroutine of its own
+}
+
+func (b *mirrorBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+// countBody returns body read through m, so that a body beyond bufferLimit is not
+// mirrored, whatever the size of the head.
+func (m *mirrorCopier) countBody(body io.ReadCloser) io.ReadCloser {
+	m.body.ReadCloser = body
+	return &m.body
 }
 
 // mirrorCopy returns a copier in front of w when the route mirrors and the draw hits;
@@ -147,12 +176,12 @@ func (p *Proxy) mirrorCopy(rt *router.Route, w io.Writer) *mirrorCopier {
 		return nil
 	}
 	return &mirrorCopier{w: w, j: mirrorJob{cluster: cl, head: p.cfg.Pool.NewBuffer(4096), timeout: t,
-		limit: retryBufferLimit + mirrorHeadRoom}}
+		limit: p.bufferLimit() + mirrorHeadRoom}, max: int64(p.bufferLimit())}
 }
 
 func (m *mirrorCopier) Write(b []byte) (int, error) {
 	if !m.over {
-		if m.j.head.Len()+len(b) > m.j.limit {
+		if m.j.head.Len()+len(b) > m.j.limit || m.body.n.Load() > m.max {
 			m.over = true
 		} else {
 			_, _ = m.j.head.Write(b)
@@ -165,7 +194,7 @@ func (m *mirrorCopier) Write(b []byte) (int, error) {
 // beyond the limit is counted as a dropped mirror.
 func (m *mirrorCopier) finish(p *Proxy, ok bool) {
 	switch {
-	case m.over:
+	case m.over || m.body.n.Load() > m.max:
 		p.mirrorMetric(m.j.cluster, "dropped")
 	case ok:
 		p.enqueueMirror(m.j)

@@ -89,7 +89,7 @@ func TestMirrorToH2Upstream(t *testing.T) {
 	}
 	testutil.Eventually(t, testTimeout, "mirror counted as sent", func() bool { return mirrorCount(t, e2.m, "sent") == 1 })
 
-	e1 := startRetryEnv(t, mirrorH2Routes, clusters, stream.HTTP1)
+	e1 := startRetryEnv(t, mirrorH2Routes, clusters, stream.HTTP1, limit64K)
 	resp, got = roundTrip(t, e1.addr, "GET /m2/get HTTP/1.1\r\nHost: a\r\n\r\n")
 	if resp.StatusCode != 200 || got != "GET /m2/get " {
 		t.Fatalf("h1 main answer: %d %q", resp.StatusCode, got)
@@ -133,7 +133,7 @@ func TestMirrorToH2FireAndForget(t *testing.T) {
 	main := h2Origin(t, h2echo)
 	shadow, seen := shadowOrigin(t, true)
 	e := startRetryEnv(t, mirrorH2Routes, `[{"name":"c","type":"SIMPLE","hosts":[{"address":"`+main.addr()+`"}]},
-	 {"name":"shadow","type":"SIMPLE","hosts":[{"address":"`+shadow.addr()+`"}]}]`, stream.HTTP2)
+	 {"name":"shadow","type":"SIMPLE","hosts":[{"address":"`+shadow.addr()+`"}]}]`, stream.HTTP2, limit64K)
 	c := &http.Client{Transport: h2cTransport(t), Timeout: testTimeout}
 	for i := range 3 {
 		start := time.Now()
@@ -165,7 +165,7 @@ func TestMirrorH2ToH1WithBodies(t *testing.T) {
 	main := h2Origin(t, h2echo)
 	shadow, seen := shadowOrigin(t, false)
 	e := startRetryEnv(t, mirrorH2Routes, `[{"name":"c","type":"SIMPLE","hosts":[{"address":"`+main.addr()+`"}]},
-	 {"name":"shadow","type":"SIMPLE","hosts":[{"address":"`+shadow.addr()+`"}]}]`, stream.HTTP2)
+	 {"name":"shadow","type":"SIMPLE","hosts":[{"address":"`+shadow.addr()+`"}]}]`, stream.HTTP2, limit64K)
 	c := &http.Client{Transport: h2cTransport(t), Timeout: testTimeout}
 	body := string(randomBody(10 << 10))
 	if resp, got := get(t, c, "POST", "http://"+e.addr+"/m1/len", body); resp.StatusCode != 200 || got != "POST /m1/len "+body {
@@ -207,7 +207,7 @@ func TestMirrorH2ToH1FullPath(t *testing.T) {
 		got <- r
 	})
 	e := startRetryEnv(t, mirrorH2Routes, `[{"name":"c","type":"SIMPLE","hosts":[{"address":"`+main.addr()+`"}]},
-	 {"name":"shadow","type":"SIMPLE","hosts":[{"address":"`+shadow.addr()+`"}]}]`, stream.HTTP2,
+	 {"name":"shadow","type":"SIMPLE","hosts":[{"address":"`+shadow.addr()+`"}]}]`, stream.HTTP2, limit64K,
 		withFilters(t, "header_mutation", `{"request_headers_to_add":[{"header":{"key":"X-Added","value":"yes"}}]}`))
 	c := &http.Client{Transport: h2cTransport(t), Timeout: testTimeout}
 	body := string(randomBody(10 << 10))

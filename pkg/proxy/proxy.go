@@ -76,6 +76,12 @@ type Config struct {
 	// route timeout starts only once the request is in. 0: DefaultRequestBodyTimeout,
 	// negative: none.
 	RequestBodyTimeout time.Duration
+
+	// BufferLimit is the listener's per_connection_buffer_limit_bytes (0: the default,
+	// 1 MiB): the most request body kept per request for retries and mirror copies to
+	// HTTP/2 upstreams and from HTTP/2 clients. A body that outgrows it is neither
+	// retried nor mirrored.
+	BufferLimit int
 }
 
 // Proxy is the HTTP/1 proxy. It implements network.Handler. Close it to close the idle

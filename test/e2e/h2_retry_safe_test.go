@@ -37,7 +37,7 @@ func promCounter(t *testing.T, admin, series string) float64 {
 // policy, in front of a cluster of two HTTP/2 upstreams that process no stream (one
 // refuses each with REFUSED_STREAM, the other answers it with a graceful GOAWAY naming
 // no stream) and one h2c upstream that serves. HTTP/1.1 and h2c clients send GETs,
-// POSTs and PUTs, with bodies up to 1 MiB (over the 64 KiB a retry policy replays):
+// POSTs and PUTs, with bodies up to 1 MiB (up to the 1 MiB a retry replays by default):
 // every request is answered by the serving upstream, which gets each exactly once and
 // whole, and each try sent again counts in upstream_retries_total.
 func TestH2UnprocessedRetriedToNextHost(t *testing.T) {

@@ -585,7 +585,7 @@ func (c *churnTally) failures() int {
 
 // churnKnownGap names the requests the proxy may answer 502 or 503 when their upstream
 // stream was not processed (REFUSED_STREAM, or above a GOAWAY's last stream id): only a
-// body over the 1 MiB kept to send such a request again (pkg/proxy replayLimit), once
+// body over the 1 MiB kept to send such a request again (pkg/proxy bufferLimit), once
 // part of it went upstream. Every other request the upstream did not process is sent
 // again, with or without a retry policy, up to three times. These tests send bodies of
 // at most 1 MiB, so any 502 fails them. Run with MOSNLITE_H2_CHURN_STRICT=1 to count

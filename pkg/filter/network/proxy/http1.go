@@ -38,7 +38,8 @@ type loopHTTPServer struct {
 func (s *loopHTTPServer) ServeRaw(a network.Accepted) bool { return s.p.ServeRaw(a) }
 
 // httpConfig is pkg/proxy's config for an HTTP listener: the upstream protocol, stream
-// filters and access logs, and the request timeouts of extend_config.
+// filters and access logs, the request timeouts of extend_config, and the listener's
+// per_connection_buffer_limit_bytes (the body kept for retries and mirrors).
 func httpConfig(p Params, downstream stream.Protocol) (proxy.Config, error) {
 	up, err := httpUpstream(p)
 	if err != nil {
@@ -57,7 +58,12 @@ func httpConfig(p Params, downstream stream.Protocol) (proxy.Config, error) {
 	if err != nil {
 		return proxy.Config{}, err
 	}
+	bufferLimit := 0
+	if d.Listener != nil {
+		bufferLimit = int(d.Listener.PerConnBufferLimitBytes)
+	}
 	return proxy.Config{
+		BufferLimit:          bufferLimit,
 		RequestHeaderTimeout: headerTimeout,
 		RequestBodyTimeout:   bodyTimeout,
 		StreamFilters:        chain,
