@@ -253,7 +253,7 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 			t.reportTry(f.rhead.Status, nil)
 			if r.retryStatus(p, t, f.rhead.Status) {
 				uc.close()
-				if err := p.nextHost(hc.ctx, t, uc.addr); err != nil {
+				if err := hc.nextFast(t, &r, uc.addr); err != nil {
 					return err
 				}
 				continue
@@ -284,10 +284,45 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 		if !r.retryStatus(p, t, 0) {
 			return le
 		}
-		if err := p.nextHost(hc.ctx, t, t.host.Addr()); err != nil {
+		if err := hc.nextFast(t, &r, t.host.Addr()); err != nil {
 			return err
 		}
 	}
+}
+
+// tryCtx is the context of the waits for a host (pick_timeout) and the connects of the
+// direct path's try: hc.ctx, ended at the try's deadline (r.deadline) once the request
+// is in. While a body still arrives pick_timeout alone bounds the wait.
+func (hc *h2Conn) tryCtx(t *h2Target, r *fastRetry) (context.Context, context.CancelFunc) {
+	if _, ok := t.receivedAt(); ok {
+		if d := r.deadline(hc.h.p, t, time.Time{}); !d.IsZero() {
+			return context.WithDeadline(hc.ctx, d)
+		}
+	}
+	return hc.ctx, func() {}
+}
+
+// nextFast is nextHost for the direct path's next try, whose wait for a host ends with
+// the try's time: then errTimeout.
+func (hc *h2Conn) nextFast(t *h2Target, r *fastRetry, prev string) error {
+	ctx, cancel := hc.tryCtx(t, r)
+	defer cancel()
+	err := hc.h.p.nextHost(ctx, t, prev)
+	if err != nil && ctx.Err() != nil && hc.ctx.Err() == nil {
+		return errTimeout
+	}
+	return err
+}
+
+// idleH1 is h1Conn without its dial: an idle connection to the target's host, or nil.
+func (p *Proxy) idleH1(t *h2Target, look bool) *upConn {
+	for up := p.get(t.host, time.Now()); up != nil; up = p.get(t.host, time.Now()) {
+		if !look || up.Probe() {
+			return up
+		}
+		up.close()
+	}
+	return nil
 }
 
 // mirrorKept queues the mirror copy of a request with a body, drawn in forwardFast
@@ -486,10 +521,18 @@ func (p *Proxy) nextHost(ctx context.Context, t *h2Target, prev string) error {
 // returned for the caller to close.
 func (hc *h2Conn) tryFast(st *h2stream.ServerStream, f *h2Fast, hb, rb *buffer.IoBuffer, r *fastRetry) (uc *upConn, reused bool, err error) {
 	t := &f.t
-	if r.fresh {
-		uc, err = hc.h.p.h1Dial(hc.ctx, t)
-	} else {
-		uc, err = hc.h.p.h1Conn(hc.ctx, t, r.look)
+	if !r.fresh {
+		uc = hc.h.p.idleH1(t, r.look)
+	}
+	if uc == nil {
+		// A wait for a host during the dial (the host picked refused, another is down)
+		// ends with the try's time, as on the HTTP/1 paths.
+		ctx, cancel := hc.tryCtx(t, r)
+		uc, err = hc.h.p.h1Dial(ctx, t)
+		if err != nil && ctx.Err() != nil && hc.ctx.Err() == nil {
+			err = errTimeout
+		}
+		cancel()
 	}
 	if err != nil {
 		return nil, false, err

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net"
 	"time"
 
@@ -66,17 +68,45 @@ func (s *session) tryDeadline(now time.Time) time.Time {
 	if s.x.recvAt.IsZero() {
 		return s.p.uploadBound(now)
 	}
+	return s.routeDeadline(s.route)
+}
+
+// routeDeadline is tryDeadline of a request that is in, on route rt (zero: none).
+func (s *session) routeDeadline(rt *router.Route) time.Time {
 	var d time.Time
-	if t := s.route.Timeout(); t > 0 {
+	if t := rt.Timeout(); t > 0 {
 		d = s.x.recvAt.Add(t)
 	}
-	if pt := s.route.Retry().PerTryTimeout(); pt > 0 {
+	if pt := rt.Retry().PerTryTimeout(); pt > 0 {
 		if td := s.x.tryStart.Add(pt); d.IsZero() || td.Before(d) {
 			d = td
 		}
 	}
 	return d
 }
+
+// tryCtx is the context of the waits for a host (pick_timeout) and the connects of the
+// try on route rt that started at s.x.tryStart: s.ctx, ended at the try's deadline
+// (routeDeadline) once the request is in. While a body still arrives the route timeout
+// has not started, and pick_timeout alone bounds the wait, as before.
+func (s *session) tryCtx(rt *router.Route) (context.Context, context.CancelFunc) {
+	if !s.x.recvAt.IsZero() {
+		if d := s.routeDeadline(rt); !d.IsZero() {
+			return context.WithDeadline(s.ctx, d)
+		}
+	}
+	return s.ctx, func() {}
+}
+
+// tryTimedOut reports whether ctx, from tryCtx, ended with the try's deadline rather than
+// with s.ctx.
+func (s *session) tryTimedOut(ctx context.Context) bool {
+	return ctx.Err() != nil && s.ctx.Err() == nil
+}
+
+// timedOutErr marks err, a pick or dial that the try's deadline ended, as errTimeout
+// (504), as the event loop answers when a bound passes during its wait for a host.
+func timedOutErr(err error) error { return fmt.Errorf("%w: %w", errTimeout, err) }
 
 // retryTry is called when a try ended before anything of its response was written
 // downstream: status is the upstream's status, or 0 for no response (connect failure,
@@ -107,6 +137,7 @@ func (s *session) retryTry(status int) bool {
 	if m := s.p.cfg.Metrics; m != nil && m.UpstreamRetries != nil {
 		m.UpstreamRetries.WithLabelValues(cl.Name()).Inc()
 	}
+	s.x.tryStart = now // nextTry's wait for a host is within the retry's time
 	up, pickDone, ok := s.nextTry(cl, now)
 	if !ok {
 		s.retryDone()
@@ -122,7 +153,6 @@ func (s *session) retryTry(status int) bool {
 	s.up, s.pickDone = up, pickDone
 	s.noteUpstream(up.host, cl, up) // the retry's host, for the access log
 	s.reused = up.since != (time.Time{})
-	s.x.tryStart = now
 	s.upFailed, s.upTimeout = false, false
 	up.deadline(s.tryDeadline(now)) // before the write, as for the first try
 	_ = s.writeUp(s.hb.Bytes())
@@ -134,17 +164,20 @@ func (s *session) retryTry(status int) bool {
 }
 
 // nextTry picks a host for a retry, avoiding the failed one when the cluster has another,
-// and takes an idle connection to it or dials one.
+// and takes an idle connection to it or dials one. A wait for a host ends with the
+// retry's deadline (tryCtx).
 func (s *session) nextTry(cl *cluster.Cluster, now time.Time) (*upConn, func(lb.DoneInfo), bool) {
 	prev := ""
 	if s.up != nil {
 		prev = s.up.addr
 	}
+	ctx, cancel := s.tryCtx(s.route)
+	defer cancel()
 	var host *cluster.Host
 	var pickDone func(lb.DoneInfo)
 	for i := 0; i < 3; i++ {
 		s.lr.Attempt++
-		h, done, err := cl.Pick(s.ctx, &s.lr)
+		h, done, err := cl.Pick(ctx, &s.lr)
 		if err != nil {
 			if host != nil {
 				break
@@ -165,7 +198,7 @@ func (s *session) nextTry(cl *cluster.Cluster, now time.Time) (*upConn, func(lb.
 		up = s.p.get(host, now)
 	}
 	if up == nil {
-		raw, h, done, err := cl.DialHost(s.ctx, &s.lr, host)
+		raw, h, done, err := cl.DialHost(ctx, &s.lr, host)
 		if err != nil {
 			pickDone(lb.DoneInfo{Err: err})
 			return nil, nil, false
@@ -175,26 +208,75 @@ func (s *session) nextTry(cl *cluster.Cluster, now time.Time) (*upConn, func(lb.
 	return up, pickDone, true
 }
 
+// pick picks the host of the first try. A pick that waits for a host to come up
+// (pick_timeout) waits within the try's deadline (tryCtx); a try that ends so is retried
+// as dial's are, and the last one's error wraps errTimeout.
+func (s *session) pick(rt *router.Route, cl *cluster.Cluster) (*cluster.Host, func(lb.DoneInfo), error) {
+	h, done, err := cl.PickNow(&s.lr)
+	if !errors.Is(err, cluster.ErrWouldWait) {
+		return h, done, err
+	}
+	for retry := false; ; retry = true {
+		ctx, cancel := s.tryCtx(rt)
+		h, done, err = cl.Pick(ctx, &s.lr)
+		timedOut := err != nil && s.tryTimedOut(ctx)
+		cancel()
+		if retry {
+			cl.ReleaseRetry()
+		}
+		if !timedOut {
+			return h, done, err
+		}
+		if !s.retryConnect(rt, cl) {
+			return nil, nil, timedOutErr(err)
+		}
+		s.lr.Attempt++
+	}
+}
+
+// retryConnect reports whether a try of a bodiless request that got no connection (every
+// connect failed, or no host in its time) is followed by another: the route timeout,
+// num_retries and the max_retries breaker allow it. The retry is counted and its time
+// starts; the caller gives back the breaker unit once its attempt is over.
+func (s *session) retryConnect(rt *router.Route, cl *cluster.Cluster) bool {
+	if t := rt.Timeout(); t > 0 && time.Since(s.x.recvAt) >= t {
+		return false
+	}
+	if !rt.Retry().ShouldRetry(s.x.attempt, 0, false, cl) {
+		return false
+	}
+	s.x.attempt++
+	s.x.tryStart = time.Now()
+	if m := s.p.cfg.Metrics; m != nil && m.UpstreamRetries != nil {
+		m.UpstreamRetries.WithLabelValues(cl.Name()).Inc()
+	}
+	return true
+}
+
 // dial connects to the picked host for the first try. DialHost itself moves on to other hosts
 // (max_connect_attempts); when every attempt failed, a bodiless request on a route with
 // a retry policy is dialled again, each round counted as a retry and bounded by
-// num_retries, the route timeout and the max_retries breaker.
+// num_retries, the route timeout and the max_retries breaker. Each round's waits for a
+// host end with its try's deadline (tryCtx); when the last round ended so, its error wraps
+// errTimeout.
 func (s *session) dial(rt *router.Route, cl *cluster.Cluster, host *cluster.Host, hasBody bool) (net.Conn, *cluster.Host, func(lb.DoneInfo), error) {
-	raw, h, done, err := cl.DialHost(s.ctx, &s.lr, host)
+	ctx, cancel := s.tryCtx(rt)
+	raw, h, done, err := cl.DialHost(ctx, &s.lr, host)
+	timedOut := err != nil && s.tryTimedOut(ctx)
+	cancel()
 	for err != nil && !hasBody && !errors.Is(err, cluster.ErrOverflow) {
-		if t := rt.Timeout(); t > 0 && time.Since(s.start) >= t { // bodiless: in at its head
+		if !s.retryConnect(rt, cl) {
 			break
-		}
-		if !rt.Retry().ShouldRetry(s.x.attempt, 0, false, cl) {
-			break
-		}
-		s.x.attempt++
-		if m := s.p.cfg.Metrics; m != nil && m.UpstreamRetries != nil {
-			m.UpstreamRetries.WithLabelValues(cl.Name()).Inc()
 		}
 		s.lr.Attempt++
-		raw, h, done, err = cl.Dial(s.ctx, &s.lr)
+		ctx, cancel = s.tryCtx(rt)
+		raw, h, done, err = cl.Dial(ctx, &s.lr)
+		timedOut = err != nil && s.tryTimedOut(ctx)
+		cancel()
 		cl.ReleaseRetry()
+	}
+	if timedOut {
+		err = timedOutErr(err)
 	}
 	return raw, h, done, err
 }

@@ -260,11 +260,19 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 		b.Drain(n)
 		return s.localDone(statusOverflow, "upstream overflow", hasBody)
 	}
-	host, pickDone, err := cl.Pick(s.ctx, lr)
+	// A bodiless request is in with its head: its route timeout starts now, and bounds
+	// the waits for a host (tryCtx) as it bounds the answer.
+	if !hasBody {
+		s.received(s.start)
+	}
+	host, pickDone, err := s.pick(rt, cl)
 	if err != nil {
 		cl.Release(cluster.MaxRequests)
 		b.Drain(n)
 		le := pickError(err)
+		if errors.Is(err, errTimeout) {
+			le = errTimeout
+		}
 		return s.localDone(le.status, le.body, hasBody)
 	}
 	up := s.p.get(host, s.start) // probed by the pool when idle for a while
@@ -285,6 +293,9 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 				s.fs.info.UpstreamCluster = cl.Name() // the cluster that failed, as on HTTP/2
 			}
 			le := dialError(err)
+			if errors.Is(err, errTimeout) {
+				le = errTimeout
+			}
 			return s.localDone(le.status, le.body, hasBody)
 		}
 		up = newUpConn(raw, h2, done)
@@ -292,11 +303,8 @@ func (s *session) request(b *buffer.IoBuffer, n int) error {
 	s.reused = up.since != (time.Time{})
 	s.up, s.route, s.pickDone, s.cl, s.reqSlot = up, rt, pickDone, cl, true
 	// The request's own bound, before anything is written: a coarse bound left by the
-	// connection's previous request may fire earlier. A bodiless request is in with its
-	// head, so its route timeout starts now; one with a body starts its upload.
-	if !hasBody {
-		s.received(s.start)
-	}
+	// connection's previous request may fire earlier. A bodiless request's route timeout
+	// started with its head (received above); one with a body starts its upload.
 	up.deadline(s.tryDeadline(s.start))
 
 	s.noteUpstream(up.host, cl, up) // a connect retry may have moved to another host
@@ -472,7 +480,9 @@ func (s *session) retryFresh() bool {
 			host = h // the same host, on a new connection
 		}
 	}
-	raw, h, done, err := s.cl.DialHost(s.ctx, &s.lr, host)
+	ctx, cancel := s.tryCtx(s.route) // a wait for another host ends with the try
+	raw, h, done, err := s.cl.DialHost(ctx, &s.lr, host)
+	cancel()
 	if err != nil {
 		s.up = nil
 		return false
