@@ -168,17 +168,61 @@ type SizedBodiesOnly interface {
 	SizedBodiesOnly()
 }
 
-// HeadersOnlyWhenSized reports whether every filter of the chain is HeadersOnly or
-// SizedBodiesOnly: the chain acts on heads alone for a request whose body length is
-// declared, and on every request when HeadersOnly also holds.
-func (c *StreamChain) HeadersOnlyWhenSized() bool {
+// LoopDelay is implemented by a factory whose filters act on heads alone as HeadersOnly
+// says, except that OnRequestHeaders may call Delay and that they are not pure: their
+// decisions are drawn at random (Percent), so an engine runs them once per request and
+// never again on the same request (the HTTP/1 event loop hands such a request to a
+// goroutine only before its filters ran). An engine that cannot block waits the delays
+// without blocking: the event loop records them and holds the request on its timer once
+// the receive phase is over, before the cluster is picked (an abort then follows the
+// delay, as it does on an engine that waits in Delay). fault is one.
+type LoopDelay interface {
+	LoopDelay()
+}
+
+// OnHeads reports whether every filter of the chain is HeadersOnly, SizedBodiesOnly or
+// LoopDelay (true for an empty chain): an engine that cannot call the body phases serves
+// the chain for a request whose body length is declared, waiting the delays of its
+// LoopDelay filters without blocking; and every request when HeadsOnly holds too.
+func (c *StreamChain) OnHeads() bool {
 	if c == nil {
 		return true
 	}
 	for _, f := range c.Factories {
 		_, h := f.(HeadersOnly)
 		_, s := f.(SizedBodiesOnly)
-		if !h && !s {
+		_, d := f.(LoopDelay)
+		if !h && !s && !d {
+			return false
+		}
+	}
+	return true
+}
+
+// HeadsOnly reports whether every filter of the chain is HeadersOnly or LoopDelay (true for
+// an empty chain): no filter needs a body phase, whatever the body's framing.
+func (c *StreamChain) HeadsOnly() bool {
+	if c == nil {
+		return true
+	}
+	for _, f := range c.Factories {
+		_, h := f.(HeadersOnly)
+		_, d := f.(LoopDelay)
+		if !h && !d {
+			return false
+		}
+	}
+	return true
+}
+
+// Pure reports whether no filter of the chain is LoopDelay (true for an empty chain):
+// running the chain again on a request gives the same result.
+func (c *StreamChain) Pure() bool {
+	if c == nil {
+		return true
+	}
+	for _, f := range c.Factories {
+		if _, d := f.(LoopDelay); d {
 			return false
 		}
 	}

@@ -49,8 +49,9 @@ import (
 // connection. So do a route that answers locally (no route, direct_response, redirect)
 // and a first pick that must wait for a healthy host (pick_timeout); a later pick's wait
 // (the host picked first refused) runs on a goroutine while the request stays on the
-// loop (waitPick). Listeners with stream filters are not served on loops at all
-// (ServeRaw declines); access logs are written from the loop (loop_log_linux.go).
+// loop (waitPick). Listeners whose stream filters need more than the heads are not
+// served on loops at all (ServeRaw declines; see rawOK and loop_filters_linux.go);
+// access logs are written from the loop (loop_log_linux.go).
 
 const (
 	loopBodyMax = 48 << 10 // largest request body read whole before forwarding; larger ones stream
@@ -60,14 +61,15 @@ const (
 
 // rawOK reports whether this proxy's connections may be served on event loops.
 func (p *Proxy) rawOK() bool {
-	return p.cfg.Downstream == stream.HTTP1 && p.cfg.StreamFilters.HeadersOnlyWhenSized()
+	return p.cfg.Downstream == stream.HTTP1 && p.cfg.StreamFilters.OnHeads()
 }
 
 // LoopCapable reports whether ServeRaw may take this proxy's connections: HTTP/1
-// downstream, and stream filters (if any) that act on heads alone (filter.HeadersOnly),
-// or do so for every request whose body length is declared (filter.SizedBodiesOnly:
-// a chunked request is then handed to a goroutine, reason "filter_body"). The listener
-// gives a proxy that is not capable only goroutines.
+// downstream, and stream filters (if any) that act on heads alone (filter.HeadersOnly,
+// or filter.LoopDelay: their delays are waited on the loop's timer), or do so for every
+// request whose body length is declared (filter.SizedBodiesOnly: a chunked request is
+// then handed to a goroutine, reason "filter_body"). The listener gives a proxy that is
+// not capable only goroutines.
 func (p *Proxy) LoopCapable() bool { return evloop.Supported && p.rawOK() }
 
 // ServeRaw implements network.RawHandler.
@@ -86,6 +88,8 @@ func (p *Proxy) ServeRawSniff(a network.Accepted, sniff func(peek []byte) (http1
 		c.sniffBy = a.Loop.Now() + int64(timeout)
 	}
 	c.rc.Init(a, c)
+	c.impure = !p.cfg.StreamFilters.Pure()
+	c.chunkedOff = p.chunkedOff && !p.cfg.StreamFilters.HeadsOnly()
 	c.dr.fd = a.FD
 	c.timer.H = c
 	if c.logging = p.cfg.AccessLog.Enabled(); c.logging {
@@ -157,6 +161,13 @@ type loopConn struct {
 	sniffBy   int64 // the end of the wait for bytes that tell the protocol (sniff)
 	sniff     func(peek []byte) (http1, more bool)
 	inBody    bool // the partial request has its head: the body timeout bounds the wait
+
+	// impure: the stream filters include filter.LoopDelay ones, which must run once per
+	// request: a request is handed off only before they run.
+	impure bool
+	// chunkedOff: a stream filter needs the body phase of a chunked request body (it is
+	// handed off, reason "filter_body").
+	chunkedOff bool
 
 	rip netip.Addr
 	xff []byte
@@ -484,6 +495,10 @@ func (c *loopConn) OnEvents(ev uint32) {
 		c.linger()
 		return
 	}
+	if c.lf.park.at != 0 {
+		c.parkedEvents(ev)
+		return
+	}
 	if ev&(evloop.Out|evloop.Err|evloop.Hup) != 0 && c.blocked {
 		c.blocked = false
 		if !c.flush() {
@@ -563,7 +578,7 @@ func (c *loopConn) readDown() {
 // serve handles the requests in `in`, one at a time: the next is parsed once the response
 // to the last one is read and written.
 func (c *loopConn) serve() {
-	for !c.closed && !c.busy && !c.closing && len(c.out) == 0 {
+	for !c.closed && !c.busy && !c.closing && len(c.out) == 0 && c.lf.park.at == 0 {
 		if c.readable && !c.eof && c.in.Len() < c.inMax {
 			// Bytes left in the socket when `in` was full (a pipeline behind a streamed
 			// body, say): no new edge will tell of them.
@@ -667,7 +682,7 @@ func (c *loopConn) request(n int) bool {
 	case h.Upgrade || string(h.Method) == "CONNECT":
 		c.handoff("upgrade")
 		return false
-	case h.Body == http1.BodyChunked && c.p.chunkedOff:
+	case h.Body == http1.BodyChunked && c.chunkedOff:
 		c.handoff("filter_body") // a stream filter counts the chunked body (OnRequestData)
 		return false
 	case h.Body == http1.BodyChunked || h.ContentLength > loopBodyMax || n+int(h.ContentLength) > c.inMax:
@@ -698,6 +713,16 @@ func (c *loopConn) request(n int) bool {
 		}
 	}
 	rt, cl, why := c.routeFor(view)
+	if why == "" && c.impure {
+		// The goroutine path would run the filters again and draw their decisions anew:
+		// what makes it take the request after them is looked at before they run.
+		switch {
+		case !cl.RawDial():
+			why = "cluster_dialer"
+		case cl.HealthyHosts() == 0:
+			why = "pick_wait"
+		}
+	}
 	if why != "" {
 		c.handoff(why)
 		return false
@@ -734,10 +759,25 @@ func (c *loopConn) request(n int) bool {
 		return c.localDone(http.StatusServiceUnavailable, msgOverloaded)
 	}
 	c.resetEdits()
-	if c.p.cfg.StreamFilters.Len() > 0 && c.requestFilters(rt) {
-		c.in.Drain(total)
-		return c.filterAnswer()
+	if c.p.cfg.StreamFilters.Len() > 0 {
+		stopped := c.requestFilters(rt)
+		if c.lf.delay > 0 {
+			c.park(rt, cl, n, total, streaming, continued, stopped)
+			return false
+		}
+		if stopped {
+			c.in.Drain(total)
+			return c.filterAnswer()
+		}
 	}
+	return c.send(rt, cl, n, total, streaming, continued)
+}
+
+// send picks a host for the routed request whose head of n bytes (total with its body,
+// when whole) starts `in`, and sends it on an idle or a new upstream connection; it
+// reports whether the connection stays on the loop for the next request (request).
+func (c *loopConn) send(rt *router.Route, cl *cluster.Cluster, n, total int, streaming, continued bool) bool {
+	h := &c.head
 	if !cl.TryAcquire(cluster.MaxRequests) {
 		c.in.Drain(total)
 		return c.localDone(statusOverflow, "upstream overflow")
@@ -745,10 +785,12 @@ func (c *loopConn) request(n int) bool {
 	host, done, err := cl.PickNow(&c.lr)
 	if err != nil {
 		cl.Release(cluster.MaxRequests)
-		if errors.Is(err, cluster.ErrWouldWait) {
+		if errors.Is(err, cluster.ErrWouldWait) && !c.impure {
 			c.handoff("pick_wait") // the goroutine path waits for a host (pick_timeout)
 			return false
 		}
+		// An impure chain ran (request looked before it did; the hosts went down since):
+		// answered as a pick that may not wait.
 		c.in.Drain(total)
 		le := pickError(err)
 		return c.localDone(le.status, le.body)
@@ -765,7 +807,7 @@ func (c *loopConn) request(n int) bool {
 		if err := cl.StartAttemptsHost(&c.att, &c.lr, host); err != nil {
 			done(lb.DoneInfo{})
 			cl.Release(cluster.MaxRequests)
-			if errors.Is(err, cluster.ErrNotRaw) {
+			if errors.Is(err, cluster.ErrNotRaw) && !c.impure {
 				c.handoff("cluster_dialer")
 				return false
 			}
@@ -1740,6 +1782,8 @@ func (c *loopConn) deadline() int64 {
 		return c.lingerAt
 	case c.sniff != nil:
 		return c.sniffBy
+	case c.lf.park.at != 0:
+		return c.lf.park.at
 	case c.busy && c.started:
 		if t := int64(c.route.Timeout()); t > 0 {
 			return c.upLast + t
@@ -1829,6 +1873,8 @@ func (c *loopConn) OnTimer() {
 		c.close("", false)
 	case c.sniff != nil: // no protocol in time: closed, as the goroutine path does
 		c.close("", false)
+	case c.lf.park.at != 0: // the filters' delay is over
+		c.unpark()
 	case c.busy && !c.started && c.bodyDeadline() != 0 && now >= c.bodyDeadline():
 		c.p.protocolError(string(stream.HTTP1))
 		c.finish(false, errors.New("request body timeout"))

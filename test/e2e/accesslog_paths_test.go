@@ -538,15 +538,17 @@ func TestAccessLogPaths(t *testing.T) {
 		name, down, up string
 		filters        []any
 		fresh          bool // HTTP/1: a connection per request
+		goroutines     bool // the proxy runs with its event loops off
 	}{
-		{"h1-loop", "Http1", "Http1", nil, true},
-		{"h1-keepalive", "Http1", "Http1", nil, false},
-		{"h1-goroutine", "Http1", "Http1", fault0, false},
-		{"h2c-h1-direct", "Http2", "Http1", nil, false},
-		{"h2c-h1-filters", "Http2", "Http1", fault0, false},
-		{"h2c-h2c", "Http2", "Http2", nil, false},
-		{"h1-h2c", "Http1", "Http2", nil, false},
-		{"h1-h2c-fresh", "Http1", "Http2", nil, true},
+		{"h1-loop", "Http1", "Http1", nil, true, false},
+		{"h1-keepalive", "Http1", "Http1", nil, false, false},
+		{"h1-loop-filters", "Http1", "Http1", fault0, false, false},
+		{"h1-goroutine", "Http1", "Http1", fault0, false, true},
+		{"h2c-h1-direct", "Http2", "Http1", nil, false, false},
+		{"h2c-h1-filters", "Http2", "Http1", fault0, false, false},
+		{"h2c-h2c", "Http2", "Http2", nil, false, false},
+		{"h1-h2c", "Http1", "Http2", nil, false, false},
+		{"h1-h2c-fresh", "Http1", "Http2", nil, true, false},
 	}
 	for _, pth := range paths {
 		t.Run(pth.name, func(t *testing.T) {
@@ -562,7 +564,11 @@ func TestAccessLogPaths(t *testing.T) {
 			})
 			listen := framework.FreePort(t)
 			logPath := filepath.Join(t.TempDir(), "access.log")
-			p := framework.StartProxy(t, alConfig(listen, pth.down, pth.up, pth.filters, logPath, good, refusing, bad5))
+			start := framework.StartProxy
+			if pth.goroutines {
+				start = framework.StartProxyGoroutines
+			}
+			p := start(t, alConfig(listen, pth.down, pth.up, pth.filters, logPath, good, refusing, bad5))
 			cases := alCases(len(pth.filters) > 0)
 			var truths []alTruth
 			proto := "Http1"

@@ -238,24 +238,26 @@ func TestEarlyAnswerClose(t *testing.T) {
 	loops, gor, limLoops, limGor := framework.FreePort(t), framework.FreePort(t), framework.FreePort(t), framework.FreePort(t)
 	routes := []any{clusterRoute("/go", "goearly", nil), clusterRoute("/close", "rawclose", nil), clusterRoute("/keep", "rawkeep", nil), clusterRoute("/reset", "rawreset", nil)}
 	px := map[string]any{"downstream_protocol": "Http1", "upstream_protocol": "Http1"}
-	cfg := soakConfig(t, []soakListener{
-		{name: "loops", addr: loops, proxy: px, routes: routes},
-		{name: "goroutines", addr: gor, proxy: px, routes: routes},
-		soakHTTPListener("limitloops", limLoops, "Http1", "sink"),
-		soakHTTPListener("limitgoroutines", limGor, "Http1", "sink"),
-	}, map[string]string{"goearly": goEarly, "rawclose": rawClose, "rawkeep": rawKeep, "rawreset": rawReset, "sink": sink})
-	// fault never aborts here; it is not a headers-only filter, so its listeners run on
-	// goroutines. payload_limit alone keeps a listener on the event loops (a chunked
-	// request is handed to a goroutine there).
-	noop := map[string]any{"type": "fault", "config": map[string]any{"abort": map[string]any{"status": 500, "percentage": 0}}}
+	ups := map[string]string{"goearly": goEarly, "rawclose": rawClose, "rawkeep": rawKeep, "rawreset": rawReset, "sink": sink}
+	// The same listeners in two proxies: one on event loops, one with its loops off.
+	// payload_limit keeps a listener on the loops (a chunked request is handed to a
+	// goroutine there).
 	limit := map[string]any{"type": "payload_limit", "config": map[string]any{"max_entity_size": earlyLimit}}
-	cfg = withStreamFilters(t, cfg, map[string][]any{
-		"goroutines": {noop}, "limitloops": {limit}, "limitgoroutines": {noop, limit},
-	})
-	p := framework.StartProxy(t, cfg)
+	cfgFor := func(plain, limited, addr, limAddr string) string {
+		cfg := soakConfig(t, []soakListener{
+			{name: plain, addr: addr, proxy: px, routes: routes},
+			soakHTTPListener(limited, limAddr, "Http1", "sink"),
+		}, ups)
+		return withStreamFilters(t, cfg, map[string][]any{limited: {limit}})
+	}
+	p := framework.StartProxy(t, cfgFor("loops", "limitloops", loops, limLoops))
+	pg := framework.StartProxyGoroutines(t, cfgFor("goroutines", "limitgoroutines", gor, limGor))
 	waitUntil(t, "two listeners on event loops", 10*time.Second, func() bool {
 		return strings.Count(p.Logs(), "listener serving on event loops") == 2
 	})
+	if n := strings.Count(pg.Logs(), "listener serving on event loops"); n != 0 {
+		t.Fatalf("%d listeners on event loops with the loops off", n)
+	}
 
 	file := filepath.Join(t.TempDir(), "body")
 	if err := os.WriteFile(file, make([]byte, earlySmall), 0o600); err != nil {

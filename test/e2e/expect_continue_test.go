@@ -81,8 +81,8 @@ func expectBody(n int, seed byte) []byte {
 }
 
 // startExpectProxy starts one proxy with HTTP/1 listeners on event loops (to up, and to a
-// TLS server with up's handler), one with a stream filter (goroutines), HTTP/1 to an h2c
-// upstream, and h2c to HTTP/1 and to h2c.
+// TLS server with up's handler), HTTP/1 to an h2c upstream, and h2c to HTTP/1 (also with
+// a stream filter) and to h2c; and another with its event loops off (goroutines).
 type expectAddrs struct{ loops, toTLS, goroutines, h1h2, h2h1, h2h1Filters, h2h2 string }
 
 func startExpectProxy(t *testing.T, up *expectUp, upAddr string) expectAddrs {
@@ -103,7 +103,6 @@ func startExpectProxy(t *testing.T, up *expectUp, upAddr string) expectAddrs {
 		// An upstream over TLS: the loop hands the connection to a goroutine when it
 		// connects, after it may have sent 100 Continue.
 		{name: "totls", addr: a.toTLS, proxy: px("Http1", "Http1"), routes: []any{clusterRoute("/", "uptls", nil)}},
-		{name: "goroutines", addr: a.goroutines, proxy: px("Http1", "Http1"), routes: routes},
 		{name: "h1h2", addr: a.h1h2, proxy: px("Http1", "Http2"), routes: routes},
 		{name: "h2h1", addr: a.h2h1, proxy: px("Http2", "Http1"), routes: routes},
 		{name: "h2h1filters", addr: a.h2h1Filters, proxy: px("Http2", "Http1"), routes: routes},
@@ -115,7 +114,10 @@ func startExpectProxy(t *testing.T, up *expectUp, upAddr string) expectAddrs {
 				c["tls_context"] = map[string]any{"status": true, "ca_cert": tlsCA}
 			}
 		}
-	}, "goroutines", "h2h1filters"))
+	}, "h2h1filters"))
+	framework.StartProxyGoroutines(t, soakConfig(t, []soakListener{
+		{name: "goroutines", addr: a.goroutines, proxy: px("Http1", "Http1"), routes: routes},
+	}, map[string]string{"up": upAddr}))
 	return a
 }
 

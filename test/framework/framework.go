@@ -152,6 +152,19 @@ func RunCLI(t testing.TB, args ...string) (int, string) {
 // logs that it serves. The process is stopped (SIGTERM, then SIGKILL) at cleanup.
 func StartProxy(t testing.TB, cfg string, extraArgs ...string) *Proxy {
 	t.Helper()
+	return startProxy(t, cfg, nil, extraArgs)
+}
+
+// StartProxyGoroutines is StartProxy with the event loops off (MOSNLITE_EVENT_LOOPS=off):
+// every listener serves a goroutine per connection, as on a platform without loops.
+// Unlike t.Setenv, it leaves the test free to run in parallel.
+func StartProxyGoroutines(t testing.TB, cfg string, extraArgs ...string) *Proxy {
+	t.Helper()
+	return startProxy(t, cfg, []string{"MOSNLITE_EVENT_LOOPS=off"}, extraArgs)
+}
+
+func startProxy(t testing.TB, cfg string, env, extraArgs []string) *Proxy {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.json")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -160,7 +173,7 @@ func StartProxy(t testing.TB, cfg string, extraArgs ...string) *Proxy {
 	args = append(args, "start", "-c", path)
 	p := &Proxy{t: t, logs: &testutil.Buffer{}, exited: make(chan struct{}), Config: path}
 	p.cmd = exec.Command(Binary(t), args...)
-	p.cmd.Env = childEnv()
+	p.cmd.Env = append(childEnv(), env...)
 	p.cmd.Stdout = p.logs
 	p.cmd.Stderr = p.logs
 	if err := p.cmd.Start(); err != nil {

@@ -10,7 +10,8 @@
 // "delay_duration", "abort_percent", "abort_status". Percentages are 0..100, drawn from
 // the connection's random source. A route's per_filter_config["fault"] replaces the
 // listener's config for that route. The delay runs before the abort decision, on the
-// connection's goroutine (see filter.StreamHandler.Delay).
+// connection's goroutine (see filter.StreamHandler.Delay), or on the HTTP/1 event loop's
+// timer (filter.LoopDelay).
 package fault
 
 import (
@@ -150,6 +151,10 @@ type factory struct {
 	routes filter.RouteConfigs[rule]
 	pool   sync.Pool
 }
+
+// LoopDelay implements filter.LoopDelay: the filter acts on the request head alone and
+// may delay it; its draws make it impure.
+func (f *factory) LoopDelay() {}
 
 func (f *factory) NewStreamFilter(h filter.StreamHandler) filter.StreamFilter {
 	in := f.pool.Get().(*instance)
