@@ -100,7 +100,7 @@ func (e *Engine) conn(s *session, cl *cluster.Cluster, host *cluster.Host, lr *l
 	hp := cp.host(host.Addr())
 	cs := *hp.conns.Load()
 	if n := len(cs); n > 0 && n >= int(hp.size.Load()) {
-		if u := cs[hp.rr.Add(1)%uint32(n)]; u.Available() {
+		if u := cs[hp.rr.Add(1)%uint32(n)]; u.Available() && !u.host.Removed() {
 			return u, nil
 		}
 	}
@@ -126,11 +126,25 @@ func (e *Engine) dial(s *session, cl *cluster.Cluster, cp *clusterPool, hp *host
 		return nil, errEngineClosed
 	}
 	s.flush() // do not hold requests already queued while waiting for the lock or a dial
+	// Connections made before their cluster's connection settings changed (Host.Removed)
+	// carry no new request: they drain once hp.mu is released.
+	var stale []*upConn
+	defer func() {
+		for _, u := range stale {
+			u.GoAway()
+		}
+	}()
 	hp.mu.Lock()
 	size := e.poolSize(cl)
 	hp.size.Store(int32(size))
 	cs := *hp.conns.Load()
-	live := slices.DeleteFunc(slices.Clone(cs), func(u *upConn) bool { return !u.Available() })
+	live := slices.DeleteFunc(slices.Clone(cs), func(u *upConn) bool {
+		if u.Available() && u.host.Removed() {
+			stale = append(stale, u)
+			return true
+		}
+		return !u.Available()
+	})
 	if len(live) != len(cs) {
 		hp.setLocked(live)
 	}

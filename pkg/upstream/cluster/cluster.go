@@ -10,6 +10,7 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,13 +42,18 @@ type Host struct {
 	weight   uint32
 	meta     map[string]string
 	st       *hostState
+	gen      uint64 // the cluster's connection-settings generation when h was made
+	key      string // PoolKey
 }
 
 type hostState struct {
 	stats lb.HostStats
 	c     *Cluster
 	addr  string
-	key   string // PoolKey
+	// key is the PoolKey of the host under connection-settings generation keyGen, kept
+	// so that a rebuild that leaves the generation alone makes no new string. Under c.mu.
+	key    string
+	keyGen uint64
 	// down holds the reasons the host is down (downAdmin, downActive, downOutlier); 0 is
 	// up. Written only with c.mu held, read without.
 	down    atomic.Uint32
@@ -88,10 +94,16 @@ var _ lb.Host = (*Host)(nil)
 // configured by name, which the dialer resolves).
 func (h *Host) Addr() string { return h.addr }
 
-// PoolKey names the host's connections in connection pools: its cluster's name and its
-// address ("name|addr"). Two clusters may list one address with different settings (TLS
-// server name, connect timeout, circuit breakers), so their connections are not shared.
-func (h *Host) PoolKey() string { return h.st.key }
+// PoolKey names the host's connections in connection pools: its cluster's name, the
+// cluster's connection-settings generation and its address ("name|gen|addr"). Two
+// clusters may list one address with different settings (TLS server name, connect
+// timeout, circuit breakers), so their connections are not shared; and an update of the
+// cluster that changes how its connections are made (tls_context), or a cluster removed
+// and added again, gives new keys, so connections made before are not reused
+// (Manager.PoolKeyStale reports the old keys, Removed the old *Hosts). An update that
+// changes nothing connection-related (weights, balancer, health checks, hosts added or
+// removed) keeps the keys. The key is made when the *Host is: reading it does not allocate.
+func (h *Host) PoolKey() string { return h.key }
 
 // Weight returns the configured weight (at least 1).
 func (h *Host) Weight() uint32 { return h.weight }
@@ -104,9 +116,11 @@ func (h *Host) Stats() *lb.HostStats { return &h.st.stats }
 func (h *Host) Healthy() bool { return h.st.down.Load() == 0 }
 
 // Removed reports whether the host has left its cluster (a config or EDS update dropped
-// its address, or the cluster was removed). A host that comes back is a new *Host: the
-// old one stays removed, so connections made to it are not reused. It takes no lock.
-func (h *Host) Removed() bool { return h.st.removed.Load() }
+// its address, or the cluster was removed), or its cluster's connection settings changed
+// since h was made (the cluster's hosts are then new *Hosts with new pool keys). A host
+// that comes back is a new *Host: the old one stays removed, so connections made to it
+// are not reused. It takes no lock.
+func (h *Host) Removed() bool { return h.st.removed.Load() || h.gen != h.st.c.connGen.Load() }
 
 // Health returns the reasons the host is down, if any.
 func (h *Host) Health() Health {
@@ -160,6 +174,10 @@ type Cluster struct {
 	// gone is set when the cluster is removed; sweeping while a late sweep of its series
 	// is under way (sweepSeries).
 	gone, sweeping atomic.Bool
+	// connGen is the generation of the settings the cluster's connections are made with
+	// (connSettingsEqual): a new value, from connGens, when the cluster is made and when
+	// an update changes them. Its hosts' pool keys carry it. Written under mu.
+	connGen atomic.Uint64
 
 	mu      sync.Mutex // guards the fields below and serializes rebuilds
 	set     *settings
@@ -231,6 +249,11 @@ func (c *Cluster) update(s *settings) (restartDNS bool) {
 		s.hc = old.hc // same checks: keep the running checkers
 	}
 	c.set = s
+	if old == nil || !connSettingsEqual(old, s) {
+		// Before the rebuild: until the new hosts are published, the old ones report
+		// Removed, so no pool takes a connection made with the old settings meanwhile.
+		c.connGen.Store(connGens.Add(1))
+	}
 	for b := range c.breakers {
 		c.breakers[b].limit.Store(s.limits[b])
 	}
@@ -331,6 +354,7 @@ func (c *Cluster) rebuildLocked() {
 	}
 	var hosts []*Host
 	seen := map[string]bool{}
+	gen := c.connGen.Load()
 	add := func(addr, hostname string, spec *hostSpec) {
 		if seen[addr] {
 			return // two DNS names answered the same address: first entry wins
@@ -338,15 +362,18 @@ func (c *Cluster) rebuildLocked() {
 		seen[addr] = true
 		st := c.states[addr]
 		if st == nil {
-			st = &hostState{c: c, addr: addr, key: c.name + "|" + addr}
+			st = &hostState{c: c, addr: addr}
 			c.states[addr] = st
 		}
-		if h := prev[addr]; h != nil && h.st == st && h.weight == spec.weight && h.hostname == hostname && maps.Equal(h.meta, spec.meta) {
+		if st.key == "" || st.keyGen != gen {
+			st.key, st.keyGen = c.name+"|"+strconv.FormatUint(gen, 10)+"|"+addr, gen
+		}
+		if h := prev[addr]; h != nil && h.st == st && h.gen == gen && h.weight == spec.weight && h.hostname == hostname && maps.Equal(h.meta, spec.meta) {
 			hosts = append(hosts, h)
 			return
 		}
 		ap, _ := netip.ParseAddrPort(addr) // invalid (zero) for a name
-		hosts = append(hosts, &Host{addr: addr, ap: ap, hostname: hostname, weight: spec.weight, meta: spec.meta, st: st})
+		hosts = append(hosts, &Host{addr: addr, ap: ap, hostname: hostname, weight: spec.weight, meta: spec.meta, st: st, gen: gen, key: st.key})
 	}
 	for i := range s.hosts {
 		spec := &s.hosts[i]

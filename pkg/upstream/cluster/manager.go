@@ -121,22 +121,26 @@ func (m *Manager) Get(name string) (*Cluster, bool) {
 }
 
 // PoolKeyStale reports whether connections pooled under key (a Host.PoolKey) must carry
-// no new request: the key's cluster is gone, has no host at that address any more, or
-// has it down. Connection pools ask it when HostsChanged signals and on their sweeps;
-// it takes no lock.
+// no new request: the key's cluster is gone, has no host at that address any more, has
+// it down, or was updated with other connection settings (its hosts have other keys).
+// Connection pools ask it when HostsChanged signals and on their sweeps; it takes no lock.
 func (m *Manager) PoolKeyStale(key string) bool {
-	i := strings.LastIndexByte(key, '|')
+	i := strings.LastIndexByte(key, '|') // name|gen|addr
 	if i < 0 {
 		return false
 	}
-	c, ok := m.Get(key[:i])
+	j := strings.LastIndexByte(key[:i], '|')
+	if j < 0 {
+		return false
+	}
+	c, ok := m.Get(key[:j])
 	if !ok {
 		return true
 	}
 	addr := key[i+1:]
 	for _, h := range c.snap.Load().hosts {
 		if h.addr == addr {
-			return h.Removed() || !h.Healthy()
+			return h.key != key || h.Removed() || !h.Healthy()
 		}
 	}
 	return true

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"reflect"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -197,6 +198,24 @@ func dnsTargetsEqual(a, b *settings) bool {
 		}
 	}
 	return true
+}
+
+// connGens hands out connection-settings generations (Cluster.connGen), unique in the
+// process, so that a cluster removed and added again under its name gets new pool keys too.
+var connGens atomic.Uint64
+
+// connSettingsEqual reports whether connections made under a are made as b would make them,
+// so that they may carry b's requests. Only what shapes an established connection counts:
+// tls_context (on or off, server name, CA, client certificate, ALPN, ...). connect_timeout
+// bounds a connect, not the connection made; the upstream protocol is the route's or the
+// proxy's, and pools keep each protocol's connections apart. A setting that shapes a
+// connection when it is made (a per-connection buffer limit, if applied one day) belongs
+// here.
+func connSettingsEqual(a, b *settings) bool {
+	if (a.tls == nil) != (b.tls == nil) {
+		return false
+	}
+	return a.tls == nil || reflect.DeepEqual(a.cfg.TLSContext, b.cfg.TLSContext)
 }
 
 // sameConfig reports whether a cluster's config is unchanged (then nothing is rebuilt).

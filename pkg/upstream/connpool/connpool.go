@@ -2,11 +2,14 @@
 // protocols with one request at a time on a connection (HTTP/1), Multiplex for protocols
 // that carry many streams on one (HTTP/2).
 //
-// Pools are keyed by host address, so they outlive a cluster update that only changes
-// weights. Each host has its own lock; no lock is shared across hosts on the request
-// path. Pools never dial on their own: the caller dials through its cluster, whose
-// max_connections circuit breaker bounds the connections open to it (cluster.Dial fails
-// with cluster.ErrOverflow), and hands the connection to the pool when it is done.
+// Pools are keyed by a host's pool key (cluster.Host.PoolKey: its cluster, the cluster's
+// connection-settings generation, its address), so they outlive a cluster update that
+// only changes weights, and an update that changes how connections are made (upstream
+// TLS) sends new requests to new connections. Each host has its own lock; no lock is
+// shared across hosts on the request path. Pools never dial on their own: the caller
+// dials through its cluster, whose max_connections circuit breaker bounds the
+// connections open to it (cluster.Dial fails with cluster.ErrOverflow), and hands the
+// connection to the pool when it is done.
 package connpool
 
 import (

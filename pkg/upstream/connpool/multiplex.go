@@ -43,7 +43,8 @@ type MultiplexOptions struct {
 	// max_connections.
 	MaxConnsPerHost int
 	// Stale reports a host address whose connections must carry no new stream: its host
-	// left its cluster (config, xDS/EDS update) or is down. The sweeper drains such a
+	// left its cluster (config, xDS/EDS update), is down, or its cluster's connection
+	// settings changed (cluster.Manager.PoolKeyStale). The sweeper drains such a
 	// host's connections (idle ones close at once, busy ones when their streams end), and
 	// DrainStale does at once. It is asked outside the pool's locks, once per host per
 	// pass, never on the request path. nil: no host is stale.

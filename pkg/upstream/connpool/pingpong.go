@@ -49,7 +49,8 @@ type PingPongOptions struct {
 	// DefaultProbeIdleEvery; negative, or AliveCheckAfter negative: never.
 	ProbeIdleEvery time.Duration
 	// Stale reports an idle connection that must not be reused although it is alive:
-	// its host left its cluster (config, xDS/EDS update) or is down. Get closes such a
+	// its host left its cluster (config, xDS/EDS update), is down, or its cluster's
+	// connection settings changed (cluster.Host.Removed). Get closes such a
 	// connection instead of returning it, and the sweeper closes every stale idle one at
 	// its next pass (CloseStale at once). It runs under the host's lock, on every Get
 	// that finds a connection, so it must be cheap and must not block (an atomic load).
