@@ -21,6 +21,7 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/stream"
 	"github.com/mosnlite/mosnlite/pkg/stream/http1"
 	h2stream "github.com/mosnlite/mosnlite/pkg/stream/http2"
+	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 	"github.com/mosnlite/mosnlite/pkg/upstream/lb"
 )
 
@@ -121,6 +122,8 @@ type h2Fast struct {
 	xff    []byte
 	log    bool // the listener has access logs: info is filled
 	info   accesslog.Info
+	asked  bool // hasBody asked the stream
+	body   bool // its answer
 }
 
 var h2Fasts = sync.Pool{New: func() any { return new(h2Fast) }}
@@ -142,11 +145,18 @@ func (hc *h2Conn) serveFast(st *h2stream.ServerStream, rt *router.Route) {
 	defer h2Fasts.Put(f)
 	t := &f.t
 	*t = h2Target{rt: rt, timeout: rt.RequestTimeout(h2View{st}), start: time.Now()}
+	f.asked = false
 	f.log = p.cfg.AccessLog.Enabled()
 	if f.log {
 		hc.logStart(st, f)
 	}
-	err := p.pickTarget(hc.ctx, t, h2View{st}, hc.ip)
+	err := p.pickTargetNow(t, h2View{st}, hc.ip)
+	if err == cluster.ErrWouldWait {
+		// The pick waits for a host: within the try's time when the request is in, as a
+		// bodiless one is with its head.
+		f.hasBody(st)
+		err = p.pickTargetWait(hc.ctx, t)
+	}
 	if err == nil {
 		if f.log {
 			f.info.UpstreamCluster, f.info.RouteName = t.cl.Name(), rt.Name()
@@ -205,17 +215,11 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 	t := &f.t
 	hb := p.cfg.Pool.NewBuffer(512)
 	defer hb.Release()
-	// Asked once: an empty DATA frame that ends the stream can arrive between two asks,
-	// and a head framed for a body must be followed by one (if only its last chunk).
-	body := st.HasBody()
-	if bodyDecided != nil {
-		bodyDecided(st)
-	}
+	body := f.hasBody(st)
 	if err := hc.fastHead(st, f, hb, body); err != nil {
 		return &errLocal{stream.HTTPStatus(stream.CauseCodecError), "bad request"}
 	}
 	if !body {
-		t.recvd.Store(1) // in at its head: the route timeout starts now
 		p.mirror(t.rt, hb.Bytes())
 	}
 	if body && h2Expects100(st) {
@@ -226,7 +230,7 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 	}
 	rb := p.cfg.Pool.NewBuffer(readSize)
 	defer rb.Release()
-	r := fastRetry{tryStart: t.start}
+	r := t.retryState() // the retries the first pick made, if any
 	var mj mirrorJob
 	if body {
 		// Only a body that is kept can be sent again; without retries it is not kept,
@@ -280,7 +284,9 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 			}
 			continue
 		}
-		t.reportTry(0, le)
+		if !r.waited {
+			t.reportTry(0, le)
+		}
 		if !r.retryStatus(p, t, 0) {
 			return le
 		}
@@ -290,28 +296,32 @@ func (hc *h2Conn) forwardFast(st *h2stream.ServerStream, f *h2Fast) error {
 	}
 }
 
-// tryCtx is the context of the waits for a host (pick_timeout) and the connects of the
-// direct path's try: hc.ctx, ended at the try's deadline (r.deadline) once the request
-// is in. While a body still arrives pick_timeout alone bounds the wait.
-func (hc *h2Conn) tryCtx(t *h2Target, r *fastRetry) (context.Context, context.CancelFunc) {
-	if _, ok := t.receivedAt(); ok {
-		if d := r.deadline(hc.h.p, t, time.Time{}); !d.IsZero() {
-			return context.WithDeadline(hc.ctx, d)
-		}
+// hasBody reports whether st's request has a body, asked once: an empty DATA frame that
+// ends the stream can arrive between two asks, and a head framed for a body must be
+// followed by one (if only its last chunk). A bodiless request is in at its head: its
+// route timeout starts then.
+func (f *h2Fast) hasBody(st *h2stream.ServerStream) bool {
+	if f.asked {
+		return f.body
 	}
-	return hc.ctx, func() {}
+	f.asked, f.body = true, st.HasBody()
+	if !f.body {
+		f.t.recvd.Store(1)
+	}
+	if bodyDecided != nil {
+		bodyDecided(st)
+	}
+	return f.body
 }
 
-// nextFast is nextHost for the direct path's next try, whose wait for a host ends with
-// the try's time: then errTimeout.
+// tryCtx is h2TryCtx on the stream's connection.
+func (hc *h2Conn) tryCtx(t *h2Target, r *fastRetry) (context.Context, context.CancelFunc) {
+	return hc.h.p.h2TryCtx(hc.ctx, t, r)
+}
+
+// nextFast is nextTryHost on the stream's connection.
 func (hc *h2Conn) nextFast(t *h2Target, r *fastRetry, prev string) error {
-	ctx, cancel := hc.tryCtx(t, r)
-	defer cancel()
-	err := hc.h.p.nextHost(ctx, t, prev)
-	if err != nil && ctx.Err() != nil && hc.ctx.Err() == nil {
-		return errTimeout
-	}
-	return err
+	return hc.h.p.nextTryHost(hc.ctx, t, r, prev)
 }
 
 // idleH1 is h1Conn without its dial: an idle connection to the target's host, or nil.
@@ -381,6 +391,10 @@ type fastRetry struct {
 	bodyBuf  *buffer.IoBuffer
 	bodyEOF  bool // the stream's body ended: bodyBuf holds all of it
 	bodyOver bool // the body outgrew bufferLimit: no retry
+
+	// waited: the try's time ended before it had a connection (a wait for a host): not
+	// the host's failure (reportTry), as a connect failure is counted by the dial.
+	waited bool
 }
 
 // retryStatus decides whether to try again after a try ended with status (0: no
@@ -492,8 +506,10 @@ func (r *fastRetry) deadline(p *Proxy, t *h2Target, now time.Time) time.Time {
 }
 
 // nextHost picks the host of the next try, another than prev when the cluster has one.
+// When none is picked, t.host stays the last try's (the access log's).
 func (p *Proxy) nextHost(ctx context.Context, t *h2Target, prev string) error {
 	t.pickDone(lb.DoneInfo{Err: errRetried})
+	last := t.host
 	t.host, t.pickDone = nil, nil
 	for i := 0; i < 3; i++ {
 		t.lr.Attempt++
@@ -502,7 +518,7 @@ func (p *Proxy) nextHost(ctx context.Context, t *h2Target, prev string) error {
 			if t.host != nil {
 				break
 			}
-			t.pickDone = func(lb.DoneInfo) {} // release's call
+			t.host, t.pickDone = last, func(lb.DoneInfo) {} // release's call
 			return pickError(err)
 		}
 		if t.host != nil {
@@ -521,6 +537,7 @@ func (p *Proxy) nextHost(ctx context.Context, t *h2Target, prev string) error {
 // returned for the caller to close.
 func (hc *h2Conn) tryFast(st *h2stream.ServerStream, f *h2Fast, hb, rb *buffer.IoBuffer, r *fastRetry) (uc *upConn, reused bool, err error) {
 	t := &f.t
+	r.waited = false
 	if !r.fresh {
 		uc = hc.h.p.idleH1(t, r.look)
 	}
@@ -530,7 +547,7 @@ func (hc *h2Conn) tryFast(st *h2stream.ServerStream, f *h2Fast, hb, rb *buffer.I
 		ctx, cancel := hc.tryCtx(t, r)
 		uc, err = hc.h.p.h1Dial(ctx, t)
 		if err != nil && ctx.Err() != nil && hc.ctx.Err() == nil {
-			err = errTimeout
+			err, r.waited = errTimeout, true
 		}
 		cancel()
 	}

@@ -57,7 +57,7 @@ const unprocessedRetries = 3
 // try. It also queues the copy for the route's mirror cluster (mirror.go). first, when
 // not nil, is a connection already acquired for the first try.
 func (p *Proxy) roundTripH2(ctx context.Context, t *h2Target, out *http.Request, first *http2.ClientConn) (*http.Response, error) {
-	r := fastRetry{tryStart: t.start}
+	r := t.retryState()
 	defer r.release(t)
 	mirror := p.mirrorH2(t.rt, out)
 	var rp *h2Replay
@@ -97,7 +97,7 @@ func (p *Proxy) roundTripH2(ctx context.Context, t *h2Target, out *http.Request,
 					m.UpstreamRetries.WithLabelValues(t.cl.Name()).Inc()
 				}
 				prev := t.host.Addr()
-				if err := p.nextHost(ctx, t, prev); err != nil {
+				if err := p.nextTryHost(ctx, t, &r, prev); err != nil {
 					return nil, err
 				}
 				fresh = t.host.Addr() == prev // the pooled connections may get a GOAWAY too
@@ -105,7 +105,9 @@ func (p *Proxy) roundTripH2(ctx context.Context, t *h2Target, out *http.Request,
 				continue
 			}
 		}
-		t.reportTry(status, err)
+		if !r.waited {
+			t.reportTry(status, err)
+		}
 		if rp != nil && !rp.retriable() {
 			if rp.outgrew() && r.wouldRetry(t, status) {
 				p.unreplayable(t.cl.Name())
@@ -118,11 +120,59 @@ func (p *Proxy) roundTripH2(ctx context.Context, t *h2Target, out *http.Request,
 		if resp != nil {
 			_ = resp.Body.Close()
 		}
-		if err := p.nextHost(ctx, t, t.host.Addr()); err != nil {
+		if err := p.nextTryHost(ctx, t, &r, t.host.Addr()); err != nil {
 			return nil, err
 		}
 		p.retarget(t, out)
 	}
+}
+
+// h2TryCtx is the context of the waits for a host (pick_timeout) and the connects of a
+// try on the HTTP/2 paths: ctx, ended at the try's deadline (r.deadline) once the request
+// is in. While a body still arrives pick_timeout alone bounds the wait.
+func (p *Proxy) h2TryCtx(ctx context.Context, t *h2Target, r *fastRetry) (context.Context, context.CancelFunc) {
+	if _, ok := t.receivedAt(); ok {
+		if d := r.deadline(p, t, time.Time{}); !d.IsZero() {
+			return context.WithDeadline(ctx, d)
+		}
+	}
+	return ctx, func() {}
+}
+
+// nextTryHost is nextHost for the next try, whose wait for a host ends with the try's
+// time: then errTimeout.
+func (p *Proxy) nextTryHost(ctx context.Context, t *h2Target, r *fastRetry, prev string) error {
+	tctx, cancel := p.h2TryCtx(ctx, t, r)
+	defer cancel()
+	err := p.nextHost(tctx, t, prev)
+	if err != nil && tctx.Err() != nil && ctx.Err() == nil {
+		return errTimeout
+	}
+	return err
+}
+
+// tryConn is a try's HTTP/2 connection: a pooled one (unless fresh), else one dialled
+// within the try's time (h2TryCtx). A wait for a host, or for another stream's dial, that
+// the try's deadline ends is errTimeout, as on the HTTP/1 paths.
+func (p *Proxy) tryConn(ctx context.Context, t *h2Target, r *fastRetry, fresh bool) (*http2.ClientConn, error) {
+	if !fresh {
+		if cc := p.h2up.Get(t.host.PoolKey()); cc != nil {
+			return cc, nil
+		}
+	}
+	tctx, cancel := p.h2TryCtx(ctx, t, r)
+	defer cancel()
+	var cc *http2.ClientConn
+	var err error
+	if fresh {
+		cc, err = p.h2Dial(tctx, t)
+	} else {
+		cc, err = p.h2Conn(tctx, t)
+	}
+	if err != nil && tctx.Err() != nil && ctx.Err() == nil {
+		return nil, errTimeout
+	}
+	return cc, err
 }
 
 // retarget points out at the host of the next try.
@@ -144,20 +194,18 @@ func (p *Proxy) unreplayable(cl string) {
 	}
 }
 
-// tryH2 is one try of roundTripH2. A per-try timeout bounds the wait for the response
-// head only: once the head is in, the body streams under the request's own context. With
-// rp the try sends the body through a reader of its own (rp.try), which replays what
-// earlier tries sent. cc, when not nil, is the connection to use; else fresh asks for a
-// new connection rather than a pooled one. unproc reports a failure that says the
-// upstream did not process the stream (unprocessed): roundTripH2 sends it again.
+// tryH2 is one try of roundTripH2. The try's deadline bounds its dial (tryConn); a
+// per-try timeout bounds the wait for the response head, not the body: once the head is
+// in, the body streams under the request's own context. With rp the try sends the body
+// through a reader of its own (rp.try), which replays what earlier tries sent. cc, when
+// not nil, is the connection to use; else fresh asks for a new connection rather than a
+// pooled one. unproc reports a failure that says the upstream did not process the
+// stream (unprocessed): roundTripH2 sends it again.
 func (p *Proxy) tryH2(ctx context.Context, t *h2Target, out *http.Request, r *fastRetry, rp *h2Replay, cc *http2.ClientConn, fresh bool) (resp *http.Response, unproc bool, err error) {
+	r.waited = false
 	if cc == nil {
-		if fresh {
-			cc, err = p.h2Dial(ctx, t)
-		} else {
-			cc, err = p.h2Conn(ctx, t)
-		}
-		if err != nil {
+		if cc, err = p.tryConn(ctx, t, r, fresh); err != nil {
+			r.waited = err == errTimeout // no upstream answered for this try
 			return nil, false, err
 		}
 	}
@@ -185,7 +233,7 @@ func (p *Proxy) tryH2(ctx context.Context, t *h2Target, out *http.Request, r *fa
 	// more on a new connection, as a bodiless request always is.
 	kept := rp != nil && t.rt.Retry().NumRetries() > 0 && rp.retriable()
 	if err != nil && !unproc && retryFresh(ctx, out, err, kept) && (timer == nil || timer.Stop()) {
-		if cc, cerr := p.h2Dial(ctx, t); cerr == nil {
+		if cc, cerr := p.tryConn(ctx, t, r, true); cerr == nil {
 			t.cc = cc
 			if timer != nil {
 				timer.Reset(time.Until(r.tryStart.Add(t.rt.Retry().PerTryTimeout())))

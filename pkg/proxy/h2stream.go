@@ -76,6 +76,17 @@ type h2Target struct {
 	up       h2Upload
 	unpooled []*http2.ClientConn // connections made after the pool closed, closed by release
 	cc       *http2.ClientConn   // the HTTP/2 upstream connection of the last try (access log)
+	attempt  int                 // retries made by the first pick (pickWait), for the tries that follow
+	tryStart time.Time           // when the last of them started
+}
+
+// retryState is the retry state the request's tries start from: the retries its first
+// pick made (pickWait), if any.
+func (t *h2Target) retryState() fastRetry {
+	if t.attempt == 0 {
+		return fastRetry{tryStart: t.start}
+	}
+	return fastRetry{attempt: t.attempt, tryStart: t.tryStart}
 }
 
 // h2Local is the local address of the HTTP/2 upstream connection t's last try used, for
@@ -271,8 +282,19 @@ var (
 )
 
 // pickTarget picks the cluster and host for a routed request and takes a max_requests
-// unit; release undoes both (call it once with the outcome).
+// unit; release undoes both (call it once with the outcome). A pick that waits for a host
+// to come up does so within the first try's time once the request is in (pickWait).
 func (p *Proxy) pickTarget(ctx context.Context, t *h2Target, view router.Request, ip netip.Addr) error {
+	err := p.pickTargetNow(t, view, ip)
+	if err == cluster.ErrWouldWait {
+		err = p.pickTargetWait(ctx, t)
+	}
+	return err
+}
+
+// pickTargetNow is pickTarget without the wait for a host: where the pick would wait it
+// returns cluster.ErrWouldWait, and keeps the cluster and its unit for pickTargetWait.
+func (p *Proxy) pickTargetNow(t *h2Target, view router.Request, ip netip.Addr) error {
 	rt := t.rt
 	name := rt.ClusterFor(view, rand.Uint64())
 	cl, ok := p.cfg.Clusters.Get(name)
@@ -286,14 +308,54 @@ func (p *Proxy) pickTarget(ctx context.Context, t *h2Target, view router.Request
 	if k, ok := rt.HashKey(view, ip); ok {
 		t.lr.HashKey, t.lr.HasHash = k, true
 	}
-	host, done, err := cl.Pick(ctx, &t.lr)
+	host, done, err := cl.PickNow(&t.lr)
+	if errors.Is(err, cluster.ErrWouldWait) {
+		return cluster.ErrWouldWait
+	}
+	return t.picked(host, done, err)
+}
+
+// pickTargetWait is the pick that pickTargetNow found would wait (pickWait).
+func (p *Proxy) pickTargetWait(ctx context.Context, t *h2Target) error {
+	host, done, err := p.pickWait(ctx, t)
+	return t.picked(host, done, err)
+}
+
+// picked keeps the first pick's host, or gives back the cluster's max_requests unit.
+func (t *h2Target) picked(host *cluster.Host, done func(lb.DoneInfo), err error) error {
 	if err != nil {
-		cl.Release(cluster.MaxRequests)
+		t.cl.Release(cluster.MaxRequests)
 		t.cl = nil
+		if err == errTimeout {
+			return errTimeout
+		}
 		return pickError(err)
 	}
 	t.host, t.pickDone = host, done
 	return nil
+}
+
+// pickWait waits for a host to come up (pick_timeout). Once the request is in, the try's
+// deadline ends the wait too (h2TryCtx): the try is then retried as a timed-out one, as
+// the route's retry policy allows (the retries carry on to the tries: t.attempt), and
+// the last one fails with errTimeout. While a body arrives pick_timeout alone bounds it.
+func (p *Proxy) pickWait(ctx context.Context, t *h2Target) (*cluster.Host, func(lb.DoneInfo), error) {
+	r := fastRetry{tryStart: t.start}
+	for {
+		tctx, cancel := p.h2TryCtx(ctx, t, &r)
+		h, done, err := t.cl.Pick(tctx, &t.lr)
+		timedOut := err != nil && tctx.Err() != nil && ctx.Err() == nil
+		cancel()
+		r.release(t) // a retry's max_retries unit is held for its pick only
+		if !timedOut {
+			t.attempt, t.tryStart = r.attempt, r.tryStart
+			return h, done, err
+		}
+		if !r.retryStatus(p, t, 0) {
+			return nil, nil, errTimeout
+		}
+		t.lr.Attempt++
+	}
 }
 
 func (t *h2Target) release(err error) {
@@ -870,15 +932,20 @@ var (
 
 // h1Conn takes an idle HTTP/1 upstream connection to the target's host (the pool probes
 // one idle for a while) or dials one. With look, an idle one is probed before it is taken
-// (one the upstream closed is closed, and the next one looked at).
+// (one the upstream closed is closed, and the next one looked at). The dial's waits for a
+// host end with the try's time (h2TryCtx): then errTimeout.
 func (p *Proxy) h1Conn(ctx context.Context, t *h2Target, look bool) (*upConn, error) {
-	for up := p.get(t.host, time.Now()); up != nil; up = p.get(t.host, time.Now()) {
-		if !look || up.Probe() {
-			return up, nil
-		}
-		up.close()
+	if up := p.idleH1(t, look); up != nil {
+		return up, nil
 	}
-	return p.h1Dial(ctx, t)
+	r := t.retryState()
+	dctx, cancel := p.h2TryCtx(ctx, t, &r)
+	defer cancel()
+	up, err := p.h1Dial(dctx, t)
+	if err != nil && dctx.Err() != nil && ctx.Err() == nil {
+		return nil, errTimeout
+	}
+	return up, err
 }
 
 // h1Dial dials a new HTTP/1 upstream connection to the target's host.
