@@ -16,8 +16,9 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/upstream/cluster"
 )
 
-// waitPickGoroutine is in the stack of the goroutine a loop session waits for a host on.
-const waitPickGoroutine = "created by github.com/mosnlite/mosnlite/pkg/filter/network/tcpproxy.(*loopSession).waitPick"
+// waitPickGoroutine is in the stack of the goroutine a loop session waits for a host on
+// (loopSession.waitPick starts it through Attempts.GoWaitPick).
+const waitPickGoroutine = "created by github.com/mosnlite/mosnlite/pkg/upstream/cluster.(*Attempts).GoWaitPick"
 
 // A loop session that waits for a host (its pick runs on a goroutine and posts the result
 // to the loop) gives back its max_connections unit and its pick's request on the host
