@@ -23,19 +23,29 @@ func TestOutlierDetection5xx(t *testing.T) {
 		name     string
 		down, up stream.Protocol
 		loops    bool
+		close    bool // the bad host closes the connection after each answer
 	}{
-		{"http1", stream.HTTP1, stream.HTTP1, false},
-		{"http1 loops", stream.HTTP1, stream.HTTP1, true},
-		{"http2 to http1", stream.HTTP2, stream.HTTP1, false},
-		{"http2 to http2", stream.HTTP2, stream.HTTP2, false},
-		{"http1 to http2", stream.HTTP1, stream.HTTP2, false},
+		{"http1", stream.HTTP1, stream.HTTP1, false, false},
+		{"http1 loops", stream.HTTP1, stream.HTTP1, true, false},
+		{"http2 to http1", stream.HTTP2, stream.HTTP1, false, false},
+		{"http2 to http2", stream.HTTP2, stream.HTTP2, false, false},
+		{"http1 to http2", stream.HTTP1, stream.HTTP2, false, false},
+		// Each request to the bad host connects anew: a connect is not a success.
+		{"http1 close each", stream.HTTP1, stream.HTTP1, false, true},
+		{"http1 loops close each", stream.HTTP1, stream.HTTP1, true, true},
+		{"http2 to http1 close each", stream.HTTP2, stream.HTTP1, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := startOrigin
 			if tc.up == stream.HTTP2 {
 				start = h2Origin
 			}
-			bad := start(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
+			bad := start(t, func(w http.ResponseWriter, _ *http.Request) {
+				if tc.close {
+					w.Header().Set("Connection", "close")
+				}
+				w.WriteHeader(http.StatusInternalServerError)
+			})
 			good := start(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
 			js := fmt.Sprintf(`[{"name":"c","type":"SIMPLE","lb_type":"LB_ROUNDROBIN","hosts":[{"address":%q},{"address":%q}],
 				"outlier_detection":{"consecutive_5xx":3,"base_ejection_time":"1h","max_ejection_percent":50}}]`, bad.addr(), good.addr())

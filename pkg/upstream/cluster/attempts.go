@@ -370,13 +370,15 @@ func (a *Attempts) Connected() (*Host, func(lb.DoneInfo)) {
 }
 
 // connected ends the attempts with the current one's success and returns its host and
-// pick's done.
+// pick's done. A connect is not a success for outlier detection: the answers on the
+// connection are (Host.ReportResult), so that a host that accepts connections and fails
+// every answer is ejected even when each answer closes its connection; tcp_proxy, whose
+// connect is its final result, reports it itself (Envoy's LocalOriginConnectSuccessFinal).
 func (a *Attempts) connected() (*Host, func(lb.DoneInfo)) {
 	h, done := a.h, a.done
 	if done == nil || a.pending {
 		panic("cluster: Attempts.Connected without an attempt from Next")
 	}
-	a.c.recordResult(h.st, true)
 	a.h, a.done = nil, nil
 	return h, done
 }

@@ -562,8 +562,9 @@ func (c *Cluster) noHost(s *snapshot, why string) error {
 // done is called: call done once, when the connection is finished with.
 //
 // When max_connections connections are open (or being dialled), Dial fails at once with an
-// error wrapping ErrOverflow. Each attempt's outcome feeds outlier detection: a failed
-// connect counts against the host (unless ctx ended), a successful one resets its count.
+// error wrapping ErrOverflow. A failed connect counts against the host for outlier
+// detection (unless ctx ended); a successful one does not reset its count (the caller
+// reports the outcome of what it sends: Host.ReportResult).
 func (c *Cluster) Dial(ctx context.Context, r *lb.Request) (net.Conn, *Host, func(lb.DoneInfo), error) {
 	return c.DialHost(ctx, r, nil)
 }

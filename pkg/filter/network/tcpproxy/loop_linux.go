@@ -304,6 +304,7 @@ func (s *loopSession) attemptFailed(err error, timedOut bool) {
 // connected starts proxying.
 func (s *loopSession) connected() {
 	s.host, s.done = s.att.Connected()
+	s.host.ReportResult(true) // the connect is tcp_proxy's result for outlier detection
 	s.state = stOpen
 	s.st = s.f.stats.get(s.name)
 	s.st.sessions.Inc()

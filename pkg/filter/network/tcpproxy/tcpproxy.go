@@ -297,6 +297,9 @@ func (f *Filter) ServeConn(ctx context.Context, c *network.Conn) {
 		dctx, watch = watchLeave(ctx, c.Raw())
 	}
 	up, host, done, err := cl.DialLimit(dctx, &s.lbReq, nil, f.attempts)
+	if err == nil {
+		host.ReportResult(true) // the connect is tcp_proxy's result for outlier detection
+	}
 	var held []byte
 	if watch != nil {
 		var left bool
