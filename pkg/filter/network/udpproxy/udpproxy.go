@@ -7,7 +7,10 @@
 // loop looks sessions up in a map under a mutex that only session creation and expiry
 // contend for. The read loop never waits: a pick that finds no healthy host drops the
 // datagram at once (counted) instead of waiting the cluster's pick_timeout, which would
-// stall every client of the listener.
+// stall every client of the listener. A host given by IP is dialled on the read loop (a
+// socket and a connect); one given by name is dialled on the session's goroutine, since
+// resolving it may take seconds: the session exists at once, "dialing", and its client's
+// datagrams wait in a bounded queue until the dial ends.
 //
 // Memory: a session's reader waits for its socket without a buffer (a RawConn read
 // callback takes a pooled 64 KiB buffer only once a datagram is there), so an idle session
@@ -46,6 +49,14 @@ const (
 	DefaultIdleTimeout = config.DefaultUDPProxyIdleTimeout
 	DefaultMaxSessions = config.DefaultUDPProxyMaxSessions
 	maxDatagram        = 64 << 10
+
+	// A dialing session queues at most this many datagrams and payload bytes, and the
+	// listener's dialing sessions at most maxDialQueuedBytes together (many clients at
+	// once, or addresses spoofed by the thousand, while a slow resolver answers); the
+	// rest are dropped (reason session_dialing).
+	maxDialQueue       = 64
+	maxDialQueueBytes  = 256 << 10
+	maxDialQueuedBytes = 4 << 20
 )
 
 // Filter is a built udp_proxy, shared by the listener's socket.
@@ -60,6 +71,10 @@ type Filter struct {
 	m           stats
 	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
 	warns       log.Throttle // one warning a second, the rest at debug
+	// dialQueued is the payload queued by all dialing sessions (enqueue), bounded by
+	// dialQueueMax (maxDialQueuedBytes).
+	dialQueued   atomic.Int64
+	dialQueueMax int64
 }
 
 var _ network.PacketHandler = (*Filter)(nil)
@@ -69,6 +84,7 @@ type stats struct {
 	sessions                             prometheus.Counter
 	active                               prometheus.Gauge
 	dropLimit, dropNoHost, dropUpstream  prometheus.Counter
+	dropDialing                          prometheus.Counter // a dialing session's queue was full
 	// Datagrams the kernel dropped at a full receive buffer: the listener's socket (from
 	// clients) and the sessions' upstream sockets (replies).
 	dropListenerBuf, dropSessionBuf prometheus.Counter
@@ -95,6 +111,8 @@ func Factory(raw config.RawMessage, d filter.Deps) (filter.NetworkFilter, error)
 		idle:        c.IdleTimeout.Or(DefaultIdleTimeout),
 		maxSessions: c.MaxSessions,
 		log:         d.Log,
+
+		dialQueueMax: maxDialQueuedBytes,
 	}
 	if f.idle <= 0 {
 		f.idle = DefaultIdleTimeout // a UDP session cannot live forever: nothing else ends it
@@ -125,6 +143,7 @@ func Factory(raw config.RawMessage, d filter.Deps) (filter.NetworkFilter, error)
 			dropLimit:    m.UDPProxyDropped.WithLabelValues(l, cl, "max_sessions"),
 			dropNoHost:   m.UDPProxyDropped.WithLabelValues(l, cl, "no_healthy_upstream"),
 			dropUpstream: m.UDPProxyDropped.WithLabelValues(l, cl, "upstream_write"),
+			dropDialing:  m.UDPProxyDropped.WithLabelValues(l, cl, "session_dialing"),
 
 			dropListenerBuf: m.UDPProxyDropped.WithLabelValues(l, cl, "listener_receive_buffer"),
 			dropSessionBuf:  m.UDPProxyDropped.WithLabelValues(l, cl, "session_receive_buffer"),
@@ -132,7 +151,7 @@ func Factory(raw config.RawMessage, d filter.Deps) (filter.NetworkFilter, error)
 	} else {
 		c := prometheus.NewCounter(prometheus.CounterOpts{Name: "discard"})
 		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "discard"})
-		f.m = stats{c, c, c, c, c, g, c, c, c, c, c}
+		f.m = stats{c, c, c, c, c, g, c, c, c, c, c, c}
 	}
 	return f, nil
 }
@@ -147,7 +166,7 @@ func monoNow() int64 { return int64(time.Since(epoch)) }
 type session struct {
 	client   netip.AddrPort
 	host     *cluster.Host
-	up       net.Conn
+	up       net.Conn // nil while dialing; then set once, under mu
 	done     func(lb.DoneInfo)
 	last     atomic.Int64 // monoNow of the last datagram either way
 	closing  atomic.Bool  // the reader found the session idle; the read loop must not use it
@@ -155,6 +174,17 @@ type session struct {
 	firstRTT atomic.Int64
 	closed   atomic.Bool // closeUp ran
 	recv     receiver    // the reader's state (reader goroutine only)
+
+	// A host given by name is dialled on the session's goroutine. Until the dial ends,
+	// dialing is set and the read loop queues the client's datagrams under mu; the
+	// goroutine writes them and clears dialing under mu, so later ones follow in order.
+	dialing atomic.Bool
+	dctx    context.Context    // the dial's: the listener's, bounded by connect_timeout
+	cancel  context.CancelFunc // ends the dial (closeUp)
+	mu      sync.Mutex
+	queue   []*[]byte // pooled copies, in arrival order
+	queued  int       // payload bytes in queue
+	failed  bool      // the dial failed or was abandoned: the session is gone
 }
 
 // table is the listener's sessions by client address.
@@ -251,6 +281,9 @@ func (f *Filter) ServePackets(ctx context.Context, pc net.PacketConn) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				if s.dialing.Load() && !f.dialSession(ctx, t, s) {
+					return
+				}
 				f.replyLoop(ctx, pc, s)
 				end(s)
 			}()
@@ -290,6 +323,9 @@ func (f *Filter) ServePackets(ctx context.Context, pc net.PacketConn) error {
 			if s.closing.Load() {
 				t.remove(s) // expiring: its replies would be lost; start a new session
 				continue
+			}
+			if s.dialing.Load() && f.enqueue(s, buf[:n]) {
+				break // queued, or dropped and counted
 			}
 			_, err := s.up.Write(buf[:n])
 			if errors.Is(err, net.ErrClosed) && ctx.Err() == nil {
@@ -381,12 +417,21 @@ func (f *Filter) closeUp(s *session) {
 	if !s.closed.CompareAndSwap(false, true) {
 		return
 	}
-	if uc, ok := s.up.(*net.UDPConn); ok {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.mu.Lock()
+	up := s.up
+	s.mu.Unlock()
+	if up == nil {
+		return // dialing: dialSession closes the socket it gets
+	}
+	if uc, ok := up.(*net.UDPConn); ok {
 		if d, ok := socketDrops(uc); ok {
 			f.m.dropSessionBuf.Add(float64(d))
 		}
 	}
-	s.up.Close()
+	up.Close()
 }
 
 // newSession starts a session for client with a host of the cluster; nil when there is
@@ -409,24 +454,117 @@ func (f *Filter) newSession(ctx context.Context, client netip.AddrPort, drop boo
 		}
 		return nil
 	}
+	s := &session{client: client, host: h, done: done}
+	if _, err := netip.ParseAddrPort(h.Addr()); err != nil {
+		// A name: resolving it may take seconds, so dialSession dials it on the session's
+		// goroutine while the read loop goes on.
+		timeout := cl.Config().ConnectTimeout.Or(config.DefaultConnectTimeout)
+		if timeout <= 0 {
+			timeout = config.DefaultConnectTimeout
+		}
+		s.dctx, s.cancel = context.WithTimeout(ctx, timeout)
+		s.dialing.Store(true)
+		return s
+	}
 	up, err := f.dial(ctx, "udp", h.Addr())
 	if err != nil {
 		done(lb.DoneInfo{Err: err})
 		if drop {
 			f.m.dropNoHost.Inc()
 		}
-		f.warn("udp_proxy: dial upstream", zap.String(log.FieldCluster, f.cluster),
-			zap.String(log.FieldHost, h.Addr()), zap.Error(err))
+		f.warnDial(h, err)
 		return nil
 	}
+	f.opened(s, up)
+	return s
+}
+
+// opened makes up the session's upstream socket.
+func (f *Filter) opened(s *session, up net.Conn) {
 	f.m.sessions.Inc()
 	f.m.active.Inc()
 	if uc, ok := up.(*net.UDPConn); ok {
 		_ = uc.SetReadBuffer(sessionReadBuffer) // best effort: on failure the default stays
 	}
-	s := &session{client: client, host: h, up: up, done: done, start: monoNow()}
+	s.up, s.start = up, monoNow()
 	s.recv.init(up, f.pool)
-	return s
+}
+
+func (f *Filter) warnDial(h *cluster.Host, err error) {
+	f.warn("udp_proxy: dial upstream", zap.String(log.FieldCluster, f.cluster),
+		zap.String(log.FieldHost, h.Addr()), zap.Error(err))
+}
+
+// dialSession dials a dialing session's host (on its goroutine), then writes the queued
+// datagrams in order and reports true. On failure, or when closeUp ran meanwhile, it drops
+// the queue (counted as no_healthy_upstream), removes the session from t so the client's
+// next datagram starts a new one, and reports false.
+func (f *Filter) dialSession(ctx context.Context, t *table, s *session) bool {
+	up, err := f.dial(s.dctx, "udp", s.host.Addr())
+	s.cancel()
+	s.mu.Lock()
+	abandoned := s.closed.Load()
+	if err == nil && abandoned {
+		up.Close() // closeUp found no socket to close
+		err = net.ErrClosed
+	}
+	if err != nil {
+		s.failed = true
+		q := s.queue
+		f.dialQueued.Add(-int64(s.queued))
+		s.queue, s.queued = nil, 0
+		s.mu.Unlock()
+		for _, b := range q {
+			f.pool.Put(b)
+		}
+		f.m.dropNoHost.Add(float64(len(q)))
+		s.closed.Store(true)
+		t.remove(s)
+		s.done(lb.DoneInfo{Err: err})
+		if !abandoned && ctx.Err() == nil {
+			f.warnDial(s.host, err)
+		}
+		return false
+	}
+	f.opened(s, up)
+	for _, b := range s.queue {
+		if _, err := up.Write(*b); err != nil {
+			f.m.dropUpstream.Inc()
+		} else {
+			f.m.rxDgrams.Inc()
+			f.m.rxBytes.Add(float64(len(*b)))
+		}
+		f.pool.Put(b)
+	}
+	f.dialQueued.Add(-int64(s.queued))
+	s.queue, s.queued = nil, 0
+	s.dialing.Store(false)
+	s.mu.Unlock()
+	return true
+}
+
+// enqueue queues a copy of b on a dialing session, or drops it (counted) when the queue is
+// full or the dial failed; true means b is taken care of. False: the dial has succeeded,
+// the queue is written, and b goes on s.up.
+func (f *Filter) enqueue(s *session, b []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.failed:
+		f.m.dropNoHost.Inc()
+	case !s.dialing.Load():
+		return false
+	case len(s.queue) >= maxDialQueue || s.queued+len(b) > maxDialQueueBytes ||
+		f.dialQueued.Load()+int64(len(b)) > f.dialQueueMax:
+		f.m.dropDialing.Inc()
+	default:
+		c := f.pool.Get(len(b))
+		copy(*c, b)
+		s.queue = append(s.queue, c)
+		s.queued += len(b)
+		f.dialQueued.Add(int64(len(b)))
+	}
+	return true
 }
 
 // replyLoop carries the upstream's datagrams back to the client until the session is idle

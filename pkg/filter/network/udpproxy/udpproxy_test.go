@@ -160,6 +160,12 @@ type uenv struct {
 
 func newEnv(t testing.TB, raw string, clusters ...config.Cluster) *uenv {
 	t.Helper()
+	return newEnvWith(t, raw, nil, clusters...)
+}
+
+// newEnvWith is newEnv with setup run on the filter before it serves.
+func newEnvWith(t testing.TB, raw string, setup func(*udpproxy.Filter), clusters ...config.Cluster) *uenv {
+	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
 	zl := zap.New(core)
 	e := &uenv{t: t, m: metrics.New(), logs: logs, served: make(chan error, 1)}
@@ -173,6 +179,9 @@ func newEnv(t testing.TB, raw string, clusters ...config.Cluster) *uenv {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(nf.(*udpproxy.Filter))
 	}
 	e.ln, err = network.NewListener(network.ListenerConfig{
 		Name: "u", Network: "udp", Address: "127.0.0.1:0", BindPort: true,
