@@ -415,7 +415,7 @@ func (r *fastRetry) retryStatus(p *Proxy, t *h2Target, status int) bool {
 	}
 	if r.bodyOver {
 		if r.wouldRetry(t, status) {
-			p.unreplayable(t.cl.Name())
+			p.unreplayable(t)
 		}
 		return false
 	}
@@ -425,9 +425,7 @@ func (r *fastRetry) retryStatus(p *Proxy, t *h2Target, status int) bool {
 	r.slot = true
 	r.attempt++
 	r.tryStart = now
-	if m := p.cfg.Metrics; m != nil && m.UpstreamRetries != nil {
-		m.UpstreamRetries.WithLabelValues(t.cl.Name()).Inc()
-	}
+	t.cl.CountRetry()
 	return true
 }
 

@@ -88,14 +88,12 @@ func (p *Proxy) roundTripH2(ctx context.Context, t *h2Target, out *http.Request,
 			if again < unprocessedRetries && !t.timesUp() {
 				if ok, over := rp.replayable(); !ok {
 					if over {
-						p.unreplayable(t.cl.Name())
+						p.unreplayable(t)
 					}
 					return nil, err
 				}
 				again++
-				if m := p.cfg.Metrics; m != nil && m.UpstreamRetries != nil {
-					m.UpstreamRetries.WithLabelValues(t.cl.Name()).Inc()
-				}
+				t.cl.CountRetry()
 				prev := t.host.Addr()
 				if err := p.nextTryHost(ctx, t, &r, prev); err != nil {
 					return nil, err
@@ -110,7 +108,7 @@ func (p *Proxy) roundTripH2(ctx context.Context, t *h2Target, out *http.Request,
 		}
 		if rp != nil && !rp.retriable() {
 			if rp.outgrew() && r.wouldRetry(t, status) {
-				p.unreplayable(t.cl.Name())
+				p.unreplayable(t)
 			}
 			return resp, err
 		}
@@ -186,12 +184,10 @@ func (p *Proxy) retarget(t *h2Target, out *http.Request) {
 // unreplayable counts a request that is not sent again, though the upstream did not
 // process it or the retry policy would retry it, because its body outgrew bufferLimit
 // and part of it went upstream already.
-func (p *Proxy) unreplayable(cl string) {
+func (p *Proxy) unreplayable(t *h2Target) {
 	p.cfg.Log.Debug("proxy: request not sent again: its body outgrew the retry buffer",
-		zap.String("cluster", cl), zap.Int("limit", p.bufferLimit()))
-	if m := p.cfg.Metrics; m != nil && m.UpstreamOverflow != nil {
-		m.UpstreamOverflow.WithLabelValues(cl, "retry_buffer").Inc()
-	}
+		zap.String("cluster", t.cl.Name()), zap.Int("limit", p.bufferLimit()))
+	t.cl.CountRetryBufferOverflow()
 }
 
 // tryH2 is one try of roundTripH2. The try's deadline bounds its dial (tryConn); a

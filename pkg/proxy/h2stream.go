@@ -395,10 +395,8 @@ func dialError(err error) *errLocal {
 
 // overflow counts a refusal that no cluster breaker counted (the HTTP/2 pool's connection
 // limit per host); a breaker's TryAcquire and the cluster's Dial count their own.
-func (p *Proxy) overflow(cl string, b cluster.Breaker) {
-	if m := p.cfg.Metrics; m != nil && m.UpstreamOverflow != nil {
-		m.UpstreamOverflow.WithLabelValues(cl, b.String()).Inc()
-	}
+func (p *Proxy) overflow(cl *cluster.Cluster, b cluster.Breaker) {
+	cl.CountOverflow(b)
 }
 
 // h2Conn returns an HTTP/2 client connection to the target's host with a stream reserved:
@@ -414,7 +412,7 @@ func (p *Proxy) h2Conn(ctx context.Context, t *h2Target) (*http2.ClientConn, err
 		case errors.As(err, &le):
 			return nil, err
 		case errors.Is(err, connpool.ErrFull):
-			p.overflow(t.cl.Name(), cluster.MaxConnections)
+			p.overflow(t.cl, cluster.MaxConnections)
 			return nil, errOverflow
 		case errors.Is(err, h2stream.ErrHandshake):
 			return nil, errConnect

@@ -617,7 +617,7 @@ func (c *loopConn) serve() {
 				c.rearm()
 				return
 			case !h1:
-				c.handoff("protocol")
+				c.handoff(handoffProtocol)
 				return
 			}
 			c.sniff = nil
@@ -636,7 +636,7 @@ func (c *loopConn) serve() {
 		}
 		if n == 0 {
 			if c.partial(c.in.Len() >= c.inMax, false) {
-				c.handoff("large_head")
+				c.handoff(handoffLargeHead)
 			}
 			return
 		}
@@ -680,10 +680,10 @@ func (c *loopConn) request(n int) bool {
 	streaming := false
 	switch {
 	case h.Upgrade || string(h.Method) == "CONNECT":
-		c.handoff("upgrade")
+		c.handoff(handoffUpgrade)
 		return false
 	case h.Body == http1.BodyChunked && c.chunkedOff:
-		c.handoff("filter_body") // a stream filter counts the chunked body (OnRequestData)
+		c.handoff(handoffFilterBody) // a stream filter counts the chunked body (OnRequestData)
 		return false
 	case h.Body == http1.BodyChunked || h.ContentLength > loopBodyMax || n+int(h.ContentLength) > c.inMax:
 		// The body streams to the upstream as it arrives (pumpBody); it is not replayed.
@@ -695,10 +695,10 @@ func (c *loopConn) request(n int) bool {
 				// The client waits for a go-ahead before its body, once the request is
 				// known to be forwarded from here.
 				_, cl, why := c.routeFor(view)
-				if why == "" && !cl.RawDial() {
-					why = "cluster_dialer" // decided now: the goroutine path sends the 100
+				if why == noHandoff && !cl.RawDial() {
+					why = handoffClusterDialer // decided now: the goroutine path sends the 100
 				}
-				if why != "" {
+				if why != noHandoff {
 					c.handoff(why)
 					return false
 				}
@@ -713,17 +713,17 @@ func (c *loopConn) request(n int) bool {
 		}
 	}
 	rt, cl, why := c.routeFor(view)
-	if why == "" && c.impure {
+	if why == noHandoff && c.impure {
 		// The goroutine path would run the filters again and draw their decisions anew:
 		// what makes it take the request after them is looked at before they run.
 		switch {
 		case !cl.RawDial():
-			why = "cluster_dialer"
+			why = handoffClusterDialer
 		case cl.HealthyHosts() == 0:
-			why = "pick_wait"
+			why = handoffPickWait
 		}
 	}
-	if why != "" {
+	if why != noHandoff {
 		c.handoff(why)
 		return false
 	}
@@ -786,7 +786,7 @@ func (c *loopConn) send(rt *router.Route, cl *cluster.Cluster, n, total int, str
 	if err != nil {
 		cl.Release(cluster.MaxRequests)
 		if errors.Is(err, cluster.ErrWouldWait) && !c.impure {
-			c.handoff("pick_wait") // the goroutine path waits for a host (pick_timeout)
+			c.handoff(handoffPickWait) // the goroutine path waits for a host (pick_timeout)
 			return false
 		}
 		// An impure chain ran (request looked before it did; the hosts went down since):
@@ -808,7 +808,7 @@ func (c *loopConn) send(rt *router.Route, cl *cluster.Cluster, n, total int, str
 			done(lb.DoneInfo{})
 			cl.Release(cluster.MaxRequests)
 			if errors.Is(err, cluster.ErrNotRaw) && !c.impure {
-				c.handoff("cluster_dialer")
+				c.handoff(handoffClusterDialer)
 				return false
 			}
 			c.in.Drain(total)
@@ -853,7 +853,7 @@ func (c *loopConn) send(rt *router.Route, cl *cluster.Cluster, n, total int, str
 
 // routeFor routes the request: its route and cluster, or why the loop cannot serve it
 // (a handoff reason).
-func (c *loopConn) routeFor(view stream.HTTP1Request) (*router.Route, *cluster.Cluster, string) {
+func (c *loopConn) routeFor(view stream.HTTP1Request) (*router.Route, *cluster.Cluster, handoffReason) {
 	p := c.p
 	tbl, ok := p.table()
 	var rt *router.Route
@@ -861,34 +861,34 @@ func (c *loopConn) routeFor(view stream.HTTP1Request) (*router.Route, *cluster.C
 		rt, ok = tbl.Match(view)
 	}
 	if !ok {
-		return nil, nil, "no_route"
+		return nil, nil, handoffNoRoute
 	}
-	if why := c.loopRoute(rt); why != "" {
+	if why := c.loopRoute(rt); why != noHandoff {
 		return nil, nil, why
 	}
 	cl, ok := p.cfg.Clusters.Get(rt.ClusterFor(view, rand.Uint64()))
 	if !ok {
-		return nil, nil, "no_cluster"
+		return nil, nil, handoffNoCluster
 	}
-	return rt, cl, ""
+	return rt, cl, noHandoff
 }
 
-// loopRoute is why the loop cannot serve a request on rt (see the file comment); "": it
-// can.
-func (c *loopConn) loopRoute(rt *router.Route) string {
+// loopRoute is why the loop cannot serve a request on rt (see the file comment);
+// noHandoff: it can.
+func (c *loopConn) loopRoute(rt *router.Route) handoffReason {
 	if _, ok := rt.DirectResponse(); ok {
-		return "local_answer"
+		return handoffLocalAnswer
 	}
 	if _, ok := rt.Redirect(); ok {
-		return "local_answer"
+		return handoffLocalAnswer
 	}
 	if _, ok := rt.Mirror(); ok {
-		return "mirror"
+		return handoffMirror
 	}
 	if c.p.upstreamProtocol(rt, stream.HTTP1) != stream.HTTP1 {
-		return "upstream_protocol"
+		return handoffUpstreamProtocol
 	}
-	return ""
+	return noHandoff
 }
 
 // resetEdits starts the request head's edits; the stream filters add theirs first.
@@ -1536,9 +1536,7 @@ func (c *loopConn) retry(status int) bool {
 	}
 	c.retrySlot = true
 	c.attempt++
-	if m := c.p.cfg.Metrics; m != nil && m.UpstreamRetries != nil {
-		m.UpstreamRetries.WithLabelValues(cl.Name()).Inc()
-	}
+	cl.CountRetry()
 	c.dropTry(false) // its response, if any, is unread
 	c.pickDone(lb.DoneInfo{Err: errRetried})
 	c.host, c.pickDone = host, done
@@ -1699,9 +1697,9 @@ func (c *loopConn) linger() {
 // handoff gives the connection to the goroutine path with the bytes not yet consumed,
 // counted on http1_loop_handoffs_total with reason. Called between requests (nothing in
 // flight, nothing queued for the client).
-func (c *loopConn) handoff(reason string) {
-	if m := c.p.cfg.Metrics; m != nil && m.HTTPLoopHandoffs != nil {
-		m.HTTPLoopHandoffs.WithLabelValues(c.p.cfg.Listener, reason).Inc()
+func (c *loopConn) handoff(reason handoffReason) {
+	if h := c.p.handoffs[reason]; h != nil {
+		h.Inc()
 	}
 	if err := c.loop.Remove(c.fd, c.tok); err != nil {
 		c.p.cfg.Log.Warn("proxy: handing a connection to a goroutine failed", zap.Error(err))

@@ -36,6 +36,10 @@ type proxyExt struct {
 	ctx        context.Context
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
+
+	// Mirrors to a cluster the manager does not have: unix nanos of the last warning,
+	// and how many came since (mirrorUnknown).
+	unknownWarn, unknownMuted atomic.Int64
 }
 
 type mirrorJob struct {
@@ -250,10 +254,44 @@ func (p *Proxy) enqueueMirror(j mirrorJob) {
 	}
 }
 
-func (p *Proxy) mirrorMetric(cluster, result string) {
-	if m := p.cfg.Metrics; m != nil && m.UpstreamMirrors != nil {
-		m.UpstreamMirrors.WithLabelValues(cluster, result).Inc()
+// mirrorMetric counts a mirror to the cluster named with result sent, dropped or failed
+// (upstream_mirrors_total), on the cluster's held child: a cluster that is not in the
+// manager (removed, or never there) has no series, and gets none.
+func (p *Proxy) mirrorMetric(name, result string) {
+	r := cluster.MirrorFailed
+	switch result {
+	case "sent":
+		r = cluster.MirrorSent
+	case "dropped":
+		r = cluster.MirrorDropped
 	}
+	if p.cfg.Clusters == nil {
+		return
+	}
+	if cl, ok := p.cfg.Clusters.Get(name); ok {
+		cl.CountMirror(r)
+		return
+	}
+	p.mirrorUnknown(name)
+}
+
+// mirrorWarnEvery is the least time between two warnings of mirrors to a missing cluster.
+const mirrorWarnEvery = 10 * time.Second
+
+// mirrorUnknown logs a mirror to a cluster the manager does not have: a warning at most
+// every mirrorWarnEvery with how many were not logged since, the others at debug. It is
+// not counted: upstream_mirrors_total is by cluster, and a label per name a route gives
+// would make series for clusters that do not exist, which nothing deletes.
+func (p *Proxy) mirrorUnknown(name string) {
+	now := time.Now().UnixNano()
+	last := p.ext.unknownWarn.Load()
+	if now-last < int64(mirrorWarnEvery) || !p.ext.unknownWarn.CompareAndSwap(last, now) {
+		p.ext.unknownMuted.Add(1)
+		p.cfg.Log.Debug("proxy: request not mirrored: no such cluster", zap.String("cluster", name))
+		return
+	}
+	p.cfg.Log.Warn("proxy: request not mirrored: no such cluster", zap.String("cluster", name),
+		zap.Int64("suppressed", p.ext.unknownMuted.Swap(0)))
 }
 
 func (p *Proxy) startMirror() {
@@ -284,23 +322,23 @@ func (p *Proxy) mirrorOne(j mirrorJob) {
 	defer j.release()
 	cl, ok := p.cfg.Clusters.Get(j.cluster)
 	if !ok {
-		p.mirrorMetric(j.cluster, "failed")
+		p.mirrorUnknown(j.cluster)
 		return
 	}
 	ctx, cancel := context.WithTimeout(p.ext.ctx, j.timeout)
 	defer cancel()
 	if j.req != nil {
 		if err := p.mirrorOneH2(ctx, cl, &j); err != nil {
-			p.mirrorMetric(j.cluster, "failed")
+			cl.CountMirror(cluster.MirrorFailed)
 			p.cfg.Log.Debug("proxy: mirrored request failed", zap.String("cluster", j.cluster), zap.Error(err))
 			return
 		}
-		p.mirrorMetric(j.cluster, "sent")
+		cl.CountMirror(cluster.MirrorSent)
 		return
 	}
 	raw, _, done, err := cl.Dial(ctx, &lb.Request{})
 	if err != nil {
-		p.mirrorMetric(j.cluster, "failed")
+		cl.CountMirror(cluster.MirrorFailed)
 		return
 	}
 	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
@@ -311,7 +349,7 @@ func (p *Proxy) mirrorOne(j mirrorJob) {
 	}()
 	_ = raw.SetDeadline(time.Now().Add(j.timeout))
 	if _, err := raw.Write(j.head.Bytes()); err != nil {
-		p.mirrorMetric(j.cluster, "failed")
+		cl.CountMirror(cluster.MirrorFailed)
 		return
 	}
 	rb := p.cfg.Pool.NewBuffer(4096)
@@ -323,11 +361,11 @@ func (p *Proxy) mirrorOne(j mirrorJob) {
 		rh = http1.ResponseHead{}
 		n, err := http1.ParseResponseHead(rb.Bytes(), p.cfg.Limits, &rh)
 		if err != nil {
-			p.mirrorMetric(j.cluster, "failed")
+			cl.CountMirror(cluster.MirrorFailed)
 			return
 		}
 		if n > 0 && (rh.Status < 100 || rh.Status >= 200) {
-			p.mirrorMetric(j.cluster, "sent")
+			cl.CountMirror(cluster.MirrorSent)
 			return
 		}
 		if n > 0 {
@@ -335,7 +373,7 @@ func (p *Proxy) mirrorOne(j mirrorJob) {
 			continue
 		}
 		if _, err := rb.ReadOnce(raw); err != nil {
-			p.mirrorMetric(j.cluster, "failed")
+			cl.CountMirror(cluster.MirrorFailed)
 			p.cfg.Log.Debug("proxy: mirrored request failed", zap.String("cluster", j.cluster), zap.Error(err))
 			return
 		}

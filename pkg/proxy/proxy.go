@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/mosnlite/mosnlite/pkg/buffer"
@@ -109,7 +110,53 @@ type Proxy struct {
 	// chunkedOff: the stream filters need the body phase for a chunked request body
 	// (filter.SizedBodiesOnly), so the event loop hands such a request to a goroutine.
 	chunkedOff bool
+
+	// The listener's children counted per event, made in New: a connection that
+	// outlives the listener's removal counts on them, no longer exported, instead of
+	// making the deleted series again. nil: not counted.
+	protoErrs protoErrs
+	handoffs  [numHandoffReasons]prometheus.Counter // by reason; only when LoopCapable
 }
+
+// protoErrs holds protocol_errors_total's children by protocol: the ones the proxy
+// counts, and the listener's downstream protocol when the proxy does not serve it.
+type protoErrs struct{ h1, h2, auto, other prometheus.Counter }
+
+// handoffReason is why an event loop hands an HTTP/1 connection to a goroutine
+// (loop_linux.go), the reason label of http1_loop_handoffs_total.
+type handoffReason uint8
+
+const (
+	noHandoff handoffReason = iota
+	handoffProtocol
+	handoffLargeHead
+	handoffUpgrade
+	handoffFilterBody
+	handoffPickWait
+	handoffClusterDialer
+	handoffNoRoute
+	handoffNoCluster
+	handoffLocalAnswer
+	handoffMirror
+	handoffUpstreamProtocol
+	numHandoffReasons
+)
+
+var handoffLabels = [numHandoffReasons]string{
+	handoffProtocol:         "protocol",
+	handoffLargeHead:        "large_head",
+	handoffUpgrade:          "upgrade",
+	handoffFilterBody:       "filter_body",
+	handoffPickWait:         "pick_wait",
+	handoffClusterDialer:    "cluster_dialer",
+	handoffNoRoute:          "no_route",
+	handoffNoCluster:        "no_cluster",
+	handoffLocalAnswer:      "local_answer",
+	handoffMirror:           "mirror",
+	handoffUpstreamProtocol: "upstream_protocol",
+}
+
+func (r handoffReason) String() string { return handoffLabels[r] }
 
 // New returns a Proxy.
 func New(cfg Config) *Proxy {
@@ -132,7 +179,34 @@ func New(cfg Config) *Proxy {
 		Stale:           staleUpConn,
 		HostsChanged:    hostsChanged(cfg.Clusters),
 	})
-	return &Proxy{cfg: cfg, idle: idle, h2up: newH2Pool(cfg), chunkedOff: !cfg.StreamFilters.HeadersOnly()}
+	p := &Proxy{cfg: cfg, idle: idle, h2up: newH2Pool(cfg), chunkedOff: !cfg.StreamFilters.HeadersOnly()}
+	p.holdSeries()
+	return p
+}
+
+// holdSeries makes the listener's children the proxy counts per event.
+func (p *Proxy) holdSeries() {
+	m, l := p.cfg.Metrics, p.cfg.Listener
+	if m == nil {
+		return
+	}
+	if v := m.ProtocolErrors; v != nil {
+		p.protoErrs = protoErrs{
+			h1:   v.WithLabelValues(l, string(stream.HTTP1)),
+			h2:   v.WithLabelValues(l, string(stream.HTTP2)),
+			auto: v.WithLabelValues(l, string(stream.Auto)),
+		}
+		switch d := p.cfg.Downstream; d {
+		case stream.HTTP1, stream.HTTP2, stream.Auto, "":
+		default:
+			p.protoErrs.other = v.WithLabelValues(l, string(d))
+		}
+	}
+	if v := m.HTTPLoopHandoffs; v != nil && p.LoopCapable() {
+		for r := noHandoff + 1; r < numHandoffReasons; r++ {
+			p.handoffs[r] = v.WithLabelValues(l, r.String())
+		}
+	}
 }
 
 // GoAway starts a graceful drain of the HTTP/1 connections and returns at once: from now
@@ -223,9 +297,21 @@ const msgOverloaded = "overloaded"
 // overloaded reports whether new requests are refused now (Config.Overloaded).
 func (p *Proxy) overloaded() bool { return p.cfg.Overloaded != nil && p.cfg.Overloaded() }
 
+// protocolError counts malformed input of protocol proto (protocol_errors_total).
 func (p *Proxy) protocolError(proto string) {
-	if p.cfg.Metrics != nil && p.cfg.Metrics.ProtocolErrors != nil {
-		p.cfg.Metrics.ProtocolErrors.WithLabelValues(p.cfg.Listener, proto).Inc()
+	var c prometheus.Counter
+	switch proto {
+	case string(stream.HTTP1):
+		c = p.protoErrs.h1
+	case string(stream.HTTP2):
+		c = p.protoErrs.h2
+	case string(stream.Auto):
+		c = p.protoErrs.auto
+	case string(p.cfg.Downstream):
+		c = p.protoErrs.other
+	}
+	if c != nil {
+		c.Inc()
 	}
 }
 

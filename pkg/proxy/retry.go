@@ -134,9 +134,7 @@ func (s *session) retryTry(status int) bool {
 	}
 	s.x.retrySlot = true
 	s.x.attempt++
-	if m := s.p.cfg.Metrics; m != nil && m.UpstreamRetries != nil {
-		m.UpstreamRetries.WithLabelValues(cl.Name()).Inc()
-	}
+	cl.CountRetry()
 	s.x.tryStart = now // nextTry's wait for a host is within the retry's time
 	up, pickDone, ok := s.nextTry(cl, now)
 	if !ok {
@@ -247,9 +245,7 @@ func (s *session) retryConnect(rt *router.Route, cl *cluster.Cluster) bool {
 	}
 	s.x.attempt++
 	s.x.tryStart = time.Now()
-	if m := s.p.cfg.Metrics; m != nil && m.UpstreamRetries != nil {
-		m.UpstreamRetries.WithLabelValues(cl.Name()).Inc()
-	}
+	cl.CountRetry()
 	return true
 }
 

@@ -170,6 +170,10 @@ type Cluster struct {
 	muted     atomic.Int64 // connect failures logged at debug only since then
 	breakers  [numBreakers]breaker
 	budget    retryBudget // retry_budget (retrybudget.go)
+	// The proxy's counts (CountRetry, CountRetryBufferOverflow, CountMirror), made at
+	// their first use (counterOnce).
+	retries, retryBuffer counterOnce
+	mirrors              [numMirrorResults]counterOnce
 
 	// gone is set when the cluster is removed; sweeping while a late sweep of its series
 	// is under way (sweepSeries).
@@ -314,9 +318,9 @@ func (c *Cluster) remove() {
 
 // sweepSeries deletes a removed cluster's series again once no unit of its circuit
 // breakers is held, that is once the requests and connections that outlived it ended:
-// users that count per event with a label lookup (the proxy's upstream_retries_total,
-// upstream_mirrors_total) may have made one again. Release calls it; a name that serves
-// again keeps its series.
+// a user that counts per event with a label lookup may have made one again (the proxy's
+// retries, mirrors and overflows count on the cluster's held children: CountRetry and
+// the like). Release calls it; a name that serves again keeps its series.
 func (c *Cluster) sweepSeries() {
 	for b := range c.breakers {
 		if c.breakers[b].n.Load() != 0 {
@@ -871,4 +875,91 @@ func (c *Cluster) connectFailCounter(st *hostState) prometheus.Counter {
 	ctr := c.m.o.Metrics.UpstreamCxConnectFail.WithLabelValues(c.name, st.addr)
 	st.connectFail.Store(&ctr)
 	return ctr
+}
+
+// MirrorResult is the result label of upstream_mirrors_total.
+type MirrorResult uint8
+
+// Results of a mirrored request.
+const (
+	MirrorSent    MirrorResult = iota // the mirror cluster answered (the answer is discarded)
+	MirrorDropped                     // not sent: the queue was full or the body too large
+	MirrorFailed                      // sent, or meant to be, and failed
+	numMirrorResults
+)
+
+// String returns the metric label: sent, dropped or failed.
+func (r MirrorResult) String() string {
+	switch r {
+	case MirrorSent:
+		return "sent"
+	case MirrorDropped:
+		return "dropped"
+	case MirrorFailed:
+		return "failed"
+	}
+	return fmt.Sprintf("MirrorResult(%d)", uint8(r))
+}
+
+// CountRetry counts a retry of a request to the cluster (upstream_retries_total).
+func (c *Cluster) CountRetry() {
+	c.count(&c.retries, c.m.o.Metrics.UpstreamRetries, "")
+}
+
+// CountRetryBufferOverflow counts a request not sent again because its body outgrew the
+// retry buffer (upstream_overflow_total{breaker="retry_buffer"}).
+func (c *Cluster) CountRetryBufferOverflow() {
+	c.count(&c.retryBuffer, c.m.o.Metrics.UpstreamOverflow, retryBufferLabel)
+}
+
+// CountOverflow counts a refusal of b that its TryAcquire did not count (a limit the
+// caller enforces itself, such as an HTTP/2 pool's connections per host).
+func (c *Cluster) CountOverflow(b Breaker) { c.breakers[b].overflow.Inc() }
+
+// CountMirror counts a request mirrored to the cluster (upstream_mirrors_total).
+func (c *Cluster) CountMirror(r MirrorResult) {
+	if r < numMirrorResults {
+		c.count(&c.mirrors[r], c.m.o.Metrics.UpstreamMirrors, r.String())
+	}
+}
+
+// retryBufferLabel is the breaker label of requests not retried for their body's size.
+const retryBufferLabel = "retry_buffer"
+
+// counterOnce holds a cluster's child of a counter vector counted per event by another
+// package, made at its first count rather than with the cluster (a cluster never retried
+// or mirrored to has no such series). It is made under c.mu unless the cluster is
+// removed: a count that comes after the removal (a request that outlived it) goes to
+// discardCounter instead of making the deleted series again; one made before is deleted
+// with the cluster and stays held. Counting takes no lock after the first count.
+type counterOnce struct {
+	p atomic.Pointer[prometheus.Counter]
+}
+
+// count increments h's child of vec, labelled with the cluster and label ("": none).
+func (c *Cluster) count(h *counterOnce, vec *prometheus.CounterVec, label string) {
+	if p := h.p.Load(); p != nil {
+		(*p).Inc()
+		return
+	}
+	c.countFirst(h, vec, label)
+}
+
+func (c *Cluster) countFirst(h *counterOnce, vec *prometheus.CounterVec, label string) {
+	c.mu.Lock()
+	p := h.p.Load()
+	if p == nil {
+		ctr := discardCounter
+		switch {
+		case c.removed:
+		case label == "":
+			ctr = vec.WithLabelValues(c.name)
+		default:
+			ctr = vec.WithLabelValues(c.name, label)
+		}
+		p = &ctr
+		h.p.Store(p)
+	}
+	c.mu.Unlock()
+	(*p).Inc()
 }

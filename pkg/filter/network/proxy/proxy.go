@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/mosnlite/mosnlite/pkg/buffer"
@@ -111,6 +112,9 @@ func Factory(raw config.RawMessage, d filter.Deps) (filter.NetworkFilter, error)
 	if a.log == nil {
 		a.log = zap.NewNop()
 	}
+	if m := d.Metrics; m != nil && m.ProtocolErrors != nil {
+		a.protoErrs = m.ProtocolErrors.WithLabelValues(prm.Listener, string(stream.Auto))
+	}
 	plainAuto := len(pc.Names) == 0
 	var skipped []string
 	for _, r := range downs {
@@ -190,6 +194,9 @@ type auto struct {
 	sniffTimeout time.Duration
 	handlers     map[stream.Protocol]stream.ServerConnection
 	direct       stream.ServerConnection // one explicit protocol on a TLS listener: no sniffing
+	// protoErrs is protocol_errors_total{protocol="Auto"} of the listener, held so that a
+	// connection outliving the listener's removal does not make the series again.
+	protoErrs prometheus.Counter
 }
 
 // tlsListener reports whether the listener terminates TLS (its first filter chain serves).
@@ -272,9 +279,8 @@ func (a *auto) ServeConn(ctx context.Context, c *network.Conn) {
 }
 
 func (a *auto) protocolError() {
-	m := a.params.Deps.Metrics
-	if m != nil && m.ProtocolErrors != nil {
-		m.ProtocolErrors.WithLabelValues(a.params.Listener, string(stream.Auto)).Inc()
+	if a.protoErrs != nil {
+		a.protoErrs.Inc()
 	}
 }
 
