@@ -218,8 +218,10 @@ type Engine struct {
 	conns    map[*upConn]struct{}
 	sessions map[*session]struct{}
 	idle     chan struct{} // closed when the last session ends while draining
-	wg       sync.WaitGroup
-	isShut   atomic.Bool
+	// watchQuit stops watchHosts (upstream.go), started with the engine when it has clusters.
+	watchQuit chan struct{}
+	wg        sync.WaitGroup
+	isShut    atomic.Bool
 }
 
 var (
@@ -280,6 +282,13 @@ func New(cfg Config) *Engine {
 	e.protoErr = m.ProtocolErrors.WithLabelValues(cfg.Listener, name)
 	empty := map[string]*clusterPool{}
 	e.pools.Store(&empty)
+	if cfg.Clusters != nil {
+		// Started with the engine, not with its first upstream connection, so that the
+		// goroutine is there before any traffic (leak checks take their baseline then).
+		e.watchQuit = make(chan struct{})
+		e.wg.Add(1)
+		go e.watchHosts(cfg.Clusters.HostsChanged(), e.watchQuit)
+	}
 	return e
 }
 
@@ -385,6 +394,10 @@ func (e *Engine) Close() error {
 	e.mu.Lock()
 	e.closed = true
 	e.isShut.Store(true)
+	if e.watchQuit != nil {
+		close(e.watchQuit)
+		e.watchQuit = nil
+	}
 	all := make([]*upConn, 0, len(e.conns))
 	for u := range e.conns {
 		all = append(all, u)

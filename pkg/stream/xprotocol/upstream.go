@@ -28,19 +28,26 @@ const (
 	closeHeartbeat network.CloseReason = "heartbeat_timeout"
 )
 
+// errPoolGone is dial's answer when the host pool it was given was dropped (dropEmpty):
+// the caller looks the pool up again.
+var errPoolGone = errors.New("xprotocol: host pool dropped")
+
 // clusterPool holds one cluster's host pools.
 type clusterPool struct {
 	mu    sync.Mutex                           // writers of hosts
 	hosts atomic.Pointer[map[string]*hostPool] // copy on write
+	dead  bool                                 // dropped from Engine.pools; under mu: no host pool is added
 }
 
 // hostPool holds the multiplexed connections to one host.
 type hostPool struct {
 	addr  string
+	cp    *clusterPool
 	mu    sync.Mutex                // dialing and writers of conns
 	conns atomic.Pointer[[]*upConn] // copy on write
 	size  atomic.Int32
 	rr    atomic.Uint32
+	dead  bool // under mu: dropped from cp (it had no connection); nothing is added to it
 }
 
 func (e *Engine) clusterPool(name string) *clusterPool {
@@ -62,6 +69,7 @@ func (e *Engine) clusterPool(name string) *clusterPool {
 	return cp
 }
 
+// host returns the pool of addr, made if need be; nil when cp was dropped.
 func (cp *clusterPool) host(addr string) *hostPool {
 	if hp, ok := (*cp.hosts.Load())[addr]; ok {
 		return hp
@@ -72,13 +80,38 @@ func (cp *clusterPool) host(addr string) *hostPool {
 	if hp, ok := m[addr]; ok {
 		return hp
 	}
-	hp := &hostPool{addr: addr}
+	if cp.dead {
+		return nil
+	}
+	hp := &hostPool{addr: addr, cp: cp}
 	var none []*upConn
 	hp.conns.Store(&none)
 	nm := maps.Clone(m)
 	nm[addr] = hp
 	cp.hosts.Store(&nm)
 	return hp
+}
+
+// hostPool returns the pool of addr in the named cluster's pool, made if need be.
+func (e *Engine) hostPool(name, addr string) *hostPool {
+	for {
+		if hp := e.clusterPool(name).host(addr); hp != nil {
+			return hp
+		}
+		// That cluster pool was just dropped (dropClusterPool): the next lookup makes another.
+	}
+}
+
+// forget takes hp, which is dead, out of cp's map.
+func (cp *clusterPool) forget(hp *hostPool) {
+	cp.mu.Lock()
+	m := *cp.hosts.Load()
+	if m[hp.addr] == hp {
+		nm := maps.Clone(m)
+		delete(nm, hp.addr)
+		cp.hosts.Store(&nm)
+	}
+	cp.mu.Unlock()
 }
 
 // setLocked publishes a new connection list; hp.mu is held.
@@ -96,15 +129,18 @@ func (hp *hostPool) remove(u *upConn) {
 // conn returns a multiplexed connection to host (or, when a new connection has to be
 // dialled and the cluster dials another host, to that one).
 func (e *Engine) conn(s *session, cl *cluster.Cluster, host *cluster.Host, lr *lb.Request) (*upConn, error) {
-	cp := e.clusterPool(cl.Name())
-	hp := cp.host(host.Addr())
-	cs := *hp.conns.Load()
-	if n := len(cs); n > 0 && n >= int(hp.size.Load()) {
-		if u := cs[hp.rr.Add(1)%uint32(n)]; u.Available() && !u.host.Removed() {
-			return u, nil
+	for {
+		hp := e.hostPool(cl.Name(), host.Addr())
+		cs := *hp.conns.Load()
+		if n := len(cs); n > 0 && n >= int(hp.size.Load()) {
+			if u := cs[hp.rr.Add(1)%uint32(n)]; u.Available() && !u.host.Removed() {
+				return u, nil
+			}
+		}
+		if u, err := e.dial(s, cl, hp, host, lr); err != errPoolGone {
+			return u, err
 		}
 	}
-	return e.dial(s, cl, cp, hp, host, lr)
 }
 
 func (e *Engine) poolSize(cl *cluster.Cluster) int {
@@ -121,7 +157,7 @@ func (e *Engine) poolSize(cl *cluster.Cluster) int {
 // request's pick chose (DialHost): a pick of the dial's own would hold a second unit of
 // the balancer's load on a host for the connection's whole life, and might connect to
 // another host than the one the request is accounted to.
-func (e *Engine) dial(s *session, cl *cluster.Cluster, cp *clusterPool, hp *hostPool, host *cluster.Host, lr *lb.Request) (*upConn, error) {
+func (e *Engine) dial(s *session, cl *cluster.Cluster, hp *hostPool, host *cluster.Host, lr *lb.Request) (*upConn, error) {
 	if e.isShut.Load() {
 		return nil, errEngineClosed
 	}
@@ -135,6 +171,11 @@ func (e *Engine) dial(s *session, cl *cluster.Cluster, cp *clusterPool, hp *host
 		}
 	}()
 	hp.mu.Lock()
+	if hp.dead {
+		hp.mu.Unlock()
+		hp.cp.forget(hp)
+		return nil, errPoolGone
+	}
 	size := e.poolSize(cl)
 	hp.size.Store(int32(size))
 	cs := *hp.conns.Load()
@@ -158,25 +199,134 @@ func (e *Engine) dial(s *session, cl *cluster.Cluster, cp *clusterPool, hp *host
 		hp.mu.Unlock()
 		return nil, err
 	}
-	target := hp
-	if h.Addr() != hp.addr {
-		target = cp.host(h.Addr())
+	if h.Addr() == hp.addr {
+		u, err := e.newUpConn(hp, cl, h, raw, done)
+		if err == nil {
+			hp.setLocked(append(slices.Clone(live), u))
+		}
+		hp.mu.Unlock()
+		return u, err
 	}
-	u, err := e.newUpConn(target, cl, h, raw, done)
-	if err != nil {
-		hp.mu.Unlock()
-		return nil, err
-	}
-	if target == hp {
-		hp.setLocked(append(slices.Clone(live), u))
-		hp.mu.Unlock()
-	} else {
-		hp.mu.Unlock()
+	hp.mu.Unlock()
+	// The dial went to another host: its connection joins that host's pool, looked up
+	// again should the watcher drop it meanwhile.
+	for {
+		target := e.hostPool(cl.Name(), h.Addr())
 		target.mu.Lock()
-		target.setLocked(append(slices.Clone(*target.conns.Load()), u))
+		if target.dead {
+			target.mu.Unlock()
+			target.cp.forget(target)
+			continue
+		}
+		u, err := e.newUpConn(target, cl, h, raw, done)
+		if err == nil {
+			target.setLocked(append(slices.Clone(*target.conns.Load()), u))
+		}
 		target.mu.Unlock()
+		return u, err
 	}
-	return u, nil
+}
+
+// watchHosts runs, until quit is closed, at every change of the clusters' hosts
+// (cluster.Manager.HostsChanged): connections to hosts that left their cluster (or whose
+// cluster was removed, or changed its connection settings) drain, and host and cluster
+// pools left empty are dropped. Requests do not wait for it. A pass that found a host
+// pool busy (a dial in progress) runs again after a tick.
+func (e *Engine) watchHosts(changed, quit <-chan struct{}) {
+	defer e.wg.Done()
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	defer t.Stop()
+	for {
+		select {
+		case <-changed:
+		case <-t.C:
+		case <-quit:
+			return
+		}
+		changed = e.cfg.Clusters.HostsChanged() // before the pass: no change is missed
+		if e.dropRemoved() {
+			t.Reset(e.cfg.Tick)
+		}
+	}
+}
+
+// dropRemoved drains the connections whose host is Removed and drops the empty pools; it
+// reports whether a host pool was busy and kept for the next pass. It holds no lock while
+// calling GoAway (which takes the host pool's).
+func (e *Engine) dropRemoved() (busy bool) {
+	e.mu.Lock()
+	var stale []*upConn
+	for u := range e.conns {
+		if u.Available() && u.host.Removed() {
+			stale = append(stale, u)
+		}
+	}
+	e.mu.Unlock()
+	for _, u := range stale {
+		u.GoAway()
+	}
+	for name, cp := range *e.pools.Load() {
+		empty, b := cp.dropEmpty()
+		busy = busy || b
+		if empty {
+			e.dropClusterPool(name, cp)
+		}
+	}
+	return busy
+}
+
+// dropEmpty drops cp's host pools that have no connection; a pool whose lock is held (a
+// dial in progress) is kept and reported busy. It reports whether cp has no pool left.
+func (cp *clusterPool) dropEmpty() (empty, busy bool) {
+	var gone []*hostPool
+	for _, hp := range *cp.hosts.Load() {
+		if !hp.mu.TryLock() {
+			busy = true
+			continue
+		}
+		if !hp.dead && len(*hp.conns.Load()) == 0 {
+			hp.dead = true // dial and the other host's dial look the pool up again
+			gone = append(gone, hp)
+		}
+		hp.mu.Unlock()
+	}
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	m := *cp.hosts.Load()
+	if len(gone) > 0 {
+		nm := maps.Clone(m)
+		for _, hp := range gone {
+			if nm[hp.addr] == hp {
+				delete(nm, hp.addr)
+			}
+		}
+		cp.hosts.Store(&nm)
+		m = nm
+	}
+	return len(m) == 0, busy
+}
+
+// dropClusterPool drops cp, the pool of the named cluster, if it has no host pool.
+func (e *Engine) dropClusterPool(name string, cp *clusterPool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	m := *e.pools.Load()
+	if m[name] != cp {
+		return
+	}
+	cp.mu.Lock()
+	empty := len(*cp.hosts.Load()) == 0
+	if empty {
+		cp.dead = true
+	}
+	cp.mu.Unlock()
+	if !empty {
+		return
+	}
+	nm := maps.Clone(m)
+	delete(nm, name)
+	e.pools.Store(&nm)
 }
 
 // pending is a request waiting for its response on an upstream connection.
@@ -472,6 +622,12 @@ func (u *upConn) onTick(now int64) {
 	u.tkOut.flush()
 	if idle && u.draining.Load() {
 		u.c.Close(closeGoAway)
+		return
+	}
+	if idle && u.host.Removed() {
+		// Dialled to a host picked before it left, after the watcher's pass: nothing
+		// else would drain it.
+		u.GoAway()
 		return
 	}
 	u.keepalive(now)
