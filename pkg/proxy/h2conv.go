@@ -489,6 +489,11 @@ func (c uploadCut) cutWait() {
 // It reports whether the response had come early (h2EarlyEnd ended it): then nothing
 // more may be written to the client.
 func (s *session) h2Abort() (early bool) {
+	return s.h2AbortWith(errors.New("downstream closed"))
+}
+
+// h2AbortWith is h2Abort releasing the target with outcome err.
+func (s *session) h2AbortWith(err error) (early bool) {
 	x := s.h2
 	if x == nil {
 		return false
@@ -504,8 +509,16 @@ func (s *session) h2Abort() (early bool) {
 	if r := <-x.res; r.resp != nil {
 		_ = r.resp.Body.Close()
 	}
-	x.t.release(errors.New("downstream closed"))
+	x.t.release(err)
 	return false
+}
+
+// h2Stalled reports whether the upstream's stall bound cut the upload being forwarded
+// (startTimer): the pipe refused a piece once the target had timed out, so the rest of
+// the body is dropped and the answer is 504 whatever the client does next.
+func (s *session) h2Stalled() bool {
+	x := s.h2
+	return x != nil && x.failed && x.t.timesUp()
 }
 
 // errBodyIncomplete ends the upstream request body when the client's body will not come.

@@ -83,12 +83,26 @@ func (p *Proxy) requestBodyTimeout() time.Duration {
 }
 
 // bodyTimedOut answers 408 when the read loop ended because a request body stalled for
-// the body timeout: the incomplete upstream request is dropped. It reports whether it did.
+// the body timeout: the incomplete upstream request is dropped; 504 instead when an
+// HTTP/2 upstream's stall bound had cut the upload before (h2Stalled). It reports
+// whether it did.
 func (s *session) bodyTimedOut(err error) bool {
 	if !s.bodyArmed || !errors.Is(err, os.ErrDeadlineExceeded) {
 		return false
 	}
 	s.bodyArmed = false
+	if s.h2Stalled() {
+		// The HTTP/2 upstream stalled first: its stall bound cut the upload, and the
+		// body left was being read only to be dropped before the upstream's 504. A
+		// client held back meanwhile (the proxy did not read it while the upstream
+		// blocked the body) is not blamed for a pause during that drain.
+		s.p.cfg.Log.Debug("proxy: request body stalled after the upstream's stall bound cut it")
+		s.h2AbortWith(errTimeout)
+		s.inBody = false
+		s.keepAlive = false
+		s.localReply(statusTimeout, errTimeout.body, true, false)
+		return true
+	}
 	s.p.protocolError(string(stream.HTTP1))
 	s.p.cfg.Log.Debug("proxy: request body timeout")
 	s.dropUpstream()
