@@ -29,3 +29,18 @@ func LoopIdle(p *Proxy) int {
 	})
 	return n
 }
+
+// ParkedSignal returns a channel that gets a value each time an event loop parks a
+// request for its filters' delay, until the test ends.
+func ParkedSignal(t interface{ Cleanup(func()) }) <-chan struct{} {
+	ch := make(chan struct{}, 16)
+	f := func() {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	parkedHook.Store(&f)
+	t.Cleanup(func() { parkedHook.Store(nil) })
+	return ch
+}

@@ -173,11 +173,12 @@ func TestLoopFaultAbort(t *testing.T) {
 func TestLoopFaultClientLeavesDuringDelay(t *testing.T) {
 	o := startOrigin(t, echo)
 	e, logPath := faultLoopEnv(t, o.addr(), withFilters(t, "fault", `{"delay":{"fixed_delay":"300ms","percentage":100}}`))
+	parked := proxy.ParkedSignal(t)
 	c := dial(t, e.addr)
 	if _, err := io.WriteString(c, "GET /left HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond) // the request is parked
+	waitParked(t, parked)
 	c.Close()
 	lines := logLines(t, e.px.AccessLog().Flush, logPath, 1)
 	if len(lines) != 1 || lines[0] != "0 DC,DI /left" {
@@ -387,12 +388,13 @@ func TestLoopFaultHostsDownDuringDelay(t *testing.T) {
 		{"match":{"prefix":"/"},"route":{"cluster_name":"c"}}]}]}`,
 		`[{"name":"c","type":"SIMPLE","pick_timeout":"5s","hosts":[{"address":"`+o.addr()+`"}]}]`, "r", true, filters)
 	cl, _ := e.clusters.Get("c")
+	parked := proxy.ParkedSignal(t)
 	c := dial(t, e.addr)
 	br := bufio.NewReader(c)
 	if _, err := io.WriteString(c, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond) // parked
+	waitParked(t, parked)
 	cl.SetHostHealth(o.addr(), false)
 	resp, body := readResp(t, br, http.MethodGet)
 	if resp.StatusCode != 503 || body != "no healthy upstream" {
@@ -403,5 +405,15 @@ func TestLoopFaultHostsDownDuringDelay(t *testing.T) {
 	}
 	if n := o.reqs.Load(); n != 0 {
 		t.Fatalf("upstream saw %d requests", n)
+	}
+}
+
+// waitParked waits until an event loop has parked a request for its filters' delay.
+func waitParked(t *testing.T, parked <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-parked:
+	case <-time.After(testTimeout):
+		t.Fatal("no request was parked")
 	}
 }

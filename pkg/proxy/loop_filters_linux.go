@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/mosnlite/mosnlite/pkg/filter"
@@ -123,7 +124,13 @@ func (c *loopConn) park(rt *router.Route, cl *cluster.Cluster, n, total int, str
 	c.lf.park = loopPark{at: evloop.Mono() + int64(c.lf.delay), rt: rt, cl: cl, n: n, total: total,
 		streaming: streaming, continued: continued, stopped: stopped}
 	c.rearm()
+	if h := parkedHook.Load(); h != nil {
+		(*h)()
+	}
 }
+
+// parkedHook, set by tests only, runs on the loop once a request is parked.
+var parkedHook atomic.Pointer[func()]
 
 // unpark goes on with the parked request once its delay is over (OnTimer).
 func (c *loopConn) unpark() {
