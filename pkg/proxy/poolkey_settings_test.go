@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bufio"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -13,44 +12,8 @@ import (
 	"github.com/mosnlite/mosnlite/pkg/network/tlstest"
 	"github.com/mosnlite/mosnlite/pkg/proxy"
 	"github.com/mosnlite/mosnlite/pkg/stream"
+	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
-
-// sniffListener hands net/http each accepted connection as plain or TLS, as the client's
-// first byte says, so that one upstream address serves a cluster before and after an
-// update that turns upstream TLS on.
-type sniffListener struct {
-	net.Listener
-	tls *tls.Config
-}
-
-func (l *sniffListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		br := bufio.NewReader(c)
-		_ = c.SetReadDeadline(time.Now().Add(testTimeout))
-		first, err := br.Peek(1) // the proxy writes first (a request or a ClientHello)
-		_ = c.SetReadDeadline(time.Time{})
-		if err != nil {
-			_ = c.Close()
-			continue
-		}
-		pc := &sniffedConn{Conn: c, r: br}
-		if first[0] == 0x16 { // a TLS handshake record
-			return tls.Server(pc, l.tls), nil
-		}
-		return pc, nil
-	}
-}
-
-type sniffedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *sniffedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 // startSettingsOrigin serves HTTP/1 and HTTP/2 (h2c prior knowledge, or ALPN h2 over
 // TLS), plain or TLS on one address. Each answer says how its connection came: "plain",
@@ -83,7 +46,8 @@ func startSettingsOrigin(t *testing.T, cert tls.Certificate) (addr string, held,
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetHTTP2(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
-	sl := &sniffListener{Listener: ln, tls: &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}}
+	// The proxy writes first: a request, or a ClientHello once the cluster has TLS.
+	sl := testutil.NewPlainOrTLS(&tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}).Listener(ln, testTimeout)
 	go func() { _ = srv.Serve(sl) }()
 	t.Cleanup(func() {
 		close(done)

@@ -1,74 +1,15 @@
 package xprotocol_test
 
 import (
-	"bufio"
 	"crypto/tls"
 	"net"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/mosnlite/mosnlite/pkg/config"
 	"github.com/mosnlite/mosnlite/pkg/network/tlstest"
 	"github.com/mosnlite/mosnlite/pkg/protocol/xprotocol/bolt"
 	"github.com/mosnlite/mosnlite/pkg/testutil"
 )
-
-// tlsSniffListener hands the bolt server each accepted connection as plain or TLS, as the
-// client's first byte says, and records how each came ("plain", or "tls" and the server
-// name the client sent).
-type tlsSniffListener struct {
-	net.Listener
-	cert tls.Certificate
-	mu   sync.Mutex
-	seen []string
-}
-
-func (l *tlsSniffListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		br := bufio.NewReader(c)
-		_ = c.SetReadDeadline(time.Now().Add(testTimeout))
-		first, err := br.Peek(1) // the engine writes first (a request or a ClientHello)
-		_ = c.SetReadDeadline(time.Time{})
-		if err != nil {
-			_ = c.Close()
-			continue
-		}
-		pc := &bufConn{Conn: c, r: br}
-		if first[0] != 0x16 { // not a TLS handshake record
-			l.record("plain")
-			return pc, nil
-		}
-		return tls.Server(pc, &tls.Config{Certificates: []tls.Certificate{l.cert},
-			GetConfigForClient: func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
-				l.record("tls " + chi.ServerName)
-				return nil, nil
-			}}), nil
-	}
-}
-
-func (l *tlsSniffListener) record(how string) {
-	l.mu.Lock()
-	l.seen = append(l.seen, how)
-	l.mu.Unlock()
-}
-
-func (l *tlsSniffListener) conns() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.seen...)
-}
-
-type bufConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *bufConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 // TestClusterTLSUpdateMovesNewRequests: when cluster "c" is updated in place from plain to
 // upstream TLS on the same address, the next request goes out on a new TLS connection,
@@ -80,8 +21,9 @@ func TestClusterTLSUpdateMovesNewRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sl := &tlsSniffListener{Listener: ln, cert: ca.Leaf(t, "127.0.0.1", "one.test").TLS(t)}
-	up := &boltServer{ln: sl, xp: bolt.New(bolt.Options{}), open: map[net.Conn]struct{}{}, gate: make(chan struct{})}
+	// The engine writes first: a request, or a ClientHello once the cluster has TLS.
+	sniff := testutil.NewPlainOrTLS(&tls.Config{Certificates: []tls.Certificate{ca.Leaf(t, "127.0.0.1", "one.test").TLS(t)}})
+	up := &boltServer{ln: sniff.Listener(ln, testTimeout), xp: bolt.New(bolt.Options{}), open: map[net.Conn]struct{}{}, gate: make(chan struct{})}
 	up.wg.Add(1)
 	go up.serve()
 	t.Cleanup(up.close)
@@ -104,7 +46,7 @@ func TestClusterTLSUpdateMovesNewRequests(t *testing.T) {
 	if f := roundTrip(t, c, r, bolt.Message{ID: 3, Headers: hdrs("service", "echo")}); f.Status != 0 {
 		t.Fatalf("after the update: status %d", f.Status)
 	}
-	if got := sl.conns(); len(got) != 2 || got[1] != "tls one.test" {
+	if got := sniff.Seen(); len(got) != 2 || got[1] != "tls one.test" {
 		t.Fatalf("upstream connections %q; want the request after the update on a new one, TLS to one.test", got)
 	}
 	up.release()

@@ -1,12 +1,10 @@
 package connpool_test
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"io"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,71 +17,24 @@ import (
 )
 
 // sniffEcho is an echo upstream that speaks plain TCP or TLS on one address, as the
-// client's first byte says, and records how each connection came ("plain", or "tls "
-// and the server name the client sent).
+// client's first byte says, and records how each connection came (testutil.PlainOrTLS).
 type sniffEcho struct {
 	addr string
-	mu   sync.Mutex
-	seen []string
+	*testutil.PlainOrTLS
 }
 
 func startSniffEcho(t *testing.T, cert tls.Certificate) *sniffEcho {
 	t.Helper()
-	s := &sniffEcho{}
+	p := testutil.NewPlainOrTLS(&tls.Config{Certificates: []tls.Certificate{cert}})
 	srv := testutil.StartTCP(t, func(c *net.TCPConn) {
-		br := bufio.NewReader(c)
-		first, err := br.Peek(1)
+		wc, err := p.Wrap(c, testTimeout)
 		if err != nil {
 			return
 		}
-		var rw io.ReadWriter = struct {
-			io.Reader
-			io.Writer
-		}{br, c}
-		if first[0] != 0x16 { // not a TLS handshake record
-			s.record("plain")
-		} else {
-			tc := tls.Server(&peekedConn{Conn: c, r: br}, &tls.Config{
-				Certificates: []tls.Certificate{cert},
-				GetConfigForClient: func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
-					s.record("tls " + chi.ServerName)
-					return nil, nil
-				},
-			})
-			if tc.Handshake() != nil {
-				return
-			}
-			rw = tc
-		}
-		_, _ = io.Copy(rw, rw)
+		_, _ = io.Copy(wc, wc)
 	})
-	s.addr = srv.Addr()
-	return s
+	return &sniffEcho{addr: srv.Addr(), PlainOrTLS: p}
 }
-
-func (s *sniffEcho) record(how string) {
-	s.mu.Lock()
-	s.seen = append(s.seen, how)
-	s.mu.Unlock()
-}
-
-// last is how the latest connection came.
-func (s *sniffEcho) last() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.seen) == 0 {
-		return ""
-	}
-	return s.seen[len(s.seen)-1]
-}
-
-// peekedConn reads what the sniffing buffered first.
-type peekedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 // keyedConn is a cluster connection with the pool key of the host it was dialled to, as
 // the proxy's upstream connections carry (they are Put back under it).
@@ -175,8 +126,8 @@ func TestPingPongNewTLSSettingsNotServedOldConnections(t *testing.T) {
 
 	cl = poolKeyCluster(t, m, up.addr, &config.TLSConfig{Status: true, CACert: ca.PEM, ServerName: "one.test"})
 	c := take(cl)
-	if !isTLS(c.raw) || up.last() != "tls one.test" {
-		t.Fatalf("after the update to TLS: request on TLS %v, the upstream last saw %q; want TLS one.test", isTLS(c.raw), up.last())
+	if !isTLS(c.raw) || up.Last() != "tls one.test" {
+		t.Fatalf("after the update to TLS: request on TLS %v, the upstream last saw %q; want TLS one.test", isTLS(c.raw), up.Last())
 	}
 	testutil.Eventually(t, testTimeout, "the idle plain connection to close", idle.closed.Load)
 	roundTrip(t, c.raw)
@@ -189,8 +140,8 @@ func TestPingPongNewTLSSettingsNotServedOldConnections(t *testing.T) {
 
 	cl = poolKeyCluster(t, m, up.addr, &config.TLSConfig{Status: true, CACert: ca.PEM, ServerName: "two.test"})
 	d := take(cl)
-	if d == c || up.last() != "tls two.test" {
-		t.Fatalf("after the server_name update: reused %v, the upstream last saw %q; want a new connection to two.test", d == c, up.last())
+	if d == c || up.Last() != "tls two.test" {
+		t.Fatalf("after the server_name update: reused %v, the upstream last saw %q; want a new connection to two.test", d == c, up.Last())
 	}
 	testutil.Eventually(t, testTimeout, "the idle one.test connection to close", c.closed.Load)
 	roundTrip(t, d.raw)
@@ -240,8 +191,8 @@ func TestMultiplexNewTLSSettingsNotServedOldConnections(t *testing.T) {
 
 	cl = poolKeyCluster(t, m, up.addr, &config.TLSConfig{Status: true, CACert: ca.PEM, ServerName: "one.test"})
 	c := acq(cl)
-	if !isTLS(c.raw) || up.last() != "tls one.test" {
-		t.Fatalf("after the update to TLS: stream on TLS %v, the upstream last saw %q; want TLS one.test", isTLS(c.raw), up.last())
+	if !isTLS(c.raw) || up.Last() != "tls one.test" {
+		t.Fatalf("after the update to TLS: stream on TLS %v, the upstream last saw %q; want TLS one.test", isTLS(c.raw), up.Last())
 	}
 	testutil.Eventually(t, testTimeout, "the idle plain connection to close", idle.closed)
 	roundTrip(t, c.raw)
