@@ -83,9 +83,10 @@ func (p *Proxy) requestBodyTimeout() time.Duration {
 }
 
 // bodyTimedOut answers 408 when the read loop ended because a request body stalled for
-// the body timeout: the incomplete upstream request is dropped; 504 instead when an
-// HTTP/2 upstream's stall bound had cut the upload before (h2Stalled). It reports
-// whether it did.
+// the body timeout: the incomplete upstream request is dropped; 504 instead when the
+// upstream had stalled the upload before (an HTTP/2 upstream's stall bound cut it,
+// h2Stalled, or the write to an HTTP/1 upstream ran out of time). It reports whether it
+// did.
 func (s *session) bodyTimedOut(err error) bool {
 	if !s.bodyArmed || !errors.Is(err, os.ErrDeadlineExceeded) {
 		return false
@@ -98,6 +99,17 @@ func (s *session) bodyTimedOut(err error) bool {
 		// blocked the body) is not blamed for a pause during that drain.
 		s.p.cfg.Log.Debug("proxy: request body stalled after the upstream's stall bound cut it")
 		s.h2AbortWith(errTimeout)
+		s.inBody = false
+		s.keepAlive = false
+		s.localReply(statusTimeout, errTimeout.body, true, false)
+		return true
+	}
+	if s.h2 == nil && s.up != nil && s.upFailed && s.upTimeout {
+		// Likewise for an HTTP/1 upstream: the write of the body to it ran out of time
+		// first (writeUp), and the body left was being drained for the upstream's 504.
+		s.p.cfg.Log.Debug("proxy: request body stalled after the upstream stopped taking it")
+		s.up.report(false)
+		s.finishUpstream(false, errors.New("upstream timeout"))
 		s.inBody = false
 		s.keepAlive = false
 		s.localReply(statusTimeout, errTimeout.body, true, false)

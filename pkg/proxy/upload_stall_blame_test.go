@@ -90,3 +90,73 @@ func stallBlame(t *testing.T, p uploadPath, upstreamFirst bool) {
 		t.Fatalf("answer %s; want %s", got, want)
 	}
 }
+
+// TestUploadStallBlameH1: as TestUploadStallBlame, to an HTTP/1 upstream that reads 64 KiB
+// and then nothing. The proxy's write to it runs out of time (the request body timeout),
+// the rest of the body is read and dropped, and a client that pauses during that drain
+// gets the upstream's 504, not 408. The client knows the cut came when a write of its,
+// held back while the upstream blocked the upload, goes through after more than the body
+// timeout: the proxy reads it again only once its upstream write gave up.
+func TestUploadStallBlameH1(t *testing.T) {
+	for _, p := range []uploadPath{
+		{name: "goroutines", prefix: "/"},
+		{name: "loops", loops: true, prefix: "/"},
+	} {
+		t.Run(p.name, func(t *testing.T) {
+			const size = 64 << 20
+			const bodyTimeout = 300 * time.Millisecond
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan struct{})
+			t.Cleanup(func() { close(done); _ = ln.Close() })
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(testTimeout))
+				_, _ = io.ReadFull(c, make([]byte, 64<<10))
+				<-done // nothing more is read
+			}()
+			addr := p.start(t, routeTimeout30s, ln.Addr().String(), func(c *proxy.Config) { c.RequestBodyTimeout = bodyTimeout })
+
+			c, err := net.DialTimeout("tcp", addr, testTimeout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(testTimeout))
+			wrote := make(chan error, 1)
+			go func() {
+				_, err := io.WriteString(c, "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: "+strconv.Itoa(size)+"\r\n\r\n")
+				piece := make([]byte, 16<<10)
+				for n := 0; err == nil && n < size; n += len(piece) {
+					start := time.Now()
+					_, err = c.Write(piece)
+					if err == nil && time.Since(start) > bodyTimeout {
+						// Held back past the body timeout: the upstream write was cut, and the
+						// proxy drains the body; this client now pauses for good.
+						wrote <- nil
+						return
+					}
+				}
+				wrote <- err
+			}()
+			resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "POST"})
+			if err != nil {
+				_ = c.Close()
+				<-wrote
+				t.Fatalf("no answer: %v", err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			_ = c.Close()
+			<-wrote
+			if got, want := fmt.Sprintf("%d %q", resp.StatusCode, b), `504 "upstream timeout"`; got != want {
+				t.Fatalf("answer %s; want %s", got, want)
+			}
+		})
+	}
+}
