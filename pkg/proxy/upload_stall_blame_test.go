@@ -72,16 +72,7 @@ func stallBlame(t *testing.T, p uploadPath, upstreamFirst bool) {
 		}
 		wrote <- err
 	}()
-	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "POST"})
-	if err != nil {
-		_ = c.Close()
-		<-wrote
-		t.Fatalf("no answer: %v", err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	_ = c.Close()
-	<-wrote
-	got := fmt.Sprintf("%d %q", resp.StatusCode, b)
+	got := blameAnswer(t, c, wrote)
 	want := `408 "request body timeout"`
 	if upstreamFirst {
 		want = `504 "upstream timeout"`
@@ -105,23 +96,11 @@ func TestUploadStallBlameH1(t *testing.T) {
 		t.Run(p.name, func(t *testing.T) {
 			const size = 64 << 20
 			const bodyTimeout = 300 * time.Millisecond
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan struct{})
-			t.Cleanup(func() { close(done); _ = ln.Close() })
-			go func() {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(testTimeout))
-				_, _ = io.ReadFull(c, make([]byte, 64<<10))
-				<-done // nothing more is read
-			}()
-			addr := p.start(t, routeTimeout30s, ln.Addr().String(), func(c *proxy.Config) { c.RequestBodyTimeout = bodyTimeout })
+			// The upstream reads 64 KiB, then nothing until the test ends.
+			answered := make(chan struct{})
+			t.Cleanup(func() { close(answered) })
+			upstream := stallingOrigin(t, make(chan struct{}, 1), answered, make(chan error, 1))
+			addr := p.start(t, routeTimeout30s, upstream, func(c *proxy.Config) { c.RequestBodyTimeout = bodyTimeout })
 
 			c, err := net.DialTimeout("tcp", addr, testTimeout)
 			if err != nil {
@@ -145,18 +124,26 @@ func TestUploadStallBlameH1(t *testing.T) {
 				}
 				wrote <- err
 			}()
-			resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "POST"})
-			if err != nil {
-				_ = c.Close()
-				<-wrote
-				t.Fatalf("no answer: %v", err)
-			}
-			b, _ := io.ReadAll(resp.Body)
-			_ = c.Close()
-			<-wrote
-			if got, want := fmt.Sprintf("%d %q", resp.StatusCode, b), `504 "upstream timeout"`; got != want {
+			got := blameAnswer(t, c, wrote)
+			if want := `504 "upstream timeout"`; got != want {
 				t.Fatalf("answer %s; want %s", got, want)
 			}
 		})
 	}
+}
+
+// blameAnswer reads the answer to the upload on c, closes c and waits for the writer
+// (wrote); it returns the status and body, quoted.
+func blameAnswer(t *testing.T, c net.Conn, wrote <-chan error) string {
+	t.Helper()
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "POST"})
+	if err != nil {
+		_ = c.Close()
+		<-wrote
+		t.Fatalf("no answer: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	_ = c.Close()
+	<-wrote
+	return fmt.Sprintf("%d %q", resp.StatusCode, b)
 }
