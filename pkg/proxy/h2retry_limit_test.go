@@ -18,11 +18,16 @@ type limitCase struct {
 	unknown bool // no length: HTTP/2 DATA frames without content-length, HTTP/1 chunked
 }
 
-// limitCases are the paths that keep a request body: HTTP/2 clients to HTTP/1 (pre,
-// "/h1/" or "/m1/") and to HTTP/2 upstreams ("/h2/" or "/m2/"), and HTTP/1 clients to
-// HTTP/2 upstreams, with a known length and without.
-func limitCases(e2, e1 *retryEnv, c2, c1 *http.Client, h1, h2 string) []limitCase {
-	return []limitCase{
+// limitCases starts a proxy for HTTP/2 clients and one for HTTP/1 clients on routes and
+// clusters cl, and returns the paths that keep a request body: HTTP/2 clients to HTTP/1
+// (h1: "/h1/" or "/m1/") and to HTTP/2 upstreams (h2: "/h2/" or "/m2/"), and HTTP/1
+// clients to HTTP/2 upstreams, with a known length and without; with full, also HTTP/2
+// clients to HTTP/1 on the full path (a third proxy, with a stream filter).
+func limitCases(t *testing.T, routes, cl, h1, h2 string, full bool) []limitCase {
+	e2 := startRetryEnv(t, routes, cl, stream.HTTP2)
+	e1 := startRetryEnv(t, routes, cl, stream.HTTP1)
+	c2, c1 := safeClient(t, stream.HTTP2), safeClient(t, stream.HTTP1)
+	cases := []limitCase{
 		{"h2 to h1", e2, c2, h1, false},
 		{"h2 to h1 no length", e2, c2, h1, true},
 		{"h2 to h2", e2, c2, h2, false},
@@ -30,6 +35,13 @@ func limitCases(e2, e1 *retryEnv, c2, c1 *http.Client, h1, h2 string) []limitCas
 		{"h1 to h2", e1, c1, h2, false},
 		{"h1 to h2 chunked", e1, c1, h2, true},
 	}
+	if full {
+		f := startRetryEnv(t, routes, cl, stream.HTTP2,
+			withFilters(t, "header_mutation", `{"request_headers_to_add":[{"header":{"key":"X-Added","value":"yes"}}]}`))
+		cases = append(cases, limitCase{"h2 to h1 full path", f, c2, h1, false},
+			limitCase{"h2 to h1 full path no length", f, c2, h1, true})
+	}
+	return cases
 }
 
 // TestH2RetryBodyWithinBufferLimit: with the default buffer limit (1 MiB), a retry
@@ -38,12 +50,9 @@ func limitCases(e2, e1 *retryEnv, c2, c1 *http.Client, h1, h2 string) []limitCas
 func TestH2RetryBodyWithinBufferLimit(t *testing.T) {
 	bo := startBodyOrigins(t, 2)
 	cl := `[{"name":"c","type":"SIMPLE","hosts":[` + bo.hosts() + `]}]`
-	e2 := startRetryEnv(t, bodyRetryRoutes, cl, stream.HTTP2)
-	e1 := startRetryEnv(t, bodyRetryRoutes, cl, stream.HTTP1)
-	c2, c1 := safeClient(t, stream.HTTP2), safeClient(t, stream.HTTP1)
 	body := randomBody(512 << 10)
 	sum := sha256.Sum256(body)
-	for _, tc := range limitCases(e2, e1, c2, c1, "/h1/up", "/h2/up") {
+	for _, tc := range limitCases(t, bodyRetryRoutes, cl, "/h1/up", "/h2/up", false) {
 		before := retryCount(t, tc.e.m, "c")
 		bo.fail.Store(1)
 		resp, got := post(t, tc.c, "http://"+tc.e.addr+tc.path, body, tc.unknown)
@@ -74,12 +83,9 @@ func TestH2RetryBodyWithinBufferLimit(t *testing.T) {
 func TestH2RetryBodyOverBufferLimit(t *testing.T) {
 	bo := startBodyOrigins(t, 2)
 	cl := `[{"name":"c","type":"SIMPLE","hosts":[` + bo.hosts() + `]}]`
-	e2 := startRetryEnv(t, bodyRetryRoutes, cl, stream.HTTP2)
-	e1 := startRetryEnv(t, bodyRetryRoutes, cl, stream.HTTP1)
-	c2, c1 := safeClient(t, stream.HTTP2), safeClient(t, stream.HTTP1)
 	body := randomBody(2 << 20)
 	sum := sha256.Sum256(body)
-	for _, tc := range limitCases(e2, e1, c2, c1, "/h1/big", "/h2/big") {
+	for _, tc := range limitCases(t, bodyRetryRoutes, cl, "/h1/big", "/h2/big", false) {
 		before := retryCount(t, tc.e.m, "c")
 		over := tc.e.m.UpstreamOverflow.WithLabelValues("c", "retry_buffer")
 		overBefore := counterValue(t, over)
@@ -109,16 +115,9 @@ func TestH2MirrorBodyWithinBufferLimit(t *testing.T) {
 	shadow, seen := shadowOrigin(t, false)
 	cl := `[{"name":"c","type":"SIMPLE","hosts":[{"address":"` + main.addr() + `"}]},
 	 {"name":"shadow","type":"SIMPLE","hosts":[{"address":"` + shadow.addr() + `"}]}]`
-	e2 := startRetryEnv(t, mirrorH2Routes, cl, stream.HTTP2)
-	e1 := startRetryEnv(t, mirrorH2Routes, cl, stream.HTTP1)
-	full := startRetryEnv(t, mirrorH2Routes, cl, stream.HTTP2,
-		withFilters(t, "header_mutation", `{"request_headers_to_add":[{"header":{"key":"X-Added","value":"yes"}}]}`))
-	c2, c1 := safeClient(t, stream.HTTP2), safeClient(t, stream.HTTP1)
 	body := randomBody(512 << 10)
 	sum := sha256.Sum256(body)
-	cases := limitCases(e2, e1, c2, c1, "/m1/up", "/m2/up")
-	cases = append(cases, limitCase{"h2 to h1 full path", full, c2, "/m1/up", false},
-		limitCase{"h2 to h1 full path no length", full, c2, "/m1/up", true})
+	cases := limitCases(t, mirrorH2Routes, cl, "/m1/up", "/m2/up", true)
 	for _, tc := range cases {
 		resp, got := post(t, tc.c, "http://"+tc.e.addr+tc.path, body, tc.unknown)
 		if want := "POST " + tc.path + " "; resp.StatusCode != http.StatusOK || !strings.HasPrefix(got, want) ||
@@ -130,9 +129,9 @@ func TestH2MirrorBodyWithinBufferLimit(t *testing.T) {
 			t.Fatalf("%s: mirror got %s %s with %d body bytes, want the %d sent", tc.name, m.method, m.path, len(m.body), len(body))
 		}
 	}
-	for _, e := range []*retryEnv{e2, e1, full} {
-		if v := mirrorCount(t, e.m, "dropped"); v != 0 {
-			t.Fatalf("mirrors dropped = %v, want 0", v)
+	for _, tc := range cases {
+		if v := mirrorCount(t, tc.e.m, "dropped"); v != 0 {
+			t.Fatalf("%s: mirrors dropped = %v, want 0", tc.name, v)
 		}
 	}
 }
@@ -146,17 +145,10 @@ func TestH2MirrorBodyAtBufferLimit(t *testing.T) {
 	shadow, seen := shadowOrigin(t, false)
 	cl := `[{"name":"c","type":"SIMPLE","hosts":[{"address":"` + main.addr() + `"}]},
 	 {"name":"shadow","type":"SIMPLE","hosts":[{"address":"` + shadow.addr() + `"}]}]`
-	e2 := startRetryEnv(t, mirrorH2Routes, cl, stream.HTTP2)
-	e1 := startRetryEnv(t, mirrorH2Routes, cl, stream.HTTP1)
-	full := startRetryEnv(t, mirrorH2Routes, cl, stream.HTTP2,
-		withFilters(t, "header_mutation", `{"request_headers_to_add":[{"header":{"key":"X-Added","value":"yes"}}]}`))
-	c2, c1 := safeClient(t, stream.HTTP2), safeClient(t, stream.HTTP1)
 	over := randomBody(1<<20 + 1)
 	fits := over[:1<<20]
 	sum := sha256.Sum256(fits)
-	cases := limitCases(e2, e1, c2, c1, "/m1/up", "/m2/up")
-	cases = append(cases, limitCase{"h2 to h1 full path", full, c2, "/m1/up", false},
-		limitCase{"h2 to h1 full path no length", full, c2, "/m1/up", true})
+	cases := limitCases(t, mirrorH2Routes, cl, "/m1/up", "/m2/up", true)
 	for _, tc := range cases {
 		before := mirrorCount(t, tc.e.m, "dropped")
 		if resp, got := post(t, tc.c, "http://"+tc.e.addr+tc.path, over, tc.unknown); resp.StatusCode != http.StatusOK ||
